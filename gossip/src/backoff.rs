@@ -1,0 +1,1 @@
+//! Placeholder: module `backoff` is being written.

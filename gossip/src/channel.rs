@@ -1,0 +1,1 @@
+//! Placeholder: module `channel` is being written.

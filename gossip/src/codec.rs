@@ -1,0 +1,1 @@
+//! Placeholder: module `codec` is being written.

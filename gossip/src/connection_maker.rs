@@ -1,0 +1,1 @@
+//! Placeholder: module `connection_maker` is being written.

@@ -1,0 +1,1 @@
+//! Placeholder: module `crdt` is being written.

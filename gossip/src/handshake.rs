@@ -1,0 +1,1 @@
+//! Placeholder: module `handshake` is being written.

@@ -1,0 +1,1 @@
+//! Placeholder: module `identity` is being written.

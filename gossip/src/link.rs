@@ -1,0 +1,1 @@
+//! Placeholder: module `link` is being written.

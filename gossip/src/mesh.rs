@@ -1,0 +1,1 @@
+//! Placeholder: module `mesh` is being written.

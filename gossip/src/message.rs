@@ -1,0 +1,1 @@
+//! Placeholder: module `message` is being written.

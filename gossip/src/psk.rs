@@ -1,0 +1,1 @@
+//! Placeholder: module `psk` is being written.

@@ -1,0 +1,1 @@
+//! Placeholder: module `ratelimit` is being written.

@@ -1,0 +1,1 @@
+//! Placeholder: module `routes` is being written.

@@ -1,0 +1,1 @@
+//! Placeholder: module `sim` is being written.

@@ -1,0 +1,1 @@
+//! Placeholder: module `topology` is being written.

@@ -1,0 +1,2 @@
+//! The weft router daemon.
+#![warn(missing_docs, unreachable_pub)]
