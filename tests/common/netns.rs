@@ -1,0 +1,322 @@
+//! Network namespaces for one test: a switch namespace holding bridge `br0`, hosts
+//! `h1..hN` whose `eth0` (198.18.0.X/24) is a port of that bridge, and optional pods
+//! behind a host. This is the only module of the harness that runs `ip`.
+//!
+//! Every link is created inside a namespace (`ip -n NS link add ... peer ... netns
+//! OTHER`), so nothing ever appears in the root namespace. Addresses are checked
+//! against the allowed ranges before they are added or pinged. `Drop` ends any process
+//! still inside our namespaces (by PID) and deletes the namespaces and the test dir.
+
+use super::{require_root, run_ok, run_with_timeout};
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread;
+use std::time::Duration;
+
+static NEXT_NET: AtomicUsize = AtomicUsize::new(0);
+
+/// Address ranges the tests may use: the underlay and the two overlay ranges.
+const ALLOWED: [(Ipv4Addr, u8); 3] = [
+    (Ipv4Addr::new(198, 18, 0, 0), 15),
+    (Ipv4Addr::new(10, 32, 0, 0), 12),
+    (Ipv4Addr::new(10, 40, 0, 0), 16),
+];
+
+/// Panics unless `addr` lies in 198.18.0.0/15, 10.32.0.0/12 or 10.40.0.0/16.
+pub fn assert_allowed(addr: Ipv4Addr) {
+    let ok = ALLOWED.iter().any(|&(net, len)| {
+        let mask = u32::MAX << (32 - len);
+        u32::from(addr) & mask == u32::from(net)
+    });
+    assert!(ok, "address {addr} is outside the ranges tests may use (198.18.0.0/15, 10.32.0.0/12, 10.40.0.0/16)");
+}
+
+/// One host: a namespace with `eth0` on the underlay, and its router's directories.
+#[derive(Debug, Clone)]
+pub struct Host {
+    /// 1-based index: host `hX` has underlay address 198.18.0.X.
+    pub index: usize,
+    /// Namespace name.
+    pub ns: String,
+    /// Underlay address of `eth0`.
+    pub addr: Ipv4Addr,
+    /// `WEFT_RUN_DIR` for this host's router.
+    pub run_dir: PathBuf,
+    /// `WEFT_DATA_DIR` for this host's router (kept across relaunches).
+    pub data_dir: PathBuf,
+}
+
+/// A pod: a namespace whose `eth0` is a veth to interface `host_if` in its host.
+#[derive(Debug, Clone)]
+pub struct Pod {
+    /// Namespace name.
+    pub ns: String,
+    /// Index of the host it hangs off.
+    pub host: usize,
+    /// Name of the host-side veth end, inside the host namespace.
+    pub host_if: String,
+}
+
+/// The namespaces of one test. Dropping it removes them all.
+pub struct Net {
+    prefix: String,
+    dir: PathBuf,
+    switch: String,
+    hosts: Vec<Host>,
+    pods: Vec<Pod>,
+    created: Vec<String>,
+}
+
+impl Net {
+    /// Builds a switch and `hosts` hosts. `tag` names the test (lowercase letters and
+    /// digits, at most 10); with the PID and a counter it makes the namespace prefix
+    /// unique, so tests run in parallel. Panics without root.
+    pub fn new(tag: &str, hosts: usize) -> Net {
+        require_root();
+        assert!(
+            !tag.is_empty()
+                && tag.len() <= 10
+                && tag
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()),
+            "bad test tag {tag:?}: use 1-10 lowercase letters or digits"
+        );
+        let seq = NEXT_NET.fetch_add(1, Ordering::Relaxed);
+        let prefix = format!("{tag}-{}-{seq}-", std::process::id());
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("e2e-{prefix}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
+        let mut net = Net {
+            switch: format!("{prefix}sw"),
+            prefix,
+            dir,
+            hosts: Vec::new(),
+            pods: Vec::new(),
+            created: Vec::new(),
+        };
+        let sw = net.switch.clone();
+        net.add_ns(&sw);
+        ip(&["-n", &sw, "link", "add", "br0", "type", "bridge"]);
+        ip(&["-n", &sw, "link", "set", "br0", "up"]);
+        for _ in 0..hosts {
+            net.add_host();
+        }
+        net
+    }
+
+    /// Adds host `h{N+1}` with eth0 = 198.18.0.{N+1}/24 on the switch; returns its index.
+    pub fn add_host(&mut self) -> usize {
+        let index = self.hosts.len() + 1;
+        assert!(index <= 254, "at most 254 hosts");
+        let ns = format!("{}h{index}", self.prefix);
+        let addr = Ipv4Addr::new(198, 18, 0, index as u8);
+        assert_allowed(addr);
+        self.add_ns(&ns);
+        let port = format!("h{index}");
+        ip(&[
+            "-n",
+            &self.switch,
+            "link",
+            "add",
+            &port,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            &ns,
+        ]);
+        ip(&[
+            "-n",
+            &self.switch,
+            "link",
+            "set",
+            &port,
+            "master",
+            "br0",
+            "up",
+        ]);
+        ip(&[
+            "-n",
+            &ns,
+            "addr",
+            "add",
+            &format!("{addr}/24"),
+            "dev",
+            "eth0",
+        ]);
+        ip(&["-n", &ns, "link", "set", "eth0", "up"]);
+        let hdir = self.dir.join(format!("h{index}"));
+        let (run_dir, data_dir) = (hdir.join("run"), hdir.join("data"));
+        for d in [&run_dir, &data_dir] {
+            std::fs::create_dir_all(d).unwrap_or_else(|e| panic!("create {}: {e}", d.display()));
+        }
+        self.hosts.push(Host {
+            index,
+            ns,
+            addr,
+            run_dir,
+            data_dir,
+        });
+        index
+    }
+
+    /// Adds a pod namespace behind `host`: pod `eth0` <-> host `vpK`, both up, no
+    /// address (see [`Net::pod_addr`]).
+    pub fn add_pod(&mut self, host: usize) -> Pod {
+        let host_ns = self.host(host).ns.clone();
+        let k = self.pods.iter().filter(|p| p.host == host).count() + 1;
+        let ns = format!("{}p{host}-{k}", self.prefix);
+        let host_if = format!("vp{k}");
+        self.add_ns(&ns);
+        ip(&[
+            "-n", &host_ns, "link", "add", &host_if, "type", "veth", "peer", "name", "eth0",
+            "netns", &ns,
+        ]);
+        ip(&["-n", &host_ns, "link", "set", &host_if, "up"]);
+        ip(&["-n", &ns, "link", "set", "eth0", "up"]);
+        let pod = Pod { ns, host, host_if };
+        self.pods.push(pod.clone());
+        pod
+    }
+
+    /// Gives a pod's eth0 an overlay address, e.g. "10.40.1.2/16" (checked).
+    pub fn pod_addr(&self, pod: &Pod, cidr: &str) {
+        let addr: Ipv4Addr = cidr
+            .split('/')
+            .next()
+            .unwrap_or("")
+            .parse()
+            .expect("cidr address");
+        assert_allowed(addr);
+        ip(&["-n", &pod.ns, "addr", "add", cidr, "dev", "eth0"]);
+    }
+
+    /// Host `hX` (1-based).
+    pub fn host(&self, index: usize) -> &Host {
+        self.hosts
+            .get(index.wrapping_sub(1))
+            .unwrap_or_else(|| panic!("no host h{index}"))
+    }
+
+    /// All hosts, h1 first.
+    pub fn hosts(&self) -> &[Host] {
+        &self.hosts
+    }
+
+    /// The per-test directory (secrets, logs, run and data dirs). Kept if the test fails.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Namespace name prefix of this test.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// Names of all namespaces this `Net` created.
+    pub fn namespaces(&self) -> &[String] {
+        &self.created
+    }
+
+    /// Runs `program args` inside namespace `ns` (60 s limit), capturing its output.
+    pub fn exec(&self, ns: &str, program: &str, args: &[&str]) -> Output {
+        run_with_timeout(
+            Command::new("ip")
+                .args(["netns", "exec", ns, program])
+                .args(args),
+            Duration::from_secs(60),
+        )
+    }
+
+    /// One ping (2 s deadline) from namespace `ns` to an allowed address.
+    pub fn ping(&self, ns: &str, addr: Ipv4Addr) -> bool {
+        assert_allowed(addr);
+        self.exec(ns, "ping", &["-c", "1", "-W", "2", "-q", &addr.to_string()])
+            .status
+            .success()
+    }
+
+    fn add_ns(&mut self, ns: &str) {
+        assert!(
+            !netns_list().iter().any(|n| n == ns),
+            "namespace {ns} already exists"
+        );
+        ip(&["netns", "add", ns]);
+        self.created.push(ns.to_string());
+        ip(&["-n", ns, "link", "set", "lo", "up"]);
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        for ns in self.created.iter().rev() {
+            kill_leftovers(ns);
+            let out = run_with_timeout(
+                Command::new("ip").args(["netns", "del", ns]),
+                Duration::from_secs(30),
+            );
+            if !out.status.success() {
+                eprintln!(
+                    "harness: ip netns del {ns} failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
+        if thread::panicking() {
+            eprintln!("harness: test failed; logs kept in {}", self.dir.display());
+        } else if let Err(e) = std::fs::remove_dir_all(&self.dir) {
+            eprintln!("harness: remove {}: {e}", self.dir.display());
+        }
+    }
+}
+
+/// Safety net: a process still inside one of our namespaces was started by this test
+/// (e.g. a daemonized `weft launch`); end it by PID before deleting the namespace.
+fn kill_leftovers(ns: &str) {
+    let out = run_with_timeout(
+        Command::new("ip").args(["netns", "pids", ns]),
+        Duration::from_secs(10),
+    );
+    for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+        eprintln!("harness: killing leftover pid {pid} in namespace {ns}");
+        let _ = run_with_timeout(
+            Command::new("kill").args(["-KILL", pid]),
+            Duration::from_secs(5),
+        );
+        let proc_dir = PathBuf::from(format!("/proc/{pid}"));
+        super::wait_until(Duration::from_secs(5), Duration::from_millis(20), || {
+            !proc_dir.exists()
+        });
+    }
+}
+
+/// Names of all network namespaces (`ip netns list`).
+pub fn netns_list() -> Vec<String> {
+    let out = run_ok(Command::new("ip").args(["netns", "list"]));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .collect()
+}
+
+/// Interface names in the root namespace (to check that a test adds none there).
+pub fn root_links() -> Vec<String> {
+    let out = run_ok(Command::new("ip").args(["-o", "link", "show"]));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            l.split(": ")
+                .nth(1)
+                .map(|n| n.split('@').next().unwrap_or(n).to_string())
+        })
+        .collect()
+}
+
+/// Runs `ip args`, panicking with its stderr on failure.
+fn ip(args: &[&str]) {
+    run_ok(Command::new("ip").args(args));
+}
