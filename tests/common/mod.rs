@@ -28,7 +28,7 @@ pub fn require_root() {
     if euid != "0" {
         panic!(
             "end-to-end tests need root (network namespaces); run as root: \
-             `sudo scripts/test.sh`, or `sudo -E cargo test --workspace` (effective uid is {euid})"
+             `sudo scripts/test.sh`, or `cargo test` in a root shell (effective uid is {euid})"
         );
     }
 }
