@@ -109,11 +109,6 @@ pub fn run_ok(cmd: &mut Command) -> Output {
     out
 }
 
-/// The stdout of `out` as a String (lossy).
-pub fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// The last `n` lines of `text`, for failure messages.
 pub fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();

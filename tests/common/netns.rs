@@ -84,6 +84,9 @@ impl Net {
             "bad test tag {tag:?}: use 1-10 lowercase letters or digits"
         );
         let seq = NEXT_NET.fetch_add(1, Ordering::Relaxed);
+        if seq == 0 {
+            remove_stale();
+        }
         let prefix = format!("{tag}-{}-{seq}-", std::process::id());
         let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("e2e-{prefix}"));
         let _ = std::fs::remove_dir_all(&dir);
@@ -217,11 +220,6 @@ impl Net {
         &self.prefix
     }
 
-    /// Names of all namespaces this `Net` created.
-    pub fn namespaces(&self) -> &[String] {
-        &self.created
-    }
-
     /// Runs `program args` inside namespace `ns` (60 s limit), capturing its output.
     pub fn exec(&self, ns: &str, program: &str, args: &[&str]) -> Output {
         run_with_timeout(
@@ -291,6 +289,31 @@ fn kill_leftovers(ns: &str) {
         super::wait_until(Duration::from_secs(5), Duration::from_millis(20), || {
             !proc_dir.exists()
         });
+    }
+}
+
+/// Removes namespaces that this harness made in a test process that no longer exists
+/// (killed before its `Drop` ran): names `TAG-PID-SEQ-{sw,hN,pN-K}` whose PID is gone.
+fn remove_stale() {
+    for ns in netns_list() {
+        let parts: Vec<&str> = ns.splitn(4, '-').collect();
+        let ours = parts.len() == 4
+            && parts[0]
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+            && parts[2].bytes().all(|b| b.is_ascii_digit())
+            && (parts[3] == "sw" || parts[3].starts_with('h') || parts[3].starts_with('p'));
+        let pid_gone = parts.get(1).is_some_and(|pid| {
+            pid.bytes().all(|b| b.is_ascii_digit()) && !Path::new("/proc").join(pid).exists()
+        });
+        if ours && pid_gone {
+            eprintln!("harness: removing stale namespace {ns} (its test process is gone)");
+            kill_leftovers(&ns);
+            let _ = run_with_timeout(
+                Command::new("ip").args(["netns", "del", &ns]),
+                Duration::from_secs(30),
+            );
+        }
     }
 }
 
