@@ -236,6 +236,13 @@ fn tampered_messages_fail() {
                     Some(HandshakeError::AuthFailed)
                 ));
             }
+            // T11: a forged or damaged confirm record never gives the initiator a link.
+            if direction == Direction::ToInitiator && at >= 8 + 2 + MSG2_LEN + 2 {
+                assert!(matches!(
+                    outcome.initiator_error,
+                    Some(HandshakeError::ConfirmFailed)
+                ));
+            }
         }
     }
 }
@@ -319,6 +326,33 @@ fn oversize_length_is_refused_immediately() {
         resp.handle_input(&[0]),
         Err(HandshakeError::Aborted)
     ));
+}
+
+/// T36: an oversize msg3 is refused on its length prefix, like msg1.
+#[test]
+fn oversize_msg3_is_refused_immediately() {
+    let (a, b) = identities();
+    let (mut init, mut resp) = pair(&a, &b, None, None);
+    init.handle_input(PLAIN_HEADER).expect("header");
+    let up = init.poll_transmit().expect("header + msg1");
+    resp.handle_input(&up).expect("msg1");
+    assert_eq!(resp.stage(), Stage::Msg3);
+    let before = resp.consumed();
+    let err = resp
+        .handle_input(&[0x01, 0x00, 0xaa])
+        .expect_err("oversize msg3");
+    assert!(
+        matches!(
+            err,
+            HandshakeError::BadLength {
+                what: "msg3",
+                got: 256,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(resp.consumed(), before + 2);
 }
 
 /// T36/T34: junk and slow input never grow the pre-auth buffers.
