@@ -131,7 +131,9 @@ impl<C: Crdt> CrdtChannel<C> {
     }
 
     fn own_digest(&self) -> u64 {
-        Fingerprint::new().bytes(&codec::encode(&self.crdt.full())).finish()
+        Fingerprint::new()
+            .bytes(&codec::encode(&self.crdt.full()))
+            .finish()
     }
 }
 
@@ -196,7 +198,10 @@ mod tests {
         let mut a = CrdtChannel::new(GCounter::new());
         let mut b = CrdtChannel::new(GCounter::new());
         let delta = a.crdt.increment(p, 5);
-        assert!(a.apply_local(delta).is_none(), "already applied by increment");
+        assert!(
+            a.apply_local(delta).is_none(),
+            "already applied by increment"
+        );
         b.crdt.increment(q, 2);
         assert_ne!(a.digest(), b.digest());
 
@@ -219,8 +224,14 @@ mod tests {
     fn fingerprint_is_stable() {
         // Pinned so that a change of the function (which would split mixed-build
         // meshes into endless anti-entropy) is noticed.
-        assert_eq!(Fingerprint::new().bytes(b"weft").finish(), 0x48db_2e6a_6dd1_b888);
-        assert_ne!(Fingerprint::new().u64(1).finish(), Fingerprint::new().u64(2).finish());
+        assert_eq!(
+            Fingerprint::new().bytes(b"weft").finish(),
+            0x48db_2e6a_6dd1_b888
+        );
+        assert_ne!(
+            Fingerprint::new().u64(1).finish(),
+            Fingerprint::new().u64(2).finish()
+        );
     }
 
     #[test]

@@ -91,13 +91,19 @@ mod tests {
         // A varint length of 2^56 for the Vec<u64>: the limit must stop it.
         let mut bytes = encode(&String::from("x"));
         bytes.extend_from_slice(&[0xfd, 0, 0, 0, 0, 0, 0, 0, 1]);
-        assert!(matches!(decode::<Sample>(&bytes), Err(DecodeError::Malformed(_))));
+        assert!(matches!(
+            decode::<Sample>(&bytes),
+            Err(DecodeError::Malformed(_))
+        ));
     }
 
     #[test]
     fn oversized_input_is_refused() {
         let bytes = vec![0u8; MAX_DECODE_LEN + 1];
-        assert_eq!(decode::<u8>(&bytes), Err(DecodeError::TooLong(MAX_DECODE_LEN + 1)));
+        assert_eq!(
+            decode::<u8>(&bytes),
+            Err(DecodeError::TooLong(MAX_DECODE_LEN + 1))
+        );
     }
 }
 

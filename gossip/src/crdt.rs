@@ -12,7 +12,7 @@
 
 use crate::peer::PeerId;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use std::collections::BTreeMap;
 
 /// A state-based CRDT whose merge returns what was new.
@@ -105,9 +105,16 @@ pub(crate) mod laws {
     /// exactly when nothing changed and otherwise a delta that alone produces the result.
     pub(crate) fn check<C: Crdt + Clone + PartialEq + Debug>(a: &C, b: &C, c: &C) {
         assert_eq!(join(a, b), join(b, a), "merge is not commutative");
-        assert_eq!(join(&join(a, b), c), join(a, &join(b, c)), "merge is not associative");
+        assert_eq!(
+            join(&join(a, b), c),
+            join(a, &join(b, c)),
+            "merge is not associative"
+        );
         let mut again = a.clone();
-        assert!(again.merge(a.full()).is_none(), "merging itself reported news");
+        assert!(
+            again.merge(a.full()).is_none(),
+            "merging itself reported news"
+        );
         assert_eq!(&again, a, "merge is not idempotent");
 
         let mut merged = a.clone();
@@ -117,7 +124,10 @@ pub(crate) mod laws {
                 assert_ne!(&merged, a, "merge returned news but changed nothing");
                 let mut via_news = a.clone();
                 via_news.merge(news);
-                assert_eq!(via_news, merged, "the returned delta does not reproduce the merge");
+                assert_eq!(
+                    via_news, merged,
+                    "the returned delta does not reproduce the merge"
+                );
             }
         }
     }

@@ -175,7 +175,9 @@ impl Message {
 
 fn check_channel(name: &str) -> Result<(), MessageError> {
     if name.is_empty() || name.len() > MAX_CHANNEL_NAME_LEN {
-        return Err(MessageError::Invalid("channel name empty or longer than 32 bytes"));
+        return Err(MessageError::Invalid(
+            "channel name empty or longer than 32 bytes",
+        ));
     }
     Ok(())
 }
@@ -250,14 +252,20 @@ mod tests {
             listen_port: 1,
             link_seq: 0,
         });
-        assert!(matches!(Message::decode(&long.encode()), Err(MessageError::Invalid(_))));
+        assert!(matches!(
+            Message::decode(&long.encode()),
+            Err(MessageError::Invalid(_))
+        ));
         let bad_channel = Message::Update {
             channel: String::new(),
             update: vec![],
         };
         assert!(Message::decode(&bad_channel.encode()).is_err());
         assert_eq!(Message::decode(&[]), Err(MessageError::Empty));
-        assert_eq!(Message::decode(&[9, 1]), Err(MessageError::UnsupportedVersion(9)));
+        assert_eq!(
+            Message::decode(&[9, 1]),
+            Err(MessageError::UnsupportedVersion(9))
+        );
     }
 
     #[test]

@@ -99,7 +99,10 @@ mod tests {
         table.set_earliest(Timer::Gc, t0 + Duration::from_secs(5));
         assert_eq!(table.get(Timer::Gc), Some(t0 + Duration::from_secs(1)));
         assert_eq!(table.next_expiry(), Some(t0 + Duration::from_secs(1)));
-        assert_eq!(table.take_expired(t0 + Duration::from_secs(2)), vec![Timer::Gc]);
+        assert_eq!(
+            table.take_expired(t0 + Duration::from_secs(2)),
+            vec![Timer::Gc]
+        );
         assert!(!table.is_armed(Timer::Gc));
         assert!(table.is_armed(Timer::Gossip));
     }
