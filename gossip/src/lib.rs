@@ -18,6 +18,7 @@
 //! - [`routes`]: unicast next hops and per-source broadcast trees.
 //! - [`crdt`] and [`channel`]: the gossip-channel contract that IPAM rides on.
 //! - [`mesh`]: the per-router state machine that ties the above together.
+//! - [`timer`]: the mesh's timers, kept as data.
 //! - [`connection_maker`] and [`backoff`]: whom to dial, and when.
 //! - [`sim`]: a deterministic, seeded network of N meshes in one process.
 #![warn(missing_docs, unreachable_pub)]
@@ -38,4 +39,5 @@ pub mod ratelimit;
 pub mod routes;
 #[cfg(any(test, feature = "sim"))]
 pub mod sim;
+pub mod timer;
 pub mod topology;

@@ -1,1 +1,321 @@
-//! Placeholder: module `mesh` is being written.
+//! The per-router mesh state machine.
+//!
+//! [`Mesh`] owns the local links, the [`Topology`], the [`Routes`] computed from it and
+//! the registered gossip channels. It is sans-IO: the driver feeds it authenticated links
+//! (`handle_link_up`/`handle_link_down`), their decrypted messages (`handle_message`) and
+//! the clock (`handle_timeout`), and drains what to do with `poll_output`; `poll_timeout`
+//! says when to call back. Nothing here reads a clock, a socket or a global RNG.
+//!
+//! ```text
+//!   driver ──handle_link_up/down, handle_message, handle_timeout──▶ Mesh
+//!   driver ◀──poll_output: Send{conn, bytes} | Close{conn, reason} | Event──
+//! ```
+//!
+//! - [`links`]: Hello, duplicate-link resolution, heartbeats and timeouts.
+//! - [`gossip`]: digests, summaries, updates, broadcasts along trees, unicasts.
+
+mod gossip;
+mod links;
+mod types;
+
+pub use types::*;
+
+use crate::channel::GossipChannel;
+use crate::message::{Hello, Message, MAX_CHANNEL_NAME_LEN, MAX_NICKNAME_LEN};
+use crate::peer::PeerId;
+use crate::routes::Routes;
+use crate::timer::{Timer, TimerTable};
+use crate::topology::{Incarnation, Topology, TOPOLOGY_CHANNEL};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+/// One local link.
+#[derive(Debug)]
+struct Conn {
+    remote_id: PeerId,
+    outbound: bool,
+    remote_addr: SocketAddr,
+    /// The peer's Hello; `Some` once established.
+    hello: Option<Hello>,
+    /// Our `link_seq` for this link, sent in our Hello.
+    local_seq: u64,
+    last_received: Instant,
+    next_heartbeat: Instant,
+}
+
+/// The mesh state machine of one router.
+pub struct Mesh {
+    local: LocalPeer,
+    config: MeshConfig,
+    rng: StdRng,
+    next_link_seq: u64,
+    conns: BTreeMap<ConnId, Conn>,
+    /// The established link of each linked peer (at most one per peer).
+    active: BTreeMap<PeerId, ConnId>,
+    topology: Topology,
+    channels: BTreeMap<&'static str, Box<dyn GossipChannel>>,
+    routes: Routes,
+    timers: TimerTable,
+    outputs: VecDeque<MeshOutput>,
+    stats: MeshStats,
+    /// Set by a topology change; flushed as one event per `handle_*` call.
+    topology_changed: bool,
+    last_overtake: Option<Instant>,
+    pending_rival: Option<Incarnation>,
+}
+
+impl Mesh {
+    /// A mesh that knows only itself. `rng_seed` drives every random choice it makes.
+    pub fn new(mut local: LocalPeer, config: MeshConfig, rng_seed: u64, now: Instant) -> Mesh {
+        truncate_nickname(&mut local.nickname);
+        let topology = Topology::new(local.id, local.uid, &local.nickname, local.listen_port);
+        let mut rng = StdRng::seed_from_u64(rng_seed);
+        let mut timers = TimerTable::default();
+        // A random phase, so that routers started together do not gossip in lockstep.
+        let phase = rng.gen_range(0..=config.gossip_interval.as_millis() as u64);
+        timers.set(Timer::Gossip, now + std::time::Duration::from_millis(phase));
+        Mesh {
+            routes: Routes::empty(local.id),
+            local,
+            config,
+            rng,
+            next_link_seq: 1,
+            conns: BTreeMap::new(),
+            active: BTreeMap::new(),
+            topology,
+            channels: BTreeMap::new(),
+            timers,
+            outputs: VecDeque::new(),
+            stats: MeshStats::default(),
+            topology_changed: false,
+            last_overtake: None,
+            pending_rival: None,
+        }
+    }
+
+    /// Who we are.
+    pub fn local(&self) -> &LocalPeer {
+        &self.local
+    }
+
+    /// A link finished its authenticated handshake; `remote_id` is proven. Sends Hello.
+    pub fn handle_link_up(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        remote_id: PeerId,
+        outbound: bool,
+        remote_addr: SocketAddr,
+    ) {
+        self.link_up(now, conn, remote_id, outbound, remote_addr);
+        self.flush_events();
+    }
+
+    /// The driver saw `conn` end. Unknown (already closed) links are ignored.
+    pub fn handle_link_down(&mut self, now: Instant, conn: ConnId) {
+        self.drop_conn(now, conn, None);
+        self.flush_events();
+    }
+
+    /// A decrypted message arrived on `conn`. Invalid input is counted and closes `conn`.
+    pub fn handle_message(&mut self, now: Instant, conn: ConnId, message: &[u8]) {
+        self.message(now, conn, message);
+        self.flush_events();
+    }
+
+    /// Fires every expired deadline.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.link_timeouts(now);
+        for timer in self.timers.take_expired(now) {
+            match timer {
+                Timer::Gossip => {
+                    self.timers
+                        .set(Timer::Gossip, now + self.config.gossip_interval);
+                    self.gossip_round();
+                }
+                Timer::Routes => self.recompute_routes(),
+                Timer::Gc => self.collect_garbage(now),
+                Timer::Incarnation => {
+                    if let Some(rival) = self.pending_rival.take() {
+                        self.overtake(now, rival);
+                    }
+                }
+            }
+        }
+        self.flush_events();
+    }
+
+    /// When to call [`Mesh::handle_timeout`] next.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let links = self.conns.values().map(|c| {
+            c.next_heartbeat
+                .min(c.last_received + self.config.heartbeat_timeout)
+        });
+        links.chain(self.timers.next_expiry()).min()
+    }
+
+    /// The next thing to do, if any.
+    #[must_use]
+    pub fn poll_output(&mut self) -> Option<MeshOutput> {
+        self.outputs.pop_front()
+    }
+
+    /// Our local links.
+    pub fn connections(&self) -> Vec<ConnectionStatus> {
+        self.conns
+            .iter()
+            .map(|(id, c)| ConnectionStatus {
+                conn: *id,
+                peer: c.remote_id,
+                nickname: c.hello.as_ref().map(|h| h.nickname.clone()),
+                remote_addr: c.remote_addr,
+                outbound: c.outbound,
+                state: if c.hello.is_some() {
+                    ConnectionState::Established
+                } else {
+                    ConnectionState::Handshaking
+                },
+            })
+            .collect()
+    }
+
+    /// Every known peer and the links it reports.
+    pub fn peers(&self) -> Vec<PeerStatus> {
+        let nickname = |id: &PeerId| {
+            self.topology
+                .peer(id)
+                .map(|r| r.nickname().to_string())
+                .unwrap_or_default()
+        };
+        self.topology
+            .peers()
+            .map(|(id, record)| PeerStatus {
+                id: *id,
+                nickname: record.nickname().to_string(),
+                uid: record.incarnation().uid,
+                version: record.version(),
+                connections: record
+                    .links()
+                    .map(|(remote, link)| PeerConnectionStatus {
+                        peer: *remote,
+                        nickname: nickname(remote),
+                        addr: link.remote_addr,
+                        outbound: link.outbound,
+                        established: self.topology.is_symmetric(id, remote),
+                    })
+                    .collect(),
+            })
+            .collect()
+    }
+
+    /// The current routes (recalculated after changes; see [`MeshEvent::RoutesChanged`]).
+    pub fn routes(&self) -> &Routes {
+        &self.routes
+    }
+
+    /// The topology as we know it.
+    pub fn topology(&self) -> &Topology {
+        &self.topology
+    }
+
+    /// Listen addresses of peers we know but have no link to (empty without discovery).
+    pub fn discovery_candidates(&self) -> Vec<(PeerId, SocketAddr)> {
+        if !self.config.discovery {
+            return Vec::new();
+        }
+        let linked: Vec<PeerId> = self.conns.values().map(|c| c.remote_id).collect();
+        self.topology
+            .peers()
+            .filter(|(id, _)| **id != self.local.id && !linked.contains(id))
+            .flat_map(|(id, _)| {
+                self.topology
+                    .listen_addresses(id)
+                    .into_iter()
+                    .map(move |a| (*id, a))
+            })
+            .collect()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> MeshStats {
+        self.stats
+    }
+
+    /// Registers a gossip channel under `name` (replacing any channel of that name).
+    ///
+    /// # Panics
+    /// If `name` is the reserved topology channel or longer than 32 bytes: both are
+    /// programming errors.
+    pub fn register_channel(&mut self, name: &'static str, channel: Box<dyn GossipChannel>) {
+        assert!(name != TOPOLOGY_CHANNEL, "the topology channel is built in");
+        assert!(
+            !name.is_empty() && name.len() <= MAX_CHANNEL_NAME_LEN,
+            "channel name must be 1..=32 bytes"
+        );
+        self.channels.insert(name, channel);
+    }
+
+    /// The registered channel `name`.
+    pub fn channel(&self, name: &str) -> Option<&dyn GossipChannel> {
+        self.channels.get(name).map(|c| &**c)
+    }
+
+    /// The registered channel `name`, to change local state; then hand the resulting
+    /// delta to [`Mesh::broadcast`].
+    pub fn channel_mut(&mut self, name: &str) -> Option<&mut (dyn GossipChannel + 'static)> {
+        self.channels.get_mut(name).map(|c| &mut **c)
+    }
+
+    /// Merges a whole topology state from elsewhere, as if received by gossip (used to
+    /// build large simulated meshes without gossiping their history).
+    #[cfg(any(test, feature = "sim"))]
+    pub fn merge_topology_state(&mut self, now: Instant, other: &Topology) {
+        self.topology.merge_state(other);
+        self.after_topology_change(now);
+        self.recompute_routes();
+        self.flush_events();
+    }
+
+    fn send(&mut self, conn: ConnId, message: &Message) {
+        let bytes = message.encode();
+        let len = bytes.len() as u64;
+        if message.is_gossip() {
+            self.stats.gossip_messages_sent += 1;
+            self.stats.gossip_bytes_sent += len;
+        } else {
+            self.stats.control_messages_sent += 1;
+            self.stats.control_bytes_sent += len;
+        }
+        self.outputs.push_back(MeshOutput::Send {
+            conn,
+            message: bytes,
+        });
+    }
+
+    fn event(&mut self, event: MeshEvent) {
+        self.outputs.push_back(MeshOutput::Event(event));
+    }
+
+    fn flush_events(&mut self) {
+        if std::mem::take(&mut self.topology_changed) {
+            self.event(MeshEvent::TopologyChanged);
+        }
+    }
+}
+
+fn truncate_nickname(nickname: &mut String) {
+    if nickname.len() > MAX_NICKNAME_LEN {
+        let mut end = MAX_NICKNAME_LEN;
+        while !nickname.is_char_boundary(end) {
+            end -= 1;
+        }
+        nickname.truncate(end);
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,1 +1,278 @@
-//! Placeholder: module `message` is being written.
+//! Control messages carried in link records.
+//!
+//! A message is one version byte ([`WIRE_VERSION`]) followed by a [`Message`] encoded by
+//! [`crate::codec`]. The first message each side sends on a new link is [`Hello`]; after
+//! that come heartbeats and gossip. Gossip payloads (`summary`, `update`, `payload`) are
+//! opaque bytes here: each [`crate::channel::GossipChannel`] encodes and validates its own.
+//!
+//! [`Message::decode`] is for untrusted input: it never panics, caps the size, and checks
+//! every string and list bound before the mesh looks at the contents.
+
+use crate::codec::{self, DecodeError};
+use crate::peer::{PeerId, PeerUid};
+use serde::{Deserialize, Serialize};
+
+/// First byte of every message; bumped on an incompatible change of the encoding.
+pub const WIRE_VERSION: u8 = 1;
+/// Control-protocol version announced in [`Hello`].
+pub const PROTOCOL_VERSION: u16 = 1;
+/// Largest message accepted, in bytes.
+pub const MAX_MESSAGE_LEN: usize = codec::MAX_DECODE_LEN;
+/// Longest nickname accepted, in bytes.
+pub const MAX_NICKNAME_LEN: usize = 64;
+/// Longest gossip channel name accepted, in bytes.
+pub const MAX_CHANNEL_NAME_LEN: usize = 32;
+/// Most channel digests in one [`Message::Digest`].
+pub const MAX_DIGESTS: usize = 64;
+/// Relays after which a broadcast or unicast is dropped; a guard against forwarding
+/// loops while peers' views of the topology disagree.
+pub const MAX_HOPS: u8 = 64;
+
+/// The first message on a link: who we are in this process run.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// [`PROTOCOL_VERSION`] of the sender.
+    pub protocol_version: u16,
+    /// The sender's incarnation; a new value under a known id means a restart.
+    pub uid: PeerUid,
+    /// The sender's nickname (at most [`MAX_NICKNAME_LEN`] bytes).
+    pub nickname: String,
+    /// The TCP port the sender accepts links on (for discovery).
+    pub listen_port: u16,
+    /// The sender's per-process link counter; orders two links dialled by the same peer.
+    pub link_seq: u64,
+}
+
+/// One channel's state fingerprint, for anti-entropy.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelDigest {
+    /// The gossip channel.
+    pub channel: String,
+    /// [`crate::channel::GossipChannel::digest`] of the sender's state.
+    pub digest: u64,
+}
+
+/// A control message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Message {
+    /// Sent once, first, by both ends of a new link.
+    Hello(Hello),
+    /// Keeps an idle link alive.
+    Heartbeat,
+    /// "My state on these channels has this fingerprint."
+    Digest(Vec<ChannelDigest>),
+    /// A (chunk of a) channel summary. The receiver answers with the updates the sender
+    /// lacks and, if `reply_wanted`, with its own summary of what it lacks itself.
+    Summary {
+        /// The gossip channel.
+        channel: String,
+        /// Whether the receiver should answer with its own summary.
+        reply_wanted: bool,
+        /// Channel-encoded summary.
+        summary: Vec<u8>,
+    },
+    /// State for a neighbour, from a summary exchange; never relayed.
+    Update {
+        /// The gossip channel.
+        channel: String,
+        /// Channel-encoded delta.
+        update: Vec<u8>,
+    },
+    /// A delta relayed along `source`'s broadcast tree to every peer.
+    Broadcast {
+        /// The root of the broadcast tree.
+        source: PeerId,
+        /// Relays so far.
+        hops: u8,
+        /// The gossip channel.
+        channel: String,
+        /// Channel-encoded delta.
+        update: Vec<u8>,
+    },
+    /// A payload for one peer, relayed along unicast routes.
+    Unicast {
+        /// The sender.
+        source: PeerId,
+        /// The recipient.
+        dest: PeerId,
+        /// Relays so far.
+        hops: u8,
+        /// The gossip channel.
+        channel: String,
+        /// Channel-defined payload.
+        payload: Vec<u8>,
+    },
+}
+
+/// Why received bytes are not a valid message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MessageError {
+    /// Zero-length record.
+    #[error("empty message")]
+    Empty,
+    /// The first byte is not a wire version we speak.
+    #[error("unsupported message encoding version {0} (this router speaks {WIRE_VERSION})")]
+    UnsupportedVersion(u8),
+    /// The body could not be decoded.
+    #[error("undecodable message: {0}")]
+    Decode(#[from] DecodeError),
+    /// Decoded, but a field is out of bounds.
+    #[error("invalid message: {0}")]
+    Invalid(&'static str),
+}
+
+impl Message {
+    /// Encodes the message with its version byte.
+    pub fn encode(&self) -> Vec<u8> {
+        let body = codec::encode(self);
+        let mut out = Vec::with_capacity(1 + body.len());
+        out.push(WIRE_VERSION);
+        out.extend_from_slice(&body);
+        out
+    }
+
+    /// Decodes and validates a message from untrusted bytes.
+    pub fn decode(bytes: &[u8]) -> Result<Message, MessageError> {
+        let (&version, body) = bytes.split_first().ok_or(MessageError::Empty)?;
+        if version != WIRE_VERSION {
+            return Err(MessageError::UnsupportedVersion(version));
+        }
+        let message: Message = codec::decode(body)?;
+        message.validate()?;
+        Ok(message)
+    }
+
+    /// Checks every bound that decoding alone does not.
+    pub fn validate(&self) -> Result<(), MessageError> {
+        match self {
+            Message::Hello(hello) if hello.nickname.len() > MAX_NICKNAME_LEN => {
+                Err(MessageError::Invalid("nickname longer than 64 bytes"))
+            }
+            Message::Hello(_) | Message::Heartbeat => Ok(()),
+            Message::Digest(digests) => {
+                if digests.len() > MAX_DIGESTS {
+                    return Err(MessageError::Invalid("too many channel digests"));
+                }
+                digests.iter().try_for_each(|d| check_channel(&d.channel))
+            }
+            Message::Summary { channel, .. } | Message::Update { channel, .. } => {
+                check_channel(channel)
+            }
+            Message::Broadcast { channel, hops, .. } | Message::Unicast { channel, hops, .. } => {
+                if *hops > MAX_HOPS {
+                    return Err(MessageError::Invalid("hop count over the limit"));
+                }
+                check_channel(channel)
+            }
+        }
+    }
+
+    /// Whether this is gossip (counted in the gossip statistics) rather than link control.
+    pub fn is_gossip(&self) -> bool {
+        !matches!(self, Message::Hello(_) | Message::Heartbeat)
+    }
+}
+
+fn check_channel(name: &str) -> Result<(), MessageError> {
+    if name.is_empty() || name.len() > MAX_CHANNEL_NAME_LEN {
+        return Err(MessageError::Invalid(
+            "channel name empty or longer than 32 bytes",
+        ));
+    }
+    Ok(())
+}
+
+/// Fuzz entry point: decodes arbitrary bytes; never panics. A decoded message must
+/// survive an encode/decode round trip unchanged.
+pub fn fuzz_decode_message(data: &[u8]) {
+    if let Ok(message) = Message::decode(data) {
+        let again = Message::decode(&message.encode());
+        assert_eq!(again.as_ref(), Ok(&message), "round trip changed a message");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::fuzz;
+
+    fn samples() -> Vec<Message> {
+        let id = PeerId([7; 16]);
+        vec![
+            Message::Hello(Hello {
+                protocol_version: PROTOCOL_VERSION,
+                uid: PeerUid(42),
+                nickname: "host1".into(),
+                listen_port: 6783,
+                link_seq: 3,
+            }),
+            Message::Heartbeat,
+            Message::Digest(vec![ChannelDigest {
+                channel: "topology".into(),
+                digest: 0xdead_beef,
+            }]),
+            Message::Summary {
+                channel: "topology".into(),
+                reply_wanted: true,
+                summary: vec![1, 2, 3],
+            },
+            Message::Update {
+                channel: "ipam".into(),
+                update: vec![9; 40],
+            },
+            Message::Broadcast {
+                source: id,
+                hops: 2,
+                channel: "topology".into(),
+                update: vec![0; 10],
+            },
+            Message::Unicast {
+                source: id,
+                dest: PeerId([1; 16]),
+                hops: 0,
+                channel: "ipam".into(),
+                payload: vec![5],
+            },
+        ]
+    }
+
+    #[test]
+    fn round_trips() {
+        for m in samples() {
+            assert_eq!(Message::decode(&m.encode()), Ok(m));
+        }
+    }
+
+    #[test]
+    fn bounds_are_checked() {
+        let long = Message::Hello(Hello {
+            protocol_version: 1,
+            uid: PeerUid(1),
+            nickname: "x".repeat(MAX_NICKNAME_LEN + 1),
+            listen_port: 1,
+            link_seq: 0,
+        });
+        assert!(matches!(
+            Message::decode(&long.encode()),
+            Err(MessageError::Invalid(_))
+        ));
+        let bad_channel = Message::Update {
+            channel: String::new(),
+            update: vec![],
+        };
+        assert!(Message::decode(&bad_channel.encode()).is_err());
+        assert_eq!(Message::decode(&[]), Err(MessageError::Empty));
+        assert_eq!(
+            Message::decode(&[9, 1]),
+            Err(MessageError::UnsupportedVersion(9))
+        );
+    }
+
+    #[test]
+    fn fuzz_decode_message_never_panics() {
+        let corpus: Vec<Vec<u8>> = samples().iter().map(Message::encode).collect();
+        for input in fuzz::inputs(0x5eed_0001, &corpus, 4000) {
+            fuzz_decode_message(&input);
+        }
+    }
+}

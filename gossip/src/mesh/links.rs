@@ -1,0 +1,221 @@
+//! Link lifecycle: Hello, duplicate links, restarts, heartbeats and dead links.
+//!
+//! Both ends send [`Hello`] first. On the peer's Hello the link is established, unless:
+//! - the peer has our id: the same uid means we dialled ourselves
+//!   ([`CloseReason::ConnectedToSelf`]), another uid means a second router runs with our
+//!   identity ([`CloseReason::SameIdentity`]); neither target is ever retried;
+//! - we already have a link to that peer. If the Hello shows a new uid, the peer
+//!   restarted and the new link replaces the old ([`CloseReason::Replaced`]). Otherwise
+//!   the two links are duplicates and both ends keep the same one, computed from facts
+//!   both know: the link whose initiator has the lower [`PeerId`]; if one peer initiated
+//!   both, the one with its higher `link_seq` (its newer dial, which also replaces a
+//!   half-open old link). Weave broke such ties by link ids and saw churn (#3619).
+
+use super::{CloseReason, Conn, ConnId, Mesh, MeshEvent, MeshOutput};
+use crate::message::{Hello, Message, PROTOCOL_VERSION};
+use crate::peer::PeerId;
+use crate::topology::{LinkInfo, RecordDelta, Topology, TopologyUpdate, TOPOLOGY_CHANNEL};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+impl Mesh {
+    pub(super) fn link_up(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        remote_id: PeerId,
+        outbound: bool,
+        remote_addr: SocketAddr,
+    ) {
+        if self.conns.contains_key(&conn) {
+            return;
+        }
+        let local_seq = self.next_link_seq;
+        self.next_link_seq += 1;
+        let link = Conn {
+            remote_id,
+            outbound,
+            remote_addr,
+            hello: None,
+            local_seq,
+            last_received: now,
+            next_heartbeat: now + self.config.heartbeat_interval,
+        };
+        self.conns.insert(conn, link);
+        let hello = Hello {
+            protocol_version: PROTOCOL_VERSION,
+            uid: self.local.uid,
+            nickname: self.local.nickname.clone(),
+            listen_port: self.local.listen_port,
+            link_seq: local_seq,
+        };
+        self.send(conn, &Message::Hello(hello));
+    }
+
+    pub(super) fn message(&mut self, now: Instant, conn: ConnId, bytes: &[u8]) {
+        let Some(link) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        link.last_received = now;
+        let established = link.hello.is_some();
+        let message = match Message::decode(bytes) {
+            Ok(m) => m,
+            Err(e) => return self.malformed(now, conn, e.to_string()),
+        };
+        if message.is_gossip() {
+            self.stats.gossip_messages_received += 1;
+            self.stats.gossip_bytes_received += bytes.len() as u64;
+        }
+        match (message, established) {
+            (Message::Hello(hello), false) => self.hello(now, conn, hello),
+            (Message::Hello(_), true) => self.malformed(now, conn, "a second Hello".into()),
+            (_, false) => self.malformed(now, conn, "a message before Hello".into()),
+            (Message::Heartbeat, true) => {}
+            (gossip, true) => self.gossip_message(now, conn, gossip),
+        }
+    }
+
+    pub(super) fn malformed(&mut self, now: Instant, conn: ConnId, why: String) {
+        self.stats.malformed += 1;
+        self.drop_conn(now, conn, Some(CloseReason::Malformed(why)));
+    }
+
+    /// Forgets `conn`; with a reason, tells the driver to close it.
+    pub(super) fn drop_conn(&mut self, now: Instant, conn: ConnId, reason: Option<CloseReason>) {
+        let Some(link) = self.conns.remove(&conn) else {
+            return;
+        };
+        if let Some(reason) = &reason {
+            self.outputs.push_back(MeshOutput::Close {
+                conn,
+                reason: reason.clone(),
+            });
+        }
+        let peer = link.remote_id;
+        self.event(MeshEvent::ConnectionLost {
+            conn,
+            peer: Some(peer),
+            reason,
+        });
+        if self.active.get(&peer) == Some(&conn) {
+            self.active.remove(&peer);
+            if let Some(delta) = self.topology.set_local_link(peer, None) {
+                self.local_change(now, delta);
+            }
+        }
+    }
+
+    fn hello(&mut self, now: Instant, conn: ConnId, hello: Hello) {
+        let Some(link) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let remote = link.remote_id;
+        if remote == self.local.id {
+            let reason = if hello.uid == self.local.uid {
+                CloseReason::ConnectedToSelf
+            } else {
+                CloseReason::SameIdentity
+            };
+            return self.drop_conn(now, conn, Some(reason));
+        }
+        if hello.protocol_version != PROTOCOL_VERSION {
+            let reason = CloseReason::ProtocolVersion {
+                theirs: hello.protocol_version,
+            };
+            return self.drop_conn(now, conn, Some(reason));
+        }
+        let uid = hello.uid;
+        link.hello = Some(hello);
+        if let Some(&existing) = self.active.get(&remote) {
+            let restarted = self
+                .conns
+                .get(&existing)
+                .and_then(|c| c.hello.as_ref())
+                .is_some_and(|h| h.uid != uid);
+            if !restarted && !self.prefer(conn, existing) {
+                return self.drop_conn(now, conn, Some(CloseReason::Duplicate));
+            }
+            // Unlist the old link first, so its close does not announce the peer gone.
+            self.active.remove(&remote);
+            let reason = if restarted {
+                CloseReason::Replaced
+            } else {
+                CloseReason::Duplicate
+            };
+            self.drop_conn(now, existing, Some(reason));
+        }
+        self.establish(now, conn);
+    }
+
+    /// Whether link `new` should be kept over link `old` to the same peer.
+    fn prefer(&self, new: ConnId, old: ConnId) -> bool {
+        let initiator = |id: ConnId| -> Option<(PeerId, u64)> {
+            let c = self.conns.get(&id)?;
+            if c.outbound {
+                Some((self.local.id, c.local_seq))
+            } else {
+                Some((c.remote_id, c.hello.as_ref()?.link_seq))
+            }
+        };
+        match (initiator(new), initiator(old)) {
+            (Some((ni, nseq)), Some((oi, oseq))) if ni == oi => nseq > oseq,
+            (Some((ni, _)), Some((oi, _))) => ni < oi,
+            (new, _) => new.is_some(),
+        }
+    }
+
+    fn establish(&mut self, now: Instant, conn: ConnId) {
+        let Some(link) = self.conns.get(&conn) else {
+            return;
+        };
+        let (remote, outbound) = (link.remote_id, link.outbound);
+        let info = LinkInfo {
+            outbound,
+            remote_addr: link.remote_addr,
+        };
+        self.active.insert(remote, conn);
+        self.event(MeshEvent::ConnectionEstablished { conn, peer: remote });
+        if let Some(delta) = self.topology.set_local_link(remote, Some(info)) {
+            self.local_change(now, delta);
+        }
+        // The dialler starts the state exchange; the summaries flow both ways from there.
+        if outbound {
+            self.send_digests(conn);
+        }
+    }
+
+    /// Applies and broadcasts a change of our own record.
+    pub(super) fn local_change(&mut self, now: Instant, delta: RecordDelta) {
+        let update = Topology::encode_update(&TopologyUpdate {
+            records: vec![delta],
+        });
+        self.after_topology_change(now);
+        self.relay_broadcast(self.local.id, 0, TOPOLOGY_CHANNEL, update, None, true);
+    }
+
+    /// Closes silent links and sends due heartbeats.
+    pub(super) fn link_timeouts(&mut self, now: Instant) {
+        let timeout = self.config.heartbeat_timeout;
+        let mut dead = Vec::new();
+        let mut beats = Vec::new();
+        for (id, link) in &mut self.conns {
+            if now >= link.last_received + timeout {
+                let reason = if link.hello.is_some() {
+                    CloseReason::HeartbeatTimeout
+                } else {
+                    CloseReason::HelloTimeout
+                };
+                dead.push((*id, reason));
+            } else if now >= link.next_heartbeat {
+                link.next_heartbeat = now + self.config.heartbeat_interval;
+                beats.push(*id);
+            }
+        }
+        for (id, reason) in dead {
+            self.drop_conn(now, id, Some(reason));
+        }
+        for id in beats {
+            self.send(id, &Message::Heartbeat);
+        }
+    }
+}

@@ -1,0 +1,281 @@
+//! Unit tests of link handling, driven by a tiny in-memory wire.
+//! Multi-peer scenarios live in [`crate::sim`].
+
+use super::*;
+use crate::message::{Hello, Message, PROTOCOL_VERSION};
+use crate::peer::PeerUid;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+fn id(n: usize) -> PeerId {
+    PeerId([n as u8 + 1; 16])
+}
+
+fn addr(n: usize) -> SocketAddr {
+    SocketAddr::from(([198, 18, 0, n as u8 + 1], 6783))
+}
+
+fn mesh(n: usize, uid: u64, now: Instant) -> Mesh {
+    let local = LocalPeer {
+        id: id(n),
+        uid: PeerUid(uid),
+        nickname: format!("p{n}"),
+        listen_port: 6783,
+    };
+    Mesh::new(local, MeshConfig::default(), n as u64, now)
+}
+
+/// Meshes joined by instant, ordered links.
+struct Wire {
+    now: Instant,
+    meshes: Vec<Mesh>,
+    ends: BTreeMap<(usize, ConnId), (usize, ConnId)>,
+    closed: Vec<(usize, ConnId, CloseReason)>,
+    events: Vec<(usize, MeshEvent)>,
+}
+
+impl Wire {
+    fn new(meshes: Vec<Mesh>, now: Instant) -> Wire {
+        Wire {
+            now,
+            meshes,
+            ends: BTreeMap::new(),
+            closed: Vec::new(),
+            events: Vec::new(),
+        }
+    }
+
+    /// `a` dials `b`; each end names the link `conn`.
+    fn dial(&mut self, a: usize, b: usize, conn: u64) {
+        let (ia, ib) = (self.meshes[a].local().id, self.meshes[b].local().id);
+        self.ends.insert((a, ConnId(conn)), (b, ConnId(conn)));
+        self.ends.insert((b, ConnId(conn)), (a, ConnId(conn)));
+        self.meshes[a].handle_link_up(self.now, ConnId(conn), ib, true, addr(b));
+        self.meshes[b].handle_link_up(self.now, ConnId(conn), ia, false, addr(a));
+    }
+
+    fn pump(&mut self) {
+        loop {
+            let mut moved = false;
+            for i in 0..self.meshes.len() {
+                while let Some(out) = self.meshes[i].poll_output() {
+                    moved = true;
+                    match out {
+                        MeshOutput::Send { conn, message } => {
+                            if let Some(&(j, c)) = self.ends.get(&(i, conn)) {
+                                self.meshes[j].handle_message(self.now, c, &message);
+                            }
+                        }
+                        MeshOutput::Close { conn, reason } => {
+                            self.closed.push((i, conn, reason));
+                            if let Some((j, c)) = self.ends.remove(&(i, conn)) {
+                                self.ends.remove(&(j, c));
+                                self.meshes[j].handle_link_down(self.now, c);
+                            }
+                        }
+                        MeshOutput::Event(e) => self.events.push((i, e)),
+                    }
+                }
+            }
+            if !moved {
+                return;
+            }
+        }
+    }
+
+    fn advance(&mut self, by: Duration) {
+        self.now += by;
+        for m in &mut self.meshes {
+            m.handle_timeout(self.now);
+        }
+        self.pump();
+    }
+}
+
+#[test]
+fn hello_establishes_both_ends_and_topology_agrees() {
+    let now = Instant::now();
+    let mut w = Wire::new(vec![mesh(0, 1, now), mesh(1, 2, now)], now);
+    w.dial(0, 1, 7);
+    assert_eq!(
+        w.meshes[0].connections()[0].state,
+        ConnectionState::Handshaking
+    );
+    w.pump();
+    for m in &w.meshes {
+        let c = &m.connections()[0];
+        assert!(c.is_established());
+        assert!(c.nickname.is_some());
+    }
+    assert_eq!(
+        w.meshes[0].topology().digest(),
+        w.meshes[1].topology().digest()
+    );
+    assert!(w.events.contains(&(
+        0,
+        MeshEvent::ConnectionEstablished {
+            conn: ConnId(7),
+            peer: id(1)
+        }
+    )));
+    let peers = w.meshes[1].peers();
+    assert_eq!(peers.len(), 2);
+    assert!(peers
+        .iter()
+        .all(|p| p.connections.len() == 1 && p.connections[0].established));
+    w.advance(Duration::from_millis(200));
+    assert_eq!(w.meshes[0].routes().unicast(&id(1)), Some(id(1)));
+}
+
+#[test]
+fn dialling_ourselves_or_our_twin_is_closed_for_good() {
+    let now = Instant::now();
+    // Peer 1 is a second router with peer 0's identity.
+    let twin = {
+        let local = LocalPeer {
+            id: id(0),
+            uid: PeerUid(99),
+            nickname: "twin".into(),
+            listen_port: 1,
+        };
+        Mesh::new(local, MeshConfig::default(), 5, now)
+    };
+    let mut w = Wire::new(vec![mesh(0, 1, now), twin], now);
+    w.dial(0, 1, 1);
+    w.pump();
+    assert!(w
+        .closed
+        .iter()
+        .any(|(_, _, r)| *r == CloseReason::SameIdentity && r.is_permanent()));
+
+    let mut m = mesh(0, 1, now);
+    m.handle_link_up(now, ConnId(3), id(0), true, addr(0));
+    let hello = match m.poll_output() {
+        Some(MeshOutput::Send { message, .. }) => message,
+        other => panic!("expected Hello, got {other:?}"),
+    };
+    m.handle_message(now, ConnId(3), &hello);
+    let close =
+        std::iter::from_fn(|| m.poll_output()).find(|o| matches!(o, MeshOutput::Close { .. }));
+    assert_eq!(
+        close,
+        Some(MeshOutput::Close {
+            conn: ConnId(3),
+            reason: CloseReason::ConnectedToSelf
+        })
+    );
+    assert_eq!(
+        CloseReason::ConnectedToSelf.to_string(),
+        "cannot connect to ourself"
+    );
+}
+
+#[test]
+fn malformed_or_out_of_order_input_closes_and_counts() {
+    let now = Instant::now();
+    let mut m = mesh(0, 1, now);
+    for (conn, bytes) in [
+        (1, vec![1u8, 0xff, 0xff]),
+        (2, Message::Heartbeat.encode()),
+        (3, vec![]),
+    ] {
+        m.handle_link_up(now, ConnId(conn), id(1), false, addr(1));
+        m.handle_message(now, ConnId(conn), &bytes);
+    }
+    assert_eq!(m.stats().malformed, 3);
+    let closes = std::iter::from_fn(|| m.poll_output())
+        .filter(|o| matches!(o, MeshOutput::Close { .. }))
+        .count();
+    assert_eq!(closes, 3);
+    assert!(m.connections().is_empty());
+}
+
+#[test]
+fn wrong_protocol_version_is_refused() {
+    let now = Instant::now();
+    let mut m = mesh(0, 1, now);
+    m.handle_link_up(now, ConnId(1), id(1), false, addr(1));
+    let hello = Hello {
+        protocol_version: PROTOCOL_VERSION + 1,
+        uid: PeerUid(2),
+        nickname: "x".into(),
+        listen_port: 1,
+        link_seq: 1,
+    };
+    m.handle_message(now, ConnId(1), &Message::Hello(hello).encode());
+    let reason = std::iter::from_fn(|| m.poll_output()).find_map(|o| match o {
+        MeshOutput::Close { reason, .. } => Some(reason),
+        _ => None,
+    });
+    assert!(matches!(reason, Some(CloseReason::ProtocolVersion { .. })));
+}
+
+#[test]
+fn heartbeats_flow_and_silence_kills_the_link() {
+    let now = Instant::now();
+    let mut w = Wire::new(vec![mesh(0, 1, now), mesh(1, 2, now)], now);
+    w.dial(0, 1, 1);
+    w.pump();
+    let deadline = w.meshes[0].poll_timeout().expect("timers armed");
+    assert!(deadline <= now + Duration::from_secs(10));
+    // Heartbeats keep the link alive well past the timeout.
+    for _ in 0..12 {
+        w.advance(Duration::from_secs(10));
+    }
+    assert_eq!(w.meshes[0].connections().len(), 1);
+    // Cut the wire silently: both ends time out within 45 s plus one heartbeat period.
+    w.ends.clear();
+    for _ in 0..6 {
+        w.advance(Duration::from_secs(10));
+    }
+    let timeouts = w
+        .closed
+        .iter()
+        .filter(|(_, _, r)| *r == CloseReason::HeartbeatTimeout)
+        .count();
+    assert_eq!(timeouts, 2);
+    assert!(w.meshes[0]
+        .topology()
+        .local_record()
+        .links()
+        .next()
+        .is_none());
+}
+
+#[test]
+fn simultaneous_dials_keep_the_lower_initiators_link_on_both_ends() {
+    let now = Instant::now();
+    let mut w = Wire::new(vec![mesh(0, 1, now), mesh(1, 2, now)], now);
+    // Both dial before either Hello is processed.
+    w.dial(0, 1, 1);
+    w.dial(1, 0, 2);
+    w.pump();
+    // id(0) < id(1): the link peer 0 initiated (conn 1) survives on both ends.
+    for m in &w.meshes {
+        let conns = m.connections();
+        assert_eq!(conns.len(), 1);
+        assert_eq!(conns[0].conn, ConnId(1));
+    }
+    assert!(w
+        .closed
+        .iter()
+        .all(|(_, c, r)| *c == ConnId(2) && *r == CloseReason::Duplicate));
+}
+
+#[test]
+fn a_restarted_peers_new_link_replaces_the_old() {
+    let now = Instant::now();
+    let mut w = Wire::new(vec![mesh(0, 1, now), mesh(1, 2, now)], now);
+    w.dial(1, 0, 1);
+    w.pump();
+    // Peer 1 restarts (new uid); its old link is half-open at peer 0.
+    w.meshes[1] = mesh(1, 3, now);
+    w.ends.clear();
+    w.dial(1, 0, 2);
+    w.pump();
+    assert!(w.closed.contains(&(0, ConnId(1), CloseReason::Replaced)));
+    let conns = w.meshes[0].connections();
+    assert_eq!((conns.len(), conns[0].conn), (1, ConnId(2)));
+    let record = w.meshes[0].topology().peer(&id(1)).expect("peer 1 known");
+    assert_eq!(record.incarnation().uid, PeerUid(3));
+}

@@ -1,0 +1,283 @@
+//! Unit tests of the topology: local changes, merges, incarnations, GC, anti-entropy.
+
+use super::*;
+use crate::channel::GossipChannel;
+use crate::codec::{self, fuzz};
+use crate::crdt::{laws, Crdt};
+use proptest::prelude::*;
+
+fn id(n: u8) -> PeerId {
+    PeerId([n; 16])
+}
+
+fn link(port: u16) -> LinkInfo {
+    LinkInfo {
+        outbound: true,
+        remote_addr: SocketAddr::from(([198, 18, 0, port as u8], port)),
+    }
+}
+
+fn topo(n: u8) -> Topology {
+    Topology::new(id(n), PeerUid(u64::from(n)), &format!("p{n}"), 6783)
+}
+
+fn one(delta: RecordDelta) -> TopologyUpdate {
+    TopologyUpdate {
+        records: vec![delta],
+    }
+}
+
+#[test]
+fn a_link_change_is_a_one_entry_delta() {
+    let mut a = topo(1);
+    let d = a.set_local_link(id(2), Some(link(2))).expect("new link");
+    assert_eq!(d.links.len(), 1);
+    assert!(
+        a.set_local_link(id(2), Some(link(2))).is_none(),
+        "no change, no delta"
+    );
+    let encoded = codec::encode(&one(d.clone()));
+    assert!(
+        encoded.len() < 80,
+        "a one-link delta is {} bytes",
+        encoded.len()
+    );
+
+    let mut b = topo(2);
+    assert!(b.merge_update(one(d.clone())).unwrap().is_some());
+    assert!(b.merge_update(one(d)).unwrap().is_none(), "idempotent");
+    assert!(b.take_change().link_added);
+    let removal = a.set_local_link(id(2), None).unwrap();
+    b.merge_update(one(removal)).unwrap();
+    assert!(b.take_change().link_removed);
+    assert!(b.peer(&id(1)).unwrap().link_to(&id(2)).is_none());
+}
+
+#[test]
+fn tombstones_beat_late_adds() {
+    let mut a = topo(1);
+    let add = a.set_local_link(id(2), Some(link(2))).unwrap();
+    let del = a.set_local_link(id(2), None).unwrap();
+    let mut b = topo(3);
+    b.merge_update(one(del)).unwrap();
+    assert!(b.merge_update(one(add)).unwrap().is_none());
+    assert_eq!(b.peer(&id(1)).unwrap().links().count(), 0);
+}
+
+#[test]
+fn a_new_incarnation_replaces_the_old_and_old_news_is_ignored() {
+    let mut old = topo(1);
+    let old_add = old.set_local_link(id(2), Some(link(2))).unwrap();
+    let mut b = topo(2);
+    b.merge_update(one(old_add.clone())).unwrap();
+
+    // Restart: same id, higher uid here, so it already orders higher.
+    let mut new = Topology::new(id(1), PeerUid(99), "p1", 6783);
+    let add = new.set_local_link(id(3), Some(link(3))).unwrap();
+    b.merge_update(one(add)).unwrap();
+    let r = b.peer(&id(1)).unwrap();
+    assert_eq!(r.incarnation().uid, PeerUid(99));
+    assert!(r.link_to(&id(2)).is_none() && r.link_to(&id(3)).is_some());
+    assert!(b.take_change().link_removed);
+    assert!(b.merge_update(one(old_add)).unwrap().is_none());
+}
+
+#[test]
+fn a_restart_that_orders_lower_overtakes_with_a_higher_epoch() {
+    let mut old = Topology::new(id(1), PeerUid(99), "p1", 6783);
+    let old_add = old.set_local_link(id(2), Some(link(2))).unwrap();
+    let mut new = Topology::new(id(1), PeerUid(5), "p1", 6783);
+    new.set_local_link(id(3), Some(link(3)));
+    new.take_change();
+    // The neighbour tells the new run about the old one.
+    assert!(new.merge_update(one(old_add.clone())).unwrap().is_none());
+    let rival = new.take_change().conflict.expect("conflict reported");
+    let full = new.overtake(rival);
+    assert_eq!(full.incarnation.epoch, 1);
+
+    let mut b = topo(2);
+    b.merge_update(one(old_add)).unwrap();
+    b.merge_update(one(full)).unwrap();
+    let r = b.peer(&id(1)).unwrap();
+    assert_eq!(
+        r.incarnation(),
+        Incarnation {
+            epoch: 1,
+            uid: PeerUid(5)
+        }
+    );
+    assert!(r.link_to(&id(3)).is_some() && r.link_to(&id(2)).is_none());
+}
+
+#[test]
+fn gc_drops_peers_no_link_reaches() {
+    let mut a = topo(1);
+    a.set_local_link(id(2), Some(link(2)));
+    let mut b = topo(2);
+    let b1 = b.set_local_link(id(1), Some(link(1))).unwrap();
+    let b3 = b.set_local_link(id(3), Some(link(3))).unwrap();
+    let mut c = topo(3);
+    let c2 = c.set_local_link(id(2), Some(link(2))).unwrap();
+    for d in [b1, b3, c2] {
+        a.merge_update(one(d)).unwrap();
+    }
+    assert!(a.gc().is_empty());
+    assert_eq!(a.len(), 3);
+    // b loses its link to c: c is unreachable from a.
+    a.merge_update(one(b.set_local_link(id(3), None).unwrap()))
+        .unwrap();
+    assert_eq!(a.gc(), vec![id(3)]);
+    assert_eq!(
+        a.listen_addresses(&id(2)),
+        vec![SocketAddr::from(([198, 18, 0, 2], 6783))]
+    );
+}
+
+/// Runs the anti-entropy exchange between `a` and `b` as the mesh would.
+fn exchange(a: &mut Topology, b: &mut Topology) {
+    for sb in GossipChannel::summary(b) {
+        for u in a.updates_for(&sb).unwrap() {
+            GossipChannel::merge(b, &u).unwrap();
+        }
+        for sa in a.missing_here(&sb).unwrap() {
+            for u in b.updates_for(&sa).unwrap() {
+                GossipChannel::merge(a, &u).unwrap();
+            }
+        }
+    }
+}
+
+#[test]
+fn anti_entropy_sends_only_what_differs() {
+    let mut a = topo(1);
+    let mut b = topo(2);
+    for n in 10..40 {
+        let mut p = topo(n);
+        let d = p
+            .set_local_link(id(n + 1), Some(link(u16::from(n))))
+            .unwrap();
+        a.merge_update(one(d.clone())).unwrap();
+        if n % 3 != 0 {
+            b.merge_update(one(d)).unwrap();
+        }
+    }
+    // b also missed an entry in the middle of a record it otherwise has.
+    let mut p = topo(50);
+    let d1 = p.set_local_link(id(51), Some(link(1))).unwrap();
+    let d2 = p.set_local_link(id(52), Some(link(2))).unwrap();
+    a.merge_update(one(d1)).unwrap();
+    a.merge_update(one(d2.clone())).unwrap();
+    b.merge_update(one(d2)).unwrap();
+    b.set_local_link(id(1), Some(link(1)));
+    assert_ne!(a.digest(), b.digest());
+
+    let sb = GossipChannel::summary(&b);
+    let updates = a.updates_for(&sb[0]).unwrap();
+    let sent: TopologyUpdate = codec::decode(&updates[0]).unwrap();
+    // 10 records b lacks, a's own record, and peer 50's record.
+    assert_eq!(sent.records.len(), 12);
+    exchange(&mut a, &mut b);
+    assert_eq!(a.digest(), b.digest());
+    assert!(a
+        .missing_here(&GossipChannel::summary(&b)[0])
+        .unwrap()
+        .is_empty());
+}
+
+#[test]
+fn summaries_chunk_into_contiguous_ranges() {
+    let mut a = topo(0);
+    for n in 0..2500u32 {
+        let mut bytes = [0u8; 16];
+        bytes[..4].copy_from_slice(&(n + 1).to_be_bytes());
+        let mut p = Topology::new(PeerId(bytes), PeerUid(1), "x", 1);
+        let d = p.set_local_link(id(0), Some(link(1))).unwrap();
+        a.merge_update(one(d)).unwrap();
+    }
+    let chunks = a.summary_range(None, None);
+    assert_eq!(chunks.len(), 3);
+    assert_eq!(chunks[0].from, None);
+    assert_eq!(chunks[2].until, None);
+    assert_eq!(chunks[0].until, chunks[1].from);
+    for c in &chunks {
+        assert!(codec::encode(c).len() < 60_000);
+        wire::validate_summary(c).unwrap();
+    }
+    let total: usize = chunks.iter().map(|c| c.entries.len()).sum();
+    assert_eq!(total, a.len());
+}
+
+fn arb_delta() -> impl Strategy<Value = RecordDelta> {
+    let entry = (2u8..6, 1u64..4, proptest::option::of(0u16..2));
+    (
+        2u8..5,
+        0u32..2,
+        1u64..3,
+        proptest::collection::vec(entry, 0..4),
+    )
+        .prop_map(|(peer, epoch, uid, entries)| RecordDelta {
+            peer: id(peer),
+            incarnation: Incarnation {
+                epoch,
+                uid: PeerUid(uid),
+            },
+            nickname: format!("p{peer}"),
+            listen_port: 6783,
+            links: entries
+                .into_iter()
+                .filter(|(remote, _, _)| *remote != peer)
+                .map(|(remote, version, l)| {
+                    (
+                        id(remote),
+                        LinkEntry {
+                            version,
+                            link: l.map(link),
+                        },
+                    )
+                })
+                .collect(),
+        })
+}
+
+fn arb_topology() -> impl Strategy<Value = Topology> {
+    proptest::collection::vec(arb_delta(), 0..6).prop_map(|deltas| {
+        let mut t = topo(1);
+        for d in deltas {
+            t.merge_update(one(d)).unwrap();
+        }
+        t.take_change();
+        t
+    })
+}
+
+proptest! {
+    #[test]
+    fn topology_merge_laws(a in arb_topology(), b in arb_topology(), c in arb_topology()) {
+        laws::check(&a, &b, &c);
+    }
+
+    #[test]
+    fn anti_entropy_converges_in_two_rounds(a in arb_topology(), b in arb_topology()) {
+        // Round one equalizes versions; a record with a hole (an entry missed below its
+        // version) then differs only by fingerprint, which round two repairs.
+        let (mut a, mut b) = (a, b);
+        exchange(&mut a, &mut b);
+        exchange(&mut a, &mut b);
+        prop_assert_eq!(a.full(), b.full());
+        prop_assert_eq!(a.digest(), b.digest());
+    }
+}
+
+#[test]
+fn fuzz_decode_topology_never_panics() {
+    let mut a = topo(1);
+    let d = a.set_local_link(id(2), Some(link(2))).unwrap();
+    let corpus = vec![
+        codec::encode(&one(d)),
+        codec::encode(&a.summary_range(None, None)[0]),
+        codec::encode(&a.full()),
+    ];
+    for input in fuzz::inputs(0x5eed_0003, &corpus, 3000) {
+        fuzz_decode_topology(&input);
+    }
+}
