@@ -1,2 +1,35 @@
 //! The weft router daemon.
+//!
+//! It composes the sans-IO machines of `gossip` with thin tokio tasks, each owning one
+//! piece of state:
+//!
+//! ```text
+//!  listener ──accept──▶ link task (handshake, records) ──Input──▶ owner (Mesh + ConnectionMaker)
+//!  owner ──dial──▶ link task            owner ──LinkCmd──▶ link task
+//!  api (unix socket, status TCP) ──Input / Report query──▶ owner
+//! ```
+//!
+//! # Layout
+//! - [`config`]: the validated configuration.
+//! - [`daemon`]: startup checks, task wiring, shutdown, logging.
+//! - [`owner`]: the task that owns the mesh state.
+//! - [`links`]: one task per control link.
+//! - [`listener`]: accept loop with pre-authentication limits.
+//! - [`api`], [`http`]: the local API and the status listener.
+//! - [`status`], [`report`]: the status model and weave's text layouts.
+//! - [`client`]: the CLI's side of the local API.
 #![warn(missing_docs, unreachable_pub)]
+
+pub mod api;
+pub mod client;
+pub mod config;
+pub mod daemon;
+pub mod http;
+pub mod links;
+pub mod listener;
+pub mod owner;
+pub mod report;
+pub mod status;
+
+/// The weft version, as `weft version` prints it.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,209 @@
+//! The local API (HTTP on `<run-dir>/weft.sock`) and the read-only status listener.
+//!
+//! Both serve one request per connection and hold no protocol state: they ask the mesh
+//! owner for a snapshot, or hand it a command. On the Unix socket the caller's uid comes
+//! from `SO_PEERCRED`, and only uid 0 may change anything. The TCP status listener is
+//! read-only and answers only requests whose `Host` is a loopback name, so that a web
+//! page elsewhere cannot read it through DNS rebinding.
+
+use crate::config;
+use crate::http::{self, Request, Response};
+use crate::owner::{Input, OwnerHandle};
+use crate::status;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::{mpsc, oneshot};
+use tracing::debug;
+
+/// Body of `POST /connect` and `POST /forget`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PeersRequest {
+    /// `HOST[:PORT]` strings.
+    pub peers: Vec<String>,
+    /// For `connect`: replace the existing targets.
+    #[serde(default)]
+    pub replace: bool,
+}
+
+/// Shared by both listeners.
+#[derive(Clone)]
+pub struct Api {
+    /// The mesh owner.
+    pub owner: OwnerHandle,
+    /// Tells the daemon to stop.
+    pub stop: mpsc::Sender<()>,
+}
+
+/// Serves the Unix-socket API until the listener fails.
+pub async fn serve_unix(listener: UnixListener, api: Api) {
+    loop {
+        let Ok((mut stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let api = api.clone();
+        tokio::spawn(async move {
+            let uid = stream.peer_cred().map(|c| c.uid()).ok();
+            let response = match http::read_request(&mut stream).await {
+                Ok(req) => api.handle(&req, uid == Some(0), true).await,
+                Err(e) => Response::text(400, format!("{e}\n")),
+            };
+            let _ = response.write_to(&mut stream).await;
+        });
+    }
+}
+
+/// Serves the read-only status listener until the listener fails.
+pub async fn serve_status(listener: TcpListener, api: Api) {
+    loop {
+        let Ok((mut stream, remote)) = listener.accept().await else {
+            continue;
+        };
+        let api = api.clone();
+        tokio::spawn(async move {
+            let response = match http::read_request(&mut stream).await {
+                Ok(req) if !host_is_loopback(req.header("host")) => {
+                    debug!(%remote, "status request with foreign Host refused");
+                    Response::text(403, "forbidden: Host must be a loopback name\n")
+                }
+                Ok(req) => api.handle(&req, false, false).await,
+                Err(e) => Response::text(400, format!("{e}\n")),
+            };
+            let _ = response.write_to(&mut stream).await;
+        });
+    }
+}
+
+/// True for `localhost`, `127.x.y.z` and `[::1]`, with or without a port.
+pub fn host_is_loopback(host: Option<&str>) -> bool {
+    let Some(host) = host else { return false };
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        rest.split(']').next().unwrap_or("")
+    } else {
+        host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host)
+    };
+    if name.eq_ignore_ascii_case("localhost") {
+        return true;
+    }
+    name.parse::<std::net::IpAddr>()
+        .map(|ip| ip.is_loopback())
+        .unwrap_or(false)
+}
+
+impl Api {
+    async fn handle(&self, req: &Request, privileged: bool, mutable: bool) -> Response {
+        match (req.method.as_str(), req.path.as_str()) {
+            ("GET", path) => self.get(path).await,
+            ("POST", _) if !mutable => Response::text(405, "the status listener is read-only\n"),
+            ("POST", _) if !privileged => Response::text(
+                403,
+                "permission denied: changing the router needs root (uid 0)\n",
+            ),
+            ("POST", "/connect") => self.connect(req).await,
+            ("POST", "/forget") => self.forget(req).await,
+            ("POST", "/stop") => {
+                let _ = self.stop.try_send(());
+                Response::text(200, "stopping\n")
+            }
+            (_, path) => Response::text(404, format!("no such endpoint: {} {path}\n", req.method)),
+        }
+    }
+
+    async fn get(&self, path: &str) -> Response {
+        let Some(report) = self.owner.report().await else {
+            return Response::text(503, "router is stopping\n");
+        };
+        let text = match path {
+            "/report" => return Response::json(200, &report),
+            "/status" => status::format_status(&report),
+            "/status/peers" => status::format_peers(&report),
+            "/status/connections" => status::format_connections(&report),
+            "/status/targets" => status::format_targets(&report),
+            _ => return Response::text(404, format!("no such endpoint: GET {path}\n")),
+        };
+        Response::text(200, text)
+    }
+
+    async fn connect(&self, req: &Request) -> Response {
+        let body = match parse_peers(req) {
+            Ok(b) => b,
+            Err(r) => return r,
+        };
+        let targets = match resolve_all(&body.peers).await {
+            Ok(t) => t,
+            Err(e) => return Response::text(400, format!("{e}\n")),
+        };
+        self.owner.send(Input::Connect {
+            targets,
+            replace: body.replace,
+        });
+        Response::text(200, "")
+    }
+
+    async fn forget(&self, req: &Request) -> Response {
+        let body = match parse_peers(req) {
+            Ok(b) => b,
+            Err(r) => return r,
+        };
+        let targets = match resolve_all(&body.peers).await {
+            Ok(t) => t,
+            Err(e) => return Response::text(400, format!("{e}\n")),
+        };
+        let (tx, rx) = oneshot::channel();
+        self.owner.send(Input::Forget { targets, reply: tx });
+        match rx.await {
+            Ok(n) => Response::text(200, format!("{n}\n")),
+            Err(_) => Response::text(503, "router is stopping\n"),
+        }
+    }
+}
+
+fn parse_peers(req: &Request) -> Result<PeersRequest, Response> {
+    let body: PeersRequest = serde_json::from_slice(&req.body)
+        .map_err(|e| Response::text(400, format!("bad request body: {e}\n")))?;
+    if body.peers.is_empty() || body.peers.len() > 1024 {
+        return Err(Response::text(400, "give between 1 and 1024 peers\n"));
+    }
+    Ok(body)
+}
+
+async fn resolve_all(peers: &[String]) -> Result<Vec<SocketAddr>, String> {
+    let peers = peers.to_vec();
+    tokio::task::spawn_blocking(move || {
+        let mut out = Vec::new();
+        for p in &peers {
+            out.extend(config::resolve_peer(p)?);
+        }
+        Ok(out)
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_hosts_only() {
+        for ok in [
+            "localhost",
+            "localhost:6782",
+            "127.0.0.1:6782",
+            "[::1]:6782",
+            "127.1.2.3",
+        ] {
+            assert!(host_is_loopback(Some(ok)), "{ok}");
+        }
+        for bad in [
+            "evil.example",
+            "evil.example:6782",
+            "10.32.0.1",
+            "",
+            "[::2]:1",
+        ] {
+            assert!(!host_is_loopback(Some(bad)), "{bad}");
+        }
+        assert!(!host_is_loopback(None));
+    }
+}

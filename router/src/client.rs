@@ -1,0 +1,80 @@
+//! A small blocking client for the local API, used by the `weft` command.
+//!
+//! One request per connection over `<run-dir>/weft.sock`. A missing socket, or one
+//! nobody answers on, is [`ClientError::NotRunning`], which the CLI maps to exit code 3.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Why a request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// No router answers on the socket.
+    #[error("router not running (no socket at {0}); start it with `weft launch`")]
+    NotRunning(PathBuf),
+    /// The router answered with an error status.
+    #[error("{body}")]
+    Status {
+        /// HTTP status code.
+        code: u16,
+        /// The router's message.
+        body: String,
+    },
+    /// The exchange failed midway.
+    #[error("talking to the router at {path}: {source}")]
+    Io {
+        /// The socket.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The router's answer was not HTTP.
+    #[error("the router at {0} sent a malformed response")]
+    Malformed(PathBuf),
+}
+
+/// Sends one request and returns the body of a 2xx response.
+pub fn request(
+    run_dir: &Path,
+    method: &str,
+    path: &str,
+    body: Option<&[u8]>,
+) -> Result<Vec<u8>, ClientError> {
+    let socket = crate::config::socket_path(run_dir);
+    let mut stream =
+        UnixStream::connect(&socket).map_err(|_| ClientError::NotRunning(socket.clone()))?;
+    let io = |source| ClientError::Io {
+        path: socket.clone(),
+        source,
+    };
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .map_err(io)?;
+    let body = body.unwrap_or_default();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).map_err(io)?;
+    stream.write_all(body).map_err(io)?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).map_err(io)?;
+    let mut headers = [httparse::EMPTY_HEADER; 16];
+    let mut parsed = httparse::Response::new(&mut headers);
+    let head_len = match parsed.parse(&response) {
+        Ok(httparse::Status::Complete(n)) => n,
+        _ => return Err(ClientError::Malformed(socket)),
+    };
+    let code = parsed.code.unwrap_or(500);
+    let body = response[head_len..].to_vec();
+    if (200..300).contains(&code) {
+        Ok(body)
+    } else {
+        Err(ClientError::Status {
+            code,
+            body: String::from_utf8_lossy(&body).trim_end().to_string(),
+        })
+    }
+}

@@ -1,0 +1,224 @@
+//! Startup and shutdown of the router daemon.
+//!
+//! [`run`] checks and prepares everything that can fail (directories, identity, secret,
+//! ports) before it reports ready, so that `weft launch` can print a precise reason and
+//! exit non-zero. Then it spawns the owner, the listener and the API tasks and waits for
+//! a stop request or a signal; on the way out it removes its socket and pid file.
+
+use crate::api::{self, Api};
+use crate::config::{self, Config, Security};
+use crate::links::LinkContext;
+use crate::listener;
+use crate::owner::{self, Owner, RouterInfo};
+use gossip::connection_maker::{ConnectionMaker, MakerConfig};
+use gossip::identity::{Identity, IdentityError};
+use gossip::mesh::{LocalPeer, Mesh, MeshConfig};
+use gossip::peer::{display_name, PeerUid};
+use gossip::psk::{self, PskError};
+use std::io;
+use std::net::SocketAddr;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+use tokio::net::{TcpListener, UnixListener};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+/// Why the router could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RouterError {
+    /// A directory could not be created or is not writable.
+    #[error("cannot use directory {path}: {source} (check that it is writable, or set WEFT_DATA_DIR / WEFT_RUN_DIR)")]
+    Dir {
+        /// The directory.
+        path: PathBuf,
+        /// The cause.
+        source: io::Error,
+    },
+    /// Another router answers on our socket.
+    #[error("a weft router is already running with run dir {0} (stop it with `weft stop`, or use another WEFT_RUN_DIR)")]
+    AlreadyRunning(PathBuf),
+    /// The identity key could not be loaded or created.
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    /// The network secret is unusable.
+    #[error(transparent)]
+    Secret(#[from] PskError),
+    /// A listening socket could not be bound.
+    #[error("cannot listen on {what} {addr}: {source}{hint}")]
+    Listen {
+        /// `TCP` or `the status address`.
+        what: &'static str,
+        /// The address.
+        addr: String,
+        /// The cause.
+        source: io::Error,
+        /// What to do about it.
+        hint: &'static str,
+    },
+}
+
+fn listen_error(what: &'static str, addr: String, source: io::Error) -> RouterError {
+    let hint = if source.kind() == io::ErrorKind::AddrInUse {
+        " (is another router running? stop it, or choose another port)"
+    } else {
+        ""
+    };
+    RouterError::Listen {
+        what,
+        addr,
+        source,
+        hint,
+    }
+}
+
+fn make_dir(path: &Path, mode: u32) -> Result<(), RouterError> {
+    let err = |source| RouterError::Dir {
+        path: path.to_path_buf(),
+        source,
+    };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(mode)
+        .create(path)
+        .map_err(err)?;
+    // Prove that we can write there, now rather than at the first persisted change.
+    let probe = path.join(".weft-write-test");
+    std::fs::write(&probe, b"").map_err(err)?;
+    let _ = std::fs::remove_file(probe);
+    Ok(())
+}
+
+/// Prepares everything, then runs the router until it is told to stop.
+/// `on_ready` is called with the peer name once the router accepts requests.
+pub async fn run(config: Config, on_ready: impl FnOnce(&str)) -> Result<(), RouterError> {
+    make_dir(&config.data_dir, 0o700)?;
+    make_dir(&config.run_dir, 0o755)?;
+    let socket_path = config.socket_path();
+    if socket_path.exists() {
+        if std::os::unix::net::UnixStream::connect(&socket_path).is_ok() {
+            return Err(RouterError::AlreadyRunning(config.run_dir.clone()));
+        }
+        let _ = std::fs::remove_file(&socket_path);
+    }
+    let identity = Identity::load_or_create(&config.data_dir.join("identity.key"))?;
+    let psk = match &config.security {
+        Security::Secret(secret) => {
+            let secret = secret.clone();
+            let derived = tokio::task::spawn_blocking(move || psk::derive_psk(&secret))
+                .await
+                .expect("argon2 task panicked")?;
+            Some(derived)
+        }
+        Security::NoEncryption => None,
+    };
+    let tcp_addr = SocketAddr::from(([0, 0, 0, 0], config.port));
+    let tcp = TcpListener::bind(tcp_addr)
+        .await
+        .map_err(|e| listen_error("TCP", tcp_addr.to_string(), e))?;
+    let status = match config.status_addr {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|e| listen_error("the status address", addr.to_string(), e))?,
+        ),
+        None => None,
+    };
+    let unix = UnixListener::bind(&socket_path).map_err(|e| RouterError::Dir {
+        path: socket_path.clone(),
+        source: e,
+    })?;
+    // Anyone may read status; SO_PEERCRED restricts changes to root.
+    let _ = std::fs::set_permissions(&socket_path, std::fs::Permissions::from_mode(0o666));
+    let pid_path = config::pid_path(&config.run_dir);
+    let _ = std::fs::write(&pid_path, format!("{}\n", std::process::id()));
+
+    let id = identity.id();
+    let name = display_name(&id, &config.nickname);
+    let uid = PeerUid(rand::random());
+    let now = Instant::now();
+    let local = LocalPeer {
+        id,
+        uid,
+        nickname: config.nickname.clone(),
+        listen_port: config.port,
+    };
+    let mesh_config = MeshConfig {
+        discovery: config.discovery,
+        ..MeshConfig::default()
+    };
+    let mesh = Mesh::new(local, mesh_config, rand::random(), now);
+    let maker_config = MakerConfig {
+        discovery: config.discovery,
+        conn_limit: config.conn_limit,
+        ..MakerConfig::default()
+    };
+    let mut maker = ConnectionMaker::new(maker_config, rand::random());
+    maker.add_targets(now, &config.peers, false);
+
+    let (handle, rx) = owner::channel();
+    let ctx = LinkContext::new(identity, psk, handle.clone());
+    let info = RouterInfo {
+        id,
+        nickname: config.nickname.clone(),
+        encryption: matches!(config.security, Security::Secret(_)),
+        discovery: config.discovery,
+        port: config.port,
+    };
+    let owner_task = tokio::spawn(Owner::new(info, mesh, maker, &ctx, rx).run());
+    let (stop_tx, mut stop_rx) = mpsc::channel(1);
+    let api = Api {
+        owner: handle,
+        stop: stop_tx,
+    };
+    tokio::spawn(listener::run(tcp, ctx));
+    tokio::spawn(api::serve_unix(unix, api.clone()));
+    if let Some(status) = status {
+        tokio::spawn(api::serve_status(status, api));
+    }
+    info!(peer = %name, port = config.port, "router started as {name}");
+    on_ready(&name);
+
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = stop_rx.recv() => info!("stop requested through the API"),
+        _ = term.recv() => info!("SIGTERM received"),
+        _ = int.recv() => info!("SIGINT received"),
+    }
+    owner_task.abort();
+    let _ = std::fs::remove_file(&socket_path);
+    let _ = std::fs::remove_file(&pid_path);
+    info!("router stopped");
+    Ok(())
+}
+
+/// Initializes logging: always to `<run-dir>/weft.log`, and to stderr when attached.
+pub fn init_logging(run_dir: &Path, to_stderr: bool) {
+    use tracing_subscriber::{fmt, prelude::*, EnvFilter};
+    let filter = EnvFilter::try_from_env("WEFT_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let _ = std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(run_dir);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(config::log_path(run_dir))
+        .ok()
+        .map(|f| {
+            fmt::layer()
+                .with_ansi(false)
+                .with_writer(std::sync::Mutex::new(f))
+        });
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let stderr = to_stderr.then(|| fmt::layer().with_ansi(ansi).with_writer(std::io::stderr));
+    let registry = tracing_subscriber::registry()
+        .with(filter)
+        .with(file)
+        .with(stderr);
+    if registry.try_init().is_err() {
+        warn!("logging was already initialized");
+    }
+}

@@ -1,0 +1,231 @@
+//! One tokio task per control link: the handshake, then the encrypted record loop.
+//!
+//! The task owns its TCP stream and its half of the Noise session; it forwards every
+//! authenticated message to the mesh owner and writes what the owner sends it. It holds
+//! no mesh state. Pre-authentication work is bounded: one small read buffer, the
+//! handshake's own exact-size checks, and a hard deadline.
+
+use crate::owner::{Input, LinkCmd, OwnerHandle};
+use gossip::handshake::{Handshake, HandshakeConfig, HandshakeError};
+use gossip::identity::Identity;
+use gossip::mesh::ConnId;
+use gossip::psk::Psk;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+/// How long a dial may take before it counts as failed.
+pub const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Queue of messages waiting to be written to one link.
+const LINK_QUEUE: usize = 4096;
+
+/// What every link task needs to run a handshake.
+pub struct LinkContext {
+    /// Our static identity.
+    pub identity: Identity,
+    /// The PSK, or `None` with `--no-encryption`.
+    pub psk: Option<Psk>,
+    /// The mesh owner.
+    pub owner: OwnerHandle,
+    next_conn: AtomicU64,
+}
+
+impl LinkContext {
+    /// A context for the links of one router.
+    pub fn new(identity: Identity, psk: Option<Psk>, owner: OwnerHandle) -> Arc<LinkContext> {
+        Arc::new(LinkContext {
+            identity,
+            psk,
+            owner,
+            next_conn: AtomicU64::new(1),
+        })
+    }
+
+    fn handshake_config(&self) -> HandshakeConfig<'_> {
+        HandshakeConfig {
+            identity: &self.identity,
+            psk: self.psk.as_ref(),
+            now: Instant::now(),
+        }
+    }
+}
+
+/// Dials `target`, runs the handshake as initiator and then the link loop.
+pub async fn dial(ctx: Arc<LinkContext>, target: SocketAddr) {
+    let connect = tokio::time::timeout(DIAL_TIMEOUT, TcpStream::connect(target)).await;
+    let stream = match connect {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return dial_failed(&ctx, target, format!("dial tcp {target}: {e}")),
+        Err(_) => return dial_failed(&ctx, target, format!("dial tcp {target}: timed out")),
+    };
+    let hs = Handshake::new_initiator(&ctx.handshake_config());
+    run(ctx, stream, target, Some(target), hs, None::<()>).await;
+}
+
+fn dial_failed(ctx: &LinkContext, target: SocketAddr, error: String) {
+    debug!(%target, %error, "dial failed");
+    ctx.owner.send(Input::DialFailed { target, error });
+}
+
+/// Runs the handshake as responder on an accepted stream, then the link loop. `slot`
+/// is the pending-handshake slot; it is dropped (given back) as soon as the handshake ends.
+pub async fn accept<S: Send + 'static>(
+    ctx: Arc<LinkContext>,
+    stream: TcpStream,
+    remote: SocketAddr,
+    slot: S,
+) {
+    let hs = Handshake::new_responder(&ctx.handshake_config());
+    run(ctx, stream, remote, None, hs, Some(slot)).await;
+}
+
+async fn run<S>(
+    ctx: Arc<LinkContext>,
+    mut stream: TcpStream,
+    remote: SocketAddr,
+    target: Option<SocketAddr>,
+    hs: Handshake,
+    slot: Option<S>,
+) {
+    let _ = stream.set_nodelay(true);
+    let deadline = tokio::time::Instant::from_std(hs.deadline());
+    let result = tokio::time::timeout_at(deadline, handshake(&mut stream, hs)).await;
+    drop(slot);
+    let (established, leftover) = match result {
+        Ok(Ok(done)) => done,
+        Ok(Err(e)) => return handshake_failed(&ctx, remote, target, e.to_string()),
+        Err(_) => {
+            let e = "handshake did not complete within 10 s".to_string();
+            return handshake_failed(&ctx, remote, target, e);
+        }
+    };
+    let conn = ConnId(ctx.next_conn.fetch_add(1, Ordering::Relaxed));
+    let (tx, rx) = mpsc::channel(LINK_QUEUE);
+    debug!(%remote, peer = %established.remote_id, conn = conn.0, "handshake complete");
+    ctx.owner.send(Input::LinkUp {
+        conn,
+        remote_id: established.remote_id,
+        outbound: target.is_some(),
+        addr: remote,
+        target,
+        encrypted: established.encrypted,
+        tx,
+    });
+    let error = records(
+        &mut stream,
+        established.link,
+        leftover,
+        conn,
+        &ctx.owner,
+        rx,
+    )
+    .await;
+    ctx.owner.send(Input::LinkDown { conn, error });
+}
+
+fn handshake_failed(ctx: &LinkContext, remote: SocketAddr, target: Option<SocketAddr>, e: String) {
+    match target {
+        Some(target) => {
+            warn!(%target, "connection to {target} failed: {e}");
+            ctx.owner.send(Input::DialFailed { target, error: e });
+        }
+        None => warn!(%remote, "refused connection from {remote}: {e}"),
+    }
+}
+
+/// Why a handshake did not complete.
+#[derive(Debug, thiserror::Error)]
+enum HandshakeFailure {
+    #[error(transparent)]
+    Protocol(#[from] HandshakeError),
+    #[error("socket error during the handshake: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Drives the handshake to completion; returns the session and bytes read past its end.
+async fn handshake(
+    stream: &mut TcpStream,
+    mut hs: Handshake,
+) -> Result<(gossip::handshake::Established, Vec<u8>), HandshakeFailure> {
+    let mut buf = [0u8; 1024];
+    loop {
+        while let Some(out) = hs.poll_transmit() {
+            stream.write_all(&out).await?;
+        }
+        if hs.is_finished() {
+            return Ok((hs.finish()?, Vec::new()));
+        }
+        let n = stream.read(&mut buf).await?;
+        if n == 0 {
+            return Err(hs.closed_error().into());
+        }
+        let mut data = &buf[..n];
+        while !data.is_empty() && !hs.is_finished() {
+            let used = hs.handle_input(data)?;
+            if used == 0 {
+                break;
+            }
+            data = &data[used..];
+        }
+        if hs.is_finished() {
+            while let Some(out) = hs.poll_transmit() {
+                stream.write_all(&out).await?;
+            }
+            return Ok((hs.finish()?, data.to_vec()));
+        }
+    }
+}
+
+/// The record loop: decrypt what arrives, encrypt what the owner sends. Returns why it ended.
+async fn records(
+    stream: &mut TcpStream,
+    mut link: gossip::link::Link,
+    leftover: Vec<u8>,
+    conn: ConnId,
+    owner: &OwnerHandle,
+    mut rx: mpsc::Receiver<LinkCmd>,
+) -> Option<String> {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut pending = leftover;
+    loop {
+        if !pending.is_empty() {
+            if let Err(e) = link.open(&pending) {
+                warn!(conn = conn.0, "closing link: {e}");
+                return Some(e.to_string());
+            }
+            pending.clear();
+            while let Some(message) = link.poll_message() {
+                owner.send(Input::Message { conn, message });
+            }
+        }
+        tokio::select! {
+            read = stream.read(&mut buf) => match read {
+                Ok(0) => return Some("connection closed by remote".into()),
+                Ok(n) => pending.extend_from_slice(&buf[..n]),
+                Err(e) => return Some(format!("read: {e}")),
+            },
+            cmd = rx.recv() => match cmd {
+                Some(LinkCmd::Send(message)) => {
+                    let sealed = match link.seal(&message) {
+                        Ok(s) => s,
+                        Err(e) => return Some(e.to_string()),
+                    };
+                    if let Err(e) = stream.write_all(&sealed).await {
+                        return Some(format!("write: {e}"));
+                    }
+                }
+                Some(LinkCmd::Close(reason)) => {
+                    info!(conn = conn.0, "closing link: {reason}");
+                    let _ = stream.shutdown().await;
+                    return Some(reason);
+                }
+                None => return None,
+            },
+        }
+    }
+}

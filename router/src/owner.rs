@@ -1,0 +1,371 @@
+//! The mesh owner: the one task that owns the [`Mesh`] and the [`ConnectionMaker`].
+//!
+//! Link tasks, the listener and the API talk to it only through [`OwnerHandle`]
+//! (an unbounded mpsc of [`Input`]); it answers queries with oneshot replies. It drives
+//! both sans-IO machines with the wall clock, turns their outputs into link commands and
+//! dials, and builds the [`Report`] snapshots that status shows.
+
+use crate::links::{self, LinkContext};
+use crate::report;
+use crate::status::Report;
+use gossip::connection_maker::{ConnectionMaker, Retry, TargetState};
+use gossip::mesh::{CloseReason, ConnId, Mesh, MeshEvent, MeshOutput};
+use gossip::peer::PeerId;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info, warn};
+
+/// A command for a link task.
+#[derive(Debug)]
+pub enum LinkCmd {
+    /// Seal and write this message.
+    Send(Vec<u8>),
+    /// Close the link, for this reason.
+    Close(String),
+}
+
+/// Everything the owner can be told or asked.
+#[derive(Debug)]
+pub enum Input {
+    /// A link finished its handshake; `remote_id` is authenticated.
+    LinkUp {
+        /// Local id of the link.
+        conn: ConnId,
+        /// The authenticated remote peer.
+        remote_id: PeerId,
+        /// True when we dialled.
+        outbound: bool,
+        /// Remote TCP address.
+        addr: SocketAddr,
+        /// The target we dialled, if outbound.
+        target: Option<SocketAddr>,
+        /// Whether the link uses the network secret.
+        encrypted: bool,
+        /// Where to send link commands.
+        tx: mpsc::Sender<LinkCmd>,
+    },
+    /// A link ended.
+    LinkDown {
+        /// Which link.
+        conn: ConnId,
+        /// Why, if known.
+        error: Option<String>,
+    },
+    /// An authenticated message arrived on a link.
+    Message {
+        /// Which link.
+        conn: ConnId,
+        /// The decrypted message.
+        message: Vec<u8>,
+    },
+    /// A dial or its handshake failed.
+    DialFailed {
+        /// The target dialled.
+        target: SocketAddr,
+        /// What went wrong.
+        error: String,
+    },
+    /// `weft connect`.
+    Connect {
+        /// Addresses to add.
+        targets: Vec<SocketAddr>,
+        /// Replace the existing targets.
+        replace: bool,
+    },
+    /// `weft forget`; replies with how many targets were removed.
+    Forget {
+        /// Addresses to drop.
+        targets: Vec<SocketAddr>,
+        /// Reply channel.
+        reply: oneshot::Sender<usize>,
+    },
+    /// A status snapshot.
+    Report(oneshot::Sender<Report>),
+}
+
+/// A cheap, cloneable way to reach the owner.
+#[derive(Clone, Debug)]
+pub struct OwnerHandle {
+    tx: mpsc::UnboundedSender<Input>,
+}
+
+impl OwnerHandle {
+    /// Sends an input; if the owner is gone the router is stopping and it is dropped.
+    pub fn send(&self, input: Input) {
+        let _ = self.tx.send(input);
+    }
+
+    /// Asks for a status snapshot.
+    pub async fn report(&self) -> Option<Report> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Input::Report(tx));
+        rx.await.ok()
+    }
+}
+
+/// Static facts about this router that reports show.
+#[derive(Debug, Clone)]
+pub struct RouterInfo {
+    /// Our PeerId.
+    pub id: PeerId,
+    /// Our nickname.
+    pub nickname: String,
+    /// Whether a secret is in use.
+    pub encryption: bool,
+    /// Whether discovery is on.
+    pub discovery: bool,
+    /// Our port.
+    pub port: u16,
+}
+
+struct LinkEntry {
+    tx: mpsc::Sender<LinkCmd>,
+    remote_id: PeerId,
+    addr: SocketAddr,
+    target: Option<SocketAddr>,
+    encrypted: bool,
+    established: bool,
+    ended: Option<Ending>,
+}
+
+/// Why we closed a link, when that matters for redialling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    /// Another link to the same peer replaced it.
+    Superseded,
+    /// It must never be retried (ourself, or a clone of our identity).
+    Permanent,
+}
+
+/// The owner's state. Built by [`spawn`].
+pub struct Owner {
+    info: RouterInfo,
+    mesh: Mesh,
+    maker: ConnectionMaker,
+    links: HashMap<ConnId, LinkEntry>,
+    ctx: Weak<LinkContext>,
+    rx: mpsc::UnboundedReceiver<Input>,
+}
+
+/// Creates the owner's channel; the owner itself starts with [`Owner::run`] once the
+/// link context (which needs the handle) exists.
+pub fn channel() -> (OwnerHandle, mpsc::UnboundedReceiver<Input>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    (OwnerHandle { tx }, rx)
+}
+
+impl Owner {
+    /// An owner for these machines.
+    pub fn new(
+        info: RouterInfo,
+        mesh: Mesh,
+        maker: ConnectionMaker,
+        ctx: &Arc<LinkContext>,
+        rx: mpsc::UnboundedReceiver<Input>,
+    ) -> Owner {
+        Owner {
+            info,
+            mesh,
+            maker,
+            links: HashMap::new(),
+            ctx: Arc::downgrade(ctx),
+            rx,
+        }
+    }
+
+    /// Runs until every handle is dropped.
+    pub async fn run(mut self) {
+        loop {
+            self.drain(Instant::now());
+            let next = [self.mesh.poll_timeout(), self.maker.poll_timeout()]
+                .into_iter()
+                .flatten()
+                .min()
+                .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            let sleep = tokio::time::sleep_until(tokio::time::Instant::from_std(next));
+            tokio::select! {
+                input = self.rx.recv() => match input {
+                    Some(input) => self.handle(Instant::now(), input),
+                    None => return,
+                },
+                _ = sleep => {
+                    let now = Instant::now();
+                    self.mesh.handle_timeout(now);
+                }
+            }
+        }
+    }
+
+    fn handle(&mut self, now: Instant, input: Input) {
+        match input {
+            Input::LinkUp {
+                conn,
+                remote_id,
+                outbound,
+                addr,
+                target,
+                encrypted,
+                tx,
+            } => {
+                self.links.insert(
+                    conn,
+                    LinkEntry {
+                        tx,
+                        remote_id,
+                        addr,
+                        target,
+                        encrypted,
+                        established: false,
+                        ended: None,
+                    },
+                );
+                self.mesh
+                    .handle_link_up(now, conn, remote_id, outbound, addr);
+            }
+            Input::LinkDown { conn, error } => {
+                if let Some(entry) = self.links.remove(&conn) {
+                    self.link_down(now, entry, error.unwrap_or_else(|| "link closed".into()));
+                }
+                self.mesh.handle_link_down(now, conn);
+            }
+            Input::Message { conn, message } => {
+                if self.links.contains_key(&conn) {
+                    self.mesh.handle_message(now, conn, &message);
+                }
+            }
+            Input::DialFailed { target, error } => {
+                self.maker.handle_failed(now, target, error, Retry::Later);
+            }
+            Input::Connect { targets, replace } => {
+                self.maker.add_targets(now, &targets, replace);
+            }
+            Input::Forget { targets, reply } => {
+                let _ = reply.send(self.maker.forget(&targets));
+            }
+            Input::Report(reply) => {
+                let r = report::build(&self.info, &self.mesh, &self.maker, |conn| {
+                    self.links.get(&conn).map(|l| l.encrypted)
+                });
+                let _ = reply.send(r);
+            }
+        }
+    }
+
+    /// Applies every pending output of both machines, then starts due dials.
+    fn drain(&mut self, now: Instant) {
+        let mut topology_changed = false;
+        while let Some(out) = self.mesh.poll_output() {
+            match out {
+                MeshOutput::Send { conn, message } => self.send(conn, message),
+                MeshOutput::Close { conn, reason } => self.close(now, conn, reason),
+                MeshOutput::Event(event) => {
+                    topology_changed |= matches!(
+                        event,
+                        MeshEvent::TopologyChanged
+                            | MeshEvent::ConnectionEstablished { .. }
+                            | MeshEvent::ConnectionLost { .. }
+                    );
+                    self.event(now, event);
+                }
+            }
+        }
+        if topology_changed {
+            let candidates = self.mesh.discovery_candidates();
+            self.maker.set_discovered(now, &candidates);
+            let connected: Vec<PeerId> = self
+                .links
+                .values()
+                .filter(|l| l.established)
+                .map(|l| l.remote_id)
+                .collect();
+            self.maker.set_connected_peers(&connected);
+        }
+        while let Some(target) = self.maker.poll_dial(now) {
+            if let Some(ctx) = self.ctx.upgrade() {
+                tokio::spawn(links::dial(ctx, target));
+            }
+        }
+    }
+
+    /// Tells the connection maker what the end of a link means for its targets.
+    fn link_down(&mut self, now: Instant, entry: LinkEntry, error: String) {
+        match entry.ended {
+            // Another link to the same peer carries on; nothing to redial.
+            Some(Ending::Superseded) | Some(Ending::Permanent) => {}
+            None if entry.established => {
+                info!(peer = %entry.remote_id, "connection to {} lost: {error}", entry.remote_id);
+                // Every target that reached this peer is due for a redial.
+                let due: Vec<SocketAddr> = self
+                    .maker
+                    .targets()
+                    .into_iter()
+                    .filter(|t| t.peer == Some(entry.remote_id))
+                    .filter(|t| t.state == TargetState::Established)
+                    .map(|t| t.addr)
+                    .collect();
+                for addr in due {
+                    self.maker.handle_disconnected(now, addr, entry.remote_id);
+                }
+            }
+            None => {
+                if let Some(target) = entry.target {
+                    self.maker.handle_failed(now, target, error, Retry::Later);
+                }
+            }
+        }
+    }
+
+    fn send(&mut self, conn: ConnId, message: Vec<u8>) {
+        let Some(entry) = self.links.get(&conn) else {
+            return;
+        };
+        if entry.tx.try_send(LinkCmd::Send(message)).is_err() {
+            warn!(conn = conn.0, peer = %entry.remote_id, "send queue full; closing link");
+            let _ = entry.tx.try_send(LinkCmd::Close("send queue full".into()));
+        }
+    }
+
+    fn close(&mut self, now: Instant, conn: ConnId, reason: CloseReason) {
+        let Some(entry) = self.links.get_mut(&conn) else {
+            return;
+        };
+        let peer = entry.remote_id;
+        if reason.is_permanent() {
+            warn!(conn = conn.0, %peer, "closing link to {}: {reason}", entry.addr);
+            entry.ended = Some(Ending::Permanent);
+            if let Some(target) = entry.target {
+                self.maker
+                    .handle_failed(now, target, reason.to_string(), Retry::Never);
+            }
+        } else if matches!(reason, CloseReason::Duplicate | CloseReason::Replaced) {
+            debug!(conn = conn.0, %peer, "closing link: {reason}");
+            entry.ended = Some(Ending::Superseded);
+            // The surviving link reaches this target's peer: the target is satisfied.
+            if let Some(target) = entry.target {
+                self.maker.handle_connected(now, target, peer);
+            }
+        } else {
+            info!(conn = conn.0, %peer, "closing link: {reason}");
+        }
+        let _ = entry.tx.try_send(LinkCmd::Close(reason.to_string()));
+    }
+
+    fn event(&mut self, now: Instant, event: MeshEvent) {
+        match event {
+            MeshEvent::ConnectionEstablished { conn, peer } => {
+                if let Some(entry) = self.links.get_mut(&conn) {
+                    entry.established = true;
+                    info!(%peer, conn = conn.0, "connection established with {peer}");
+                    if let Some(target) = entry.target {
+                        self.maker.handle_connected(now, target, peer);
+                    }
+                }
+            }
+            MeshEvent::PeerRemoved(peer) => info!(%peer, "peer {peer} removed from topology"),
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,129 @@
+//! Builds the [`Report`] snapshot from the mesh and the connection maker.
+//!
+//! Called only by the owner task, which holds both machines; the result is plain data
+//! that the API formats and serializes without touching protocol state.
+
+use crate::owner::RouterInfo;
+use crate::status::{
+    self, ConnectionReport, PeerConnectionReport, PeerReport, Report, RouterReport,
+};
+use gossip::connection_maker::{ConnectionMaker, TargetState};
+use gossip::mesh::{ConnId, Mesh};
+use std::collections::HashSet;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+/// Lowest and highest control-protocol versions this build speaks.
+pub const PROTOCOL_VERSIONS: (u8, u8) = (
+    gossip::handshake::MIN_VERSION,
+    gossip::handshake::MAX_VERSION,
+);
+
+/// Builds the report. `encrypted(conn)` tells whether a live link uses the secret.
+pub fn build(
+    info: &RouterInfo,
+    mesh: &Mesh,
+    maker: &ConnectionMaker,
+    encrypted: impl Fn(ConnId) -> Option<bool>,
+) -> Report {
+    let now = Instant::now();
+    let mut connections = Vec::new();
+    let mut linked_addrs = HashSet::new();
+    for c in mesh.connections() {
+        linked_addrs.insert(c.remote_addr);
+        connections.push(ConnectionReport {
+            address: c.remote_addr.to_string(),
+            outbound: c.outbound,
+            state: if c.is_established() {
+                "established"
+            } else {
+                "pending"
+            }
+            .into(),
+            encrypted: encrypted(c.conn).unwrap_or(info.encryption),
+            overlay: "sleeve".into(),
+            peer_name: Some(c.peer.short().to_string()),
+            peer_nickname: c.nickname.clone(),
+            error: None,
+            retry: None,
+        });
+    }
+    let mut targets = Vec::new();
+    for t in maker.targets() {
+        if t.explicit {
+            targets.push(t.addr.to_string());
+        }
+        if linked_addrs.contains(&t.addr) || t.state == TargetState::Established {
+            continue;
+        }
+        let state = match t.state {
+            TargetState::Connecting => "connecting",
+            TargetState::Retrying => "retrying",
+            TargetState::Failed => "failed",
+            TargetState::Established => continue,
+        };
+        let retry = match (t.state, t.next_retry) {
+            (TargetState::Connecting, _) => None,
+            (_, Some(at)) => Some(wall_clock(now, at)),
+            (_, None) => Some("never".to_string()),
+        };
+        connections.push(ConnectionReport {
+            address: t.addr.to_string(),
+            outbound: true,
+            state: state.into(),
+            encrypted: info.encryption,
+            overlay: "sleeve".into(),
+            peer_name: None,
+            peer_nickname: None,
+            error: t.last_error.clone(),
+            retry,
+        });
+    }
+    let peers = mesh
+        .peers()
+        .into_iter()
+        .map(|p| PeerReport {
+            name: p.id.short().to_string(),
+            nickname: p.nickname.clone(),
+            uid: p.uid.to_string(),
+            version: p.version,
+            connections: p
+                .connections
+                .iter()
+                .map(|c| PeerConnectionReport {
+                    name: c.peer.short().to_string(),
+                    nickname: c.nickname.clone(),
+                    address: c.addr.to_string(),
+                    outbound: c.outbound,
+                    established: c.established,
+                })
+                .collect(),
+        })
+        .collect();
+    Report {
+        version: crate::VERSION.to_string(),
+        ready: true,
+        router: RouterReport {
+            protocol: "weft".into(),
+            protocol_min_version: PROTOCOL_VERSIONS.0,
+            protocol_max_version: PROTOCOL_VERSIONS.1,
+            name: info.id.short().to_string(),
+            peer_id: info.id.to_hex(),
+            nickname: info.nickname.clone(),
+            encryption: info.encryption,
+            peer_discovery: info.discovery,
+            port: info.port,
+            targets,
+            connections,
+            peers,
+            trusted_subnets: Vec::new(),
+        },
+    }
+}
+
+fn wall_clock(now: Instant, at: Instant) -> String {
+    let unix_now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    status::format_utc(unix_now + at.saturating_duration_since(now).as_secs())
+}

@@ -1,0 +1,281 @@
+//! What `weft status` and `weft report` show, and weave's text layouts for it.
+//!
+//! The owner of the mesh builds a [`Report`] snapshot on request; this module only
+//! formats it. Field names of the JSON form are a stable interface (`weft report`), so
+//! they are renamed only with a schema change. The text layouts follow `weave status`
+//! (labels right-aligned to 15 columns, connection lines padded as weave pads them).
+
+use serde::{Deserialize, Serialize};
+use std::fmt::Write as _;
+
+/// The whole router report (`GET /report`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Report {
+    /// The weft version.
+    pub version: String,
+    /// True once the router listens and its API answers.
+    pub ready: bool,
+    /// The router block.
+    pub router: RouterReport,
+}
+
+/// The router block of the report.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RouterReport {
+    /// Protocol name (`weft`).
+    pub protocol: String,
+    /// Lowest control-protocol version spoken.
+    pub protocol_min_version: u8,
+    /// Highest control-protocol version spoken.
+    pub protocol_max_version: u8,
+    /// Peer name (first 6 bytes of the PeerId, MAC form).
+    pub name: String,
+    /// Full PeerId in hex.
+    pub peer_id: String,
+    /// Nickname (default: the hostname).
+    pub nickname: String,
+    /// Whether a network secret is in use.
+    pub encryption: bool,
+    /// Whether peers learnt by gossip are dialled.
+    pub peer_discovery: bool,
+    /// TCP (and later UDP) port.
+    pub port: u16,
+    /// Connection targets given on the command line or by `weft connect`.
+    pub targets: Vec<String>,
+    /// Local connections and connection attempts.
+    pub connections: Vec<ConnectionReport>,
+    /// Every peer in the topology, this one first.
+    pub peers: Vec<PeerReport>,
+    /// Trusted subnets (`--trusted-subnets`).
+    pub trusted_subnets: Vec<String>,
+}
+
+/// One local connection, or one attempt at a target.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ConnectionReport {
+    /// Remote address (`ip:port`).
+    pub address: String,
+    /// True when we dialled.
+    pub outbound: bool,
+    /// `connecting`, `failed`, `retrying`, `pending` or `established`.
+    pub state: String,
+    /// Whether the link is encrypted with the network secret.
+    pub encrypted: bool,
+    /// Data-plane mode: `sleeve` (or `fastdp` later).
+    pub overlay: String,
+    /// The remote peer's name, once authenticated.
+    pub peer_name: Option<String>,
+    /// The remote peer's nickname, once known.
+    pub peer_nickname: Option<String>,
+    /// The last error, for failed or retrying targets.
+    pub error: Option<String>,
+    /// When the next attempt is due (UTC), or `never`.
+    pub retry: Option<String>,
+}
+
+/// A peer in the topology.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PeerReport {
+    /// Peer name (MAC form).
+    pub name: String,
+    /// Nickname.
+    pub nickname: String,
+    /// Incarnation uid (hex).
+    pub uid: String,
+    /// Topology version of this peer.
+    pub version: u64,
+    /// The connections this peer reports.
+    pub connections: Vec<PeerConnectionReport>,
+}
+
+/// A connection as reported by a peer in the topology.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PeerConnectionReport {
+    /// Remote peer name.
+    pub name: String,
+    /// Remote peer nickname.
+    pub nickname: String,
+    /// The remote's address as seen by the reporting peer.
+    pub address: String,
+    /// True if the reporting peer dialled.
+    pub outbound: bool,
+    /// True when established (both ends report it).
+    pub established: bool,
+}
+
+fn line(out: &mut String, label: &str, value: impl std::fmt::Display) {
+    let _ = writeln!(out, "{label:>15}: {value}");
+}
+
+/// `weft status`: the Router block in weave's layout.
+pub fn format_status(r: &Report) -> String {
+    let rt = &r.router;
+    let mut out = String::from("\n");
+    line(&mut out, "Version", &r.version);
+    out.push('\n');
+    line(&mut out, "Service", "router");
+    let protocol = if rt.protocol_min_version == rt.protocol_max_version {
+        format!("{} {}", rt.protocol, rt.protocol_min_version)
+    } else {
+        format!(
+            "{} {}..{}",
+            rt.protocol, rt.protocol_min_version, rt.protocol_max_version
+        )
+    };
+    line(&mut out, "Protocol", protocol);
+    line(&mut out, "Name", format!("{}({})", rt.name, rt.nickname));
+    line(&mut out, "Encryption", enabled(rt.encryption));
+    line(&mut out, "PeerDiscovery", enabled(rt.peer_discovery));
+    line(&mut out, "Targets", rt.targets.len());
+    line(&mut out, "Connections", connection_summary(&rt.connections));
+    let established: usize = rt
+        .peers
+        .iter()
+        .map(|p| p.connections.iter().filter(|c| c.established).count())
+        .sum();
+    let pending: usize = rt
+        .peers
+        .iter()
+        .map(|p| p.connections.iter().filter(|c| !c.established).count())
+        .sum();
+    let mut peers = format!("{} (with {established} established", rt.peers.len());
+    if pending > 0 {
+        let _ = write!(peers, ", {pending} pending");
+    }
+    peers.push_str(" connections)");
+    line(&mut out, "Peers", peers);
+    let trusted = if rt.trusted_subnets.is_empty() {
+        "none".to_string()
+    } else {
+        rt.trusted_subnets.join(",")
+    };
+    line(&mut out, "TrustedSubnets", trusted);
+    out.push('\n');
+    out
+}
+
+fn enabled(on: bool) -> &'static str {
+    if on {
+        "enabled"
+    } else {
+        "disabled"
+    }
+}
+
+/// `5 (1 established, 1 pending, 1 retrying, 1 failed, 1 connecting)`, zero counts left out.
+fn connection_summary(conns: &[ConnectionReport]) -> String {
+    let mut parts = Vec::new();
+    for state in ["established", "pending", "retrying", "failed", "connecting"] {
+        let n = conns.iter().filter(|c| c.state == state).count();
+        if n > 0 {
+            parts.push(format!("{n} {state}"));
+        }
+    }
+    if parts.is_empty() {
+        return "0".to_string();
+    }
+    format!("{} ({})", conns.len(), parts.join(", "))
+}
+
+fn arrow(outbound: bool) -> &'static str {
+    if outbound {
+        "->"
+    } else {
+        "<-"
+    }
+}
+
+/// `weft status connections`: one line per connection or attempt.
+pub fn format_connections(r: &Report) -> String {
+    let mut out = String::new();
+    for c in &r.router.connections {
+        let mut info = match (&c.peer_name, &c.peer_nickname) {
+            (Some(name), nick) => {
+                let enc = if c.encrypted {
+                    "encrypted"
+                } else {
+                    "unencrypted"
+                };
+                format!(
+                    "{enc:<11} {:<6} {name}({})",
+                    c.overlay,
+                    nick.as_deref().unwrap_or("")
+                )
+            }
+            (None, _) => String::new(),
+        };
+        if let Some(err) = &c.error {
+            if !info.is_empty() {
+                info.push(' ');
+            }
+            info.push_str(err);
+            if let Some(retry) = &c.retry {
+                let _ = write!(info, ", retry: {retry}");
+            }
+        }
+        let l = format!(
+            "{} {:<21} {:<11} {info}",
+            arrow(c.outbound),
+            c.address,
+            c.state
+        );
+        let _ = writeln!(out, "{}", l.trim_end());
+    }
+    out
+}
+
+/// `weft status peers`: each peer, then the connections it reports.
+pub fn format_peers(r: &Report) -> String {
+    let mut out = String::new();
+    for p in &r.router.peers {
+        let _ = writeln!(out, "{}({})", p.name, p.nickname);
+        for c in &p.connections {
+            let remote = format!("{}({})", c.name, c.nickname);
+            let state = if c.established {
+                "established"
+            } else {
+                "pending"
+            };
+            let _ = writeln!(
+                out,
+                "   {} {:<21} {remote:<37} {state}",
+                arrow(c.outbound),
+                c.address
+            );
+        }
+    }
+    out
+}
+
+/// `weft status targets`: one target per line.
+pub fn format_targets(r: &Report) -> String {
+    let mut out = String::new();
+    for t in &r.router.targets {
+        let _ = writeln!(out, "{t}");
+    }
+    out
+}
+
+/// Formats a Unix time as `2026-11-26 20:18:27 UTC` (civil-from-days, proleptic Gregorian).
+pub fn format_utc(unix_secs: u64) -> String {
+    let days = (unix_secs / 86_400) as i64;
+    let secs = unix_secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
+}
+
+#[cfg(test)]
+mod tests;

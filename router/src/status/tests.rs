@@ -1,0 +1,134 @@
+//! Layout tests: the text forms must match weave's column widths exactly.
+
+use super::*;
+
+fn conn(addr: &str, outbound: bool, state: &str, peer: Option<(&str, &str)>) -> ConnectionReport {
+    ConnectionReport {
+        address: addr.into(),
+        outbound,
+        state: state.into(),
+        encrypted: true,
+        overlay: "sleeve".into(),
+        peer_name: peer.map(|p| p.0.to_string()),
+        peer_nickname: peer.map(|p| p.1.to_string()),
+        error: None,
+        retry: None,
+    }
+}
+
+fn sample() -> Report {
+    let mut failed = conn("198.18.0.9:6783", true, "failed", None);
+    failed.error = Some("dial tcp 198.18.0.9:6783: connection refused".into());
+    failed.retry = Some("2026-11-26 20:55:38 UTC".into());
+    Report {
+        version: "0.1.0".into(),
+        ready: true,
+        router: RouterReport {
+            protocol: "weft".into(),
+            protocol_min_version: 1,
+            protocol_max_version: 1,
+            name: "4a:0f:f6:ec:1c:93".into(),
+            peer_id: "00".repeat(16),
+            nickname: "h1".into(),
+            encryption: true,
+            peer_discovery: true,
+            port: 6783,
+            targets: vec!["198.18.0.2:6783".into(), "198.18.0.9:6783".into()],
+            connections: vec![
+                conn(
+                    "198.18.0.2:6783",
+                    true,
+                    "established",
+                    Some(("7e:21:4a:70:2f:45", "h2")),
+                ),
+                failed,
+            ],
+            peers: vec![
+                PeerReport {
+                    name: "4a:0f:f6:ec:1c:93".into(),
+                    nickname: "h1".into(),
+                    uid: "1".into(),
+                    version: 3,
+                    connections: vec![PeerConnectionReport {
+                        name: "7e:21:4a:70:2f:45".into(),
+                        nickname: "h2".into(),
+                        address: "198.18.0.2:6783".into(),
+                        outbound: true,
+                        established: true,
+                    }],
+                },
+                PeerReport {
+                    name: "7e:21:4a:70:2f:45".into(),
+                    nickname: "h2".into(),
+                    uid: "2".into(),
+                    version: 2,
+                    connections: vec![PeerConnectionReport {
+                        name: "4a:0f:f6:ec:1c:93".into(),
+                        nickname: "h1".into(),
+                        address: "198.18.0.1:6783".into(),
+                        outbound: false,
+                        established: true,
+                    }],
+                },
+            ],
+            trusted_subnets: vec![],
+        },
+    }
+}
+
+#[test]
+fn status_block_matches_weave_layout() {
+    let expected = "
+        Version: 0.1.0
+
+        Service: router
+       Protocol: weft 1
+           Name: 4a:0f:f6:ec:1c:93(h1)
+     Encryption: enabled
+  PeerDiscovery: enabled
+        Targets: 2
+    Connections: 2 (1 established, 1 failed)
+          Peers: 2 (with 2 established connections)
+ TrustedSubnets: none
+
+";
+    assert_eq!(format_status(&sample()), expected);
+}
+
+#[test]
+fn connection_lines_match_weave_layout() {
+    let expected = "\
+-> 198.18.0.2:6783       established encrypted   sleeve 7e:21:4a:70:2f:45(h2)
+-> 198.18.0.9:6783       failed      dial tcp 198.18.0.9:6783: connection refused, retry: 2026-11-26 20:55:38 UTC
+";
+    assert_eq!(format_connections(&sample()), expected);
+}
+
+#[test]
+fn peer_lines_match_weave_layout() {
+    let expected = "\
+4a:0f:f6:ec:1c:93(h1)
+   -> 198.18.0.2:6783       7e:21:4a:70:2f:45(h2)                 established
+7e:21:4a:70:2f:45(h2)
+   <- 198.18.0.1:6783       4a:0f:f6:ec:1c:93(h1)                 established
+";
+    assert_eq!(format_peers(&sample()), expected);
+    assert_eq!(
+        format_targets(&sample()),
+        "198.18.0.2:6783\n198.18.0.9:6783\n"
+    );
+}
+
+#[test]
+fn report_json_round_trips() {
+    let r = sample();
+    let json = serde_json::to_string(&r).unwrap();
+    assert_eq!(serde_json::from_str::<Report>(&json).unwrap(), r);
+}
+
+#[test]
+fn utc_formatting_is_correct() {
+    assert_eq!(format_utc(0), "1970-01-01 00:00:00 UTC");
+    assert_eq!(format_utc(951_782_400), "2000-02-29 00:00:00 UTC");
+    assert_eq!(format_utc(1_795_724_307), "2026-11-26 20:18:27 UTC");
+}

@@ -1,0 +1,215 @@
+//! `weft launch`: validate the options, then run the router in the foreground or as a
+//! background daemon.
+//!
+//! Without `--foreground`, launch re-executes itself with `--foreground` in a new
+//! process group, stdout/stdin detached, and waits until the router answers on its
+//! socket (then prints the peer name and exits 0) or exits (then prints the reason it
+//! gave on stderr and exits 1). Everything that can fail is checked by the router before
+//! it reports ready, so a launch that returns 0 has a working router.
+
+use crate::cli::{hostname, Dirs};
+use anyhow::{anyhow, bail, Context, Result};
+use clap::Args;
+use router::config::{self, Config, Security};
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+use zeroize::Zeroizing;
+
+/// How long `launch` waits for the daemon to become ready.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+#[derive(Args, Debug)]
+pub struct LaunchArgs {
+    /// Read the network secret from this file (create one with `weft secret generate`).
+    #[arg(long, value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
+    /// The network secret itself. Visible to every local user in the process list:
+    /// prefer --password-file or WEFT_PASSWORD.
+    #[arg(long, value_name = "SECRET")]
+    pub password: Option<String>,
+    /// Run without a network secret. Peers are still authenticated by key, but anyone
+    /// who can reach the port may join, and the data plane is not encrypted.
+    #[arg(long, conflicts_with_all = ["password_file", "password"])]
+    pub no_encryption: bool,
+    /// Display name of this peer (default: the host name).
+    #[arg(long)]
+    pub nickname: Option<String>,
+    /// TCP port for control links (UDP too, for the data plane).
+    #[arg(long, default_value_t = config::DEFAULT_PORT)]
+    pub port: u16,
+    /// Read-only status listener (`/status`, `/report`); "none" turns it off.
+    #[arg(long, default_value = config::DEFAULT_STATUS_ADDR)]
+    pub status_addr: String,
+    /// Do not connect to peers learnt from other peers.
+    #[arg(long)]
+    pub no_discovery: bool,
+    /// Cap on connections opened by discovery (0 = no cap).
+    #[arg(long, default_value_t = config::DEFAULT_CONN_LIMIT)]
+    pub conn_limit: usize,
+    /// Stay attached: log to stderr and do not return until the router stops.
+    #[arg(long)]
+    pub foreground: bool,
+    #[command(flatten)]
+    pub dirs: Dirs,
+    /// Peers to connect to, as HOST[:PORT].
+    pub peers: Vec<String>,
+}
+
+impl LaunchArgs {
+    fn into_config(self) -> Result<Config> {
+        let security = if self.no_encryption {
+            Security::NoEncryption
+        } else if let Some(path) = &self.password_file {
+            let secret = gossip::psk::read_secret_file(path)?;
+            Security::Secret(secret)
+        } else if let Ok(env) = std::env::var("WEFT_PASSWORD") {
+            Security::Secret(Zeroizing::new(env.trim().as_bytes().to_vec()))
+        } else if let Some(p) = &self.password {
+            Security::Secret(Zeroizing::new(p.as_bytes().to_vec()))
+        } else {
+            bail!(
+                "no network secret given. Create one with `weft secret generate > FILE` \
+                 (chmod 600) and pass --password-file FILE (or set WEFT_PASSWORD), \
+                 or run with --no-encryption on every host"
+            );
+        };
+        let mut peers = Vec::new();
+        for p in &self.peers {
+            peers.extend(config::resolve_peer(p).map_err(|e| anyhow!(e))?);
+        }
+        let status_addr = match self.status_addr.as_str() {
+            "none" | "" => None,
+            s => Some(s.parse::<SocketAddr>().with_context(|| {
+                format!("--status-addr {s:?} is not an address like 127.0.0.1:6782")
+            })?),
+        };
+        let nickname = self.nickname.unwrap_or_else(hostname);
+        if nickname.is_empty() || nickname.len() > 64 || nickname.chars().any(char::is_control) {
+            bail!("--nickname must be 1 to 64 printable characters");
+        }
+        Ok(Config {
+            security,
+            nickname,
+            port: self.port,
+            status_addr,
+            data_dir: self.dirs.data_dir,
+            run_dir: self.dirs.run_dir,
+            discovery: !self.no_discovery,
+            conn_limit: self.conn_limit,
+            peers,
+        })
+    }
+}
+
+/// `weft launch`.
+pub fn launch(args: LaunchArgs) -> Result<()> {
+    if args.password.is_some() && !args.no_encryption {
+        eprintln!(
+            "weft: warning: --password is visible to other users in the process list; \
+             prefer --password-file"
+        );
+    }
+    if args.foreground {
+        let daemon = std::env::var_os("WEFT_DAEMON").is_some();
+        let run_dir = args.dirs.run_dir.clone();
+        let config = args.into_config()?;
+        router::daemon::init_logging(&run_dir, !daemon);
+        return run_foreground(config, daemon);
+    }
+    // Validate here too, so that option errors come back at once and plainly.
+    let run_dir = args.dirs.run_dir.clone();
+    args.into_config()?;
+    daemonize(&run_dir)
+}
+
+/// First word of the line a daemon child writes on its stdout when it is ready.
+const READY: &str = "READY ";
+/// First word of the line a daemon child writes when it cannot start.
+const FAILED: &str = "ERROR ";
+
+fn run_foreground(config: Config, daemon: bool) -> Result<()> {
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the tokio runtime")?;
+    if daemon {
+        std::panic::set_hook(Box::new(|info| tracing::error!("panic: {info}")));
+    }
+    let result = runtime.block_on(router::daemon::run(config, |name| {
+        // The daemon's stdout is the pipe its launcher waits on; attached, it is the user's.
+        if daemon {
+            println!("{READY}{name}");
+        } else {
+            println!("{name}");
+        }
+    }));
+    if let Err(e) = &result {
+        tracing::error!("cannot start: {e}");
+        if daemon {
+            println!("{FAILED}{e}");
+        }
+    }
+    Ok(result?)
+}
+
+/// Starts `weft launch --foreground` detached, and waits for its `READY`/`ERROR` line.
+fn daemonize(run_dir: &std::path::Path) -> Result<()> {
+    use std::io::BufRead;
+    use std::os::unix::process::CommandExt;
+    let exe = std::env::current_exe().context("cannot find the weft executable")?;
+    let mut argv: Vec<String> = std::env::args().skip(1).collect();
+    argv.push("--foreground".into());
+    std::fs::create_dir_all(run_dir)
+        .with_context(|| format!("cannot create the run dir {}", run_dir.display()))?;
+    let log = config::log_path(run_dir);
+    let log_file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)
+        .with_context(|| format!("cannot open the log {}", log.display()))?;
+    let mut child = Command::new(exe)
+        .args(&argv)
+        .env("WEFT_DAEMON", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(log_file)
+        .process_group(0)
+        .spawn()
+        .context("cannot start the router process")?;
+    if std::io::stderr().is_terminal() {
+        eprintln!("weft: starting the router (log: {})", log.display());
+    }
+    let stdout = child
+        .stdout
+        .take()
+        .context("no pipe to the router process")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let line = std::io::BufReader::new(stdout).lines().next();
+        let _ = tx.send(line.and_then(|l| l.ok()).unwrap_or_default());
+    });
+    let line = match rx.recv_timeout(READY_TIMEOUT) {
+        Ok(line) => line,
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!(
+                "the router did not become ready within {} s; see {}",
+                READY_TIMEOUT.as_secs(),
+                log.display()
+            );
+        }
+    };
+    if let Some(name) = line.strip_prefix(READY) {
+        println!("{name}");
+        return Ok(());
+    }
+    let status = child.wait()?;
+    match line.strip_prefix(FAILED) {
+        Some(reason) => Err(anyhow!("{reason}")),
+        None => bail!(
+            "the router exited during startup ({status}); see {}",
+            log.display()
+        ),
+    }
+}
