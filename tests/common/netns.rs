@@ -91,6 +91,7 @@ impl Net {
         let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("e2e-{prefix}"));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
+        traversable(&dir);
         let mut net = Net {
             switch: format!("{prefix}sw"),
             prefix,
@@ -157,6 +158,10 @@ impl Net {
         for d in [&run_dir, &data_dir] {
             std::fs::create_dir_all(d).unwrap_or_else(|e| panic!("create {}: {e}", d.display()));
         }
+        // Unprivileged users must reach the router's socket (tests run `weft status` as
+        // nobody), whatever the umask; the data dir stays private (the router makes it 0700).
+        traversable(&hdir);
+        traversable(&run_dir);
         self.hosts.push(Host {
             index,
             ns,
@@ -215,6 +220,11 @@ impl Net {
         &self.dir
     }
 
+    /// Name of the switch namespace (holding `br0`; host `hX`'s port is interface `hX`).
+    pub fn switch(&self) -> &str {
+        &self.switch
+    }
+
     /// Namespace name prefix of this test.
     pub fn prefix(&self) -> &str {
         &self.prefix
@@ -270,6 +280,13 @@ impl Drop for Net {
             eprintln!("harness: remove {}: {e}", self.dir.display());
         }
     }
+}
+
+/// Makes `dir` mode 0755, so that users other than root can reach what lies below it.
+fn traversable(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))
+        .unwrap_or_else(|e| panic!("chmod 0755 {}: {e}", dir.display()));
 }
 
 /// Safety net: a process still inside one of our namespaces was started by this test
