@@ -113,7 +113,10 @@ pub fn run(cli: Cli) -> Result<()> {
             dirs,
         } => post_peers(&dirs.run_dir, "/connect", peers, replace).map(|_| ()),
         Command::Forget { peers, dirs } => {
-            post_peers(&dirs.run_dir, "/forget", peers, false).map(|_| ())
+            // The router answers with how many targets it forgot.
+            let body = post_peers(&dirs.run_dir, "/forget", peers, false)?;
+            print!("{}", String::from_utf8_lossy(&body));
+            Ok(())
         }
         Command::Version => {
             println!("weft {}", router::VERSION);

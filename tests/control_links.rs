@@ -580,9 +580,7 @@ fn connect_and_forget() {
 
     // Gather the problems, so that one wrong answer does not hide the others.
     let mut problems = Vec::new();
-    // ROUTER BUG (open; this check fails until it is fixed): the router's POST /forget
-    // answers "1\n" (the number of targets removed), but `weft forget` discards that body
-    // (src/cli.rs, `Command::Forget`: `post_peers(..).map(|_| ())`) and prints nothing.
+    // `weft forget` prints how many targets the router forgot.
     let forget = net.weft(2, &["forget", H1]);
     if !forget.status.success() || lossy(&forget.stdout).trim() != "1" {
         problems.push(format!(
