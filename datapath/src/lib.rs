@@ -1,6 +1,13 @@
 //! Weft's data plane: Ethernet frames between the host bridge and the sleeve.
 //!
-//! This crate is laid down with the workspace; the TAP device, MAC learning, the sleeve
-//! codec and the kernel fast path arrive with the data-plane issue. It depends only on
-//! `gossip`'s identity and route types, never on `router`.
+//! It depends only on `gossip`'s identity and route types, never on `router`.
+//!
+//! # Layout
+//! - [`netlink`]: links, bridge ports, addresses and routes through rtnetlink.
+//! - [`netns`]: running code inside another network namespace, on its own thread.
+//! - [`tap`]: the TAP device between the bridge and the router.
 #![warn(missing_docs, unreachable_pub)]
+
+pub mod netlink;
+pub mod netns;
+pub mod tap;

@@ -22,6 +22,7 @@
 //! - [`connection_maker`] and [`backoff`]: whom to dial, and when.
 //! - [`sim`]: a deterministic, seeded network of N meshes in one process.
 #![warn(missing_docs, unreachable_pub)]
+#![forbid(unsafe_code)]
 
 pub mod backoff;
 pub mod channel;

@@ -19,6 +19,7 @@
 //! - [`status`], [`report`]: the status model and weave's text layouts.
 //! - [`client`]: the CLI's side of the local API.
 #![warn(missing_docs, unreachable_pub)]
+#![forbid(unsafe_code)]
 
 pub mod api;
 pub mod client;

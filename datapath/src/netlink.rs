@@ -1,0 +1,315 @@
+//! Kernel network configuration through rtnetlink: links, bridge ports, addresses,
+//! routes and MTUs.
+//!
+//! Each method does one kernel operation and names its `ip` equivalent, so that what
+//! the router changes can be reproduced and checked by hand. A [`Netlink`] talks to the
+//! network namespace it was created in; to act inside another namespace, create one on
+//! a thread that has entered it (see [`crate::netns`]).
+
+use futures_util::TryStreamExt;
+use rtnetlink::packet_route::address::AddressAttribute;
+use rtnetlink::packet_route::link::{LinkAttribute, LinkMessage};
+use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder};
+use std::net::IpAddr;
+use std::os::fd::RawFd;
+
+/// A failed netlink operation.
+#[derive(Debug, thiserror::Error)]
+#[error("{op}: {source}")]
+pub struct NetlinkError {
+    /// What was attempted, e.g. `add bridge weft`.
+    pub op: String,
+    /// The kernel's answer.
+    #[source]
+    pub source: rtnetlink::Error,
+}
+
+/// The operation failed because the link does not exist.
+#[derive(Debug, thiserror::Error)]
+#[error("no network interface named {0:?}")]
+pub struct NoSuchLink(pub String);
+
+/// Errors of this module.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The kernel refused.
+    #[error(transparent)]
+    Netlink(#[from] NetlinkError),
+    /// A link is missing.
+    #[error(transparent)]
+    NoSuchLink(#[from] NoSuchLink),
+    /// Opening the netlink socket failed.
+    #[error("cannot open a netlink socket: {0}")]
+    Socket(std::io::Error),
+}
+
+fn op(what: impl FnOnce() -> String) -> impl FnOnce(rtnetlink::Error) -> Error {
+    move |source| Error::Netlink(NetlinkError { op: what(), source })
+}
+
+/// An address on a link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinkAddr {
+    /// The address.
+    pub ip: IpAddr,
+    /// Its prefix length.
+    pub prefix: u8,
+}
+
+/// A netlink connection in the current network namespace.
+#[derive(Clone, Debug)]
+pub struct Netlink {
+    handle: Handle,
+}
+
+impl Netlink {
+    /// Opens a connection; its driver runs on the current tokio runtime.
+    pub fn new() -> Result<Netlink, Error> {
+        let (connection, handle, _) = rtnetlink::new_connection().map_err(Error::Socket)?;
+        tokio::spawn(connection);
+        Ok(Netlink { handle })
+    }
+
+    /// The link called `name`, if it exists (`ip link show NAME`).
+    pub async fn link(&self, name: &str) -> Result<Option<LinkMessage>, Error> {
+        let mut links = self
+            .handle
+            .link()
+            .get()
+            .match_name(name.to_string())
+            .execute();
+        match links.try_next().await {
+            Ok(link) => Ok(link),
+            // The kernel answers ENODEV for a name it does not know.
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc_enodev() => Ok(None),
+            Err(source) => Err(op(|| format!("look up link {name}"))(source)),
+        }
+    }
+
+    /// The index of link `name`, or [`NoSuchLink`].
+    pub async fn index(&self, name: &str) -> Result<u32, Error> {
+        self.link(name)
+            .await?
+            .map(|l| l.header.index)
+            .ok_or_else(|| NoSuchLink(name.to_string()).into())
+    }
+
+    /// Creates bridge `name` if missing, sets its MTU and brings it up
+    /// (`ip link add NAME type bridge; ip link set NAME mtu MTU up`). Returns its index.
+    pub async fn ensure_bridge(&self, name: &str, mtu: u32) -> Result<u32, Error> {
+        if self.link(name).await?.is_none() {
+            self.handle
+                .link()
+                .add(LinkBridge::new(name).build())
+                .execute()
+                .await
+                .map_err(op(|| format!("add bridge {name}")))?;
+        }
+        let index = self.index(name).await?;
+        self.set(
+            LinkUnspec::new_with_index(index).mtu(mtu).up().build(),
+            || format!("set bridge {name} mtu {mtu} up"),
+        )
+        .await?;
+        Ok(index)
+    }
+
+    async fn set(&self, msg: LinkMessage, what: impl FnOnce() -> String) -> Result<(), Error> {
+        self.handle
+            .link()
+            .set(msg)
+            .execute()
+            .await
+            .map_err(op(what))
+    }
+
+    /// Makes link `name` a port of bridge `bridge_index`, sets its MTU and brings it up
+    /// (`ip link set NAME master BRIDGE mtu MTU up`).
+    pub async fn enslave(&self, name: &str, bridge_index: u32, mtu: u32) -> Result<(), Error> {
+        let index = self.index(name).await?;
+        self.set(
+            LinkUnspec::new_with_index(index)
+                .controller(bridge_index)
+                .mtu(mtu)
+                .up()
+                .build(),
+            || format!("set {name} master {bridge_index} mtu {mtu} up"),
+        )
+        .await
+    }
+
+    /// Sets the MTU of link `name` (`ip link set NAME mtu MTU`).
+    pub async fn set_mtu(&self, name: &str, mtu: u32) -> Result<(), Error> {
+        let index = self.index(name).await?;
+        self.set(LinkUnspec::new_with_index(index).mtu(mtu).build(), || {
+            format!("set {name} mtu {mtu}")
+        })
+        .await
+    }
+
+    /// Brings link `name` up (`ip link set NAME up`).
+    pub async fn set_up(&self, name: &str) -> Result<(), Error> {
+        let index = self.index(name).await?;
+        self.set(LinkUnspec::new_with_index(index).up().build(), || {
+            format!("set {name} up")
+        })
+        .await
+    }
+
+    /// Creates a veth pair (`ip link add NAME type veth peer name PEER`).
+    pub async fn add_veth(&self, name: &str, peer: &str) -> Result<(), Error> {
+        self.handle
+            .link()
+            .add(LinkVeth::new(name, peer).build())
+            .execute()
+            .await
+            .map_err(op(|| format!("add veth {name} peer {peer}")))
+    }
+
+    /// Moves link `name` into the namespace open at `netns_fd`, renaming it to `new_name`
+    /// (`ip link set NAME netns NS name NEW`).
+    pub async fn move_to_netns(
+        &self,
+        name: &str,
+        netns_fd: RawFd,
+        new_name: &str,
+    ) -> Result<(), Error> {
+        let index = self.index(name).await?;
+        self.set(
+            LinkUnspec::new_with_index(index)
+                .setns_by_fd(netns_fd)
+                .name(new_name.to_string())
+                .build(),
+            || format!("set {name} netns {netns_fd} name {new_name}"),
+        )
+        .await
+    }
+
+    /// Deletes link `name` if it exists (`ip link del NAME`); true if it existed.
+    pub async fn delete_link(&self, name: &str) -> Result<bool, Error> {
+        let Some(link) = self.link(name).await? else {
+            return Ok(false);
+        };
+        self.handle
+            .link()
+            .del(link.header.index)
+            .execute()
+            .await
+            .map_err(op(|| format!("del link {name}")))?;
+        Ok(true)
+    }
+
+    /// The MAC address of link `name`.
+    pub async fn mac(&self, name: &str) -> Result<Option<[u8; 6]>, Error> {
+        let Some(link) = self.link(name).await? else {
+            return Err(NoSuchLink(name.to_string()).into());
+        };
+        Ok(link.attributes.iter().find_map(|a| match a {
+            LinkAttribute::Address(mac) if mac.len() == 6 => {
+                let mut out = [0u8; 6];
+                out.copy_from_slice(mac);
+                Some(out)
+            }
+            _ => None,
+        }))
+    }
+
+    /// Adds `ip/prefix` to link `name` (`ip addr add IP/PREFIX dev NAME`).
+    pub async fn add_address(&self, name: &str, addr: LinkAddr) -> Result<(), Error> {
+        let index = self.index(name).await?;
+        self.handle
+            .address()
+            .add(index, addr.ip, addr.prefix)
+            .execute()
+            .await
+            .map_err(op(|| {
+                format!("addr add {}/{} dev {name}", addr.ip, addr.prefix)
+            }))
+    }
+
+    /// The addresses on link `name` (`ip addr show dev NAME`).
+    pub async fn addresses(&self, name: &str) -> Result<Vec<LinkAddr>, Error> {
+        let index = self.index(name).await?;
+        let mut stream = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(index)
+            .execute();
+        let mut out = Vec::new();
+        while let Some(msg) = stream
+            .try_next()
+            .await
+            .map_err(op(|| format!("addr show dev {name}")))?
+        {
+            for attr in &msg.attributes {
+                if let AddressAttribute::Address(ip) = attr {
+                    out.push(LinkAddr {
+                        ip: *ip,
+                        prefix: msg.header.prefix_len,
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes `ip/prefix` from link `name` (`ip addr del IP/PREFIX dev NAME`); true if
+    /// it was there.
+    pub async fn del_address(&self, name: &str, addr: LinkAddr) -> Result<bool, Error> {
+        let index = self.index(name).await?;
+        let mut stream = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(index)
+            .set_address_filter(addr.ip)
+            .set_prefix_length_filter(addr.prefix)
+            .execute();
+        let mut found = false;
+        while let Some(msg) = stream
+            .try_next()
+            .await
+            .map_err(op(|| format!("addr show dev {name}")))?
+        {
+            self.handle
+                .address()
+                .del(msg)
+                .execute()
+                .await
+                .map_err(op(|| {
+                    format!("addr del {}/{} dev {name}", addr.ip, addr.prefix)
+                }))?;
+            found = true;
+        }
+        Ok(found)
+    }
+
+    /// Adds a route to `dest/prefix` out of link `name`, on link (no gateway)
+    /// (`ip route add DEST/PREFIX dev NAME`).
+    pub async fn add_link_route(&self, name: &str, dest: LinkAddr) -> Result<(), Error> {
+        let index = self.index(name).await?;
+        let what = || format!("route add {}/{} dev {name}", dest.ip, dest.prefix);
+        let result = match dest.ip {
+            IpAddr::V4(ip) => {
+                let msg = RouteMessageBuilder::<std::net::Ipv4Addr>::new()
+                    .destination_prefix(ip, dest.prefix)
+                    .output_interface(index)
+                    .build();
+                self.handle.route().add(msg).execute().await
+            }
+            IpAddr::V6(ip) => {
+                let msg = RouteMessageBuilder::<std::net::Ipv6Addr>::new()
+                    .destination_prefix(ip, dest.prefix)
+                    .output_interface(index)
+                    .build();
+                self.handle.route().add(msg).execute().await
+            }
+        };
+        result.map_err(op(what))
+    }
+}
+
+const fn libc_enodev() -> i32 {
+    19
+}
