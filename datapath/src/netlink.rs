@@ -56,6 +56,32 @@ pub struct LinkAddr {
     pub prefix: u8,
 }
 
+/// A CIDR such as `10.32.1.2/12` is not valid.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid CIDR {0:?}: expected ADDRESS/PREFIX, like 10.32.1.2/12 or fd00::2/64")]
+pub struct BadCidr(pub String);
+
+impl std::str::FromStr for LinkAddr {
+    type Err = BadCidr;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || BadCidr(s.to_string());
+        let (ip, prefix) = s.split_once('/').ok_or_else(bad)?;
+        let ip: IpAddr = ip.parse().map_err(|_| bad())?;
+        let prefix: u8 = prefix.parse().map_err(|_| bad())?;
+        let max = if ip.is_ipv4() { 32 } else { 128 };
+        if prefix > max {
+            return Err(bad());
+        }
+        Ok(LinkAddr { ip, prefix })
+    }
+}
+
+impl std::fmt::Display for LinkAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.ip, self.prefix)
+    }
+}
+
 /// A netlink connection in the current network namespace.
 #[derive(Clone, Debug)]
 pub struct Netlink {
@@ -312,4 +338,27 @@ impl Netlink {
 
 const fn libc_enodev() -> i32 {
     19
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cidrs_parse_and_print() {
+        let a: LinkAddr = "10.32.1.2/12".parse().unwrap();
+        assert_eq!(a.prefix, 12);
+        assert_eq!(a.to_string(), "10.32.1.2/12");
+        assert_eq!("fd00::2/64".parse::<LinkAddr>().unwrap().prefix, 64);
+        for bad in [
+            "10.32.1.2",
+            "10.32.1.2/33",
+            "fd00::1/129",
+            "x/1",
+            "10.32.1.2/",
+            "/12",
+        ] {
+            assert!(bad.parse::<LinkAddr>().is_err(), "{bad}");
+        }
+    }
 }
