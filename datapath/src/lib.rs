@@ -19,4 +19,6 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod mac_table;
 pub mod sleeve;
+pub mod switch;
