@@ -19,6 +19,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod icmp;
 pub mod mac_table;
 pub mod sleeve;
 pub mod switch;
