@@ -1,15 +1,35 @@
 //! Weft's data plane: Ethernet frames between the host bridge and the sleeve.
 //!
-//! It depends only on `gossip`'s identity and route types, never on `router`.
+//! The protocol parts are pure and sans-IO: frames, datagrams and the time come in as
+//! arguments, and decisions and bytes go out. The router drives them from the TAP
+//! device, the UDP socket and the control links. The kernel-facing parts (netlink, the
+//! TAP device, namespaces) are thin wrappers, each naming the `ip` command it mirrors.
 //!
 //! # Layout
+//!
+//! - [`sleeve`]: the encrypted UDP encapsulation: header, replay window, epoch keys,
+//!   per-neighbour sessions, and the zero-allocation seal/open codec.
+//! - [`mac_table`]: MAC learning with aging and a hard size bound.
+//! - [`switch`]: the forwarding decision for a frame captured locally or received from a
+//!   peer: deliver, unicast towards a peer, flood along a broadcast tree, or drop.
+//! - [`icmp`]: ICMP "fragmentation needed" / "packet too big" replies to frames larger
+//!   than the overlay MTU.
 //! - [`attach`]: a namespace's veth on the bridge, with addresses, MTU and routes.
 //! - [`netlink`]: links, bridge ports, addresses and routes through rtnetlink.
 //! - [`netns`]: running code inside another network namespace, on its own thread.
-//! - [`tap`]: the TAP device between the bridge and the router.
+//! - [`tap`]: the TAP device between the bridge and the router (the one module allowed a
+//!   documented `unsafe`).
+//!
+//! It depends only on `gossip`'s identity ([`gossip::peer::PeerId`]) and routes, never on
+//! `router`.
+#![deny(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod attach;
+pub mod icmp;
+pub mod mac_table;
 pub mod netlink;
 pub mod netns;
+pub mod sleeve;
+pub mod switch;
 pub mod tap;

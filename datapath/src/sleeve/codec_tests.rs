@@ -1,0 +1,299 @@
+//! Codec tests: round trips, tampering, replay, malformed inner lists, fuzzing.
+
+use super::*;
+use gossip::peer::PeerId;
+use proptest::prelude::*;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+const A: PeerId = PeerId([1; 16]);
+const B: PeerId = PeerId([2; 16]);
+
+fn pair(now: Instant) -> (Session, Session) {
+    Session::pair_for_testing(now, SessionConfig::default(), 1)
+}
+
+fn frame(dst: PeerId, src: PeerId, bytes: &[u8]) -> InnerFrame<'_> {
+    InnerFrame {
+        dst,
+        src,
+        frame: bytes,
+    }
+}
+
+/// Opens `datagram` (a copy) and returns the frames as owned values.
+fn open_frames(
+    s: &mut Session,
+    now: Instant,
+    datagram: &[u8],
+) -> Result<Vec<(PeerId, PeerId, Vec<u8>)>, OpenError> {
+    let mut copy = datagram.to_vec();
+    let opened = s.open(now, &mut copy)?;
+    Ok(opened
+        .frames()
+        .map(|f| (f.dst, f.src, f.frame.to_vec()))
+        .collect())
+}
+
+#[test]
+fn round_trip_several_frames_and_keepalive() {
+    let now = Instant::now();
+    let (mut a, mut b) = pair(now);
+    let (one, two) = ([0xabu8; 60], [0xcdu8; 1400]);
+    let frames = [frame(B, A, &one), frame(BROADCAST, A, &two)];
+    let mut out = [0u8; 2048];
+    let len = a.seal(&frames, &mut out).expect("sealed");
+    assert_eq!(len, datagram_len(2 * FRAME_HEADER_LEN + 1460));
+    assert_eq!(len % 16, 0);
+    let got = open_frames(&mut b, now, &out[..len]).expect("opens");
+    assert_eq!(
+        got,
+        vec![(B, A, one.to_vec()), (BROADCAST, A, two.to_vec())]
+    );
+
+    let len = b.seal(&[], &mut out).expect("keepalive");
+    assert_eq!(len, MIN_DATAGRAM_LEN);
+    let opened = a.open(now, &mut out[..len]).expect("opens");
+    assert!(opened.is_keepalive());
+    assert_eq!(opened.counter, 0);
+}
+
+#[test]
+fn no_peer_id_in_cleartext() {
+    let now = Instant::now();
+    let (mut a, _) = pair(now);
+    let mut out = [0u8; 256];
+    let len = a.seal(&[frame(B, A, b"hello")], &mut out).expect("sealed");
+    let wire = &out[..len];
+    for id in [A, B] {
+        assert!(!wire.windows(16).any(|w| w == id.0), "peer id leaked");
+    }
+    assert!(!wire.windows(5).any(|w| w == b"hello"));
+}
+
+/// T04: every single-bit change anywhere in the datagram is rejected, and the original
+/// still opens afterwards (a forgery never moves the replay window).
+#[test]
+fn every_bit_flip_is_rejected() {
+    let now = Instant::now();
+    let (mut a, mut b) = pair(now);
+    let mut out = [0u8; 256];
+    let len = a
+        .seal(&[frame(B, A, &[7u8; 40])], &mut out)
+        .expect("sealed");
+    let datagram = out[..len].to_vec();
+    for bit in 0..len * 8 {
+        let mut bad = datagram.clone();
+        bad[bit / 8] ^= 1 << (bit % 8);
+        let err = open_frames(&mut b, now, &bad).expect_err("tampered datagram opened");
+        assert!(matches!(
+            err,
+            OpenError::BadHeader
+                | OpenError::UnknownIndex
+                | OpenError::Replay
+                | OpenError::AuthFailed
+        ));
+    }
+    assert!(open_frames(&mut b, now, &datagram).is_ok());
+    // T17: the same datagram again is a replay.
+    assert_eq!(open_frames(&mut b, now, &datagram), Err(OpenError::Replay));
+}
+
+#[test]
+fn header_checks_come_first() {
+    let now = Instant::now();
+    let (mut a, mut b) = pair(now);
+    let mut out = [0u8; 256];
+    let len = a
+        .seal(&[frame(B, A, &[1u8; 20])], &mut out)
+        .expect("sealed");
+    assert_eq!(
+        open_frames(&mut b, now, &out[..31]),
+        Err(OpenError::TooShort)
+    );
+    assert_eq!(
+        open_frames(&mut b, now, &out[..len - 1]),
+        Err(OpenError::BadHeader)
+    );
+    let mut bad = out[..len].to_vec();
+    bad[4] ^= 0xff;
+    assert_eq!(open_frames(&mut b, now, &bad), Err(OpenError::UnknownIndex));
+    let mut bad = out[..len].to_vec();
+    bad[0] = 1;
+    assert_eq!(open_frames(&mut b, now, &bad), Err(OpenError::BadHeader));
+}
+
+#[test]
+fn reordering_inside_the_window_is_accepted_once() {
+    let now = Instant::now();
+    let (mut a, mut b) = pair(now);
+    let datagrams: Vec<Vec<u8>> = (0..100)
+        .map(|i| {
+            let mut out = [0u8; 128];
+            let len = a
+                .seal(&[frame(B, A, &[i as u8; 10])], &mut out)
+                .expect("sealed");
+            out[..len].to_vec()
+        })
+        .collect();
+    for d in datagrams.iter().rev() {
+        assert!(open_frames(&mut b, now, d).is_ok());
+    }
+    for d in &datagrams {
+        assert_eq!(open_frames(&mut b, now, d), Err(OpenError::Replay));
+    }
+}
+
+#[test]
+fn malformed_inner_lists_are_dropped_whole() {
+    let now = Instant::now();
+    let (mut a, mut b) = pair(now);
+    let cases: [&[u8]; 4] = [
+        // A length running past the end.
+        &[[0u8; 32].as_slice(), &[0, 200], &[9; 14]].concat(),
+        // Trailing garbage shorter than a frame header.
+        &[[1u8; 32].as_slice(), &[0, 2], &[9, 9], &[0, 0, 5, 0]].concat(),
+        // A zero-length entry with a non-zero peer id.
+        &[[3u8; 32].as_slice(), &[0, 0]].concat(),
+        // A good frame followed by a bad one.
+        &[
+            [1u8; 32].as_slice(),
+            &[0, 1],
+            &[9],
+            [2u8; 32].as_slice(),
+            &[0, 99],
+        ]
+        .concat(),
+    ];
+    for plaintext in cases {
+        let mut out = [0u8; 256];
+        out[HEADER_LEN..HEADER_LEN + plaintext.len()].copy_from_slice(plaintext);
+        let len = a.seal_in_place(&mut out, plaintext.len()).expect("sealed");
+        assert_eq!(
+            open_frames(&mut b, now, &out[..len]),
+            Err(OpenError::Malformed)
+        );
+        // It was authentic: its counter is used up.
+        assert_eq!(
+            open_frames(&mut b, now, &out[..len]),
+            Err(OpenError::Replay)
+        );
+    }
+}
+
+#[test]
+fn seal_errors() {
+    let now = Instant::now();
+    let mut fresh = Session::new(now, SessionConfig::default(), A, B, [0; 32]);
+    let mut out = [0u8; 128];
+    assert_eq!(fresh.seal(&[], &mut out), Err(SealError::NoKey));
+    let (mut a, _) = pair(now);
+    assert_eq!(
+        a.seal(&[frame(B, A, &[])], &mut out),
+        Err(SealError::EmptyFrame)
+    );
+    let big = vec![0u8; 70_000];
+    assert_eq!(
+        a.seal(&[frame(B, A, &big)], &mut out),
+        Err(SealError::FrameTooLarge(70_000))
+    );
+    assert_eq!(
+        a.seal(&[frame(B, A, &[1; 100])], &mut out),
+        Err(SealError::BufferTooSmall {
+            needed: 16 + 144 + 16
+        })
+    );
+    // T20: at REJECT_AFTER_MESSAGES the key is never used again.
+    if let Some(tx) = a.tx.as_mut() {
+        tx.counter = REJECT_AFTER_MESSAGES - 1;
+    }
+    assert!(a.seal(&[], &mut out).is_ok());
+    assert_eq!(a.seal(&[], &mut out), Err(SealError::CounterExhausted));
+}
+
+/// No allocation per packet: seal and open work only in the buffers they are given.
+#[test]
+fn seal_and_open_stay_in_the_callers_buffer() {
+    let now = Instant::now();
+    let (mut a, mut b) = pair(now);
+    let payload = [0x5au8; 1400];
+    let mut buf = vec![0u8; 2048];
+    let (ptr, cap) = (buf.as_ptr(), buf.capacity());
+    for _ in 0..1000 {
+        let len = a.seal(&[frame(B, A, &payload)], &mut buf).expect("sealed");
+        let opened = b.open(now, &mut buf[..len]).expect("opens");
+        assert_eq!(opened.frames().count(), 1);
+    }
+    assert_eq!((buf.as_ptr(), buf.capacity()), (ptr, cap));
+}
+
+#[test]
+fn overlay_mtu_arithmetic() {
+    assert_eq!(overlay_mtu(1500, IpVersion::V4), 1377);
+    assert_eq!(overlay_mtu(1500, IpVersion::V6), 1357);
+    assert_eq!(overlay_mtu(100, IpVersion::V4), 0);
+    // A full-size frame fills a 1500-byte IPv4 packet exactly.
+    let frame_len = 1377 + ETHERNET_HEADER_LEN;
+    assert_eq!(datagram_len(FRAME_HEADER_LEN + frame_len) + 8 + 20, 1500);
+}
+
+/// T41 in CI: the fuzz entry point over seeded random inputs and over mutations of valid
+/// datagrams (which the entry point's fixed session can open).
+#[test]
+fn fuzz_open_never_panics() {
+    let mut rng = StdRng::seed_from_u64(0xf022);
+    for _ in 0..2000 {
+        let len = rng.gen_range(0..1600);
+        let data: Vec<u8> = (0..len).map(|_| rng.gen()).collect();
+        fuzz_open(&data);
+    }
+    let now = Instant::now();
+    let (mut sender, _) = Session::pair_for_testing(now, SessionConfig::default(), 7);
+    let mut out = [0u8; 2048];
+    for i in 0..2000usize {
+        let payload = vec![i as u8; 1 + i % 700];
+        let len = sender
+            .seal(&[frame(B, A, &payload)], &mut out)
+            .expect("sealed");
+        let mut data = out[..len].to_vec();
+        match i % 4 {
+            0 => {}
+            1 => data[rng.gen_range(0..len)] ^= 1 << rng.gen_range(0..8),
+            2 => data.truncate(rng.gen_range(0..len)),
+            _ => data.extend((0..rng.gen_range(1..40)).map(|_| rng.gen::<u8>())),
+        }
+        fuzz_open(&data);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Seal then open gives back the same frames; any flipped bit makes open fail; the
+    /// same datagram twice is a replay.
+    #[test]
+    fn seal_open_round_trip(
+        frames in proptest::collection::vec(
+            (any::<[u8; 16]>(), any::<[u8; 16]>(), proptest::collection::vec(any::<u8>(), 1..300)),
+            0..4,
+        ),
+        flip in any::<prop::sample::Index>(),
+    ) {
+        let now = Instant::now();
+        let (mut a, mut b) = pair(now);
+        let inner: Vec<InnerFrame<'_>> = frames
+            .iter()
+            .map(|(d, s, f)| frame(PeerId(*d), PeerId(*s), f))
+            .collect();
+        let mut out = [0u8; 2048];
+        let len = a.seal(&inner, &mut out).expect("sealed");
+        let mut bad = out[..len].to_vec();
+        let bit = flip.index(len * 8);
+        bad[bit / 8] ^= 1 << (bit % 8);
+        prop_assert!(open_frames(&mut b, now, &bad).is_err());
+        let got = open_frames(&mut b, now, &out[..len]).expect("opens");
+        let want: Vec<_> = frames.iter().map(|(d, s, f)| (PeerId(*d), PeerId(*s), f.clone())).collect();
+        prop_assert_eq!(got, want);
+        prop_assert_eq!(open_frames(&mut b, now, &out[..len]), Err(OpenError::Replay));
+    }
+}

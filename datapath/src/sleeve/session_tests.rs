@@ -1,0 +1,250 @@
+//! Session tests: rekey exchanges, confirmation, expiry and limits.
+
+use super::*;
+use gossip::peer::PeerId;
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use std::time::Duration;
+
+const A: PeerId = PeerId([1; 16]);
+const B: PeerId = PeerId([2; 16]);
+
+fn frame(dst: PeerId, src: PeerId, bytes: &[u8]) -> InnerFrame<'_> {
+    InnerFrame {
+        dst,
+        src,
+        frame: bytes,
+    }
+}
+
+/// Opens `datagram` (a copy) and returns the frames as owned values.
+fn open_frames(
+    s: &mut Session,
+    now: Instant,
+    datagram: &[u8],
+) -> Result<Vec<(PeerId, PeerId, Vec<u8>)>, OpenError> {
+    let mut copy = datagram.to_vec();
+    let opened = s.open(now, &mut copy)?;
+    Ok(opened
+        .frames()
+        .map(|f| (f.dst, f.src, f.frame.to_vec()))
+        .collect())
+}
+
+fn short_config() -> SessionConfig {
+    SessionConfig {
+        rekey_after_time: Duration::from_secs(2),
+        reject_after_time: Duration::from_secs(3),
+        rekey_timeout: Duration::from_millis(500),
+        rekey_after_messages: 1 << 60,
+    }
+}
+
+/// T24: with a 2 s rekey, 20 s of traffic both ways crosses ≥ 8 epochs, the receiver
+/// index changes each time, and not one datagram is lost, even though control messages
+/// take 30 ms and datagrams arrive at once.
+#[test]
+fn rekeying_loses_nothing() {
+    let start = Instant::now();
+    let config = short_config();
+    let mut a = Session::new(start, config, A, B, [3; 32]);
+    let mut b = Session::new(start, config, B, A, [3; 32]);
+    let mut rng = StdRng::seed_from_u64(9);
+    let mut control: Vec<(Instant, bool, RekeyOffer)> = Vec::new(); // (due, to_b, offer)
+    let (mut sent, mut lost, mut indices) = (0, 0, Vec::new());
+    let mut buf = [0u8; 256];
+    for step in 0..2000u64 {
+        let now = start + Duration::from_millis(10 * step);
+        for s in [&mut a, &mut b] {
+            if s.poll_timeout().is_some_and(|t| t <= now) {
+                s.handle_timeout(now);
+            }
+        }
+        if let Some(offer) = a.poll_rekey_with(now, &mut rng, |_| false) {
+            control.push((now + Duration::from_millis(30), true, offer));
+        }
+        let (due, later): (Vec<_>, Vec<_>) = control.drain(..).partition(|c| c.0 <= now);
+        control = later;
+        for (_, to_b, offer) in due {
+            if to_b {
+                let answer = b
+                    .handle_offer_with(now, offer, &mut rng, |_| false)
+                    .expect("ok");
+                let answer = answer.expect("responder answers");
+                control.push((now + Duration::from_millis(30), false, answer));
+            } else {
+                assert_eq!(
+                    a.handle_offer_with(now, offer, &mut rng, |_| false),
+                    Ok(None)
+                );
+            }
+        }
+        if a.poll_keepalive() {
+            let len = a.seal(&[], &mut buf).expect("keepalive");
+            b.open(now, &mut buf[..len]).expect("keepalive opens");
+        }
+        for a_to_b in [true, false] {
+            let (from, to) = if a_to_b {
+                (&mut a, &mut b)
+            } else {
+                (&mut b, &mut a)
+            };
+            if !from.can_send() {
+                continue;
+            }
+            let len = from
+                .seal(&[frame(B, A, b"ping")], &mut buf)
+                .expect("sealed");
+            sent += 1;
+            if to.open(now, &mut buf[..len]).is_err() {
+                lost += 1;
+            }
+        }
+        let index = b.receiver_indices().next();
+        if indices.last() != Some(&index) {
+            indices.push(index);
+        }
+    }
+    assert!(a.epoch() >= 9, "only {} epochs", a.epoch());
+    assert_eq!(a.epoch(), b.epoch());
+    assert!(indices.len() >= 9);
+    assert!(sent > 3900);
+    assert_eq!(lost, 0, "{lost} of {sent} datagrams lost across rekeys");
+}
+
+/// T18 and T25: a datagram of an epoch whose key has expired meets an unknown index, and
+/// the expired key is gone from the table.
+#[test]
+fn expired_keys_are_dropped() {
+    let start = Instant::now();
+    let config = short_config();
+    let (mut a, mut b) = Session::pair_for_testing(start, config, 2);
+    let mut out = [0u8; 128];
+    let len = a.seal(&[frame(B, A, b"old")], &mut out).expect("sealed");
+    let old = out[..len].to_vec();
+    let old_index = b.receiver_indices().next();
+    let later = start + Duration::from_secs(3);
+    assert_eq!(
+        open_frames(&mut b, later, &old),
+        Err(OpenError::UnknownIndex)
+    );
+    b.handle_timeout(later);
+    assert_eq!(b.receiver_indices().next(), None);
+    assert!(!b.can_send(), "an expired send key is not used");
+    assert_ne!(old_index, None);
+}
+
+#[test]
+fn rekey_roles_and_refusals() {
+    let now = Instant::now();
+    let mut rng = StdRng::seed_from_u64(4);
+    let mut a = Session::new(now, short_config(), A, B, [0; 32]);
+    let mut b = Session::new(now, short_config(), B, A, [0; 32]);
+    assert_eq!((a.role(), b.role()), (Role::Initiator, Role::Responder));
+    assert_eq!(b.poll_rekey_with(now, &mut rng, |_| false), None);
+    assert_eq!(a.poll_timeout(), Some(now));
+    let first = a.poll_rekey_with(now, &mut rng, |_| false).expect("offer");
+    assert_eq!(first.epoch, 1);
+    assert_eq!(
+        a.poll_rekey_with(now, &mut rng, |_| false),
+        None,
+        "one at a time"
+    );
+    // No answer within the timeout: a fresh offer with a new epoch number.
+    let later = now + Duration::from_millis(500);
+    let second = a
+        .poll_rekey_with(later, &mut rng, |_| false)
+        .expect("re-offer");
+    assert_eq!(second.epoch, 2);
+    let answer = b
+        .handle_offer_with(later, second, &mut rng, |_| false)
+        .expect("ok");
+    let answer = answer.expect("answer");
+    assert!(matches!(
+        b.handle_offer_with(later, first, &mut rng, |_| false),
+        Err(RekeyError::UnexpectedEpoch { got: 1, .. })
+    ));
+    let mut stale = answer;
+    stale.epoch = 1;
+    assert!(matches!(
+        a.handle_offer_with(later, stale, &mut rng, |_| false),
+        Err(RekeyError::UnexpectedEpoch {
+            got: 1,
+            expected: 2
+        })
+    ));
+    assert_eq!(
+        a.handle_offer_with(later, answer, &mut rng, |_| false),
+        Ok(None)
+    );
+    assert_eq!(
+        a.handle_offer_with(later, answer, &mut rng, |_| false),
+        Err(RekeyError::Unsolicited)
+    );
+    assert!(a.poll_keepalive() && !a.poll_keepalive());
+    // Index uniqueness across sessions is honoured.
+    let taken = |i: u32| i % 2 == 0;
+    let offer = a
+        .poll_rekey_with(later + Duration::from_secs(2), &mut rng, taken)
+        .expect("offer");
+    assert_eq!(offer.receiver_index % 2, 1);
+}
+
+/// T20: the initiator rekeys early when its counter reaches `rekey_after_messages`.
+#[test]
+fn rekey_after_messages() {
+    let now = Instant::now();
+    let config = SessionConfig {
+        rekey_after_messages: 10,
+        ..SessionConfig::default()
+    };
+    let (mut a, _) = Session::pair_for_testing(now, config, 3);
+    let mut out = [0u8; 64];
+    while a.send_counter() < Some(9) {
+        a.seal(&[], &mut out).expect("sealed");
+    }
+    assert_eq!(a.poll_rekey(now), None);
+    a.seal(&[], &mut out).expect("sealed");
+    assert!(a.poll_rekey(now).is_some());
+}
+
+/// The responder keeps sending with the old key until the new one is confirmed: by a
+/// datagram under the new key, or after `rekey_timeout` at the latest.
+#[test]
+fn responder_switches_after_confirmation() {
+    let start = Instant::now();
+    let config = short_config();
+    let mut rng = StdRng::seed_from_u64(5);
+    let (mut a, mut b) = Session::pair_for_testing(start, config, 6);
+    let mut buf = [0u8; 128];
+    let epoch_seen_by_a = |b: &mut Session, a: &mut Session, now| {
+        let mut buf = [0u8; 64];
+        let len = b.seal(&[], &mut buf).expect("sealed");
+        a.open(now, &mut buf[..len]).expect("opens").epoch
+    };
+    for round in 0..2 {
+        let now = start + Duration::from_secs(2 * (round + 1));
+        let offer = a.poll_rekey_with(now, &mut rng, |_| false).expect("due");
+        let answer = b.handle_offer_with(now, offer, &mut rng, |_| false);
+        let answer = answer.expect("ok").expect("answer");
+        // b has the new keys but a does not yet: b must still use the old one.
+        assert_eq!(epoch_seen_by_a(&mut b, &mut a, now), offer.epoch - 1);
+        assert_eq!(
+            a.handle_offer_with(now, answer, &mut rng, |_| false),
+            Ok(None)
+        );
+        assert!(a.poll_keepalive());
+        if round == 0 {
+            // Confirmed by a's keepalive.
+            let len = a.seal(&[], &mut buf).expect("keepalive");
+            b.open(now, &mut buf[..len]).expect("opens");
+            assert_eq!(epoch_seen_by_a(&mut b, &mut a, now), offer.epoch);
+        } else {
+            // The keepalive is lost: b switches once rekey_timeout has passed.
+            b.handle_timeout(now + Duration::from_millis(499));
+            assert_eq!(epoch_seen_by_a(&mut b, &mut a, now), offer.epoch - 1);
+            b.handle_timeout(now + Duration::from_millis(500));
+            assert_eq!(epoch_seen_by_a(&mut b, &mut a, now), offer.epoch);
+        }
+    }
+}
