@@ -14,6 +14,7 @@
 //!   peer: deliver, unicast towards a peer, flood along a broadcast tree, or drop.
 //! - [`icmp`]: ICMP "fragmentation needed" / "packet too big" replies to frames larger
 //!   than the overlay MTU.
+//! - [`dataplane`]: one router's data plane, sans-IO: sessions, switch, path state.
 //! - [`attach`]: a namespace's veth on the bridge, with addresses, MTU and routes.
 //! - [`netlink`]: links, bridge ports, addresses and routes through rtnetlink.
 //! - [`netns`]: running code inside another network namespace, on its own thread.
@@ -26,6 +27,7 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod attach;
+pub mod dataplane;
 pub mod icmp;
 pub mod mac_table;
 pub mod netlink;

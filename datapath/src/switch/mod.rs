@@ -143,6 +143,11 @@ impl Switch {
         &mut self.macs
     }
 
+    /// How many MAC addresses are learnt.
+    pub fn mac_len(&self) -> usize {
+        self.macs.len()
+    }
+
     /// Decides where `frame` goes, learning its source MAC on the way.
     pub fn forward<'r, R: RouteView + ?Sized>(
         &mut self,

@@ -1,0 +1,414 @@
+//! The data plane of one router, sans-IO: sleeve sessions per neighbour, the switch,
+//! the receiver-index map, UDP path confirmation and counters.
+//!
+//! The driver feeds it frames captured on the TAP device, datagrams from the UDP
+//! socket, control-link messages (rekey offers, "I hear you") and the time; it returns
+//! datagrams to send in a reusable [`TxBuffer`], frames to deliver through a callback,
+//! and [`Event`]s for the control link. Nothing here allocates per packet: datagrams
+//! are sealed into the buffer's fixed slots, and received ones are opened in place.
+//!
+//! Path confirmation: each side sends sealed keepalives; whoever receives an
+//! authenticated datagram tells the sender over the control link ([`Event::SendHeard`]).
+//! A peer's path is `established` while we hear it and it hears us, both within
+//! [`DataplaneConfig::path_timeout`]; before that it is `pending`.
+
+use crate::mac_table::MacTableConfig;
+use crate::sleeve::codec::{InnerFrame, SealError, BROADCAST};
+use crate::sleeve::keys::RekeyOffer;
+use crate::sleeve::{datagram_len, Session, SessionConfig};
+use crate::switch::{Forward, Ingress, RouteView, Switch};
+use gossip::peer::PeerId;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+mod counters;
+mod tx;
+pub use counters::{Counters, DropCounts, PeerCounters};
+pub use tx::TxBuffer;
+
+/// Tunables of the data plane.
+#[derive(Debug, Clone, Copy)]
+pub struct DataplaneConfig {
+    /// Sleeve session timers (rekey every 120 s by default).
+    pub session: SessionConfig,
+    /// Keepalive interval once a path is confirmed.
+    pub keepalive: Duration,
+    /// Keepalive interval while a path is still pending.
+    pub probe: Duration,
+    /// A direction not heard from for this long is down.
+    pub path_timeout: Duration,
+}
+
+impl Default for DataplaneConfig {
+    fn default() -> Self {
+        DataplaneConfig {
+            session: SessionConfig::default(),
+            keepalive: Duration::from_secs(10),
+            probe: Duration::from_secs(1),
+            path_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Something the control link must carry, or the router must know.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// Send this rekey offer to `peer` over the control link.
+    SendOffer {
+        /// The neighbour.
+        peer: PeerId,
+        /// The offer.
+        offer: RekeyOffer,
+    },
+    /// Tell `peer` over the control link that its datagrams reach us.
+    SendHeard {
+        /// The neighbour.
+        peer: PeerId,
+    },
+    /// The UDP path to `peer` now works both ways (`true`) or stopped working (`false`).
+    PathChanged {
+        /// The neighbour.
+        peer: PeerId,
+        /// Whether the path is established.
+        established: bool,
+    },
+}
+
+struct PeerEntry {
+    session: Session,
+    endpoint: SocketAddr,
+    indices: Vec<u32>,
+    last_rx: Option<Instant>,
+    heard_by_peer: Option<Instant>,
+    heard_sent: Option<Instant>,
+    last_tx: Option<Instant>,
+    established: bool,
+    counters: PeerCounters,
+}
+
+/// The data plane state of one router.
+pub struct Dataplane {
+    us: PeerId,
+    config: DataplaneConfig,
+    switch: Switch,
+    peers: BTreeMap<PeerId, PeerEntry>,
+    index: HashMap<u32, PeerId>,
+    events: VecDeque<Event>,
+    drops: DropCounts,
+}
+
+impl Dataplane {
+    /// A data plane for peer `us`.
+    pub fn new(us: PeerId, config: DataplaneConfig) -> Dataplane {
+        Dataplane {
+            us,
+            config,
+            switch: Switch::new(us, MacTableConfig::default()),
+            peers: BTreeMap::new(),
+            index: HashMap::new(),
+            events: VecDeque::new(),
+            drops: DropCounts::default(),
+        }
+    }
+
+    /// A neighbour whose control link is established: its UDP endpoint (pinned here,
+    /// never learnt from source addresses) and the link's handshake hash. Replaces any
+    /// earlier session with it. The initiator's first offer follows at the next timeout.
+    pub fn add_peer(&mut self, now: Instant, peer: PeerId, endpoint: SocketAddr, hash: [u8; 32]) {
+        self.remove_peer(peer);
+        let session = Session::new(now, self.config.session, self.us, peer, hash);
+        self.peers.insert(
+            peer,
+            PeerEntry {
+                session,
+                endpoint,
+                indices: Vec::new(),
+                last_rx: None,
+                heard_by_peer: None,
+                heard_sent: None,
+                last_tx: None,
+                established: false,
+                counters: PeerCounters::default(),
+            },
+        );
+        self.handle_timeout(now);
+    }
+
+    /// The control link to `peer` is gone: drop its session and the MACs behind it.
+    pub fn remove_peer(&mut self, peer: PeerId) {
+        if let Some(entry) = self.peers.remove(&peer) {
+            for idx in entry.indices {
+                self.index.remove(&idx);
+            }
+            self.switch.macs().forget_peer(&peer);
+        }
+    }
+
+    /// A rekey offer from `peer`, received over the control link.
+    pub fn handle_offer(&mut self, now: Instant, peer: PeerId, offer: RekeyOffer) {
+        let Some(entry) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        match entry.session.handle_offer(now, offer) {
+            Ok(Some(answer)) => self.events.push_back(Event::SendOffer {
+                peer,
+                offer: answer,
+            }),
+            Ok(None) => {}
+            Err(_) => self.drops.rekey_refused += 1,
+        }
+        self.reindex(peer);
+    }
+
+    /// `peer` says, over the control link, that our datagrams reach it.
+    pub fn handle_heard(&mut self, now: Instant, peer: PeerId) {
+        if let Some(entry) = self.peers.get_mut(&peer) {
+            entry.heard_by_peer = Some(now);
+        }
+        self.update_path(now, peer);
+    }
+
+    /// The next event for the control link or the router.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// Whether the UDP path to `peer` is established.
+    pub fn is_established(&self, peer: &PeerId) -> bool {
+        self.peers.get(peer).is_some_and(|e| e.established)
+    }
+
+    /// Counters, per peer and in total.
+    pub fn counters(&self) -> Counters {
+        Counters {
+            peers: self.peers.iter().map(|(p, e)| (*p, e.counters)).collect(),
+            drops: self.drops,
+            mac_entries: self.switch.mac_len(),
+        }
+    }
+
+    fn reindex(&mut self, peer: PeerId) {
+        let Some(entry) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        for idx in entry.indices.drain(..) {
+            self.index.remove(&idx);
+        }
+        entry.indices.extend(entry.session.receiver_indices());
+        for idx in &entry.indices {
+            self.index.insert(*idx, peer);
+        }
+    }
+
+    /// Timers: key expiry, rekeys, keepalives, path state. Call at least every second.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let peers: Vec<PeerId> = self.peers.keys().copied().collect();
+        for peer in peers {
+            let Some(entry) = self.peers.get_mut(&peer) else {
+                continue;
+            };
+            entry.session.handle_timeout(now);
+            let taken = |idx: u32| self.index.contains_key(&idx);
+            let offer = entry
+                .session
+                .poll_rekey_with(now, &mut rand::rngs::OsRng, taken);
+            if let Some(offer) = offer {
+                self.events.push_back(Event::SendOffer { peer, offer });
+            }
+            self.reindex(peer);
+            self.update_path(now, peer);
+        }
+        self.switch.macs().expire(now);
+    }
+
+    /// Keepalives that are due, sealed into `tx`.
+    pub fn poll_keepalives(&mut self, now: Instant, tx: &mut TxBuffer) {
+        for entry in self.peers.values_mut() {
+            let interval = if entry.established {
+                self.config.keepalive
+            } else {
+                self.config.probe
+            };
+            let due = entry.session.poll_keepalive()
+                || entry
+                    .last_tx
+                    .is_none_or(|t| now.saturating_duration_since(t) >= interval);
+            if due
+                && entry.session.can_send()
+                && seal_into(entry, &[], tx, &mut self.drops).is_ok()
+            {
+                entry.last_tx = Some(now);
+            }
+        }
+    }
+
+    fn update_path(&mut self, now: Instant, peer: PeerId) {
+        let timeout = self.config.path_timeout;
+        let Some(entry) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        let fresh =
+            |t: Option<Instant>| t.is_some_and(|t| now.saturating_duration_since(t) < timeout);
+        let up = fresh(entry.last_rx) && fresh(entry.heard_by_peer);
+        if up != entry.established {
+            entry.established = up;
+            self.events.push_back(Event::PathChanged {
+                peer,
+                established: up,
+            });
+        }
+    }
+
+    /// A frame captured on our TAP device.
+    pub fn handle_local_frame<R: RouteView + ?Sized>(
+        &mut self,
+        now: Instant,
+        frame: &[u8],
+        routes: &R,
+        tx: &mut TxBuffer,
+    ) {
+        match self.switch.forward(now, frame, Ingress::Local, routes) {
+            Forward::Unicast { next_hop, dst_peer } => {
+                self.send(now, next_hop, dst_peer, self.us, frame, tx)
+            }
+            Forward::Flood { next_hops, .. } => {
+                for hop in next_hops.iter() {
+                    self.send(now, hop, BROADCAST, self.us, frame, tx);
+                }
+            }
+            Forward::Deliver => {}
+            Forward::Drop(reason) => self.drops.count(reason),
+        }
+    }
+
+    fn send(
+        &mut self,
+        now: Instant,
+        next_hop: PeerId,
+        dst: PeerId,
+        src: PeerId,
+        frame: &[u8],
+        tx: &mut TxBuffer,
+    ) {
+        let Some(entry) = self.peers.get_mut(&next_hop) else {
+            self.drops.no_route += 1;
+            return;
+        };
+        let inner = [InnerFrame { dst, src, frame }];
+        if seal_into(entry, &inner, tx, &mut self.drops).is_ok() {
+            entry.last_tx = Some(now);
+            entry.counters.tx_frames += 1;
+            entry.counters.tx_bytes += frame.len() as u64;
+        }
+    }
+
+    /// A datagram from the UDP socket. Frames for this host go to `deliver`.
+    pub fn handle_datagram<R: RouteView + ?Sized>(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        datagram: &mut [u8],
+        routes: &R,
+        tx: &mut TxBuffer,
+        deliver: &mut dyn FnMut(&[u8]),
+    ) {
+        let Some(idx) = crate::sleeve::header::peek_receiver_index(datagram) else {
+            self.drops.malformed += 1;
+            return;
+        };
+        let Some(&peer) = self.index.get(&idx) else {
+            self.drops.unknown_index += 1;
+            return;
+        };
+        let Some(entry) = self.peers.get_mut(&peer) else {
+            self.drops.unknown_index += 1;
+            return;
+        };
+        if from != entry.endpoint {
+            // Authentic or not, a datagram never moves the pinned endpoint.
+            entry.counters.src_mismatch += 1;
+        }
+        let opened = match entry.session.open(now, datagram) {
+            Ok(opened) => opened,
+            Err(e) => {
+                entry.counters.count_open_error(e);
+                return;
+            }
+        };
+        entry.last_rx = Some(now);
+        if entry
+            .heard_sent
+            .is_none_or(|t| now.saturating_duration_since(t) >= self.config.keepalive / 2)
+        {
+            entry.heard_sent = Some(now);
+            self.events.push_back(Event::SendHeard { peer });
+        }
+        // The frames borrow the datagram, not the session, so forwarding may use `self`.
+        for f in opened.frames() {
+            if let Some(e) = self.peers.get_mut(&peer) {
+                e.counters.rx_frames += 1;
+                e.counters.rx_bytes += f.frame.len() as u64;
+            }
+            let ingress = Ingress::Peer {
+                from: peer,
+                src_peer: f.src,
+                dst_peer: f.dst,
+            };
+            match self.switch.forward(now, f.frame, ingress, routes) {
+                Forward::Deliver => deliver(f.frame),
+                Forward::Unicast { next_hop, dst_peer } => {
+                    self.send(now, next_hop, dst_peer, f.src, f.frame, tx)
+                }
+                Forward::Flood {
+                    next_hops,
+                    deliver_locally,
+                } => {
+                    if deliver_locally {
+                        deliver(f.frame);
+                    }
+                    for hop in next_hops.iter() {
+                        self.send(now, hop, BROADCAST, f.src, f.frame, tx);
+                    }
+                }
+                Forward::Drop(reason) => self.drops.count(reason),
+            }
+        }
+        // A datagram on a new key may have confirmed an epoch: indices can change.
+        self.reindex(peer);
+        self.update_path(now, peer);
+    }
+}
+
+fn seal_into(
+    entry: &mut PeerEntry,
+    frames: &[InnerFrame<'_>],
+    tx: &mut TxBuffer,
+    drops: &mut DropCounts,
+) -> Result<(), SealError> {
+    let len = crate::sleeve::codec::inner_len(frames).map(datagram_len);
+    let len = match len {
+        Ok(len) => len,
+        Err(e) => {
+            drops.count_seal_error(e);
+            return Err(e);
+        }
+    };
+    let Some(slot) = tx.slot(len) else {
+        drops.tx_full += 1;
+        return Err(SealError::BufferTooSmall { needed: len });
+    };
+    match entry.session.seal(frames, slot) {
+        Ok(n) => {
+            tx.commit(entry.endpoint, n);
+            Ok(())
+        }
+        Err(e) => {
+            drops.count_seal_error(e);
+            Err(e)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

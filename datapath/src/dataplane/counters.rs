@@ -1,0 +1,94 @@
+//! Counters of the data plane: traffic per peer, and drops by reason.
+//!
+//! Plain integers owned by the data plane; the router reads a copy ([`Counters`]) when
+//! status or metrics ask, so the hot path never shares them.
+
+use crate::sleeve::codec::{OpenError, SealError};
+use crate::switch::DropReason;
+use gossip::peer::PeerId;
+use serde::Serialize;
+
+/// Traffic and drops for one neighbour.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct PeerCounters {
+    /// Frames sealed to this neighbour.
+    pub tx_frames: u64,
+    /// Bytes of those frames.
+    pub tx_bytes: u64,
+    /// Frames received from this neighbour.
+    pub rx_frames: u64,
+    /// Bytes of those frames.
+    pub rx_bytes: u64,
+    /// Datagrams dropped as replays.
+    pub replay: u64,
+    /// Datagrams that failed authentication.
+    pub auth_failed: u64,
+    /// Datagrams whose header or inner frames were malformed.
+    pub malformed: u64,
+    /// Datagrams for a receiver index that has expired.
+    pub unknown_index: u64,
+    /// Authentic datagrams from an address other than the pinned endpoint.
+    pub src_mismatch: u64,
+}
+
+impl PeerCounters {
+    pub(crate) fn count_open_error(&mut self, e: OpenError) {
+        match e {
+            OpenError::Replay => self.replay += 1,
+            OpenError::AuthFailed => self.auth_failed += 1,
+            OpenError::UnknownIndex => self.unknown_index += 1,
+            OpenError::TooShort | OpenError::BadHeader | OpenError::Malformed => {
+                self.malformed += 1
+            }
+        }
+    }
+}
+
+/// Drops not tied to one neighbour.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct DropCounts {
+    /// Datagrams too short or with a bad header, before any key was found.
+    pub malformed: u64,
+    /// Datagrams whose receiver index matches no key.
+    pub unknown_index: u64,
+    /// Frames with no route to their destination peer.
+    pub no_route: u64,
+    /// Frames captured locally whose source MAC lives behind another peer.
+    pub spoofed_source: u64,
+    /// Frames that would have looped.
+    pub looped: u64,
+    /// Frames too large for a datagram, or with no key to seal with yet.
+    pub unsendable: u64,
+    /// Frames dropped because the transmit batch was full.
+    pub tx_full: u64,
+    /// Rekey offers refused.
+    pub rekey_refused: u64,
+}
+
+impl DropCounts {
+    pub(crate) fn count(&mut self, reason: DropReason) {
+        match reason {
+            DropReason::Malformed => self.malformed += 1,
+            DropReason::SpoofedLocalSource => self.spoofed_source += 1,
+            DropReason::NoRoute => self.no_route += 1,
+            DropReason::Loop => self.looped += 1,
+            // The bridge has delivered it already: not an error.
+            DropReason::LocalDestination => {}
+        }
+    }
+
+    pub(crate) fn count_seal_error(&mut self, _e: SealError) {
+        self.unsendable += 1;
+    }
+}
+
+/// A copy of all counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Counters {
+    /// Per neighbour.
+    pub peers: Vec<(PeerId, PeerCounters)>,
+    /// Drops not tied to a neighbour.
+    pub drops: DropCounts,
+    /// MAC addresses learnt.
+    pub mac_entries: usize,
+}

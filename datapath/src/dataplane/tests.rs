@@ -1,0 +1,151 @@
+//! Two data planes wired back to back: keys, path confirmation, frames, replays.
+
+use super::*;
+use crate::switch::RouteView;
+
+/// Two peers, each the other's only neighbour.
+struct Pair(PeerId);
+
+impl RouteView for Pair {
+    fn unicast_next_hop(&self, dest: &PeerId) -> Option<PeerId> {
+        (dest == &self.0).then_some(self.0)
+    }
+    fn broadcast_next_hops(&self, _source: &PeerId) -> &[PeerId] {
+        std::slice::from_ref(&self.0)
+    }
+}
+
+const A: PeerId = PeerId([1; 16]);
+const B: PeerId = PeerId([2; 16]);
+
+fn addr(i: u8) -> SocketAddr {
+    SocketAddr::from(([198, 18, 0, i], 6783))
+}
+
+/// Carries every pending control-link event from `from` to `to`.
+fn relay(now: Instant, from: &mut Dataplane, from_id: PeerId, to: &mut Dataplane) -> usize {
+    let mut n = 0;
+    while let Some(ev) = from.poll_event() {
+        n += 1;
+        match ev {
+            Event::SendOffer { offer, .. } => to.handle_offer(now, from_id, offer),
+            Event::SendHeard { .. } => to.handle_heard(now, from_id),
+            Event::PathChanged { .. } => {}
+        }
+    }
+    n
+}
+
+/// Delivers every datagram in `tx` to `to`, returning the frames it delivered.
+fn deliver_all(now: Instant, tx: &mut TxBuffer, to: &mut Dataplane, routes: &Pair) -> Vec<Vec<u8>> {
+    let mut got = Vec::new();
+    let mut scratch = TxBuffer::new(1 << 20, 64);
+    let datagrams: Vec<(SocketAddr, Vec<u8>)> = tx.iter().map(|(a, d)| (a, d.to_vec())).collect();
+    tx.clear();
+    for (_, mut d) in datagrams {
+        let from = if to.us == B { addr(1) } else { addr(2) };
+        to.handle_datagram(now, from, &mut d, routes, &mut scratch, &mut |f| {
+            got.push(f.to_vec())
+        });
+    }
+    got
+}
+
+fn frame(src: u8, dst: [u8; 6], payload: &[u8]) -> Vec<u8> {
+    let mut f = dst.to_vec();
+    f.extend_from_slice(&[0x02, 0, 0, 0, 0, src]);
+    f.extend_from_slice(&[0x08, 0x00]);
+    f.extend_from_slice(payload);
+    f
+}
+
+fn connected(now: Instant) -> (Dataplane, Dataplane) {
+    let mut a = Dataplane::new(A, DataplaneConfig::default());
+    let mut b = Dataplane::new(B, DataplaneConfig::default());
+    a.add_peer(now, B, addr(2), [7; 32]);
+    b.add_peer(now, A, addr(1), [7; 32]);
+    for _ in 0..4 {
+        relay(now, &mut a, A, &mut b);
+        relay(now, &mut b, B, &mut a);
+    }
+    (a, b)
+}
+
+#[test]
+fn keys_then_paths_then_frames() {
+    let now = Instant::now();
+    let (mut a, mut b) = connected(now);
+    assert!(!a.is_established(&B), "no datagram has crossed yet");
+    let (ra, rb) = (Pair(B), Pair(A));
+    let mut tx = TxBuffer::new(1 << 20, 64);
+    // Keepalives both ways, then the "heard" messages over the control link.
+    for _ in 0..3 {
+        a.poll_keepalives(now, &mut tx);
+        deliver_all(now, &mut tx, &mut b, &rb);
+        b.poll_keepalives(now, &mut tx);
+        deliver_all(now, &mut tx, &mut a, &ra);
+        relay(now, &mut a, A, &mut b);
+        relay(now, &mut b, B, &mut a);
+    }
+    assert!(a.is_established(&B) && b.is_established(&A));
+
+    // A broadcast from a's bridge reaches b's bridge; b learns the MAC behind A.
+    let bcast = frame(1, [0xff; 6], b"hello");
+    a.handle_local_frame(now, &bcast, &ra, &mut tx);
+    assert_eq!(tx.len(), 1);
+    let sent = tx.iter().next().map(|(to, d)| (to, d.to_vec())).unwrap();
+    assert_eq!(sent.0, addr(2), "sent to the pinned endpoint");
+    assert!(!sent.1.windows(5).any(|w| w == b"hello"), "frame in clear");
+    assert_eq!(deliver_all(now, &mut tx, &mut b, &rb), vec![bcast]);
+    // A unicast back to that MAC goes to A only.
+    let reply = frame(2, [0x02, 0, 0, 0, 0, 1], b"back");
+    b.handle_local_frame(now, &reply, &rb, &mut tx);
+    assert_eq!(deliver_all(now, &mut tx, &mut a, &ra), vec![reply]);
+    let counters = a.counters();
+    assert_eq!(counters.peers[0].1.rx_frames, 1);
+
+    // The same datagram twice: the second is a replay, delivered once.
+    a.handle_local_frame(now, &frame(1, [0xff; 6], b"once"), &ra, &mut tx);
+    let d = tx.iter().next().unwrap().1.to_vec();
+    tx.clear();
+    let mut scratch = TxBuffer::new(1 << 16, 8);
+    let mut delivered = 0;
+    for _ in 0..2 {
+        let mut copy = d.clone();
+        b.handle_datagram(now, addr(1), &mut copy, &rb, &mut scratch, &mut |_| {
+            delivered += 1
+        });
+    }
+    assert_eq!(delivered, 1);
+    assert_eq!(b.counters().peers[0].1.replay, 1);
+}
+
+#[test]
+fn garbage_and_unknown_indices_are_counted_not_delivered() {
+    let now = Instant::now();
+    let (mut _a, mut b) = connected(now);
+    let rb = Pair(A);
+    let mut tx = TxBuffer::new(1 << 16, 8);
+    let mut delivered = 0;
+    for len in [0usize, 5, 31, 32, 100, 1500] {
+        let mut junk = vec![0x5a; len];
+        b.handle_datagram(now, addr(9), &mut junk, &rb, &mut tx, &mut |_| {
+            delivered += 1
+        });
+    }
+    assert_eq!(delivered, 0);
+    assert!(tx.is_empty(), "nothing unauthenticated gets a reply");
+    let c = b.counters();
+    assert!(c.drops.malformed + c.drops.unknown_index >= 6, "{c:?}");
+}
+
+#[test]
+fn removed_peer_gets_nothing_and_its_macs_are_forgotten() {
+    let now = Instant::now();
+    let (mut a, _b) = connected(now);
+    a.remove_peer(B);
+    let mut tx = TxBuffer::new(1 << 16, 8);
+    a.handle_local_frame(now, &frame(1, [0xff; 6], b"x"), &Pair(B), &mut tx);
+    assert!(tx.is_empty());
+    assert_eq!(a.counters().drops.no_route, 1);
+}
