@@ -275,6 +275,11 @@ impl ConnectionMaker {
     /// The next address to dial, if one is due; it is then `Connecting` until the driver
     /// reports `handle_connected` or `handle_failed`.
     pub fn poll_dial(&mut self, now: Instant) -> Option<SocketAddr> {
+        let due =
+            |t: &Target| t.state == TargetState::Retrying && t.next_try.is_some_and(|at| at <= now);
+        if !self.targets.values().any(due) {
+            return None;
+        }
         let progress = self.in_progress();
         let addr = self
             .targets
@@ -293,6 +298,13 @@ impl ConnectionMaker {
     /// they are reconsidered when [`Self::set_connected_peers`] changes things).
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
+        if !self
+            .targets
+            .values()
+            .any(|t| t.state == TargetState::Retrying)
+        {
+            return None;
+        }
         let progress = self.in_progress();
         self.targets
             .values()

@@ -125,25 +125,36 @@ impl Topology {
         std::mem::take(&mut self.change)
     }
 
-    /// Records a local link change; returns the delta to broadcast, or `None` if the
-    /// link was already in that state.
-    pub fn set_local_link(
-        &mut self,
-        remote: PeerId,
-        link: Option<LinkInfo>,
-    ) -> Option<RecordDelta> {
-        let local = Arc::make_mut(self.peers.get_mut(&self.local)?);
-        let current = local.entries().get(&remote).map(|e| e.link);
-        if current == Some(link) || (current.is_none() && link.is_none()) || remote == self.local {
-            return None;
+    /// Records a local link change; returns whether anything changed.
+    pub fn set_local_link(&mut self, remote: PeerId, link: Option<LinkInfo>) -> bool {
+        if remote == self.local {
+            return false;
         }
+        let Some(arc) = self.peers.get_mut(&self.local) else {
+            return false;
+        };
+        let current = arc.entries().get(&remote).map(|e| e.link);
+        if current == Some(link) || (current.is_none() && link.is_none()) {
+            return false;
+        }
+        let local = Arc::make_mut(arc);
         let entry = LinkEntry {
             version: local.version() + 1,
             link,
         };
         let effect = local.merge_entry(remote, entry);
         self.note(effect);
-        Some(self.local_delta(vec![(remote, entry)]))
+        true
+    }
+
+    /// Our record's current entries for `remotes`, as one delta to broadcast.
+    pub fn local_delta<'a>(&self, remotes: impl IntoIterator<Item = &'a PeerId>) -> RecordDelta {
+        let entries = self.local_record().entries();
+        let links = remotes
+            .into_iter()
+            .filter_map(|r| entries.get(r).map(|e| (*r, *e)))
+            .collect();
+        self.local_delta_with(links)
     }
 
     /// Moves our record to an epoch above `rival` and returns the whole record to
@@ -175,10 +186,10 @@ impl Topology {
             .iter()
             .map(|(k, v)| (*k, *v))
             .collect();
-        self.local_delta(entries)
+        self.local_delta_with(entries)
     }
 
-    fn local_delta(&self, links: Vec<(PeerId, LinkEntry)>) -> RecordDelta {
+    fn local_delta_with(&self, links: Vec<(PeerId, LinkEntry)>) -> RecordDelta {
         let r = self.local_record();
         RecordDelta {
             peer: self.local,

@@ -2,10 +2,15 @@
 //!
 //! - **Broadcast.** A delta from source `S` goes to our children in `S`'s tree
 //!   ([`Routes::broadcast_next_hops`]), always, so every peer gets it exactly once on a
-//!   stable topology. Two fallbacks cover the moments when views differ: if `S` has no
-//!   tree in our view, new deltas are flooded to all neighbours (and stop where they are
-//!   not new); and new deltas also go to neighbours whose link to us is not yet in the
-//!   graph, since no tree includes them. A hop limit stops loops between differing views.
+//!   stable topology. Fallbacks cover the moments when views differ: if `S` is not in
+//!   our view of the graph (it just joined), a new delta is *re-rooted*: relayed along
+//!   our own tree as if we were its source, so it still costs O(N), not a flood; a
+//!   router not yet in the graph hands its own deltas to one neighbour to re-root; and
+//!   new deltas also go to neighbours whose link to us is not in the graph yet, since no
+//!   tree includes them. Every peer relays a given `(source, id)` once, so differing
+//!   views cannot make a broadcast loop (a hop limit backs that up).
+//! - **Batching.** Changes of our own links are collected for `topology_batch` and
+//!   announced in one delta (a joining router links to many peers at once).
 //! - **Anti-entropy.** Every gossip interval, digests go to `max(1, ⌈2·log2 N⌉)` random
 //!   neighbours; see [`crate::channel`] for the digest → summary → update exchange.
 //! - **Routes.** A removed link is applied to routes at once (so that the deltas of a
@@ -21,7 +26,16 @@ use crate::peer::PeerId;
 use crate::routes::Routes;
 use crate::timer::Timer;
 use crate::topology::{Incarnation, TOPOLOGY_CHANNEL};
+use rand::Rng;
 use std::time::Instant;
+
+/// What identifies a broadcast in flight.
+#[derive(Clone, Copy, Debug)]
+struct BroadcastHeader {
+    source: PeerId,
+    id: u64,
+    hops: u8,
+}
 
 impl Mesh {
     pub(super) fn gossip_message(&mut self, now: Instant, conn: ConnId, message: Message) {
@@ -38,10 +52,14 @@ impl Mesh {
             Message::Update { channel, update } => self.merge(now, &channel, &update).map(|_| ()),
             Message::Broadcast {
                 source,
+                id,
                 hops,
                 channel,
                 update,
-            } => self.on_broadcast(now, conn, source, hops, &channel, update),
+            } => {
+                let header = BroadcastHeader { source, id, hops };
+                self.on_broadcast(now, conn, header, &channel, update)
+            }
             Message::Unicast {
                 source,
                 dest,
@@ -174,60 +192,89 @@ impl Mesh {
         &mut self,
         now: Instant,
         conn: ConnId,
-        source: PeerId,
-        hops: u8,
+        header: BroadcastHeader,
         name: &str,
         update: Vec<u8>,
     ) -> Result<(), ChannelError> {
-        if source == self.local.id {
+        if header.source == self.local.id || !self.seen.insert(now, (header.source, header.id)) {
             return Ok(());
         }
         let new = self.merge(now, name, &update)?.unwrap_or(false);
         let from = self.conns.get(&conn).map(|c| c.remote_id);
-        self.relay_broadcast(source, hops.saturating_add(1), name, update, from, new);
+        let header = BroadcastHeader {
+            hops: header.hops.saturating_add(1),
+            ..header
+        };
+        self.relay_broadcast(now, header, name, update, from, new);
         Ok(())
     }
 
-    /// Sends a broadcast from `source` on to our next hops (see the module doc).
-    pub(super) fn relay_broadcast(
+    /// Starts a broadcast of our own.
+    pub(super) fn originate_broadcast(&mut self, now: Instant, name: &str, update: Vec<u8>) {
+        let id = self.rng.gen();
+        self.seen.insert(now, (self.local.id, id));
+        let header = BroadcastHeader {
+            source: self.local.id,
+            id,
+            hops: 0,
+        };
+        self.relay_broadcast(now, header, name, update, None, true);
+    }
+
+    /// Sends a broadcast on to our next hops (see the module doc).
+    fn relay_broadcast(
         &mut self,
-        source: PeerId,
-        hops: u8,
+        now: Instant,
+        header: BroadcastHeader,
         name: &str,
         update: Vec<u8>,
         from: Option<PeerId>,
         new: bool,
     ) {
-        if hops > MAX_HOPS {
+        if header.hops > MAX_HOPS {
             return;
         }
-        let mut targets: Vec<PeerId> = if self.routes.has_tree(&source) {
-            self.routes.broadcast_next_hops(&source).to_vec()
-        } else if new {
-            self.active.keys().copied().collect()
+        let local = self.local.id;
+        let in_graph = self.routes.neighbours().next().is_some();
+        let mut header = header;
+        let mut targets: Vec<PeerId> = if in_graph && self.routes.has_tree(&header.source) {
+            self.routes.broadcast_next_hops(&header.source).to_vec()
+        } else if !new {
+            Vec::new()
+        } else if in_graph {
+            // The source is not in our view of the graph: re-root the broadcast at us,
+            // so that it still crosses the graph once instead of flooding it.
+            header.source = local;
+            self.seen.insert(now, (local, header.id));
+            self.routes.broadcast_next_hops(&local).to_vec()
+        } else if from.is_none() {
+            // We are not in anybody's graph yet: one neighbour re-roots it for us.
+            self.active.keys().next().copied().into_iter().collect()
         } else {
             Vec::new()
         };
-        if new {
+        if new && in_graph {
+            // Neighbours whose link to us is not in the graph yet are in no tree.
             let fresh = self.active.keys().filter(|p| !self.routes.is_neighbour(p));
             targets.extend(fresh);
         }
         targets.sort_unstable();
         targets.dedup();
-        for peer in targets {
-            if Some(peer) == from || peer == source {
-                continue;
-            }
-            if let Some(&conn) = self.active.get(&peer) {
-                let message = Message::Broadcast {
-                    source,
-                    hops,
-                    channel: name.into(),
-                    update: update.clone(),
-                };
-                self.send(conn, &message);
-            }
-        }
+        let BroadcastHeader { source, id, hops } = header;
+        let conns: Vec<ConnId> = targets
+            .iter()
+            .filter(|p| Some(**p) != from && **p != source)
+            .filter_map(|p| self.active.get(p).copied())
+            .collect();
+        let channel = name.into();
+        let message = Message::Broadcast {
+            source,
+            id,
+            hops,
+            channel,
+            update,
+        };
+        self.send_to_all(&conns, &message);
     }
 
     fn on_unicast(&mut self, source: PeerId, dest: PeerId, hops: u8, name: &str, payload: Vec<u8>) {
@@ -278,8 +325,8 @@ impl Mesh {
 
     /// Broadcasts a delta of channel `name` that was applied locally (for instance the
     /// result of [`crate::channel::CrdtChannel::apply_local`]) to every peer.
-    pub fn broadcast(&mut self, name: &str, update: Vec<u8>) {
-        self.relay_broadcast(self.local.id, 0, name, update, None, true);
+    pub fn broadcast(&mut self, now: Instant, name: &str, update: Vec<u8>) {
+        self.originate_broadcast(now, name, update);
     }
 
     /// Sends `payload` to channel `name` on peer `dest`; `false` if there is no route.
@@ -296,9 +343,9 @@ impl Mesh {
         let n = self.topology.len().max(2) as f64;
         let wanted = ((2.0 * n.log2()).ceil() as usize).max(1).min(conns.len());
         let chosen = rand::seq::index::sample(&mut self.rng, conns.len(), wanted);
-        for i in chosen.iter() {
-            self.send_digests(conns[i]);
-        }
+        let chosen: Vec<ConnId> = chosen.iter().map(|i| conns[i]).collect();
+        let digests = self.digests();
+        self.send_to_all(&chosen, &Message::Digest(digests));
     }
 
     /// Reacts to whatever merges, local changes or GC did to the topology.
@@ -310,7 +357,8 @@ impl Mesh {
         if !change.changed {
             return;
         }
-        self.topology_changed = true;
+        self.timers
+            .set_earliest(Timer::Notify, now + self.config.routes_debounce);
         self.timers
             .set_earliest(Timer::Gc, now + self.config.gc_grace);
         if change.link_removed {
@@ -356,6 +404,10 @@ impl Mesh {
         let delta = self.topology.overtake(rival);
         self.stats.incarnation_bumps += 1;
         self.last_overtake = Some(now);
-        self.local_change(now, delta);
+        // The whole record goes out now; pending link changes are part of it.
+        self.pending_links.clear();
+        self.timers.stop(Timer::TopologyBatch);
+        self.after_topology_change(now);
+        self.broadcast_record(now, delta);
     }
 }
