@@ -78,6 +78,8 @@ pub struct Node {
     conns: BTreeMap<ConnId, LinkId>,
     /// Outbound links and the target they were dialled for.
     dialled: BTreeMap<ConnId, SocketAddr>,
+    /// Outbound links and the peer their handshake authenticated.
+    authenticated: BTreeMap<ConnId, PeerId>,
     established: BTreeMap<ConnId, PeerId>,
     next_conn: u64,
 }
@@ -220,8 +222,8 @@ impl Net {
         SocketAddr::from(([198, 18, (i / 250) as u8, (i % 250) as u8 + 1], SIM_PORT))
     }
 
-    fn fresh_mesh(&mut self, i: usize) -> Mesh {
-        let uid = PeerUid(self.rng.gen());
+    fn fresh_mesh(&mut self, i: usize, uid: Option<PeerUid>) -> Mesh {
+        let uid = uid.unwrap_or_else(|| PeerUid(self.rng.gen()));
         let local = LocalPeer {
             id: node_id(i),
             uid,
@@ -240,7 +242,7 @@ impl Net {
     /// Launches a router with these explicit targets; returns its index.
     pub fn add_node_with_targets(&mut self, explicit: &[SocketAddr]) -> usize {
         let i = self.nodes.len();
-        let mesh = self.fresh_mesh(i);
+        let mesh = self.fresh_mesh(i, None);
         let mut maker = ConnectionMaker::new(self.config.maker.clone(), self.rng.gen());
         maker.add_targets(self.now, explicit, false);
         let node = Node {
@@ -254,6 +256,7 @@ impl Net {
             explicit: explicit.to_vec(),
             conns: BTreeMap::new(),
             dialled: BTreeMap::new(),
+            authenticated: BTreeMap::new(),
             established: BTreeMap::new(),
             next_conn: 1,
         };

@@ -114,12 +114,21 @@ impl Mesh {
         };
         let remote = link.remote_id;
         if remote == self.local.id {
-            let reason = if hello.uid == self.local.uid {
-                CloseReason::ConnectedToSelf
-            } else {
-                CloseReason::SameIdentity
-            };
-            return self.drop_conn(now, conn, Some(reason));
+            if hello.uid != self.local.uid {
+                return self.drop_conn(now, conn, Some(CloseReason::SameIdentity));
+            }
+            // Both ends of a link to ourselves are ours: close them all, so that the
+            // dialling end learns never to retry, whichever end read a Hello first.
+            let own: Vec<ConnId> = self
+                .conns
+                .iter()
+                .filter(|(_, c)| c.remote_id == self.local.id)
+                .map(|(id, _)| *id)
+                .collect();
+            for id in own {
+                self.drop_conn(now, id, Some(CloseReason::ConnectedToSelf));
+            }
+            return;
         }
         if hello.protocol_version != PROTOCOL_VERSION {
             let reason = CloseReason::ProtocolVersion {

@@ -59,7 +59,12 @@ impl Net {
         match self.by_addr.get(&addr).copied() {
             Some(to) if self.nodes[to].alive && self.reachable(from, to) => {
                 let conn = self.open_link(from, to);
-                self.nodes[from].dialled.insert(conn, addr);
+                // The link authenticated node `to`: tell the maker who is there.
+                let peer = self.nodes[to].mesh.local().id;
+                let node = &mut self.nodes[from];
+                node.dialled.insert(conn, addr);
+                node.authenticated.insert(conn, peer);
+                node.maker.handle_connected(self.now, addr, peer);
                 self.drive(from);
                 self.drive(to);
             }
@@ -115,7 +120,8 @@ impl Net {
         let Some(link) = node.conns.remove(&conn) else {
             return;
         };
-        let peer = node.established.remove(&conn);
+        node.established.remove(&conn);
+        let peer = node.authenticated.remove(&conn);
         if let Some(target) = node.dialled.remove(&conn) {
             match peer {
                 Some(p) => node.maker.handle_disconnected(self.now, target, p),
@@ -165,9 +171,6 @@ impl Net {
                     let node = &mut self.nodes[i];
                     if let MeshEvent::ConnectionEstablished { conn, peer } = event {
                         node.established.insert(conn, peer);
-                        if let Some(target) = node.dialled.get(&conn) {
-                            node.maker.handle_connected(self.now, *target, peer);
-                        }
                     }
                     links_changed |= matches!(
                         event,
@@ -334,16 +337,23 @@ impl Net {
             }
         }
         node.dialled.clear();
+        node.authenticated.clear();
         node.established.clear();
         self.rearm(i);
     }
 
-    /// Restarts node `i` (crashing it first if needed): same id, new uid, same targets.
+    /// Restarts node `i` (crashing it first if needed): same id, a new random uid, same
+    /// explicit targets.
     pub fn restart(&mut self, i: usize) {
+        self.restart_with_uid(i, None);
+    }
+
+    /// Restarts node `i` with the given uid (random if `None`).
+    pub fn restart_with_uid(&mut self, i: usize, uid: Option<crate::peer::PeerUid>) {
         if self.nodes[i].alive {
             self.crash(i);
         }
-        let mesh = self.fresh_mesh(i);
+        let mesh = self.fresh_mesh(i, uid);
         let mut maker = crate::connection_maker::ConnectionMaker::new(
             self.config.maker.clone(),
             self.rng.gen(),
