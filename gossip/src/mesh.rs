@@ -11,8 +11,8 @@
 //!   driver ◀──poll_output: Send{conn, bytes} | Close{conn, reason} | Event──
 //! ```
 //!
-//! - [`links`]: Hello, duplicate-link resolution, heartbeats and timeouts.
-//! - [`gossip`]: digests, summaries, updates, broadcasts along trees, unicasts.
+//! - `links`: Hello, duplicate-link resolution, heartbeats and timeouts.
+//! - `gossip`: digests, summaries, updates, broadcasts along trees, unicasts.
 
 mod gossip;
 mod links;

@@ -139,8 +139,6 @@ pub struct Net {
     broadcast_trace: Option<BTreeMap<(PeerId, usize), usize>>,
     /// Bytes of every message put on a link.
     pub bytes_sent: u64,
-    /// Diagnostics.
-    pub diag: BTreeMap<&'static str, (u64, u64)>,
 }
 
 /// The id of simulated node `i`.
@@ -176,7 +174,6 @@ impl Net {
             mute_gossip: false,
             broadcast_trace: None,
             bytes_sent: 0,
-            diag: BTreeMap::new(),
         }
     }
 

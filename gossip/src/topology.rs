@@ -2,17 +2,18 @@
 //!
 //! Each peer owns its [`PeerRecord`] and is the only one to change it. A local link
 //! change bumps our version and yields a one-entry [`RecordDelta`] that the mesh
-//! broadcasts: a change costs O(1) bytes per recipient, not O(degree) as in Weave, where
+//! broadcasts (batched briefly, so a burst of changes is one delta): a change costs
+//! O(1) bytes per recipient, not O(degree) as in Weave, where
 //! every change re-sent the changer's whole connection list. Remote deltas are merged
 //! per entry ([`record`] explains why that is a CRDT). The topology is gossiped through
-//! the same machinery as any channel: it implements [`GossipChannel`] (see [`channel`]).
+//! the same machinery as any channel: it implements [`GossipChannel`].
 //!
 //! Peers unreachable from us along reported links are dropped by [`Topology::gc`], which
 //! the mesh runs a short grace period after a change. A record claiming our id but a
 //! different, higher incarnation is never stored; it is reported as a conflict so the
 //! mesh can move to a higher epoch.
 //!
-//! [`channel`]: crate::channel
+//! [`GossipChannel`]: crate::channel::GossipChannel
 
 mod channel;
 pub use channel::fuzz_decode_topology;

@@ -228,26 +228,6 @@ impl Net {
             return;
         }
         self.bytes_sent += bytes.len() as u64;
-        if std::env::var("SIM_DIAG").is_ok() {
-            let kind = match Message::decode(&bytes) {
-                Ok(Message::Hello(_)) => "hello",
-                Ok(Message::Heartbeat) => "heartbeat",
-                Ok(Message::Digest(_)) => "digest",
-                Ok(Message::Summary { .. }) => "summary",
-                Ok(Message::Update { .. }) => "update",
-                Ok(Message::Broadcast { hops, .. }) => match hops {
-                    0 => "broadcast0",
-                    1..=3 => "broadcast1-3",
-                    4..=8 => "broadcast4-8",
-                    _ => "broadcast9+",
-                },
-                Ok(Message::Unicast { .. }) => "unicast",
-                Err(_) => "bad",
-            };
-            let e = self.diag.entry(kind).or_insert((0, 0));
-            e.0 += 1;
-            e.1 += bytes.len() as u64;
-        }
         // By (node, conn), not node alone: a node may be linked to itself.
         let to = usize::from(l.ends[0] == (i, conn));
         let (latency, other) = (l.latency, l.ends[to].0);
@@ -374,8 +354,9 @@ impl Net {
         for &(a, b) in edges {
             self.connect(a, b);
         }
-        let deadline = self.config.latency.1 * 4;
-        self.run_until_quiet(deadline);
+        // Muted until the Hellos are in and every batched local delta has gone (nowhere).
+        let batch = self.config.mesh.topology_batch;
+        self.run_for(batch * 2 + self.config.latency.1 * 4);
         self.mute_gossip = false;
         let mut template =
             Topology::new(PeerId([0xff; 16]), crate::peer::PeerUid(0), "template", 0);
