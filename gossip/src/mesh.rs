@@ -12,8 +12,10 @@
 //! ```
 //!
 //! - `links`: Hello, duplicate-link resolution, heartbeats and timeouts.
-//! - `gossip`: digests, summaries, updates, broadcasts along trees, unicasts.
+//! - `gossip`: digests, summaries, updates; reactions to topology changes.
+//! - `broadcast`: broadcasts along per-source trees, unicasts along routes.
 
+mod broadcast;
 mod gossip;
 mod links;
 mod seen;
@@ -67,6 +69,8 @@ pub struct Mesh {
     seen: seen::SeenBroadcasts,
     /// Peers whose link entry changed since the last broadcast of our record.
     pending_links: BTreeSet<PeerId>,
+    /// Peers found unreachable at the last GC check.
+    gc_suspects: BTreeSet<PeerId>,
 }
 
 impl Mesh {
@@ -96,6 +100,7 @@ impl Mesh {
             pending_rival: None,
             seen: seen::SeenBroadcasts::default(),
             pending_links: BTreeSet::new(),
+            gc_suspects: BTreeSet::new(),
         }
     }
 

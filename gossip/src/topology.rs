@@ -257,6 +257,14 @@ impl Topology {
                 Ok(Some(self.merge_entries(delta, true)))
             }
             std::cmp::Ordering::Equal => {
+                let fresh = delta
+                    .links
+                    .iter()
+                    .filter(|(r, _)| !arc.entries().contains_key(r))
+                    .count();
+                if arc.entries().len() + fresh > wire::MAX_LINKS_PER_DELTA {
+                    return Err(ChannelError::Invalid("topology record over the link limit"));
+                }
                 let header_changed =
                     Arc::make_mut(arc).merge_header(&delta.nickname, delta.listen_port);
                 self.change.changed |= header_changed;
@@ -283,8 +291,8 @@ impl Topology {
         delta
     }
 
-    /// Drops every peer not reachable from us along live reported links; returns them.
-    pub fn gc(&mut self) -> Vec<PeerId> {
+    /// Peers not reachable from us along live reported links.
+    pub fn unreachable(&self) -> Vec<PeerId> {
         let mut reached = BTreeSet::from([self.local]);
         let mut queue = VecDeque::from([self.local]);
         while let Some(id) = queue.pop_front() {
@@ -297,18 +305,27 @@ impl Topology {
                 }
             }
         }
-        let gone: Vec<PeerId> = self
-            .peers
+        self.peers
             .keys()
             .filter(|id| !reached.contains(id))
             .copied()
-            .collect();
-        for id in &gone {
+            .collect()
+    }
+
+    /// Drops the records of `ids` (never our own).
+    pub fn remove_peers(&mut self, ids: &[PeerId]) {
+        for id in ids.iter().filter(|id| **id != self.local) {
             if let Some(r) = self.peers.remove(id) {
                 self.change.link_removed |= r.has_live_links();
+                self.change.changed = true;
             }
         }
-        self.change.changed |= !gone.is_empty();
+    }
+
+    /// Drops every unreachable peer at once; returns them.
+    pub fn gc(&mut self) -> Vec<PeerId> {
+        let gone = self.unreachable();
+        self.remove_peers(&gone);
         gone
     }
 

@@ -1,41 +1,24 @@
-//! Gossip on established links: anti-entropy, broadcasts along trees, unicasts.
+//! Gossip on established links: dispatch, anti-entropy, and what topology changes do.
 //!
-//! - **Broadcast.** A delta from source `S` goes to our children in `S`'s tree
-//!   ([`Routes::broadcast_next_hops`]), always, so every peer gets it exactly once on a
-//!   stable topology. Fallbacks cover the moments when views differ: if `S` is not in
-//!   our view of the graph (it just joined), a new delta is *re-rooted*: relayed along
-//!   our own tree as if we were its source, so it still costs O(N), not a flood; a
-//!   router not yet in the graph hands its own deltas to one neighbour to re-root; and
-//!   new deltas also go to neighbours whose link to us is not in the graph yet, since no
-//!   tree includes them. Every peer relays a given `(source, id)` once, so differing
-//!   views cannot make a broadcast loop (a hop limit backs that up).
-//! - **Batching.** Changes of our own links are collected for `topology_batch` and
-//!   announced in one delta (a joining router links to many peers at once).
 //! - **Anti-entropy.** Every gossip interval, digests go to `max(1, ⌈2·log2 N⌉)` random
-//!   neighbours; see [`crate::channel`] for the digest → summary → update exchange.
+//!   neighbours; see [`crate::channel`] for the digest → summary → update exchange. A
+//!   new link starts with the same exchange, begun by the dialler.
 //! - **Routes.** A removed link is applied to routes at once (so that the deltas of a
 //!   removal are relayed over trees that no longer use it); added links wait for the
 //!   debounce, so the deltas of an addition travel over the old, still valid trees.
-//!
-//! [`Routes::broadcast_next_hops`]: crate::routes::Routes::broadcast_next_hops
+//! - **GC.** A peer found unreachable at two checks a grace period apart is dropped.
+//! - **Incarnations.** When gossip shows another incarnation of our id that orders
+//!   higher, we move our record past it (rate-limited).
 
+use super::broadcast::BroadcastHeader;
 use super::{ConnId, Mesh, MeshEvent};
 use crate::channel::{ChannelError, GossipChannel};
-use crate::message::{ChannelDigest, Message, MAX_HOPS};
+use crate::message::{ChannelDigest, Message};
 use crate::peer::PeerId;
 use crate::routes::Routes;
 use crate::timer::Timer;
 use crate::topology::{Incarnation, TOPOLOGY_CHANNEL};
-use rand::Rng;
 use std::time::Instant;
-
-/// What identifies a broadcast in flight.
-#[derive(Clone, Copy, Debug)]
-struct BroadcastHeader {
-    source: PeerId,
-    id: u64,
-    hops: u8,
-}
 
 impl Mesh {
     pub(super) fn gossip_message(&mut self, now: Instant, conn: ConnId, message: Message) {
@@ -164,7 +147,7 @@ impl Mesh {
 
     /// Merges into channel `name`. `Ok(None)`: unknown channel; `Ok(Some(new))`: whether
     /// anything was new.
-    fn merge(
+    pub(super) fn merge(
         &mut self,
         now: Instant,
         name: &str,
@@ -186,152 +169,6 @@ impl Mesh {
             });
         }
         Ok(Some(new))
-    }
-
-    fn on_broadcast(
-        &mut self,
-        now: Instant,
-        conn: ConnId,
-        header: BroadcastHeader,
-        name: &str,
-        update: Vec<u8>,
-    ) -> Result<(), ChannelError> {
-        if header.source == self.local.id || !self.seen.insert(now, (header.source, header.id)) {
-            return Ok(());
-        }
-        let new = self.merge(now, name, &update)?.unwrap_or(false);
-        let from = self.conns.get(&conn).map(|c| c.remote_id);
-        let header = BroadcastHeader {
-            hops: header.hops.saturating_add(1),
-            ..header
-        };
-        self.relay_broadcast(now, header, name, update, from, new);
-        Ok(())
-    }
-
-    /// Starts a broadcast of our own.
-    pub(super) fn originate_broadcast(&mut self, now: Instant, name: &str, update: Vec<u8>) {
-        let id = self.rng.gen();
-        self.seen.insert(now, (self.local.id, id));
-        let header = BroadcastHeader {
-            source: self.local.id,
-            id,
-            hops: 0,
-        };
-        self.relay_broadcast(now, header, name, update, None, true);
-    }
-
-    /// Sends a broadcast on to our next hops (see the module doc).
-    fn relay_broadcast(
-        &mut self,
-        now: Instant,
-        header: BroadcastHeader,
-        name: &str,
-        update: Vec<u8>,
-        from: Option<PeerId>,
-        new: bool,
-    ) {
-        if header.hops > MAX_HOPS {
-            return;
-        }
-        let local = self.local.id;
-        let in_graph = self.routes.neighbours().next().is_some();
-        let mut header = header;
-        let mut targets: Vec<PeerId> = if in_graph && self.routes.has_tree(&header.source) {
-            self.routes.broadcast_next_hops(&header.source).to_vec()
-        } else if !new {
-            Vec::new()
-        } else if in_graph {
-            // The source is not in our view of the graph: re-root the broadcast at us,
-            // so that it still crosses the graph once instead of flooding it.
-            header.source = local;
-            self.seen.insert(now, (local, header.id));
-            self.routes.broadcast_next_hops(&local).to_vec()
-        } else if from.is_none() {
-            // We are not in anybody's graph yet: one neighbour re-roots it for us.
-            self.active.keys().next().copied().into_iter().collect()
-        } else {
-            Vec::new()
-        };
-        if new && in_graph {
-            // Neighbours whose link to us is not in the graph yet are in no tree.
-            let fresh = self.active.keys().filter(|p| !self.routes.is_neighbour(p));
-            targets.extend(fresh);
-        }
-        targets.sort_unstable();
-        targets.dedup();
-        let BroadcastHeader { source, id, hops } = header;
-        let conns: Vec<ConnId> = targets
-            .iter()
-            .filter(|p| Some(**p) != from && **p != source)
-            .filter_map(|p| self.active.get(p).copied())
-            .collect();
-        let channel = name.into();
-        let message = Message::Broadcast {
-            source,
-            id,
-            hops,
-            channel,
-            update,
-        };
-        self.send_to_all(&conns, &message);
-    }
-
-    fn on_unicast(&mut self, source: PeerId, dest: PeerId, hops: u8, name: &str, payload: Vec<u8>) {
-        if dest != self.local.id {
-            self.forward_unicast(source, dest, hops.saturating_add(1), name, payload);
-            return;
-        }
-        let Some(channel) = self.channels.get_mut(name) else {
-            return;
-        };
-        // The payload comes from a distant peer, not from the neighbour that relayed it:
-        // count the failure, keep the link.
-        if channel.handle_unicast(source, &payload).is_err() {
-            self.stats.malformed += 1;
-        }
-    }
-
-    fn forward_unicast(
-        &mut self,
-        source: PeerId,
-        dest: PeerId,
-        hops: u8,
-        name: &str,
-        payload: Vec<u8>,
-    ) -> bool {
-        let Some(&conn) = self
-            .routes
-            .unicast(&dest)
-            .and_then(|hop| self.active.get(&hop))
-        else {
-            return false;
-        };
-        if hops > MAX_HOPS {
-            return false;
-        }
-        self.send(
-            conn,
-            &Message::Unicast {
-                source,
-                dest,
-                hops,
-                channel: name.into(),
-                payload,
-            },
-        );
-        true
-    }
-
-    /// Broadcasts a delta of channel `name` that was applied locally (for instance the
-    /// result of [`crate::channel::CrdtChannel::apply_local`]) to every peer.
-    pub fn broadcast(&mut self, now: Instant, name: &str, update: Vec<u8>) {
-        self.originate_broadcast(now, name, update);
-    }
-
-    /// Sends `payload` to channel `name` on peer `dest`; `false` if there is no route.
-    pub fn send_unicast(&mut self, dest: PeerId, name: &str, payload: Vec<u8>) -> bool {
-        self.forward_unicast(self.local.id, dest, 0, name, payload)
     }
 
     /// One anti-entropy round: digests to a random subset of neighbours.
@@ -375,10 +212,22 @@ impl Mesh {
         self.event(MeshEvent::RoutesChanged);
     }
 
+    /// Drops peers that were unreachable at the previous check too (a grace period
+    /// ago), so that one that is only missing a link entry still in flight survives.
     pub(super) fn collect_garbage(&mut self, now: Instant) {
-        for peer in self.topology.gc() {
+        let unreachable = self.topology.unreachable();
+        let (gone, suspects): (Vec<PeerId>, Vec<PeerId>) = unreachable
+            .into_iter()
+            .partition(|p| self.gc_suspects.contains(p));
+        self.topology.remove_peers(&gone);
+        for peer in gone {
             self.event(MeshEvent::PeerRemoved(peer));
         }
+        if !suspects.is_empty() {
+            self.timers
+                .set_earliest(Timer::Gc, now + self.config.gc_grace);
+        }
+        self.gc_suspects = suspects.into_iter().collect();
         self.after_topology_change(now);
     }
 

@@ -362,3 +362,97 @@ fn the_same_seed_replays_the_same_run() {
     };
     assert_eq!(run(), run());
 }
+
+/// A channel that only records the unicasts it receives.
+#[derive(Default)]
+struct Inbox(Vec<(PeerId, Vec<u8>)>);
+
+impl crate::channel::GossipChannel for Inbox {
+    fn digest(&self) -> u64 {
+        0
+    }
+    fn summary(&self) -> Vec<Vec<u8>> {
+        Vec::new()
+    }
+    fn updates_for(&self, _: &[u8]) -> Result<Vec<Vec<u8>>, crate::channel::ChannelError> {
+        Ok(Vec::new())
+    }
+    fn missing_here(&self, _: &[u8]) -> Result<Vec<Vec<u8>>, crate::channel::ChannelError> {
+        Ok(Vec::new())
+    }
+    fn merge(&mut self, _: &[u8]) -> Result<Option<Vec<u8>>, crate::channel::ChannelError> {
+        Ok(None)
+    }
+    fn handle_unicast(
+        &mut self,
+        source: PeerId,
+        payload: &[u8],
+    ) -> Result<(), crate::channel::ChannelError> {
+        self.0.push((source, payload.to_vec()));
+        Ok(())
+    }
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+        self
+    }
+}
+
+#[test]
+fn unicasts_follow_routes_over_several_hops() {
+    let (mut net, neighbours) = sparse(11);
+    for i in 0..N {
+        net.node_mut(i)
+            .mesh
+            .register_channel("inbox", Box::<Inbox>::default());
+    }
+    settle(&mut net, Duration::from_secs(300), |n| {
+        linked_as(n, &neighbours) && agree(n)
+    });
+    net.run_for(Duration::from_secs(1));
+    let hops_from_0 = |k: usize| {
+        let (mut at, mut hops) = (0, 0);
+        while at != k && hops < N {
+            let next = net
+                .node(at)
+                .mesh
+                .routes()
+                .unicast(&node_id(k))
+                .expect("route");
+            at = (0..N).find(|&j| node_id(j) == next).expect("node");
+            hops += 1;
+        }
+        hops
+    };
+    let far = (0..N).max_by_key(|&k| hops_from_0(k)).expect("nodes");
+    assert!(
+        hops_from_0(far) >= 3,
+        "the farthest peer is {} hops away",
+        hops_from_0(far)
+    );
+    assert!(net
+        .node_mut(0)
+        .mesh
+        .send_unicast(node_id(far), "inbox", b"hello".to_vec()));
+    net.drive(0);
+    assert!(net.run_until_quiet(Duration::from_secs(5)));
+    let inbox = net
+        .node(far)
+        .mesh
+        .channel("inbox")
+        .and_then(|c| c.as_any().downcast_ref::<Inbox>())
+        .expect("inbox");
+    assert_eq!(inbox.0, vec![(node_id(0), b"hello".to_vec())]);
+    let others: usize = (0..N)
+        .filter(|&k| k != far)
+        .map(|k| {
+            net.node(k)
+                .mesh
+                .channel("inbox")
+                .and_then(|c| c.as_any().downcast_ref::<Inbox>())
+                .map_or(0, |i| i.0.len())
+        })
+        .sum();
+    assert_eq!(others, 0);
+}
