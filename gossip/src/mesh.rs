@@ -18,7 +18,6 @@
 mod broadcast;
 mod gossip;
 mod links;
-mod seen;
 mod types;
 
 pub use types::*;
@@ -66,7 +65,7 @@ pub struct Mesh {
     stats: MeshStats,
     last_overtake: Option<Instant>,
     pending_rival: Option<Incarnation>,
-    seen: seen::SeenBroadcasts,
+    seen: broadcast::SeenBroadcasts,
     /// Peers whose link entry changed since the last broadcast of our record.
     pending_links: BTreeSet<PeerId>,
     /// Peers found unreachable at the last GC check.
@@ -98,7 +97,7 @@ impl Mesh {
             stats: MeshStats::default(),
             last_overtake: None,
             pending_rival: None,
-            seen: seen::SeenBroadcasts::default(),
+            seen: broadcast::SeenBroadcasts::default(),
             pending_links: BTreeSet::new(),
             gc_suspects: BTreeSet::new(),
         }

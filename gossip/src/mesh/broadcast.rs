@@ -13,14 +13,19 @@
 //!   announced in one delta (a joining router links to many peers at once).
 //! - **Unicast.** A payload for one peer follows the unicast next hops.
 //!
+//! Relayed broadcasts are remembered for [`SEEN_TTL`] (far longer than a broadcast takes
+//! to cross the mesh), at most [`SEEN_CAP`] of them.
+//!
 //! [`Routes::broadcast_next_hops`]: crate::routes::Routes::broadcast_next_hops
 
 use super::{ConnId, Mesh};
 use crate::channel::ChannelError;
 use crate::message::{Message, MAX_HOPS};
 use crate::peer::PeerId;
+use crate::topology::TOPOLOGY_CHANNEL;
 use rand::Rng;
-use std::time::Instant;
+use std::collections::{HashSet, VecDeque};
+use std::time::{Duration, Instant};
 
 /// What identifies a broadcast in flight.
 #[derive(Clone, Copy, Debug)]
@@ -174,13 +179,67 @@ impl Mesh {
     }
 
     /// Broadcasts a delta of channel `name` that was applied locally (for instance the
-    /// result of [`crate::channel::CrdtChannel::apply_local`]) to every peer.
+    /// result of [`crate::channel::CrdtChannel::apply_local`]) to every peer. The
+    /// topology channel is the mesh's own: broadcasts on it are ignored here.
     pub fn broadcast(&mut self, now: Instant, name: &str, update: Vec<u8>) {
-        self.originate_broadcast(now, name, update);
+        if name != TOPOLOGY_CHANNEL {
+            self.originate_broadcast(now, name, update);
+        }
     }
 
     /// Sends `payload` to channel `name` on peer `dest`; `false` if there is no route.
     pub fn send_unicast(&mut self, dest: PeerId, name: &str, payload: Vec<u8>) -> bool {
         self.forward_unicast(self.local.id, dest, 0, name, payload)
+    }
+}
+
+/// How long an id is remembered.
+pub(super) const SEEN_TTL: Duration = Duration::from_secs(120);
+/// Most ids remembered; the oldest go first.
+pub(super) const SEEN_CAP: usize = 1 << 16;
+
+/// Recently seen broadcasts.
+#[derive(Debug, Default)]
+pub(super) struct SeenBroadcasts {
+    ids: HashSet<(PeerId, u64)>,
+    order: VecDeque<(Instant, (PeerId, u64))>,
+}
+
+impl SeenBroadcasts {
+    /// Records `id`; `false` if it was already there.
+    pub(super) fn insert(&mut self, now: Instant, id: (PeerId, u64)) -> bool {
+        while let Some(&(at, old)) = self.order.front() {
+            if now.saturating_duration_since(at) < SEEN_TTL && self.order.len() < SEEN_CAP {
+                break;
+            }
+            self.order.pop_front();
+            self.ids.remove(&old);
+        }
+        if !self.ids.insert(id) {
+            return false;
+        }
+        self.order.push_back((now, id));
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_seen_once_then_expire() {
+        let now = Instant::now();
+        let (p, q) = (PeerId([1; 16]), PeerId([2; 16]));
+        let mut seen = SeenBroadcasts::default();
+        assert!(seen.insert(now, (p, 1)));
+        assert!(!seen.insert(now, (p, 1)));
+        assert!(seen.insert(now, (q, 1)), "another source");
+        assert!(seen.insert(now + SEEN_TTL, (p, 2)));
+        assert!(seen.insert(now + SEEN_TTL, (p, 1)), "expired");
+        for id in 10..10 + SEEN_CAP as u64 {
+            seen.insert(now + SEEN_TTL, (p, id));
+        }
+        assert!(seen.ids.len() <= SEEN_CAP);
     }
 }

@@ -154,9 +154,10 @@ impl Mesh {
         update: &[u8],
     ) -> Result<Option<bool>, ChannelError> {
         if name == TOPOLOGY_CHANNEL {
-            let new = GossipChannel::merge(&mut self.topology, update)?.is_some();
+            // A refused update may have been merged in part: react to that part too.
+            let merged = GossipChannel::merge(&mut self.topology, update);
             self.after_topology_change(now);
-            return Ok(Some(new));
+            return merged.map(|news| Some(news.is_some()));
         }
         let Some((&static_name, channel)) = self.channels.iter_mut().find(|(n, _)| **n == name)
         else {

@@ -93,6 +93,15 @@ impl Wire {
 }
 
 #[test]
+fn the_mesh_can_move_to_its_own_task() {
+    fn assert_send<T: Send + 'static>() {}
+    assert_send::<Mesh>();
+    assert_send::<crate::routes::Routes>();
+    fn assert_sync<T: Sync>() {}
+    assert_sync::<crate::routes::Routes>();
+}
+
+#[test]
 fn hello_establishes_both_ends_and_topology_agrees() {
     let now = Instant::now();
     let mut w = Wire::new(vec![mesh(0, 1, now), mesh(1, 2, now)], now);
