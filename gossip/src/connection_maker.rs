@@ -185,7 +185,9 @@ impl ConnectionMaker {
         }
     }
 
-    /// A link to `addr` authenticated `peer`.
+    /// The link dialled to `addr` authenticated `peer` (call it at link up, before the
+    /// Hello exchange: a link that then loses a duplicate race must still tell us who is
+    /// there, or we would redial a peer we are already linked to).
     pub fn handle_connected(&mut self, now: Instant, addr: SocketAddr, peer: PeerId) {
         if let Some(t) = self.targets.get_mut(&addr) {
             t.state = TargetState::Established;
@@ -194,10 +196,10 @@ impl ConnectionMaker {
             t.last_error = None;
             t.connected_at = Some(now);
         }
-        self.connected.insert(peer);
     }
 
-    /// Dialling `addr` failed (or its link failed before it was established).
+    /// Dialling `addr` failed before a link authenticated (or the link was closed for
+    /// a permanent reason: [`Retry::Never`]).
     pub fn handle_failed(&mut self, now: Instant, addr: SocketAddr, error: String, retry: Retry) {
         let Some(t) = self.targets.get_mut(&addr) else {
             return;
@@ -216,9 +218,9 @@ impl ConnectionMaker {
         }
     }
 
-    /// An established link to `addr` (to `peer`) ended.
+    /// A link to `addr` that authenticated `peer` ended. Whether `peer` is still linked
+    /// another way is for [`Self::set_connected_peers`] to say.
     pub fn handle_disconnected(&mut self, now: Instant, addr: SocketAddr, peer: PeerId) {
-        self.connected.remove(&peer);
         let Some(t) = self.targets.get_mut(&addr) else {
             return;
         };
@@ -231,12 +233,14 @@ impl ConnectionMaker {
             t.backoff.reset();
         }
         t.state = TargetState::Retrying;
+        t.peer = Some(peer);
         t.connected_at = None;
         t.last_error = Some("connection lost".into());
         t.next_try = Some(t.backoff.on_failure(now, &mut self.rng));
     }
 
-    /// The peers we have established links to (inbound or outbound).
+    /// The peers we have established links to (inbound or outbound); the driver calls it
+    /// after every link change.
     pub fn set_connected_peers(&mut self, peers: &[PeerId]) {
         self.connected = peers.iter().copied().collect();
     }
@@ -275,6 +279,11 @@ impl ConnectionMaker {
     /// The next address to dial, if one is due; it is then `Connecting` until the driver
     /// reports `handle_connected` or `handle_failed`.
     pub fn poll_dial(&mut self, now: Instant) -> Option<SocketAddr> {
+        let due =
+            |t: &Target| t.state == TargetState::Retrying && t.next_try.is_some_and(|at| at <= now);
+        if !self.targets.values().any(due) {
+            return None;
+        }
         let progress = self.in_progress();
         let addr = self
             .targets
@@ -293,6 +302,13 @@ impl ConnectionMaker {
     /// they are reconsidered when [`Self::set_connected_peers`] changes things).
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
+        if !self
+            .targets
+            .values()
+            .any(|t| t.state == TargetState::Retrying)
+        {
+            return None;
+        }
         let progress = self.in_progress();
         self.targets
             .values()

@@ -11,9 +11,11 @@
 //!   driver ◀──poll_output: Send{conn, bytes} | Close{conn, reason} | Event──
 //! ```
 //!
-//! - [`links`]: Hello, duplicate-link resolution, heartbeats and timeouts.
-//! - [`gossip`]: digests, summaries, updates, broadcasts along trees, unicasts.
+//! - `links`: Hello, duplicate-link resolution, heartbeats and timeouts.
+//! - `gossip`: digests, summaries, updates; reactions to topology changes.
+//! - `broadcast`: broadcasts along per-source trees, unicasts along routes.
 
+mod broadcast;
 mod gossip;
 mod links;
 mod types;
@@ -28,7 +30,7 @@ use crate::timer::{Timer, TimerTable};
 use crate::topology::{Incarnation, Topology, TOPOLOGY_CHANNEL};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -61,10 +63,13 @@ pub struct Mesh {
     timers: TimerTable,
     outputs: VecDeque<MeshOutput>,
     stats: MeshStats,
-    /// Set by a topology change; flushed as one event per `handle_*` call.
-    topology_changed: bool,
     last_overtake: Option<Instant>,
     pending_rival: Option<Incarnation>,
+    seen: broadcast::SeenBroadcasts,
+    /// Peers whose link entry changed since the last broadcast of our record.
+    pending_links: BTreeSet<PeerId>,
+    /// Peers found unreachable at the last GC check.
+    gc_suspects: BTreeSet<PeerId>,
 }
 
 impl Mesh {
@@ -90,9 +95,11 @@ impl Mesh {
             timers,
             outputs: VecDeque::new(),
             stats: MeshStats::default(),
-            topology_changed: false,
             last_overtake: None,
             pending_rival: None,
+            seen: broadcast::SeenBroadcasts::default(),
+            pending_links: BTreeSet::new(),
+            gc_suspects: BTreeSet::new(),
         }
     }
 
@@ -111,24 +118,20 @@ impl Mesh {
         remote_addr: SocketAddr,
     ) {
         self.link_up(now, conn, remote_id, outbound, remote_addr);
-        self.flush_events();
     }
 
     /// The driver saw `conn` end. Unknown (already closed) links are ignored.
     pub fn handle_link_down(&mut self, now: Instant, conn: ConnId) {
         self.drop_conn(now, conn, None);
-        self.flush_events();
     }
 
     /// A decrypted message arrived on `conn`. Invalid input is counted and closes `conn`.
     pub fn handle_message(&mut self, now: Instant, conn: ConnId, message: &[u8]) {
         self.message(now, conn, message);
-        self.flush_events();
     }
 
     /// Fires every expired deadline.
     pub fn handle_timeout(&mut self, now: Instant) {
-        self.link_timeouts(now);
         for timer in self.timers.take_expired(now) {
             match timer {
                 Timer::Gossip => {
@@ -138,6 +141,9 @@ impl Mesh {
                 }
                 Timer::Routes => self.recompute_routes(),
                 Timer::Gc => self.collect_garbage(now),
+                Timer::TopologyBatch => self.flush_local_links(now),
+                Timer::Notify => self.event(MeshEvent::TopologyChanged),
+                Timer::Links => self.link_timeouts(now),
                 Timer::Incarnation => {
                     if let Some(rival) = self.pending_rival.take() {
                         self.overtake(now, rival);
@@ -145,17 +151,12 @@ impl Mesh {
                 }
             }
         }
-        self.flush_events();
     }
 
     /// When to call [`Mesh::handle_timeout`] next.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let links = self.conns.values().map(|c| {
-            c.next_heartbeat
-                .min(c.last_received + self.config.heartbeat_timeout)
-        });
-        links.chain(self.timers.next_expiry()).min()
+        self.timers.next_expiry()
     }
 
     /// The next thing to do, if any.
@@ -222,22 +223,27 @@ impl Mesh {
         &self.topology
     }
 
-    /// Listen addresses of peers we know but have no link to (empty without discovery).
+    /// Listen addresses of peers we know but have no link to (empty without discovery):
+    /// each address another peer sees such a peer at, with the port it listens on.
     pub fn discovery_candidates(&self) -> Vec<(PeerId, SocketAddr)> {
         if !self.config.discovery {
             return Vec::new();
         }
-        let linked: Vec<PeerId> = self.conns.values().map(|c| c.remote_id).collect();
-        self.topology
-            .peers()
-            .filter(|(id, _)| **id != self.local.id && !linked.contains(id))
-            .flat_map(|(id, _)| {
-                self.topology
-                    .listen_addresses(id)
-                    .into_iter()
-                    .map(move |a| (*id, a))
-            })
-            .collect()
+        let linked: BTreeSet<PeerId> = self.conns.values().map(|c| c.remote_id).collect();
+        let mut out: Vec<(PeerId, SocketAddr)> = Vec::new();
+        for (_, record) in self.topology.peers() {
+            for (remote, link) in record.links() {
+                if *remote == self.local.id || linked.contains(remote) {
+                    continue;
+                }
+                if let Some(port) = self.topology.peer(remote).map(|r| r.listen_port()) {
+                    out.push((*remote, SocketAddr::new(link.remote_addr.ip(), port)));
+                }
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        out
     }
 
     /// Counters.
@@ -277,33 +283,39 @@ impl Mesh {
         self.topology.merge_state(other);
         self.after_topology_change(now);
         self.recompute_routes();
-        self.flush_events();
     }
 
     fn send(&mut self, conn: ConnId, message: &Message) {
+        self.send_to_all(&[conn], message);
+    }
+
+    /// Sends one message on several links, encoding it once.
+    fn send_to_all(&mut self, conns: &[ConnId], message: &Message) {
+        let Some((&last, rest)) = conns.split_last() else {
+            return;
+        };
         let bytes = message.encode();
-        let len = bytes.len() as u64;
+        let len = bytes.len() as u64 * conns.len() as u64;
+        let count = conns.len() as u64;
         if message.is_gossip() {
-            self.stats.gossip_messages_sent += 1;
+            self.stats.gossip_messages_sent += count;
             self.stats.gossip_bytes_sent += len;
         } else {
-            self.stats.control_messages_sent += 1;
+            self.stats.control_messages_sent += count;
             self.stats.control_bytes_sent += len;
         }
+        for &conn in rest {
+            let message = bytes.clone();
+            self.outputs.push_back(MeshOutput::Send { conn, message });
+        }
         self.outputs.push_back(MeshOutput::Send {
-            conn,
+            conn: last,
             message: bytes,
         });
     }
 
     fn event(&mut self, event: MeshEvent) {
         self.outputs.push_back(MeshOutput::Event(event));
-    }
-
-    fn flush_events(&mut self) {
-        if std::mem::take(&mut self.topology_changed) {
-            self.event(MeshEvent::TopologyChanged);
-        }
     }
 }
 

@@ -82,6 +82,8 @@ pub enum Message {
     Broadcast {
         /// The root of the broadcast tree.
         source: PeerId,
+        /// Random per broadcast: each peer relays a given id once.
+        id: u64,
         /// Relays so far.
         hops: u8,
         /// The gossip channel.
@@ -222,6 +224,7 @@ mod tests {
             },
             Message::Broadcast {
                 source: id,
+                id: 77,
                 hops: 2,
                 channel: "topology".into(),
                 update: vec![0; 10],

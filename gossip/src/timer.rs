@@ -13,6 +13,10 @@ pub const ROUTES_DEBOUNCE: Duration = Duration::from_millis(100);
 /// Grace between noticing a change and dropping unreachable peers (mesh `peers.go`).
 pub const GC_GRACE: Duration = Duration::from_secs(1);
 
+/// How long changes of our own links are collected before one delta announces them all
+/// (a joining router links to many peers at once; mesh batches for a whole second).
+pub const TOPOLOGY_BATCH: Duration = Duration::from_millis(50);
+
 /// The mesh-wide timers.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Timer {
@@ -24,10 +28,25 @@ pub enum Timer {
     Gc,
     /// Rate-limited re-announcement of our own record under a newer incarnation epoch.
     Incarnation,
+    /// Broadcast of the batched changes of our own links.
+    TopologyBatch,
+    /// The coalesced `TopologyChanged` event.
+    Notify,
+    /// The earliest per-link deadline (a heartbeat to send, a silence to check). Messages
+    /// only push link deadlines later, so it may fire early, never late.
+    Links,
 }
 
 impl Timer {
-    const ALL: [Timer; 4] = [Timer::Gossip, Timer::Routes, Timer::Gc, Timer::Incarnation];
+    const ALL: [Timer; 7] = [
+        Timer::Gossip,
+        Timer::Routes,
+        Timer::Gc,
+        Timer::Incarnation,
+        Timer::TopologyBatch,
+        Timer::Notify,
+        Timer::Links,
+    ];
 
     fn index(self) -> usize {
         self as usize
@@ -36,7 +55,7 @@ impl Timer {
 
 /// One optional deadline per [`Timer`].
 #[derive(Clone, Debug, Default)]
-pub struct TimerTable([Option<Instant>; 4]);
+pub struct TimerTable([Option<Instant>; 7]);
 
 impl TimerTable {
     /// Arms `timer` to fire at `at`, replacing any earlier setting.

@@ -2,17 +2,18 @@
 //!
 //! Each peer owns its [`PeerRecord`] and is the only one to change it. A local link
 //! change bumps our version and yields a one-entry [`RecordDelta`] that the mesh
-//! broadcasts: a change costs O(1) bytes per recipient, not O(degree) as in Weave, where
+//! broadcasts (batched briefly, so a burst of changes is one delta): a change costs
+//! O(1) bytes per recipient, not O(degree) as in Weave, where
 //! every change re-sent the changer's whole connection list. Remote deltas are merged
 //! per entry ([`record`] explains why that is a CRDT). The topology is gossiped through
-//! the same machinery as any channel: it implements [`GossipChannel`] (see [`channel`]).
+//! the same machinery as any channel: it implements [`GossipChannel`].
 //!
 //! Peers unreachable from us along reported links are dropped by [`Topology::gc`], which
 //! the mesh runs a short grace period after a change. A record claiming our id but a
 //! different, higher incarnation is never stored; it is reported as a conflict so the
 //! mesh can move to a higher epoch.
 //!
-//! [`channel`]: crate::channel
+//! [`GossipChannel`]: crate::channel::GossipChannel
 
 mod channel;
 pub use channel::fuzz_decode_topology;
@@ -125,25 +126,36 @@ impl Topology {
         std::mem::take(&mut self.change)
     }
 
-    /// Records a local link change; returns the delta to broadcast, or `None` if the
-    /// link was already in that state.
-    pub fn set_local_link(
-        &mut self,
-        remote: PeerId,
-        link: Option<LinkInfo>,
-    ) -> Option<RecordDelta> {
-        let local = Arc::make_mut(self.peers.get_mut(&self.local)?);
-        let current = local.entries().get(&remote).map(|e| e.link);
-        if current == Some(link) || (current.is_none() && link.is_none()) || remote == self.local {
-            return None;
+    /// Records a local link change; returns whether anything changed.
+    pub fn set_local_link(&mut self, remote: PeerId, link: Option<LinkInfo>) -> bool {
+        if remote == self.local {
+            return false;
         }
+        let Some(arc) = self.peers.get_mut(&self.local) else {
+            return false;
+        };
+        let current = arc.entries().get(&remote).map(|e| e.link);
+        if current == Some(link) || (current.is_none() && link.is_none()) {
+            return false;
+        }
+        let local = Arc::make_mut(arc);
         let entry = LinkEntry {
             version: local.version() + 1,
             link,
         };
         let effect = local.merge_entry(remote, entry);
         self.note(effect);
-        Some(self.local_delta(vec![(remote, entry)]))
+        true
+    }
+
+    /// Our record's current entries for `remotes`, as one delta to broadcast.
+    pub fn local_delta<'a>(&self, remotes: impl IntoIterator<Item = &'a PeerId>) -> RecordDelta {
+        let entries = self.local_record().entries();
+        let links = remotes
+            .into_iter()
+            .filter_map(|r| entries.get(r).map(|e| (*r, *e)))
+            .collect();
+        self.local_delta_with(links)
     }
 
     /// Moves our record to an epoch above `rival` and returns the whole record to
@@ -175,10 +187,10 @@ impl Topology {
             .iter()
             .map(|(k, v)| (*k, *v))
             .collect();
-        self.local_delta(entries)
+        self.local_delta_with(entries)
     }
 
-    fn local_delta(&self, links: Vec<(PeerId, LinkEntry)>) -> RecordDelta {
+    fn local_delta_with(&self, links: Vec<(PeerId, LinkEntry)>) -> RecordDelta {
         let r = self.local_record();
         RecordDelta {
             peer: self.local,
@@ -245,6 +257,14 @@ impl Topology {
                 Ok(Some(self.merge_entries(delta, true)))
             }
             std::cmp::Ordering::Equal => {
+                let fresh = delta
+                    .links
+                    .iter()
+                    .filter(|(r, _)| !arc.entries().contains_key(r))
+                    .count();
+                if arc.entries().len() + fresh > wire::MAX_LINKS_PER_DELTA {
+                    return Err(ChannelError::Invalid("topology record over the link limit"));
+                }
                 let header_changed =
                     Arc::make_mut(arc).merge_header(&delta.nickname, delta.listen_port);
                 self.change.changed |= header_changed;
@@ -271,8 +291,8 @@ impl Topology {
         delta
     }
 
-    /// Drops every peer not reachable from us along live reported links; returns them.
-    pub fn gc(&mut self) -> Vec<PeerId> {
+    /// Peers not reachable from us along live reported links.
+    pub fn unreachable(&self) -> Vec<PeerId> {
         let mut reached = BTreeSet::from([self.local]);
         let mut queue = VecDeque::from([self.local]);
         while let Some(id) = queue.pop_front() {
@@ -285,18 +305,27 @@ impl Topology {
                 }
             }
         }
-        let gone: Vec<PeerId> = self
-            .peers
+        self.peers
             .keys()
             .filter(|id| !reached.contains(id))
             .copied()
-            .collect();
-        for id in &gone {
+            .collect()
+    }
+
+    /// Drops the records of `ids` (never our own).
+    pub fn remove_peers(&mut self, ids: &[PeerId]) {
+        for id in ids.iter().filter(|id| **id != self.local) {
             if let Some(r) = self.peers.remove(id) {
                 self.change.link_removed |= r.has_live_links();
+                self.change.changed = true;
             }
         }
-        self.change.changed |= !gone.is_empty();
+    }
+
+    /// Drops every unreachable peer at once; returns them.
+    pub fn gc(&mut self) -> Vec<PeerId> {
+        let gone = self.unreachable();
+        self.remove_peers(&gone);
         gone
     }
 

@@ -76,6 +76,8 @@ fn linked_peers_are_not_dialled_and_long_links_reset_backoff() {
     assert_eq!(m.poll_timeout(), None);
     let later = now + Duration::from_secs(120);
     m.handle_disconnected(later, addr(1), peer(1));
+    // Still linked another way (the link lost a duplicate race): no redial.
+    assert_eq!(m.poll_timeout(), None);
     m.set_connected_peers(&[]);
     let due = m.poll_timeout().expect("redial scheduled");
     assert!(

@@ -1,22 +1,19 @@
-//! Gossip on established links: anti-entropy, broadcasts along trees, unicasts.
+//! Gossip on established links: dispatch, anti-entropy, and what topology changes do.
 //!
-//! - **Broadcast.** A delta from source `S` goes to our children in `S`'s tree
-//!   ([`Routes::broadcast_next_hops`]), always, so every peer gets it exactly once on a
-//!   stable topology. Two fallbacks cover the moments when views differ: if `S` has no
-//!   tree in our view, new deltas are flooded to all neighbours (and stop where they are
-//!   not new); and new deltas also go to neighbours whose link to us is not yet in the
-//!   graph, since no tree includes them. A hop limit stops loops between differing views.
 //! - **Anti-entropy.** Every gossip interval, digests go to `max(1, ⌈2·log2 N⌉)` random
-//!   neighbours; see [`crate::channel`] for the digest → summary → update exchange.
+//!   neighbours; see [`crate::channel`] for the digest → summary → update exchange. A
+//!   new link starts with the same exchange, begun by the dialler.
 //! - **Routes.** A removed link is applied to routes at once (so that the deltas of a
 //!   removal are relayed over trees that no longer use it); added links wait for the
 //!   debounce, so the deltas of an addition travel over the old, still valid trees.
-//!
-//! [`Routes::broadcast_next_hops`]: crate::routes::Routes::broadcast_next_hops
+//! - **GC.** A peer found unreachable at two checks a grace period apart is dropped.
+//! - **Incarnations.** When gossip shows another incarnation of our id that orders
+//!   higher, we move our record past it (rate-limited).
 
+use super::broadcast::BroadcastHeader;
 use super::{ConnId, Mesh, MeshEvent};
 use crate::channel::{ChannelError, GossipChannel};
-use crate::message::{ChannelDigest, Message, MAX_HOPS};
+use crate::message::{ChannelDigest, Message};
 use crate::peer::PeerId;
 use crate::routes::Routes;
 use crate::timer::Timer;
@@ -38,10 +35,14 @@ impl Mesh {
             Message::Update { channel, update } => self.merge(now, &channel, &update).map(|_| ()),
             Message::Broadcast {
                 source,
+                id,
                 hops,
                 channel,
                 update,
-            } => self.on_broadcast(now, conn, source, hops, &channel, update),
+            } => {
+                let header = BroadcastHeader { source, id, hops };
+                self.on_broadcast(now, conn, header, &channel, update)
+            }
             Message::Unicast {
                 source,
                 dest,
@@ -146,16 +147,17 @@ impl Mesh {
 
     /// Merges into channel `name`. `Ok(None)`: unknown channel; `Ok(Some(new))`: whether
     /// anything was new.
-    fn merge(
+    pub(super) fn merge(
         &mut self,
         now: Instant,
         name: &str,
         update: &[u8],
     ) -> Result<Option<bool>, ChannelError> {
         if name == TOPOLOGY_CHANNEL {
-            let new = GossipChannel::merge(&mut self.topology, update)?.is_some();
+            // A refused update may have been merged in part: react to that part too.
+            let merged = GossipChannel::merge(&mut self.topology, update);
             self.after_topology_change(now);
-            return Ok(Some(new));
+            return merged.map(|news| Some(news.is_some()));
         }
         let Some((&static_name, channel)) = self.channels.iter_mut().find(|(n, _)| **n == name)
         else {
@@ -170,123 +172,6 @@ impl Mesh {
         Ok(Some(new))
     }
 
-    fn on_broadcast(
-        &mut self,
-        now: Instant,
-        conn: ConnId,
-        source: PeerId,
-        hops: u8,
-        name: &str,
-        update: Vec<u8>,
-    ) -> Result<(), ChannelError> {
-        if source == self.local.id {
-            return Ok(());
-        }
-        let new = self.merge(now, name, &update)?.unwrap_or(false);
-        let from = self.conns.get(&conn).map(|c| c.remote_id);
-        self.relay_broadcast(source, hops.saturating_add(1), name, update, from, new);
-        Ok(())
-    }
-
-    /// Sends a broadcast from `source` on to our next hops (see the module doc).
-    pub(super) fn relay_broadcast(
-        &mut self,
-        source: PeerId,
-        hops: u8,
-        name: &str,
-        update: Vec<u8>,
-        from: Option<PeerId>,
-        new: bool,
-    ) {
-        if hops > MAX_HOPS {
-            return;
-        }
-        let mut targets: Vec<PeerId> = if self.routes.has_tree(&source) {
-            self.routes.broadcast_next_hops(&source).to_vec()
-        } else if new {
-            self.active.keys().copied().collect()
-        } else {
-            Vec::new()
-        };
-        if new {
-            let fresh = self.active.keys().filter(|p| !self.routes.is_neighbour(p));
-            targets.extend(fresh);
-        }
-        targets.sort_unstable();
-        targets.dedup();
-        for peer in targets {
-            if Some(peer) == from || peer == source {
-                continue;
-            }
-            if let Some(&conn) = self.active.get(&peer) {
-                let message = Message::Broadcast {
-                    source,
-                    hops,
-                    channel: name.into(),
-                    update: update.clone(),
-                };
-                self.send(conn, &message);
-            }
-        }
-    }
-
-    fn on_unicast(&mut self, source: PeerId, dest: PeerId, hops: u8, name: &str, payload: Vec<u8>) {
-        if dest != self.local.id {
-            self.forward_unicast(source, dest, hops.saturating_add(1), name, payload);
-            return;
-        }
-        let Some(channel) = self.channels.get_mut(name) else {
-            return;
-        };
-        // The payload comes from a distant peer, not from the neighbour that relayed it:
-        // count the failure, keep the link.
-        if channel.handle_unicast(source, &payload).is_err() {
-            self.stats.malformed += 1;
-        }
-    }
-
-    fn forward_unicast(
-        &mut self,
-        source: PeerId,
-        dest: PeerId,
-        hops: u8,
-        name: &str,
-        payload: Vec<u8>,
-    ) -> bool {
-        let Some(&conn) = self
-            .routes
-            .unicast(&dest)
-            .and_then(|hop| self.active.get(&hop))
-        else {
-            return false;
-        };
-        if hops > MAX_HOPS {
-            return false;
-        }
-        self.send(
-            conn,
-            &Message::Unicast {
-                source,
-                dest,
-                hops,
-                channel: name.into(),
-                payload,
-            },
-        );
-        true
-    }
-
-    /// Broadcasts a delta of channel `name` that was applied locally (for instance the
-    /// result of [`crate::channel::CrdtChannel::apply_local`]) to every peer.
-    pub fn broadcast(&mut self, name: &str, update: Vec<u8>) {
-        self.relay_broadcast(self.local.id, 0, name, update, None, true);
-    }
-
-    /// Sends `payload` to channel `name` on peer `dest`; `false` if there is no route.
-    pub fn send_unicast(&mut self, dest: PeerId, name: &str, payload: Vec<u8>) -> bool {
-        self.forward_unicast(self.local.id, dest, 0, name, payload)
-    }
-
     /// One anti-entropy round: digests to a random subset of neighbours.
     pub(super) fn gossip_round(&mut self) {
         let conns: Vec<ConnId> = self.active.values().copied().collect();
@@ -296,9 +181,9 @@ impl Mesh {
         let n = self.topology.len().max(2) as f64;
         let wanted = ((2.0 * n.log2()).ceil() as usize).max(1).min(conns.len());
         let chosen = rand::seq::index::sample(&mut self.rng, conns.len(), wanted);
-        for i in chosen.iter() {
-            self.send_digests(conns[i]);
-        }
+        let chosen: Vec<ConnId> = chosen.iter().map(|i| conns[i]).collect();
+        let digests = self.digests();
+        self.send_to_all(&chosen, &Message::Digest(digests));
     }
 
     /// Reacts to whatever merges, local changes or GC did to the topology.
@@ -310,7 +195,8 @@ impl Mesh {
         if !change.changed {
             return;
         }
-        self.topology_changed = true;
+        self.timers
+            .set_earliest(Timer::Notify, now + self.config.routes_debounce);
         self.timers
             .set_earliest(Timer::Gc, now + self.config.gc_grace);
         if change.link_removed {
@@ -327,10 +213,22 @@ impl Mesh {
         self.event(MeshEvent::RoutesChanged);
     }
 
+    /// Drops peers that were unreachable at the previous check too (a grace period
+    /// ago), so that one that is only missing a link entry still in flight survives.
     pub(super) fn collect_garbage(&mut self, now: Instant) {
-        for peer in self.topology.gc() {
+        let unreachable = self.topology.unreachable();
+        let (gone, suspects): (Vec<PeerId>, Vec<PeerId>) = unreachable
+            .into_iter()
+            .partition(|p| self.gc_suspects.contains(p));
+        self.topology.remove_peers(&gone);
+        for peer in gone {
             self.event(MeshEvent::PeerRemoved(peer));
         }
+        if !suspects.is_empty() {
+            self.timers
+                .set_earliest(Timer::Gc, now + self.config.gc_grace);
+        }
+        self.gc_suspects = suspects.into_iter().collect();
         self.after_topology_change(now);
     }
 
@@ -356,6 +254,10 @@ impl Mesh {
         let delta = self.topology.overtake(rival);
         self.stats.incarnation_bumps += 1;
         self.last_overtake = Some(now);
-        self.local_change(now, delta);
+        // The whole record goes out now; pending link changes are part of it.
+        self.pending_links.clear();
+        self.timers.stop(Timer::TopologyBatch);
+        self.after_topology_change(now);
+        self.broadcast_record(now, delta);
     }
 }

@@ -14,6 +14,7 @@
 use super::{CloseReason, Conn, ConnId, Mesh, MeshEvent, MeshOutput};
 use crate::message::{Hello, Message, PROTOCOL_VERSION};
 use crate::peer::PeerId;
+use crate::timer::Timer;
 use crate::topology::{LinkInfo, RecordDelta, Topology, TopologyUpdate, TOPOLOGY_CHANNEL};
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -41,6 +42,8 @@ impl Mesh {
             last_received: now,
             next_heartbeat: now + self.config.heartbeat_interval,
         };
+        let deadline = link.next_heartbeat.min(now + self.config.heartbeat_timeout);
+        self.timers.set_earliest(Timer::Links, deadline);
         self.conns.insert(conn, link);
         let hello = Hello {
             protocol_version: PROTOCOL_VERSION,
@@ -99,8 +102,8 @@ impl Mesh {
         });
         if self.active.get(&peer) == Some(&conn) {
             self.active.remove(&peer);
-            if let Some(delta) = self.topology.set_local_link(peer, None) {
-                self.local_change(now, delta);
+            if self.topology.set_local_link(peer, None) {
+                self.local_link_changed(now, peer);
             }
         }
     }
@@ -111,12 +114,21 @@ impl Mesh {
         };
         let remote = link.remote_id;
         if remote == self.local.id {
-            let reason = if hello.uid == self.local.uid {
-                CloseReason::ConnectedToSelf
-            } else {
-                CloseReason::SameIdentity
-            };
-            return self.drop_conn(now, conn, Some(reason));
+            if hello.uid != self.local.uid {
+                return self.drop_conn(now, conn, Some(CloseReason::SameIdentity));
+            }
+            // Both ends of a link to ourselves are ours: close them all, so that the
+            // dialling end learns never to retry, whichever end read a Hello first.
+            let own: Vec<ConnId> = self
+                .conns
+                .iter()
+                .filter(|(_, c)| c.remote_id == self.local.id)
+                .map(|(id, _)| *id)
+                .collect();
+            for id in own {
+                self.drop_conn(now, id, Some(CloseReason::ConnectedToSelf));
+            }
+            return;
         }
         if hello.protocol_version != PROTOCOL_VERSION {
             let reason = CloseReason::ProtocolVersion {
@@ -175,8 +187,8 @@ impl Mesh {
         };
         self.active.insert(remote, conn);
         self.event(MeshEvent::ConnectionEstablished { conn, peer: remote });
-        if let Some(delta) = self.topology.set_local_link(remote, Some(info)) {
-            self.local_change(now, delta);
+        if self.topology.set_local_link(remote, Some(info)) {
+            self.local_link_changed(now, remote);
         }
         // The dialler starts the state exchange; the summaries flow both ways from there.
         if outbound {
@@ -184,13 +196,33 @@ impl Mesh {
         }
     }
 
-    /// Applies and broadcasts a change of our own record.
-    pub(super) fn local_change(&mut self, now: Instant, delta: RecordDelta) {
+    /// Reacts to a change of our link to `remote`; the change is announced with the
+    /// others of the same batch.
+    fn local_link_changed(&mut self, now: Instant, remote: PeerId) {
+        self.after_topology_change(now);
+        self.pending_links.insert(remote);
+        self.timers
+            .set_earliest(Timer::TopologyBatch, now + self.config.topology_batch);
+    }
+
+    /// Broadcasts the batched changes of our own links.
+    pub(super) fn flush_local_links(&mut self, now: Instant) {
+        self.timers.stop(Timer::TopologyBatch);
+        if self.pending_links.is_empty() {
+            return;
+        }
+        let delta = self
+            .topology
+            .local_delta(&std::mem::take(&mut self.pending_links));
+        self.broadcast_record(now, delta);
+    }
+
+    /// Broadcasts a delta of our own record.
+    pub(super) fn broadcast_record(&mut self, now: Instant, delta: RecordDelta) {
         let update = Topology::encode_update(&TopologyUpdate {
             records: vec![delta],
         });
-        self.after_topology_change(now);
-        self.relay_broadcast(self.local.id, 0, TOPOLOGY_CHANNEL, update, None, true);
+        self.originate_broadcast(now, TOPOLOGY_CHANNEL, update);
     }
 
     /// Closes silent links and sends due heartbeats.
@@ -198,6 +230,7 @@ impl Mesh {
         let timeout = self.config.heartbeat_timeout;
         let mut dead = Vec::new();
         let mut beats = Vec::new();
+        let mut next: Option<Instant> = None;
         for (id, link) in &mut self.conns {
             if now >= link.last_received + timeout {
                 let reason = if link.hello.is_some() {
@@ -206,10 +239,17 @@ impl Mesh {
                     CloseReason::HelloTimeout
                 };
                 dead.push((*id, reason));
-            } else if now >= link.next_heartbeat {
+                continue;
+            }
+            if now >= link.next_heartbeat {
                 link.next_heartbeat = now + self.config.heartbeat_interval;
                 beats.push(*id);
             }
+            let deadline = link.next_heartbeat.min(link.last_received + timeout);
+            next = next.min(Some(deadline)).or(Some(deadline));
+        }
+        if let Some(at) = next {
+            self.timers.set_earliest(Timer::Links, at);
         }
         for (id, reason) in dead {
             self.drop_conn(now, id, Some(reason));

@@ -93,6 +93,15 @@ impl Wire {
 }
 
 #[test]
+fn the_mesh_can_move_to_its_own_task() {
+    fn assert_send<T: Send + 'static>() {}
+    assert_send::<Mesh>();
+    assert_send::<crate::routes::Routes>();
+    fn assert_sync<T: Sync>() {}
+    assert_sync::<crate::routes::Routes>();
+}
+
+#[test]
 fn hello_establishes_both_ends_and_topology_agrees() {
     let now = Instant::now();
     let mut w = Wire::new(vec![mesh(0, 1, now), mesh(1, 2, now)], now);
@@ -278,4 +287,95 @@ fn a_restarted_peers_new_link_replaces_the_old() {
     assert_eq!((conns.len(), conns[0].conn), (1, ConnId(2)));
     let record = w.meshes[0].topology().peer(&id(1)).expect("peer 1 known");
     assert_eq!(record.incarnation().uid, PeerUid(3));
+}
+
+/// Valid encodings of every gossip message, with real topology payloads.
+fn gossip_corpus() -> Vec<Vec<u8>> {
+    use crate::channel::GossipChannel;
+    use crate::message::ChannelDigest;
+    use crate::topology::{LinkInfo, Topology, TOPOLOGY_CHANNEL};
+    let mut t = Topology::new(id(1), PeerUid(2), "p1", 6783);
+    t.set_local_link(
+        id(0),
+        Some(LinkInfo {
+            outbound: true,
+            remote_addr: addr(0),
+        }),
+    );
+    let update = Topology::encode_update(&crate::topology::TopologyUpdate {
+        records: vec![t.local_delta([&id(0)])],
+    });
+    let summary = GossipChannel::summary(&t).remove(0);
+    let channel = TOPOLOGY_CHANNEL.to_string();
+    [
+        Message::Digest(vec![ChannelDigest {
+            channel: channel.clone(),
+            digest: 1,
+        }]),
+        Message::Summary {
+            channel: channel.clone(),
+            reply_wanted: true,
+            summary: summary.clone(),
+        },
+        Message::Summary {
+            channel: channel.clone(),
+            reply_wanted: false,
+            summary,
+        },
+        Message::Update {
+            channel: channel.clone(),
+            update: update.clone(),
+        },
+        Message::Broadcast {
+            source: id(1),
+            id: 9,
+            hops: 0,
+            channel: channel.clone(),
+            update,
+        },
+        Message::Unicast {
+            source: id(1),
+            dest: id(0),
+            hops: 0,
+            channel,
+            payload: vec![1],
+        },
+        Message::Heartbeat,
+    ]
+    .iter()
+    .map(Message::encode)
+    .collect()
+}
+
+#[test]
+fn fuzz_handle_message_never_panics() {
+    let corpus = gossip_corpus();
+    let now = Instant::now();
+    for input in crate::codec::fuzz::inputs(0x5eed_0004, &corpus, 3000) {
+        fuzz_handle_message(now, &input);
+    }
+}
+
+/// Feeds `data` to an established link of a fresh mesh; the mesh must not panic, and
+/// anything it refuses must close that link and be counted.
+fn fuzz_handle_message(now: Instant, data: &[u8]) {
+    let mut m = mesh(0, 1, now);
+    m.handle_link_up(now, ConnId(1), id(1), false, addr(1));
+    let hello = Hello {
+        protocol_version: PROTOCOL_VERSION,
+        uid: PeerUid(2),
+        nickname: "p1".into(),
+        listen_port: 1,
+        link_seq: 1,
+    };
+    m.handle_message(now, ConnId(1), &Message::Hello(hello).encode());
+    m.handle_message(now, ConnId(1), data);
+    let closed =
+        std::iter::from_fn(|| m.poll_output()).any(|o| matches!(o, MeshOutput::Close { .. }));
+    assert_eq!(
+        closed,
+        m.stats().malformed == 1,
+        "a refusal closes the link and is counted"
+    );
+    m.handle_timeout(now + Duration::from_secs(60));
 }

@@ -2,7 +2,7 @@
 
 use crate::message::PROTOCOL_VERSION;
 use crate::peer::{PeerId, PeerUid};
-use crate::timer::{GC_GRACE, ROUTES_DEBOUNCE};
+use crate::timer::{GC_GRACE, ROUTES_DEBOUNCE, TOPOLOGY_BATCH};
 use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -40,6 +40,8 @@ pub struct MeshConfig {
     pub routes_debounce: Duration,
     /// Delay between a change and dropping peers that became unreachable.
     pub gc_grace: Duration,
+    /// How long changes of our own links are collected into one broadcast delta.
+    pub topology_batch: Duration,
 }
 
 impl Default for MeshConfig {
@@ -51,6 +53,7 @@ impl Default for MeshConfig {
             discovery: true,
             routes_debounce: ROUTES_DEBOUNCE,
             gc_grace: GC_GRACE,
+            topology_batch: TOPOLOGY_BATCH,
         }
     }
 }
@@ -159,7 +162,7 @@ pub enum MeshEvent {
         /// Why we closed it; `None` if the driver reported it down.
         reason: Option<CloseReason>,
     },
-    /// The topology changed (at most one per `handle_*` call).
+    /// The topology changed (coalesced: at most one per `routes_debounce`).
     TopologyChanged,
     /// Routes were recalculated; publish a fresh snapshot of [`crate::mesh::Mesh::routes`].
     RoutesChanged,

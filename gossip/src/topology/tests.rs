@@ -21,6 +21,12 @@ fn topo(n: u8) -> Topology {
     Topology::new(id(n), PeerUid(u64::from(n)), &format!("p{n}"), 6783)
 }
 
+/// Changes a local link and returns the delta announcing it.
+fn change(t: &mut Topology, remote: PeerId, link: Option<LinkInfo>) -> RecordDelta {
+    assert!(t.set_local_link(remote, link), "no change");
+    t.local_delta([&remote])
+}
+
 fn one(delta: RecordDelta) -> TopologyUpdate {
     TopologyUpdate {
         records: vec![delta],
@@ -30,10 +36,10 @@ fn one(delta: RecordDelta) -> TopologyUpdate {
 #[test]
 fn a_link_change_is_a_one_entry_delta() {
     let mut a = topo(1);
-    let d = a.set_local_link(id(2), Some(link(2))).expect("new link");
+    let d = change(&mut a, id(2), Some(link(2)));
     assert_eq!(d.links.len(), 1);
     assert!(
-        a.set_local_link(id(2), Some(link(2))).is_none(),
+        !a.set_local_link(id(2), Some(link(2))),
         "no change, no delta"
     );
     let encoded = codec::encode(&one(d.clone()));
@@ -47,7 +53,7 @@ fn a_link_change_is_a_one_entry_delta() {
     assert!(b.merge_update(one(d.clone())).unwrap().is_some());
     assert!(b.merge_update(one(d)).unwrap().is_none(), "idempotent");
     assert!(b.take_change().link_added);
-    let removal = a.set_local_link(id(2), None).unwrap();
+    let removal = change(&mut a, id(2), None);
     b.merge_update(one(removal)).unwrap();
     assert!(b.take_change().link_removed);
     assert!(b.peer(&id(1)).unwrap().link_to(&id(2)).is_none());
@@ -56,8 +62,8 @@ fn a_link_change_is_a_one_entry_delta() {
 #[test]
 fn tombstones_beat_late_adds() {
     let mut a = topo(1);
-    let add = a.set_local_link(id(2), Some(link(2))).unwrap();
-    let del = a.set_local_link(id(2), None).unwrap();
+    let add = change(&mut a, id(2), Some(link(2)));
+    let del = change(&mut a, id(2), None);
     let mut b = topo(3);
     b.merge_update(one(del)).unwrap();
     assert!(b.merge_update(one(add)).unwrap().is_none());
@@ -67,13 +73,13 @@ fn tombstones_beat_late_adds() {
 #[test]
 fn a_new_incarnation_replaces_the_old_and_old_news_is_ignored() {
     let mut old = topo(1);
-    let old_add = old.set_local_link(id(2), Some(link(2))).unwrap();
+    let old_add = change(&mut old, id(2), Some(link(2)));
     let mut b = topo(2);
     b.merge_update(one(old_add.clone())).unwrap();
 
     // Restart: same id, higher uid here, so it already orders higher.
     let mut new = Topology::new(id(1), PeerUid(99), "p1", 6783);
-    let add = new.set_local_link(id(3), Some(link(3))).unwrap();
+    let add = change(&mut new, id(3), Some(link(3)));
     b.merge_update(one(add)).unwrap();
     let r = b.peer(&id(1)).unwrap();
     assert_eq!(r.incarnation().uid, PeerUid(99));
@@ -85,7 +91,7 @@ fn a_new_incarnation_replaces_the_old_and_old_news_is_ignored() {
 #[test]
 fn a_restart_that_orders_lower_overtakes_with_a_higher_epoch() {
     let mut old = Topology::new(id(1), PeerUid(99), "p1", 6783);
-    let old_add = old.set_local_link(id(2), Some(link(2))).unwrap();
+    let old_add = change(&mut old, id(2), Some(link(2)));
     let mut new = Topology::new(id(1), PeerUid(5), "p1", 6783);
     new.set_local_link(id(3), Some(link(3)));
     new.take_change();
@@ -114,18 +120,17 @@ fn gc_drops_peers_no_link_reaches() {
     let mut a = topo(1);
     a.set_local_link(id(2), Some(link(2)));
     let mut b = topo(2);
-    let b1 = b.set_local_link(id(1), Some(link(1))).unwrap();
-    let b3 = b.set_local_link(id(3), Some(link(3))).unwrap();
+    let b1 = change(&mut b, id(1), Some(link(1)));
+    let b3 = change(&mut b, id(3), Some(link(3)));
     let mut c = topo(3);
-    let c2 = c.set_local_link(id(2), Some(link(2))).unwrap();
+    let c2 = change(&mut c, id(2), Some(link(2)));
     for d in [b1, b3, c2] {
         a.merge_update(one(d)).unwrap();
     }
     assert!(a.gc().is_empty());
     assert_eq!(a.len(), 3);
     // b loses its link to c: c is unreachable from a.
-    a.merge_update(one(b.set_local_link(id(3), None).unwrap()))
-        .unwrap();
+    a.merge_update(one(change(&mut b, id(3), None))).unwrap();
     assert_eq!(a.gc(), vec![id(3)]);
     assert_eq!(
         a.listen_addresses(&id(2)),
@@ -153,9 +158,7 @@ fn anti_entropy_sends_only_what_differs() {
     let mut b = topo(2);
     for n in 10..40 {
         let mut p = topo(n);
-        let d = p
-            .set_local_link(id(n + 1), Some(link(u16::from(n))))
-            .unwrap();
+        let d = change(&mut p, id(n + 1), Some(link(u16::from(n))));
         a.merge_update(one(d.clone())).unwrap();
         if n % 3 != 0 {
             b.merge_update(one(d)).unwrap();
@@ -163,8 +166,8 @@ fn anti_entropy_sends_only_what_differs() {
     }
     // b also missed an entry in the middle of a record it otherwise has.
     let mut p = topo(50);
-    let d1 = p.set_local_link(id(51), Some(link(1))).unwrap();
-    let d2 = p.set_local_link(id(52), Some(link(2))).unwrap();
+    let d1 = change(&mut p, id(51), Some(link(1)));
+    let d2 = change(&mut p, id(52), Some(link(2)));
     a.merge_update(one(d1)).unwrap();
     a.merge_update(one(d2.clone())).unwrap();
     b.merge_update(one(d2)).unwrap();
@@ -191,7 +194,7 @@ fn summaries_chunk_into_contiguous_ranges() {
         let mut bytes = [0u8; 16];
         bytes[..4].copy_from_slice(&(n + 1).to_be_bytes());
         let mut p = Topology::new(PeerId(bytes), PeerUid(1), "x", 1);
-        let d = p.set_local_link(id(0), Some(link(1))).unwrap();
+        let d = change(&mut p, id(0), Some(link(1)));
         a.merge_update(one(d)).unwrap();
     }
     let chunks = a.summary_range(None, None);
@@ -271,7 +274,7 @@ proptest! {
 #[test]
 fn fuzz_decode_topology_never_panics() {
     let mut a = topo(1);
-    let d = a.set_local_link(id(2), Some(link(2))).unwrap();
+    let d = change(&mut a, id(2), Some(link(2)));
     let corpus = vec![
         codec::encode(&one(d)),
         codec::encode(&a.summary_range(None, None)[0]),

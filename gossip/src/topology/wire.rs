@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 /// Most peers a topology may hold, and most records or summary entries in one message.
 pub const MAX_PEERS: usize = 16_384;
-/// Most link entries one record delta may carry.
+/// Most link entries one record delta may carry, and one record may hold.
 pub const MAX_LINKS_PER_DELTA: usize = 16_384;
 /// Link entries per update chunk (about 35 bytes each, so chunks stay near 40 KiB).
 pub const UPDATE_CHUNK_LINKS: usize = 1024;

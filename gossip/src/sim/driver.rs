@@ -1,0 +1,385 @@
+//! What the router's driver does, done in virtual time: move outputs onto links, feed
+//! link events back, keep the connection maker informed; plus the fault knobs.
+
+use super::{Event, LinkId, Net, SimLink};
+use crate::connection_maker::Retry;
+use crate::mesh::{ConnId, MeshEvent, MeshOutput};
+use crate::message::Message;
+use crate::peer::PeerId;
+use crate::topology::Topology;
+use rand::Rng;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+impl Net {
+    pub(super) fn process(&mut self, event: Event) {
+        match event {
+            Event::Deliver { link, to, bytes } => {
+                let Some(l) = self.links.get(&link) else {
+                    return;
+                };
+                let (node, conn) = l.ends[to];
+                if l.up && self.nodes[node].alive {
+                    self.trace(node, &bytes);
+                    self.nodes[node].mesh.handle_message(self.now, conn, &bytes);
+                    self.drive(node);
+                }
+            }
+            Event::Connect { from, addr } => self.complete_dial(from, addr),
+            Event::DialFailed { node, addr, error } => {
+                if self.nodes[node].alive {
+                    self.nodes[node].maker.handle_failed(
+                        self.now,
+                        addr,
+                        error.into(),
+                        Retry::Later,
+                    );
+                    self.drive(node);
+                }
+            }
+            Event::LinkDown { link, end } => {
+                let Some(l) = self.links.get(&link) else {
+                    return;
+                };
+                let (node, conn) = l.ends[end];
+                self.link_gone(node, conn);
+                self.drive(node);
+            }
+        }
+    }
+
+    fn reachable(&self, a: usize, b: usize) -> bool {
+        self.group.as_ref().is_none_or(|g| g[a] == g[b])
+    }
+
+    fn complete_dial(&mut self, from: usize, addr: SocketAddr) {
+        if !self.nodes[from].alive {
+            return;
+        }
+        match self.by_addr.get(&addr).copied() {
+            Some(to) if self.nodes[to].alive && self.reachable(from, to) => {
+                let conn = self.open_link(from, to);
+                // The link authenticated node `to`: tell the maker who is there.
+                let peer = self.nodes[to].mesh.local().id;
+                let node = &mut self.nodes[from];
+                node.dialled.insert(conn, addr);
+                node.authenticated.insert(conn, peer);
+                node.maker.handle_connected(self.now, addr, peer);
+                self.drive(from);
+                self.drive(to);
+            }
+            _ => {
+                let at = self.now + self.config.connect_timeout;
+                self.schedule(
+                    at,
+                    Event::DialFailed {
+                        node: from,
+                        addr,
+                        error: "connection timed out",
+                    },
+                );
+            }
+        }
+    }
+
+    /// Creates a link from `a` (dialling) to `b` and tells both meshes; returns `a`'s id.
+    fn open_link(&mut self, a: usize, b: usize) -> ConnId {
+        let (lo, hi) = self.config.latency;
+        let latency = if hi > lo {
+            self.rng.gen_range(lo..=hi)
+        } else {
+            lo
+        };
+        let id = LinkId(self.next_link);
+        self.next_link += 1;
+        let ca = self.nodes[a].alloc_conn(id);
+        let cb = self.nodes[b].alloc_conn(id);
+        self.links.insert(
+            id,
+            SimLink {
+                ends: [(a, ca), (b, cb)],
+                latency,
+                up: true,
+            },
+        );
+        let (ida, idb) = (self.nodes[a].mesh.local().id, self.nodes[b].mesh.local().id);
+        // The acceptor sees the dialler's address with an ephemeral port.
+        let ephemeral = SocketAddr::new(Net::addr(a).ip(), 40_000 + (id.0 % 20_000) as u16);
+        self.nodes[a]
+            .mesh
+            .handle_link_up(self.now, ca, idb, true, Net::addr(b));
+        self.nodes[b]
+            .mesh
+            .handle_link_up(self.now, cb, ida, false, ephemeral);
+        ca
+    }
+
+    /// The driver's reaction to one of node `i`'s links ending, whoever ended it.
+    fn link_gone(&mut self, i: usize, conn: ConnId) {
+        let node = &mut self.nodes[i];
+        let Some(link) = node.conns.remove(&conn) else {
+            return;
+        };
+        node.established.remove(&conn);
+        let peer = node.authenticated.remove(&conn);
+        if let Some(target) = node.dialled.remove(&conn) {
+            match peer {
+                Some(p) => node.maker.handle_disconnected(self.now, target, p),
+                None => {
+                    node.maker
+                        .handle_failed(self.now, target, "link closed".into(), Retry::Later)
+                }
+            }
+        }
+        node.mesh.handle_link_down(self.now, conn);
+        if let Some(l) = self.links.get_mut(&link) {
+            l.up = false;
+        }
+    }
+
+    /// Drains node `i`'s outputs and dials, then re-arms its wakeup.
+    pub(super) fn drive(&mut self, i: usize) {
+        let mut topology_changed = false;
+        let mut links_changed = false;
+        while let Some(output) = self.nodes[i].mesh.poll_output() {
+            match output {
+                MeshOutput::Send { conn, message } => self.transmit(i, conn, message),
+                MeshOutput::Close { conn, reason } => {
+                    let node = &mut self.nodes[i];
+                    if reason.is_permanent() {
+                        if let Some(target) = node.dialled.remove(&conn) {
+                            node.maker.handle_failed(
+                                self.now,
+                                target,
+                                reason.to_string(),
+                                Retry::Never,
+                            );
+                        }
+                    }
+                    node.closes.push(reason);
+                    let link = node.conns.get(&conn).copied();
+                    self.link_gone(i, conn);
+                    // The remote end sees the close (FIN) after the latency.
+                    if let Some(l) = link.and_then(|l| self.links.get(&l).map(|s| (l, s))) {
+                        let end = usize::from(l.1.ends[0] == (i, conn));
+                        let at = self.now + l.1.latency;
+                        let link = l.0;
+                        self.schedule(at, Event::LinkDown { link, end });
+                    }
+                }
+                MeshOutput::Event(event) => {
+                    let node = &mut self.nodes[i];
+                    if let MeshEvent::ConnectionEstablished { conn, peer } = event {
+                        node.established.insert(conn, peer);
+                    }
+                    links_changed |= matches!(
+                        event,
+                        MeshEvent::ConnectionEstablished { .. } | MeshEvent::ConnectionLost { .. }
+                    );
+                    topology_changed |= matches!(event, MeshEvent::TopologyChanged);
+                    node.events.push(event);
+                }
+            }
+        }
+        let now = self.now;
+        let node = &mut self.nodes[i];
+        if topology_changed {
+            let candidates = node.mesh.discovery_candidates();
+            node.maker.set_discovered(now, &candidates);
+        }
+        if links_changed {
+            let peers: Vec<PeerId> = node.established.values().copied().collect();
+            node.maker.set_connected_peers(&peers);
+        }
+        while let Some(addr) = self.nodes[i].maker.poll_dial(now) {
+            self.nodes[i].dials += 1;
+            let at = now + self.config.latency.1 * 2;
+            self.schedule(at, Event::Connect { from: i, addr });
+        }
+        self.rearm(i);
+    }
+
+    fn rearm(&mut self, i: usize) {
+        if let Some(old) = self.wakeup_of[i].take() {
+            self.wakeups.remove(&(old, i));
+        }
+        let node = &self.nodes[i];
+        let next = [node.mesh.poll_timeout(), node.maker.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min();
+        if let (Some(at), true) = (next, node.alive) {
+            self.wakeups.insert((at, i));
+            self.wakeup_of[i] = Some(at);
+        }
+    }
+
+    fn transmit(&mut self, i: usize, conn: ConnId, bytes: Vec<u8>) {
+        let Some(&link) = self.nodes[i].conns.get(&conn) else {
+            return;
+        };
+        if self.mute_gossip && Message::decode(&bytes).is_ok_and(|m| m.is_gossip()) {
+            return;
+        }
+        let Some(l) = self.links.get(&link) else {
+            return;
+        };
+        if !l.up {
+            return;
+        }
+        self.bytes_sent += bytes.len() as u64;
+        // By (node, conn), not node alone: a node may be linked to itself.
+        let to = usize::from(l.ends[0] == (i, conn));
+        let (latency, other) = (l.latency, l.ends[to].0);
+        if !self.reachable(i, other) {
+            return; // stalls silently: heartbeats will tell
+        }
+        if self.loss > 0.0 && self.rng.gen_bool(self.loss) {
+            // An ordered stream cannot skip a message: the link breaks on both ends.
+            if let Some(l) = self.links.get_mut(&link) {
+                l.up = false;
+            }
+            self.schedule(self.now + latency, Event::LinkDown { link, end: 0 });
+            self.schedule(self.now + latency, Event::LinkDown { link, end: 1 });
+            return;
+        }
+        self.schedule(self.now + latency, Event::Deliver { link, to, bytes });
+    }
+
+    fn trace(&mut self, node: usize, bytes: &[u8]) {
+        let Some(trace) = self.broadcast_trace.as_mut() else {
+            return;
+        };
+        if let Ok(Message::Broadcast { source, .. }) = Message::decode(bytes) {
+            *trace.entry((source, node)).or_default() += 1;
+        }
+    }
+
+    /// Starts counting broadcast deliveries by (source, receiving node), from zero.
+    pub fn trace_broadcasts(&mut self) {
+        self.broadcast_trace = Some(BTreeMap::new());
+    }
+
+    /// The broadcast deliveries counted since [`Net::trace_broadcasts`].
+    pub fn broadcast_deliveries(&self) -> BTreeMap<(PeerId, usize), usize> {
+        self.broadcast_trace.clone().unwrap_or_default()
+    }
+
+    /// Links `a` (dialling) to `b` at once, bypassing both connection makers.
+    pub fn connect(&mut self, a: usize, b: usize) {
+        self.open_link(a, b);
+        self.drive(a);
+        self.drive(b);
+    }
+
+    /// Closes every link between `a` and `b` cleanly (both ends see it go down).
+    pub fn disconnect(&mut self, a: usize, b: usize) {
+        let between: Vec<LinkId> = self
+            .links
+            .iter()
+            .filter(|(_, l)| {
+                l.up && ((l.ends[0].0, l.ends[1].0) == (a, b)
+                    || (l.ends[0].0, l.ends[1].0) == (b, a))
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for link in between {
+            for end in 0..2 {
+                let (node, conn) = self.links[&link].ends[end];
+                self.link_gone(node, conn);
+                self.drive(node);
+            }
+        }
+    }
+
+    /// Splits the network: `groups[i]` is node `i`'s side. Links across stall silently.
+    pub fn partition(&mut self, groups: Vec<usize>) {
+        self.group = Some(groups);
+    }
+
+    /// Lifts the partition.
+    pub fn heal(&mut self) {
+        self.group = None;
+    }
+
+    /// Makes every message break its link with probability `p`.
+    pub fn set_loss(&mut self, p: f64) {
+        self.loss = p;
+    }
+
+    /// Node `i`'s host vanishes: no close reaches its peers.
+    pub fn crash(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        node.alive = false;
+        for link in std::mem::take(&mut node.conns).into_values() {
+            if let Some(l) = self.links.get_mut(&link) {
+                l.up = false;
+            }
+        }
+        node.dialled.clear();
+        node.authenticated.clear();
+        node.established.clear();
+        self.rearm(i);
+    }
+
+    /// Restarts node `i` (crashing it first if needed): same id, a new random uid, same
+    /// explicit targets.
+    pub fn restart(&mut self, i: usize) {
+        self.restart_with_uid(i, None);
+    }
+
+    /// Restarts node `i` with the given uid (random if `None`).
+    pub fn restart_with_uid(&mut self, i: usize, uid: Option<crate::peer::PeerUid>) {
+        if self.nodes[i].alive {
+            self.crash(i);
+        }
+        let mesh = self.fresh_mesh(i, uid);
+        let mut maker = crate::connection_maker::ConnectionMaker::new(
+            self.config.maker.clone(),
+            self.rng.gen(),
+        );
+        let explicit = self.nodes[i].explicit.clone();
+        maker.add_targets(self.now, &explicit, false);
+        let node = &mut self.nodes[i];
+        node.mesh = mesh;
+        node.maker = maker;
+        node.alive = true;
+        self.drive(i);
+    }
+
+    /// Builds a converged mesh over `edges` directly: links come up with their Hellos,
+    /// but instead of gossiping the history every node merges the final topology.
+    pub fn build_converged(&mut self, edges: &[(usize, usize)]) {
+        self.mute_gossip = true;
+        for &(a, b) in edges {
+            self.connect(a, b);
+        }
+        // Muted until the Hellos are in and every batched local delta has gone (nowhere).
+        let batch = self.config.mesh.topology_batch;
+        self.run_for(batch * 2 + self.config.latency.1 * 4);
+        self.mute_gossip = false;
+        let mut template =
+            Topology::new(PeerId([0xff; 16]), crate::peer::PeerUid(0), "template", 0);
+        for node in &self.nodes {
+            template.merge_state(node.mesh.topology());
+        }
+        for i in 0..self.nodes.len() {
+            self.nodes[i].mesh.merge_topology_state(self.now, &template);
+            self.drive(i);
+        }
+    }
+}
+
+impl super::Node {
+    fn alloc_conn(&mut self, link: LinkId) -> ConnId {
+        let conn = ConnId(self.next_conn);
+        self.next_conn += 1;
+        self.conns.insert(conn, link);
+        conn
+    }
+
+    /// Number of established links.
+    pub fn link_count(&self) -> usize {
+        self.established.len()
+    }
+}

@@ -1,0 +1,458 @@
+//! Seeded scenarios on 50-router meshes. Each replays exactly from its seed.
+
+use super::*;
+use crate::channel::CrdtChannel;
+use crate::connection_maker::TargetState;
+use crate::crdt::Crdt;
+use crate::crdt::GCounter;
+use crate::mesh::CloseReason;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+const N: usize = 50;
+const COUNTER: &str = "counter";
+
+/// Launches `n` routers, 100 ms apart, each knowing only node 0's address.
+fn launch(seed: u64, n: usize) -> Net {
+    let mut net = Net::new(seed, SimConfig::default());
+    net.add_node(&[]);
+    for _ in 1..n {
+        net.run_for(Duration::from_millis(100));
+        net.add_node(&[0]);
+    }
+    net
+}
+
+/// 50 routers without discovery, each dialling its ring successor and one random other
+/// node: a sparse, connected mesh whose links are `edges`.
+fn sparse(seed: u64) -> (Net, Vec<BTreeSet<usize>>) {
+    let mut config = SimConfig::default();
+    config.mesh.discovery = false;
+    config.maker.discovery = false;
+    let mut net = Net::new(seed, config);
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut neighbours = vec![BTreeSet::new(); N];
+    for i in 0..N {
+        let chord = (i + rng.gen_range(2..N - 1)) % N;
+        for j in [(i + 1) % N, chord] {
+            neighbours[i].insert(j);
+            neighbours[j].insert(i);
+        }
+        let i2 = net.add_node(&[(i + 1) % N, chord]);
+        register_counter(&mut net, i2);
+    }
+    (net, neighbours)
+}
+
+fn register_counter(net: &mut Net, i: usize) {
+    let channel = Box::new(CrdtChannel::new(GCounter::new()));
+    net.node_mut(i).mesh.register_channel(COUNTER, channel);
+}
+
+fn counter_value(net: &Net, i: usize) -> u64 {
+    let channel = net.node(i).mesh.channel(COUNTER).expect("registered");
+    let counter = channel
+        .as_any()
+        .downcast_ref::<CrdtChannel<GCounter>>()
+        .expect("a counter");
+    counter.crdt().value()
+}
+
+fn increment(net: &mut Net, i: usize) {
+    let id = node_id(i);
+    let now = net.now();
+    let mesh = &mut net.node_mut(i).mesh;
+    let channel = mesh.channel_mut(COUNTER).expect("registered");
+    let counter = channel
+        .as_any_mut()
+        .downcast_mut::<CrdtChannel<GCounter>>()
+        .expect("a counter");
+    let value = counter.crdt().full().get(&id).copied().unwrap_or(0);
+    let delta = counter
+        .apply_local(BTreeMap::from([(id, value + 1)]))
+        .expect("new");
+    mesh.broadcast(now, COUNTER, delta);
+    net.drive(i);
+}
+
+/// The running nodes `among` know exactly each other, and agree on the topology.
+fn agree_among(net: &Net, among: &[usize]) -> bool {
+    let digest = net.node(among[0]).mesh.topology().digest();
+    among.iter().all(|&i| {
+        let t = net.node(i).mesh.topology();
+        t.len() == among.len() && t.digest() == digest
+    })
+}
+
+fn agree(net: &Net) -> bool {
+    agree_among(net, &net.alive())
+}
+
+fn full_mesh(net: &Net) -> bool {
+    let alive = net.alive();
+    alive
+        .iter()
+        .all(|&i| net.node(i).link_count() == alive.len() - 1)
+}
+
+fn linked_as(net: &Net, neighbours: &[BTreeSet<usize>]) -> bool {
+    net.alive()
+        .iter()
+        .all(|&i| net.node(i).link_count() == neighbours[i].len())
+}
+
+fn settle(net: &mut Net, limit: Duration, mut done: impl FnMut(&Net) -> bool) {
+    let ok = net.run_until(limit, Duration::from_secs(1), &mut done);
+    assert!(ok, "not settled after {:?}", net.elapsed());
+}
+
+#[test]
+fn joins_converge_to_a_full_mesh_by_discovery() {
+    let mut net = launch(1, N);
+    settle(&mut net, Duration::from_secs(300), |n| {
+        full_mesh(n) && agree(n)
+    });
+    for i in 0..N {
+        let routes = net.node(i).mesh.routes();
+        assert_eq!(routes.reachable().count(), N - 1);
+        assert!(
+            routes.reachable().all(|p| routes.unicast(&p) == Some(p)),
+            "all direct"
+        );
+    }
+    // Stable: no link churn and no dials once converged.
+    let closes: usize = (0..N).map(|i| net.node(i).closes.len()).sum();
+    let dials: u64 = (0..N).map(|i| net.node(i).dials).sum();
+    net.run_for(Duration::from_secs(300));
+    assert_eq!(
+        (0..N).map(|i| net.node(i).closes.len()).sum::<usize>(),
+        closes
+    );
+    assert_eq!((0..N).map(|i| net.node(i).dials).sum::<u64>(), dials);
+    assert!(full_mesh(&net) && agree(&net));
+}
+
+#[test]
+fn routes_are_symmetric_shortest_paths() {
+    let (mut net, neighbours) = sparse(2);
+    settle(&mut net, Duration::from_secs(300), |n| {
+        linked_as(n, &neighbours) && agree(n)
+    });
+    net.run_for(Duration::from_secs(1)); // past the routes debounce
+    let hops = |a: usize, b: usize| -> usize {
+        let (mut at, target, mut count) = (a, node_id(b), 0);
+        while node_id(at) != target {
+            let routes = net.node(at).mesh.routes();
+            let next = routes.unicast(&target).expect("a route");
+            assert!(routes.is_neighbour(&next), "next hop over a symmetric link");
+            at = (0..N).find(|&k| node_id(k) == next).expect("a node");
+            count += 1;
+            assert!(count < N, "routing loop from {a} to {b}");
+        }
+        count
+    };
+    for a in 0..N {
+        for b in 0..N {
+            assert_eq!(hops(a, b), hops(b, a), "{a} <-> {b}");
+        }
+    }
+}
+
+#[test]
+fn broadcasts_reach_every_peer_exactly_once() {
+    let (mut net, neighbours) = sparse(3);
+    settle(&mut net, Duration::from_secs(300), |n| {
+        linked_as(n, &neighbours) && agree(n)
+    });
+    net.run_for(Duration::from_secs(1));
+    // Along the computed trees, from every source.
+    for s in 0..N {
+        let mut deliveries = vec![0usize; N];
+        let mut stack = vec![s];
+        while let Some(at) = stack.pop() {
+            for next in net.node(at).mesh.routes().broadcast_next_hops(&node_id(s)) {
+                let k = (0..N).find(|&k| node_id(k) == *next).expect("a node");
+                deliveries[k] += 1;
+                stack.push(k);
+            }
+        }
+        deliveries[s] += 1;
+        assert!(
+            deliveries.iter().all(|&d| d == 1),
+            "source {s}: {deliveries:?}"
+        );
+    }
+    // And through the real machinery, counting deliveries on the wire.
+    net.trace_broadcasts();
+    let sources = [0, 7, 23, 49];
+    for &s in &sources {
+        increment(&mut net, s);
+    }
+    assert!(net.run_until_quiet(Duration::from_secs(5)));
+    let seen = net.broadcast_deliveries();
+    for &s in &sources {
+        for k in (0..N).filter(|&k| k != s) {
+            assert_eq!(seen.get(&(node_id(s), k)), Some(&1), "from {s} to {k}");
+        }
+    }
+    assert!((0..N).all(|i| counter_value(&net, i) == sources.len() as u64));
+}
+
+#[test]
+fn a_partition_splits_the_topology_and_healing_rejoins_it() {
+    let (mut net, neighbours) = sparse(4);
+    settle(&mut net, Duration::from_secs(300), |n| {
+        linked_as(n, &neighbours) && agree(n)
+    });
+    let (left, right): (Vec<usize>, Vec<usize>) = (0..N).partition(|&i| i < N / 2);
+    net.partition((0..N).map(|i| usize::from(i >= N / 2)).collect());
+    // Each side drops the links across, then the peers beyond them.
+    settle(&mut net, Duration::from_secs(120), |n| {
+        agree_among(n, &left) && agree_among(n, &right)
+    });
+    assert!(left
+        .iter()
+        .all(|&i| net.node(i).mesh.topology().peer(&node_id(N - 1)).is_none()));
+    // Both sides keep counting meanwhile.
+    increment(&mut net, 0);
+    increment(&mut net, N - 1);
+    net.heal();
+    settle(&mut net, Duration::from_secs(400), |n| {
+        linked_as(n, &neighbours) && agree(n)
+    });
+    // Anti-entropy brought each side the other's count.
+    settle(&mut net, Duration::from_secs(120), |n| {
+        (0..N).all(|i| counter_value(n, i) == 2)
+    });
+}
+
+#[test]
+fn a_restarted_peer_replaces_its_old_incarnation_everywhere() {
+    let (mut net, neighbours) = sparse(5);
+    settle(&mut net, Duration::from_secs(300), |n| {
+        linked_as(n, &neighbours) && agree(n)
+    });
+    // Uid 0 orders below any old incarnation, so the new run must overtake with an epoch.
+    for uid in [Some(PeerUid(0)), None] {
+        net.restart_with_uid(7, uid);
+        register_counter(&mut net, 7);
+        settle(&mut net, Duration::from_secs(400), |n| {
+            linked_as(n, &neighbours) && agree(n)
+        });
+        let current = net.node(7).mesh.topology().local_record().incarnation();
+        for i in 0..N {
+            let record = net
+                .node(i)
+                .mesh
+                .topology()
+                .peer(&node_id(7))
+                .expect("known");
+            assert_eq!(record.incarnation(), current, "node {i}");
+        }
+    }
+    assert!(net.node(7).mesh.stats().incarnation_bumps >= 1);
+}
+
+#[test]
+fn departed_peers_are_garbage_collected() {
+    let (mut net, neighbours) = sparse(6);
+    settle(&mut net, Duration::from_secs(300), |n| {
+        linked_as(n, &neighbours) && agree(n)
+    });
+    net.crash(7);
+    // Heartbeats notice within 45 s (+ one heartbeat period), GC follows after 1 s.
+    net.run_for(Duration::from_secs(60));
+    for i in net.alive() {
+        assert!(
+            net.node(i).mesh.topology().peer(&node_id(7)).is_none(),
+            "node {i}"
+        );
+        assert!(net
+            .node(i)
+            .events
+            .contains(&MeshEvent::PeerRemoved(node_id(7))));
+    }
+    assert!(agree(&net));
+}
+
+#[test]
+fn simultaneous_dials_leave_one_link_without_flapping() {
+    let mut net = Net::new(7, SimConfig::default());
+    net.add_node(&[1]);
+    net.add_node(&[0]);
+    net.run_for(Duration::from_secs(600));
+    for i in 0..2 {
+        let node = net.node(i);
+        assert_eq!(node.link_count(), 1);
+        assert_eq!(node.mesh.connections().len(), 1);
+        assert!(node.closes.iter().all(|r| *r == CloseReason::Duplicate));
+        assert!(node.closes.len() <= 1);
+        let established = node
+            .events
+            .iter()
+            .filter(|e| matches!(e, MeshEvent::ConnectionEstablished { .. }))
+            .count();
+        assert!(established <= 2, "flapping: {established} establishments");
+        assert_eq!(node.dials, 1);
+    }
+    let c0 = &net.node(0).mesh.connections()[0];
+    let c1 = &net.node(1).mesh.connections()[0];
+    assert_ne!(c0.outbound, c1.outbound, "both ends kept the same link");
+}
+
+#[test]
+fn connecting_to_ourselves_is_never_retried() {
+    let mut net = Net::new(8, SimConfig::default());
+    net.add_node_with_targets(&[Net::addr(0), Net::addr(1)]);
+    net.add_node(&[]);
+    net.run_for(Duration::from_secs(600));
+    let node = net.node(0);
+    assert_eq!(node.dials, 2, "once to ourselves, once to node 1");
+    // Both ends of the one link to ourselves are closed.
+    assert_eq!(
+        node.closes
+            .iter()
+            .filter(|r| **r == CloseReason::ConnectedToSelf)
+            .count(),
+        2
+    );
+    let own = node
+        .maker
+        .targets()
+        .into_iter()
+        .find(|t| t.addr == Net::addr(0))
+        .expect("kept");
+    assert_eq!((own.state, own.next_retry), (TargetState::Failed, None));
+    assert_eq!(node.link_count(), 1);
+}
+
+#[test]
+fn lossy_links_break_and_the_mesh_recovers() {
+    let (mut net, neighbours) = sparse(9);
+    settle(&mut net, Duration::from_secs(300), |n| {
+        linked_as(n, &neighbours) && agree(n)
+    });
+    net.set_loss(0.01);
+    net.run_for(Duration::from_secs(120));
+    let lost: usize = (0..N)
+        .map(|i| {
+            net.node(i)
+                .events
+                .iter()
+                .filter(|e| matches!(e, MeshEvent::ConnectionLost { reason: None, .. }))
+                .count()
+        })
+        .sum();
+    assert!(lost > 0, "loss broke no link");
+    net.set_loss(0.0);
+    settle(&mut net, Duration::from_secs(400), |n| {
+        linked_as(n, &neighbours) && agree(n)
+    });
+}
+
+#[test]
+fn the_same_seed_replays_the_same_run() {
+    let run = || {
+        let mut net = launch(10, 12);
+        net.run_for(Duration::from_secs(30));
+        let digests: Vec<u64> = (0..12)
+            .map(|i| net.node(i).mesh.topology().digest())
+            .collect();
+        (net.bytes_sent, digests)
+    };
+    assert_eq!(run(), run());
+}
+
+/// A channel that only records the unicasts it receives.
+#[derive(Default)]
+struct Inbox(Vec<(PeerId, Vec<u8>)>);
+
+impl crate::channel::GossipChannel for Inbox {
+    fn digest(&self) -> u64 {
+        0
+    }
+    fn summary(&self) -> Vec<Vec<u8>> {
+        Vec::new()
+    }
+    fn updates_for(&self, _: &[u8]) -> Result<Vec<Vec<u8>>, crate::channel::ChannelError> {
+        Ok(Vec::new())
+    }
+    fn missing_here(&self, _: &[u8]) -> Result<Vec<Vec<u8>>, crate::channel::ChannelError> {
+        Ok(Vec::new())
+    }
+    fn merge(&mut self, _: &[u8]) -> Result<Option<Vec<u8>>, crate::channel::ChannelError> {
+        Ok(None)
+    }
+    fn handle_unicast(
+        &mut self,
+        source: PeerId,
+        payload: &[u8],
+    ) -> Result<(), crate::channel::ChannelError> {
+        self.0.push((source, payload.to_vec()));
+        Ok(())
+    }
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+        self
+    }
+}
+
+#[test]
+fn unicasts_follow_routes_over_several_hops() {
+    let (mut net, neighbours) = sparse(11);
+    for i in 0..N {
+        net.node_mut(i)
+            .mesh
+            .register_channel("inbox", Box::<Inbox>::default());
+    }
+    settle(&mut net, Duration::from_secs(300), |n| {
+        linked_as(n, &neighbours) && agree(n)
+    });
+    net.run_for(Duration::from_secs(1));
+    let hops_from_0 = |k: usize| {
+        let (mut at, mut hops) = (0, 0);
+        while at != k && hops < N {
+            let next = net
+                .node(at)
+                .mesh
+                .routes()
+                .unicast(&node_id(k))
+                .expect("route");
+            at = (0..N).find(|&j| node_id(j) == next).expect("node");
+            hops += 1;
+        }
+        hops
+    };
+    let far = (0..N).max_by_key(|&k| hops_from_0(k)).expect("nodes");
+    assert!(
+        hops_from_0(far) >= 3,
+        "the farthest peer is {} hops away",
+        hops_from_0(far)
+    );
+    assert!(net
+        .node_mut(0)
+        .mesh
+        .send_unicast(node_id(far), "inbox", b"hello".to_vec()));
+    net.drive(0);
+    assert!(net.run_until_quiet(Duration::from_secs(5)));
+    let inbox = net
+        .node(far)
+        .mesh
+        .channel("inbox")
+        .and_then(|c| c.as_any().downcast_ref::<Inbox>())
+        .expect("inbox");
+    assert_eq!(inbox.0, vec![(node_id(0), b"hello".to_vec())]);
+    let others: usize = (0..N)
+        .filter(|&k| k != far)
+        .map(|k| {
+            net.node(k)
+                .mesh
+                .channel("inbox")
+                .and_then(|c| c.as_any().downcast_ref::<Inbox>())
+                .map_or(0, |i| i.0.len())
+        })
+        .sum();
+    assert_eq!(others, 0);
+}
