@@ -234,9 +234,7 @@ impl Dataplane {
                 || entry
                     .last_tx
                     .is_none_or(|t| now.saturating_duration_since(t) >= interval);
-            if due
-                && entry.session.can_send()
-                && seal_into(entry, &[], tx, &mut self.drops).is_ok()
+            if due && entry.session.can_send() && seal_into(entry, &[], tx, &mut self.drops).is_ok()
             {
                 entry.last_tx = Some(now);
             }

@@ -136,7 +136,9 @@ mod tests {
 
     #[test]
     fn short_name_round_trips() {
-        let id = PeerId([0x4a, 0x0f, 0xf6, 0xec, 0x1c, 0x93, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+        let id = PeerId([
+            0x4a, 0x0f, 0xf6, 0xec, 0x1c, 0x93, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10,
+        ]);
         let s = id.short().to_string();
         assert_eq!(s, "4a:0f:f6:ec:1c:93");
         let parsed: ShortName = s.parse().unwrap();
@@ -146,7 +148,13 @@ mod tests {
 
     #[test]
     fn bad_names_are_refused() {
-        for bad in ["", "4a:0f", "4a:0f:f6:ec:1c:93:00", "zz:0f:f6:ec:1c:93", "4a0:f:f6:ec:1c:93"] {
+        for bad in [
+            "",
+            "4a:0f",
+            "4a:0f:f6:ec:1c:93:00",
+            "zz:0f:f6:ec:1c:93",
+            "4a0:f:f6:ec:1c:93",
+        ] {
             assert!(bad.parse::<ShortName>().is_err(), "{bad}");
         }
     }

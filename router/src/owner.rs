@@ -8,7 +8,7 @@
 use crate::links::{self, LinkContext};
 use crate::report;
 use crate::status::Report;
-use gossip::connection_maker::{ConnectionMaker, Retry, TargetState};
+use gossip::connection_maker::{ConnectionMaker, Retry};
 use gossip::mesh::{CloseReason, ConnId, Mesh, MeshEvent, MeshOutput};
 use gossip::peer::PeerId;
 use std::collections::HashMap;
@@ -128,16 +128,6 @@ struct LinkEntry {
     target: Option<SocketAddr>,
     encrypted: bool,
     established: bool,
-    ended: Option<Ending>,
-}
-
-/// Why we closed a link, when that matters for redialling.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Ending {
-    /// Another link to the same peer replaced it.
-    Superseded,
-    /// It must never be retried (ourself, or a clone of our identity).
-    Permanent,
 }
 
 /// The owner's state. Built by [`spawn`].
@@ -148,6 +138,7 @@ pub struct Owner {
     links: HashMap<ConnId, LinkEntry>,
     ctx: Weak<LinkContext>,
     rx: mpsc::UnboundedReceiver<Input>,
+    links_changed: bool,
 }
 
 /// Creates the owner's channel; the owner itself starts with [`Owner::run`] once the
@@ -173,6 +164,7 @@ impl Owner {
             links: HashMap::new(),
             ctx: Arc::downgrade(ctx),
             rx,
+            links_changed: false,
         }
     }
 
@@ -219,15 +211,23 @@ impl Owner {
                         target,
                         encrypted,
                         established: false,
-                        ended: None,
                     },
                 );
+                // The link authenticated `remote_id`: the maker learns who is there now,
+                // so that a duplicate-race loser is not redialled.
+                if let Some(target) = target {
+                    self.maker.handle_connected(now, target, remote_id);
+                }
                 self.mesh
                     .handle_link_up(now, conn, remote_id, outbound, addr);
             }
             Input::LinkDown { conn, error } => {
                 if let Some(entry) = self.links.remove(&conn) {
-                    self.link_down(now, entry, error.unwrap_or_else(|| "link closed".into()));
+                    if entry.established {
+                        let error = error.as_deref().unwrap_or("closed");
+                        info!(peer = %entry.remote_id, "connection to {} lost: {error}", entry.remote_id);
+                    }
+                    self.link_gone(now, entry);
                 }
                 self.mesh.handle_link_down(now, conn);
             }
@@ -262,19 +262,20 @@ impl Owner {
                 MeshOutput::Send { conn, message } => self.send(conn, message),
                 MeshOutput::Close { conn, reason } => self.close(now, conn, reason),
                 MeshOutput::Event(event) => {
-                    topology_changed |= matches!(
+                    topology_changed |= matches!(event, MeshEvent::TopologyChanged);
+                    self.links_changed |= matches!(
                         event,
-                        MeshEvent::TopologyChanged
-                            | MeshEvent::ConnectionEstablished { .. }
-                            | MeshEvent::ConnectionLost { .. }
+                        MeshEvent::ConnectionEstablished { .. } | MeshEvent::ConnectionLost { .. }
                     );
-                    self.event(now, event);
+                    self.event(event);
                 }
             }
         }
         if topology_changed {
             let candidates = self.mesh.discovery_candidates();
             self.maker.set_discovered(now, &candidates);
+        }
+        if std::mem::take(&mut self.links_changed) {
             let connected: Vec<PeerId> = self
                 .links
                 .values()
@@ -290,32 +291,12 @@ impl Owner {
         }
     }
 
-    /// Tells the connection maker what the end of a link means for its targets.
-    fn link_down(&mut self, now: Instant, entry: LinkEntry, error: String) {
-        match entry.ended {
-            // Another link to the same peer carries on; nothing to redial.
-            Some(Ending::Superseded) | Some(Ending::Permanent) => {}
-            None if entry.established => {
-                info!(peer = %entry.remote_id, "connection to {} lost: {error}", entry.remote_id);
-                // Every target that reached this peer is due for a redial.
-                let due: Vec<SocketAddr> = self
-                    .maker
-                    .targets()
-                    .into_iter()
-                    .filter(|t| t.peer == Some(entry.remote_id))
-                    .filter(|t| t.state == TargetState::Established)
-                    .map(|t| t.addr)
-                    .collect();
-                for addr in due {
-                    self.maker.handle_disconnected(now, addr, entry.remote_id);
-                }
-            }
-            None => {
-                if let Some(target) = entry.target {
-                    self.maker.handle_failed(now, target, error, Retry::Later);
-                }
-            }
+    /// What the end of an authenticated link means for the connection maker.
+    fn link_gone(&mut self, now: Instant, entry: LinkEntry) {
+        if let Some(target) = entry.target {
+            self.maker.handle_disconnected(now, target, entry.remote_id);
         }
+        self.links_changed = true;
     }
 
     fn send(&mut self, conn: ConnId, message: Vec<u8>) {
@@ -328,40 +309,34 @@ impl Owner {
         }
     }
 
+    /// The mesh closed a link (and has forgotten it): tell the link task, and treat the
+    /// link as gone now rather than when its task reports back.
     fn close(&mut self, now: Instant, conn: ConnId, reason: CloseReason) {
-        let Some(entry) = self.links.get_mut(&conn) else {
+        let Some(mut entry) = self.links.remove(&conn) else {
             return;
         };
         let peer = entry.remote_id;
         if reason.is_permanent() {
             warn!(conn = conn.0, %peer, "closing link to {}: {reason}", entry.addr);
-            entry.ended = Some(Ending::Permanent);
-            if let Some(target) = entry.target {
+            if let Some(target) = entry.target.take() {
                 self.maker
                     .handle_failed(now, target, reason.to_string(), Retry::Never);
             }
         } else if matches!(reason, CloseReason::Duplicate | CloseReason::Replaced) {
             debug!(conn = conn.0, %peer, "closing link: {reason}");
-            entry.ended = Some(Ending::Superseded);
-            // The surviving link reaches this target's peer: the target is satisfied.
-            if let Some(target) = entry.target {
-                self.maker.handle_connected(now, target, peer);
-            }
         } else {
-            info!(conn = conn.0, %peer, "closing link: {reason}");
+            info!(conn = conn.0, %peer, "closing link to {peer}: {reason}");
         }
         let _ = entry.tx.try_send(LinkCmd::Close(reason.to_string()));
+        self.link_gone(now, entry);
     }
 
-    fn event(&mut self, now: Instant, event: MeshEvent) {
+    fn event(&mut self, event: MeshEvent) {
         match event {
             MeshEvent::ConnectionEstablished { conn, peer } => {
                 if let Some(entry) = self.links.get_mut(&conn) {
                     entry.established = true;
                     info!(%peer, conn = conn.0, "connection established with {peer}");
-                    if let Some(target) = entry.target {
-                        self.maker.handle_connected(now, target, peer);
-                    }
                 }
             }
             MeshEvent::PeerRemoved(peer) => info!(%peer, "peer {peer} removed from topology"),
