@@ -223,9 +223,14 @@ impl Owner {
             }
             Input::LinkDown { conn, error } => {
                 if let Some(entry) = self.links.remove(&conn) {
-                    if entry.established {
-                        let error = error.as_deref().unwrap_or("closed");
-                        info!(peer = %entry.remote_id, "connection to {} lost: {error}", entry.remote_id);
+                    let peer = entry.remote_id;
+                    let error = error.as_deref().unwrap_or("closed");
+                    // If another link to the peer exists, the remote closed this one as
+                    // the loser of a duplicate race (it decided before we did): no loss.
+                    if self.links.values().any(|l| l.remote_id == peer) {
+                        debug!(%peer, conn = conn.0, "duplicate link closed by the remote: {error}");
+                    } else if entry.established {
+                        info!(%peer, "connection to {peer} lost: {error}");
                     }
                     self.link_gone(now, entry);
                 }
@@ -275,6 +280,9 @@ impl Owner {
             let candidates = self.mesh.discovery_candidates();
             self.maker.set_discovered(now, &candidates);
         }
+        if topology_changed || self.links_changed {
+            self.claim_targets(now);
+        }
         if std::mem::take(&mut self.links_changed) {
             let connected: Vec<PeerId> = self
                 .links
@@ -299,13 +307,45 @@ impl Owner {
         self.links_changed = true;
     }
 
+    /// An inbound link satisfies our target at that peer's listen address. Without this,
+    /// a target whose first dial failed (the peer was not up yet) is dialled again even
+    /// though the peer has connected to us, and the duplicate displaces the working link.
+    /// The peer's listen port comes with its topology record, which may arrive after the
+    /// link is established: so this runs whenever links or the topology change.
+    fn claim_targets(&mut self, now: Instant) {
+        let targets: Vec<SocketAddr> = self.maker.targets().iter().map(|t| t.addr).collect();
+        for entry in self.links.values_mut() {
+            if entry.target.is_some() || !entry.established {
+                continue;
+            }
+            let Some(port) = self
+                .mesh
+                .topology()
+                .peer(&entry.remote_id)
+                .map(|r| r.listen_port())
+            else {
+                continue;
+            };
+            let addr = SocketAddr::new(entry.addr.ip(), port);
+            if targets.contains(&addr) {
+                self.maker.handle_connected(now, addr, entry.remote_id);
+                entry.target = Some(addr);
+            }
+        }
+    }
+
     fn send(&mut self, conn: ConnId, message: Vec<u8>) {
         let Some(entry) = self.links.get(&conn) else {
             return;
         };
-        if entry.tx.try_send(LinkCmd::Send(message)).is_err() {
-            warn!(conn = conn.0, peer = %entry.remote_id, "send queue full; closing link");
-            let _ = entry.tx.try_send(LinkCmd::Close("send queue full".into()));
+        match entry.tx.try_send(LinkCmd::Send(message)) {
+            Ok(()) => {}
+            // The link task has ended; its LinkDown is on the way.
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                warn!(conn = conn.0, peer = %entry.remote_id, "send queue full; closing link");
+                let _ = entry.tx.try_send(LinkCmd::Close("send queue full".into()));
+            }
         }
     }
 
