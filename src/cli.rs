@@ -77,6 +77,33 @@ pub enum Command {
         #[command(flatten)]
         dirs: Dirs,
     },
+    /// Attach a network namespace (a container) to the overlay: weft attach CIDR... NETNS.
+    ///
+    /// NETNS is a name under /run/netns, an absolute path, or a PID. Prints the addresses.
+    /// Example: weft attach 10.32.1.2/12 pod1
+    Attach {
+        /// Addresses (CIDR) then the namespace, last.
+        #[arg(required = true, value_name = "CIDR... NETNS")]
+        args: Vec<String>,
+        /// Interface name inside the namespace.
+        #[arg(long, default_value = "ethwe0")]
+        ifname: String,
+        #[command(flatten)]
+        dirs: Dirs,
+    },
+    /// Remove addresses, or the whole interface, from a namespace: weft detach [CIDR...] NETNS.
+    ///
+    /// Example: weft detach pod1
+    Detach {
+        /// Addresses (CIDR) to remove, then the namespace, last; no address removes the interface.
+        #[arg(required = true, value_name = "[CIDR...] NETNS")]
+        args: Vec<String>,
+        /// Interface name inside the namespace.
+        #[arg(long, default_value = "ethwe0")]
+        ifname: String,
+        #[command(flatten)]
+        dirs: Dirs,
+    },
     /// Print the version.
     Version,
     /// Network secrets: weft secret generate.
@@ -118,6 +145,24 @@ pub fn run(cli: Cli) -> Result<()> {
             print!("{}", String::from_utf8_lossy(&body));
             Ok(())
         }
+        Command::Attach { args, ifname, dirs } => {
+            let body = attach_body(args, ifname, true)?;
+            let answer = client::request(&dirs.run_dir, "POST", "/attach", Some(&body))?;
+            let answer: router::api::AttachAnswer = serde_json::from_slice(&answer)?;
+            let ips: Vec<&str> = answer
+                .cidrs
+                .iter()
+                .filter(|c| !c.starts_with("fe80:"))
+                .map(|c| c.split('/').next().unwrap_or(c))
+                .collect();
+            println!("{}", ips.join(" "));
+            Ok(())
+        }
+        Command::Detach { args, ifname, dirs } => {
+            let body = attach_body(args, ifname, false)?;
+            client::request(&dirs.run_dir, "POST", "/detach", Some(&body))?;
+            Ok(())
+        }
         Command::Version => {
             println!("weft {}", router::VERSION);
             Ok(())
@@ -129,6 +174,29 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// `CIDR... NETNS` into the API's body, checking the CIDRs here for a quick, clear error.
+fn attach_body(mut args: Vec<String>, ifname: String, need_cidr: bool) -> Result<Vec<u8>> {
+    let netns = args.pop().unwrap_or_default();
+    if netns.contains('/') && netns.parse::<datapath::netlink::LinkAddr>().is_ok() {
+        bail!("the last argument must be the namespace (NETNS), not the address {netns}");
+    }
+    for c in &args {
+        c.parse::<datapath::netlink::LinkAddr>()?;
+    }
+    if need_cidr && args.is_empty() {
+        bail!(
+            "give at least one address: weft attach CIDR... NETNS \
+             (allocation without a CIDR comes with IPAM)"
+        );
+    }
+    let body = router::api::AttachBody {
+        netns,
+        ifname,
+        cidrs: args,
+    };
+    Ok(serde_json::to_vec(&body)?)
 }
 
 fn print_get(run_dir: &Path, path: &str) -> Result<()> {

@@ -49,6 +49,13 @@ pub struct LaunchArgs {
     /// Cap on connections opened by discovery (0 = no cap).
     #[arg(long, default_value_t = config::DEFAULT_CONN_LIMIT)]
     pub conn_limit: usize,
+    /// Overlay MTU of the bridge and attached interfaces (default: what a 1500-byte
+    /// underlay leaves after the sleeve's overhead, 1377).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1280..=65000))]
+    pub mtu: Option<u32>,
+    /// Sleeve rekey interval in seconds (default 120; tests make it short).
+    #[arg(long, value_name = "SECONDS", hide = true)]
+    pub rekey_interval: Option<u64>,
     /// Stay attached: log to stderr and do not return until the router stops.
     #[arg(long)]
     pub foreground: bool,
@@ -100,6 +107,10 @@ impl LaunchArgs {
             discovery: !self.no_discovery,
             conn_limit: self.conn_limit,
             peers,
+            mtu: self.mtu,
+            rekey_interval: self
+                .rekey_interval
+                .map(|s| std::time::Duration::from_secs(s.max(1))),
         })
     }
 }

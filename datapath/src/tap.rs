@@ -56,6 +56,12 @@ impl Tap {
         self.fd.get_ref().recv(buf)
     }
 
+    /// Writes one frame if the device can take it now; `WouldBlock` otherwise (the
+    /// caller drops and counts, as a switch does when a port's queue is full).
+    pub fn try_send(&self, frame: &[u8]) -> io::Result<usize> {
+        self.fd.get_ref().send(frame)
+    }
+
     /// Writes one frame, waiting while the device queue is full.
     pub async fn send(&self, frame: &[u8]) -> io::Result<usize> {
         loop {

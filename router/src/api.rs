@@ -10,6 +10,9 @@ use crate::config;
 use crate::http::{self, Request, Response};
 use crate::owner::{Input, OwnerHandle};
 use crate::status;
+use datapath::attach::{self, AttachRequest};
+use datapath::netlink::{LinkAddr, Netlink};
+use datapath::netns::NetnsRef;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use tokio::net::{TcpListener, UnixListener};
@@ -26,6 +29,28 @@ pub struct PeersRequest {
     pub replace: bool,
 }
 
+/// Body of `POST /attach` and `POST /detach`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AttachBody {
+    /// The namespace: a name under /run/netns, an absolute path, or a PID.
+    pub netns: String,
+    /// Interface name inside it.
+    pub ifname: String,
+    /// Addresses as CIDRs (`10.32.1.2/12`).
+    pub cidrs: Vec<String>,
+}
+
+/// Answer of `POST /attach`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AttachAnswer {
+    /// Host end of the veth.
+    pub host_ifname: String,
+    /// MAC of the interface in the namespace.
+    pub mac: String,
+    /// Its addresses.
+    pub cidrs: Vec<String>,
+}
+
 /// Shared by both listeners.
 #[derive(Clone)]
 pub struct Api {
@@ -33,6 +58,8 @@ pub struct Api {
     pub owner: OwnerHandle,
     /// Tells the daemon to stop.
     pub stop: mpsc::Sender<()>,
+    /// Overlay MTU for attached interfaces.
+    pub mtu: u32,
 }
 
 /// Serves the Unix-socket API until the listener fails.
@@ -101,6 +128,8 @@ impl Api {
             ),
             ("POST", "/connect") => self.connect(req).await,
             ("POST", "/forget") => self.forget(req).await,
+            ("POST", "/attach") => self.attach(req).await,
+            ("POST", "/detach") => self.detach(req).await,
             ("POST", "/stop") => {
                 let _ = self.stop.try_send(());
                 Response::text(200, "stopping\n")
@@ -156,6 +185,89 @@ impl Api {
             Err(_) => Response::text(503, "router is stopping\n"),
         }
     }
+}
+
+impl Api {
+    async fn attach(&self, req: &Request) -> Response {
+        let (netns, ifname, addrs) = match parse_attach(req, true) {
+            Ok(p) => p,
+            Err(r) => return r,
+        };
+        let nl = match Netlink::new() {
+            Ok(nl) => nl,
+            Err(e) => return Response::text(500, format!("{e}\n")),
+        };
+        let request = AttachRequest {
+            netns,
+            ifname,
+            addrs,
+            routes: Vec::new(),
+            mtu: self.mtu,
+        };
+        match attach::attach(&nl, config::BRIDGE, &request).await {
+            Ok(a) => Response::json(
+                200,
+                &AttachAnswer {
+                    host_ifname: a.host_ifname,
+                    mac: format_mac(&a.mac),
+                    cidrs: a.addrs.iter().map(|c| c.to_string()).collect(),
+                },
+            ),
+            Err(e) => Response::text(400, format!("attach failed: {e}\n")),
+        }
+    }
+
+    async fn detach(&self, req: &Request) -> Response {
+        let (netns, ifname, addrs) = match parse_attach(req, false) {
+            Ok(p) => p,
+            Err(r) => return r,
+        };
+        let result =
+            tokio::task::spawn_blocking(move || attach::detach(&netns, &ifname, &addrs)).await;
+        match result {
+            Ok(Ok(left)) => {
+                let left: Vec<String> = left.iter().map(|c| c.to_string()).collect();
+                Response::text(200, format!("{}\n", left.join(" ")))
+            }
+            Ok(Err(e)) => Response::text(400, format!("detach failed: {e}\n")),
+            Err(e) => Response::text(500, format!("detach failed: {e}\n")),
+        }
+    }
+}
+
+/// `aa:bb:cc:dd:ee:ff`.
+pub fn format_mac(mac: &[u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+type AttachParts = (NetnsRef, String, Vec<LinkAddr>);
+
+fn parse_attach(req: &Request, need_cidr: bool) -> Result<AttachParts, Response> {
+    let bad = |m: String| Response::text(400, format!("{m}\n"));
+    let body: AttachBody =
+        serde_json::from_slice(&req.body).map_err(|e| bad(format!("bad request body: {e}")))?;
+    let netns: NetnsRef = body.netns.parse().map_err(|e| bad(format!("{e}")))?;
+    if !attach::valid_ifname(&body.ifname) {
+        return Err(bad(format!("invalid interface name {:?}", body.ifname)));
+    }
+    if body.cidrs.len() > 64 {
+        return Err(bad("at most 64 addresses".into()));
+    }
+    let addrs = body
+        .cidrs
+        .iter()
+        .map(|c| c.parse::<LinkAddr>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad(e.to_string()))?;
+    if need_cidr && addrs.is_empty() {
+        return Err(bad(
+            "no address given: `weft attach CIDR... NETNS` (allocation without a CIDR comes with IPAM)".into(),
+        ));
+    }
+    Ok((netns, body.ifname, addrs))
 }
 
 fn parse_peers(req: &Request) -> Result<PeersRequest, Response> {

@@ -52,7 +52,27 @@ pub struct Config {
     pub conn_limit: usize,
     /// Initial connection targets.
     pub peers: Vec<SocketAddr>,
+    /// Overlay MTU; by default what a 1500-byte IPv4 underlay leaves after the sleeve.
+    pub mtu: Option<u32>,
+    /// Sleeve rekey interval (120 s unless a test makes it short).
+    pub rekey_interval: Option<std::time::Duration>,
 }
+
+/// Name of the bridge on every host.
+pub const BRIDGE: &str = "weft";
+
+/// The overlay MTU when none is given: a 1500-byte IPv4 underlay minus the sleeve.
+pub fn default_mtu() -> u32 {
+    u32::from(datapath::sleeve::overlay_mtu(
+        1500,
+        datapath::sleeve::IpVersion::V4,
+    ))
+}
+
+/// Smallest overlay MTU accepted (IPv6 needs 1280).
+pub const MIN_MTU: u32 = 1280;
+/// Largest overlay MTU accepted.
+pub const MAX_MTU: u32 = 65_000;
 
 impl Config {
     /// The API socket path, `<run-dir>/weft.sock`.

@@ -7,9 +7,13 @@
 
 use crate::api::{self, Api};
 use crate::config::{self, Config, Security};
+use crate::dataplane;
 use crate::links::LinkContext;
 use crate::listener;
-use crate::owner::{self, Owner, RouterInfo};
+use crate::owner::{self, DataplaneLink, Owner, RouterInfo};
+use datapath::dataplane::{Dataplane, DataplaneConfig};
+use datapath::netlink::Netlink;
+use datapath::tap::{Tap, TAP_NAME};
 use gossip::connection_maker::{ConnectionMaker, MakerConfig};
 use gossip::identity::{Identity, IdentityError};
 use gossip::mesh::{LocalPeer, Mesh, MeshConfig};
@@ -19,10 +23,11 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 use tokio::net::{TcpListener, UnixListener};
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
 /// Why the router could not start.
@@ -45,6 +50,9 @@ pub enum RouterError {
     /// The network secret is unusable.
     #[error(transparent)]
     Secret(#[from] PskError),
+    /// The bridge, the TAP device or the UDP socket could not be set up.
+    #[error("cannot set up the data plane: {0} (weft needs root, /dev/net/tun and netlink)")]
+    Dataplane(String),
     /// A listening socket could not be bound.
     #[error("cannot listen on {what} {addr}: {source}{hint}")]
     Listen {
@@ -125,6 +133,11 @@ pub async fn run(config: Config, on_ready: impl FnOnce(&str)) -> Result<(), Rout
         ),
         None => None,
     };
+    let udp = tokio::net::UdpSocket::bind(tcp_addr)
+        .await
+        .map_err(|e| listen_error("UDP", tcp_addr.to_string(), e))?;
+    let mtu = config.mtu.unwrap_or_else(config::default_mtu);
+    let tap = setup_bridge(mtu).await?;
     let unix = UnixListener::bind(&socket_path).map_err(|e| RouterError::Dir {
         path: socket_path.clone(),
         source: e,
@@ -157,6 +170,18 @@ pub async fn run(config: Config, on_ready: impl FnOnce(&str)) -> Result<(), Rout
     let mut maker = ConnectionMaker::new(maker_config, rand::random());
     maker.add_targets(now, &config.peers, false);
 
+    let (routes_tx, routes_rx) = watch::channel(Arc::new(gossip::routes::Routes::empty(id)));
+    let (dp_events_tx, dp_events_rx) = mpsc::unbounded_channel();
+    let mut dp_config = DataplaneConfig::default();
+    if let Some(interval) = config.rekey_interval {
+        dp_config.session.rekey_after_time = interval;
+        dp_config.session.reject_after_time = interval + interval / 2;
+    }
+    let dp = Dataplane::new(id, dp_config);
+    let (dp_task, dp_handle) = dataplane::new(dp, tap, udp, routes_rx, dp_events_tx);
+    tokio::spawn(dp_task.run());
+    let dp_link = DataplaneLink::new(dp_handle, dp_events_rx, routes_tx, mtu);
+
     let (handle, rx) = owner::channel();
     let ctx = LinkContext::new(identity, psk, handle.clone());
     let info = RouterInfo {
@@ -166,11 +191,12 @@ pub async fn run(config: Config, on_ready: impl FnOnce(&str)) -> Result<(), Rout
         discovery: config.discovery,
         port: config.port,
     };
-    let owner_task = tokio::spawn(Owner::new(info, mesh, maker, &ctx, rx).run());
+    let owner_task = tokio::spawn(Owner::new(info, mesh, maker, &ctx, rx, dp_link).run());
     let (stop_tx, mut stop_rx) = mpsc::channel(1);
     let api = Api {
         owner: handle,
         stop: stop_tx,
+        mtu,
     };
     tokio::spawn(listener::run(tcp, ctx));
     tokio::spawn(api::serve_unix(unix, api.clone()));
@@ -192,6 +218,23 @@ pub async fn run(config: Config, on_ready: impl FnOnce(&str)) -> Result<(), Rout
     let _ = std::fs::remove_file(&pid_path);
     info!("router stopped");
     Ok(())
+}
+
+/// Creates the bridge (if missing) and the TAP device on it, both with the overlay MTU.
+/// The bridge outlives the router, so that a restart does not cut attached containers
+/// off; the TAP device lives as long as the router holds it open.
+async fn setup_bridge(mtu: u32) -> Result<Tap, RouterError> {
+    let fail = |e: &dyn std::fmt::Display| RouterError::Dataplane(e.to_string());
+    let nl = Netlink::new().map_err(|e| fail(&e))?;
+    let bridge = nl
+        .ensure_bridge(config::BRIDGE, mtu)
+        .await
+        .map_err(|e| fail(&e))?;
+    let tap = Tap::open(TAP_NAME).map_err(|e| fail(&e))?;
+    nl.enslave(TAP_NAME, bridge, mtu)
+        .await
+        .map_err(|e| fail(&e))?;
+    Ok(tap)
 }
 
 /// Initializes logging: always to `<run-dir>/weft.log`, and to stderr when attached.

@@ -14,6 +14,8 @@
 //! - [`daemon`]: startup checks, task wiring, shutdown, logging.
 //! - [`owner`]: the task that owns the mesh state.
 //! - [`links`]: one task per control link.
+//! - [`dataplane`]: the task that owns the TAP device, the UDP socket and the sessions.
+//! - [`sleeve_channel`]: the data plane's control messages on the mesh.
 //! - [`listener`]: accept loop with pre-authentication limits.
 //! - [`api`], [`http`]: the local API and the status listener.
 //! - [`status`], [`report`]: the status model and weave's text layouts.
@@ -25,11 +27,13 @@ pub mod api;
 pub mod client;
 pub mod config;
 pub mod daemon;
+pub mod dataplane;
 pub mod http;
 pub mod links;
 pub mod listener;
 pub mod owner;
 pub mod report;
+pub mod sleeve_channel;
 pub mod status;
 
 /// The weft version, as `weft version` prints it.

@@ -114,6 +114,7 @@ async fn run<S>(
         addr: remote,
         target,
         encrypted: established.encrypted,
+        hash: established.handshake_hash,
         tx,
     });
     let error = records(

@@ -5,17 +5,21 @@
 //! both sans-IO machines with the wall clock, turns their outputs into link commands and
 //! dials, and builds the [`Report`] snapshots that status shows.
 
+use crate::dataplane::{Command as DpCommand, DataplaneHandle};
 use crate::links::{self, LinkContext};
 use crate::report;
+use crate::sleeve_channel::{SleeveChannel, SleeveMessage, SLEEVE_CHANNEL};
 use crate::status::Report;
+use datapath::dataplane::Event as DpEvent;
 use gossip::connection_maker::{ConnectionMaker, Retry};
 use gossip::mesh::{CloseReason, ConnId, Mesh, MeshEvent, MeshOutput};
 use gossip::peer::PeerId;
-use std::collections::HashMap;
+use gossip::routes::Routes;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, info, warn};
 
 /// A command for a link task.
@@ -44,6 +48,8 @@ pub enum Input {
         target: Option<SocketAddr>,
         /// Whether the link uses the network secret.
         encrypted: bool,
+        /// The Noise handshake hash of the link (salts the sleeve keys).
+        hash: [u8; 32],
         /// Where to send link commands.
         tx: mpsc::Sender<LinkCmd>,
     },
@@ -127,6 +133,7 @@ struct LinkEntry {
     addr: SocketAddr,
     target: Option<SocketAddr>,
     encrypted: bool,
+    hash: [u8; 32],
     established: bool,
 }
 
@@ -139,6 +146,49 @@ pub struct Owner {
     ctx: Weak<LinkContext>,
     rx: mpsc::UnboundedReceiver<Input>,
     links_changed: bool,
+    dataplane: DataplaneLink,
+}
+
+/// The owner's side of the data plane: the task's handle, its events, the route
+/// snapshots it reads, and what it has been told.
+pub struct DataplaneLink {
+    /// The data-plane task.
+    pub handle: DataplaneHandle,
+    /// Its events (rekey offers and notices to send, path changes).
+    pub events: mpsc::UnboundedReceiver<DpEvent>,
+    /// Route snapshots for it.
+    pub routes: watch::Sender<Arc<Routes>>,
+    /// Overlay MTU, for status.
+    pub mtu: u32,
+    /// Neighbours the task knows, with the endpoint and hash it was given.
+    known: HashMap<PeerId, (SocketAddr, [u8; 32])>,
+    /// Neighbours whose UDP path is established.
+    paths: HashSet<PeerId>,
+    /// Sleeve messages waiting for a route to their neighbour.
+    unrouted: Vec<(PeerId, Vec<u8>)>,
+}
+
+/// Bound on sleeve messages waiting for a route.
+const MAX_UNROUTED: usize = 256;
+
+impl DataplaneLink {
+    /// Wraps the task's handle and channels.
+    pub fn new(
+        handle: DataplaneHandle,
+        events: mpsc::UnboundedReceiver<DpEvent>,
+        routes: watch::Sender<Arc<Routes>>,
+        mtu: u32,
+    ) -> DataplaneLink {
+        DataplaneLink {
+            handle,
+            events,
+            routes,
+            mtu,
+            known: HashMap::new(),
+            paths: HashSet::new(),
+            unrouted: Vec::new(),
+        }
+    }
 }
 
 /// Creates the owner's channel; the owner itself starts with [`Owner::run`] once the
@@ -152,11 +202,15 @@ impl Owner {
     /// An owner for these machines.
     pub fn new(
         info: RouterInfo,
-        mesh: Mesh,
+        mut mesh: Mesh,
         maker: ConnectionMaker,
         ctx: &Arc<LinkContext>,
         rx: mpsc::UnboundedReceiver<Input>,
+        mut dataplane: DataplaneLink,
     ) -> Owner {
+        mesh.register_channel(SLEEVE_CHANNEL, Box::<SleeveChannel>::default());
+        let _ = dataplane.routes.send(Arc::new(mesh.routes().clone()));
+        dataplane.known.clear();
         Owner {
             info,
             mesh,
@@ -165,6 +219,7 @@ impl Owner {
             ctx: Arc::downgrade(ctx),
             rx,
             links_changed: false,
+            dataplane,
         }
     }
 
@@ -183,6 +238,7 @@ impl Owner {
                     Some(input) => self.handle(Instant::now(), input),
                     None => return,
                 },
+                Some(event) = self.dataplane.events.recv() => self.dataplane_event(event),
                 _ = sleep => {
                     let now = Instant::now();
                     self.mesh.handle_timeout(now);
@@ -200,6 +256,7 @@ impl Owner {
                 addr,
                 target,
                 encrypted,
+                hash,
                 tx,
             } => {
                 self.links.insert(
@@ -210,6 +267,7 @@ impl Owner {
                         addr,
                         target,
                         encrypted,
+                        hash,
                         established: false,
                     },
                 );
@@ -251,9 +309,13 @@ impl Owner {
                 let _ = reply.send(self.maker.forget(&targets));
             }
             Input::Report(reply) => {
-                let r = report::build(&self.info, &self.mesh, &self.maker, |conn| {
-                    self.links.get(&conn).map(|l| l.encrypted)
-                });
+                let paths = &self.dataplane.paths;
+                let view = report::LinkView {
+                    encrypted: &|conn| self.links.get(&conn).map(|l| l.encrypted),
+                    path_established: &|peer| paths.contains(peer),
+                    mtu: self.dataplane.mtu,
+                };
+                let r = report::build(&self.info, &self.mesh, &self.maker, &view);
                 let _ = reply.send(r);
             }
         }
@@ -282,7 +344,9 @@ impl Owner {
         }
         if topology_changed || self.links_changed {
             self.claim_targets(now);
+            self.sync_dataplane();
         }
+        self.take_sleeve_messages();
         if std::mem::take(&mut self.links_changed) {
             let connected: Vec<PeerId> = self
                 .links
@@ -334,6 +398,101 @@ impl Owner {
         }
     }
 
+    /// Tells the data plane about neighbours gained and lost: the desired set is every
+    /// established link whose peer's listen port is known; the difference from what the
+    /// task was told is applied.
+    fn sync_dataplane(&mut self) {
+        let mut desired: HashMap<PeerId, (SocketAddr, [u8; 32])> = HashMap::new();
+        for l in self.links.values().filter(|l| l.established) {
+            if let Some(record) = self.mesh.topology().peer(&l.remote_id) {
+                let endpoint = SocketAddr::new(l.addr.ip(), record.listen_port());
+                desired.insert(l.remote_id, (endpoint, l.hash));
+            }
+        }
+        let dp = &mut self.dataplane;
+        let gone: Vec<PeerId> = dp
+            .known
+            .keys()
+            .filter(|p| !desired.contains_key(p))
+            .copied()
+            .collect();
+        for peer in gone {
+            dp.known.remove(&peer);
+            dp.paths.remove(&peer);
+            dp.handle.send(DpCommand::RemovePeer(peer));
+        }
+        for (peer, (endpoint, hash)) in desired {
+            if dp.known.get(&peer) != Some(&(endpoint, hash)) {
+                dp.known.insert(peer, (endpoint, hash));
+                dp.paths.remove(&peer);
+                dp.handle.send(DpCommand::AddPeer {
+                    peer,
+                    endpoint,
+                    hash,
+                });
+            }
+        }
+    }
+
+    /// Hands the data plane the control messages that arrived for it.
+    fn take_sleeve_messages(&mut self) {
+        let Some(channel) = self
+            .mesh
+            .channel_mut(SLEEVE_CHANNEL)
+            .and_then(|c| c.as_any_mut().downcast_mut::<SleeveChannel>())
+        else {
+            return;
+        };
+        while let Some((peer, message)) = channel.pop() {
+            let command = match message {
+                SleeveMessage::Offer(offer) => DpCommand::Offer(peer, offer),
+                SleeveMessage::Heard => DpCommand::Heard(peer),
+            };
+            self.dataplane.handle.send(command);
+        }
+    }
+
+    /// Carries a data-plane event to the control link, or records a path change.
+    fn dataplane_event(&mut self, event: DpEvent) {
+        let (peer, message) = match event {
+            DpEvent::SendOffer { peer, offer } => (peer, SleeveMessage::Offer(offer)),
+            DpEvent::SendHeard { peer } => (peer, SleeveMessage::Heard),
+            DpEvent::PathChanged { peer, established } => {
+                if established {
+                    info!(%peer, "UDP path to {peer} established");
+                    self.dataplane.paths.insert(peer);
+                } else {
+                    warn!(%peer, "UDP path to {peer} stopped working; the connection is pending");
+                    self.dataplane.paths.remove(&peer);
+                }
+                return;
+            }
+        };
+        self.send_sleeve(peer, message.encode());
+    }
+
+    /// Sends a sleeve control message; without a route yet (the link is up but routes
+    /// are computed a moment later) it waits in a small queue, retried on route changes.
+    fn send_sleeve(&mut self, peer: PeerId, payload: Vec<u8>) {
+        if !self
+            .mesh
+            .send_unicast(peer, SLEEVE_CHANNEL, payload.clone())
+        {
+            if self.dataplane.unrouted.len() == MAX_UNROUTED {
+                self.dataplane.unrouted.remove(0);
+            }
+            self.dataplane.unrouted.push((peer, payload));
+        }
+    }
+
+    fn retry_unrouted(&mut self) {
+        for (peer, payload) in std::mem::take(&mut self.dataplane.unrouted) {
+            if self.dataplane.known.contains_key(&peer) {
+                self.send_sleeve(peer, payload);
+            }
+        }
+    }
+
     fn send(&mut self, conn: ConnId, message: Vec<u8>) {
         let Some(entry) = self.links.get(&conn) else {
             return;
@@ -373,6 +532,13 @@ impl Owner {
 
     fn event(&mut self, event: MeshEvent) {
         match event {
+            MeshEvent::RoutesChanged => {
+                let _ = self
+                    .dataplane
+                    .routes
+                    .send(Arc::new(self.mesh.routes().clone()));
+                self.retry_unrouted();
+            }
             MeshEvent::ConnectionEstablished { conn, peer } => {
                 if let Some(entry) = self.links.get_mut(&conn) {
                     entry.established = true;

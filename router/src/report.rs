@@ -18,12 +18,23 @@ pub const PROTOCOL_VERSIONS: (u8, u8) = (
     gossip::handshake::MAX_VERSION,
 );
 
-/// Builds the report. `encrypted(conn)` tells whether a live link uses the secret.
+/// What the owner knows about links beyond the mesh.
+pub struct LinkView<'a> {
+    /// Whether a live link uses the network secret.
+    pub encrypted: &'a dyn Fn(ConnId) -> Option<bool>,
+    /// Whether the UDP path to a peer is confirmed both ways.
+    pub path_established: &'a dyn Fn(&gossip::peer::PeerId) -> bool,
+    /// The overlay MTU.
+    pub mtu: u32,
+}
+
+/// Builds the report. A connection is `established` once its control link is up and
+/// its UDP path works both ways; `pending` before.
 pub fn build(
     info: &RouterInfo,
     mesh: &Mesh,
     maker: &ConnectionMaker,
-    encrypted: impl Fn(ConnId) -> Option<bool>,
+    view: &LinkView<'_>,
 ) -> Report {
     let now = Instant::now();
     let mut connections = Vec::new();
@@ -33,18 +44,19 @@ pub fn build(
         connections.push(ConnectionReport {
             address: c.remote_addr.to_string(),
             outbound: c.outbound,
-            state: if c.is_established() {
+            state: if c.is_established() && (view.path_established)(&c.peer) {
                 "established"
             } else {
                 "pending"
             }
             .into(),
-            encrypted: encrypted(c.conn).unwrap_or(info.encryption),
+            encrypted: (view.encrypted)(c.conn).unwrap_or(info.encryption),
             overlay: "sleeve".into(),
             peer_name: Some(c.peer.short().to_string()),
             peer_nickname: c.nickname.clone(),
             error: None,
             retry: None,
+            mtu: Some(view.mtu),
         });
     }
     let mut targets = Vec::new();
@@ -76,6 +88,7 @@ pub fn build(
             peer_nickname: None,
             error: t.last_error.clone(),
             retry,
+            mtu: None,
         });
     }
     let peers = mesh

@@ -71,6 +71,8 @@ pub struct ConnectionReport {
     pub error: Option<String>,
     /// When the next attempt is due (UTC), or `never`.
     pub retry: Option<String>,
+    /// The overlay MTU on this connection, once it carries traffic.
+    pub mtu: Option<u32>,
 }
 
 /// A peer in the topology.
@@ -196,11 +198,15 @@ pub fn format_connections(r: &Report) -> String {
                 } else {
                     "unencrypted"
                 };
-                format!(
+                let mut info = format!(
                     "{enc:<11} {:<6} {name}({})",
                     c.overlay,
                     nick.as_deref().unwrap_or("")
-                )
+                );
+                if let Some(mtu) = c.mtu {
+                    let _ = write!(info, " mtu={mtu}");
+                }
+                info
             }
             (None, _) => String::new(),
         };

@@ -13,6 +13,7 @@ fn conn(addr: &str, outbound: bool, state: &str, peer: Option<(&str, &str)>) -> 
         peer_nickname: peer.map(|p| p.1.to_string()),
         error: None,
         retry: None,
+        mtu: peer.map(|_| 1376),
     }
 }
 
@@ -98,7 +99,7 @@ fn status_block_matches_weave_layout() {
 #[test]
 fn connection_lines_match_weave_layout() {
     let expected = "\
--> 198.18.0.2:6783       established encrypted   sleeve 7e:21:4a:70:2f:45(h2)
+-> 198.18.0.2:6783       established encrypted   sleeve 7e:21:4a:70:2f:45(h2) mtu=1376
 -> 198.18.0.9:6783       failed      dial tcp 198.18.0.9:6783: connection refused, retry: 2026-11-26 20:55:38 UTC
 ";
     assert_eq!(format_connections(&sample()), expected);

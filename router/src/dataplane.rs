@@ -1,0 +1,221 @@
+//! The data-plane task: the one owner of the [`Dataplane`], the TAP device and the UDP
+//! socket.
+//!
+//! It waits on the TAP device, the socket, its command channel, route snapshots and a
+//! tick. Each wake-up drains what is queued (up to a batch) before sending, so several
+//! datagrams go out per wake-up. It takes no lock: routes arrive as `Arc` snapshots
+//! through a `watch` channel and are kept locally between changes; counters are read
+//! by asking the task.
+
+use datapath::dataplane::{Counters, Dataplane, Event, TxBuffer};
+use datapath::sleeve::keys::RekeyOffer;
+use datapath::tap::Tap;
+use gossip::peer::PeerId;
+use gossip::routes::Routes;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::warn;
+
+/// Frames or datagrams handled per wake-up before the batch is sent.
+const BATCH: usize = 64;
+/// Largest datagram or frame read.
+const MAX_PACKET: usize = 65_535;
+/// Timer tick of the data plane (rekeys, keepalives, path state).
+const TICK: Duration = Duration::from_millis(250);
+
+/// A command for the data-plane task.
+#[derive(Debug)]
+pub enum Command {
+    /// A neighbour with an established control link.
+    AddPeer {
+        /// The neighbour.
+        peer: PeerId,
+        /// Its UDP endpoint (control-link IP, announced port).
+        endpoint: SocketAddr,
+        /// The control link's handshake hash.
+        hash: [u8; 32],
+    },
+    /// The control link to this neighbour is gone.
+    RemovePeer(PeerId),
+    /// A rekey offer from a neighbour.
+    Offer(PeerId, RekeyOffer),
+    /// A neighbour hears our datagrams.
+    Heard(PeerId),
+    /// Read the counters and path states.
+    Stats(oneshot::Sender<Stats>),
+}
+
+/// Counters and path states.
+#[derive(Debug, Clone, Default)]
+pub struct Stats {
+    /// Traffic and drops.
+    pub counters: Counters,
+    /// Neighbours whose UDP path is established.
+    pub established: Vec<PeerId>,
+    /// Frames the TAP device could not take.
+    pub tap_drops: u64,
+    /// Datagrams the socket could not take.
+    pub udp_drops: u64,
+}
+
+/// A cheap handle to the task.
+#[derive(Clone, Debug)]
+pub struct DataplaneHandle {
+    tx: mpsc::UnboundedSender<Command>,
+}
+
+impl DataplaneHandle {
+    /// Sends a command; dropped if the task is gone (the router is stopping).
+    pub fn send(&self, command: Command) {
+        let _ = self.tx.send(command);
+    }
+
+    /// Asks for the counters.
+    pub async fn stats(&self) -> Option<Stats> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::Stats(tx));
+        rx.await.ok()
+    }
+}
+
+/// The task's parts, before it runs.
+pub struct DataplaneTask {
+    dp: Dataplane,
+    tap: Tap,
+    udp: UdpSocket,
+    routes: watch::Receiver<Arc<Routes>>,
+    commands: mpsc::UnboundedReceiver<Command>,
+    events: mpsc::UnboundedSender<Event>,
+    tap_drops: u64,
+    udp_drops: u64,
+}
+
+/// Builds the task and its handle. `events` carries what the control link must send.
+pub fn new(
+    dp: Dataplane,
+    tap: Tap,
+    udp: UdpSocket,
+    routes: watch::Receiver<Arc<Routes>>,
+    events: mpsc::UnboundedSender<Event>,
+) -> (DataplaneTask, DataplaneHandle) {
+    let (tx, commands) = mpsc::unbounded_channel();
+    let task = DataplaneTask {
+        dp,
+        tap,
+        udp,
+        routes,
+        commands,
+        events,
+        tap_drops: 0,
+        udp_drops: 0,
+    };
+    (task, DataplaneHandle { tx })
+}
+
+impl DataplaneTask {
+    /// Runs until the command channel closes.
+    pub async fn run(mut self) {
+        let mut frame = vec![0u8; MAX_PACKET];
+        let mut datagram = vec![0u8; MAX_PACKET];
+        let mut tx = TxBuffer::new(4 * 1024 * 1024, 4 * BATCH);
+        let mut routes = self.routes.borrow().clone();
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                read = self.tap.recv(&mut frame) => {
+                    let now = Instant::now();
+                    let mut n = read;
+                    for _ in 0..BATCH {
+                        match n {
+                            Ok(len) => self.dp.handle_local_frame(now, &frame[..len], &*routes, &mut tx),
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                            Err(e) => { warn!("reading the TAP device: {e}"); break; }
+                        }
+                        if tx.is_nearly_full() { break; }
+                        n = self.tap.try_recv(&mut frame);
+                    }
+                }
+                received = self.udp.recv_from(&mut datagram) => {
+                    let now = Instant::now();
+                    let mut r = received;
+                    for _ in 0..BATCH {
+                        match r {
+                            Ok((len, from)) => {
+                                let tap = &self.tap;
+                                let drops = &mut self.tap_drops;
+                                let mut deliver = |f: &[u8]| {
+                                    if tap.try_send(f).is_err() { *drops += 1; }
+                                };
+                                self.dp.handle_datagram(now, from, &mut datagram[..len], &*routes, &mut tx, &mut deliver);
+                            }
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                            Err(e) => { warn!("reading the UDP socket: {e}"); break; }
+                        }
+                        if tx.is_nearly_full() { break; }
+                        r = self.udp.try_recv_from(&mut datagram);
+                    }
+                }
+                command = self.commands.recv() => match command {
+                    Some(c) => self.command(Instant::now(), c),
+                    None => return,
+                },
+                changed = self.routes.changed() => {
+                    if changed.is_err() { return; }
+                    routes = self.routes.borrow_and_update().clone();
+                }
+                _ = tick.tick() => {
+                    let now = Instant::now();
+                    self.dp.handle_timeout(now);
+                    self.dp.poll_keepalives(now, &mut tx);
+                }
+            }
+            self.flush(&mut tx);
+            while let Some(event) = self.dp.poll_event() {
+                let _ = self.events.send(event);
+            }
+        }
+    }
+
+    fn command(&mut self, now: Instant, command: Command) {
+        match command {
+            Command::AddPeer {
+                peer,
+                endpoint,
+                hash,
+            } => self.dp.add_peer(now, peer, endpoint, hash),
+            Command::RemovePeer(peer) => self.dp.remove_peer(peer),
+            Command::Offer(peer, offer) => self.dp.handle_offer(now, peer, offer),
+            Command::Heard(peer) => self.dp.handle_heard(now, peer),
+            Command::Stats(reply) => {
+                let counters = self.dp.counters();
+                let established = counters
+                    .peers
+                    .iter()
+                    .map(|(p, _)| *p)
+                    .filter(|p| self.dp.is_established(p))
+                    .collect();
+                let _ = reply.send(Stats {
+                    counters,
+                    established,
+                    tap_drops: self.tap_drops,
+                    udp_drops: self.udp_drops,
+                });
+            }
+        }
+    }
+
+    /// Sends the batch. A full socket buffer drops (and counts) rather than stalls.
+    fn flush(&mut self, tx: &mut TxBuffer) {
+        for (to, d) in tx.iter() {
+            if self.udp.try_send_to(d, to).is_err() {
+                self.udp_drops += 1;
+            }
+        }
+        tx.clear();
+    }
+}
