@@ -191,6 +191,14 @@ impl Net {
         pod
     }
 
+    /// Adds an empty pod namespace (only `lo`, up) for `weft attach` to plumb; returns
+    /// its name. It is removed with the others.
+    pub fn add_bare_pod(&mut self, host: usize, k: usize) -> String {
+        let ns = format!("{}q{host}-{k}", self.prefix);
+        self.add_ns(&ns);
+        ns
+    }
+
     /// Gives a pod's eth0 an overlay address, e.g. "10.40.1.2/16" (checked).
     pub fn pod_addr(&self, pod: &Pod, cidr: &str) {
         let addr: Ipv4Addr = cidr

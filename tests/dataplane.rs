@@ -1,0 +1,242 @@
+//! End-to-end tests of the data plane: pods on different hosts share one encrypted
+//! L2 segment (sleeve). Real routers, real TAP devices and bridges, real namespaces.
+
+mod common;
+
+use blake2::{Blake2s256, Digest};
+use common::weft::{parse_connections, Auth, Router};
+use common::{wait_until, Net};
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+const H1: &str = "198.18.0.1";
+
+/// Launches h1, then h2 and h3 with h1 as their peer, and waits until every router
+/// has two established (UDP path confirmed) encrypted connections.
+fn three_routers(net: &Net, auth: &Auth) -> Vec<Router> {
+    let routers = vec![
+        Router::launch(net, 1, auth, &[]),
+        Router::launch(net, 2, auth, &[H1]),
+        Router::launch(net, 3, auth, &[H1]),
+    ];
+    let meshed = wait_until(Duration::from_secs(60), Duration::from_millis(200), || {
+        (1..=3).all(|h| {
+            let out = net.weft(h, &["status", "connections"]);
+            let text = String::from_utf8_lossy(&out.stdout);
+            parse_connections(&text).is_ok_and(|conns| {
+                conns
+                    .iter()
+                    .filter(|c| c.state == "established" && c.encrypted == Some(true))
+                    .count()
+                    == 2
+            })
+        })
+    });
+    let took = meshed.unwrap_or_else(|| {
+        let status: Vec<String> = (1..=3)
+            .map(|h| {
+                String::from_utf8_lossy(&net.weft(h, &["status", "connections"]).stdout).into()
+            })
+            .collect();
+        panic!("the three routers did not all reach 2 established connections: {status:#?}")
+    });
+    println!(
+        "e2e: 3 routers meshed with confirmed UDP paths in {:.2} s",
+        took.as_secs_f64()
+    );
+    routers
+}
+
+fn ping(net: &Net, ns: &str, addr: &str) -> bool {
+    let v6 = if addr.contains(':') { "-6" } else { "-4" };
+    net.exec(ns, "ping", &[v6, "-c", "1", "-W", "2", "-q", addr])
+        .status
+        .success()
+}
+
+/// Pseudo-random bytes (xorshift64), so that the data is not compressible or uniform.
+fn fill(buf: &mut [u8], state: &mut u64) {
+    for chunk in buf.chunks_mut(8) {
+        *state ^= *state << 13;
+        *state ^= *state >> 7;
+        *state ^= *state << 17;
+        let bytes = state.to_le_bytes();
+        chunk.copy_from_slice(&bytes[..chunk.len()]);
+    }
+}
+
+/// Sends `total` bytes from pod `from` to `to_addr:port` in pod `to`; returns the
+/// BLAKE2s of what was sent and of what arrived.
+fn transfer(from: &str, to: &str, to_addr: &str, total: usize) -> ([u8; 32], [u8; 32]) {
+    let to_ns = datapath::netns::NetnsRef::Name(to.to_string());
+    let from_ns = datapath::netns::NetnsRef::Name(from.to_string());
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let addr = format!("{to_addr}:5201");
+    let server_addr = addr.clone();
+    let to_label = to.to_string();
+    let server = std::thread::spawn(move || {
+        let file = to_ns.open().expect("open server netns");
+        datapath::netns::run_in(&file, Path::new(&to_label), move || {
+            let listener = TcpListener::bind(&server_addr).expect("bind in pod");
+            ready_tx.send(()).expect("signal ready");
+            let (mut conn, _) = listener.accept().expect("accept");
+            conn.set_read_timeout(Some(Duration::from_secs(60))).ok();
+            let mut hash = Blake2s256::new();
+            let mut buf = vec![0u8; 1 << 16];
+            let mut got = 0usize;
+            loop {
+                let n = conn.read(&mut buf).expect("read");
+                if n == 0 {
+                    break;
+                }
+                got += n;
+                hash.update(&buf[..n]);
+            }
+            (got, <[u8; 32]>::from(hash.finalize()))
+        })
+        .expect("server thread")
+    });
+    ready_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("server ready");
+    let file = from_ns.open().expect("open client netns");
+    let sent = datapath::netns::run_in(&file, Path::new(from), move || {
+        let mut conn = TcpStream::connect(&addr).expect("connect across the overlay");
+        conn.set_write_timeout(Some(Duration::from_secs(60))).ok();
+        let mut hash = Blake2s256::new();
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut buf = vec![0u8; 1 << 16];
+        let mut left = total;
+        while left > 0 {
+            let n = left.min(buf.len());
+            fill(&mut buf[..n], &mut state);
+            conn.write_all(&buf[..n]).expect("write");
+            hash.update(&buf[..n]);
+            left -= n;
+        }
+        <[u8; 32]>::from(hash.finalize())
+    })
+    .expect("client thread");
+    let (got, received) = server.join().expect("server thread panicked");
+    assert_eq!(got, total, "bytes received");
+    (sent, received)
+}
+
+#[test]
+fn pods_on_three_hosts_share_one_encrypted_segment() {
+    let mut net = Net::new("dpmesh", 3);
+    let secret = net.new_secret("secret");
+    let auth = Auth::PasswordFile(secret);
+    let _routers = three_routers(&net, &auth);
+
+    // Two pods per host, attached by weft with an IPv4 and an IPv6 (ULA) address.
+    let mut pods = Vec::new();
+    for host in 1..=3 {
+        for k in 1..=2 {
+            let ns = net.add_bare_pod(host, k);
+            let v4 = format!("10.40.{host}.{}", k + 1);
+            let v6 = format!("fd00:40::{host}:{k}");
+            let out = net.weft(
+                host,
+                &["attach", &format!("{v4}/16"), &format!("{v6}/64"), &ns],
+            );
+            assert!(
+                out.status.success(),
+                "weft attach on h{host}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let printed = String::from_utf8_lossy(&out.stdout);
+            assert!(printed.contains(&v4), "attach printed {printed:?}");
+            pods.push((ns, v4, v6));
+        }
+    }
+    // The interface inside the pod has the overlay MTU.
+    let link = net.exec(&pods[0].0, "ip", &["link", "show", "ethwe0"]);
+    assert!(String::from_utf8_lossy(&link.stdout).contains("mtu 1377"));
+
+    // Every pod reaches every other pod, over IPv4 and IPv6 (IPv6 waits out DAD).
+    let start = Instant::now();
+    let mut failures = Vec::new();
+    for (from, _, _) in &pods {
+        for (to, v4, v6) in &pods {
+            if from == to {
+                continue;
+            }
+            for addr in [v4, v6] {
+                let ok = wait_until(Duration::from_secs(10), Duration::from_millis(200), || {
+                    ping(&net, from, addr)
+                });
+                if ok.is_none() {
+                    failures.push(format!("{from} -> {to} ({addr})"));
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "unreachable: {failures:#?}");
+    println!(
+        "e2e: all 60 pod-to-pod pings (30 IPv4, 30 IPv6) answered within {:.1} s",
+        start.elapsed().as_secs_f64()
+    );
+
+    // 100 MB from a pod on h1 to a pod on h3 arrives intact.
+    let total = 100 * 1024 * 1024;
+    let t = Instant::now();
+    let (sent, received) = transfer(&pods[0].0, &pods[4].0, &pods[4].1, total);
+    assert_eq!(sent, received, "the 100 MB arrived altered");
+    let secs = t.elapsed().as_secs_f64();
+    println!(
+        "e2e: 100 MiB pod h1 -> pod h3 intact in {secs:.1} s ({:.0} Mbit/s, debug build)",
+        total as f64 * 8.0 / secs / 1e6
+    );
+
+    // Detach removes the interface from the pod.
+    let out = net.weft(1, &["detach", &pods[1].0]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let link = net.exec(&pods[1].0, "ip", &["link", "show", "ethwe0"]);
+    assert!(
+        !link.status.success(),
+        "ethwe0 still in the pod after detach"
+    );
+}
+
+#[test]
+fn attach_refuses_bad_input_clearly() {
+    let mut net = Net::new("dpbad", 1);
+    let _r = Router::launch(&net, 1, &Auth::NoEncryption, &[]);
+    let pod = net.add_bare_pod(1, 1);
+    let cases: [(&[&str], &str); 4] = [
+        (&["attach", &pod], "give at least one address"),
+        (&["attach", "10.40.0.1/33", &pod], "invalid CIDR"),
+        (
+            &["attach", "10.40.0.1/16", "no-such-netns-x"],
+            "no-such-netns-x",
+        ),
+        (
+            &["attach", "--ifname", "a/b", "10.40.0.1/16", &pod],
+            "invalid interface name",
+        ),
+    ];
+    for (args, expect) in cases {
+        let out = net.weft(1, args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(
+            err.contains(expect),
+            "{args:?}: stderr {err:?} lacks {expect:?}"
+        );
+    }
+    // Nothing was left behind: the bridge has only the TAP device as a port.
+    let ports = net.exec(
+        &net.host(1).ns,
+        "ip",
+        &["-o", "link", "show", "master", "weft"],
+    );
+    let ports = String::from_utf8_lossy(&ports.stdout);
+    assert_eq!(ports.lines().count(), 1, "bridge ports: {ports}");
+}
