@@ -47,7 +47,7 @@ cleanup() {
     for _ in $(seq 30); do [ -d "/proc/$pid" ] || break; sleep 0.1; done
     [ -d "/proc/$pid" ] && kill -KILL "$pid" 2>/dev/null
   done
-  for ns in $(ip netns list | awk '{print $1}' | grep -E "^${P}(sw|h[0-9]+)$"); do
+  for ns in $(ip netns list | awk '{print $1}' | grep -E "^${P}(sw|[hp][0-9]+)$"); do
     for pid in $(ip netns pids "$ns"); do     # anything left in our namespaces is ours
       echo "killing leftover pid $pid in $ns"; kill -KILL "$pid" 2>/dev/null
     done
@@ -57,7 +57,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-if ip netns list | awk '{print $1}' | grep -qE "^${P}(sw|h[0-9]+)$"; then
+if ip netns list | awk '{print $1}' | grep -qE "^${P}(sw|[hp][0-9]+)$"; then
   say "removing namespaces left by an earlier demo"
   cleanup
   STATE=$(mktemp -d /tmp/weft-demo.XXXXXX)
@@ -125,10 +125,23 @@ for i in "${HOSTS[@]}"; do
   weft_on "$i" status connections
 done
 
-# ---------------------------------------------------------------------------------
-# TODO (later issues): pods. Give each host a pod (a namespace with a veth into the
-# host, e.g. 10.40.0.$i/16), attach it to weft, and ping h1's pod from h2's and
-# h3's pods across the encrypted mesh. Add it here, before the teardown.
-# ---------------------------------------------------------------------------------
+say "pods: one per host, attached with weft attach (10.40.0.i/16 and fd00:40::i/64)"
+for i in "${HOSTS[@]}"; do
+  ip netns add "${P}p$i"
+  ip -n "${P}p$i" link set lo up
+  echo "h$i: weft attach 10.40.0.$i/16 fd00:40::$i/64 ${P}p$i -> $(weft_on "$i" attach "10.40.0.$i/16" "fd00:40::$i/64" "${P}p$i")"
+done
+sleep 2   # IPv6 duplicate address detection
+for i in "${HOSTS[@]}"; do
+  for j in "${HOSTS[@]}"; do
+    [ "$i" = "$j" ] && continue
+    say "pod on h$i pings the pod on h$j (IPv4, then IPv6), across the encrypted sleeve"
+    ip netns exec "${P}p$i" ping -c 2 -W 2 "10.40.0.$j"
+    ip netns exec "${P}p$i" ping -6 -c 2 -W 2 "fd00:40::$j"
+  done
+done
+
+say "h1: weft status connections (established = control link up and UDP path confirmed)"
+weft_on 1 status connections
 
 say "done; the trap removes the routers and namespaces"

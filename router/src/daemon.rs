@@ -24,7 +24,7 @@ use std::net::SocketAddr;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, watch};
@@ -173,6 +173,10 @@ pub async fn run(config: Config, on_ready: impl FnOnce(&str)) -> Result<(), Rout
     let (routes_tx, routes_rx) = watch::channel(Arc::new(gossip::routes::Routes::empty(id)));
     let (dp_events_tx, dp_events_rx) = mpsc::unbounded_channel();
     let mut dp_config = DataplaneConfig::default();
+    // While a new mesh settles, the link that survives a duplicate race (and so the
+    // hash that salts the sleeve keys) can change under an offer in flight; a 1 s retry
+    // instead of WireGuard's 5 s makes that cost one second, not five.
+    dp_config.session.rekey_timeout = Duration::from_secs(1);
     if let Some(interval) = config.rekey_interval {
         dp_config.session.rekey_after_time = interval;
         dp_config.session.reject_after_time = interval + interval / 2;
