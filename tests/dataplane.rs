@@ -191,6 +191,25 @@ fn pods_on_three_hosts_share_one_encrypted_segment() {
         total as f64 * 8.0 / secs / 1e6
     );
 
+    // The data plane's counters saw it: h1 sent at least 100 MiB of frames to h3.
+    let report = net.weft(1, &["report"]);
+    let report: serde_json::Value =
+        serde_json::from_slice(&report.stdout).expect("weft report is JSON");
+    let h3 = _routers[2].bare_name().to_string();
+    let to_h3 = report["dataplane"]["peers"]
+        .as_array()
+        .expect("dataplane.peers in the report")
+        .iter()
+        .find(|p| p["name"] == h3.as_str())
+        .unwrap_or_else(|| panic!("no counters for h3 ({h3}) in {report}"));
+    let tx = to_h3["tx_bytes"].as_u64().unwrap_or(0);
+    assert!(
+        tx >= total as u64,
+        "h1 counted {tx} bytes to h3, sent {total}"
+    );
+    assert_eq!(to_h3["drops_auth"], 0, "{to_h3}");
+    assert_eq!(to_h3["established"], true, "{to_h3}");
+
     // Detach removes the interface from the pod.
     let out = net.weft(1, &["detach", &pods[1].0]);
     assert!(

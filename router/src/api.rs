@@ -7,6 +7,7 @@
 //! page elsewhere cannot read it through DNS rebinding.
 
 use crate::config;
+use crate::dataplane::DataplaneHandle;
 use crate::http::{self, Request, Response};
 use crate::owner::{Input, OwnerHandle};
 use crate::status;
@@ -60,6 +61,8 @@ pub struct Api {
     pub stop: mpsc::Sender<()>,
     /// Overlay MTU for attached interfaces.
     pub mtu: u32,
+    /// The data-plane task, for counters.
+    pub dataplane: DataplaneHandle,
 }
 
 /// Serves the Unix-socket API until the listener fails.
@@ -139,9 +142,12 @@ impl Api {
     }
 
     async fn get(&self, path: &str) -> Response {
-        let Some(report) = self.owner.report().await else {
+        let Some(mut report) = self.owner.report().await else {
             return Response::text(503, "router is stopping\n");
         };
+        if let Some(stats) = self.dataplane.stats().await {
+            report.dataplane = Some(crate::report::dataplane(&stats));
+        }
         let text = match path {
             "/report" => return Response::json(200, &report),
             "/status" => status::format_status(&report),

@@ -184,7 +184,7 @@ pub async fn run(config: Config, on_ready: impl FnOnce(&str)) -> Result<(), Rout
     let dp = Dataplane::new(id, dp_config);
     let (dp_task, dp_handle) = dataplane::new(dp, tap, udp, routes_rx, dp_events_tx);
     tokio::spawn(dp_task.run());
-    let dp_link = DataplaneLink::new(dp_handle, dp_events_rx, routes_tx, mtu);
+    let dp_link = DataplaneLink::new(dp_handle.clone(), dp_events_rx, routes_tx, mtu);
 
     let (handle, rx) = owner::channel();
     let ctx = LinkContext::new(identity, psk, handle.clone());
@@ -201,6 +201,7 @@ pub async fn run(config: Config, on_ready: impl FnOnce(&str)) -> Result<(), Rout
         owner: handle,
         stop: stop_tx,
         mtu,
+        dataplane: dp_handle,
     };
     tokio::spawn(listener::run(tcp, ctx));
     tokio::spawn(api::serve_unix(unix, api.clone()));

@@ -130,6 +130,7 @@ pub fn build(
             peers,
             trusted_subnets: Vec::new(),
         },
+        dataplane: None,
     }
 }
 
@@ -139,4 +140,38 @@ fn wall_clock(now: Instant, at: Instant) -> String {
         .map(|d| d.as_secs())
         .unwrap_or(0);
     status::format_utc(unix_now + at.saturating_duration_since(now).as_secs())
+}
+
+/// The data plane's counters in report form.
+pub fn dataplane(stats: &crate::dataplane::Stats) -> crate::status::DataplaneReport {
+    let c = &stats.counters;
+    let d = &c.drops;
+    crate::status::DataplaneReport {
+        peers: c
+            .peers
+            .iter()
+            .map(|(peer, p)| crate::status::PeerTraffic {
+                name: peer.short().to_string(),
+                established: stats.established.contains(peer),
+                tx_frames: p.tx_frames,
+                tx_bytes: p.tx_bytes,
+                rx_frames: p.rx_frames,
+                rx_bytes: p.rx_bytes,
+                drops_replay: p.replay,
+                drops_auth: p.auth_failed,
+                drops_malformed: p.malformed,
+                drops_unknown_index: p.unknown_index,
+                src_mismatch: p.src_mismatch,
+            })
+            .collect(),
+        drops_malformed: d.malformed,
+        drops_unknown_index: d.unknown_index,
+        drops_no_route: d.no_route,
+        drops_spoofed_source: d.spoofed_source,
+        drops_loop: d.looped,
+        drops_unsendable: d.unsendable,
+        drops_queue_full: d.tx_full + stats.tap_drops + stats.udp_drops,
+        rekeys_refused: d.rekey_refused,
+        mac_entries: c.mac_entries as u64,
+    }
 }

@@ -17,6 +17,61 @@ pub struct Report {
     pub ready: bool,
     /// The router block.
     pub router: RouterReport,
+    /// Data-plane counters (absent if the data plane did not answer).
+    #[serde(default)]
+    pub dataplane: Option<DataplaneReport>,
+}
+
+/// Data-plane counters: traffic per neighbour, and drops by reason.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct DataplaneReport {
+    /// Per neighbour.
+    pub peers: Vec<PeerTraffic>,
+    /// Datagrams dropped before a neighbour was known: malformed header.
+    pub drops_malformed: u64,
+    /// ... or an unknown receiver index.
+    pub drops_unknown_index: u64,
+    /// Frames with no route to their peer.
+    pub drops_no_route: u64,
+    /// Frames captured locally with the source MAC of another peer's host.
+    pub drops_spoofed_source: u64,
+    /// Frames that would have looped.
+    pub drops_loop: u64,
+    /// Frames that could not be sealed (no key yet, too large).
+    pub drops_unsendable: u64,
+    /// Frames dropped because a transmit batch, the TAP queue or the socket was full.
+    pub drops_queue_full: u64,
+    /// Rekey offers refused.
+    pub rekeys_refused: u64,
+    /// MAC addresses learnt.
+    pub mac_entries: u64,
+}
+
+/// Traffic with one neighbour.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct PeerTraffic {
+    /// The neighbour's name.
+    pub name: String,
+    /// Whether its UDP path works both ways.
+    pub established: bool,
+    /// Frames sent.
+    pub tx_frames: u64,
+    /// Bytes of frames sent.
+    pub tx_bytes: u64,
+    /// Frames received.
+    pub rx_frames: u64,
+    /// Bytes of frames received.
+    pub rx_bytes: u64,
+    /// Datagrams dropped as replays.
+    pub drops_replay: u64,
+    /// Datagrams that failed authentication.
+    pub drops_auth: u64,
+    /// Malformed datagrams.
+    pub drops_malformed: u64,
+    /// Datagrams for an expired key.
+    pub drops_unknown_index: u64,
+    /// Authentic datagrams from an address other than the pinned endpoint.
+    pub src_mismatch: u64,
 }
 
 /// The router block of the report.

@@ -74,6 +74,7 @@ fn sample() -> Report {
             ],
             trusted_subnets: vec![],
         },
+        dataplane: None,
     }
 }
 
