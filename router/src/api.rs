@@ -160,13 +160,9 @@ impl Api {
     }
 
     async fn connect(&self, req: &Request) -> Response {
-        let body = match parse_peers(req) {
-            Ok(b) => b,
+        let (body, targets) = match peers_and_targets(req).await {
+            Ok(p) => p,
             Err(r) => return r,
-        };
-        let targets = match resolve_all(&body.peers).await {
-            Ok(t) => t,
-            Err(e) => return Response::text(400, format!("{e}\n")),
         };
         self.owner.send(Input::Connect {
             targets,
@@ -176,13 +172,9 @@ impl Api {
     }
 
     async fn forget(&self, req: &Request) -> Response {
-        let body = match parse_peers(req) {
-            Ok(b) => b,
+        let (_, targets) = match peers_and_targets(req).await {
+            Ok(p) => p,
             Err(r) => return r,
-        };
-        let targets = match resolve_all(&body.peers).await {
-            Ok(t) => t,
-            Err(e) => return Response::text(400, format!("{e}\n")),
         };
         let (tx, rx) = oneshot::channel();
         self.owner.send(Input::Forget { targets, reply: tx });
@@ -274,6 +266,15 @@ fn parse_attach(req: &Request, need_cidr: bool) -> Result<AttachParts, Response>
         ));
     }
     Ok((netns, body.ifname, addrs))
+}
+
+/// The body of `connect`/`forget` and its peers resolved to addresses.
+async fn peers_and_targets(req: &Request) -> Result<(PeersRequest, Vec<SocketAddr>), Response> {
+    let body = parse_peers(req)?;
+    let targets = resolve_all(&body.peers)
+        .await
+        .map_err(|e| Response::text(400, format!("{e}\n")))?;
+    Ok((body, targets))
 }
 
 fn parse_peers(req: &Request) -> Result<PeersRequest, Response> {

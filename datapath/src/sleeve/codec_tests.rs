@@ -1,5 +1,6 @@
 //! Codec tests: round trips, tampering, replay, malformed inner lists, fuzzing.
 
+use super::test_util::{frame, open_frames};
 use super::*;
 use gossip::peer::PeerId;
 use proptest::prelude::*;
@@ -11,28 +12,6 @@ const B: PeerId = PeerId([2; 16]);
 
 fn pair(now: Instant) -> (Session, Session) {
     Session::pair_for_testing(now, SessionConfig::default(), 1)
-}
-
-fn frame(dst: PeerId, src: PeerId, bytes: &[u8]) -> InnerFrame<'_> {
-    InnerFrame {
-        dst,
-        src,
-        frame: bytes,
-    }
-}
-
-/// Opens `datagram` (a copy) and returns the frames as owned values.
-fn open_frames(
-    s: &mut Session,
-    now: Instant,
-    datagram: &[u8],
-) -> Result<Vec<(PeerId, PeerId, Vec<u8>)>, OpenError> {
-    let mut copy = datagram.to_vec();
-    let opened = s.open(now, &mut copy)?;
-    Ok(opened
-        .frames()
-        .map(|f| (f.dst, f.src, f.frame.to_vec()))
-        .collect())
 }
 
 #[test]

@@ -23,6 +23,8 @@ pub mod session;
 mod codec_tests;
 #[cfg(test)]
 mod session_tests;
+#[cfg(test)]
+mod test_util;
 
 pub use codec::{
     datagram_len, inner_len, validate_inner, Frames, InnerFrame, OpenError, Opened, SealError,

@@ -1,5 +1,6 @@
 //! Session tests: rekey exchanges, confirmation, expiry and limits.
 
+use super::test_util::{frame, open_frames};
 use super::*;
 use gossip::peer::PeerId;
 use rand::rngs::StdRng;
@@ -8,28 +9,6 @@ use std::time::Duration;
 
 const A: PeerId = PeerId([1; 16]);
 const B: PeerId = PeerId([2; 16]);
-
-fn frame(dst: PeerId, src: PeerId, bytes: &[u8]) -> InnerFrame<'_> {
-    InnerFrame {
-        dst,
-        src,
-        frame: bytes,
-    }
-}
-
-/// Opens `datagram` (a copy) and returns the frames as owned values.
-fn open_frames(
-    s: &mut Session,
-    now: Instant,
-    datagram: &[u8],
-) -> Result<Vec<(PeerId, PeerId, Vec<u8>)>, OpenError> {
-    let mut copy = datagram.to_vec();
-    let opened = s.open(now, &mut copy)?;
-    Ok(opened
-        .frames()
-        .map(|f| (f.dst, f.src, f.frame.to_vec()))
-        .collect())
-}
 
 fn short_config() -> SessionConfig {
     SessionConfig {
