@@ -19,6 +19,7 @@ use common::{wait_until, Net};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -26,6 +27,15 @@ const H1: &str = "198.18.0.1";
 const SLEEVE_PORT: u16 = 6783;
 /// The marker sent through the overlay: 16 bytes, so that it is also a `ping -p` pattern.
 const MARKER: &[u8; 16] = b"WEFT-MARKER-7f3a";
+
+/// Held for the whole of the two heaviest tests (20 s of flood; 20 MiB of transfers
+/// through three debug-build routers), so that they never run side by side: the flood
+/// test measures ping loss, which CPU starvation on a small machine would skew.
+static HEAVY: Mutex<()> = Mutex::new(());
+
+fn heavy() -> MutexGuard<'static, ()> {
+    HEAVY.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// A pod attached by `weft attach`: its namespace and overlay addresses.
 #[derive(Debug, Clone)]
@@ -148,6 +158,7 @@ fn with_udp_in<R: Send>(ns: &str, bind: SocketAddr, f: impl FnOnce(&UdpSocket) -
 
 #[test]
 fn traffic_is_relayed_when_two_hosts_cannot_reach_each_other() {
+    let _heavy = heavy();
     let mut net = Net::new("dfrelay", 3);
     let auth = Auth::PasswordFile(net.new_secret("secret"));
     let (a1, a2, a3) = (net.host(1).addr, net.host(2).addr, net.host(3).addr);
@@ -265,12 +276,15 @@ fn traffic_is_relayed_when_two_hosts_cannot_reach_each_other() {
     // (every 30 s), not when the h2-h3 link comes up, so for up to 30 s after every
     // connection shows `established` h1 has no unicast route to h3: broadcasts (ARP)
     // from h3's pods reach h1's pods, but every unicast frame from h1 to h3's pods is
-    // dropped (no route). Seen: h3 missing from h1's `status peers` for 7.7 s, pod h1 ->
-    // pod h3 first answered 14.8 s after attach, pod h3 -> pod h1 not within 25 s.
+    // dropped (no route). Seen: h3 missing from h1's `status peers` for 7.7 s and 12.4 s,
+    // pod h1 -> pod h3 first answered 14.8 s after attach, pod h3 -> pod h1 not within
+    // 25 s. A join should be announced within the topology batch and route debounce
+    // (50 + 100 ms); this check passes by luck only when a gossip round happens to fall
+    // within the second after the join.
     let learnt = learnt.expect("checked above");
     assert!(
-        learnt <= Duration::from_secs(5),
-        "h1 learnt h3's record (needed for a route to h3) only {:.1} s after the h2-h3 link was established",
+        learnt <= Duration::from_secs(1),
+        "h1 learnt h3's record (needed for a route to h3) only {:.1} s after all links showed established",
         learnt.as_secs_f64()
     );
 }
@@ -472,6 +486,7 @@ const GARBAGE_KINDS: u64 = 5;
 
 #[test]
 fn garbage_flood_leaves_the_router_working() {
+    let _heavy = heavy();
     let mut net = Net::new("dfflood", 2);
     let (routers, pod1, pod2) = two_hosts_with_pods(&mut net, &[]);
     let flooder_host = net.add_host();
