@@ -6,7 +6,9 @@
 //! network namespace. The tests need root and panic (never skip) without it.
 #![allow(dead_code)] // each test crate uses a different part of the harness
 
+pub mod capture;
 pub mod netns;
+pub mod traffic;
 pub mod weft;
 
 pub use netns::Net;

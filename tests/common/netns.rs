@@ -211,6 +211,14 @@ impl Net {
         ip(&["-n", &pod.ns, "addr", "add", cidr, "dev", "eth0"]);
     }
 
+    /// Makes host `hX` unable to send to underlay address `to` (a blackhole route in
+    /// `hX`'s namespace). Call it for both ends to cut a pair of hosts apart.
+    pub fn blackhole(&self, host: usize, to: Ipv4Addr) {
+        assert_allowed(to);
+        let ns = self.host(host).ns.clone();
+        ip(&["-n", &ns, "route", "add", "blackhole", &format!("{to}/32")]);
+    }
+
     /// Host `hX` (1-based).
     pub fn host(&self, index: usize) -> &Host {
         self.hosts
@@ -327,7 +335,7 @@ fn remove_stale() {
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
             && parts[2].bytes().all(|b| b.is_ascii_digit())
-            && (parts[3] == "sw" || parts[3].starts_with('h') || parts[3].starts_with('p'));
+            && (parts[3] == "sw" || parts[3].starts_with(['h', 'p', 'q']));
         let pid_gone = parts.get(1).is_some_and(|pid| {
             pid.bytes().all(|b| b.is_ascii_digit()) && !Path::new("/proc").join(pid).exists()
         });

@@ -77,6 +77,71 @@ impl Net {
     }
 }
 
+impl Net {
+    /// `weft attach CIDR... NETNS` on host `hX`; panics unless it succeeds and prints
+    /// the first address.
+    pub fn attach(&self, host: usize, cidrs: &[&str], ns: &str) {
+        let mut args = vec!["attach"];
+        args.extend_from_slice(cidrs);
+        args.push(ns);
+        let printed = self.weft_ok(host, &args);
+        let first = cidrs[0].split('/').next().unwrap_or("");
+        assert!(
+            printed.contains(first),
+            "h{host}: weft attach printed {printed:?}"
+        );
+    }
+
+    /// Waits (up to 60 s) until each `(host, n)` has exactly `n` established encrypted
+    /// connections (UDP path confirmed both ways). Returns how long it took; panics with
+    /// every host's `status connections` otherwise.
+    pub fn wait_established(&self, expect: &[(usize, usize)]) -> Duration {
+        let established = |h: usize| {
+            let out = self.weft(h, &["status", "connections"]);
+            let text = String::from_utf8_lossy(&out.stdout);
+            parse_connections(&text).map_or(0, |conns| {
+                conns
+                    .iter()
+                    .filter(|c| c.state == "established" && c.encrypted == Some(true))
+                    .count()
+            })
+        };
+        wait_until(Duration::from_secs(60), Duration::from_millis(200), || {
+            expect.iter().all(|&(h, n)| established(h) == n)
+        })
+        .unwrap_or_else(|| {
+            let status: Vec<String> = expect
+                .iter()
+                .map(|&(h, _)| {
+                    format!(
+                        "h{h}:\n{}",
+                        String::from_utf8_lossy(&self.weft(h, &["status", "connections"]).stdout)
+                    )
+                })
+                .collect();
+            panic!("connections not established as expected {expect:?}: {status:#?}")
+        })
+    }
+}
+
+/// Launches h1, then h2 and h3 with h1 as their peer (h3 finds h2 by discovery), and
+/// waits until every router has two established (UDP path confirmed) encrypted
+/// connections.
+pub fn three_routers(net: &Net, auth: &Auth) -> Vec<Router> {
+    const H1: &str = "198.18.0.1";
+    let routers = vec![
+        Router::launch(net, 1, auth, &[]),
+        Router::launch(net, 2, auth, &[H1]),
+        Router::launch(net, 3, auth, &[H1]),
+    ];
+    let took = net.wait_established(&[(1, 2), (2, 2), (3, 2)]);
+    println!(
+        "e2e: 3 routers meshed with confirmed UDP paths in {:.2} s",
+        took.as_secs_f64()
+    );
+    routers
+}
+
 fn host_env(cmd: &mut Command, h: &Host) {
     cmd.env("WEFT_RUN_DIR", &h.run_dir)
         .env("WEFT_DATA_DIR", &h.data_dir);
@@ -110,7 +175,19 @@ impl Router {
     /// `weft status` answers, and reads its peer name. Panics (after killing it) if it
     /// exits or is not ready within 30 s.
     pub fn launch(net: &Net, host: usize, auth: &Auth, peers: &[&str]) -> Router {
+        Router::launch_with(net, host, auth, &[], peers)
+    }
+
+    /// Like [`Router::launch`], with extra launch options (e.g. `--rekey-interval 2`).
+    pub fn launch_with(
+        net: &Net,
+        host: usize,
+        auth: &Auth,
+        options: &[&str],
+        peers: &[&str],
+    ) -> Router {
         let mut args = vec!["launch".to_string(), "--foreground".into()];
+        args.extend(options.iter().map(|o| o.to_string()));
         match auth {
             Auth::PasswordFile(p) => {
                 args.extend(["--password-file".into(), p.display().to_string()])
