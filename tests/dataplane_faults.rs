@@ -271,16 +271,10 @@ fn traffic_is_relayed_when_two_hosts_cannot_reach_each_other() {
     // NOTE: no status view names the relay (no route or next hop is reported): the
     // relayed path can only be inferred from the peer topology above.
 
-    // ROUTER BUG: a peer that joins behind a relay is not announced across it. h3's own
-    // record (its link to h2) reaches h1 only with the periodic anti-entropy gossip
-    // (every 30 s), not when the h2-h3 link comes up, so for up to 30 s after every
-    // connection shows `established` h1 has no unicast route to h3: broadcasts (ARP)
-    // from h3's pods reach h1's pods, but every unicast frame from h1 to h3's pods is
-    // dropped (no route). Seen: h3 missing from h1's `status peers` for 7.7 s and 12.4 s,
-    // pod h1 -> pod h3 first answered 14.8 s after attach, pod h3 -> pod h1 not within
-    // 25 s. A join should be announced within the topology batch and route debounce
-    // (50 + 100 ms); this check passes by luck only when a gossip round happens to fall
-    // within the second after the join.
+    // A peer that joins behind a relay must be known across it at once: state learnt in
+    // a new link's exchange (never relayed) triggers an early anti-entropy round. Before
+    // that fix h1 learnt h3's record only at the periodic round (up to 30 s), and every
+    // unicast frame from h1 to h3's pods was dropped for lack of a route meanwhile.
     let learnt = learnt.expect("checked above");
     assert!(
         learnt <= Duration::from_secs(1),

@@ -20,6 +20,9 @@ use crate::timer::Timer;
 use crate::topology::{Incarnation, TOPOLOGY_CHANNEL};
 use std::time::Instant;
 
+/// How soon the anti-entropy round runs after a state exchange brought news.
+pub(super) const EARLY_ROUND: std::time::Duration = std::time::Duration::from_millis(500);
+
 impl Mesh {
     pub(super) fn gossip_message(&mut self, now: Instant, conn: ConnId, message: Message) {
         let result = match message {
@@ -32,7 +35,17 @@ impl Mesh {
                 reply_wanted,
                 summary,
             } => self.on_summary(conn, &channel, reply_wanted, &summary),
-            Message::Update { channel, update } => self.merge(now, &channel, &update).map(|_| ()),
+            Message::Update { channel, update } => {
+                self.merge(now, &channel, &update).map(|news| {
+                    // A state exchange (a new link) taught us something: others may lack
+                    // it too, and an Update is never relayed. Run the next anti-entropy
+                    // round soon instead of up to a gossip interval later, so the news
+                    // spreads epidemically in about a second per round.
+                    if news == Some(true) {
+                        self.timers.set_earliest(Timer::Gossip, now + EARLY_ROUND);
+                    }
+                })
+            }
             Message::Broadcast {
                 source,
                 id,
