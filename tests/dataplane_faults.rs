@@ -464,8 +464,23 @@ fn replayed_datagrams_are_not_delivered() {
         after.len(),
         "duplicate echo requests: {after:?}"
     );
-    // MISSING CHECK: the replays should be counted (drops by reason: replay) per peer,
-    // but the router reports no data-plane counters yet.
+    // Every re-injected datagram is counted as a replay against h1, and none counts as
+    // authentic from the wrong address (a replay is dropped before decryption).
+    let report = net.weft(2, &["report"]);
+    let report: serde_json::Value =
+        serde_json::from_slice(&report.stdout).expect("weft report is JSON");
+    let from_h1 = report["dataplane"]["peers"]
+        .as_array()
+        .and_then(|peers| peers.iter().find(|p| p["name"] == routers[0].bare_name()))
+        .unwrap_or_else(|| panic!("no data-plane counters for h1 in {report}"))
+        .clone();
+    let replays = from_h1["drops_replay"].as_u64().unwrap_or(0);
+    println!("e2e: replay: h2 counted {replays} replays from h1 ({from_h1})");
+    assert!(
+        replays >= sent as u64,
+        "{replays} replays counted, {sent} re-injected"
+    );
+    assert_eq!(from_h1["src_mismatch"], 0, "{from_h1}");
 
     // The router on h2 still works, and the pod capture still sees new requests.
     assert!(net.weft(2, &["status"]).status.success(), "h2 router gone");

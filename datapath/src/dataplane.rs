@@ -323,10 +323,6 @@ impl Dataplane {
             self.drops.unknown_index += 1;
             return;
         };
-        if from != entry.endpoint {
-            // Authentic or not, a datagram never moves the pinned endpoint.
-            entry.counters.src_mismatch += 1;
-        }
         let opened = match entry.session.open(now, datagram) {
             Ok(opened) => opened,
             Err(e) => {
@@ -334,6 +330,11 @@ impl Dataplane {
                 return;
             }
         };
+        if from != entry.endpoint {
+            // Authentic, but from elsewhere: the payload is accepted (it could only come
+            // from the peer) and the pinned endpoint never moves.
+            entry.counters.src_mismatch += 1;
+        }
         entry.last_rx = Some(now);
         if entry
             .heard_sent
