@@ -133,9 +133,7 @@ pub async fn run(config: Config, on_ready: impl FnOnce(&str)) -> Result<(), Rout
         ),
         None => None,
     };
-    let udp = tokio::net::UdpSocket::bind(tcp_addr)
-        .await
-        .map_err(|e| listen_error("UDP", tcp_addr.to_string(), e))?;
+    let udp = bind_udp(tcp_addr).map_err(|e| listen_error("UDP", tcp_addr.to_string(), e))?;
     let mtu = config.mtu.unwrap_or_else(config::default_mtu);
     let tap = setup_bridge(mtu).await?;
     let unix = UnixListener::bind(&socket_path).map_err(|e| RouterError::Dir {
@@ -223,6 +221,25 @@ pub async fn run(config: Config, on_ready: impl FnOnce(&str)) -> Result<(), Rout
     let _ = std::fs::remove_file(&pid_path);
     info!("router stopped");
     Ok(())
+}
+
+/// Socket buffers of the sleeve socket: room for bursts (and for garbage sent at the
+/// port) without the kernel dropping real datagrams; the default is about 208 KiB.
+const UDP_BUFFER_BYTES: usize = 4 * 1024 * 1024;
+
+/// Binds the sleeve socket with large buffers (forced past `rmem_max`, as root may).
+fn bind_udp(addr: SocketAddr) -> io::Result<tokio::net::UdpSocket> {
+    use nix::sys::socket::{setsockopt, sockopt};
+    let socket = std::net::UdpSocket::bind(addr)?;
+    socket.set_nonblocking(true)?;
+    let set = |r: nix::Result<()>| r.map_err(io::Error::from);
+    if set(setsockopt(&socket, sockopt::RcvBufForce, &UDP_BUFFER_BYTES)).is_err() {
+        set(setsockopt(&socket, sockopt::RcvBuf, &UDP_BUFFER_BYTES))?;
+    }
+    if set(setsockopt(&socket, sockopt::SndBufForce, &UDP_BUFFER_BYTES)).is_err() {
+        set(setsockopt(&socket, sockopt::SndBuf, &UDP_BUFFER_BYTES))?;
+    }
+    tokio::net::UdpSocket::from_std(socket)
 }
 
 /// Creates the bridge (if missing) and the TAP device on it, both with the overlay MTU.
