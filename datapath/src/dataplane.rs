@@ -373,8 +373,8 @@ impl Dataplane {
                 Forward::Drop(reason) => self.drops.count(reason),
             }
         }
-        // A datagram on a new key may have confirmed an epoch: indices can change.
-        self.reindex(peer);
+        // Opening only ever confirms a send key; receiver indices change with offers and
+        // expiry (handled there), so there is nothing to re-index per datagram.
         self.update_path(now, peer);
     }
 }
