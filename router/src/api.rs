@@ -145,11 +145,14 @@ impl Api {
         let Some(mut report) = self.owner.report().await else {
             return Response::text(503, "router is stopping\n");
         };
-        if let Some(stats) = self.dataplane.stats().await {
-            report.dataplane = Some(crate::report::dataplane(&stats));
-        }
         let text = match path {
-            "/report" => return Response::json(200, &report),
+            "/report" => {
+                // Only the report carries counters: ask the data plane for them then.
+                if let Some(stats) = self.dataplane.stats().await {
+                    report.dataplane = Some(crate::report::dataplane(&stats));
+                }
+                return Response::json(200, &report);
+            }
             "/status" => status::format_status(&report),
             "/status/peers" => status::format_peers(&report),
             "/status/connections" => status::format_connections(&report),
@@ -191,10 +194,6 @@ impl Api {
             Ok(p) => p,
             Err(r) => return r,
         };
-        let nl = match Netlink::new() {
-            Ok(nl) => nl,
-            Err(e) => return Response::text(500, format!("{e}\n")),
-        };
         let request = AttachRequest {
             netns,
             ifname,
@@ -202,7 +201,21 @@ impl Api {
             routes: Vec::new(),
             mtu: self.mtu,
         };
-        match attach::attach(&nl, config::BRIDGE, &request).await {
+        // Namespace work joins a thread: keep it off the async workers, as detach does.
+        let result = tokio::task::spawn_blocking(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            runtime.block_on(async {
+                let nl = Netlink::new().map_err(|e| e.to_string())?;
+                attach::attach(&nl, config::BRIDGE, &request)
+                    .await
+                    .map_err(|e| format!("attach failed: {e}"))
+            })
+        })
+        .await;
+        match result.map_err(|e| e.to_string()).and_then(|r| r) {
             Ok(a) => Response::json(
                 200,
                 &AttachAnswer {
@@ -211,7 +224,7 @@ impl Api {
                     cidrs: a.addrs.iter().map(|c| c.to_string()).collect(),
                 },
             ),
-            Err(e) => Response::text(400, format!("attach failed: {e}\n")),
+            Err(e) => Response::text(400, format!("{e}\n")),
         }
     }
 
