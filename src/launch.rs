@@ -50,7 +50,7 @@ pub struct LaunchArgs {
     #[arg(long, default_value_t = config::DEFAULT_CONN_LIMIT)]
     pub conn_limit: usize,
     /// Overlay MTU of the bridge and attached interfaces (default: what a 1500-byte
-    /// underlay leaves after the sleeve's overhead, 1377).
+    /// underlay leaves after the sleeve's overhead, 1408).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1280..=65000))]
     pub mtu: Option<u32>,
     /// Sleeve rekey interval in seconds (default 120; tests make it short).

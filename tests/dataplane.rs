@@ -38,7 +38,7 @@ fn pods_on_three_hosts_share_one_encrypted_segment() {
     }
     // The interface inside the pod has the overlay MTU.
     let link = net.exec(&pods[0].0, "ip", &["link", "show", "ethwe0"]);
-    assert!(String::from_utf8_lossy(&link.stdout).contains("mtu 1377"));
+    assert!(String::from_utf8_lossy(&link.stdout).contains("mtu 1408"));
 
     // Every pod reaches every other pod, over IPv4 and IPv6 (IPv6 waits out DAD).
     let start = Instant::now();

@@ -7,6 +7,12 @@
 //! and [`Event`]s for the control link. Nothing here allocates per packet: datagrams
 //! are sealed into the buffer's fixed slots, and received ones are opened in place.
 //!
+//! Frames that queue up share datagrams: each neighbour has a staging buffer (one
+//! datagram, allocated when the neighbour is added) that frames for it are appended to
+//! until the next would not fit in [`DataplaneConfig::max_datagram`]; the driver calls
+//! [`Dataplane::flush`] at the end of each wake-up, which seals what is staged into the
+//! [`TxBuffer`]. So a lone frame leaves at once, and a burst leaves in full datagrams.
+//!
 //! Path confirmation: each side sends sealed keepalives; whoever receives an
 //! authenticated datagram tells the sender over the control link ([`Event::SendHeard`]).
 //! A peer's path is `established` while we hear it and it hears us, both within
@@ -15,7 +21,7 @@
 use crate::mac_table::MacTableConfig;
 use crate::sleeve::codec::{InnerFrame, SealError, BROADCAST};
 use crate::sleeve::keys::RekeyOffer;
-use crate::sleeve::{datagram_len, Session, SessionConfig};
+use crate::sleeve::{datagram_len, Session, SessionConfig, HEADER_LEN, MIN_DATAGRAM_LEN};
 use crate::switch::{Forward, Ingress, RouteView, Switch};
 use gossip::peer::PeerId;
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -38,6 +44,9 @@ pub struct DataplaneConfig {
     pub probe: Duration,
     /// A direction not heard from for this long is down.
     pub path_timeout: Duration,
+    /// The largest datagram (UDP payload) to fill with several frames: the underlay MTU
+    /// less the IP and UDP headers. A single larger frame is still sent, alone.
+    pub max_datagram: usize,
 }
 
 impl Default for DataplaneConfig {
@@ -47,6 +56,7 @@ impl Default for DataplaneConfig {
             keepalive: Duration::from_secs(10),
             probe: Duration::from_secs(1),
             path_timeout: Duration::from_secs(30),
+            max_datagram: 1500 - 20 - crate::sleeve::UDP_HEADER_LEN,
         }
     }
 }
@@ -85,6 +95,9 @@ struct PeerEntry {
     last_tx: Option<Instant>,
     established: bool,
     counters: PeerCounters,
+    /// The datagram being filled: header room, then `staged` plaintext bytes.
+    stage: Box<[u8]>,
+    staged: usize,
 }
 
 /// The data plane state of one router.
@@ -96,6 +109,8 @@ pub struct Dataplane {
     index: HashMap<u32, PeerId>,
     events: VecDeque<Event>,
     drops: DropCounts,
+    /// Neighbours with staged frames, in the order they were first staged.
+    staged_peers: Vec<PeerId>,
 }
 
 impl Dataplane {
@@ -109,6 +124,7 @@ impl Dataplane {
             index: HashMap::new(),
             events: VecDeque::new(),
             drops: DropCounts::default(),
+            staged_peers: Vec::with_capacity(64),
         }
     }
 
@@ -130,6 +146,8 @@ impl Dataplane {
                 last_tx: None,
                 established: false,
                 counters: PeerCounters::default(),
+                stage: vec![0; self.config.max_datagram.max(MIN_DATAGRAM_LEN)].into_boxed_slice(),
+                staged: 0,
             },
         );
         self.handle_timeout(now);
@@ -138,6 +156,7 @@ impl Dataplane {
     /// The control link to `peer` is gone: drop its session and the MACs behind it.
     pub fn remove_peer(&mut self, peer: PeerId) {
         if let Some(entry) = self.peers.remove(&peer) {
+            self.staged_peers.retain(|p| *p != peer);
             for idx in entry.indices {
                 self.index.remove(&idx);
             }
@@ -280,6 +299,7 @@ impl Dataplane {
         }
     }
 
+    /// Stages `frame` for `next_hop`, sealing what is staged first if it does not fit.
     fn send(
         &mut self,
         now: Instant,
@@ -293,11 +313,47 @@ impl Dataplane {
             self.drops.no_route += 1;
             return;
         };
-        let inner = [InnerFrame { dst, src, frame }];
-        if seal_into(entry, &inner, tx, &mut self.drops).is_ok() {
+        if !entry.session.can_send() {
+            self.drops.count_seal_error(SealError::NoKey);
+            return;
+        }
+        let f = InnerFrame { dst, src, frame };
+        let max = self.config.max_datagram;
+        let mut appended = entry
+            .session
+            .append(&mut entry.stage, entry.staged, &f, max);
+        if matches!(appended, Ok(None)) && entry.staged > 0 {
+            seal_stage(entry, tx, &mut self.drops);
+            appended = entry.session.append(&mut entry.stage, 0, &f, max);
+        }
+        let sent = match appended {
+            Ok(Some(inner)) => {
+                if entry.staged == 0 {
+                    self.staged_peers.push(next_hop);
+                }
+                entry.staged = inner;
+                true
+            }
+            // Larger than a staging datagram: it goes alone (the stage is empty now).
+            Ok(None) => seal_into(entry, &[f], tx, &mut self.drops).is_ok(),
+            Err(e) => {
+                self.drops.count_seal_error(e);
+                false
+            }
+        };
+        if sent {
             entry.last_tx = Some(now);
             entry.counters.tx_frames += 1;
             entry.counters.tx_bytes += frame.len() as u64;
+        }
+    }
+
+    /// Seals every neighbour's staged frames into `tx`. Call before sending `tx`.
+    pub fn flush(&mut self, tx: &mut TxBuffer) {
+        for peer in self.staged_peers.drain(..) {
+            if let Some(entry) = self.peers.get_mut(&peer) {
+                seal_stage(entry, tx, &mut self.drops);
+            }
         }
     }
 
@@ -379,13 +435,32 @@ impl Dataplane {
     }
 }
 
+/// Seals `entry`'s staged frames into a slot of `tx` and empties the stage.
+fn seal_stage(entry: &mut PeerEntry, tx: &mut TxBuffer, drops: &mut DropCounts) {
+    let inner = std::mem::take(&mut entry.staged);
+    if inner == 0 {
+        return;
+    }
+    let len = datagram_len(inner);
+    let Some(slot) = tx.slot(len) else {
+        drops.tx_full += 1;
+        return;
+    };
+    slot[HEADER_LEN..HEADER_LEN + inner]
+        .copy_from_slice(&entry.stage[HEADER_LEN..HEADER_LEN + inner]);
+    match entry.session.seal_in_place(slot, inner) {
+        Ok(n) => tx.commit(entry.endpoint, n),
+        Err(e) => drops.count_seal_error(e),
+    }
+}
+
 fn seal_into(
     entry: &mut PeerEntry,
     frames: &[InnerFrame<'_>],
     tx: &mut TxBuffer,
     drops: &mut DropCounts,
 ) -> Result<(), SealError> {
-    let len = crate::sleeve::codec::inner_len(frames).map(datagram_len);
+    let len = entry.session.inner_len(frames).map(datagram_len);
     let len = match len {
         Ok(len) => len,
         Err(e) => {

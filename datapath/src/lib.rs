@@ -20,6 +20,7 @@
 //! - [`netns`]: running code inside another network namespace, on its own thread.
 //! - [`tap`]: the TAP device between the bridge and the router (the one module allowed a
 //!   documented `unsafe`).
+//! - [`udp`]: the sleeve socket, sending and receiving runs of datagrams with UDP GSO/GRO.
 //!
 //! It depends only on `gossip`'s identity ([`gossip::peer::PeerId`]) and routes, never on
 //! `router`.
@@ -35,3 +36,4 @@ pub mod netns;
 pub mod sleeve;
 pub mod switch;
 pub mod tap;
+pub mod udp;

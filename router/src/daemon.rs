@@ -179,8 +179,13 @@ pub async fn run(config: Config, on_ready: impl FnOnce(&str)) -> Result<(), Rout
         dp_config.session.rekey_after_time = interval;
         dp_config.session.reject_after_time = interval + interval / 2;
     }
+    // Frames share a datagram up to the size one full-size frame needs on its own, which
+    // the overlay MTU was chosen to fit on the underlay.
+    let max_datagram = datapath::sleeve::datagram_len(
+        datapath::sleeve::DIRECT_HEADER_LEN + datapath::sleeve::ETHERNET_HEADER_LEN + mtu as usize,
+    );
     let dp = Dataplane::new(id, dp_config);
-    let (dp_task, dp_handle) = dataplane::new(dp, tap, udp, routes_rx, dp_events_tx);
+    let (dp_task, dp_handle) = dataplane::new(dp, tap, udp, routes_rx, dp_events_tx, max_datagram);
     tokio::spawn(dp_task.run());
     let dp_link = DataplaneLink::new(dp_handle.clone(), dp_events_rx, routes_tx, mtu);
 

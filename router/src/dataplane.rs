@@ -2,14 +2,18 @@
 //! socket.
 //!
 //! It waits on the TAP device, the socket, its command channel, route snapshots and a
-//! tick. Each wake-up drains what is queued (up to a batch) before sending, so several
-//! datagrams go out per wake-up. It takes no lock: routes arrive as `Arc` snapshots
-//! through a `watch` channel and are kept locally between changes; counters are read
-//! by asking the task.
+//! tick. Each wake-up drains what is queued (up to a batch) before sending: frames that
+//! queued up share datagrams, and the datagrams for one peer leave in one GSO call
+//! ([`SleeveSocket`]); received runs arrive in one GRO call. When the socket's buffer is
+//! full, the rest of the batch waits for it and the TAP device is not read meanwhile,
+//! so back-pressure reaches the senders instead of datagrams being dropped. It takes no
+//! lock: routes arrive as `Arc` snapshots through a `watch` channel and are kept locally
+//! between changes; counters are read by asking the task.
 
 use datapath::dataplane::{Counters, Dataplane, Event, TxBuffer};
 use datapath::sleeve::keys::RekeyOffer;
 use datapath::tap::Tap;
+use datapath::udp::{SleeveSocket, GSO_MAX_BYTES, GSO_MAX_SEGMENTS};
 use gossip::peer::PeerId;
 use gossip::routes::Routes;
 use std::io;
@@ -86,12 +90,14 @@ impl DataplaneHandle {
 pub struct DataplaneTask {
     dp: Dataplane,
     tap: Tap,
-    udp: UdpSocket,
+    udp: SleeveSocket,
     routes: watch::Receiver<Arc<Routes>>,
     commands: mpsc::UnboundedReceiver<Command>,
     events: mpsc::UnboundedSender<Event>,
     tap_drops: u64,
     udp_drops: u64,
+    /// Datagrams larger than this go out alone (the kernel fragments them; GSO may not).
+    max_segment: usize,
 }
 
 /// Builds the task and its handle. `events` carries what the control link must send.
@@ -101,17 +107,19 @@ pub fn new(
     udp: UdpSocket,
     routes: watch::Receiver<Arc<Routes>>,
     events: mpsc::UnboundedSender<Event>,
+    max_segment: usize,
 ) -> (DataplaneTask, DataplaneHandle) {
     let (tx, commands) = mpsc::unbounded_channel();
     let task = DataplaneTask {
         dp,
         tap,
-        udp,
+        udp: SleeveSocket::new(udp),
         routes,
         commands,
         events,
         tap_drops: 0,
         udp_drops: 0,
+        max_segment,
     };
     (task, DataplaneHandle { tx })
 }
@@ -121,13 +129,14 @@ impl DataplaneTask {
     pub async fn run(mut self) {
         let mut frame = vec![0u8; MAX_PACKET];
         let mut datagram = vec![0u8; MAX_PACKET];
-        let mut tx = TxBuffer::new(4 * 1024 * 1024, 4 * BATCH);
+        let mut tx = TxBuffer::new(4 * 1024 * 1024, 8 * BATCH);
         let mut routes = self.routes.borrow().clone();
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            let blocked = !tx.is_empty();
             tokio::select! {
-                read = self.tap.recv(&mut frame) => {
+                read = self.tap.recv(&mut frame), if !blocked => {
                     let now = Instant::now();
                     let mut n = read;
                     for _ in 0..BATCH {
@@ -140,26 +149,11 @@ impl DataplaneTask {
                         n = self.tap.try_recv(&mut frame);
                     }
                 }
-                received = self.udp.recv_from(&mut datagram) => {
-                    let now = Instant::now();
-                    let mut r = received;
-                    for _ in 0..BATCH {
-                        match r {
-                            Ok((len, from)) => {
-                                let tap = &self.tap;
-                                let drops = &mut self.tap_drops;
-                                let mut deliver = |f: &[u8]| {
-                                    if tap.try_send(f).is_err() { *drops += 1; }
-                                };
-                                self.dp.handle_datagram(now, from, &mut datagram[..len], &*routes, &mut tx, &mut deliver);
-                            }
-                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                            Err(e) => { warn!("reading the UDP socket: {e}"); break; }
-                        }
-                        if tx.is_nearly_full() { break; }
-                        r = self.udp.try_recv_from(&mut datagram);
-                    }
+                ready = self.udp.socket().readable() => {
+                    if let Err(e) = ready { warn!("waiting on the UDP socket: {e}"); }
+                    self.receive(&mut datagram, &routes, &mut tx);
                 }
+                _ = self.udp.socket().writable(), if blocked => {}
                 command = self.commands.recv() => match command {
                     Some(c) => self.command(Instant::now(), c),
                     None => return,
@@ -174,13 +168,51 @@ impl DataplaneTask {
                     self.dp.poll_keepalives(now, &mut tx);
                 }
             }
-            self.flush(&mut tx);
+            self.dp.flush(&mut tx);
+            self.send(&mut tx);
             while let Some(event) = self.dp.poll_event() {
                 let _ = self.events.send(event);
             }
         }
     }
 
+    /// Receives up to a batch of datagrams (each GRO run counts once) and handles them.
+    fn receive(&mut self, buf: &mut [u8], routes: &Routes, tx: &mut TxBuffer) {
+        let now = Instant::now();
+        for _ in 0..BATCH {
+            let r = match self.udp.try_recv(buf) {
+                Ok(r) => r,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    warn!("reading the UDP socket: {e}");
+                    break;
+                }
+            };
+            let tap = &self.tap;
+            let drops = &mut self.tap_drops;
+            let mut deliver = |f: &[u8]| {
+                if tap.try_send(f).is_err() {
+                    *drops += 1;
+                }
+            };
+            if r.len == 0 {
+                // An empty datagram: counted as malformed like any other short one.
+                self.dp
+                    .handle_datagram(now, r.from, &mut [], routes, tx, &mut deliver);
+            }
+            for d in buf[..r.len].chunks_mut(r.segment.max(1)) {
+                self.dp
+                    .handle_datagram(now, r.from, d, routes, tx, &mut deliver);
+            }
+            if tx.is_nearly_full() {
+                self.dp.flush(tx);
+                self.send(tx);
+                if !tx.is_empty() {
+                    break;
+                }
+            }
+        }
+    }
     fn command(&mut self, now: Instant, command: Command) {
         match command {
             Command::AddPeer {
@@ -209,13 +241,21 @@ impl DataplaneTask {
         }
     }
 
-    /// Sends the batch. A full socket buffer drops (and counts) rather than stalls.
-    fn flush(&mut self, tx: &mut TxBuffer) {
-        for (to, d) in tx.iter() {
-            if self.udp.try_send_to(d, to).is_err() {
-                self.udp_drops += 1;
+    /// Sends what is queued, one run per call. Stops at a full socket buffer, leaving the
+    /// rest queued for when it drains; a datagram the kernel refuses is dropped and counted.
+    fn send(&mut self, tx: &mut TxBuffer) {
+        while let Some((to, bytes, segment, count)) =
+            tx.next_run(GSO_MAX_SEGMENTS, GSO_MAX_BYTES, self.max_segment)
+        {
+            match self.udp.try_send_run(to, bytes, segment, count) {
+                Ok(0) => return,
+                Ok(sent) => tx.advance(sent),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(_) => {
+                    self.udp_drops += 1;
+                    tx.advance(1);
+                }
             }
         }
-        tx.clear();
     }
 }

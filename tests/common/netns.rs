@@ -248,11 +248,16 @@ impl Net {
 
     /// Runs `program args` inside namespace `ns` (60 s limit), capturing its output.
     pub fn exec(&self, ns: &str, program: &str, args: &[&str]) -> Output {
+        self.exec_for(ns, program, args, Duration::from_secs(60))
+    }
+
+    /// [`Net::exec`] with another time limit.
+    pub fn exec_for(&self, ns: &str, program: &str, args: &[&str], limit: Duration) -> Output {
         run_with_timeout(
             Command::new("ip")
                 .args(["netns", "exec", ns, program])
                 .args(args),
-            Duration::from_secs(60),
+            limit,
         )
     }
 

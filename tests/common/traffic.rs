@@ -50,7 +50,8 @@ pub fn ping_series(
     let mut args = vec!["-4", "-c", &count_s, "-i", interval, "-W", "1", "-q"];
     args.extend_from_slice(extra);
     args.push(addr);
-    let out = net.exec(ns, "ping", &args);
+    let secs = f64::from(count) * interval.parse::<f64>().unwrap_or(1.0) + 30.0;
+    let out = net.exec_for(ns, "ping", &args, Duration::from_secs_f64(secs));
     let output = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),

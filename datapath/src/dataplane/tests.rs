@@ -92,6 +92,8 @@ fn keys_then_paths_then_frames() {
     // A broadcast from a's bridge reaches b's bridge; b learns the MAC behind A.
     let bcast = frame(1, [0xff; 6], b"hello");
     a.handle_local_frame(now, &bcast, &ra, &mut tx);
+    assert!(tx.is_empty(), "staged until the flush");
+    a.flush(&mut tx);
     assert_eq!(tx.len(), 1);
     let sent = tx.iter().next().map(|(to, d)| (to, d.to_vec())).unwrap();
     assert_eq!(sent.0, addr(2), "sent to the pinned endpoint");
@@ -100,12 +102,14 @@ fn keys_then_paths_then_frames() {
     // A unicast back to that MAC goes to A only.
     let reply = frame(2, [0x02, 0, 0, 0, 0, 1], b"back");
     b.handle_local_frame(now, &reply, &rb, &mut tx);
+    b.flush(&mut tx);
     assert_eq!(deliver_all(now, &mut tx, &mut a, &ra), vec![reply]);
     let counters = a.counters();
     assert_eq!(counters.peers[0].1.rx_frames, 1);
 
     // The same datagram twice: the second is a replay, delivered once.
     a.handle_local_frame(now, &frame(1, [0xff; 6], b"once"), &ra, &mut tx);
+    a.flush(&mut tx);
     let d = tx.iter().next().unwrap().1.to_vec();
     tx.clear();
     let mut scratch = TxBuffer::new(1 << 16, 8);
@@ -134,6 +138,7 @@ fn garbage_and_unknown_indices_are_counted_not_delivered() {
         });
     }
     assert_eq!(delivered, 0);
+    b.flush(&mut tx);
     assert!(tx.is_empty(), "nothing unauthenticated gets a reply");
     let c = b.counters();
     assert!(c.drops.malformed + c.drops.unknown_index >= 6, "{c:?}");
@@ -146,6 +151,36 @@ fn removed_peer_gets_nothing_and_its_macs_are_forgotten() {
     a.remove_peer(B);
     let mut tx = TxBuffer::new(1 << 16, 8);
     a.handle_local_frame(now, &frame(1, [0xff; 6], b"x"), &Pair(B), &mut tx);
+    a.flush(&mut tx);
     assert!(tx.is_empty());
     assert_eq!(a.counters().drops.no_route, 1);
+}
+
+/// Frames that queue up share datagrams, up to `max_datagram`, and arrive in order.
+#[test]
+fn queued_frames_share_datagrams() {
+    let now = Instant::now();
+    let (mut a, mut b) = connected(now);
+    let (ra, rb) = (Pair(B), Pair(A));
+    let mut tx = TxBuffer::new(1 << 20, 64);
+    let small: Vec<Vec<u8>> = (0..40u8).map(|i| frame(1, [0xff; 6], &[i; 50])).collect();
+    for f in &small {
+        a.handle_local_frame(now, f, &ra, &mut tx);
+    }
+    // A frame too large to share a datagram goes alone, after what was staged.
+    let big = frame(1, [0xff; 6], &[7; 1450]);
+    a.handle_local_frame(now, &big, &ra, &mut tx);
+    let last = frame(1, [0xff; 6], b"last");
+    a.handle_local_frame(now, &last, &ra, &mut tx);
+    a.flush(&mut tx);
+    let per_datagram = (1472 - 32) / (3 + 64);
+    let expected = 40usize.div_ceil(per_datagram) + 2;
+    assert_eq!(tx.len(), expected, "{} frames per datagram", per_datagram);
+    assert!(tx.iter().all(|(_, d)| d.len() <= 1472 || d.len() > 1450));
+    let got = deliver_all(now, &mut tx, &mut b, &rb);
+    let mut want = small.clone();
+    want.push(big);
+    want.push(last);
+    assert_eq!(got, want);
+    assert_eq!(a.counters().peers[0].1.tx_frames, 42);
 }

@@ -1,8 +1,11 @@
 //! A reusable batch of datagrams to send.
 //!
 //! One contiguous buffer, allocated once, into which datagrams are sealed back to back;
-//! the driver sends the batch (with `sendmmsg` where it can) and clears it. Filling it
-//! never allocates: when it is full, the data plane drops and counts.
+//! the driver sends the batch and marks what went out with [`TxBuffer::advance`] (so a
+//! full socket buffer leaves the rest queued, not dropped). Datagrams sit back to back,
+//! so a run of them for one address is one contiguous slice, which the driver can hand
+//! to the kernel in one call (UDP GSO). Filling it never allocates: when it is full, the
+//! data plane drops and counts.
 
 use std::net::SocketAddr;
 use std::ops::Range;
@@ -13,6 +16,8 @@ pub struct TxBuffer {
     used: usize,
     items: Vec<(SocketAddr, Range<usize>)>,
     max_items: usize,
+    /// Items before this one have been sent.
+    sent: usize,
 }
 
 impl TxBuffer {
@@ -23,6 +28,7 @@ impl TxBuffer {
             used: 0,
             items: Vec::with_capacity(max_items),
             max_items,
+            sent: 0,
         }
     }
 
@@ -40,19 +46,65 @@ impl TxBuffer {
         self.used += len;
     }
 
-    /// The datagrams in order.
+    /// The datagrams not sent yet, in order.
     pub fn iter(&self) -> impl Iterator<Item = (SocketAddr, &[u8])> + '_ {
-        self.items.iter().map(|(a, r)| (*a, &self.buf[r.clone()]))
+        self.items[self.sent..]
+            .iter()
+            .map(|(a, r)| (*a, &self.buf[r.clone()]))
+    }
+
+    /// The next run of unsent datagrams that can go out in one GSO call: up to
+    /// `max_segments` datagrams for the same address, all of the first one's length except
+    /// possibly the last (which may be shorter), at most `max_bytes` in all. A datagram
+    /// longer than `max_segment` is a run of its own. Returns the address, the
+    /// datagrams' bytes back to back, the segment length and the count.
+    pub fn next_run(
+        &self,
+        max_segments: usize,
+        max_bytes: usize,
+        max_segment: usize,
+    ) -> Option<(SocketAddr, &[u8], usize, usize)> {
+        let (to, first) = self.items.get(self.sent)?;
+        let seg = first.len();
+        if seg > max_segment {
+            return Some((*to, &self.buf[first.clone()], seg, 1));
+        }
+        let mut end = first.end;
+        let mut count = 1;
+        for (addr, r) in &self.items[self.sent + 1..] {
+            if count == max_segments
+                || addr != to
+                || r.len() > max_segment
+                || r.len() > seg
+                || r.end - first.start > max_bytes
+            {
+                break;
+            }
+            end = r.end;
+            count += 1;
+            if r.len() < seg {
+                break;
+            }
+        }
+        Some((*to, &self.buf[first.start..end], seg, count))
+    }
+
+    /// Marks the next `n` datagrams as sent; empties the batch once all are.
+    pub fn advance(&mut self, n: usize) {
+        self.sent = (self.sent + n).min(self.items.len());
+        if self.sent == self.items.len() {
+            self.clear();
+        }
     }
 
     /// How many datagrams are waiting.
     pub fn len(&self) -> usize {
-        self.items.len()
+        self.items.len() - self.sent
     }
 
     /// Whether none is waiting.
     pub fn is_empty(&self) -> bool {
-        self.items.is_empty()
+        self.len() == 0
     }
 
     /// Whether the batch is (nearly) full and should be flushed before more is added.
@@ -64,6 +116,7 @@ impl TxBuffer {
     pub fn clear(&mut self) {
         self.items.clear();
         self.used = 0;
+        self.sent = 0;
     }
 }
 
@@ -87,5 +140,45 @@ mod tests {
         assert!(tx.is_empty());
         assert!(tx.slot(101).is_none(), "byte limit");
         assert_eq!(tx.buf.capacity(), cap);
+    }
+
+    #[test]
+    fn runs_group_equal_datagrams_for_one_address() {
+        let mut tx = TxBuffer::new(10_000, 16);
+        let a: SocketAddr = "198.18.0.1:6783".parse().unwrap();
+        let b: SocketAddr = "198.18.0.2:6783".parse().unwrap();
+        for (to, len) in [(a, 100), (a, 100), (a, 60), (a, 100), (b, 100), (b, 120)] {
+            tx.slot(len).unwrap();
+            tx.commit(to, len);
+        }
+        let (to, bytes, seg, n) = tx.next_run(64, 65_000, 1500).unwrap();
+        assert_eq!(
+            (to, bytes.len(), seg, n),
+            (a, 260, 100, 3),
+            "a shorter last one ends it"
+        );
+        tx.advance(n);
+        let (to, _, _, n) = tx.next_run(64, 65_000, 1500).unwrap();
+        assert_eq!((to, n), (a, 1), "another address ends it");
+        tx.advance(n);
+        let (to, _, seg, n) = tx.next_run(64, 65_000, 1500).unwrap();
+        assert_eq!((to, seg, n), (b, 100, 1), "a longer one ends it");
+        tx.advance(1);
+        assert_eq!(tx.len(), 1);
+        let (_, _, _, n) = tx.next_run(1, 10, 1500).unwrap();
+        assert_eq!(n, 1, "limits never leave a datagram behind");
+        tx.advance(1);
+        assert!(tx.is_empty() && tx.next_run(64, 65_000, 1500).is_none());
+        for _ in 0..10 {
+            tx.slot(100).unwrap();
+            tx.commit(a, 100);
+        }
+        assert_eq!(tx.next_run(4, 65_000, 1500).unwrap().3, 4, "segment limit");
+        assert_eq!(tx.next_run(64, 550, 1500).unwrap().3, 5, "byte limit");
+        assert_eq!(
+            tx.next_run(64, 65_000, 99).unwrap().3,
+            1,
+            "oversized: alone"
+        );
     }
 }

@@ -1,22 +1,30 @@
 //! Sealing and opening sleeve datagrams, in place and without allocation.
 //!
-//! The plaintext inside the AEAD is a list of Ethernet frames, each with the peers it
-//! travels between, then zero padding to a multiple of 16 bytes (as WireGuard pads, so
-//! that lengths leak less):
+//! The plaintext inside the AEAD is a list of Ethernet frames ("entries"), then zero
+//! padding to a multiple of 16 bytes (as WireGuard pads, so that lengths leak less). Each
+//! entry starts with a kind byte that says which peers the frame travels between:
 //!
 //! ```text
-//! { dst_peer(16) | src_peer(16) | len u16 BE | frame(len) } ... | 0x00 padding
+//! 1 direct     | len u16 BE | frame(len)                 sender → receiver
+//! 2 broadcast  | len u16 BE | frame(len)                 sender → everyone
+//! 3 full       | dst_peer(16) | src_peer(16) | len u16 BE | frame(len)
+//! 0            end of the list; every byte from here on is zero padding
 //! ```
 //!
-//! `dst_peer` all-zero means broadcast. A zero length, or fewer than 34 bytes left, ends
-//! the list, and everything from there on must be zero. A datagram with no frame is a
-//! keepalive. Parsing is strict: any byte out of place makes the whole datagram
-//! [`OpenError::Malformed`]; nothing from it is delivered.
+//! "Sender" and "receiver" are the two ends of the session, so the common cases (a frame
+//! that entered the overlay at the sender and is for the receiver, or a broadcast from
+//! the sender) cost 3 bytes; only relayed frames name their peers (35 bytes). `dst_peer`
+//! all-zero means broadcast. A datagram with no entry is a keepalive. Parsing is strict:
+//! an unknown kind, a zero length, a length past the end or a non-zero byte in the
+//! padding makes the whole datagram [`OpenError::Malformed`]; nothing from it is
+//! delivered.
 //!
 //! [`Session::open`] works in the order of the security design: length and header
 //! checks, receiver-index lookup, replay check (no crypto yet), AEAD open in place, replay
 //! mark, inner parse. Neither [`Session::seal`] nor [`Session::open`] allocates: both work
 //! in the caller's buffer, and the AEAD runs in place with a detached tag.
+//! [`Session::append`] builds a datagram's plaintext one frame at a time, so that frames
+//! which queue up can share a datagram.
 
 use super::header::{HeaderError, Packet, Repr, HEADER_LEN, TAG_LEN};
 use super::replay::REJECT_AFTER_MESSAGES;
@@ -27,8 +35,16 @@ use gossip::peer::{PeerId, PEER_ID_LEN};
 use std::time::Instant;
 use thiserror::Error;
 
-/// Bytes before each frame in the plaintext: dst peer, src peer, length.
-pub const FRAME_HEADER_LEN: usize = 2 * PEER_ID_LEN + 2;
+/// Kind byte of an entry for the receiver that entered the overlay at the sender.
+const KIND_DIRECT: u8 = 1;
+/// Kind byte of a broadcast entry that entered the overlay at the sender.
+const KIND_BROADCAST: u8 = 2;
+/// Kind byte of an entry that names both of its peers (a relayed frame).
+const KIND_FULL: u8 = 3;
+/// Bytes before a frame in a direct or broadcast entry: kind and length.
+pub const DIRECT_HEADER_LEN: usize = 1 + 2;
+/// Bytes before a frame in a full entry: kind, dst peer, src peer, length.
+pub const FULL_HEADER_LEN: usize = 1 + 2 * PEER_ID_LEN + 2;
 /// The `dst_peer` of a broadcast frame.
 pub const BROADCAST: PeerId = PeerId([0; PEER_ID_LEN]);
 /// The plaintext is padded to a multiple of this.
@@ -43,6 +59,39 @@ pub struct InnerFrame<'a> {
     pub src: PeerId,
     /// The Ethernet frame.
     pub frame: &'a [u8],
+}
+
+/// The two ends of a datagram: who sealed it and who opens it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ends {
+    /// The peer that sealed the datagram.
+    pub sender: PeerId,
+    /// The peer that opens it.
+    pub receiver: PeerId,
+}
+
+impl Ends {
+    /// The kind byte `f` is encoded with between these ends.
+    fn kind(&self, f: &InnerFrame<'_>) -> u8 {
+        if f.src != self.sender {
+            KIND_FULL
+        } else if f.dst == self.receiver {
+            KIND_DIRECT
+        } else if f.dst == BROADCAST {
+            KIND_BROADCAST
+        } else {
+            KIND_FULL
+        }
+    }
+
+    /// The bytes `f`'s entry takes, header included.
+    pub fn entry_len(&self, f: &InnerFrame<'_>) -> usize {
+        let head = match self.kind(f) {
+            KIND_FULL => FULL_HEADER_LEN,
+            _ => DIRECT_HEADER_LEN,
+        };
+        head + f.frame.len()
+    }
 }
 
 /// Why a datagram could not be sealed.
@@ -104,6 +153,7 @@ impl From<HeaderError> for OpenError {
 #[derive(Debug, Clone, Copy)]
 pub struct Opened<'a> {
     plaintext: &'a [u8],
+    ends: Ends,
     /// The datagram's counter.
     pub counter: u64,
     /// The epoch of the key that opened it.
@@ -115,6 +165,7 @@ impl<'a> Opened<'a> {
     pub fn frames(&self) -> Frames<'a> {
         Frames {
             rest: self.plaintext,
+            ends: self.ends,
         }
     }
 
@@ -128,71 +179,69 @@ impl<'a> Opened<'a> {
 #[derive(Debug, Clone)]
 pub struct Frames<'a> {
     rest: &'a [u8],
+    ends: Ends,
 }
 
 impl<'a> Iterator for Frames<'a> {
     type Item = InnerFrame<'a>;
 
     fn next(&mut self) -> Option<InnerFrame<'a>> {
-        let (frame, rest) = parse_entry(self.rest).ok()??;
+        let (frame, rest) = parse_entry(self.rest, &self.ends).ok()??;
         self.rest = rest;
         Some(frame)
     }
 }
 
 /// Parses the entry at the start of `rest`: `Ok(None)` at a valid end of the list.
-fn parse_entry(rest: &[u8]) -> Result<Option<(InnerFrame<'_>, &[u8])>, OpenError> {
-    let all_zero = |bytes: &[u8]| bytes.iter().all(|&b| b == 0);
-    let Some((head, tail)) = rest.split_first_chunk::<FRAME_HEADER_LEN>() else {
-        return if all_zero(rest) {
-            Ok(None)
-        } else {
-            Err(OpenError::Malformed)
-        };
+fn parse_entry<'a>(
+    rest: &'a [u8],
+    ends: &Ends,
+) -> Result<Option<(InnerFrame<'a>, &'a [u8])>, OpenError> {
+    let Some((&kind, tail)) = rest.split_first() else {
+        return Ok(None);
     };
-    let (dst, src_len) = head.split_at(PEER_ID_LEN);
-    let (src, len) = src_len.split_at(PEER_ID_LEN);
-    let len = usize::from(u16::from_be_bytes([len[0], len[1]]));
+    let (dst, src, tail) = match kind {
+        0 if tail.iter().all(|&b| b == 0) => return Ok(None),
+        KIND_DIRECT => (ends.receiver, ends.sender, tail),
+        KIND_BROADCAST => (BROADCAST, ends.sender, tail),
+        KIND_FULL => {
+            let (dst, tail) = tail
+                .split_first_chunk::<PEER_ID_LEN>()
+                .ok_or(OpenError::Malformed)?;
+            let (src, tail) = tail
+                .split_first_chunk::<PEER_ID_LEN>()
+                .ok_or(OpenError::Malformed)?;
+            (PeerId(*dst), PeerId(*src), tail)
+        }
+        _ => return Err(OpenError::Malformed),
+    };
+    let (len, tail) = tail.split_first_chunk::<2>().ok_or(OpenError::Malformed)?;
+    let len = usize::from(u16::from_be_bytes(*len));
     if len == 0 {
-        return if all_zero(rest) {
-            Ok(None)
-        } else {
-            Err(OpenError::Malformed)
-        };
+        return Err(OpenError::Malformed);
     }
     let frame = tail.get(..len).ok_or(OpenError::Malformed)?;
-    let peer = |bytes: &[u8]| {
-        let mut id = [0u8; PEER_ID_LEN];
-        id.copy_from_slice(bytes);
-        PeerId(id)
-    };
-    let entry = InnerFrame {
-        dst: peer(dst),
-        src: peer(src),
-        frame,
-    };
-    Ok(Some((entry, &tail[len..])))
+    Ok(Some((InnerFrame { dst, src, frame }, &tail[len..])))
 }
 
-/// Checks a whole plaintext with the strict rules of the module doc.
-pub fn validate_inner(mut plaintext: &[u8]) -> Result<(), OpenError> {
-    while let Some((_, rest)) = parse_entry(plaintext)? {
+/// Checks a whole plaintext, sealed by `ends.sender` for `ends.receiver`, with the strict
+/// rules of the module doc.
+pub fn validate_inner(mut plaintext: &[u8], ends: &Ends) -> Result<(), OpenError> {
+    while let Some((_, rest)) = parse_entry(plaintext, ends)? {
         plaintext = rest;
     }
     Ok(())
 }
 
-/// The plaintext length (before padding) that `frames` need.
-pub fn inner_len(frames: &[InnerFrame<'_>]) -> Result<usize, SealError> {
-    frames.iter().try_fold(0usize, |total, f| {
-        if f.frame.is_empty() {
-            return Err(SealError::EmptyFrame);
-        }
-        if f.frame.len() > usize::from(u16::MAX) {
-            return Err(SealError::FrameTooLarge(f.frame.len()));
-        }
-        Ok(total + FRAME_HEADER_LEN + f.frame.len())
-    })
+/// Checks that `f` can be carried at all.
+fn check_frame(f: &InnerFrame<'_>) -> Result<(), SealError> {
+    if f.frame.is_empty() {
+        return Err(SealError::EmptyFrame);
+    }
+    if f.frame.len() > usize::from(u16::MAX) {
+        return Err(SealError::FrameTooLarge(f.frame.len()));
+    }
+    Ok(())
 }
 
 /// The datagram length for a plaintext of `inner_len` bytes: header, padded ciphertext, tag.
@@ -208,33 +257,82 @@ fn nonce(counter: u64) -> Nonce {
 }
 
 impl Session {
+    /// The ends of datagrams this session seals.
+    pub fn seal_ends(&self) -> Ends {
+        Ends {
+            sender: self.local(),
+            receiver: self.remote(),
+        }
+    }
+
+    /// The ends of datagrams this session opens.
+    pub fn open_ends(&self) -> Ends {
+        Ends {
+            sender: self.remote(),
+            receiver: self.local(),
+        }
+    }
+
+    /// The plaintext length (before padding) that `frames` need.
+    pub fn inner_len(&self, frames: &[InnerFrame<'_>]) -> Result<usize, SealError> {
+        let ends = self.seal_ends();
+        frames.iter().try_fold(0usize, |total, f| {
+            check_frame(f)?;
+            Ok(total + ends.entry_len(f))
+        })
+    }
+
+    /// Appends `f` to the plaintext being built in the datagram buffer `buf` (which holds
+    /// `inner` plaintext bytes after the header so far). Returns the new plaintext length,
+    /// or `Ok(None)` if the sealed datagram would outgrow `max_datagram` bytes or `buf`.
+    /// Nothing is written when it does not fit. Seal with [`Session::seal_in_place`].
+    pub fn append(
+        &self,
+        buf: &mut [u8],
+        inner: usize,
+        f: &InnerFrame<'_>,
+        max_datagram: usize,
+    ) -> Result<Option<usize>, SealError> {
+        check_frame(f)?;
+        let ends = self.seal_ends();
+        let end = inner + ends.entry_len(f);
+        if datagram_len(end) > max_datagram.min(buf.len()) {
+            return Ok(None);
+        }
+        let at = HEADER_LEN + inner;
+        let kind = ends.kind(f);
+        buf[at] = kind;
+        let mut at = at + 1;
+        if kind == KIND_FULL {
+            buf[at..at + PEER_ID_LEN].copy_from_slice(&f.dst.0);
+            buf[at + PEER_ID_LEN..at + 2 * PEER_ID_LEN].copy_from_slice(&f.src.0);
+            at += 2 * PEER_ID_LEN;
+        }
+        buf[at..at + 2].copy_from_slice(&(f.frame.len() as u16).to_be_bytes());
+        buf[at + 2..at + 2 + f.frame.len()].copy_from_slice(f.frame);
+        Ok(Some(end))
+    }
+
     /// Seals `frames` (none for a keepalive) into `out` and returns the datagram length.
     /// Writes the header, the frames and the padding, then encrypts in place.
     pub fn seal(&mut self, frames: &[InnerFrame<'_>], out: &mut [u8]) -> Result<usize, SealError> {
-        let inner = inner_len(frames)?;
-        let needed = datagram_len(inner);
-        let body = out
-            .get_mut(HEADER_LEN..needed - TAG_LEN)
-            .ok_or(SealError::BufferTooSmall { needed })?;
-        let mut at = 0;
+        let needed = datagram_len(self.inner_len(frames)?);
+        let mut inner = 0;
         for f in frames {
-            let (head, rest) = body[at..].split_at_mut(FRAME_HEADER_LEN);
-            head[..PEER_ID_LEN].copy_from_slice(&f.dst.0);
-            head[PEER_ID_LEN..2 * PEER_ID_LEN].copy_from_slice(&f.src.0);
-            head[2 * PEER_ID_LEN..].copy_from_slice(&(f.frame.len() as u16).to_be_bytes());
-            rest[..f.frame.len()].copy_from_slice(f.frame);
-            at += FRAME_HEADER_LEN + f.frame.len();
+            inner = self
+                .append(out, inner, f, usize::MAX)?
+                .ok_or(SealError::BufferTooSmall { needed })?;
+        }
+        if out.len() < needed {
+            return Err(SealError::BufferTooSmall { needed });
         }
         self.seal_in_place(out, inner)
     }
 
     /// Pads the `inner_len` plaintext bytes after the header with zeros, writes the
-    /// header, encrypts, appends the tag, and counts the message.
-    pub(super) fn seal_in_place(
-        &mut self,
-        out: &mut [u8],
-        inner_len: usize,
-    ) -> Result<usize, SealError> {
+    /// header, encrypts, appends the tag, and counts the message. Returns the datagram
+    /// length.
+    pub fn seal_in_place(&mut self, out: &mut [u8], inner_len: usize) -> Result<usize, SealError> {
         let needed = datagram_len(inner_len);
         let tx = self.tx.as_mut().ok_or(SealError::NoKey)?;
         if tx.counter >= REJECT_AFTER_MESSAGES {
@@ -295,9 +393,11 @@ impl Session {
         let epoch = key.epoch;
         // Authentic, so the peer holds this epoch's keys, even if the inner list is bad.
         self.confirm(epoch);
-        validate_inner(body)?;
+        let ends = self.open_ends();
+        validate_inner(body, &ends)?;
         Ok(Opened {
             plaintext: body,
+            ends,
             counter: repr.counter,
             epoch,
         })

@@ -22,7 +22,7 @@ fn round_trip_several_frames_and_keepalive() {
     let frames = [frame(B, A, &one), frame(BROADCAST, A, &two)];
     let mut out = [0u8; 2048];
     let len = a.seal(&frames, &mut out).expect("sealed");
-    assert_eq!(len, datagram_len(2 * FRAME_HEADER_LEN + 1460));
+    assert_eq!(len, datagram_len(2 * DIRECT_HEADER_LEN + 1460));
     assert_eq!(len % 16, 0);
     let got = open_frames(&mut b, now, &out[..len]).expect("opens");
     assert_eq!(
@@ -35,6 +35,67 @@ fn round_trip_several_frames_and_keepalive() {
     let opened = a.open(now, &mut out[..len]).expect("opens");
     assert!(opened.is_keepalive());
     assert_eq!(opened.counter, 0);
+}
+
+/// Frames from the sender name no peer (3-byte entries); relayed ones name both.
+#[test]
+fn entry_kinds_and_their_sizes() {
+    let now = Instant::now();
+    let (mut a, mut b) = pair(now);
+    let c = PeerId([3; 16]);
+    let bytes = [0x11u8; 29];
+    let cases = [
+        (frame(B, A, &bytes), DIRECT_HEADER_LEN),
+        (frame(BROADCAST, A, &bytes), DIRECT_HEADER_LEN),
+        (frame(c, A, &bytes), FULL_HEADER_LEN),
+        (frame(B, c, &bytes), FULL_HEADER_LEN),
+        (frame(BROADCAST, c, &bytes), FULL_HEADER_LEN),
+    ];
+    for (f, head) in cases {
+        assert_eq!(a.inner_len(&[f]), Ok(head + 29));
+        let mut out = [0u8; 256];
+        let len = a.seal(&[f], &mut out).expect("sealed");
+        assert_eq!(len, datagram_len(head + 29));
+        let got = open_frames(&mut b, now, &out[..len]).expect("opens");
+        assert_eq!(got, vec![(f.dst, f.src, bytes.to_vec())]);
+    }
+}
+
+/// `append` coalesces frames up to the size limit and writes nothing past it.
+#[test]
+fn append_fills_a_datagram_up_to_the_limit() {
+    let now = Instant::now();
+    let (mut a, mut b) = pair(now);
+    let mut buf = [0u8; 1600];
+    let small = [0x22u8; 100];
+    let limit = 1472;
+    let mut inner = 0;
+    let mut count = 0;
+    while let Some(next) = a
+        .append(&mut buf, inner, &frame(B, A, &small), limit)
+        .expect("valid frame")
+    {
+        inner = next;
+        count += 1;
+    }
+    assert_eq!(
+        count, 13,
+        "13 × 103 bytes fit in 1472 − 32, a 14th does not"
+    );
+    let before = buf;
+    assert_eq!(
+        a.append(&mut buf, inner, &frame(B, A, &small), limit),
+        Ok(None)
+    );
+    assert_eq!(buf, before, "nothing written when it does not fit");
+    let len = a.seal_in_place(&mut buf, inner).expect("sealed");
+    assert!(len <= limit);
+    let got = open_frames(&mut b, now, &buf[..len]).expect("opens");
+    assert_eq!(got.len(), 13);
+    assert_eq!(
+        a.append(&mut buf, 0, &frame(B, A, &[]), limit),
+        Err(SealError::EmptyFrame)
+    );
 }
 
 #[test]
@@ -127,22 +188,21 @@ fn reordering_inside_the_window_is_accepted_once() {
 fn malformed_inner_lists_are_dropped_whole() {
     let now = Instant::now();
     let (mut a, mut b) = pair(now);
-    let cases: [&[u8]; 4] = [
+    let cases: [&[u8]; 7] = [
         // A length running past the end.
-        &[[0u8; 32].as_slice(), &[0, 200], &[9; 14]].concat(),
-        // Trailing garbage shorter than a frame header.
-        &[[1u8; 32].as_slice(), &[0, 2], &[9, 9], &[0, 0, 5, 0]].concat(),
-        // A zero-length entry with a non-zero peer id.
-        &[[3u8; 32].as_slice(), &[0, 0]].concat(),
+        &[&[1u8, 0, 200], [9u8; 14].as_slice()].concat(),
+        // An unknown kind.
+        &[4u8, 0, 1, 9],
+        // A zero length.
+        &[2u8, 0, 0, 0],
+        // Non-zero bytes after the end marker.
+        &[1u8, 0, 1, 9, 0, 0, 5],
+        // A full entry cut short inside its peer ids.
+        &[&[3u8], [7u8; 20].as_slice()].concat(),
+        // A full entry without its length.
+        &[&[3u8], [7u8; 32].as_slice()].concat(),
         // A good frame followed by a bad one.
-        &[
-            [1u8; 32].as_slice(),
-            &[0, 1],
-            &[9],
-            [2u8; 32].as_slice(),
-            &[0, 99],
-        ]
-        .concat(),
+        &[1u8, 0, 1, 9, 2, 0, 99],
     ];
     for plaintext in cases {
         let mut out = [0u8; 256];
@@ -179,7 +239,7 @@ fn seal_errors() {
     assert_eq!(
         a.seal(&[frame(B, A, &[1; 100])], &mut out),
         Err(SealError::BufferTooSmall {
-            needed: 16 + 144 + 16
+            needed: 16 + 112 + 16
         })
     );
     // T20: at REJECT_AFTER_MESSAGES the key is never used again.
@@ -208,12 +268,16 @@ fn seal_and_open_stay_in_the_callers_buffer() {
 
 #[test]
 fn overlay_mtu_arithmetic() {
-    assert_eq!(overlay_mtu(1500, IpVersion::V4), 1377);
-    assert_eq!(overlay_mtu(1500, IpVersion::V6), 1357);
-    assert_eq!(overlay_mtu(100, IpVersion::V4), 0);
+    assert_eq!(overlay_mtu(1500, IpVersion::V4), 1408);
+    assert_eq!(overlay_mtu(1500, IpVersion::V6), 1388);
+    assert_eq!(overlay_mtu(90, IpVersion::V4), 0);
     // A full-size frame fills a 1500-byte IPv4 packet exactly.
-    let frame_len = 1377 + ETHERNET_HEADER_LEN;
-    assert_eq!(datagram_len(FRAME_HEADER_LEN + frame_len) + 8 + 20, 1500);
+    let frame_len = 1408 + ETHERNET_HEADER_LEN;
+    assert_eq!(datagram_len(DIRECT_HEADER_LEN + frame_len) + 8 + 20, 1500);
+    assert_eq!(
+        datagram_len(FULL_HEADER_LEN + frame_len - RELAY_OVERHEAD) + 8 + 20,
+        1500
+    );
 }
 
 /// T41 in CI: the fuzz entry point over seeded random inputs and over mutations of valid

@@ -27,8 +27,8 @@ mod session_tests;
 mod test_util;
 
 pub use codec::{
-    datagram_len, inner_len, validate_inner, Frames, InnerFrame, OpenError, Opened, SealError,
-    BROADCAST, FRAME_HEADER_LEN,
+    datagram_len, validate_inner, Ends, Frames, InnerFrame, OpenError, Opened, SealError,
+    BROADCAST, DIRECT_HEADER_LEN, FULL_HEADER_LEN,
 };
 pub use header::{peek_receiver_index, HEADER_LEN, MIN_DATAGRAM_LEN, TAG_LEN};
 pub use keys::{RekeyError, RekeyOffer, Role};
@@ -42,9 +42,12 @@ use std::time::{Duration, Instant};
 
 /// The most zero padding a datagram carries (its plaintext is padded to a multiple of 16).
 pub const MAX_PADDING: usize = codec::PADDING_MULTIPLE - 1;
-/// Sleeve bytes around one frame in the worst case:
-/// header 16 + tag 16 + frame header 34 + padding 15 = 81.
-pub const SLEEVE_OVERHEAD: usize = HEADER_LEN + TAG_LEN + FRAME_HEADER_LEN + MAX_PADDING;
+/// Sleeve bytes around one frame from the sender (the common case), in the worst case:
+/// header 16 + tag 16 + entry header 3 + padding 15 = 50. A relayed frame names its two
+/// peers and needs [`RELAY_OVERHEAD`] more.
+pub const SLEEVE_OVERHEAD: usize = HEADER_LEN + TAG_LEN + DIRECT_HEADER_LEN + MAX_PADDING;
+/// The extra bytes of a relayed frame's entry (its two peer ids).
+pub const RELAY_OVERHEAD: usize = FULL_HEADER_LEN - DIRECT_HEADER_LEN;
 /// The UDP header.
 pub const UDP_HEADER_LEN: usize = 8;
 /// The inner frame's Ethernet header, which the overlay MTU (an IP MTU) does not count.
@@ -73,11 +76,12 @@ impl IpVersion {
 /// sleeve datagram on an underlay path of `underlay_mtu`:
 ///
 /// ```text
-/// overlay = underlay − IP (20 | 40) − UDP 8 − header 16 − tag 16 − frame header 34
+/// overlay = underlay − IP (20 | 40) − UDP 8 − header 16 − tag 16 − entry header 3
 ///           − padding 15 (worst case) − inner Ethernet 14
 /// ```
 ///
-/// For a 1500-byte IPv4 underlay that is 1500 − 123 = 1377 (1357 over IPv6). Zero if the
+/// For a 1500-byte IPv4 underlay that is 1500 − 92 = 1408 (1388 over IPv6). A frame
+/// relayed through another peer needs [`RELAY_OVERHEAD`] (32) bytes more. Zero if the
 /// underlay is too small for any frame.
 pub const fn overlay_mtu(underlay_mtu: u16, ip: IpVersion) -> u16 {
     let overhead = ip.header_len() + UDP_HEADER_LEN + SLEEVE_OVERHEAD + ETHERNET_HEADER_LEN;
@@ -177,6 +181,7 @@ pub fn fuzz_open(data: &[u8]) {
     let m = data
         .len()
         .min(FUZZ_MAX_LEN - HEADER_LEN - TAG_LEN - MAX_PADDING);
+    // Any plaintext, valid or not, sealed with the right key.
     buf[HEADER_LEN..HEADER_LEN + m].copy_from_slice(&data[..m]);
     if let Ok(len) = sender.seal_in_place(&mut buf, m) {
         drain(receiver.open(now, &mut buf[..len]), m);
@@ -188,7 +193,7 @@ fn drain(result: Result<Opened<'_>, OpenError>, input_len: usize) {
     if let Ok(opened) = result {
         let total: usize = opened
             .frames()
-            .map(|f| FRAME_HEADER_LEN + f.frame.len())
+            .map(|f| DIRECT_HEADER_LEN + f.frame.len())
             .sum();
         assert!(total <= input_len, "frames larger than the datagram");
         let _ = opened.is_keepalive();

@@ -63,6 +63,8 @@ struct Pending {
 /// The sleeve state for one neighbour peer. See the module doc.
 pub struct Session {
     config: SessionConfig,
+    local: PeerId,
+    remote: PeerId,
     role: Role,
     handshake_hash: Zeroizing<[u8; 32]>,
     created: Instant,
@@ -92,6 +94,8 @@ impl Session {
     ) -> Session {
         Session {
             config,
+            local,
+            remote,
             role: Role::between(&local, &remote),
             handshake_hash: Zeroizing::new(handshake_hash),
             created: now,
@@ -104,6 +108,16 @@ impl Session {
             rx: [None, None],
             keepalive_due: false,
         }
+    }
+
+    /// Our peer.
+    pub fn local(&self) -> PeerId {
+        self.local
+    }
+
+    /// The neighbour at the other end.
+    pub fn remote(&self) -> PeerId {
+        self.remote
     }
 
     /// Our role in rekey exchanges.
