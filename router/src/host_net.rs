@@ -127,6 +127,10 @@ pub fn expose(cidrs: &[LinkAddr]) -> Result<Vec<LinkAddr>, String> {
 
 /// Removes `cidrs` from the bridge, or every exposed address when `cidrs` is empty;
 /// returns those that were there. Hiding what is not exposed is not an error.
+///
+/// Deleting an IPv4 primary address makes the kernel delete the secondaries of its
+/// subnet too (unless `promote_secondaries` is set); those that were not to be hidden
+/// are added back.
 pub fn hide(cidrs: &[LinkAddr]) -> Result<Vec<LinkAddr>, String> {
     let cidrs = cidrs.to_vec();
     with_netlink(|nl| async move {
@@ -138,22 +142,30 @@ pub fn hide(cidrs: &[LinkAddr]) -> Result<Vec<LinkAddr>, String> {
         {
             return Ok(Vec::new());
         }
-        let targets = if cidrs.is_empty() {
-            exposed(&nl).await?
+        let before = exposed(&nl).await?;
+        let targets: Vec<LinkAddr> = if cidrs.is_empty() {
+            before.clone()
         } else {
-            cidrs
+            before
+                .iter()
+                .filter(|a| cidrs.contains(a))
+                .copied()
+                .collect()
         };
-        let mut removed = Vec::new();
-        for addr in targets {
-            let was_there = nl
-                .del_address(config::BRIDGE, addr)
+        for addr in &targets {
+            nl.del_address(config::BRIDGE, *addr)
                 .await
                 .map_err(|e| format!("hide {addr}: {e}"))?;
-            if was_there {
-                removed.push(addr);
+        }
+        let after = exposed(&nl).await?;
+        for addr in before.iter().filter(|a| !targets.contains(a)) {
+            if !after.contains(addr) {
+                nl.add_address(config::BRIDGE, *addr)
+                    .await
+                    .map_err(|e| format!("keep {addr} exposed: {e}"))?;
             }
         }
-        Ok(removed)
+        Ok(targets)
     })
 }
 
