@@ -133,6 +133,8 @@ pub fn host_is_loopback(host: Option<&str>) -> bool {
 impl Api {
     async fn handle(&self, req: &Request, privileged: bool, mutable: bool) -> Response {
         match (req.method.as_str(), req.path.as_str()) {
+            // `ps` enters namespaces: on the Unix socket only, not the status listener.
+            ("GET", "/ps") if mutable => self.ps().await,
             ("GET", path) => self.get(path).await,
             ("POST", _) if !mutable => Response::text(405, "the status listener is read-only\n"),
             ("POST", _) if !privileged => Response::text(
@@ -154,9 +156,6 @@ impl Api {
     }
 
     async fn get(&self, path: &str) -> Response {
-        if path == "/ps" {
-            return self.ps().await;
-        }
         let Some(mut report) = self.owner.report().await else {
             return Response::text(503, "router is stopping\n");
         };

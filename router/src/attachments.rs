@@ -102,6 +102,13 @@ impl Attachments {
         self.change(|e| ports.contains(&e.host_ifname))
     }
 
+    /// Drops those of `listed` (entries read *before* `ports` was scanned) whose host
+    /// veth is not among `ports`. An entry recorded after the scan is kept, even though
+    /// its veth is not in `ports`: an attach that ran meanwhile is not undone.
+    pub fn prune(&self, listed: &[Entry], ports: &[String]) -> io::Result<bool> {
+        self.change(|e| !listed.contains(e) || ports.contains(&e.host_ifname))
+    }
+
     /// `ports` that start with `prefix` but have no entry.
     pub fn unknown_ports(&self, ports: &[String], prefix: &str) -> Vec<String> {
         let entries = self.lock();
@@ -206,6 +213,15 @@ mod tests {
         assert!(reg.retain_ports(&ports).unwrap());
         assert_eq!(reg.list(), vec![entry("pod1", "vethwe01")]);
         assert_eq!(reg.unknown_ports(&ports, "vethwe"), vec!["vethwe99"]);
+        reg.record(entry("pod3", "vethwe03")).unwrap();
+        let listed = reg.list();
+        reg.record(entry("pod4", "vethwe04")).unwrap();
+        assert!(reg.prune(&listed, &ports).unwrap());
+        assert_eq!(
+            reg.list(),
+            vec![entry("pod1", "vethwe01"), entry("pod4", "vethwe04")]
+        );
+        assert!(reg.forget("pod4", "ethwe0").unwrap());
         assert!(reg.forget("pod1", "ethwe0").unwrap());
         assert!(!reg.forget("pod1", "ethwe0").unwrap());
         assert!(Attachments::load(&path).list().is_empty());

@@ -49,6 +49,8 @@ pub fn ps_line(id: &str, mac: &[u8; 6], addrs: &[LinkAddr]) -> String {
 /// The `weft ps` text: the host's line if anything is exposed, then one line per
 /// attached interface. Entries whose veth left the bridge are forgotten on the way.
 pub fn ps(registry: &Attachments) -> Result<String, String> {
+    // Read before the scan, so that only entries the scan could see are pruned.
+    let entries = registry.list();
     let (bridge, ports) = with_netlink(|nl| async move {
         let ports = nl.ports(config::BRIDGE).await.map_err(|e| e.to_string())?;
         if nl
@@ -63,7 +65,7 @@ pub fn ps(registry: &Attachments) -> Result<String, String> {
         let addrs = exposed(&nl).await?;
         Ok((Some((mac.unwrap_or_default(), addrs)), ports))
     })?;
-    if let Err(e) = registry.retain_ports(&ports) {
+    if let Err(e) = registry.prune(&entries, &ports) {
         tracing::warn!("cannot update the attachments file: {e}");
     }
     let mut out = String::new();
@@ -71,7 +73,7 @@ pub fn ps(registry: &Attachments) -> Result<String, String> {
         out.push_str(&ps_line(EXPOSE_ID, &mac, &addrs));
         out.push('\n');
     }
-    for entry in registry.list() {
+    for entry in entries.iter().filter(|e| ports.contains(&e.host_ifname)) {
         let Ok(netns) = entry.id.parse::<NetnsRef>() else {
             continue;
         };
