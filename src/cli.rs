@@ -2,6 +2,7 @@
 
 use anyhow::{bail, Result};
 use clap::{Args, Parser, Subcommand};
+use datapath::netlink::LinkAddr;
 use router::api::PeersRequest;
 use router::client;
 use std::path::{Path, PathBuf};
@@ -104,6 +105,43 @@ pub enum Command {
         #[command(flatten)]
         dirs: Dirs,
     },
+    /// List attached interfaces, one per line: ID MAC CIDR... (weave's `weave ps`).
+    ///
+    /// The host's own line, `weft:expose BRIDGE-MAC CIDR...`, comes first when
+    /// something is exposed. ID is the namespace as given to attach.
+    Ps {
+        #[command(flatten)]
+        dirs: Dirs,
+    },
+    /// Give the host addresses on the overlay (on the `weft` bridge): weft expose CIDR...
+    ///
+    /// Idempotent. Prints the addresses. Example: weft expose 10.32.0.1/12
+    Expose {
+        /// Addresses with their prefix (a CIDR is required until IPAM exists).
+        #[arg(value_name = "CIDR", value_parser = parse_cidr)]
+        cidrs: Vec<LinkAddr>,
+        #[command(flatten)]
+        dirs: Dirs,
+    },
+    /// Remove exposed addresses from the host: weft hide [CIDR...]; all if none given.
+    ///
+    /// Prints the addresses removed. Example: weft hide
+    Hide {
+        /// Addresses to hide; all exposed ones if left out.
+        #[arg(value_name = "CIDR", value_parser = parse_cidr)]
+        cidrs: Vec<LinkAddr>,
+        #[command(flatten)]
+        dirs: Dirs,
+    },
+    /// Stop the router and remove everything weft made on this host.
+    ///
+    /// Deletes attached containers' interfaces, the TAP device and the `weft` bridge
+    /// (exposed addresses go with it), the socket and pid file, and the identity key
+    /// and attachments file: the host comes back as a new peer. Safe to repeat.
+    Reset {
+        #[command(flatten)]
+        dirs: Dirs,
+    },
     /// Print the version.
     Version,
     /// Network secrets: weft secret generate.
@@ -163,6 +201,27 @@ pub fn run(cli: Cli) -> Result<()> {
             client::request(&dirs.run_dir, "POST", "/detach", Some(&body))?;
             Ok(())
         }
+        Command::Ps { dirs } => {
+            print!("{}", client::ps(&dirs.run_dir)?);
+            Ok(())
+        }
+        Command::Expose { cidrs, dirs } => {
+            if cidrs.is_empty() {
+                return Err(UsageError(
+                    "a CIDR is required: weft expose CIDR... (the host gets an address \
+                     without one once IPAM exists)"
+                        .into(),
+                )
+                .into());
+            }
+            print_ips(&client::expose(&dirs.run_dir, &strings(&cidrs))?);
+            Ok(())
+        }
+        Command::Hide { cidrs, dirs } => {
+            print_ips(&client::hide(&dirs.run_dir, &strings(&cidrs))?);
+            Ok(())
+        }
+        Command::Reset { dirs } => reset(&dirs),
         Command::Version => {
             println!("weft {}", router::VERSION);
             Ok(())
@@ -176,20 +235,73 @@ pub fn run(cli: Cli) -> Result<()> {
     }
 }
 
+/// A mistake on the command line: exit code 2, as clap's own errors.
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+fn parse_cidr(s: &str) -> Result<LinkAddr, datapath::netlink::BadCidr> {
+    s.parse()
+}
+
+fn strings(cidrs: &[LinkAddr]) -> Vec<String> {
+    cidrs.iter().map(|c| c.to_string()).collect()
+}
+
+/// `10.40.0.1/16 fd00::1/64` -> `10.40.0.1 fd00::1`, on one line (nothing if empty).
+fn print_ips(cidrs: &[String]) {
+    if !cidrs.is_empty() {
+        let ips: Vec<&str> = cidrs
+            .iter()
+            .map(|c| c.split('/').next().unwrap_or(c))
+            .collect();
+        println!("{}", ips.join(" "));
+    }
+}
+
+/// `weft reset`: `weft stop` if a router answers, then the clean-up by netlink here.
+fn reset(dirs: &Dirs) -> Result<()> {
+    match stop(&dirs.run_dir) {
+        Ok(()) => {}
+        Err(e) if is_not_running(&e) => {}
+        Err(e) => return Err(e.context("cannot stop the router, so nothing was reset")),
+    }
+    router::reset::reset(&dirs.run_dir, &dirs.data_dir)?;
+    Ok(())
+}
+
+fn is_not_running(e: &anyhow::Error) -> bool {
+    matches!(
+        e.downcast_ref::<client::ClientError>(),
+        Some(client::ClientError::NotRunning(_))
+    )
+}
+
 /// `CIDR... NETNS` into the API's body, checking the CIDRs here for a quick, clear error.
 fn attach_body(mut args: Vec<String>, ifname: String, need_cidr: bool) -> Result<Vec<u8>> {
+    let usage = |m: String| anyhow::Error::new(UsageError(m));
     let netns = args.pop().unwrap_or_default();
-    if netns.contains('/') && netns.parse::<datapath::netlink::LinkAddr>().is_ok() {
-        bail!("the last argument must be the namespace (NETNS), not the address {netns}");
+    if netns.contains('/') && netns.parse::<LinkAddr>().is_ok() {
+        return Err(usage(format!(
+            "the last argument must be the namespace (NETNS), not the address {netns}"
+        )));
     }
     for c in &args {
-        c.parse::<datapath::netlink::LinkAddr>()?;
+        c.parse::<LinkAddr>().map_err(|e| usage(e.to_string()))?;
     }
     if need_cidr && args.is_empty() {
-        bail!(
+        return Err(usage(
             "give at least one address: weft attach CIDR... NETNS \
              (allocation without a CIDR comes with IPAM)"
-        );
+                .into(),
+        ));
     }
     let body = router::api::AttachBody {
         netns,

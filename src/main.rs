@@ -17,6 +17,7 @@ fn main() -> ExitCode {
         Err(e) => {
             let code = match e.downcast_ref::<router::client::ClientError>() {
                 Some(router::client::ClientError::NotRunning(_)) => 3,
+                _ if e.downcast_ref::<cli::UsageError>().is_some() => 2,
                 _ => 1,
             };
             eprintln!("weft: {e:#}");

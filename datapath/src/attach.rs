@@ -15,6 +15,9 @@ use std::os::unix::fs::MetadataExt;
 /// Default interface name inside the namespace.
 pub const DEFAULT_IFNAME: &str = "ethwe0";
 
+/// Prefix of the host ends of the veths that `attach` creates (`vethwe<hash>`).
+pub const HOST_VETH_PREFIX: &str = "vethwe";
+
 /// What to attach.
 #[derive(Debug, Clone)]
 pub struct AttachRequest {
@@ -79,7 +82,7 @@ fn veth_names(ns: &std::fs::File, ifname: &str) -> std::io::Result<(String, Stri
     h.update(ifname.as_bytes());
     let d = h.finalize();
     let tag: String = d[..4].iter().map(|b| format!("{b:02x}")).collect();
-    Ok((format!("vethwe{tag}"), format!("vethwp{tag}")))
+    Ok((format!("{HOST_VETH_PREFIX}{tag}"), format!("vethwp{tag}")))
 }
 
 /// Attaches `req.netns` to `bridge`; `host` is a netlink connection in the host namespace.
@@ -174,7 +177,7 @@ pub fn detach(
             nl.del_address(ifname, *addr).await?;
         }
         let left = nl.addresses(ifname).await?;
-        let global: Vec<LinkAddr> = left.into_iter().filter(|a| !is_link_local(a)).collect();
+        let global: Vec<LinkAddr> = left.into_iter().filter(|a| !a.is_link_local()).collect();
         if addrs.is_empty() || global.is_empty() {
             nl.delete_link(ifname).await?;
             return Ok(Some(Vec::new()));
@@ -184,11 +187,40 @@ pub fn detach(
     result.ok_or_else(|| AttachError::NotAttached(netns.to_string(), ifname.to_string()))
 }
 
-fn is_link_local(a: &LinkAddr) -> bool {
-    match a.ip {
-        std::net::IpAddr::V6(ip) => ip.segments()[0] & 0xffc0 == 0xfe80,
-        std::net::IpAddr::V4(ip) => ip.is_link_local(),
+/// What is attached now as `ifname` in `netns`: its host veth name (as `attach`
+/// derives it), MAC and addresses; `None` if the namespace has no such interface.
+pub fn inspect(netns: &NetnsRef, ifname: &str) -> Result<Option<Attachment>, AttachError> {
+    let ns = netns.open()?;
+    let label = netns.path();
+    let (host_ifname, _) = veth_names(&ns, ifname).map_err(|source| NetnsError::Open {
+        path: label.clone(),
+        source,
+    })?;
+    let inside = netns::run_async_in(&ns, &label, || async {
+        let nl = Netlink::new()?;
+        if nl.link(ifname).await?.is_none() {
+            return Ok(None);
+        }
+        let mac = nl.mac(ifname).await?.unwrap_or_default();
+        Ok::<_, netlink::Error>(Some((mac, nl.addresses(ifname).await?)))
+    })??;
+    Ok(inside.map(|(mac, addrs)| Attachment {
+        host_ifname,
+        mac,
+        addrs,
+    }))
+}
+
+/// Deletes every veth that `attach` plugged into `bridge` (ports named `vethwe*`),
+/// which also removes their ends inside the namespaces. Returns the names deleted.
+pub async fn remove_host_veths(host: &Netlink, bridge: &str) -> Result<Vec<String>, AttachError> {
+    let mut deleted = Vec::new();
+    for port in host.ports(bridge).await? {
+        if port.starts_with(HOST_VETH_PREFIX) && host.delete_link(&port).await? {
+            deleted.push(port);
+        }
     }
+    Ok(deleted)
 }
 
 #[cfg(test)]

@@ -76,6 +76,17 @@ impl std::str::FromStr for LinkAddr {
     }
 }
 
+impl LinkAddr {
+    /// True for link-local addresses (fe80::/10, 169.254.0.0/16), which the kernel
+    /// adds by itself and which are never part of the overlay.
+    pub fn is_link_local(&self) -> bool {
+        match self.ip {
+            IpAddr::V6(ip) => ip.segments()[0] & 0xffc0 == 0xfe80,
+            IpAddr::V4(ip) => ip.is_link_local(),
+        }
+    }
+}
+
 impl std::fmt::Display for LinkAddr {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}/{}", self.ip, self.prefix)
@@ -118,6 +129,30 @@ impl Netlink {
             .await?
             .map(|l| l.header.index)
             .ok_or_else(|| NoSuchLink(name.to_string()).into())
+    }
+
+    /// Names of the ports of bridge `bridge` (`ip link show master BRIDGE`); empty if the
+    /// bridge does not exist.
+    pub async fn ports(&self, bridge: &str) -> Result<Vec<String>, Error> {
+        let Some(bridge_index) = self.link(bridge).await?.map(|l| l.header.index) else {
+            return Ok(Vec::new());
+        };
+        let mut links = self.handle.link().get().execute();
+        let mut out = Vec::new();
+        while let Some(link) = links
+            .try_next()
+            .await
+            .map_err(op(|| format!("link show master {bridge}")))?
+        {
+            let attrs = &link.attributes;
+            if attrs.contains(&LinkAttribute::Controller(bridge_index)) {
+                out.extend(attrs.iter().find_map(|a| match a {
+                    LinkAttribute::IfName(n) => Some(n.clone()),
+                    _ => None,
+                }));
+            }
+        }
+        Ok(out)
     }
 
     /// Creates bridge `name` if missing, sets its MTU and brings it up

@@ -6,16 +6,17 @@
 //! read-only and answers only requests whose `Host` is a loopback name, so that a web
 //! page elsewhere cannot read it through DNS rebinding.
 
+mod host;
+
+use crate::attachments::Attachments;
 use crate::config;
 use crate::dataplane::DataplaneHandle;
 use crate::http::{self, Request, Response};
 use crate::owner::{Input, OwnerHandle};
 use crate::status;
-use datapath::attach::{self, AttachRequest};
-use datapath::netlink::{LinkAddr, Netlink};
-use datapath::netns::NetnsRef;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{mpsc, oneshot};
 use tracing::debug;
@@ -52,6 +53,13 @@ pub struct AttachAnswer {
     pub cidrs: Vec<String>,
 }
 
+/// Body of `POST /expose` and `POST /hide`, and their answer.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CidrsBody {
+    /// Addresses as CIDRs (`10.40.0.1/16`); for `hide`, none means all exposed ones.
+    pub cidrs: Vec<String>,
+}
+
 /// Shared by both listeners.
 #[derive(Clone)]
 pub struct Api {
@@ -63,6 +71,8 @@ pub struct Api {
     pub mtu: u32,
     /// The data-plane task, for counters.
     pub dataplane: DataplaneHandle,
+    /// What was attached through this router (`weft ps`).
+    pub attachments: Arc<Attachments>,
 }
 
 /// Serves the Unix-socket API until the listener fails.
@@ -123,6 +133,8 @@ pub fn host_is_loopback(host: Option<&str>) -> bool {
 impl Api {
     async fn handle(&self, req: &Request, privileged: bool, mutable: bool) -> Response {
         match (req.method.as_str(), req.path.as_str()) {
+            // `ps` enters namespaces: on the Unix socket only, not the status listener.
+            ("GET", "/ps") if mutable => self.ps().await,
             ("GET", path) => self.get(path).await,
             ("POST", _) if !mutable => Response::text(405, "the status listener is read-only\n"),
             ("POST", _) if !privileged => Response::text(
@@ -133,6 +145,8 @@ impl Api {
             ("POST", "/forget") => self.forget(req).await,
             ("POST", "/attach") => self.attach(req).await,
             ("POST", "/detach") => self.detach(req).await,
+            ("POST", "/expose") => self.expose(req).await,
+            ("POST", "/hide") => self.hide(req).await,
             ("POST", "/stop") => {
                 let _ = self.stop.try_send(());
                 Response::text(200, "stopping\n")
@@ -188,97 +202,12 @@ impl Api {
     }
 }
 
-impl Api {
-    async fn attach(&self, req: &Request) -> Response {
-        let (netns, ifname, addrs) = match parse_attach(req, true) {
-            Ok(p) => p,
-            Err(r) => return r,
-        };
-        let request = AttachRequest {
-            netns,
-            ifname,
-            addrs,
-            routes: Vec::new(),
-            mtu: self.mtu,
-        };
-        // Namespace work joins a thread: keep it off the async workers, as detach does.
-        let result = tokio::task::spawn_blocking(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| e.to_string())?;
-            runtime.block_on(async {
-                let nl = Netlink::new().map_err(|e| e.to_string())?;
-                attach::attach(&nl, config::BRIDGE, &request)
-                    .await
-                    .map_err(|e| format!("attach failed: {e}"))
-            })
-        })
-        .await;
-        match result.map_err(|e| e.to_string()).and_then(|r| r) {
-            Ok(a) => Response::json(
-                200,
-                &AttachAnswer {
-                    host_ifname: a.host_ifname,
-                    mac: format_mac(&a.mac),
-                    cidrs: a.addrs.iter().map(|c| c.to_string()).collect(),
-                },
-            ),
-            Err(e) => Response::text(400, format!("{e}\n")),
-        }
-    }
-
-    async fn detach(&self, req: &Request) -> Response {
-        let (netns, ifname, addrs) = match parse_attach(req, false) {
-            Ok(p) => p,
-            Err(r) => return r,
-        };
-        let result =
-            tokio::task::spawn_blocking(move || attach::detach(&netns, &ifname, &addrs)).await;
-        match result {
-            Ok(Ok(left)) => {
-                let left: Vec<String> = left.iter().map(|c| c.to_string()).collect();
-                Response::text(200, format!("{}\n", left.join(" ")))
-            }
-            Ok(Err(e)) => Response::text(400, format!("detach failed: {e}\n")),
-            Err(e) => Response::text(500, format!("detach failed: {e}\n")),
-        }
-    }
-}
-
 /// `aa:bb:cc:dd:ee:ff`.
 pub fn format_mac(mac: &[u8; 6]) -> String {
     mac.iter()
         .map(|b| format!("{b:02x}"))
         .collect::<Vec<_>>()
         .join(":")
-}
-
-type AttachParts = (NetnsRef, String, Vec<LinkAddr>);
-
-fn parse_attach(req: &Request, need_cidr: bool) -> Result<AttachParts, Response> {
-    let bad = |m: String| Response::text(400, format!("{m}\n"));
-    let body: AttachBody =
-        serde_json::from_slice(&req.body).map_err(|e| bad(format!("bad request body: {e}")))?;
-    let netns: NetnsRef = body.netns.parse().map_err(|e| bad(format!("{e}")))?;
-    if !attach::valid_ifname(&body.ifname) {
-        return Err(bad(format!("invalid interface name {:?}", body.ifname)));
-    }
-    if body.cidrs.len() > 64 {
-        return Err(bad("at most 64 addresses".into()));
-    }
-    let addrs = body
-        .cidrs
-        .iter()
-        .map(|c| c.parse::<LinkAddr>())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| bad(e.to_string()))?;
-    if need_cidr && addrs.is_empty() {
-        return Err(bad(
-            "no address given: `weft attach CIDR... NETNS` (allocation without a CIDR comes with IPAM)".into(),
-        ));
-    }
-    Ok((netns, body.ifname, addrs))
 }
 
 /// The body of `connect`/`forget` and its peers resolved to addresses.

@@ -78,3 +78,31 @@ pub fn request(
         })
     }
 }
+
+/// `GET /ps`: the `weft ps` lines.
+pub fn ps(run_dir: &Path) -> Result<String, ClientError> {
+    let body = request(run_dir, "GET", "/ps", None)?;
+    Ok(String::from_utf8_lossy(&body).into_owned())
+}
+
+/// `POST /expose`: gives the host these addresses on the overlay; returns them.
+pub fn expose(run_dir: &Path, cidrs: &[String]) -> Result<Vec<String>, ClientError> {
+    post_cidrs(run_dir, "/expose", cidrs)
+}
+
+/// `POST /hide`: removes these exposed addresses, or all when `cidrs` is empty;
+/// returns those that were exposed.
+pub fn hide(run_dir: &Path, cidrs: &[String]) -> Result<Vec<String>, ClientError> {
+    post_cidrs(run_dir, "/hide", cidrs)
+}
+
+fn post_cidrs(run_dir: &Path, path: &str, cidrs: &[String]) -> Result<Vec<String>, ClientError> {
+    let body = crate::api::CidrsBody {
+        cidrs: cidrs.to_vec(),
+    };
+    let body = serde_json::to_vec(&body).expect("a list of strings serializes");
+    let answer = request(run_dir, "POST", path, Some(&body))?;
+    let answer: crate::api::CidrsBody = serde_json::from_slice(&answer)
+        .map_err(|_| ClientError::Malformed(crate::config::socket_path(run_dir)))?;
+    Ok(answer.cidrs)
+}

@@ -96,6 +96,16 @@ pub fn log_path(run_dir: &std::path::Path) -> PathBuf {
     run_dir.join("weft.log")
 }
 
+/// `<data-dir>/identity.key`: the router's static key, so its peer name.
+pub fn identity_path(data_dir: &std::path::Path) -> PathBuf {
+    data_dir.join("identity.key")
+}
+
+/// `<data-dir>/attachments.json`: what was attached through the router (`weft ps`).
+pub fn attachments_path(data_dir: &std::path::Path) -> PathBuf {
+    data_dir.join("attachments.json")
+}
+
 /// Parses `HOST[:PORT]` into socket addresses, resolving names; the port defaults to 6783.
 pub fn resolve_peer(spec: &str) -> Result<Vec<SocketAddr>, String> {
     use std::net::{IpAddr, ToSocketAddrs};

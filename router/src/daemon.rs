@@ -6,6 +6,7 @@
 //! a stop request or a signal; on the way out it removes its socket and pid file.
 
 use crate::api::{self, Api};
+use crate::attachments::Attachments;
 use crate::config::{self, Config, Security};
 use crate::dataplane;
 use crate::links::LinkContext;
@@ -110,7 +111,7 @@ pub async fn run(config: Config, on_ready: impl FnOnce(&str)) -> Result<(), Rout
         }
         let _ = std::fs::remove_file(&socket_path);
     }
-    let identity = Identity::load_or_create(&config.data_dir.join("identity.key"))?;
+    let identity = Identity::load_or_create(&config::identity_path(&config.data_dir))?;
     let psk = match &config.security {
         Security::Secret(secret) => {
             let secret = secret.clone();
@@ -136,6 +137,7 @@ pub async fn run(config: Config, on_ready: impl FnOnce(&str)) -> Result<(), Rout
     let udp = bind_udp(tcp_addr).map_err(|e| listen_error("UDP", tcp_addr.to_string(), e))?;
     let mtu = config.mtu.unwrap_or_else(config::default_mtu);
     let tap = setup_bridge(mtu).await?;
+    let attachments = load_attachments(&config.data_dir).await;
     let unix = UnixListener::bind(&socket_path).map_err(|e| RouterError::Dir {
         path: socket_path.clone(),
         source: e,
@@ -205,6 +207,7 @@ pub async fn run(config: Config, on_ready: impl FnOnce(&str)) -> Result<(), Rout
         stop: stop_tx,
         mtu,
         dataplane: dp_handle,
+        attachments,
     };
     tokio::spawn(listener::run(tcp, ctx));
     tokio::spawn(api::serve_unix(unix, api.clone()));
@@ -262,6 +265,19 @@ async fn setup_bridge(mtu: u32) -> Result<Tap, RouterError> {
         .await
         .map_err(|e| fail(&e))?;
     Ok(tap)
+}
+
+/// Loads the attachments registry and drops what left the bridge while we were down.
+async fn load_attachments(data_dir: &Path) -> Arc<Attachments> {
+    let registry = Arc::new(Attachments::load(&config::attachments_path(data_dir)));
+    let reconciled = match Netlink::new() {
+        Ok(nl) => crate::host_net::reconcile(&nl, &registry).await,
+        Err(e) => Err(e.to_string()),
+    };
+    if let Err(e) = reconciled {
+        warn!("cannot check attachments against the bridge: {e}");
+    }
+    registry
 }
 
 /// Initializes logging: always to `<run-dir>/weft.log`, and to stderr when attached.

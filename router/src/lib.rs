@@ -18,21 +18,26 @@
 //! - [`sleeve_channel`]: the data plane's control messages on the mesh.
 //! - [`listener`]: accept loop with pre-authentication limits.
 //! - [`api`], [`http`]: the local API and the status listener.
+//! - [`attachments`], [`host_net`]: what is attached and exposed (`ps`, `expose`, `hide`).
+//! - [`reset`]: `weft reset`, removing everything weft made on the host.
 //! - [`status`], [`report`]: the status model and weave's text layouts.
 //! - [`client`]: the CLI's side of the local API.
 #![warn(missing_docs, unreachable_pub)]
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod attachments;
 pub mod client;
 pub mod config;
 pub mod daemon;
 pub mod dataplane;
+pub mod host_net;
 pub mod http;
 pub mod links;
 pub mod listener;
 pub mod owner;
 pub mod report;
+pub mod reset;
 pub mod sleeve_channel;
 pub mod status;
 

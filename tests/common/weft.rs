@@ -271,6 +271,17 @@ impl Router {
         bare_name(&self.name)
     }
 
+    /// Waits up to `timeout` for the router to exit by itself (after `weft stop` or
+    /// `weft reset`) and reaps it; its status, or `None` if it is still running.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let mut status = None;
+        wait_until(timeout, Duration::from_millis(50), || {
+            status = self.child.try_wait().expect("try_wait");
+            status.is_some()
+        });
+        status
+    }
+
     /// Kills the router with SIGKILL (`kill -9` by PID), reaps it and returns its status.
     pub fn kill9(mut self) -> ExitStatus {
         let _ = self.child.kill();

@@ -1,0 +1,186 @@
+//! The API's host endpoints: `POST /attach`, `/detach`, `/expose`, `/hide` and
+//! `GET /ps`.
+//!
+//! Their kernel work (netlink, entering namespaces) blocks, so it runs with
+//! `spawn_blocking`, never on the async workers. Attach and detach keep the
+//! [`Attachments`](crate::attachments::Attachments) registry up to date for `ps`.
+
+use super::{format_mac, Api, AttachAnswer, AttachBody, CidrsBody};
+use crate::attachments::Entry;
+use crate::config;
+use crate::host_net::{self, with_netlink};
+use crate::http::{Request, Response};
+use datapath::attach::{self, AttachError, AttachRequest};
+use datapath::netlink::LinkAddr;
+use datapath::netns::NetnsRef;
+use tracing::warn;
+
+/// Runs blocking `f` off the async workers; a panic becomes an error message.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, String> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r)
+}
+
+fn persist_warning(e: std::io::Error) {
+    warn!("cannot update the attachments file (`weft ps` may miss this after a restart): {e}");
+}
+
+impl Api {
+    pub(super) async fn attach(&self, req: &Request) -> Response {
+        let (netns, ifname, addrs) = match parse_attach(req, true) {
+            Ok(p) => p,
+            Err(r) => return r,
+        };
+        let request = AttachRequest {
+            netns,
+            ifname,
+            addrs,
+            routes: Vec::new(),
+            mtu: self.mtu,
+        };
+        let registry = self.attachments.clone();
+        let result = blocking(move || {
+            let a = with_netlink(|nl| async move {
+                attach::attach(&nl, config::BRIDGE, &request)
+                    .await
+                    .map(|a| (a, request))
+                    .map_err(|e| format!("attach failed: {e}"))
+            });
+            let (a, request) = a?;
+            let entry = Entry {
+                id: request.netns.to_string(),
+                ifname: request.ifname,
+                host_ifname: a.host_ifname.clone(),
+            };
+            registry.record(entry).unwrap_or_else(persist_warning);
+            Ok(a)
+        })
+        .await;
+        match result {
+            Ok(a) => Response::json(
+                200,
+                &AttachAnswer {
+                    host_ifname: a.host_ifname,
+                    mac: format_mac(&a.mac),
+                    cidrs: a.addrs.iter().map(|c| c.to_string()).collect(),
+                },
+            ),
+            Err(e) => Response::text(400, format!("{e}\n")),
+        }
+    }
+
+    pub(super) async fn detach(&self, req: &Request) -> Response {
+        let (netns, ifname, addrs) = match parse_attach(req, false) {
+            Ok(p) => p,
+            Err(r) => return r,
+        };
+        let registry = self.attachments.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            let result = attach::detach(&netns, &ifname, &addrs);
+            // The whole interface went, or was not there: forget it.
+            if matches!(&result, Ok(left) if left.is_empty())
+                || matches!(result, Err(AttachError::NotAttached(..)))
+            {
+                let _ = registry
+                    .forget(&netns.to_string(), &ifname)
+                    .map_err(persist_warning);
+            }
+            result
+        })
+        .await;
+        match result {
+            Ok(Ok(left)) => {
+                let left: Vec<String> = left.iter().map(|c| c.to_string()).collect();
+                Response::text(200, format!("{}\n", left.join(" ")))
+            }
+            Ok(Err(e)) => Response::text(400, format!("detach failed: {e}\n")),
+            Err(e) => Response::text(500, format!("detach failed: {e}\n")),
+        }
+    }
+
+    pub(super) async fn ps(&self) -> Response {
+        let registry = self.attachments.clone();
+        match blocking(move || host_net::ps(&registry)).await {
+            Ok(text) => Response::text(200, text),
+            Err(e) => Response::text(500, format!("ps failed: {e}\n")),
+        }
+    }
+
+    pub(super) async fn expose(&self, req: &Request) -> Response {
+        let cidrs = match parse_cidrs(req) {
+            Ok(c) if c.is_empty() => {
+                return Response::text(
+                    400,
+                    "a CIDR is required: `weft expose CIDR...` (until IPAM exists)\n",
+                )
+            }
+            Ok(c) => c,
+            Err(r) => return r,
+        };
+        cidrs_answer(blocking(move || host_net::expose(&cidrs)).await)
+    }
+
+    pub(super) async fn hide(&self, req: &Request) -> Response {
+        let cidrs = match parse_cidrs(req) {
+            Ok(c) => c,
+            Err(r) => return r,
+        };
+        cidrs_answer(blocking(move || host_net::hide(&cidrs)).await)
+    }
+}
+
+fn cidrs_answer(result: Result<Vec<LinkAddr>, String>) -> Response {
+    match result {
+        Ok(addrs) => Response::json(
+            200,
+            &CidrsBody {
+                cidrs: addrs.iter().map(|a| a.to_string()).collect(),
+            },
+        ),
+        Err(e) => Response::text(500, format!("{e}\n")),
+    }
+}
+
+fn parse_cidrs(req: &Request) -> Result<Vec<LinkAddr>, Response> {
+    let bad = |m: String| Response::text(400, format!("{m}\n"));
+    let body: CidrsBody =
+        serde_json::from_slice(&req.body).map_err(|e| bad(format!("bad request body: {e}")))?;
+    if body.cidrs.len() > 64 {
+        return Err(bad("at most 64 addresses".into()));
+    }
+    body.cidrs
+        .iter()
+        .map(|c| c.parse::<LinkAddr>().map_err(|e| bad(e.to_string())))
+        .collect()
+}
+
+type AttachParts = (NetnsRef, String, Vec<LinkAddr>);
+
+fn parse_attach(req: &Request, need_cidr: bool) -> Result<AttachParts, Response> {
+    let bad = |m: String| Response::text(400, format!("{m}\n"));
+    let body: AttachBody =
+        serde_json::from_slice(&req.body).map_err(|e| bad(format!("bad request body: {e}")))?;
+    let netns: NetnsRef = body.netns.parse().map_err(|e| bad(format!("{e}")))?;
+    if !attach::valid_ifname(&body.ifname) {
+        return Err(bad(format!("invalid interface name {:?}", body.ifname)));
+    }
+    if body.cidrs.len() > 64 {
+        return Err(bad("at most 64 addresses".into()));
+    }
+    let addrs = body
+        .cidrs
+        .iter()
+        .map(|c| c.parse::<LinkAddr>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad(e.to_string()))?;
+    if need_cidr && addrs.is_empty() {
+        return Err(bad(
+            "no address given: `weft attach CIDR... NETNS` (allocation without a CIDR comes with IPAM)".into(),
+        ));
+    }
+    Ok((netns, body.ifname, addrs))
+}

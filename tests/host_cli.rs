@@ -1,0 +1,264 @@
+//! End-to-end tests of the host commands: `weft ps` (also across a router restart),
+//! `weft expose` / `weft hide` (a pod on another host reaches the host's overlay
+//! address, then no longer), and `weft reset` (everything weft made is gone, with the
+//! router running or killed, and a second reset has nothing to do).
+
+mod common;
+
+use common::traffic::ping;
+use common::weft::{Auth, Router, WEFT};
+use common::{run_with_timeout, wait_until, Net};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+/// One line of `weft ps`: id, MAC, CIDRs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct PsLine {
+    id: String,
+    mac: String,
+    cidrs: Vec<String>,
+}
+
+fn ps(net: &Net, host: usize) -> Vec<PsLine> {
+    net.weft_ok(host, &["ps"])
+        .lines()
+        .map(|l| {
+            let mut words = l.split_whitespace().map(str::to_string);
+            PsLine {
+                id: words.next().unwrap_or_default(),
+                mac: words
+                    .next()
+                    .unwrap_or_else(|| panic!("no MAC in ps line {l:?}")),
+                cidrs: words.collect(),
+            }
+        })
+        .collect()
+}
+
+/// MAC of `ifname` in namespace `ns`, from `ip -o link show`.
+fn mac_in(net: &Net, ns: &str, ifname: &str) -> String {
+    let out = net.exec(ns, "ip", &["-o", "link", "show", ifname]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split_whitespace()
+        .skip_while(|w| *w != "link/ether")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no MAC for {ifname} in {ns}: {text:?}"))
+        .to_string()
+}
+
+fn has_link(net: &Net, ns: &str, ifname: &str) -> bool {
+    net.exec(ns, "ip", &["link", "show", ifname])
+        .status
+        .success()
+}
+
+/// Names of the links in namespace `ns`.
+fn links(net: &Net, ns: &str) -> Vec<String> {
+    let out = net.exec(ns, "ip", &["-o", "link", "show"]);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|n| n.split('@').next().unwrap_or(n).to_string())
+        .collect()
+}
+
+/// `setpriv --reuid=65534 ... weft args` on host 1: as user nobody.
+fn weft_as_nobody(net: &Net, args: &[&str]) -> Output {
+    let h = net.host(1);
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", &h.ns, "setpriv"])
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", WEFT])
+        .args(args)
+        .env("WEFT_RUN_DIR", &h.run_dir)
+        .env("WEFT_DATA_DIR", &h.data_dir);
+    run_with_timeout(&mut cmd, Duration::from_secs(20))
+}
+
+fn expect_code(out: &Output, code: i32, stderr_has: &str, what: &str) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(code), "{what}: stderr {err:?}");
+    assert!(
+        err.contains(stderr_has),
+        "{what}: stderr {err:?} lacks {stderr_has:?}"
+    );
+}
+
+#[test]
+fn ps_lists_attached_pods_across_a_restart() {
+    let mut net = Net::new("hcps", 1);
+    let mut router = Router::launch(&net, 1, &Auth::NoEncryption, &[]);
+    assert!(ps(&net, 1).is_empty(), "ps before any attach");
+    let a = net.add_bare_pod(1, 1);
+    let b = net.add_bare_pod(1, 2);
+    net.attach(1, &["10.40.1.2/16"], &a);
+    net.attach(1, &["10.40.1.3/16", "fd00:40::3/64"], &b);
+    let expected = vec![
+        PsLine {
+            id: a.clone(),
+            mac: mac_in(&net, &a, "ethwe0"),
+            cidrs: vec!["10.40.1.2/16".into()],
+        },
+        PsLine {
+            id: b.clone(),
+            mac: mac_in(&net, &b, "ethwe0"),
+            cidrs: vec!["10.40.1.3/16".into(), "fd00:40::3/64".into()],
+        },
+    ];
+    assert_eq!(ps(&net, 1), expected, "ps after attaching two pods");
+    // Anyone may list; only root may expose.
+    let as_nobody = weft_as_nobody(&net, &["ps"]);
+    assert!(as_nobody.status.success(), "ps as nobody: {as_nobody:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&as_nobody.stdout),
+        net.weft_ok(1, &["ps"])
+    );
+    let out = weft_as_nobody(&net, &["expose", "10.40.0.1/16"]);
+    expect_code(&out, 1, "permission denied", "expose as nobody");
+
+    // `weft stop` leaves the bridge and the attached pods in place.
+    net.weft_ok(1, &["stop"]);
+    assert!(
+        router.wait_exit(Duration::from_secs(10)).is_some(),
+        "router still running after weft stop"
+    );
+    let h1 = net.host(1).ns.clone();
+    assert!(has_link(&net, &h1, "weft"), "stop removed the bridge");
+    assert!(has_link(&net, &a, "ethwe0") && has_link(&net, &b, "ethwe0"));
+    assert_eq!(net.weft(1, &["ps"]).status.code(), Some(3), "ps, no router");
+
+    // A new router knows them again.
+    let router = Router::launch(&net, 1, &Auth::NoEncryption, &[]);
+    assert_eq!(ps(&net, 1), expected, "ps after a restart");
+
+    // Detach removes the entry.
+    net.weft_ok(1, &["detach", &b]);
+    assert_eq!(ps(&net, 1), expected[..1], "ps after detaching {b}");
+
+    // Also after kill -9: the list was on disk at each change.
+    router.kill9();
+    let _router = Router::launch(&net, 1, &Auth::NoEncryption, &[]);
+    assert_eq!(ps(&net, 1), expected[..1], "ps after kill -9 and a restart");
+}
+
+#[test]
+fn expose_gives_the_host_an_address_on_the_overlay() {
+    let mut net = Net::new("hcexpose", 2);
+    let auth = Auth::PasswordFile(net.new_secret("secret"));
+    let _r1 = Router::launch(&net, 1, &auth, &[]);
+    let _r2 = Router::launch(&net, 2, &auth, &["198.18.0.1"]);
+    net.wait_established(&[(1, 1), (2, 1)]);
+
+    let usage: [(&[&str], &str); 3] = [
+        (&["expose"], "CIDR is required"),
+        (&["expose", "10.40.0.1/33"], "invalid CIDR"),
+        (&["hide", "10.40.0.1"], "invalid CIDR"),
+    ];
+    for (args, msg) in usage {
+        expect_code(&net.weft(1, args), 2, msg, &args.join(" "));
+    }
+
+    // Idempotent: the address is on the bridge once.
+    for _ in 0..2 {
+        let printed = net.weft_ok(1, &["expose", "10.40.0.1/16"]);
+        assert_eq!(printed.trim(), "10.40.0.1");
+    }
+    let h1 = net.host(1).ns.clone();
+    let addrs = net.exec(&h1, "ip", &["-o", "addr", "show", "dev", "weft"]);
+    let addrs = String::from_utf8_lossy(&addrs.stdout);
+    assert_eq!(addrs.matches("10.40.0.1/16").count(), 1, "{addrs}");
+    let host_line = PsLine {
+        id: "weft:expose".into(),
+        mac: mac_in(&net, &h1, "weft"),
+        cidrs: vec!["10.40.0.1/16".into()],
+    };
+    assert_eq!(ps(&net, 1), vec![host_line]);
+
+    // A pod on h2 reaches h1's address across the mesh.
+    let pod = net.add_bare_pod(2, 1);
+    net.attach(2, &["10.40.2.2/16"], &pod);
+    let reached = wait_until(Duration::from_secs(20), Duration::from_millis(200), || {
+        ping(&net, &pod, "10.40.0.1")
+    });
+    assert!(
+        reached.is_some(),
+        "pod on h2 cannot ping exposed 10.40.0.1 on h1"
+    );
+
+    // Hidden, it is gone.
+    assert_eq!(
+        net.weft_ok(1, &["hide", "10.40.0.1/16"]).trim(),
+        "10.40.0.1"
+    );
+    assert!(ps(&net, 1).is_empty(), "ps still shows the host after hide");
+    assert!(
+        !ping(&net, &pod, "10.40.0.1"),
+        "10.40.0.1 answers after hide"
+    );
+
+    // Hiding the first address of a subnet keeps the others (the kernel drops
+    // secondaries with their primary); `hide` without an address hides them all.
+    net.weft_ok(1, &["expose", "10.40.0.7/16", "10.40.0.8/16"]);
+    assert_eq!(
+        net.weft_ok(1, &["hide", "10.40.0.7/16"]).trim(),
+        "10.40.0.7"
+    );
+    assert_eq!(ps(&net, 1)[0].cidrs, ["10.40.0.8/16"]);
+    net.weft_ok(1, &["hide"]);
+    net.weft_ok(1, &["expose", "10.40.0.1/16", "10.40.0.9/16"]);
+    assert_eq!(net.weft_ok(1, &["hide"]).trim(), "10.40.0.1 10.40.0.9");
+    assert!(ps(&net, 1).is_empty());
+    assert_eq!(net.weft_ok(1, &["hide"]).trim(), "", "second hide");
+}
+
+/// Nothing weft made is left on host 1 or in `pod`.
+fn assert_reset(net: &Net, pod: &str) {
+    let h = net.host(1);
+    let left: Vec<String> = links(net, &h.ns)
+        .into_iter()
+        .filter(|l| l == "weft" || l == "weft-tap" || l.starts_with("vethwe"))
+        .collect();
+    assert!(left.is_empty(), "links left after reset: {left:?}");
+    assert!(!has_link(net, pod, "ethwe0"), "ethwe0 left in {pod}");
+    for f in [
+        h.data_dir.join("identity.key"),
+        h.data_dir.join("attachments.json"),
+        h.run_dir.join("weft.sock"),
+        h.run_dir.join("weft.pid"),
+    ] {
+        assert!(!f.exists(), "{} left after reset", f.display());
+    }
+}
+
+#[test]
+fn reset_removes_everything_weft_made() {
+    let mut net = Net::new("hcreset", 1);
+    let mut router = Router::launch(&net, 1, &Auth::NoEncryption, &[]);
+    let first = router.bare_name().to_string();
+    let pod = net.add_bare_pod(1, 1);
+    net.attach(1, &["10.40.1.2/16"], &pod);
+    net.weft_ok(1, &["expose", "10.40.0.1/16"]);
+    assert!(net.host(1).data_dir.join("identity.key").exists());
+
+    // With the router running: it is stopped, then everything goes.
+    net.weft_ok(1, &["reset"]);
+    assert!(
+        router.wait_exit(Duration::from_secs(10)).is_some(),
+        "router still running after weft reset"
+    );
+    assert_reset(&net, &pod);
+    net.weft_ok(1, &["reset"]);
+
+    // The host comes back as a new peer. With the router killed (a stale socket
+    // left), reset still cleans up.
+    let router = Router::launch(&net, 1, &Auth::NoEncryption, &[]);
+    assert_ne!(router.bare_name(), first, "same peer name after reset");
+    net.attach(1, &["10.40.1.2/16"], &pod);
+    router.kill9();
+    assert!(net.host(1).run_dir.join("weft.sock").exists());
+    let out = net.weft(1, &["expose", "10.40.0.1/16"]);
+    expect_code(&out, 3, "not running", "expose with no router");
+    net.weft_ok(1, &["reset"]);
+    assert_reset(&net, &pod);
+    let again = net.weft(1, &["reset"]);
+    assert!(again.status.success(), "second reset: {again:?}");
+}
