@@ -23,6 +23,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 mod counters;
+pub mod pmtu;
 mod tx;
 pub use counters::{Counters, DropCounts, PeerCounters};
 pub use tx::TxBuffer;
