@@ -204,6 +204,7 @@ impl PathMtu {
     pub fn handle_too_big(&mut self, now: Instant, size: usize) {
         if size <= self.limit {
             self.limit = size.saturating_sub(STEP).max(self.floor);
+            self.measured = true;
         }
         if let State::Idle { .. } = self.state {
             self.state = State::Idle { next: now };
