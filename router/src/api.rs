@@ -59,8 +59,8 @@ pub struct Api {
     pub owner: OwnerHandle,
     /// Tells the daemon to stop.
     pub stop: mpsc::Sender<()>,
-    /// Overlay MTU for attached interfaces.
-    pub mtu: u32,
+    /// Overlay MTU for attached interfaces (lowered when a path measures less).
+    pub mtu: tokio::sync::watch::Receiver<u32>,
     /// The data-plane task, for counters.
     pub dataplane: DataplaneHandle,
 }
@@ -199,7 +199,7 @@ impl Api {
             ifname,
             addrs,
             routes: Vec::new(),
-            mtu: self.mtu,
+            mtu: *self.mtu.borrow(),
         };
         // Namespace work joins a thread: keep it off the async workers, as detach does.
         let result = tokio::task::spawn_blocking(move || {

@@ -6,6 +6,10 @@
 //! datagrams go out per wake-up. It takes no lock: routes arrive as `Arc` snapshots
 //! through a `watch` channel and are kept locally between changes; counters are read
 //! by asking the task.
+//!
+//! Path MTU: the sleeve socket sends with DF (set where it is made, in the daemon).
+//! A send refused with `EMSGSIZE` tells the data plane that path is narrower than it
+//! thought; ICMP "too big" replies the data plane builds go back out of the TAP device.
 
 use datapath::dataplane::{Counters, Dataplane, Event, TxBuffer};
 use datapath::sleeve::keys::RekeyOffer;
@@ -45,6 +49,8 @@ pub enum Command {
     Offer(PeerId, RekeyOffer),
     /// A neighbour hears our datagrams.
     Heard(PeerId),
+    /// A neighbour received our path MTU probe of this many bytes.
+    ProbeAck(PeerId, u16),
     /// Read the counters and path states.
     Stats(oneshot::Sender<Stats>),
 }
@@ -60,6 +66,8 @@ pub struct Stats {
     pub tap_drops: u64,
     /// Datagrams the socket could not take.
     pub udp_drops: u64,
+    /// Datagrams refused as larger than the path (`EMSGSIZE`).
+    pub udp_too_big: u64,
 }
 
 /// A cheap handle to the task.
@@ -92,6 +100,7 @@ pub struct DataplaneTask {
     events: mpsc::UnboundedSender<Event>,
     tap_drops: u64,
     udp_drops: u64,
+    udp_too_big: u64,
 }
 
 /// Builds the task and its handle. `events` carries what the control link must send.
@@ -112,6 +121,7 @@ pub fn new(
         events,
         tap_drops: 0,
         udp_drops: 0,
+        udp_too_big: 0,
     };
     (task, DataplaneHandle { tx })
 }
@@ -139,6 +149,7 @@ impl DataplaneTask {
                         if tx.is_nearly_full() { break; }
                         n = self.tap.try_recv(&mut frame);
                     }
+                    self.deliver_replies();
                 }
                 received = self.udp.recv_from(&mut datagram) => {
                     let now = Instant::now();
@@ -172,6 +183,7 @@ impl DataplaneTask {
                     let now = Instant::now();
                     self.dp.handle_timeout(now);
                     self.dp.poll_keepalives(now, &mut tx);
+                    self.dp.poll_probes(now, &mut tx);
                 }
             }
             self.flush(&mut tx);
@@ -191,6 +203,7 @@ impl DataplaneTask {
             Command::RemovePeer(peer) => self.dp.remove_peer(peer),
             Command::Offer(peer, offer) => self.dp.handle_offer(now, peer, offer),
             Command::Heard(peer) => self.dp.handle_heard(now, peer),
+            Command::ProbeAck(peer, size) => self.dp.handle_probe_ack(now, peer, size),
             Command::Stats(reply) => {
                 let counters = self.dp.counters();
                 let established = counters
@@ -204,6 +217,7 @@ impl DataplaneTask {
                     established,
                     tap_drops: self.tap_drops,
                     udp_drops: self.udp_drops,
+                    udp_too_big: self.udp_too_big,
                 });
             }
         }
@@ -211,11 +225,34 @@ impl DataplaneTask {
 
     /// Sends the batch. A full socket buffer drops (and counts) rather than stalls.
     fn flush(&mut self, tx: &mut TxBuffer) {
+        let now = Instant::now();
         for (to, d) in tx.iter() {
-            if self.udp.try_send_to(d, to).is_err() {
-                self.udp_drops += 1;
+            if let Err(e) = self.udp.try_send_to(d, to) {
+                self.send_failed(now, to, d.len(), &e);
             }
         }
         tx.clear();
+    }
+
+    /// Counts a failed send; `EMSGSIZE` (the datagram is larger than the local link or
+    /// the path allows) goes to path MTU discovery.
+    fn send_failed(&mut self, now: Instant, to: SocketAddr, len: usize, e: &io::Error) {
+        if e.raw_os_error() == Some(nix::libc::EMSGSIZE) {
+            self.udp_too_big += 1;
+            self.dp.handle_send_too_big(now, to, len);
+        } else {
+            self.udp_drops += 1;
+        }
+    }
+
+    /// ICMP "too big" replies from the data plane, back to the containers.
+    fn deliver_replies(&mut self) {
+        let tap = &self.tap;
+        let drops = &mut self.tap_drops;
+        self.dp.poll_local_frames(&mut |f| {
+            if tap.try_send(f).is_err() {
+                *drops += 1;
+            }
+        });
     }
 }

@@ -31,6 +31,7 @@ pub mod dataplane;
 pub mod http;
 pub mod links;
 pub mod listener;
+pub mod mtu;
 pub mod owner;
 pub mod report;
 pub mod sleeve_channel;
