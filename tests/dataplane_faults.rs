@@ -197,7 +197,7 @@ fn traffic_is_relayed_when_two_hosts_cannot_reach_each_other() {
     );
 
     let r1 = Router::launch(&net, 1, &auth, &[]);
-    let _r2 = Router::launch(&net, 2, &auth, &[H1]);
+    let r2 = Router::launch(&net, 2, &auth, &[H1]);
     let r3 = Router::launch(&net, 3, &auth, &["198.18.0.2"]);
     let took = net.wait_established(&[(1, 1), (2, 2), (3, 1)]);
     println!(
@@ -291,8 +291,30 @@ fn traffic_is_relayed_when_two_hosts_cannot_reach_each_other() {
         "h1's status peers shows a link h3-h1:\n{peers}"
     );
     println!("e2e: relay: h1 `status peers`:\n{peers}");
-    // NOTE: no status view names the relay (no route or next hop is reported): the
-    // relayed path can only be inferred from the peer topology above.
+    // `status connections` names the relay: h3 is reached `relayed` via h2 (and h1 via
+    // h2 from h3's side), on the line of the link to h2.
+    let r2_name = r2.name.clone();
+    for (host, far) in [(1, &r3), (3, &r1)] {
+        let text = status(&net, host, "connections");
+        let conns = parse_connections(&text).expect("parse status connections");
+        let relayed: Vec<_> = conns.iter().filter(|c| c.state == "relayed").collect();
+        assert!(
+            relayed.len() == 1
+                && relayed[0]
+                    .line
+                    .contains(&format!("sleeve {} via {r2_name}", far.name))
+                && relayed[0].address.starts_with("198.18.0.2:")
+                && relayed[0].encrypted == Some(true),
+            "h{host}'s status connections does not show {} relayed via {r2_name}:\n{text}",
+            far.name
+        );
+        println!("e2e: relay: h{host}: {}", relayed[0].line);
+    }
+    let h2_text = status(&net, 2, "connections");
+    assert!(
+        !h2_text.contains("relayed"),
+        "h2 reaches both directly:\n{h2_text}"
+    );
 
     // A peer that joins behind a relay must be known across it at once: state learnt in
     // a new link's exchange (never relayed) triggers an early anti-entropy round. Before

@@ -17,11 +17,19 @@
 //! authenticated datagram tells the sender over the control link ([`Event::SendHeard`]).
 //! A peer's path is `established` while we hear it and it hears us, both within
 //! [`DataplaneConfig::path_timeout`]; before that it is `pending`.
+//!
+//! Path MTU: each neighbour's path is measured with padded probes ([`pmtu`]); the
+//! neighbour acknowledges each probe over the control link ([`Event::SendProbeAck`]).
+//! A frame larger than its next hop carries is dropped and counted as `mtu`; if it
+//! was captured here and is IPv4 with DF, or IPv6, an ICMP "fragmentation needed" /
+//! "packet too big" goes back to its sender through [`Dataplane::poll_local_frames`].
 
 use crate::mac_table::MacTableConfig;
 use crate::sleeve::codec::{InnerFrame, SealError, BROADCAST};
 use crate::sleeve::keys::RekeyOffer;
-use crate::sleeve::{datagram_len, Session, SessionConfig, HEADER_LEN, MIN_DATAGRAM_LEN};
+use crate::sleeve::{
+    datagram_len, IpVersion, Session, SessionConfig, HEADER_LEN, MIN_DATAGRAM_LEN,
+};
 use crate::switch::{Forward, Ingress, RouteView, Switch};
 use gossip::peer::PeerId;
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -29,8 +37,13 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 mod counters;
+mod path_mtu;
+pub mod pmtu;
+mod replies;
 mod tx;
 pub use counters::{Counters, DropCounts, PeerCounters};
+use pmtu::{PathMtu, PmtuConfig};
+use replies::Replies;
 pub use tx::TxBuffer;
 
 /// Tunables of the data plane.
@@ -47,6 +60,10 @@ pub struct DataplaneConfig {
     /// The largest datagram (UDP payload) to fill with several frames: the underlay MTU
     /// less the IP and UDP headers. A single larger frame is still sent, alone.
     pub max_datagram: usize,
+    /// The configured overlay MTU: the most any path is allowed.
+    pub mtu: u16,
+    /// Path MTU discovery timing.
+    pub pmtu: PmtuConfig,
 }
 
 impl Default for DataplaneConfig {
@@ -57,6 +74,8 @@ impl Default for DataplaneConfig {
             probe: Duration::from_secs(1),
             path_timeout: Duration::from_secs(30),
             max_datagram: 1500 - 20 - crate::sleeve::UDP_HEADER_LEN,
+            mtu: crate::sleeve::overlay_mtu(1500, IpVersion::V4),
+            pmtu: PmtuConfig::default(),
         }
     }
 }
@@ -83,6 +102,20 @@ pub enum Event {
         /// Whether the path is established.
         established: bool,
     },
+    /// Tell `peer` over the control link that its path MTU probe of `size` bytes arrived.
+    SendProbeAck {
+        /// The neighbour.
+        peer: PeerId,
+        /// The probe's datagram length.
+        size: u16,
+    },
+    /// The overlay MTU measured on the path to `peer` changed (at most the configured one).
+    MtuChanged {
+        /// The neighbour.
+        peer: PeerId,
+        /// The overlay (IP) MTU of the path.
+        mtu: u16,
+    },
 }
 
 struct PeerEntry {
@@ -98,6 +131,9 @@ struct PeerEntry {
     /// The datagram being filled: header room, then `staged` plaintext bytes.
     stage: Box<[u8]>,
     staged: usize,
+    pmtu: PathMtu,
+    /// The MTU last reported in [`Event::MtuChanged`] (0: none yet).
+    reported_mtu: u16,
 }
 
 /// The data plane state of one router.
@@ -111,6 +147,7 @@ pub struct Dataplane {
     drops: DropCounts,
     /// Neighbours with staged frames, in the order they were first staged.
     staged_peers: Vec<PeerId>,
+    replies: Replies,
 }
 
 impl Dataplane {
@@ -125,6 +162,7 @@ impl Dataplane {
             events: VecDeque::new(),
             drops: DropCounts::default(),
             staged_peers: Vec::with_capacity(64),
+            replies: Replies::default(),
         }
     }
 
@@ -134,6 +172,12 @@ impl Dataplane {
     pub fn add_peer(&mut self, now: Instant, peer: PeerId, endpoint: SocketAddr, hash: [u8; 32]) {
         self.remove_peer(peer);
         let session = Session::new(now, self.config.session, self.us, peer, hash);
+        let ip = if endpoint.is_ipv4() {
+            IpVersion::V4
+        } else {
+            IpVersion::V6
+        };
+        let pmtu = PathMtu::new(now, self.config.pmtu, ip, self.config.mtu);
         self.peers.insert(
             peer,
             PeerEntry {
@@ -148,6 +192,8 @@ impl Dataplane {
                 counters: PeerCounters::default(),
                 stage: vec![0; self.config.max_datagram.max(MIN_DATAGRAM_LEN)].into_boxed_slice(),
                 staged: 0,
+                pmtu,
+                reported_mtu: 0,
             },
         );
         self.handle_timeout(now);
@@ -238,6 +284,7 @@ impl Dataplane {
             self.reindex(peer);
             self.update_path(now, peer);
         }
+        self.pmtu_timeout(now);
         self.switch.macs().expire(now);
     }
 
@@ -286,12 +333,25 @@ impl Dataplane {
         tx: &mut TxBuffer,
     ) {
         match self.switch.forward(now, frame, Ingress::Local, routes) {
+            Forward::Unicast { next_hop, dst_peer }
+                if !self.fits(&next_hop, frame, dst_peer != next_hop) =>
+            {
+                self.refuse_too_big(&next_hop, frame, dst_peer != next_hop)
+            }
             Forward::Unicast { next_hop, dst_peer } => {
                 self.send(now, next_hop, dst_peer, self.us, frame, tx)
             }
             Forward::Flood { next_hops, .. } => {
+                let mut too_big = None;
                 for hop in next_hops.iter() {
-                    self.send(now, hop, BROADCAST, self.us, frame, tx);
+                    if self.fits(&hop, frame, false) {
+                        self.send(now, hop, BROADCAST, self.us, frame, tx);
+                    } else {
+                        too_big = too_big.or(Some(hop));
+                    }
+                }
+                if let Some(hop) = too_big {
+                    self.refuse_too_big(&hop, frame, false);
                 }
             }
             Forward::Deliver => {}
@@ -379,6 +439,7 @@ impl Dataplane {
             self.drops.unknown_index += 1;
             return;
         };
+        let datagram_len = datagram.len();
         let opened = match entry.session.open(now, datagram) {
             Ok(opened) => opened,
             Err(e) => {
@@ -399,6 +460,9 @@ impl Dataplane {
             entry.heard_sent = Some(now);
             self.events.push_back(Event::SendHeard { peer });
         }
+        if opened.is_keepalive() {
+            self.ack_probe(peer, datagram_len);
+        }
         // The frames borrow the datagram, not the session, so forwarding may use `self`.
         for f in opened.frames() {
             if let Some(e) = self.peers.get_mut(&peer) {
@@ -412,6 +476,11 @@ impl Dataplane {
             };
             match self.switch.forward(now, f.frame, ingress, routes) {
                 Forward::Deliver => deliver(f.frame),
+                // Relayed frames too large for the next hop are dropped and counted:
+                // their sender is behind another router, out of reach of our replies.
+                Forward::Unicast { next_hop, .. } if !self.fits(&next_hop, f.frame, true) => {
+                    self.drops.mtu += 1
+                }
                 Forward::Unicast { next_hop, dst_peer } => {
                     self.send(now, next_hop, dst_peer, f.src, f.frame, tx)
                 }
@@ -423,7 +492,11 @@ impl Dataplane {
                         deliver(f.frame);
                     }
                     for hop in next_hops.iter() {
-                        self.send(now, hop, BROADCAST, f.src, f.frame, tx);
+                        if self.fits(&hop, f.frame, true) {
+                            self.send(now, hop, BROADCAST, f.src, f.frame, tx);
+                        } else {
+                            self.drops.mtu += 1;
+                        }
                     }
                 }
                 Forward::Drop(reason) => self.drops.count(reason),

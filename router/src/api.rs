@@ -67,8 +67,8 @@ pub struct Api {
     pub owner: OwnerHandle,
     /// Tells the daemon to stop.
     pub stop: mpsc::Sender<()>,
-    /// Overlay MTU for attached interfaces.
-    pub mtu: u32,
+    /// Overlay MTU for attached interfaces (lowered when a path measures less).
+    pub mtu: tokio::sync::watch::Receiver<u32>,
     /// The data-plane task, for counters.
     pub dataplane: DataplaneHandle,
     /// What was attached through this router (`weft ps`).

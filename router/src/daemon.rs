@@ -11,6 +11,7 @@ use crate::config::{self, Config, Security};
 use crate::dataplane;
 use crate::links::LinkContext;
 use crate::listener;
+use crate::mtu::OverlayMtu;
 use crate::owner::{self, DataplaneLink, Owner, RouterInfo};
 use datapath::dataplane::{Dataplane, DataplaneConfig};
 use datapath::netlink::Netlink;
@@ -186,10 +187,14 @@ pub async fn run(config: Config, on_ready: impl FnOnce(&str)) -> Result<(), Rout
     let max_datagram = datapath::sleeve::datagram_len(
         datapath::sleeve::DIRECT_HEADER_LEN + datapath::sleeve::ETHERNET_HEADER_LEN + mtu as usize,
     );
+    dp_config.max_datagram = max_datagram;
+    dp_config.mtu = u16::try_from(mtu).unwrap_or(u16::MAX);
     let dp = Dataplane::new(id, dp_config);
     let (dp_task, dp_handle) = dataplane::new(dp, tap, udp, routes_rx, dp_events_tx, max_datagram);
     tokio::spawn(dp_task.run());
-    let dp_link = DataplaneLink::new(dp_handle.clone(), dp_events_rx, routes_tx, mtu);
+    let (overlay_mtu, link_mtu) = OverlayMtu::new(mtu);
+    tokio::spawn(crate::mtu::apply(link_mtu.clone()));
+    let dp_link = DataplaneLink::new(dp_handle.clone(), dp_events_rx, routes_tx, overlay_mtu);
 
     let (handle, rx) = owner::channel();
     let ctx = LinkContext::new(identity, psk, handle.clone());
@@ -205,7 +210,7 @@ pub async fn run(config: Config, on_ready: impl FnOnce(&str)) -> Result<(), Rout
     let api = Api {
         owner: handle,
         stop: stop_tx,
-        mtu,
+        mtu: link_mtu,
         dataplane: dp_handle,
         attachments,
     };
@@ -235,11 +240,25 @@ pub async fn run(config: Config, on_ready: impl FnOnce(&str)) -> Result<(), Rout
 /// port) without the kernel dropping real datagrams; the default is about 208 KiB.
 const UDP_BUFFER_BYTES: usize = 4 * 1024 * 1024;
 
-/// Binds the sleeve socket with large buffers (forced past `rmem_max`, as root may).
+/// Binds the sleeve socket with large buffers (forced past `rmem_max`, as root may),
+/// sending with DF.
+///
+/// `IP_PMTUDISC_PROBE` (and its IPv6 twin) sets DF on every datagram but ignores the
+/// kernel's path-MTU cache: the data plane measures each path with its own
+/// authenticated probes, so an ICMP "fragmentation needed" (which anyone can forge)
+/// never shrinks the sleeve's datagrams, and the kernel never fragments them. A
+/// datagram larger than the local link still fails with `EMSGSIZE`, which the data
+/// plane takes as a reason to probe again.
 fn bind_udp(addr: SocketAddr) -> io::Result<tokio::net::UdpSocket> {
     use nix::sys::socket::{setsockopt, sockopt};
+    use rustix::net::sockopt as rsockopt;
     let socket = std::net::UdpSocket::bind(addr)?;
     socket.set_nonblocking(true)?;
+    if addr.is_ipv4() {
+        rsockopt::set_ip_mtu_discover(&socket, rsockopt::Ipv4PathMtuDiscovery::PROBE)?;
+    } else {
+        rsockopt::set_ipv6_mtu_discover(&socket, rsockopt::Ipv6PathMtuDiscovery::PROBE)?;
+    }
     let set = |r: nix::Result<()>| r.map_err(io::Error::from);
     if set(setsockopt(&socket, sockopt::RcvBufForce, &UDP_BUFFER_BYTES)).is_err() {
         set(setsockopt(&socket, sockopt::RcvBuf, &UDP_BUFFER_BYTES))?;

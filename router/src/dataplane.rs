@@ -9,6 +9,10 @@
 //! so back-pressure reaches the senders instead of datagrams being dropped. It takes no
 //! lock: routes arrive as `Arc` snapshots through a `watch` channel and are kept locally
 //! between changes; counters are read by asking the task.
+//!
+//! Path MTU: the sleeve socket sends with DF (set where it is made, in the daemon).
+//! A send refused with `EMSGSIZE` tells the data plane that path is narrower than it
+//! thought; ICMP "too big" replies the data plane builds go back out of the TAP device.
 
 use datapath::dataplane::{Counters, Dataplane, Event, TxBuffer};
 use datapath::sleeve::keys::RekeyOffer;
@@ -49,6 +53,8 @@ pub enum Command {
     Offer(PeerId, RekeyOffer),
     /// A neighbour hears our datagrams.
     Heard(PeerId),
+    /// A neighbour received our path MTU probe of this many bytes.
+    ProbeAck(PeerId, u16),
     /// Read the counters and path states.
     Stats(oneshot::Sender<Stats>),
 }
@@ -64,6 +70,8 @@ pub struct Stats {
     pub tap_drops: u64,
     /// Datagrams the socket could not take.
     pub udp_drops: u64,
+    /// Datagrams refused as larger than the path (`EMSGSIZE`).
+    pub udp_too_big: u64,
 }
 
 /// A cheap handle to the task.
@@ -98,6 +106,7 @@ pub struct DataplaneTask {
     udp_drops: u64,
     /// Datagrams larger than this go out alone (the kernel fragments them; GSO may not).
     max_segment: usize,
+    udp_too_big: u64,
 }
 
 /// Builds the task and its handle. `events` carries what the control link must send.
@@ -120,6 +129,7 @@ pub fn new(
         tap_drops: 0,
         udp_drops: 0,
         max_segment,
+        udp_too_big: 0,
     };
     (task, DataplaneHandle { tx })
 }
@@ -148,6 +158,7 @@ impl DataplaneTask {
                         if tx.is_nearly_full() { break; }
                         n = self.tap.try_recv(&mut frame);
                     }
+                    self.deliver_replies();
                 }
                 ready = self.udp.socket().readable() => {
                     if let Err(e) = ready { warn!("waiting on the UDP socket: {e}"); }
@@ -166,6 +177,7 @@ impl DataplaneTask {
                     let now = Instant::now();
                     self.dp.handle_timeout(now);
                     self.dp.poll_keepalives(now, &mut tx);
+                    self.dp.poll_probes(now, &mut tx);
                 }
             }
             self.dp.flush(&mut tx);
@@ -223,6 +235,7 @@ impl DataplaneTask {
             Command::RemovePeer(peer) => self.dp.remove_peer(peer),
             Command::Offer(peer, offer) => self.dp.handle_offer(now, peer, offer),
             Command::Heard(peer) => self.dp.handle_heard(now, peer),
+            Command::ProbeAck(peer, size) => self.dp.handle_probe_ack(now, peer, size),
             Command::Stats(reply) => {
                 let counters = self.dp.counters();
                 let established = counters
@@ -236,6 +249,7 @@ impl DataplaneTask {
                     established,
                     tap_drops: self.tap_drops,
                     udp_drops: self.udp_drops,
+                    udp_too_big: self.udp_too_big,
                 });
             }
         }
@@ -251,11 +265,33 @@ impl DataplaneTask {
                 Ok(0) => return,
                 Ok(sent) => tx.advance(sent),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(_) => {
-                    self.udp_drops += 1;
+                Err(e) => {
+                    self.send_failed(Instant::now(), to, segment, &e);
                     tx.advance(1);
                 }
             }
         }
+    }
+
+    /// Counts a failed send; `EMSGSIZE` (the datagram is larger than the local link or
+    /// the path allows) goes to path MTU discovery.
+    fn send_failed(&mut self, now: Instant, to: SocketAddr, len: usize, e: &io::Error) {
+        if e.raw_os_error() == Some(nix::libc::EMSGSIZE) {
+            self.udp_too_big += 1;
+            self.dp.handle_send_too_big(now, to, len);
+        } else {
+            self.udp_drops += 1;
+        }
+    }
+
+    /// ICMP "too big" replies from the data plane, back to the containers.
+    fn deliver_replies(&mut self) {
+        let tap = &self.tap;
+        let drops = &mut self.tap_drops;
+        self.dp.poll_local_frames(&mut |f| {
+            if tap.try_send(f).is_err() {
+                *drops += 1;
+            }
+        });
     }
 }

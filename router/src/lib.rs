@@ -35,6 +35,7 @@ pub mod host_net;
 pub mod http;
 pub mod links;
 pub mod listener;
+pub mod mtu;
 pub mod owner;
 pub mod report;
 pub mod reset;

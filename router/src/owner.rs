@@ -7,6 +7,7 @@
 
 use crate::dataplane::{Command as DpCommand, DataplaneHandle};
 use crate::links::{self, LinkContext};
+use crate::mtu::OverlayMtu;
 use crate::report;
 use crate::sleeve_channel::{SleeveChannel, SleeveMessage, SLEEVE_CHANNEL};
 use crate::status::Report;
@@ -158,8 +159,8 @@ pub struct DataplaneLink {
     pub events: mpsc::UnboundedReceiver<DpEvent>,
     /// Route snapshots for it.
     pub routes: watch::Sender<Arc<Routes>>,
-    /// Overlay MTU, for status.
-    pub mtu: u32,
+    /// Overlay MTU: configured, and measured per path.
+    pub mtu: OverlayMtu,
     /// Neighbours the task knows, with the endpoint and hash it was given.
     known: HashMap<PeerId, (SocketAddr, [u8; 32])>,
     /// Neighbours whose UDP path is established.
@@ -177,7 +178,7 @@ impl DataplaneLink {
         handle: DataplaneHandle,
         events: mpsc::UnboundedReceiver<DpEvent>,
         routes: watch::Sender<Arc<Routes>>,
-        mtu: u32,
+        mtu: OverlayMtu,
     ) -> DataplaneLink {
         DataplaneLink {
             handle,
@@ -313,7 +314,7 @@ impl Owner {
                 let view = report::LinkView {
                     encrypted: &|conn| self.links.get(&conn).map(|l| l.encrypted),
                     path_established: &|peer| paths.contains(peer),
-                    mtu: self.dataplane.mtu,
+                    mtu: &|peer| self.dataplane.mtu.path(peer),
                 };
                 let r = report::build(&self.info, &self.mesh, &self.maker, &view);
                 let _ = reply.send(r);
@@ -419,6 +420,7 @@ impl Owner {
         for peer in gone {
             dp.known.remove(&peer);
             dp.paths.remove(&peer);
+            dp.mtu.remove(&peer);
             dp.handle.send(DpCommand::RemovePeer(peer));
         }
         for (peer, (endpoint, hash)) in desired {
@@ -447,6 +449,7 @@ impl Owner {
             let command = match message {
                 SleeveMessage::Offer(offer) => DpCommand::Offer(peer, offer),
                 SleeveMessage::Heard => DpCommand::Heard(peer),
+                SleeveMessage::ProbeAck(size) => DpCommand::ProbeAck(peer, size),
             };
             self.dataplane.handle.send(command);
         }
@@ -457,6 +460,12 @@ impl Owner {
         let (peer, message) = match event {
             DpEvent::SendOffer { peer, offer } => (peer, SleeveMessage::Offer(offer)),
             DpEvent::SendHeard { peer } => (peer, SleeveMessage::Heard),
+            DpEvent::SendProbeAck { peer, size } => (peer, SleeveMessage::ProbeAck(size)),
+            DpEvent::MtuChanged { peer, mtu } => {
+                info!(%peer, mtu, "path MTU to {peer}: overlay MTU {mtu}");
+                self.dataplane.mtu.set_path(peer, mtu);
+                return;
+            }
             DpEvent::PathChanged { peer, established } => {
                 if established {
                     info!(%peer, "UDP path to {peer} established");

@@ -5,10 +5,11 @@
 
 use crate::owner::RouterInfo;
 use crate::status::{
-    self, ConnectionReport, PeerConnectionReport, PeerReport, Report, RouterReport,
+    self, ConnectionReport, PeerConnectionReport, PeerReport, RelayedReport, Report, RouterReport,
 };
 use gossip::connection_maker::{ConnectionMaker, TargetState};
 use gossip::mesh::{ConnId, Mesh};
+use gossip::peer::PeerId;
 use std::collections::HashSet;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -23,9 +24,9 @@ pub struct LinkView<'a> {
     /// Whether a live link uses the network secret.
     pub encrypted: &'a dyn Fn(ConnId) -> Option<bool>,
     /// Whether the UDP path to a peer is confirmed both ways.
-    pub path_established: &'a dyn Fn(&gossip::peer::PeerId) -> bool,
-    /// The overlay MTU.
-    pub mtu: u32,
+    pub path_established: &'a dyn Fn(&PeerId) -> bool,
+    /// The overlay MTU towards a neighbour: measured, or the configured one until then.
+    pub mtu: &'a dyn Fn(&PeerId) -> u32,
 }
 
 /// Builds the report. A connection is `established` once its control link is up and
@@ -56,7 +57,7 @@ pub fn build(
             peer_nickname: c.nickname.clone(),
             error: None,
             retry: None,
-            mtu: Some(view.mtu),
+            mtu: Some((view.mtu)(&c.peer)),
         });
     }
     let mut targets = Vec::new();
@@ -91,6 +92,7 @@ pub fn build(
             mtu: None,
         });
     }
+    let relayed = relayed(info, mesh, view);
     let peers = mesh
         .peers()
         .into_iter()
@@ -129,9 +131,44 @@ pub fn build(
             connections,
             peers,
             trusted_subnets: Vec::new(),
+            relayed,
         },
         dataplane: None,
     }
+}
+
+/// Peers whose unicast route starts at another peer, with our link to that peer.
+fn relayed(info: &RouterInfo, mesh: &Mesh, view: &LinkView<'_>) -> Vec<RelayedReport> {
+    let routes = mesh.routes();
+    let peers = mesh.peers();
+    let nickname = |id: &PeerId| {
+        peers
+            .iter()
+            .find(|p| p.id == *id)
+            .map(|p| p.nickname.clone())
+            .unwrap_or_default()
+    };
+    let conns = mesh.connections();
+    let mut out = Vec::new();
+    for peer in routes.reachable() {
+        let Some(via) = routes.unicast(&peer).filter(|hop| *hop != peer) else {
+            continue;
+        };
+        let Some(link) = conns.iter().find(|c| c.peer == via && c.is_established()) else {
+            continue;
+        };
+        out.push(RelayedReport {
+            peer_name: peer.short().to_string(),
+            peer_nickname: nickname(&peer),
+            via_name: via.short().to_string(),
+            via_nickname: nickname(&via),
+            address: link.remote_addr.to_string(),
+            outbound: link.outbound,
+            encrypted: (view.encrypted)(link.conn).unwrap_or(info.encryption),
+            mtu: Some((view.mtu)(&via)),
+        });
+    }
+    out
 }
 
 fn wall_clock(now: Instant, at: Instant) -> String {
@@ -171,6 +208,7 @@ pub fn dataplane(stats: &crate::dataplane::Stats) -> crate::status::DataplaneRep
         drops_loop: d.looped,
         drops_unsendable: d.unsendable,
         drops_queue_full: d.tx_full + stats.tap_drops + stats.udp_drops,
+        drops_mtu: d.mtu + stats.udp_too_big,
         rekeys_refused: d.rekey_refused,
         mac_entries: c.mac_entries as u64,
     }

@@ -1,6 +1,7 @@
 //! The `sleeve` gossip channel: control-link messages of the data plane.
 //!
-//! Rekey offers and "I hear your datagrams" notices go to one neighbour at a time, as
+//! Rekey offers, "I hear your datagrams" notices and path MTU probe acknowledgements
+//! go to one neighbour at a time, as
 //! mesh unicasts on this channel. It holds no replicated state (its digest never
 //! changes, it has nothing to summarise); it only queues what arrives until the owner
 //! takes it. Payloads are parsed strictly: a wrong length is an error, and the mesh
@@ -17,6 +18,7 @@ pub const SLEEVE_CHANNEL: &str = "sleeve";
 
 const KIND_OFFER: u8 = 1;
 const KIND_HEARD: u8 = 2;
+const KIND_PROBE_ACK: u8 = 3;
 /// Bound on queued messages; beyond it the oldest are dropped (the data plane retries).
 const MAX_QUEUED: usize = 4096;
 
@@ -27,6 +29,8 @@ pub enum SleeveMessage {
     Offer(RekeyOffer),
     /// The sender receives our datagrams.
     Heard,
+    /// The sender received our path MTU probe of this many bytes (UDP payload).
+    ProbeAck(u16),
 }
 
 impl SleeveMessage {
@@ -39,6 +43,10 @@ impl SleeveMessage {
                 v
             }
             SleeveMessage::Heard => vec![KIND_HEARD],
+            SleeveMessage::ProbeAck(size) => {
+                let [hi, lo] = size.to_be_bytes();
+                vec![KIND_PROBE_ACK, hi, lo]
+            }
         }
     }
 
@@ -49,9 +57,21 @@ impl SleeveMessage {
                 RekeyOffer::from_bytes(body).map(SleeveMessage::Offer)
             }
             (&KIND_HEARD, []) => Some(SleeveMessage::Heard),
+            (&KIND_PROBE_ACK, &[hi, lo]) => {
+                let size = u16::from_be_bytes([hi, lo]);
+                is_datagram_size(size).then_some(SleeveMessage::ProbeAck(size))
+            }
             _ => None,
         }
     }
+}
+
+/// Whether `size` is a length a sleeve datagram can have: a header and a tag around a
+/// plaintext that is a multiple of 16 bytes. Probes are never plain keepalives.
+fn is_datagram_size(size: u16) -> bool {
+    use datapath::sleeve::MIN_DATAGRAM_LEN;
+    let size = usize::from(size);
+    size > MIN_DATAGRAM_LEN && (size - MIN_DATAGRAM_LEN).is_multiple_of(16)
 }
 
 /// The channel object registered with the mesh.
@@ -120,15 +140,54 @@ mod tests {
             ephemeral_public: [9; 32],
             receiver_index: 77,
         };
-        for m in [SleeveMessage::Offer(offer), SleeveMessage::Heard] {
+        for m in [
+            SleeveMessage::Offer(offer),
+            SleeveMessage::Heard,
+            SleeveMessage::ProbeAck(1248),
+            SleeveMessage::ProbeAck(65_520),
+        ] {
             assert_eq!(SleeveMessage::decode(&m.encode()), Some(m));
         }
-        for junk in [&[][..], &[0], &[2, 0], &[1, 1, 2, 3], &[7]] {
+        let probe_junk: [&[u8]; 5] = [&[3], &[3, 4], &[3, 0, 32], &[3, 4, 0xe1], &[3, 4, 0xe0, 0]];
+        for junk in [&[][..], &[0], &[2, 0], &[1, 1, 2, 3], &[7]]
+            .into_iter()
+            .chain(probe_junk)
+        {
             assert_eq!(SleeveMessage::decode(junk), None, "{junk:?}");
         }
         let mut ch = SleeveChannel::default();
         assert!(ch.handle_unicast(PeerId([1; 16]), &[9, 9]).is_err());
         ch.handle_unicast(PeerId([1; 16]), &[KIND_HEARD]).unwrap();
         assert_eq!(ch.pop(), Some((PeerId([1; 16]), SleeveMessage::Heard)));
+    }
+
+    #[test]
+    fn fuzz_replay_never_panics() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        let seeds = [
+            SleeveMessage::ProbeAck(1248).encode(),
+            SleeveMessage::Heard.encode(),
+            SleeveMessage::Offer(RekeyOffer {
+                epoch: 1,
+                ephemeral_public: [1; 32],
+                receiver_index: 2,
+            })
+            .encode(),
+        ];
+        for i in 0..5000 {
+            let mut d = seeds[i % seeds.len()].clone();
+            for _ in 0..rng.gen_range(0..4) {
+                let j = rng.gen_range(0..d.len());
+                d[j] = rng.gen();
+            }
+            d.truncate(rng.gen_range(0..=d.len()));
+            fuzz_decode_sleeve_message(&d);
+            if let Some(m) = SleeveMessage::decode(&d) {
+                assert_eq!(m.encode(), d, "decoding is strict: one form per message");
+            }
+            let random: Vec<u8> = (0..rng.gen_range(0..48)).map(|_| rng.gen()).collect();
+            fuzz_decode_sleeve_message(&random);
+        }
     }
 }

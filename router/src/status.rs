@@ -41,6 +41,10 @@ pub struct DataplaneReport {
     pub drops_unsendable: u64,
     /// Frames dropped because a transmit batch, the TAP queue or the socket was full.
     pub drops_queue_full: u64,
+    /// Frames larger than the path MTU to their next hop (answered with ICMP "too big"
+    /// where the sender is local and the packet asks for it).
+    #[serde(default)]
+    pub drops_mtu: u64,
     /// Rekey offers refused.
     pub rekeys_refused: u64,
     /// MAC addresses learnt.
@@ -103,6 +107,30 @@ pub struct RouterReport {
     pub peers: Vec<PeerReport>,
     /// Trusted subnets (`--trusted-subnets`).
     pub trusted_subnets: Vec<String>,
+    /// Peers with no direct data path, reached through another peer.
+    #[serde(default)]
+    pub relayed: Vec<RelayedReport>,
+}
+
+/// A peer reached through a neighbour (the unicast route's first hop is not the peer).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RelayedReport {
+    /// The peer's name.
+    pub peer_name: String,
+    /// The peer's nickname.
+    pub peer_nickname: String,
+    /// The neighbour traffic to it goes through.
+    pub via_name: String,
+    /// The neighbour's nickname.
+    pub via_nickname: String,
+    /// Our connection to the neighbour: its address.
+    pub address: String,
+    /// ... and whether we dialled it.
+    pub outbound: bool,
+    /// Whether the sleeve is encrypted.
+    pub encrypted: bool,
+    /// The overlay MTU of the first hop.
+    pub mtu: Option<u32>,
 }
 
 /// One local connection, or one attempt at a target.
@@ -282,7 +310,35 @@ pub fn format_connections(r: &Report) -> String {
         );
         let _ = writeln!(out, "{}", l.trim_end());
     }
+    for r in &r.router.relayed {
+        let _ = writeln!(out, "{}", relayed_line(r));
+    }
     out
+}
+
+/// A relayed peer as a connection line: the address is our link to the relay, the
+/// state `relayed`, and the info names the peer, then `via` the relay.
+fn relayed_line(r: &RelayedReport) -> String {
+    let enc = if r.encrypted {
+        "encrypted"
+    } else {
+        "unencrypted"
+    };
+    let mut l = format!(
+        "{} {:<21} {:<11} {enc:<11} {:<6} {}({}) via {}({})",
+        arrow(r.outbound),
+        r.address,
+        "relayed",
+        "sleeve",
+        r.peer_name,
+        r.peer_nickname,
+        r.via_name,
+        r.via_nickname
+    );
+    if let Some(mtu) = r.mtu {
+        let _ = write!(l, " mtu={mtu}");
+    }
+    l
 }
 
 /// `weft status peers`: each peer, then the connections it reports.

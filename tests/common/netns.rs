@@ -172,6 +172,105 @@ impl Net {
         index
     }
 
+    /// Adds host `h{N+1}` behind an IP router namespace `r` (made on first use): `r` is
+    /// 198.18.0.254/24 on the switch and 198.18.1.254/24 on `eth1`, a veth to the new
+    /// host's `eth0` (198.18.1.{N+1}/24). `r`'s end of that veth has MTU `hop_mtu` and
+    /// the host's end 1500, so the path between this host and the switch's hosts is
+    /// `hop_mtu` wide: `r` answers larger packets from the switch side with ICMP
+    /// "fragmentation needed" and drops larger ones from the host side silently
+    /// (the veth checks its receiving end's MTU). `r` forwards IPv4; the switch's hosts
+    /// get a route to 198.18.1.0/24 through it, the new host a default route.
+    pub fn add_routed_host(&mut self, hop_mtu: u32) -> usize {
+        let r = format!("{}r", self.prefix);
+        let gw_switch = Ipv4Addr::new(198, 18, 0, 254);
+        let gw_far = Ipv4Addr::new(198, 18, 1, 254);
+        if !self.created.contains(&r) {
+            self.add_ns(&r);
+            let sw = self.switch.clone();
+            ip(&[
+                "-n", &sw, "link", "add", "r", "type", "veth", "peer", "name", "eth0", "netns", &r,
+            ]);
+            ip(&["-n", &sw, "link", "set", "r", "master", "br0", "up"]);
+            ip(&[
+                "-n",
+                &r,
+                "addr",
+                "add",
+                &format!("{gw_switch}/24"),
+                "dev",
+                "eth0",
+            ]);
+            ip(&["-n", &r, "link", "set", "eth0", "up"]);
+            let forward = self.exec(&r, "sysctl", &["-qw", "net.ipv4.ip_forward=1"]);
+            assert!(forward.status.success(), "ip_forward in {r}: {forward:?}");
+        }
+        let index = self.hosts.len() + 1;
+        let ns = format!("{}h{index}", self.prefix);
+        let addr = Ipv4Addr::new(198, 18, 1, index as u8);
+        assert_allowed(addr);
+        self.add_ns(&ns);
+        let mtu = hop_mtu.to_string();
+        ip(&[
+            "-n", &r, "link", "add", "eth1", "mtu", &mtu, "type", "veth", "peer", "name", "eth0",
+            "netns", &ns,
+        ]);
+        ip(&[
+            "-n",
+            &r,
+            "addr",
+            "add",
+            &format!("{gw_far}/24"),
+            "dev",
+            "eth1",
+        ]);
+        ip(&["-n", &r, "link", "set", "eth1", "up"]);
+        ip(&["-n", &ns, "link", "set", "eth0", "mtu", "1500", "up"]);
+        ip(&[
+            "-n",
+            &ns,
+            "addr",
+            "add",
+            &format!("{addr}/24"),
+            "dev",
+            "eth0",
+        ]);
+        ip(&[
+            "-n",
+            &ns,
+            "route",
+            "add",
+            "default",
+            "via",
+            &gw_far.to_string(),
+        ]);
+        for h in &self.hosts {
+            ip(&[
+                "-n",
+                &h.ns,
+                "route",
+                "replace",
+                "198.18.1.0/24",
+                "via",
+                &gw_switch.to_string(),
+            ]);
+        }
+        let hdir = self.dir.join(format!("h{index}"));
+        let (run_dir, data_dir) = (hdir.join("run"), hdir.join("data"));
+        for d in [&run_dir, &data_dir] {
+            std::fs::create_dir_all(d).unwrap_or_else(|e| panic!("create {}: {e}", d.display()));
+        }
+        traversable(&hdir);
+        traversable(&run_dir);
+        self.hosts.push(Host {
+            index,
+            ns,
+            addr,
+            run_dir,
+            data_dir,
+        });
+        index
+    }
+
     /// Adds a pod namespace behind `host`: pod `eth0` <-> host `vpK`, both up, no
     /// address (see [`Net::pod_addr`]).
     pub fn add_pod(&mut self, host: usize) -> Pod {
@@ -331,7 +430,7 @@ fn kill_leftovers(ns: &str) {
 }
 
 /// Removes namespaces that this harness made in a test process that no longer exists
-/// (killed before its `Drop` ran): names `TAG-PID-SEQ-{sw,hN,pN-K}` whose PID is gone.
+/// (killed before its `Drop` ran): names `TAG-PID-SEQ-{sw,r,hN,pN-K}` whose PID is gone.
 fn remove_stale() {
     for ns in netns_list() {
         let parts: Vec<&str> = ns.splitn(4, '-').collect();
@@ -340,7 +439,7 @@ fn remove_stale() {
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
             && parts[2].bytes().all(|b| b.is_ascii_digit())
-            && (parts[3] == "sw" || parts[3].starts_with(['h', 'p', 'q']));
+            && (parts[3] == "sw" || parts[3] == "r" || parts[3].starts_with(['h', 'p', 'q']));
         let pid_gone = parts.get(1).is_some_and(|pid| {
             pid.bytes().all(|b| b.is_ascii_digit()) && !Path::new("/proc").join(pid).exists()
         });

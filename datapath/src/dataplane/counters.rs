@@ -63,6 +63,8 @@ pub struct DropCounts {
     pub tx_full: u64,
     /// Rekey offers refused.
     pub rekey_refused: u64,
+    /// Frames larger than the path MTU to their next hop.
+    pub mtu: u64,
 }
 
 impl DropCounts {

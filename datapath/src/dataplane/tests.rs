@@ -24,13 +24,28 @@ fn addr(i: u8) -> SocketAddr {
 
 /// Carries every pending control-link event from `from` to `to`.
 fn relay(now: Instant, from: &mut Dataplane, from_id: PeerId, to: &mut Dataplane) -> usize {
+    relay_seen(now, from, from_id, to, &mut Vec::new())
+}
+
+/// [`relay`], keeping the MTU changes `from` reported.
+fn relay_seen(
+    now: Instant,
+    from: &mut Dataplane,
+    from_id: PeerId,
+    to: &mut Dataplane,
+    mtus: &mut Vec<(PeerId, u16)>,
+) -> usize {
     let mut n = 0;
     while let Some(ev) = from.poll_event() {
         n += 1;
+        if let Event::MtuChanged { peer, mtu } = ev {
+            mtus.push((peer, mtu));
+        }
         match ev {
             Event::SendOffer { offer, .. } => to.handle_offer(now, from_id, offer),
             Event::SendHeard { .. } => to.handle_heard(now, from_id),
-            Event::PathChanged { .. } => {}
+            Event::SendProbeAck { size, .. } => to.handle_probe_ack(now, from_id, size),
+            Event::PathChanged { .. } | Event::MtuChanged { .. } => {}
         }
     }
     n
@@ -167,8 +182,8 @@ fn queued_frames_share_datagrams() {
     for f in &small {
         a.handle_local_frame(now, f, &ra, &mut tx);
     }
-    // A frame too large to share a datagram goes alone, after what was staged.
-    let big = frame(1, [0xff; 6], &[7; 1450]);
+    // A full-size frame (1408 IP bytes) needs a datagram of its own, after what was staged.
+    let big = frame(1, [0xff; 6], &[7; 1408]);
     a.handle_local_frame(now, &big, &ra, &mut tx);
     let last = frame(1, [0xff; 6], b"last");
     a.handle_local_frame(now, &last, &ra, &mut tx);
@@ -176,11 +191,142 @@ fn queued_frames_share_datagrams() {
     let per_datagram = (1472 - 32) / (3 + 64);
     let expected = 40usize.div_ceil(per_datagram) + 2;
     assert_eq!(tx.len(), expected, "{} frames per datagram", per_datagram);
-    assert!(tx.iter().all(|(_, d)| d.len() <= 1472 || d.len() > 1450));
+    assert!(tx.iter().all(|(_, d)| d.len() <= 1472));
     let got = deliver_all(now, &mut tx, &mut b, &rb);
     let mut want = small.clone();
     want.push(big);
     want.push(last);
     assert_eq!(got, want);
     assert_eq!(a.counters().peers[0].1.tx_frames, 42);
+}
+
+/// Delivers the datagrams in `tx` that an underlay path of `path` bytes (UDP payload)
+/// carries; larger ones are lost, as with DF on a narrow hop.
+fn deliver_upto(now: Instant, tx: &mut TxBuffer, path: usize, to: &mut Dataplane, routes: &Pair) {
+    let mut scratch = TxBuffer::new(1 << 20, 64);
+    let datagrams: Vec<(SocketAddr, Vec<u8>)> = tx.iter().map(|(a, d)| (a, d.to_vec())).collect();
+    tx.clear();
+    for (_, mut d) in datagrams.into_iter().filter(|(_, d)| d.len() <= path) {
+        let from = if to.us == B { addr(1) } else { addr(2) };
+        to.handle_datagram(now, from, &mut d, routes, &mut scratch, &mut |_| {});
+    }
+}
+
+/// An IPv4 frame (DF set) from a's container to b's, of `ip_len` IP bytes.
+fn ipv4_frame(ip_len: usize, df: bool) -> Vec<u8> {
+    let mut ip = vec![0u8; ip_len];
+    ip[0] = 0x45;
+    ip[2..4].copy_from_slice(&(ip_len as u16).to_be_bytes());
+    ip[6] = if df { 0x40 } else { 0 };
+    ip[8] = 64;
+    ip[9] = 17;
+    ip[12..16].copy_from_slice(&[10, 40, 0, 1]);
+    ip[16..20].copy_from_slice(&[10, 40, 0, 2]);
+    let mut sum = 0u32;
+    for c in ip[..20].chunks(2) {
+        sum += u32::from(u16::from_be_bytes([c[0], c[1]]));
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    ip[10..12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+    frame(1, [0x02, 0, 0, 0, 0, 2], &ip)
+}
+
+/// Keys, paths and a path MTU search over a path carrying `path`-byte datagrams.
+fn measured(now: Instant, path: usize) -> (Dataplane, Dataplane, Instant) {
+    let (a, b, t, _) = measured_seen(now, path);
+    (a, b, t)
+}
+
+/// [`measured`], with the MTU changes a reported.
+fn measured_seen(now: Instant, path: usize) -> (Dataplane, Dataplane, Instant, Vec<(PeerId, u16)>) {
+    let mut mtus = Vec::new();
+    let (mut a, mut b) = connected(now);
+    let (ra, rb) = (Pair(B), Pair(A));
+    let mut tx = TxBuffer::new(1 << 20, 64);
+    let mut t = now;
+    for _ in 0..8 {
+        a.poll_keepalives(t, &mut tx);
+        a.poll_probes(t, &mut tx);
+        deliver_upto(t, &mut tx, path, &mut b, &rb);
+        b.poll_keepalives(t, &mut tx);
+        deliver_upto(t, &mut tx, path, &mut a, &ra);
+        relay_seen(t, &mut a, A, &mut b, &mut mtus);
+        relay(t, &mut b, B, &mut a);
+        t += Duration::from_millis(1100);
+        a.handle_timeout(t);
+        b.handle_timeout(t);
+    }
+    (a, b, t, mtus)
+}
+
+#[test]
+fn a_narrow_path_is_measured_and_reported() {
+    let now = Instant::now();
+    let (a, _b, _, changes) = measured_seen(now, 1248);
+    assert_eq!(a.path_mtu(&B), Some(1199));
+    assert_eq!(changes, [(B, 1199)], "reported once");
+    // A full path reports the configured MTU, never more.
+    let (a, _b, _) = measured(now, 1472);
+    assert_eq!(a.path_mtu(&B), Some(1408));
+}
+
+#[test]
+fn too_big_frames_get_icmp_back_and_count_as_mtu() {
+    let now = Instant::now();
+    let (mut a, mut b, t) = measured(now, 1248);
+    let (ra, rb) = (Pair(B), Pair(A));
+    let mut tx = TxBuffer::new(1 << 20, 64);
+    // b learns the destination MAC is behind B... a learns it from b's frame.
+    let hello = frame(2, [0x02, 0, 0, 0, 0, 1], b"hello");
+    b.handle_local_frame(t, &hello, &rb, &mut tx);
+    deliver_upto(t, &mut tx, 1248, &mut a, &ra);
+
+    let fits = ipv4_frame(1199, true);
+    a.handle_local_frame(t, &fits, &ra, &mut tx);
+    a.flush(&mut tx);
+    assert_eq!(tx.len(), 1, "a frame of exactly the MTU is sent");
+    assert!(tx.iter().all(|(_, d)| d.len() <= 1248));
+    tx.clear();
+
+    let big = ipv4_frame(1200, true);
+    a.handle_local_frame(t, &big, &ra, &mut tx);
+    a.flush(&mut tx);
+    assert!(tx.is_empty(), "too big: nothing sent");
+    let mut replies = Vec::new();
+    a.poll_local_frames(&mut |f| replies.push(f.to_vec()));
+    assert_eq!(replies.len(), 1);
+    let r = &replies[0];
+    assert_eq!(&r[..6], &[0x02, 0, 0, 0, 0, 1], "back to the sender's MAC");
+    let icmp = &r[14 + 20..];
+    assert_eq!((icmp[0], icmp[1]), (3, 4), "fragmentation needed");
+    assert_eq!(u16::from_be_bytes([icmp[6], icmp[7]]), 1199, "next-hop MTU");
+
+    // Without DF: dropped and counted, no reply.
+    a.handle_local_frame(t, &ipv4_frame(1300, false), &ra, &mut tx);
+    a.flush(&mut tx);
+    a.poll_local_frames(&mut |_| panic!("no reply without DF"));
+    assert!(tx.is_empty());
+    assert_eq!(a.counters().drops.mtu, 2);
+}
+
+#[test]
+fn emsgsize_lowers_the_limit_at_once() {
+    let now = Instant::now();
+    let (mut a, _b, t) = measured(now, 1472);
+    assert_eq!(a.path_mtu(&B), Some(1408));
+    a.handle_send_too_big(t, addr(2), 1472);
+    assert_eq!(a.path_mtu(&B), Some(1407), "1456 carries 1407");
+    a.handle_send_too_big(t, addr(2), 1400);
+    assert_eq!(a.path_mtu(&B), Some(pmtu::mtu_for_datagram(1384)));
+    a.handle_send_too_big(t, addr(9), 600);
+    assert_eq!(
+        a.path_mtu(&B),
+        Some(pmtu::mtu_for_datagram(1384)),
+        "other endpoint"
+    );
+    let mut tx = TxBuffer::new(1 << 20, 64);
+    a.poll_probes(t, &mut tx);
+    assert!(!tx.is_empty(), "a search started");
 }

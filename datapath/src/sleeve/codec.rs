@@ -329,6 +329,23 @@ impl Session {
         self.seal_in_place(out, inner)
     }
 
+    /// Seals a keepalive padded with zeros into a datagram of `len` bytes (rounded down
+    /// to `32 + 16·k`), a path MTU probe; returns the datagram length. The plaintext is
+    /// all zeros: a frame list that ends at once, which every receiver opens as a
+    /// keepalive.
+    pub fn seal_padded_keepalive(
+        &mut self,
+        len: usize,
+        out: &mut [u8],
+    ) -> Result<usize, SealError> {
+        let body = len.saturating_sub(HEADER_LEN + TAG_LEN) / PADDING_MULTIPLE * PADDING_MULTIPLE;
+        let needed = datagram_len(body);
+        out.get_mut(HEADER_LEN..HEADER_LEN + body)
+            .ok_or(SealError::BufferTooSmall { needed })?
+            .fill(0);
+        self.seal_in_place(out, body)
+    }
+
     /// Pads the `inner_len` plaintext bytes after the header with zeros, writes the
     /// header, encrypts, appends the tag, and counts the message. Returns the datagram
     /// length.

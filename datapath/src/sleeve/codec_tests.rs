@@ -340,3 +340,20 @@ proptest! {
         prop_assert_eq!(open_frames(&mut b, now, &out[..len]), Err(OpenError::Replay));
     }
 }
+
+#[test]
+fn padded_keepalives_open_as_keepalives_of_their_size() {
+    let now = Instant::now();
+    let (mut a, mut b) = pair(now);
+    let mut out = [0xffu8; 2048];
+    for (asked, got) in [(1472, 1472), (1480, 1472), (1250, 1248), (32, 32), (0, 32)] {
+        let len = a.seal_padded_keepalive(asked, &mut out).expect("sealed");
+        assert_eq!(len, got, "asked {asked}");
+        let opened = b.open(now, &mut out[..len]).expect("opens");
+        assert!(opened.is_keepalive());
+    }
+    assert!(matches!(
+        a.seal_padded_keepalive(4096, &mut out),
+        Err(SealError::BufferTooSmall { needed: 4096 })
+    ));
+}

@@ -40,7 +40,7 @@ impl Api {
             ifname,
             addrs,
             routes: Vec::new(),
-            mtu: self.mtu,
+            mtu: *self.mtu.borrow(),
         };
         let registry = self.attachments.clone();
         let result = blocking(move || {

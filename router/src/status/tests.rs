@@ -73,6 +73,7 @@ fn sample() -> Report {
                 },
             ],
             trusted_subnets: vec![],
+            relayed: vec![],
         },
         dataplane: None,
     }
@@ -133,4 +134,42 @@ fn utc_formatting_is_correct() {
     assert_eq!(format_utc(0), "1970-01-01 00:00:00 UTC");
     assert_eq!(format_utc(951_782_400), "2000-02-29 00:00:00 UTC");
     assert_eq!(format_utc(1_795_724_307), "2026-11-26 20:18:27 UTC");
+}
+
+fn with_relay() -> Report {
+    let mut r = sample();
+    r.router.relayed.push(RelayedReport {
+        peer_name: "9a:3c:00:11:22:33".into(),
+        peer_nickname: "h3".into(),
+        via_name: "7e:21:4a:70:2f:45".into(),
+        via_nickname: "h2".into(),
+        address: "198.18.0.2:6783".into(),
+        outbound: true,
+        encrypted: true,
+        mtu: Some(1168),
+    });
+    r
+}
+
+#[test]
+fn relayed_peers_follow_the_connections() {
+    let expected = "\
+-> 198.18.0.2:6783       established encrypted   sleeve 7e:21:4a:70:2f:45(h2) mtu=1376
+-> 198.18.0.9:6783       failed      dial tcp 198.18.0.9:6783: connection refused, retry: 2026-11-26 20:55:38 UTC
+-> 198.18.0.2:6783       relayed     encrypted   sleeve 9a:3c:00:11:22:33(h3) via 7e:21:4a:70:2f:45(h2) mtu=1168
+";
+    assert_eq!(format_connections(&with_relay()), expected);
+    // The summary counts connections only: a relayed peer is not one.
+    assert!(format_status(&with_relay()).contains("Connections: 2 (1 established, 1 failed)"));
+    let r = with_relay();
+    let json = serde_json::to_string(&r).unwrap();
+    assert_eq!(serde_json::from_str::<Report>(&json).unwrap(), r);
+}
+
+#[test]
+fn reports_without_the_new_fields_still_parse() {
+    let mut json = serde_json::to_value(sample()).unwrap();
+    json["router"].as_object_mut().unwrap().remove("relayed");
+    let r: Report = serde_json::from_value(json).unwrap();
+    assert!(r.router.relayed.is_empty());
 }

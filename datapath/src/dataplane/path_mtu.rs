@@ -1,0 +1,125 @@
+//! The data plane's side of path MTU discovery and of frames too large for a path:
+//! probes, their acknowledgements, send failures, and ICMP "too big" replies.
+//!
+//! Kept apart from the send path so that the per-frame cost is one comparison
+//! ([`Dataplane::fits`]) before a frame is sealed.
+
+use super::{Dataplane, Event, PeerEntry, TxBuffer};
+use crate::icmp::too_big_reply;
+use crate::sleeve::MIN_DATAGRAM_LEN;
+use crate::sleeve::RELAY_OVERHEAD;
+use gossip::peer::PeerId;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+impl Dataplane {
+    /// Path MTU probes that are due, sealed into `tx`. Call with the keepalives.
+    pub fn poll_probes(&mut self, now: Instant, tx: &mut TxBuffer) {
+        for entry in self.peers.values_mut() {
+            if !entry.session.can_send() {
+                continue;
+            }
+            while let Some(size) = entry.pmtu.poll_probe(now) {
+                // A probe that does not fit the batch is simply not acknowledged.
+                let Some(slot) = tx.slot(size) else {
+                    self.drops.tx_full += 1;
+                    continue;
+                };
+                match entry.session.seal_padded_keepalive(size, slot) {
+                    Ok(n) => {
+                        tx.commit(entry.endpoint, n);
+                        entry.last_tx = Some(now);
+                    }
+                    Err(e) => self.drops.count_seal_error(e),
+                }
+            }
+        }
+    }
+
+    /// `peer` says, over the control link, that our probe of `size` bytes arrived.
+    pub fn handle_probe_ack(&mut self, now: Instant, peer: PeerId, size: u16) {
+        if let Some(entry) = self.peers.get_mut(&peer) {
+            entry.pmtu.handle_ack(usize::from(size));
+        }
+        self.pmtu_timeout(now);
+    }
+
+    /// The socket refused a datagram of `len` bytes to `to` as too large (`EMSGSIZE`):
+    /// that path's limit drops below it at once and a new search starts.
+    pub fn handle_send_too_big(&mut self, now: Instant, to: SocketAddr, len: usize) {
+        for (peer, entry) in self.peers.iter_mut() {
+            if entry.endpoint == to {
+                entry.pmtu.handle_too_big(now, len);
+                report_mtu(*peer, entry, self.config.mtu, &mut self.events);
+            }
+        }
+    }
+
+    /// The overlay MTU towards `peer` now (the configured one until measured).
+    pub fn path_mtu(&self, peer: &PeerId) -> Option<u16> {
+        let entry = self.peers.get(peer)?;
+        Some(entry.pmtu.mtu().min(self.config.mtu))
+    }
+
+    /// Frames the data plane sends back to local containers (ICMP "too big" replies),
+    /// for the TAP device. Call after each batch of local frames.
+    pub fn poll_local_frames(&mut self, deliver: &mut dyn FnMut(&[u8])) {
+        self.replies.drain(deliver);
+    }
+
+    /// Ends path MTU rounds that are over and reports changed limits.
+    pub(super) fn pmtu_timeout(&mut self, now: Instant) {
+        for (peer, entry) in self.peers.iter_mut() {
+            entry.pmtu.handle_timeout(now);
+            report_mtu(*peer, entry, self.config.mtu, &mut self.events);
+        }
+    }
+
+    /// Whether `frame` fits in one datagram to `next_hop` (an unknown neighbour is the
+    /// send path's business). A `relayed` frame (one that names its peers: it is for a
+    /// peer beyond `next_hop`, or came from one) needs [`RELAY_OVERHEAD`] bytes more.
+    pub(super) fn fits(&self, next_hop: &PeerId, frame: &[u8], relayed: bool) -> bool {
+        let extra = if relayed { RELAY_OVERHEAD } else { 0 };
+        self.peers
+            .get(next_hop)
+            .is_none_or(|e| frame.len() + extra <= e.pmtu.frame_limit())
+    }
+
+    /// A frame captured here was too large for `next_hop`: counted as `mtu`, and
+    /// answered with an ICMP "too big" if it is IPv4 with DF or IPv6 (the builder
+    /// refuses ICMP errors, non-first IPv4 fragments and group addresses).
+    pub(super) fn refuse_too_big(&mut self, next_hop: &PeerId, frame: &[u8], relayed: bool) {
+        self.drops.mtu += 1;
+        let Some(mtu) = self.path_mtu(next_hop) else {
+            return;
+        };
+        let extra = if relayed { RELAY_OVERHEAD as u16 } else { 0 };
+        let mtu = mtu.saturating_sub(extra);
+        self.replies.push(|out| too_big_reply(frame, mtu, out).ok());
+    }
+
+    /// Acknowledges a probe: an authentic keepalive longer than a plain one.
+    pub(super) fn ack_probe(&mut self, peer: PeerId, datagram_len: usize) {
+        if datagram_len > MIN_DATAGRAM_LEN {
+            let size = u16::try_from(datagram_len).unwrap_or(u16::MAX);
+            self.events.push_back(Event::SendProbeAck { peer, size });
+        }
+    }
+}
+
+/// Emits [`Event::MtuChanged`] once a path is measured and whenever its MTU changes.
+fn report_mtu(
+    peer: PeerId,
+    entry: &mut PeerEntry,
+    max: u16,
+    events: &mut std::collections::VecDeque<Event>,
+) {
+    if !entry.pmtu.is_measured() {
+        return;
+    }
+    let mtu = entry.pmtu.mtu().min(max);
+    if mtu != entry.reported_mtu {
+        entry.reported_mtu = mtu;
+        events.push_back(Event::MtuChanged { peer, mtu });
+    }
+}
