@@ -20,6 +20,7 @@
 //! - [`api`], [`http`]: the local API and the status listener.
 //! - [`status`], [`report`]: the status model and weave's text layouts.
 //! - [`client`]: the CLI's side of the local API.
+//! - [`ipam`]: the sans-IO IP allocator (the ring CRDT on its gossip channel).
 #![warn(missing_docs, unreachable_pub)]
 #![forbid(unsafe_code)]
 
@@ -29,6 +30,7 @@ pub mod config;
 pub mod daemon;
 pub mod dataplane;
 pub mod http;
+pub mod ipam;
 pub mod links;
 pub mod listener;
 pub mod owner;

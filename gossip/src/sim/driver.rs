@@ -217,8 +217,8 @@ impl Net {
             node.pump_deadline,
         ]
         .into_iter()
-            .flatten()
-            .min();
+        .flatten()
+        .min();
         if let (Some(at), true) = (next, node.alive) {
             self.wakeups.insert((at, i));
             self.wakeup_of[i] = Some(at);
