@@ -13,7 +13,7 @@
 use super::allocator::{Ipam, Pending, PendingKind};
 use super::ring::{takeover_version, Entries, Entry, Ring};
 use super::space::{self, free_count};
-use super::takeover::{AcceptorState, Proposal, ProposerAction, TakeoverMsg};
+use super::takeover::{Proposal, ProposerAction, TakeoverMsg};
 use super::wire::{GossipMsg, UnicastMsg, WireError};
 use super::{IpamConfig, IpamError, IpamEvent, IpamOutput, Reply, RequestId};
 use gossip::channel::{ChannelError, GossipChannel};
@@ -321,11 +321,11 @@ impl Ipam {
         let deadline = now + self.config.request_timeout;
         let kind = PendingKind::Remove { dead };
         self.pending.insert(id, Pending { kind, deadline });
-        self.to_voters(dead, first);
+        self.send_to_voters(dead, first);
         id
     }
 
-    fn to_voters(&mut self, dead: PeerId, msg: TakeoverMsg) {
+    fn send_to_voters(&mut self, dead: PeerId, msg: TakeoverMsg) {
         let voters: Vec<PeerId> = match self.proposals.get(&dead) {
             Some(p) => p.0.voters.iter().copied().collect(),
             None => return,
@@ -352,10 +352,7 @@ impl Ipam {
                 let reply = if alive {
                     Some(TakeoverMsg::Alive)
                 } else {
-                    let state = self
-                        .votes
-                        .entry(dead)
-                        .or_insert_with(AcceptorState::default);
+                    let state = self.votes.entry(dead).or_default();
                     let before = *state;
                     let reply = state.handle(&msg);
                     if *state != before {
@@ -375,7 +372,7 @@ impl Ipam {
                     return;
                 };
                 match p.handle(from, &reply) {
-                    Some(ProposerAction::ToVoters(m)) => self.to_voters(dead, m),
+                    Some(ProposerAction::ToVoters(m)) => self.send_to_voters(dead, m),
                     Some(ProposerAction::Chosen(heir)) => {
                         self.send_takeover(heir, dead, TakeoverMsg::Chosen { heir });
                         self.end_proposal(dead, Ok(Reply::Removed { heir: Some(heir) }));
@@ -410,7 +407,7 @@ impl Ipam {
             *at = now + retry;
             let seen = p.ballot;
             let msg = p.retry_above(seen);
-            self.to_voters(dead, msg);
+            self.send_to_voters(dead, msg);
         }
     }
 
