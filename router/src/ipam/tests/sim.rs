@@ -215,14 +215,51 @@ impl World {
     }
 }
 
-fn run(seed: u64, steps: usize) -> (usize, u64) {
+/// Totals over a run, to show what it exercised.
+#[derive(Default, Debug)]
+struct Totals {
+    ok: usize,
+    failed: usize,
+    donations: u64,
+    takeovers: usize,
+    inconsistent: u64,
+    restarts: u64,
+}
+
+fn run(seed: u64, steps: usize) -> Totals {
     let mut w = World::new(seed);
     for step in 0..steps {
         w.step();
         w.check(step);
     }
-    let allocated = w.log.borrow().done.iter().filter(|d| d.3.is_ok()).count();
-    (allocated, w.net.elapsed().as_secs())
+    let log = w.log.borrow();
+    let mut t = Totals {
+        ok: log.done.iter().filter(|d| d.3.is_ok()).count(),
+        failed: log.done.iter().filter(|d| d.3.is_err()).count(),
+        restarts: log.incarnation.values().sum(),
+        ..Totals::default()
+    };
+    t.takeovers = log
+        .events
+        .iter()
+        .filter(|(_, e)| matches!(e, crate::ipam::IpamEvent::TookOver { .. }))
+        .count();
+    for i in w.net.alive() {
+        if let Some(x) = ipam(&w.net.node(i).mesh) {
+            t.donations += x.stats().donations_given;
+            t.inconsistent += x.stats().inconsistent;
+        }
+    }
+    t
+}
+
+fn add(sum: &mut Totals, t: Totals) {
+    sum.ok += t.ok;
+    sum.failed += t.failed;
+    sum.donations += t.donations;
+    sum.takeovers += t.takeovers;
+    sum.inconsistent += t.inconsistent;
+    sum.restarts += t.restarts;
 }
 
 fn seeds(n: u64) -> impl Iterator<Item = u64> {
@@ -232,14 +269,12 @@ fn seeds(n: u64) -> impl Iterator<Item = u64> {
 #[test]
 fn ipam_sim_20_seeds() {
     let start = std::time::Instant::now();
-    let mut ok = 0;
+    let mut sum = Totals::default();
     for seed in seeds(20) {
-        let (done, secs) = run(seed, DEFAULT_STEPS);
-        ok += done;
-        assert!(secs > 0);
+        add(&mut sum, run(seed, DEFAULT_STEPS));
     }
     eprintln!(
-        "ipam sim: 20 seeds x {DEFAULT_STEPS} steps, {ok} successful requests, {:?} wall",
+        "ipam sim: 20 seeds x {DEFAULT_STEPS} steps, {:?} wall; {sum:?}",
         start.elapsed()
     );
 }
