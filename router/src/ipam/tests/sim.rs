@@ -283,11 +283,14 @@ fn ipam_sim_20_seeds() {
 #[ignore = "long: 20 seeds x 10,000 steps; run with --release -- --ignored"]
 fn ipam_sim_full() {
     let start = std::time::Instant::now();
+    let mut sum = Totals::default();
     for seed in seeds(20) {
-        run(seed, 10_000);
+        let t = run(seed, 10_000);
+        eprintln!("seed {seed:#x}: {t:?} after {:?}", start.elapsed());
+        add(&mut sum, t);
     }
     eprintln!(
-        "ipam sim: 20 seeds x 10000 steps, {:?} wall",
+        "ipam sim: 20 seeds x 10000 steps, {:?} wall; {sum:?}",
         start.elapsed()
     );
 }
