@@ -11,6 +11,10 @@
 //! - **crash**: the host vanishes silently; `restart` brings it back with the same id,
 //!   a new uid and its original explicit targets.
 //!
+//! A node may carry a [`Pump`]: the application glue its real driver would run after each
+//! mesh step (for a gossip channel that produces its own outputs, such as IPAM). The pump
+//! runs after every step of a live node and reports its next deadline.
+//!
 //! Everything random comes from the seed, so a failing scenario replays exactly. Large
 //! converged meshes can be built directly ([`Net::build_converged`]) instead of by
 //! gossiping their whole history.
@@ -58,6 +62,11 @@ impl Default for SimConfig {
     }
 }
 
+/// Application glue run after every step of a live node, as its driver would: it may
+/// poll registered channels, call [`Mesh::broadcast`] / [`Mesh::send_unicast`], and
+/// returns when it wants to run again (`None`: only after the next step).
+pub type Pump = Box<dyn FnMut(Instant, &mut Mesh) -> Option<Instant>>;
+
 /// One simulated router.
 pub struct Node {
     /// Its mesh.
@@ -82,6 +91,8 @@ pub struct Node {
     authenticated: BTreeMap<ConnId, PeerId>,
     established: BTreeMap<ConnId, PeerId>,
     next_conn: u64,
+    pump: Option<Pump>,
+    pump_deadline: Option<Instant>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
@@ -256,6 +267,8 @@ impl Net {
             authenticated: BTreeMap::new(),
             established: BTreeMap::new(),
             next_conn: 1,
+            pump: None,
+            pump_deadline: None,
         };
         self.nodes.push(node);
         self.wakeup_of.push(None);

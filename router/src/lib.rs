@@ -22,6 +22,7 @@
 //! - [`reset`]: `weft reset`, removing everything weft made on the host.
 //! - [`status`], [`report`]: the status model and weave's text layouts.
 //! - [`client`]: the CLI's side of the local API.
+//! - [`ipam`]: the sans-IO IP allocator (the ring CRDT on its gossip channel).
 #![warn(missing_docs, unreachable_pub)]
 #![forbid(unsafe_code)]
 
@@ -33,6 +34,7 @@ pub mod daemon;
 pub mod dataplane;
 pub mod host_net;
 pub mod http;
+pub mod ipam;
 pub mod links;
 pub mod listener;
 pub mod mtu;

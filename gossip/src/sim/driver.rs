@@ -3,13 +3,14 @@
 
 use super::{Event, LinkId, Net, SimLink};
 use crate::connection_maker::Retry;
-use crate::mesh::{ConnId, MeshEvent, MeshOutput};
+use crate::mesh::{ConnId, Mesh, MeshEvent, MeshOutput};
 use crate::message::Message;
 use crate::peer::PeerId;
 use crate::topology::Topology;
 use rand::Rng;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::time::Instant;
 
 impl Net {
     pub(super) fn process(&mut self, event: Event) {
@@ -139,6 +140,12 @@ impl Net {
 
     /// Drains node `i`'s outputs and dials, then re-arms its wakeup.
     pub(super) fn drive(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        if node.alive {
+            if let Some(pump) = node.pump.as_mut() {
+                node.pump_deadline = pump(self.now, &mut node.mesh);
+            }
+        }
         let mut topology_changed = false;
         let mut links_changed = false;
         while let Some(output) = self.nodes[i].mesh.poll_output() {
@@ -204,10 +211,14 @@ impl Net {
             self.wakeups.remove(&(old, i));
         }
         let node = &self.nodes[i];
-        let next = [node.mesh.poll_timeout(), node.maker.poll_timeout()]
-            .into_iter()
-            .flatten()
-            .min();
+        let next = [
+            node.mesh.poll_timeout(),
+            node.maker.poll_timeout(),
+            node.pump_deadline,
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         if let (Some(at), true) = (next, node.alive) {
             self.wakeups.insert((at, i));
             self.wakeup_of[i] = Some(at);
@@ -328,8 +339,38 @@ impl Net {
         self.restart_with_uid(i, None);
     }
 
+    /// Sets node `i`'s [`Pump`] (kept across crashes and restarts; it runs only while the
+    /// node is alive) and runs it once.
+    pub fn set_pump(&mut self, i: usize, pump: super::Pump) {
+        self.nodes[i].pump = Some(pump);
+        self.drive(i);
+    }
+
+    /// Runs `f` on node `i`'s mesh at the current instant (say, a local request to one of
+    /// its channels), then drives the node as its driver would after any input.
+    pub fn with_mesh<R>(&mut self, i: usize, f: impl FnOnce(&mut Mesh, Instant) -> R) -> R {
+        let out = f(&mut self.nodes[i].mesh, self.now);
+        self.drive(i);
+        out
+    }
+
+    /// Restarts node `i` like [`Net::restart`], calling `setup` on the fresh mesh before it
+    /// runs (to register channels restored from persisted state).
+    pub fn restart_with(&mut self, i: usize, setup: impl FnOnce(&mut Mesh, Instant)) {
+        self.restart_inner(i, None, setup);
+    }
+
     /// Restarts node `i` with the given uid (random if `None`).
     pub fn restart_with_uid(&mut self, i: usize, uid: Option<crate::peer::PeerUid>) {
+        self.restart_inner(i, uid, |_, _| {});
+    }
+
+    fn restart_inner(
+        &mut self,
+        i: usize,
+        uid: Option<crate::peer::PeerUid>,
+        setup: impl FnOnce(&mut Mesh, Instant),
+    ) {
         if self.nodes[i].alive {
             self.crash(i);
         }
@@ -344,6 +385,8 @@ impl Net {
         node.mesh = mesh;
         node.maker = maker;
         node.alive = true;
+        node.pump_deadline = None;
+        setup(&mut node.mesh, self.now);
         self.drive(i);
     }
 

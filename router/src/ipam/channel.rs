@@ -1,0 +1,627 @@
+//! IPAM as a gossip channel, and its peer-to-peer protocols: ring merge with
+//! self-protection, donation, foreign-ring detection, `rmpeer` and leave.
+//!
+//! What anti-entropy serves ([`GossipChannel::updates_for`]) is the state of the last
+//! *persisted* snapshot, so nothing this peer wrote is ever seen by others before it is on
+//! disk. Merged gossip is filtered first: entries outside the range are refused (the whole
+//! message, counted), and entries that would take space this peer owns (a higher version
+//! of our token naming someone else, or a token inserted inside our range) are rejected
+//! and counted as inconsistent, like equal-version conflicts. A ring with another identity
+//! (seeded separately, or over another range) is refused whole and reported once per
+//! foreign ring; the merge still succeeds, so the mesh keeps the link.
+
+use super::allocator::{Ipam, Pending, PendingKind};
+use super::ring::{takeover_version, Entries, Entry, Ring};
+use super::space::{self, free_count};
+use super::takeover::{Proposal, ProposerAction, TakeoverMsg};
+use super::wire::{GossipMsg, UnicastMsg, WireError};
+use super::{IpamConfig, IpamError, IpamEvent, IpamOutput, Reply, RequestId};
+use gossip::channel::{ChannelError, GossipChannel};
+use gossip::codec;
+use gossip::peer::PeerId;
+use std::any::Any;
+use std::time::Instant;
+
+impl Ipam {
+    fn refuse(&mut self, e: WireError) -> ChannelError {
+        match e {
+            WireError::Decode(d) => {
+                self.stats.malformed += 1;
+                ChannelError::Decode(d)
+            }
+            WireError::Invalid(why) => {
+                self.stats.malformed += 1;
+                ChannelError::Invalid(why)
+            }
+            WireError::OutOfRange(why) => {
+                self.stats.out_of_range += 1;
+                ChannelError::Invalid(why)
+            }
+        }
+    }
+
+    /// Merges one gossip message; `Some(news)` if it changed anything.
+    pub(super) fn merge_gossip(&mut self, bytes: &[u8]) -> Result<Option<Vec<u8>>, ChannelError> {
+        let msg = GossipMsg::decode(bytes).map_err(|e| self.refuse(e))?;
+        match msg {
+            GossipMsg::Ring {
+                sender,
+                universe,
+                seeds,
+                entries,
+            } => {
+                let theirs = Ring::empty(universe, seeds);
+                if universe != self.universe {
+                    let why = format!("a ring over {universe}");
+                    self.report_foreign(sender, why, &theirs);
+                    return Ok(None);
+                }
+                match &self.ring {
+                    Some(ours) if ours.id() != theirs.id() => {
+                        let why = format!(
+                            "ring {} seeded by {} peers",
+                            theirs.id(),
+                            theirs.seeds().len()
+                        );
+                        self.report_foreign(sender, why, &theirs);
+                        Ok(None)
+                    }
+                    Some(_) => Ok(self.merge_entries(&entries).map(|news| self.ring_msg(news))),
+                    None => {
+                        // Adopt only a whole ring; parts come again with the whole.
+                        let mut ring = theirs;
+                        ring.merge_entries(&entries);
+                        if !ring.is_complete() {
+                            return Ok(None);
+                        }
+                        self.install_ring(ring);
+                        Ok(Some(self.full_gossip()))
+                    }
+                }
+            }
+            GossipMsg::Bootstrap {
+                sender,
+                universe,
+                claims,
+            } => {
+                if universe != self.universe {
+                    let why = format!("a bootstrap over {universe}");
+                    self.report_foreign(sender, why, &Ring::empty(universe, vec![]));
+                    return Ok(None);
+                }
+                if self.ring.is_some() {
+                    // It lacks our ring: hand it over now rather than at the next round.
+                    let full = self.full_gossip();
+                    self.unicast(sender, &UnicastMsg::Gossip(full));
+                    return Ok(None);
+                }
+                let news = self.consensus.merge(&claims);
+                self.step_consensus();
+                Ok((!news.is_empty()).then(|| {
+                    GossipMsg::Bootstrap {
+                        sender,
+                        universe,
+                        claims: news,
+                    }
+                    .encode()
+                }))
+            }
+        }
+    }
+
+    fn ring_msg(&self, entries: Entries) -> Vec<u8> {
+        GossipMsg::Ring {
+            sender: self.me,
+            universe: self.universe,
+            seeds: self
+                .ring
+                .as_ref()
+                .map(|r| r.seeds().to_vec())
+                .unwrap_or_default(),
+            entries,
+        }
+        .encode()
+    }
+
+    fn report_foreign(&mut self, peer: PeerId, theirs: String, ring: &Ring) {
+        self.stats.foreign_ring += 1;
+        let key = format!("{} {}", ring.id(), ring.universe());
+        if self.foreign.insert(key, peer).is_none() {
+            let ours = match &self.ring {
+                Some(r) => format!("ring {} seeded by {} peers", r.id(), r.seeds().len()),
+                None => "no ring yet".to_string(),
+            };
+            self.outbox.push(IpamOutput::Event(IpamEvent::ForeignRing {
+                peer,
+                ours,
+                theirs,
+            }));
+        }
+    }
+
+    /// Merges ring entries after self-protection; returns what changed.
+    pub(super) fn merge_entries(&mut self, entries: &Entries) -> Option<Entries> {
+        let ring = self.ring.as_mut()?;
+        let mut accepted = Entries::new();
+        let mut rejected = 0;
+        for (&t, e) in entries {
+            let takes_ours = match ring.entry(t) {
+                Some(cur) => cur.owner == self.me && e.version > cur.version,
+                None => ring.owner_of(t).is_some_and(|(_, o)| o.owner == self.me),
+            };
+            if takes_ours {
+                rejected += 1;
+            } else {
+                accepted.insert(t, *e);
+            }
+        }
+        let out = ring.merge_entries(&accepted);
+        rejected += out.conflicts.len();
+        if rejected > 0 {
+            self.stats.inconsistent += rejected as u64;
+            let event = IpamEvent::Inconsistent { entries: rejected };
+            self.outbox.push(IpamOutput::Event(event));
+        }
+        if out.news.is_empty() {
+            return None;
+        }
+        self.outbox.dirty();
+        if out.news.values().any(|e| e.owner == self.me) {
+            self.stats.donations_received += 1;
+            self.asking = None;
+        }
+        self.serve_pending();
+        Some(out.news)
+    }
+
+    /// A unicast from `from`.
+    pub(super) fn on_unicast(&mut self, from: PeerId, payload: &[u8]) -> Result<(), ChannelError> {
+        let msg = UnicastMsg::decode(payload, self.universe).map_err(|e| self.refuse(e))?;
+        let ring = self.ring_id();
+        match msg {
+            UnicastMsg::Gossip(bytes) => {
+                if let Some(news) = self.merge_gossip(&bytes)? {
+                    self.outbox.push(IpamOutput::Broadcast(news));
+                }
+            }
+            UnicastMsg::SpaceRequest { ring: r, within } if r == ring && !self.leaving => {
+                self.donate(from, within);
+            }
+            UnicastMsg::SpaceRequest { .. } => self.unicast(from, &UnicastMsg::Denied { ring }),
+            UnicastMsg::Space { ring: r, entries } if r == ring => {
+                if let Some(news) = self.merge_entries(&entries) {
+                    self.broadcast_entries(news);
+                }
+            }
+            UnicastMsg::Denied { ring: r } if r == ring => {
+                if let Some(a) = self.asking.clone().filter(|a| a.donor == from) {
+                    self.asking = None;
+                    self.ask_next(a.within, a.tried);
+                }
+            }
+            UnicastMsg::Takeover { ring: r, dead, msg } if r == ring => {
+                self.on_takeover(from, dead, msg);
+            }
+            _ => {
+                self.stats.foreign_ring += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Gives `to` part of our free space inside `within`, or says no.
+    fn donate(&mut self, to: PeerId, within: super::AddrRange) {
+        let ring_id = self.ring_id();
+        let Some(ring) = self.ring.as_mut() else {
+            return;
+        };
+        let mine = ring.owned_by(&self.me);
+        let Some(chunk) = space::donation(&mine, &self.by_addr, within) else {
+            self.unicast(to, &UnicastMsg::Denied { ring: ring_id });
+            return;
+        };
+        let Some((r, cur)) = ring.owner_of(chunk.start).map(|(r, e)| (r, *e)) else {
+            return;
+        };
+        let mut delta = Entries::new();
+        let tail = super::AddrRange {
+            start: chunk.end,
+            end: r.end,
+        };
+        if !tail.is_empty() {
+            let free = free_count(tail, &self.by_addr);
+            delta.insert(
+                tail.start,
+                Entry {
+                    owner: self.me,
+                    version: 1,
+                    free,
+                },
+            );
+        }
+        let given = Entry {
+            owner: to,
+            version: 1,
+            free: chunk.len(),
+        };
+        if chunk.start == r.start {
+            delta.insert(
+                r.start,
+                Entry {
+                    version: cur.version + 1,
+                    ..given
+                },
+            );
+        } else {
+            delta.insert(chunk.start, given);
+            let head = super::AddrRange {
+                start: r.start,
+                end: chunk.start,
+            };
+            let free = free_count(head, &self.by_addr);
+            delta.insert(
+                r.start,
+                Entry {
+                    version: cur.version + 1,
+                    free,
+                    ..cur
+                },
+            );
+        }
+        for (t, e) in &delta {
+            ring.set(*t, *e);
+        }
+        self.outbox.dirty();
+        self.stats.donations_given += 1;
+        self.unicast(
+            to,
+            &UnicastMsg::Space {
+                ring: ring_id,
+                entries: delta.clone(),
+            },
+        );
+        self.broadcast_entries(delta);
+    }
+
+    // ---- rmpeer ----
+
+    /// Removes dead peer `dead`: a quorum of the ring's voters picks one heir, who takes
+    /// over its space. Refused for ourselves and for peers the mesh can reach.
+    pub fn rmpeer(&mut self, now: Instant, dead: PeerId) -> RequestId {
+        let id = self.new_request(now);
+        let refuse = if dead == self.me || (self.reachable.is_some() && self.is_reachable(&dead)) {
+            Some(IpamError::PeerAlive(dead))
+        } else if self.leaving {
+            Some(IpamError::Leaving)
+        } else if self.ring.is_none() {
+            Some(IpamError::NoRing("nothing to remove".into()))
+        } else {
+            None
+        };
+        if let Some(e) = refuse {
+            self.complete(id, Err(e));
+            return id;
+        }
+        let ring = self
+            .ring
+            .as_ref()
+            .map(|r| (r.owned_by(&dead).is_empty(), r.seeds().to_vec()));
+        let Some((owns_nothing, seeds)) = ring else {
+            return id;
+        };
+        if owns_nothing {
+            self.complete(id, Ok(Reply::Removed { heir: None }));
+            return id;
+        }
+        let round = self.votes.get(&dead).map_or(0, |v| v.promised.round) + 1;
+        let proposal = Proposal::new(self.me, dead, &seeds, round);
+        let first = proposal.prepare();
+        let resend = now + self.config.donation_retry;
+        self.proposals.insert(dead, (proposal, id, resend));
+        let deadline = now + self.config.request_timeout;
+        let kind = PendingKind::Remove { dead };
+        self.pending.insert(id, Pending { kind, deadline });
+        self.send_to_voters(dead, first);
+        id
+    }
+
+    fn send_to_voters(&mut self, dead: PeerId, msg: TakeoverMsg) {
+        let voters: Vec<PeerId> = match self.proposals.get(&dead) {
+            Some(p) => p.0.voters.iter().copied().collect(),
+            None => return,
+        };
+        for v in voters {
+            self.send_takeover(v, dead, msg.clone());
+        }
+    }
+
+    fn send_takeover(&mut self, to: PeerId, dead: PeerId, msg: TakeoverMsg) {
+        if to == self.me {
+            self.on_takeover(self.me, dead, msg);
+        } else {
+            let ring = self.ring_id();
+            self.unicast(to, &UnicastMsg::Takeover { ring, dead, msg });
+        }
+    }
+
+    fn on_takeover(&mut self, from: PeerId, dead: PeerId, msg: TakeoverMsg) {
+        match msg {
+            TakeoverMsg::Prepare { .. } | TakeoverMsg::Accept { .. } => {
+                let alive =
+                    dead == self.me || (self.reachable.is_some() && self.is_reachable(&dead));
+                let reply = if alive {
+                    Some(TakeoverMsg::Alive)
+                } else {
+                    let state = self.votes.entry(dead).or_default();
+                    let before = *state;
+                    let reply = state.handle(&msg);
+                    if *state != before {
+                        self.outbox.dirty();
+                    }
+                    reply
+                };
+                if let Some(reply) = reply {
+                    self.send_takeover(from, dead, reply);
+                }
+            }
+            TakeoverMsg::Chosen { heir } if heir == self.me => self.take_over(dead),
+            TakeoverMsg::Chosen { .. } => {}
+            TakeoverMsg::Alive => self.end_proposal(dead, Err(IpamError::PeerAlive(dead))),
+            reply => {
+                let Some((p, _, _)) = self.proposals.get_mut(&dead) else {
+                    return;
+                };
+                match p.handle(from, &reply) {
+                    Some(ProposerAction::ToVoters(m)) => self.send_to_voters(dead, m),
+                    Some(ProposerAction::Chosen(heir)) => {
+                        self.send_takeover(heir, dead, TakeoverMsg::Chosen { heir });
+                        self.end_proposal(dead, Ok(Reply::Removed { heir: Some(heir) }));
+                    }
+                    None => {}
+                }
+            }
+        }
+    }
+
+    fn end_proposal(&mut self, dead: PeerId, result: Result<Reply, IpamError>) {
+        if let Some((_, id, _)) = self.proposals.remove(&dead) {
+            self.pending.remove(&id);
+            self.complete(id, result);
+        }
+    }
+
+    /// Restarts stalled rmpeer proposals with a higher ballot (messages may have been
+    /// lost while routes were missing).
+    pub(super) fn retry_proposals(&mut self, now: Instant) {
+        let due: Vec<PeerId> = self
+            .proposals
+            .iter()
+            .filter(|(_, p)| p.2 <= now)
+            .map(|(d, _)| *d)
+            .collect();
+        for dead in due {
+            let retry = self.config.donation_retry;
+            let Some((p, _, at)) = self.proposals.get_mut(&dead) else {
+                continue;
+            };
+            *at = now + retry;
+            let seen = p.ballot;
+            let msg = p.retry_above(seen);
+            self.send_to_voters(dead, msg);
+        }
+    }
+
+    /// Writes the dead peer's tokens as ours (we are the chosen heir).
+    fn take_over(&mut self, dead: PeerId) {
+        let Some(ring) = self.ring.as_mut() else {
+            return;
+        };
+        let mut delta = Entries::new();
+        let mut total = 0;
+        for (r, e) in ring.ranges().filter(|(_, e)| e.owner == dead) {
+            let free = free_count(r, &self.by_addr);
+            total += r.len();
+            delta.insert(
+                r.start,
+                Entry {
+                    owner: self.me,
+                    version: takeover_version(e.version),
+                    free,
+                },
+            );
+        }
+        if delta.is_empty() {
+            return;
+        }
+        for (t, e) in &delta {
+            ring.set(*t, *e);
+        }
+        self.outbox.dirty();
+        let event = IpamEvent::TookOver {
+            dead,
+            addresses: total,
+        };
+        self.outbox.push(IpamOutput::Event(event));
+        self.broadcast_entries(delta);
+        self.serve_pending();
+    }
+
+    // ---- leave ----
+
+    /// `weft reset`: hands all our space to a reachable peer, forgets our allocations,
+    /// and takes no more requests. Exit once the completion is out.
+    pub fn leave(&mut self, now: Instant) -> RequestId {
+        let id = self.new_request(now);
+        let heir = self.ring.as_ref().and_then(|ring| {
+            let owners = ring.shares().into_keys();
+            let mut others: Vec<PeerId> = owners
+                .filter(|p| *p != self.me && self.is_reachable(p))
+                .collect();
+            if others.is_empty() {
+                others = self.reachable.iter().flatten().copied().collect();
+            }
+            others.first().copied()
+        });
+        let Some(heir) = heir else {
+            let why = "no reachable peer to hand this router's space to".to_string();
+            self.complete(id, Err(IpamError::NoRing(why)));
+            return id;
+        };
+        self.leaving = true;
+        self.by_addr.clear();
+        self.by_container.clear();
+        let mut delta = Entries::new();
+        if let Some(ring) = self.ring.as_mut() {
+            for (r, e) in ring.ranges().filter(|(_, e)| e.owner == self.me) {
+                delta.insert(
+                    r.start,
+                    Entry {
+                        owner: heir,
+                        version: e.version + 1,
+                        free: r.len(),
+                    },
+                );
+            }
+            for (t, e) in &delta {
+                ring.set(*t, *e);
+            }
+        }
+        self.outbox.dirty();
+        let waiting: Vec<RequestId> = self.pending.keys().copied().collect();
+        for w in waiting {
+            self.pending.remove(&w);
+            self.complete(w, Err(IpamError::Leaving));
+        }
+        let ring = self.ring_id();
+        self.unicast(
+            heir,
+            &UnicastMsg::Space {
+                ring,
+                entries: delta.clone(),
+            },
+        );
+        self.broadcast_entries(delta);
+        self.complete(id, Ok(Reply::Left { heir }));
+        id
+    }
+
+    /// Why a request waits, for its timeout error and the status.
+    pub(super) fn waiting_reason(&self, kind: &PendingKind) -> String {
+        let Some(ring) = &self.ring else {
+            return match self.config.init {
+                super::InitMode::Observer => {
+                    "awaiting the IP allocation ring from another peer (this peer is an observer)"
+                        .to_string()
+                }
+                _ => format!(
+                    "awaiting consensus: {} of {} peers known",
+                    self.consensus.known(),
+                    self.expected_peers()
+                ),
+            };
+        };
+        match kind {
+            PendingKind::Remove { dead } => match self.proposals.get(dead) {
+                Some((p, _, _)) => format!(
+                    "rmpeer {dead}: {} of the {} votes needed (a majority of the ring's {} seed \
+                     peers other than {dead}); bring more of them back",
+                    p.answered(),
+                    p.quorum(),
+                    p.voters.len()
+                ),
+                None => format!("rmpeer {dead}: no vote"),
+            },
+            _ => {
+                let unreachable = ring
+                    .advertised_free()
+                    .into_iter()
+                    .filter(|(p, free)| *p != self.me && *free > 0)
+                    .all(|(p, _)| !self.is_reachable(&p));
+                if unreachable {
+                    "no free address here and every peer with free space is unreachable".into()
+                } else {
+                    "no free address here; waiting for a donation from another peer".into()
+                }
+            }
+        }
+    }
+
+    pub(super) fn expected_peers(&self) -> usize {
+        match &self.config.init {
+            super::InitMode::Consensus { peers } => *peers,
+            super::InitMode::Seed(s) => s.len(),
+            super::InitMode::Observer => 0,
+        }
+    }
+}
+
+impl GossipChannel for Ipam {
+    fn digest(&self) -> u64 {
+        self.durable_digest
+    }
+
+    fn summary(&self) -> Vec<Vec<u8>> {
+        vec![codec::encode(&self.durable_digest)]
+    }
+
+    fn updates_for(&self, summary: &[u8]) -> Result<Vec<Vec<u8>>, ChannelError> {
+        let theirs: u64 = codec::decode(summary)?;
+        if theirs == self.durable_digest || self.durable_gossip.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(vec![self.durable_gossip.clone()])
+    }
+
+    fn missing_here(&self, summary: &[u8]) -> Result<Vec<Vec<u8>>, ChannelError> {
+        let theirs: u64 = codec::decode(summary)?;
+        if theirs == self.durable_digest {
+            return Ok(Vec::new());
+        }
+        Ok(self.summary())
+    }
+
+    fn merge(&mut self, update: &[u8]) -> Result<Option<Vec<u8>>, ChannelError> {
+        self.merge_gossip(update)
+    }
+
+    fn handle_unicast(&mut self, source: PeerId, payload: &[u8]) -> Result<(), ChannelError> {
+        self.on_unicast(source, payload)
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+}
+
+/// Fuzz entry point: arbitrary bytes as IPAM gossip and as a unicast, against a peer with
+/// a ring and allocations; never panics, and refused input changes nothing.
+pub fn fuzz_ipam_gossip(data: &[u8]) {
+    let now = Instant::now();
+    let me = PeerId([1; 16]);
+    let seeds = vec![me, PeerId([2; 16])];
+    let range = "10.32.0.0/24"
+        .parse()
+        .unwrap_or_else(|_| super::Cidr::default_range());
+    let config = IpamConfig::new(range, super::InitMode::Seed(seeds));
+    let mut ipam = Ipam::new(me, config, now, 1);
+    ipam.allocate(now, super::ContainerId("c".into()), None);
+    while let Some(out) = ipam.poll_output() {
+        if let IpamOutput::Persist { seq, .. } = out {
+            ipam.handle_persisted(seq);
+        }
+    }
+    let before = ipam.snapshot();
+    if ipam.merge(data).is_err() {
+        assert_eq!(ipam.snapshot(), before, "refused gossip changed state");
+    }
+    let before = ipam.snapshot();
+    if ipam.handle_unicast(PeerId([2; 16]), data).is_err() {
+        assert_eq!(ipam.snapshot(), before, "refused unicast changed state");
+    }
+    let _ = ipam.updates_for(data);
+    let _ = ipam.missing_here(data);
+}

@@ -1,0 +1,278 @@
+//! IPAM: gossip-based address allocation that never hands out an address twice.
+//!
+//! A sans-IO state machine, [`Ipam`], registered on the mesh as the gossip channel
+//! [`IPAM_CHANNEL`]. The driver (a tokio task, or `gossip::sim` in tests) does this:
+//!
+//! ```text
+//!  local API ──allocate/claim/release/release_all/rmpeer/leave(now, ..) -> RequestId──▶ Ipam
+//!  mesh      ──merge / handle_unicast (through Mesh, as a GossipChannel)─────────────▶ Ipam
+//!  driver    ──handle_timeout(now), handle_reachable(now, peers), handle_persisted(seq)▶ Ipam
+//!  driver ◀──poll_output(): Persist{seq, snapshot} | Broadcast | Unicast | Completed | Event
+//! ```
+//!
+//! - **Persist first.** [`IpamOutput::Persist`] carries a whole [`persist::Snapshot`]
+//!   (encoded); the driver writes it durably and calls [`Ipam::handle_persisted`]. No
+//!   other output that depends on a change leaves before the snapshot holding that change
+//!   is confirmed (see [`persist`]), so an allocation cannot be acknowledged unpersisted.
+//!   [`Ipam::restore`] rebuilds from the last snapshot and refuses another range.
+//! - **Gossip out.** `Broadcast(bytes)` → `mesh.broadcast(now, IPAM_CHANNEL, bytes)`;
+//!   `Unicast{to, payload}` → `mesh.send_unicast(to, IPAM_CHANNEL, payload)`.
+//! - **Never hangs.** Every request completes: with a result, or with
+//!   [`IpamError::TimedOut`] naming what it waited for.
+//!
+//! # Layout
+//! - [`addr`]: CIDR and range math.
+//! - [`ring`]: the token ring CRDT and ring identity.
+//! - [`space`]: free space, donation and donor choice.
+//! - [`consensus`]: bootstrap by gossiped Paxos.
+//! - [`takeover`]: `rmpeer` by a quorum vote on one heir.
+//! - [`wire`]: gossip and unicast messages.
+//! - [`persist`]: the snapshot and the persist barrier.
+//! - [`allocator`] (with `channel`): the state machine and its gossip channel.
+//! - [`status`]: `weft status ipam` and the status line.
+
+pub mod addr;
+pub mod allocator;
+mod channel;
+pub mod consensus;
+pub mod persist;
+pub mod ring;
+pub mod space;
+pub mod status;
+pub mod takeover;
+pub mod wire;
+
+#[cfg(test)]
+mod tests;
+
+pub use addr::{AddrRange, Cidr};
+pub use allocator::Ipam;
+pub use channel::fuzz_ipam_gossip;
+pub use persist::{PersistSeq, Snapshot};
+pub use wire::IPAM_CHANNEL;
+
+use gossip::peer::PeerId;
+use serde::{Deserialize, Serialize};
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+/// Longest container id accepted.
+pub const MAX_CONTAINER_ID_LEN: usize = 256;
+
+/// A container's identity (the CNI container id, or a netns name).
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
+pub struct ContainerId(pub String);
+
+impl std::fmt::Display for ContainerId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Identifies one request; its completion carries the same id.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+pub struct RequestId(pub u64);
+
+/// How the ring comes to be (`--ipalloc-init`).
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum InitMode {
+    /// `consensus[=N]`: agree on the seeds with the `peers` expected (weave's default N is
+    /// the number of peers given at launch plus one).
+    Consensus {
+        /// N.
+        peers: usize,
+    },
+    /// `seed=PEER,..`: the ring is seeded from this list at once (same list everywhere).
+    Seed(Vec<PeerId>),
+    /// `observer`: never votes, never seeds; waits for a ring.
+    Observer,
+}
+
+/// IPAM settings.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct IpamConfig {
+    /// `--ipalloc-range`.
+    pub range: Cidr,
+    /// `--ipalloc-init`.
+    pub init: InitMode,
+    /// How long a request may wait for a ring, space or a quorum.
+    pub request_timeout: Duration,
+    /// How long to wait for a donor's answer before asking another.
+    pub donation_retry: Duration,
+    /// Retry period of bootstrap proposals.
+    pub consensus_retry: Duration,
+}
+
+impl IpamConfig {
+    /// Defaults for `range` and `init`.
+    pub fn new(range: Cidr, init: InitMode) -> IpamConfig {
+        IpamConfig {
+            range,
+            init,
+            request_timeout: Duration::from_secs(30),
+            donation_retry: Duration::from_secs(2),
+            consensus_retry: Duration::from_secs(2),
+        }
+    }
+}
+
+/// What a request achieved.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum Reply {
+    /// The container's address (new, or the one it already had).
+    Allocated(Ipv4Addr, Cidr),
+    /// The claimed address is the container's.
+    Claimed(Ipv4Addr),
+    /// This many addresses were released.
+    Released(usize),
+    /// The dead peer's space went to `heir` (`None`: it owned nothing any more).
+    Removed {
+        /// The heir.
+        heir: Option<PeerId>,
+    },
+    /// All our space was handed to `heir`; the router may exit.
+    Left {
+        /// The heir.
+        heir: PeerId,
+    },
+}
+
+/// Why a request failed. Each says what failed, on what, and what to do.
+#[derive(Clone, PartialEq, Eq, Debug, thiserror::Error)]
+pub enum IpamError {
+    /// Waited too long.
+    #[error("timed out: {0}")]
+    TimedOut(String),
+    /// The subnet or address is outside the allocation range.
+    #[error("{0} is outside the allocation range {1}")]
+    OutOfRange(String, Cidr),
+    /// Another container holds the address.
+    #[error("address {0} is already allocated to container {1}")]
+    InUse(Ipv4Addr, ContainerId),
+    /// Another peer owns the address.
+    #[error("address {0} is owned by peer {1}; claim it on that peer, or allocate a new one")]
+    OwnedElsewhere(Ipv4Addr, PeerId),
+    /// The request is malformed (container id too long, ...).
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    /// `rmpeer` on a peer that is reachable, or on ourselves.
+    #[error("peer {0} is alive (reachable); rmpeer is only for peers that are gone for good")]
+    PeerAlive(PeerId),
+    /// There is no ring to act on.
+    #[error("no IP allocation ring yet: {0}")]
+    NoRing(String),
+    /// This router is leaving and takes no more requests.
+    #[error("this router is handing its space over and leaving")]
+    Leaving,
+}
+
+/// The driver's to-do list.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum IpamOutput {
+    /// Write `snapshot` durably (replacing the previous one), then call
+    /// [`Ipam::handle_persisted`] with `seq`.
+    Persist {
+        /// Confirm with this.
+        seq: PersistSeq,
+        /// An encoded [`Snapshot`].
+        snapshot: Vec<u8>,
+    },
+    /// `mesh.broadcast(now, IPAM_CHANNEL, bytes)`.
+    Broadcast(Vec<u8>),
+    /// `mesh.send_unicast(to, IPAM_CHANNEL, payload)`.
+    Unicast {
+        /// The peer.
+        to: PeerId,
+        /// The payload.
+        payload: Vec<u8>,
+    },
+    /// A request finished.
+    Completed {
+        /// The request.
+        request: RequestId,
+        /// Its result.
+        result: Result<Reply, IpamError>,
+    },
+    /// Something to log.
+    Event(IpamEvent),
+}
+
+/// Notable happenings, for the log; each is also counted in [`IpamStats`].
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum IpamEvent {
+    /// We now have a ring (seeded, decided, adopted or restored).
+    RingReady {
+        /// Its id.
+        ring: ring::RingId,
+        /// Its seeds.
+        seeds: Vec<PeerId>,
+    },
+    /// A peer gossips a different ring (seeded separately) or range. Neither ring changes
+    /// and no IPAM state flows between them; the links stay up.
+    ForeignRing {
+        /// Who sent it.
+        peer: PeerId,
+        /// Our ring.
+        ours: String,
+        /// Theirs.
+        theirs: String,
+    },
+    /// Entries rejected: same version, other content, or a claim on space we own.
+    Inconsistent {
+        /// How many entries.
+        entries: usize,
+    },
+    /// We took over a dead peer's space.
+    TookOver {
+        /// The dead peer.
+        dead: PeerId,
+        /// Addresses taken over.
+        addresses: u64,
+    },
+}
+
+impl IpamEvent {
+    /// The log line: what happened and what to do.
+    pub fn message(&self) -> String {
+        match self {
+            IpamEvent::RingReady { ring, seeds } => {
+                format!(
+                    "IP allocation ring {ring} ready, seeded by {} peers",
+                    seeds.len()
+                )
+            }
+            IpamEvent::ForeignRing { peer, ours, theirs } => format!(
+                "IP allocation was seeded by different peers: peer {peer} has {theirs}, we have \
+                 {ours}; the two rings will not merge and no addresses flow between them. Pick \
+                 the side to keep, then on every peer of the other side stop weft, remove its \
+                 IPAM data (this discards its allocations) and launch it again"
+            ),
+            IpamEvent::Inconsistent { entries } => format!(
+                "rejected {entries} inconsistent IP ring entries (a peer claims a range this \
+                 router owns, or reuses a version); check for two routers with one identity"
+            ),
+            IpamEvent::TookOver { dead, addresses } => {
+                format!("took over {addresses} addresses of removed peer {dead}")
+            }
+        }
+    }
+}
+
+/// Counters.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub struct IpamStats {
+    /// Gossip or unicasts that did not decode or broke a limit.
+    pub malformed: u64,
+    /// Messages claiming addresses outside the range.
+    pub out_of_range: u64,
+    /// Entries rejected: equal version with other content, or claims on our space.
+    pub inconsistent: u64,
+    /// Messages from a foreign ring or range.
+    pub foreign_ring: u64,
+    /// Donations given.
+    pub donations_given: u64,
+    /// Donations received.
+    pub donations_received: u64,
+    /// Requests that timed out.
+    pub timeouts: u64,
+}

@@ -1,0 +1,182 @@
+//! Drives IPAM on `gossip::sim` the way the daemon will: a pump per node drains IPAM's
+//! outputs, writes snapshots to a per-node store (then confirms), hands gossip to the
+//! mesh, and records completions and events.
+
+use crate::ipam::{
+    Cidr, ContainerId, InitMode, Ipam, IpamConfig, IpamError, IpamEvent, IpamOutput, Reply,
+    RequestId, IPAM_CHANNEL,
+};
+use gossip::mesh::{Mesh, MeshConfig};
+use gossip::peer::PeerId;
+use gossip::sim::{node_id, Net, SimConfig};
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+/// What the pumps record, shared with the test.
+#[derive(Default)]
+pub(super) struct Log {
+    /// Last snapshot written by each node.
+    pub(super) store: BTreeMap<usize, Vec<u8>>,
+    /// Completions: (node, incarnation, request) → result.
+    pub(super) done: Vec<(usize, u64, RequestId, Result<Reply, IpamError>)>,
+    /// Events per node.
+    pub(super) events: Vec<(usize, IpamEvent)>,
+    /// Incarnation of each node (bumped on restart).
+    pub(super) incarnation: BTreeMap<usize, u64>,
+}
+
+pub(super) type Shared = Rc<RefCell<Log>>;
+
+/// Fast mesh timers so that partitions are noticed in seconds.
+pub(super) fn sim_config() -> SimConfig {
+    SimConfig {
+        mesh: MeshConfig {
+            gossip_interval: Duration::from_secs(2),
+            heartbeat_interval: Duration::from_secs(1),
+            heartbeat_timeout: Duration::from_secs(4),
+            ..MeshConfig::default()
+        },
+        ..SimConfig::default()
+    }
+}
+
+pub(super) fn ipam_config(range: &str, init: InitMode) -> IpamConfig {
+    let range: Cidr = range.parse().expect("test range");
+    IpamConfig {
+        request_timeout: Duration::from_secs(10),
+        donation_retry: Duration::from_millis(500),
+        consensus_retry: Duration::from_secs(1),
+        ..IpamConfig::new(range, init)
+    }
+}
+
+pub(super) fn ipam_mut(mesh: &mut Mesh) -> Option<&mut Ipam> {
+    mesh.channel_mut(IPAM_CHANNEL)?
+        .as_any_mut()
+        .downcast_mut::<Ipam>()
+}
+
+pub(super) fn ipam(mesh: &Mesh) -> Option<&Ipam> {
+    mesh.channel(IPAM_CHANNEL)?.as_any().downcast_ref::<Ipam>()
+}
+
+/// Installs node `i`'s pump.
+pub(super) fn install_pump(net: &mut Net, i: usize, log: &Shared) {
+    let log = log.clone();
+    net.set_pump(
+        i,
+        Box::new(move |now: Instant, mesh: &mut Mesh| pump(i, now, mesh, &log)),
+    );
+}
+
+fn pump(i: usize, now: Instant, mesh: &mut Mesh, log: &Shared) -> Option<Instant> {
+    let reachable: Vec<PeerId> = mesh.routes().reachable().collect();
+    let mut sends = Vec::new();
+    let deadline = {
+        let ipam = ipam_mut(mesh)?;
+        ipam.handle_reachable(now, reachable);
+        if ipam.poll_timeout().is_some_and(|t| t <= now) {
+            ipam.handle_timeout(now);
+        }
+        let mut log = log.borrow_mut();
+        let inc = log.incarnation.get(&i).copied().unwrap_or(0);
+        while let Some(out) = ipam.poll_output() {
+            match out {
+                IpamOutput::Persist { seq, snapshot } => {
+                    log.store.insert(i, snapshot);
+                    ipam.handle_persisted(seq);
+                }
+                IpamOutput::Completed { request, result } => {
+                    log.done.push((i, inc, request, result))
+                }
+                IpamOutput::Event(e) => log.events.push((i, e)),
+                other => sends.push(other),
+            }
+        }
+        ipam.poll_timeout()
+    };
+    for s in sends {
+        match s {
+            IpamOutput::Broadcast(b) => mesh.broadcast(now, IPAM_CHANNEL, b),
+            IpamOutput::Unicast { to, payload } => {
+                mesh.send_unicast(to, IPAM_CHANNEL, payload);
+            }
+            _ => {}
+        }
+    }
+    deadline
+}
+
+/// A network of `n` routers, each linked to one or two earlier ones, with IPAM from
+/// `init(i)` on `range`.
+pub(super) fn network(
+    seed: u64,
+    n: usize,
+    range: &str,
+    init: impl Fn(usize) -> InitMode,
+) -> (Net, Shared) {
+    let mut net = Net::new(seed, sim_config());
+    let log = Shared::default();
+    for i in 0..n {
+        let targets: Vec<usize> = match i {
+            0 => vec![],
+            1 => vec![0],
+            _ => vec![i - 1, (i * 7 + 3) % i],
+        };
+        let node = net.add_node(&targets);
+        let cfg = ipam_config(range, init(node));
+        net.with_mesh(node, |mesh, now| {
+            let ipam = Ipam::new(node_id(node), cfg, now, seed ^ node as u64);
+            mesh.register_channel(IPAM_CHANNEL, Box::new(ipam));
+        });
+        install_pump(&mut net, node, &log);
+    }
+    (net, log)
+}
+
+/// Issues a request on node `i`.
+pub(super) fn request(
+    net: &mut Net,
+    i: usize,
+    f: impl FnOnce(&mut Ipam, Instant) -> RequestId,
+) -> RequestId {
+    net.with_mesh(i, |mesh, now| {
+        f(ipam_mut(mesh).expect("ipam registered"), now)
+    })
+}
+
+/// Runs until request `id` of node `i` completes (or `limit` passes).
+pub(super) fn await_result(
+    net: &mut Net,
+    log: &Shared,
+    i: usize,
+    id: RequestId,
+    limit: Duration,
+) -> Option<Result<Reply, IpamError>> {
+    let find = |log: &Shared| {
+        log.borrow()
+            .done
+            .iter()
+            .find(|(n, _, r, _)| *n == i && *r == id)
+            .map(|d| d.3.clone())
+    };
+    if let Some(r) = find(log) {
+        return Some(r);
+    }
+    net.run_until(limit, Duration::from_millis(10), |_| find(log).is_some());
+    find(log)
+}
+
+/// Allocates for `container` on node `i` and waits.
+pub(super) fn allocate(
+    net: &mut Net,
+    log: &Shared,
+    i: usize,
+    container: &str,
+) -> Option<Result<Reply, IpamError>> {
+    let c = ContainerId(container.to_string());
+    let id = request(net, i, |ipam, now| ipam.allocate(now, c, None));
+    await_result(net, log, i, id, Duration::from_secs(30))
+}

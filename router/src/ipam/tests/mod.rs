@@ -1,0 +1,7 @@
+//! IPAM tests: unit scenarios on the real mesh in `gossip::sim` ([`harness`]), the
+//! randomized invariant simulation ([`sim`]), and refusal of bad input ([`input`]).
+
+mod harness;
+mod input;
+mod scenarios;
+mod sim;

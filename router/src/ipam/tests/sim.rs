@@ -1,0 +1,296 @@
+//! The randomized simulation: 20 routers on `gossip::sim`, random allocate, release,
+//! partition, heal, crash, restart from the persisted snapshot, and rmpeer (also on both
+//! sides of a partition at once). After every step:
+//! - no address is allocated to two live containers (live: on any peer not removed,
+//!   running or crashed-and-restartable, whose state is its persisted snapshot);
+//! - no address is owned by two peers (each peer's own view; crashed peers by their
+//!   snapshot; removed peers excluded), so every address is owned by exactly one peer
+//!   or is in flight in a donation;
+//! - every live peer's allocations lie in space it owns.
+//!
+//! `cargo test -p router` runs 20 seeds × [`DEFAULT_STEPS`] steps; the `#[ignore]`d
+//! `ipam_sim_full` runs 20 seeds × 10,000 steps (use `--release -- --ignored`).
+
+use super::harness::*;
+use crate::ipam::{AddrRange, ContainerId, InitMode, Ipam, Snapshot, IPAM_CHANNEL};
+use gossip::sim::{node_id, Net};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+const PEERS: usize = 20;
+const RANGE: &str = "10.32.0.0/22";
+const DEFAULT_STEPS: usize = 300;
+
+struct World {
+    net: Net,
+    log: Shared,
+    rng: StdRng,
+    crashed: BTreeMap<usize, Duration>,
+    removed: BTreeSet<usize>,
+    next_container: u64,
+    seed: u64,
+}
+
+impl World {
+    fn new(seed: u64) -> World {
+        let (mut net, log) = network(seed, PEERS, RANGE, |_| InitMode::Consensus { peers: PEERS });
+        net.run_for(Duration::from_secs(3));
+        World {
+            net,
+            log,
+            rng: StdRng::seed_from_u64(seed),
+            crashed: BTreeMap::new(),
+            removed: BTreeSet::new(),
+            next_container: 0,
+            seed,
+        }
+    }
+
+    fn live(&self) -> Vec<usize> {
+        self.net.alive()
+    }
+
+    fn pick_live(&mut self) -> Option<usize> {
+        let live = self.live();
+        (!live.is_empty()).then(|| live[self.rng.gen_range(0..live.len())])
+    }
+
+    fn step(&mut self) {
+        let roll = self.rng.gen_range(0..100);
+        match roll {
+            0..=44 => {
+                if let Some(i) = self.pick_live() {
+                    self.next_container += 1;
+                    let c = ContainerId(format!("c{}", self.next_container));
+                    request(&mut self.net, i, |x, now| x.allocate(now, c, None));
+                }
+            }
+            45..=74 => {
+                if let Some(i) = self.pick_live() {
+                    let held = ipam(&self.net.node(i).mesh)
+                        .map(|x| x.allocations())
+                        .unwrap_or_default();
+                    if !held.is_empty() {
+                        let c = held[self.rng.gen_range(0..held.len())].0.clone();
+                        request(&mut self.net, i, |x, now| x.release_all(now, c));
+                    }
+                }
+            }
+            75..=79 => {
+                let groups = (0..PEERS).map(|_| self.rng.gen_range(0..2)).collect();
+                self.net.partition(groups);
+            }
+            80..=86 => self.net.heal(),
+            87..=90 => {
+                if self.live().len() > PEERS * 2 / 3 {
+                    if let Some(i) = self.pick_live() {
+                        self.net.crash(i);
+                        self.crashed.insert(i, self.net.elapsed());
+                    }
+                }
+            }
+            91..=95 => {
+                let waiting: Vec<usize> = self.crashed.keys().copied().collect();
+                if !waiting.is_empty() {
+                    let i = waiting[self.rng.gen_range(0..waiting.len())];
+                    self.restart(i);
+                }
+            }
+            _ => self.rmpeer(),
+        }
+        let ms = self.rng.gen_range(20..1500);
+        self.net.run_for(Duration::from_millis(ms));
+    }
+
+    fn restart(&mut self, i: usize) {
+        self.crashed.remove(&i);
+        let snapshot = self.log.borrow().store.get(&i).cloned();
+        *self.log.borrow_mut().incarnation.entry(i).or_insert(0) += 1;
+        let cfg = ipam_config(RANGE, InitMode::Consensus { peers: PEERS });
+        let seed = self.rng.gen();
+        self.net.restart_with(i, |mesh, now| {
+            let ipam = match snapshot {
+                Some(s) => Ipam::restore(node_id(i), cfg, &s, now, seed).expect("restore"),
+                None => Ipam::new(node_id(i), cfg, now, seed),
+            };
+            mesh.register_channel(IPAM_CHANNEL, Box::new(ipam));
+        });
+    }
+
+    /// rmpeer a peer crashed long enough ago that the mesh noticed, on one or two live
+    /// peers (on both sides if partitioned). It is gone for good afterwards.
+    fn rmpeer(&mut self) {
+        let now = self.net.elapsed();
+        let old: Vec<usize> = self
+            .crashed
+            .iter()
+            .filter(|(_, at)| now - **at > Duration::from_secs(8))
+            .map(|(i, _)| *i)
+            .collect();
+        if old.is_empty() {
+            return;
+        }
+        let dead = old[self.rng.gen_range(0..old.len())];
+        self.crashed.remove(&dead);
+        self.removed.insert(dead);
+        let runners = if self.rng.gen_bool(0.5) { 2 } else { 1 };
+        for _ in 0..runners {
+            if let Some(i) = self.pick_live() {
+                request(&mut self.net, i, |x, t| x.rmpeer(t, node_id(dead)));
+            }
+        }
+    }
+
+    /// (allocations, own ranges) of every peer that is not removed.
+    fn states(&self) -> Vec<(usize, BTreeMap<u64, String>, Vec<AddrRange>)> {
+        let mut out = Vec::new();
+        let store = self.log.borrow();
+        for i in 0..PEERS {
+            if self.removed.contains(&i) {
+                continue;
+            }
+            if self.net.node(i).alive {
+                let Some(x) = ipam(&self.net.node(i).mesh) else {
+                    continue;
+                };
+                let allocs = x
+                    .allocations()
+                    .into_iter()
+                    .flat_map(|(c, v)| {
+                        v.into_iter()
+                            .map(move |a| (u64::from(u32::from(a)), c.0.clone()))
+                    })
+                    .collect();
+                out.push((i, allocs, x.own_ranges()));
+            } else if let Some(bytes) = store.store.get(&i) {
+                let Ok(s) = Snapshot::decode(bytes) else {
+                    continue;
+                };
+                let me = node_id(i);
+                let mut ring = crate::ipam::ring::Ring::empty(s.universe, Vec::new());
+                let allocs = s
+                    .allocations
+                    .iter()
+                    .flat_map(|(c, v)| v.iter().map(move |a| (*a, c.0.clone())))
+                    .collect();
+                let ranges = match s.ring {
+                    Some((_, entries)) => {
+                        ring.merge_entries(&entries);
+                        ring.owned_by(&me)
+                    }
+                    None => Vec::new(),
+                };
+                out.push((i, allocs, ranges));
+            }
+        }
+        out
+    }
+
+    fn check(&self, step: usize) {
+        let fail = |what: String| panic!("seed {} step {step}: {what}", self.seed);
+        let states = self.states();
+        let mut holder: BTreeMap<u64, (usize, &String)> = BTreeMap::new();
+        let mut owned: Vec<(AddrRange, usize)> = Vec::new();
+        for (i, allocs, ranges) in &states {
+            for (a, c) in allocs {
+                if let Some(prev) = holder.insert(*a, (*i, c)) {
+                    fail(format!(
+                        "address {a} allocated to {prev:?} and to ({i}, {c})"
+                    ));
+                }
+                if !ranges.iter().any(|r| r.contains(*a)) && self.net.node(*i).alive {
+                    fail(format!("peer {i} allocated {a} outside its space"));
+                }
+            }
+            owned.extend(ranges.iter().map(|r| (*r, *i)));
+        }
+        owned.sort();
+        for w in owned.windows(2) {
+            if w[1].0.start < w[0].0.end {
+                fail(format!("{:?} owned by two peers: {:?}", w[1].0, w));
+            }
+        }
+    }
+}
+
+/// Totals over a run, to show what it exercised.
+#[derive(Default, Debug)]
+struct Totals {
+    ok: usize,
+    failed: usize,
+    donations: u64,
+    takeovers: usize,
+    inconsistent: u64,
+    restarts: u64,
+}
+
+fn run(seed: u64, steps: usize) -> Totals {
+    let mut w = World::new(seed);
+    for step in 0..steps {
+        w.step();
+        w.check(step);
+    }
+    let log = w.log.borrow();
+    let mut t = Totals {
+        ok: log.done.iter().filter(|d| d.3.is_ok()).count(),
+        failed: log.done.iter().filter(|d| d.3.is_err()).count(),
+        restarts: log.incarnation.values().sum(),
+        ..Totals::default()
+    };
+    t.takeovers = log
+        .events
+        .iter()
+        .filter(|(_, e)| matches!(e, crate::ipam::IpamEvent::TookOver { .. }))
+        .count();
+    for i in w.net.alive() {
+        if let Some(x) = ipam(&w.net.node(i).mesh) {
+            t.donations += x.stats().donations_given;
+            t.inconsistent += x.stats().inconsistent;
+        }
+    }
+    t
+}
+
+fn add(sum: &mut Totals, t: Totals) {
+    sum.ok += t.ok;
+    sum.failed += t.failed;
+    sum.donations += t.donations;
+    sum.takeovers += t.takeovers;
+    sum.inconsistent += t.inconsistent;
+    sum.restarts += t.restarts;
+}
+
+fn seeds(n: u64) -> impl Iterator<Item = u64> {
+    (0..n).map(|k| 0x1ba3_0000 + k)
+}
+
+#[test]
+fn ipam_sim_20_seeds() {
+    let start = std::time::Instant::now();
+    let mut sum = Totals::default();
+    for seed in seeds(20) {
+        add(&mut sum, run(seed, DEFAULT_STEPS));
+    }
+    eprintln!(
+        "ipam sim: 20 seeds x {DEFAULT_STEPS} steps, {:?} wall; {sum:?}",
+        start.elapsed()
+    );
+}
+
+#[test]
+#[ignore = "long: 20 seeds x 10,000 steps; run with --release -- --ignored"]
+fn ipam_sim_full() {
+    let start = std::time::Instant::now();
+    let mut sum = Totals::default();
+    for seed in seeds(20) {
+        let t = run(seed, 10_000);
+        eprintln!("seed {seed:#x}: {t:?} after {:?}", start.elapsed());
+        add(&mut sum, t);
+    }
+    eprintln!(
+        "ipam sim: 20 seeds x 10000 steps, {:?} wall; {sum:?}",
+        start.elapsed()
+    );
+}
