@@ -153,6 +153,11 @@ impl Net {
             "eth0",
         ]);
         ip(&["-n", &ns, "link", "set", "eth0", "up"]);
+        self.register_host(index, ns, addr)
+    }
+
+    /// Makes host `index`'s run and data directories and records the host.
+    fn register_host(&mut self, index: usize, ns: String, addr: Ipv4Addr) -> usize {
         let hdir = self.dir.join(format!("h{index}"));
         let (run_dir, data_dir) = (hdir.join("run"), hdir.join("data"));
         for d in [&run_dir, &data_dir] {
@@ -254,21 +259,7 @@ impl Net {
                 &gw_switch.to_string(),
             ]);
         }
-        let hdir = self.dir.join(format!("h{index}"));
-        let (run_dir, data_dir) = (hdir.join("run"), hdir.join("data"));
-        for d in [&run_dir, &data_dir] {
-            std::fs::create_dir_all(d).unwrap_or_else(|e| panic!("create {}: {e}", d.display()));
-        }
-        traversable(&hdir);
-        traversable(&run_dir);
-        self.hosts.push(Host {
-            index,
-            ns,
-            addr,
-            run_dir,
-            data_dir,
-        });
-        index
+        self.register_host(index, ns, addr)
     }
 
     /// Adds a pod namespace behind `host`: pod `eth0` <-> host `vpK`, both up, no
