@@ -231,9 +231,14 @@ fn configure_inside(
         }
         nl.set_up(&ifname).await?;
         for (dst, gw) in &plan.routes {
-            match gw {
-                Some(gw) => nl.add_gateway_route(&ifname, *dst, *gw).await?,
-                None => nl.add_link_route(&ifname, *dst).await?,
+            let added = match gw {
+                Some(gw) => nl.add_gateway_route(&ifname, *dst, *gw).await,
+                None => nl.add_link_route(&ifname, *dst).await,
+            };
+            match added {
+                // Already there, e.g. the default route of a first interface.
+                Err(e) if e.is_exists() => {}
+                other => other?,
             }
         }
         Ok(nl.mac(&ifname).await?.unwrap_or_default())

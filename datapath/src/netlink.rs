@@ -43,6 +43,13 @@ pub enum Error {
     Socket(std::io::Error),
 }
 
+impl Error {
+    /// True when the kernel answered EEXIST (the address, route or link is already there).
+    pub fn is_exists(&self) -> bool {
+        matches!(self, Error::Netlink(NetlinkError { source: rtnetlink::Error::NetlinkError(m), .. }) if m.raw_code() == -17)
+    }
+}
+
 fn op(what: impl FnOnce() -> String) -> impl FnOnce(rtnetlink::Error) -> Error {
     move |source| Error::Netlink(NetlinkError { op: what(), source })
 }
