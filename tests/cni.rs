@@ -97,14 +97,20 @@ impl Fixture {
 
     /// Calls `plugin` (weft-net or weft-ipam) in h1 as libcni does.
     fn call(&self, plugin: &str, env: &[(&str, &str)], stdin: &[u8]) -> Out {
+        let dir = self.bin.display().to_string();
+        self.call_with_path(plugin, &dir, env, stdin)
+    }
+
+    /// Calls plugin `plugin` found in `dir` in h1 as libcni does; `dir` leads CNI_PATH.
+    fn call_with_path(&self, plugin: &str, dir: &str, env: &[(&str, &str)], stdin: &[u8]) -> Out {
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", &self.h1()])
-            .arg(self.bin.join(plugin))
+            .arg(PathBuf::from(dir).join(plugin))
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env(
                 "CNI_PATH",
-                format!("{}:{}", self.bin.display(), self.ipam_bin.display()),
+                format!("{dir}:{}:{}", self.bin.display(), self.ipam_bin.display()),
             )
             .env("WEFT_RUN_DIR", &self.net.host(1).run_dir)
             .env("FAKE_IPAM_LOG", &self.log)
@@ -911,4 +917,145 @@ mod router_ipam {
         );
         router_ipam_flow(&mut f, &|| None);
     }
+}
+
+// --- Reference plugins from Debian's containernetworking-plugins (/usr/lib/cni) ---
+
+const REF_PLUGINS: &str = "/usr/lib/cni";
+
+fn require_reference_plugins() {
+    assert!(
+        PathBuf::from(REF_PLUGINS).join("bridge").exists(),
+        "the reference CNI plugins are missing: apt-get install containernetworking-plugins \
+         (scripts/test.sh does)"
+    );
+}
+
+#[test]
+fn reference_bridge_with_weft_ipam() {
+    require_reference_plugins();
+    let mut f = Fixture::new("cniref");
+    let router = fake_router::FakeRouter::start(&f.net.host(1).run_dir);
+    let conf = json!({"cniVersion": "1.0.0", "name": "refbr", "type": "bridge",
+                      "bridge": "wbr0", "ipam": {"type": "weft-ipam", "subnet": "10.40.0.0/16"}});
+    let mut pods = Vec::new();
+    for id in ["refa", "refb"] {
+        let (ns, path) = f.pod();
+        let out = f.call_with_path(
+            "bridge",
+            REF_PLUGINS,
+            &[
+                ("CNI_COMMAND", "ADD"),
+                ("CNI_CONTAINERID", id),
+                ("CNI_NETNS", &path),
+                ("CNI_IFNAME", "eth0"),
+            ],
+            conf.to_string().as_bytes(),
+        );
+        ok(&out);
+        let addr = out.stdout["ips"][0]["address"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        pods.push((id, ns, path, addr));
+    }
+    assert_ne!(pods[0].3, pods[1].3, "distinct addresses from weft-ipam");
+    let b_ip = pods[1].3.split('/').next().unwrap().parse().unwrap();
+    assert!(f.net.ping(&pods[0].1, b_ip), "pod a cannot reach pod b");
+    assert_eq!(router.held().len(), 2);
+    for (id, _, path, _) in &pods {
+        let out = f.call_with_path(
+            "bridge",
+            REF_PLUGINS,
+            &[
+                ("CNI_COMMAND", "DEL"),
+                ("CNI_CONTAINERID", id),
+                ("CNI_NETNS", path),
+                ("CNI_IFNAME", "eth0"),
+            ],
+            conf.to_string().as_bytes(),
+        );
+        ok(&out);
+    }
+    assert!(router.held().is_empty(), "{:?}", router.held());
+}
+
+#[test]
+fn chain_weft_net_then_portmap() {
+    require_reference_plugins();
+    let mut f = Fixture::new("cnipm");
+    f.net.add_host();
+    let h1 = f.h1();
+    run_ok(Command::new("ip").args([
+        "netns",
+        "exec",
+        &h1,
+        "sysctl",
+        "-q",
+        "-w",
+        "net.ipv4.ip_forward=1",
+    ]));
+    let (ns, path) = f.pod();
+    let net_conf = delegated_conf("1.0.0");
+    let add = f.net_call("ADD", "pm1", &path, "eth0", &net_conf);
+    ok(&add);
+    let pm_conf = |prev: &Value| {
+        json!({"cniVersion": "1.0.0", "name": "weft", "type": "portmap", "snat": true,
+               "runtimeConfig": {"portMappings": [
+                   {"hostPort": 8201, "containerPort": 5201, "protocol": "tcp"}]},
+               "prevResult": prev})
+    };
+    let env = |cmd| {
+        vec![
+            ("CNI_COMMAND", cmd),
+            ("CNI_CONTAINERID", "pm1"),
+            ("CNI_NETNS", path.as_str()),
+            ("CNI_IFNAME", "eth0"),
+        ]
+    };
+    let pm = f.call_with_path(
+        "portmap",
+        REF_PLUGINS,
+        &env("ADD"),
+        pm_conf(&add.stdout).to_string().as_bytes(),
+    );
+    ok(&pm);
+    // The final result goes to CHECK for every plugin in the chain.
+    let mut check = net_conf.clone();
+    check["prevResult"] = pm.stdout.clone();
+    ok(&f.net_call("CHECK", "pm1", &path, "eth0", &check));
+    // h2 reaches the pod's iperf3 server through h1's hostPort.
+    let mut server = Command::new("ip")
+        .args(["netns", "exec", &ns, "iperf3", "-s", "-1", "-p", "5201"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let h2 = f.net.host(2).ns.clone();
+    let reached = wait_until(Duration::from_secs(10), Duration::from_millis(200), || {
+        f.net
+            .exec_for(
+                &h2,
+                "iperf3",
+                &["-c", "198.18.0.1", "-p", "8201", "-n", "64K", "-J"],
+                Duration::from_secs(10),
+            )
+            .status
+            .success()
+    });
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(
+        reached.is_some(),
+        "hostPort 8201 on h1 did not reach the pod"
+    );
+    // DEL in reverse order.
+    ok(&f.call_with_path(
+        "portmap",
+        REF_PLUGINS,
+        &env("DEL"),
+        pm_conf(&pm.stdout).to_string().as_bytes(),
+    ));
+    ok(&f.net_call("DEL", "pm1", &path, "eth0", &check));
+    assert!(f.host_veths().is_empty());
 }
