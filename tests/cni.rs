@@ -10,193 +10,13 @@
 
 mod common;
 
-use common::{run_ok, wait_until, Net};
+use common::cni::{delegated_conf, ip_out, ok, router_conf, Fixture, Out, WEFT};
+use common::fake_ipam;
+use common::{run_ok, wait_until};
 use serde_json::{json, Value};
-use std::io::Write;
-use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-const WEFT: &str = env!("CARGO_BIN_EXE_weft");
-
-const FAKE_IPAM: &str = r#"#!/bin/sh
-# A fake IPAM plugin: logs each call, answers ADD with a fixed address.
-cat >/dev/null
-echo "$CNI_COMMAND $CNI_CONTAINERID $CNI_IFNAME" >>"$FAKE_IPAM_LOG"
-if [ "$CNI_COMMAND" = ADD ]; then
-  printf '{"cniVersion":"1.0.0","ips":[{"address":"%s","gateway":"10.40.0.1"}],"routes":[{"dst":"10.32.0.0/12"}]}\n' "${FAKE_IPAM_ADDR:-10.40.5.7/16}"
-fi
-exit 0
-"#;
-
-/// One host namespace with a `weft` bridge (10.40.0.1/16, MTU 1376) and the plugin
-/// installed by `weft setup-cni` in the test dir.
-struct Fixture {
-    net: Net,
-    bin: PathBuf,
-    ipam_bin: PathBuf,
-    log: PathBuf,
-    pods: usize,
-}
-
-struct Out {
-    code: i32,
-    stdout: Value,
-    raw: String,
-    stderr: String,
-}
-
-impl Fixture {
-    fn new(tag: &str) -> Fixture {
-        let net = Net::new(tag, 1);
-        let h1 = net.host(1).ns.clone();
-        for args in [
-            vec!["-n", &h1, "link", "add", "weft", "type", "bridge"],
-            vec!["-n", &h1, "link", "set", "weft", "mtu", "1376", "up"],
-            vec!["-n", &h1, "addr", "add", "10.40.0.1/16", "dev", "weft"],
-        ] {
-            run_ok(Command::new("ip").args(args));
-        }
-        let bin = net.dir().join("bin");
-        let conf = net.dir().join("net.d");
-        let out = run_ok(Command::new(WEFT).args([
-            "setup-cni",
-            "--bin-dir",
-            bin.to_str().unwrap(),
-            "--conf-dir",
-            conf.to_str().unwrap(),
-        ]));
-        assert!(String::from_utf8_lossy(&out.stdout).contains("weft-net"));
-        let ipam_bin = net.dir().join("ipam-bin");
-        std::fs::create_dir_all(&ipam_bin).unwrap();
-        let script = ipam_bin.join("fake-ipam");
-        std::fs::write(&script, FAKE_IPAM).unwrap();
-        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let log = net.dir().join("fake-ipam.log");
-        std::fs::write(&log, "").unwrap();
-        Fixture {
-            net,
-            bin,
-            ipam_bin,
-            log,
-            pods: 0,
-        }
-    }
-
-    fn h1(&self) -> String {
-        self.net.host(1).ns.clone()
-    }
-
-    fn pod(&mut self) -> (String, String) {
-        self.pods += 1;
-        let ns = self.net.add_bare_pod(1, self.pods);
-        let path = format!("/run/netns/{ns}");
-        (ns, path)
-    }
-
-    /// Calls `plugin` (weft-net or weft-ipam) in h1 as libcni does.
-    fn call(&self, plugin: &str, env: &[(&str, &str)], stdin: &[u8]) -> Out {
-        let dir = self.bin.display().to_string();
-        self.call_with_path(plugin, &dir, env, stdin)
-    }
-
-    /// Calls plugin `plugin` found in `dir` in h1 as libcni does; `dir` leads CNI_PATH.
-    fn call_with_path(&self, plugin: &str, dir: &str, env: &[(&str, &str)], stdin: &[u8]) -> Out {
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.h1()])
-            .arg(PathBuf::from(dir).join(plugin))
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env(
-                "CNI_PATH",
-                format!("{dir}:{}:{}", self.bin.display(), self.ipam_bin.display()),
-            )
-            .env("WEFT_RUN_DIR", &self.net.host(1).run_dir)
-            .env("FAKE_IPAM_LOG", &self.log)
-            .envs(env.iter().copied())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("spawn plugin");
-        let mut input = child.stdin.take().unwrap();
-        let data = stdin.to_vec();
-        let writer = std::thread::spawn(move || {
-            let _ = input.write_all(&data);
-        });
-        let pid = child.id();
-        let start = Instant::now();
-        let done = wait_until(Duration::from_secs(60), Duration::from_millis(5), || {
-            matches!(child.try_wait(), Ok(Some(_)))
-        });
-        if done.is_none() {
-            let _ = child.kill();
-            panic!("plugin pid {pid} ran over 60 s");
-        }
-        let _ = writer.join();
-        let out = child.wait_with_output().unwrap();
-        let raw = String::from_utf8_lossy(&out.stdout).into_owned();
-        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        eprintln!(
-            "{plugin} {:?} took {:?}: exit {:?} {raw} {stderr}",
-            env.first(),
-            start.elapsed(),
-            out.status.code()
-        );
-        Out {
-            code: out.status.code().unwrap_or(-1),
-            stdout: serde_json::from_str(&raw).unwrap_or(Value::Null),
-            raw,
-            stderr,
-        }
-    }
-
-    fn net_call(&self, command: &str, id: &str, netns: &str, ifname: &str, conf: &Value) -> Out {
-        self.call(
-            "weft-net",
-            &[
-                ("CNI_COMMAND", command),
-                ("CNI_CONTAINERID", id),
-                ("CNI_NETNS", netns),
-                ("CNI_IFNAME", ifname),
-                ("CNI_ARGS", "IgnoreUnknown=1;K8S_POD_NAME=x"),
-            ],
-            conf.to_string().as_bytes(),
-        )
-    }
-
-    fn ipam_log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Host veths weft-net made in h1.
-    fn host_veths(&self) -> Vec<String> {
-        ip_out(&["-n", &self.h1(), "-o", "link", "show"])
-            .lines()
-            .filter_map(|l| l.split(": ").nth(1))
-            .map(|n| n.split('@').next().unwrap_or(n).to_string())
-            .filter(|n| n.starts_with("vethwn") || n.starts_with("vethwq"))
-            .collect()
-    }
-}
-
-fn ip_out(args: &[&str]) -> String {
-    String::from_utf8_lossy(&run_ok(Command::new("ip").args(args)).stdout).into_owned()
-}
-
-fn delegated_conf(version: &str) -> Value {
-    json!({
-        "cniVersion": version,
-        "name": "weft",
-        "type": "weft-net",
-        "mtu": 1400,
-        "ipam": {"type": "fake-ipam"},
-    })
-}
-
-fn ok(out: &Out) {
-    assert_eq!(out.code, 0, "plugin failed: {} / {}", out.raw, out.stderr);
-}
 
 #[test]
 fn delegated_add_check_del() {
@@ -544,184 +364,6 @@ fn setup_cni_is_idempotent() {
 
 // --- Router IPAM (POST /ipam/* and GET /ipam on the router's socket) ---
 
-/// A stand-in for the router's IPAM API on `<run dir>/weft.sock`, following the
-/// contract weft-net codes against, so that the router-IPAM paths run before the real
-/// API is merged. Addresses come from 10.40.1.0 upwards.
-mod fake_router {
-    use serde_json::{json, Value};
-    use std::io::{Read, Write};
-    use std::os::unix::net::{UnixListener, UnixStream};
-    use std::path::{Path, PathBuf};
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::{Arc, Mutex};
-    use std::thread::JoinHandle;
-
-    #[derive(Default)]
-    pub struct State {
-        pub ready: bool,
-        pub next: u32,
-        pub allocs: Vec<(String, String)>,
-    }
-
-    pub struct FakeRouter {
-        path: PathBuf,
-        pub state: Arc<Mutex<State>>,
-        stop: Arc<AtomicBool>,
-        thread: Option<JoinHandle<()>>,
-    }
-
-    impl FakeRouter {
-        pub fn start(run_dir: &Path) -> FakeRouter {
-            std::fs::create_dir_all(run_dir).unwrap();
-            let path = run_dir.join("weft.sock");
-            let _ = std::fs::remove_file(&path);
-            let listener = UnixListener::bind(&path).unwrap();
-            let state = Arc::new(Mutex::new(State {
-                ready: true,
-                next: 256,
-                allocs: Vec::new(),
-            }));
-            let stop = Arc::new(AtomicBool::new(false));
-            let (st, sp) = (state.clone(), stop.clone());
-            let thread = std::thread::spawn(move || {
-                for conn in listener.incoming() {
-                    if sp.load(Ordering::SeqCst) {
-                        break;
-                    }
-                    if let Ok(conn) = conn {
-                        let st = st.clone();
-                        std::thread::spawn(move || serve(conn, &st));
-                    }
-                }
-            });
-            FakeRouter {
-                path,
-                state,
-                stop,
-                thread: Some(thread),
-            }
-        }
-
-        pub fn held(&self) -> Vec<(String, String)> {
-            self.state.lock().unwrap().allocs.clone()
-        }
-    }
-
-    impl Drop for FakeRouter {
-        fn drop(&mut self) {
-            self.stop.store(true, Ordering::SeqCst);
-            let _ = UnixStream::connect(&self.path);
-            if let Some(t) = self.thread.take() {
-                let _ = t.join();
-            }
-            let _ = std::fs::remove_file(&self.path);
-        }
-    }
-
-    fn serve(mut conn: UnixStream, state: &Mutex<State>) {
-        let mut buf = Vec::new();
-        let mut chunk = [0u8; 4096];
-        let (head_end, len) = loop {
-            let Ok(n) = conn.read(&mut chunk) else { return };
-            if n == 0 {
-                return;
-            }
-            buf.extend_from_slice(&chunk[..n]);
-            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-                let len = head
-                    .lines()
-                    .find_map(|l| l.strip_prefix("content-length:"))
-                    .and_then(|v| v.trim().parse::<usize>().ok())
-                    .unwrap_or(0);
-                break (end + 4, len);
-            }
-        };
-        while buf.len() < head_end + len {
-            let Ok(n) = conn.read(&mut chunk) else { return };
-            if n == 0 {
-                break;
-            }
-            buf.extend_from_slice(&chunk[..n]);
-        }
-        let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-        let line = head.lines().next().unwrap_or_default().to_string();
-        let body: Value = serde_json::from_slice(&buf[head_end..]).unwrap_or(Value::Null);
-        let (status, answer) = handle(&line, &body, state);
-        let text = answer.to_string();
-        let _ = write!(
-            conn,
-            "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{text}",
-            text.len()
-        );
-    }
-
-    fn handle(line: &str, body: &Value, state: &Mutex<State>) -> (u16, Value) {
-        let mut st = state.lock().unwrap();
-        let id = body["id"].as_str().unwrap_or_default().to_string();
-        match line.split(' ').take(2).collect::<Vec<_>>()[..] {
-            ["GET", "/ipam"] => {
-                let allocs: Vec<Value> = st
-                    .allocs
-                    .iter()
-                    .map(|(i, a)| json!({"id": i, "addr": a}))
-                    .collect();
-                let status = if st.ready {
-                    "ready"
-                } else {
-                    "waiting for consensus"
-                };
-                (
-                    200,
-                    json!({"status": status, "range": "10.40.0.0/16", "allocations": allocs}),
-                )
-            }
-            _ if !st.ready => (503, json!({"error": "IPAM not ready"})),
-            ["POST", "/ipam/allocate"] => {
-                if let Some((_, a)) = st.allocs.iter().find(|(i, _)| *i == id) {
-                    return (200, json!({"addr": a}));
-                }
-                st.next += 1;
-                let n = st.next;
-                let addr = format!("10.40.{}.{}/16", n / 256, n % 256);
-                st.allocs.push((id, addr.clone()));
-                (200, json!({"addr": addr}))
-            }
-            ["POST", "/ipam/claim"] => {
-                let addr = body["addr"].as_str().unwrap_or_default().to_string();
-                match st.allocs.iter().find(|(_, a)| *a == addr) {
-                    Some((i, _)) if *i != id => {
-                        (409, json!({"error": format!("{addr} is held by {i}")}))
-                    }
-                    Some(_) => (200, json!({"addr": addr})),
-                    None => {
-                        st.allocs.push((id, addr.clone()));
-                        (200, json!({"addr": addr}))
-                    }
-                }
-            }
-            ["POST", "/ipam/release"] => {
-                let only = body["addr"].as_str().map(str::to_string);
-                let mut released = Vec::new();
-                st.allocs.retain(|(i, a)| {
-                    let hit = *i == id && only.as_ref().is_none_or(|o| o == a);
-                    if hit {
-                        released.push(a.clone());
-                    }
-                    !hit
-                });
-                (200, json!({"released": released}))
-            }
-            _ => (404, json!({"error": "not found"})),
-        }
-    }
-}
-
-fn router_conf(version: &str) -> Value {
-    json!({"cniVersion": version, "name": "weft", "type": "weft-net",
-           "ipam": {"routes": [{"dst": "10.32.0.0/12"}]}})
-}
-
 /// ADD two containers, CHECK, GC with both attachment keys, DEL of one never touching
 /// the other, ADD -> DEL -> ADD. `held` lists the reservations when the test can see them.
 fn router_ipam_flow(f: &mut Fixture, held: &dyn Fn() -> Option<Vec<(String, String)>>) {
@@ -792,14 +434,14 @@ fn router_ipam_flow(f: &mut Fixture, held: &dyn Fn() -> Option<Vec<(String, Stri
 #[test]
 fn router_ipam_add_check_gc_del_against_the_api_contract() {
     let mut f = Fixture::new("cnifake");
-    let router = fake_router::FakeRouter::start(&f.net.host(1).run_dir);
+    let router = fake_ipam::FakeRouter::start(&f.net.host(1).run_dir);
     router_ipam_flow(&mut f, &|| Some(router.held()));
 }
 
 #[test]
 fn router_ipam_claims_conflicts_and_not_ready() {
     let mut f = Fixture::new("cniclaim");
-    let router = fake_router::FakeRouter::start(&f.net.host(1).run_dir);
+    let router = fake_ipam::FakeRouter::start(&f.net.host(1).run_dir);
     let (_, a) = f.pod();
     let mut c = router_conf("0.4.0");
     c["runtimeConfig"] = json!({"ips": ["10.40.9.9/16"]});
@@ -851,7 +493,7 @@ fn router_ipam_claims_conflicts_and_not_ready() {
 #[test]
 fn router_ipam_concurrent_adds_and_latency() {
     let mut f = Fixture::new("cnilat");
-    let router = fake_router::FakeRouter::start(&f.net.host(1).run_dir);
+    let router = fake_ipam::FakeRouter::start(&f.net.host(1).run_dir);
     let c = router_conf("1.0.0");
     let pods: Vec<String> = (0..20).map(|_| f.pod().1).collect();
     let results: Vec<Out> = std::thread::scope(|s| {
@@ -935,7 +577,7 @@ fn require_reference_plugins() {
 fn reference_bridge_with_weft_ipam() {
     require_reference_plugins();
     let mut f = Fixture::new("cniref");
-    let router = fake_router::FakeRouter::start(&f.net.host(1).run_dir);
+    let router = fake_ipam::FakeRouter::start(&f.net.host(1).run_dir);
     let conf = json!({"cniVersion": "1.0.0", "name": "refbr", "type": "bridge",
                       "bridge": "wbr0", "ipam": {"type": "weft-ipam", "subnet": "10.40.0.0/16"}});
     let mut pods = Vec::new();
@@ -1058,4 +700,59 @@ fn chain_weft_net_then_portmap() {
     ));
     ok(&f.net_call("DEL", "pm1", &path, "eth0", &check));
     assert!(f.host_veths().is_empty());
+}
+
+#[test]
+fn pods_attached_by_cni_on_three_hosts_ping_across_the_mesh() {
+    let mut f = Fixture::hosts("cnimesh", 3);
+    let auth = common::weft::Auth::PasswordFile(f.net.new_secret("secret"));
+    let _routers = common::weft::three_routers(&f.net, &auth);
+    // No mtu in the config: the veth takes the router's bridge MTU.
+    let conf = json!({"cniVersion": "1.0.0", "name": "weft", "type": "weft-net",
+                      "ipam": {"type": "fake-ipam"}});
+    let mut pods = Vec::new();
+    for h in 1..=3 {
+        f.host = h;
+        let (ns, path) = f.pod();
+        let (id, addr) = (format!("mesh{h}"), format!("10.40.7.{h}/16"));
+        let out = f.call(
+            "weft-net",
+            &[
+                ("CNI_COMMAND", "ADD"),
+                ("CNI_CONTAINERID", &id),
+                ("CNI_NETNS", &path),
+                ("CNI_IFNAME", "eth0"),
+                ("FAKE_IPAM_ADDR", &addr),
+            ],
+            conf.to_string().as_bytes(),
+        );
+        ok(&out);
+        let bridge_mtu = ip_out(&["-n", &f.h1(), "link", "show", "weft"]);
+        let pod_link = ip_out(&["-n", &ns, "link", "show", "eth0"]);
+        let mtu = |s: &str| {
+            s.split("mtu ")
+                .nth(1)
+                .and_then(|m| m.split(' ').next())
+                .map(str::to_string)
+        };
+        assert_eq!(mtu(&bridge_mtu), mtu(&pod_link), "{bridge_mtu}\n{pod_link}");
+        pods.push((h, ns, path, id));
+    }
+    for (h, ns, _, _) in &pods {
+        for t in 1..=3u8 {
+            if t as usize == *h {
+                continue;
+            }
+            let to = format!("10.40.7.{t}").parse().unwrap();
+            let reached = wait_until(Duration::from_secs(20), Duration::from_millis(200), || {
+                f.net.ping(ns, to)
+            });
+            assert!(reached.is_some(), "pod on h{h} cannot ping 10.40.7.{t}");
+        }
+    }
+    for (h, _, path, id) in &pods {
+        f.host = *h;
+        ok(&f.net_call("DEL", id, path, "eth0", &conf));
+        assert!(f.host_veths().is_empty());
+    }
 }
