@@ -87,6 +87,14 @@ fn delegated_add_check_del() {
     let c = f.net_call("CHECK", "ctr1", &path, "eth0", &check);
     ok(&c);
     assert!(c.raw.trim().is_empty(), "CHECK prints nothing: {}", c.raw);
+    // CHECK reports a host veth that left the bridge.
+    let h1 = f.h1();
+    run_ok(Command::new("ip").args(["-n", &h1, "link", "set", &host_veth, "nomaster"]));
+    let c = f.net_call("CHECK", "ctr1", &path, "eth0", &check);
+    assert_ne!(c.code, 0);
+    assert!(c.raw.contains(&host_veth), "{}", c.raw);
+    run_ok(Command::new("ip").args(["-n", &h1, "link", "set", &host_veth, "master", "weft"]));
+    ok(&f.net_call("CHECK", "ctr1", &path, "eth0", &check));
     // CHECK reports a missing address.
     run_ok(Command::new("ip").args(["-n", &ns, "addr", "del", "10.40.5.7/16", "dev", "eth0"]));
     let c = f.net_call("CHECK", "ctr1", &path, "eth0", &check);
@@ -105,7 +113,7 @@ fn delegated_add_check_del() {
     assert!(!ip_out(&["-n", &ns, "link", "show"]).contains("eth0"));
     let log = f.ipam_log();
     assert_eq!(log.matches("ADD ctr1").count(), 2, "{log}");
-    assert_eq!(log.matches("CHECK ctr1 eth0").count(), 1, "{log}");
+    assert_eq!(log.matches("CHECK ctr1 eth0").count(), 2, "{log}");
     assert_eq!(log.matches("DEL ctr1 eth0").count(), 2, "{log}");
 }
 

@@ -242,6 +242,17 @@ pub fn check(conf: &NetConf, env: &Env, raw: &[u8]) -> CniResult<()> {
             "",
         ));
     }
+    let host = link::host_veth_name(&env.container_id, &env.ifname);
+    if !link::host_port_ok(&host, conf.bridge())? {
+        return Err(CniError::new(
+            INTERNAL,
+            format!(
+                "host veth {host} is missing or not a port of bridge {}",
+                conf.bridge()
+            ),
+            "DEL and ADD the container again",
+        ));
+    }
     let mut addrs = Vec::new();
     for i in p.ips.iter().filter(|i| i.interface == Some(idx)) {
         let a = cidr(&i.address, "prevResult address")?;

@@ -67,7 +67,13 @@ fn run_inner(
             .and_then(|v| v["cniVersion"].as_str().map(str::to_string));
         return Ok(version::answer(asked.as_deref()));
     }
-    let conf = NetConf::parse(&raw).map_err(|e| (current(), e))?;
+    let mut conf = NetConf::parse(&raw).map_err(|e| (current(), e))?;
+    if mode == Mode::Ipam {
+        // weft-ipam is the IPAM: it never delegates (not even to itself under another name).
+        if let Some(ipam) = conf.ipam.as_mut() {
+            ipam.kind.clear();
+        }
+    }
     let v = conf.cni_version.clone();
     let in_use = if version::SUPPORTED.contains(&v.as_str()) {
         v.clone()

@@ -264,6 +264,12 @@ pub fn remove_in_ns(netns_path: &str, ifname: &str) -> CniResult<bool> {
     )
 }
 
+/// Whether host veth `host_name` exists and is a port of `bridge`.
+pub fn host_port_ok(host_name: &str, bridge: &str) -> CniResult<bool> {
+    let (h, b) = (host_name.to_string(), bridge.to_string());
+    on_host(|nl| async move { Ok(nl.ports(&b).await?.contains(&h)) })
+}
+
 /// The MAC and addresses of `ifname` in `netns_path`, `None` if it is missing.
 pub fn inspect(netns_path: &str, ifname: &str) -> CniResult<Option<([u8; 6], Vec<LinkAddr>)>> {
     let ns = File::open(netns_path).map_err(|e| {
