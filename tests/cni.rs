@@ -764,3 +764,103 @@ fn pods_attached_by_cni_on_three_hosts_ping_across_the_mesh() {
         assert!(f.host_veths().is_empty());
     }
 }
+
+/// iperf3 from `ns` to `server` (3 s); the rate the receiver saw, in bit/s.
+fn iperf_rate(f: &Fixture, ns: &str, server: &str) -> f64 {
+    let out = f.net.exec_for(
+        ns,
+        "iperf3",
+        &["-c", server, "-p", "5202", "-t", "3", "-J"],
+        Duration::from_secs(20),
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    v["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("iperf3 failed: {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+#[test]
+fn chain_weft_net_portmap_bandwidth_limits_egress() {
+    require_reference_plugins();
+    let mut f = Fixture::new("cnibw");
+    let (ns, path) = f.pod();
+    let net_conf = delegated_conf("1.0.0");
+    let add = f.net_call("ADD", "bw1", &path, "eth0", &net_conf);
+    ok(&add);
+    let env = |cmd| {
+        vec![
+            ("CNI_COMMAND", cmd),
+            ("CNI_CONTAINERID", "bw1"),
+            ("CNI_NETNS", path.as_str()),
+            ("CNI_IFNAME", "eth0"),
+        ]
+    };
+    let pm_conf = |prev: &Value| {
+        json!({"cniVersion": "1.0.0", "name": "weft", "type": "portmap",
+               "runtimeConfig": {"portMappings": [
+                   {"hostPort": 8202, "containerPort": 5202, "protocol": "tcp"}]},
+               "prevResult": prev})
+    };
+    const RATE: u64 = 8_000_000;
+    let bw_conf = |prev: &Value| {
+        json!({"cniVersion": "1.0.0", "name": "weft", "type": "bandwidth",
+               "runtimeConfig": {"bandwidth": {"egressRate": RATE, "egressBurst": 200_000,
+                                               "ingressRate": 0, "ingressBurst": 0}},
+               "prevResult": prev})
+    };
+    let pm = f.call_with_path(
+        "portmap",
+        REF_PLUGINS,
+        &env("ADD"),
+        pm_conf(&add.stdout).to_string().as_bytes(),
+    );
+    ok(&pm);
+    let h1 = f.h1();
+    let mut server = Command::new("ip")
+        .args(["netns", "exec", &h1, "iperf3", "-s", "-p", "5202"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let unshaped = iperf_rate(&f, &ns, "10.40.0.1");
+    let bw = f.call_with_path(
+        "bandwidth",
+        REF_PLUGINS,
+        &env("ADD"),
+        bw_conf(&pm.stdout).to_string().as_bytes(),
+    );
+    ok(&bw);
+    let shaped = iperf_rate(&f, &ns, "10.40.0.1");
+    let _ = server.kill();
+    let _ = server.wait();
+    println!(
+        "e2e: pod egress {:.1} Mbit/s unshaped, {:.1} Mbit/s with egressRate {} Mbit/s",
+        unshaped / 1e6,
+        shaped / 1e6,
+        RATE / 1_000_000
+    );
+    assert!(shaped < RATE as f64 * 1.3, "egress not limited: {shaped}");
+    assert!(
+        unshaped > RATE as f64 * 2.0,
+        "baseline too slow to tell: {unshaped}"
+    );
+    // CHECK with the final result, then DEL in reverse order.
+    let mut check = net_conf.clone();
+    check["prevResult"] = bw.stdout.clone();
+    ok(&f.net_call("CHECK", "bw1", &path, "eth0", &check));
+    ok(&f.call_with_path(
+        "bandwidth",
+        REF_PLUGINS,
+        &env("DEL"),
+        bw_conf(&bw.stdout).to_string().as_bytes(),
+    ));
+    ok(&f.call_with_path(
+        "portmap",
+        REF_PLUGINS,
+        &env("DEL"),
+        pm_conf(&bw.stdout).to_string().as_bytes(),
+    ));
+    ok(&f.net_call("DEL", "bw1", &path, "eth0", &check));
+    assert!(f.host_veths().is_empty());
+}
