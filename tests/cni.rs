@@ -10,7 +10,9 @@
 
 mod common;
 
-use common::cni::{delegated_conf, ip_out, ok, router_conf, Fixture, Out, WEFT};
+use common::cni::{
+    assert_root_untouched, delegated_conf, ip_out, ok, router_conf, Fixture, Out, WEFT,
+};
 use common::fake_ipam;
 use common::{run_ok, wait_until};
 use serde_json::{json, Value};
@@ -111,6 +113,7 @@ fn delegated_add_check_del() {
     }
     assert!(f.host_veths().is_empty(), "{:?}", f.host_veths());
     assert!(!ip_out(&["-n", &ns, "link", "show"]).contains("eth0"));
+    assert_root_untouched();
     let log = f.ipam_log();
     assert_eq!(log.matches("ADD ctr1").count(), 2, "{log}");
     assert_eq!(log.matches("CHECK ctr1 eth0").count(), 2, "{log}");
@@ -567,6 +570,52 @@ mod router_ipam {
         );
         router_ipam_flow(&mut f, &|| None);
     }
+
+    #[test]
+    #[ignore = "needs the router IPAM API (ipam-wire branch)"]
+    fn reference_bridge_with_weft_ipam_on_two_meshed_hosts() {
+        require_reference_plugins();
+        let mut f = Fixture::hosts("cnirefmesh", 2);
+        let auth = Auth::PasswordFile(f.net.new_secret("secret"));
+        let _r1 = Router::launch_with(&f.net, 1, &auth, &["--ipalloc-range", "10.40.0.0/16"], &[]);
+        let _r2 = Router::launch_with(
+            &f.net,
+            2,
+            &auth,
+            &["--ipalloc-range", "10.40.0.0/16"],
+            &["198.18.0.1"],
+        );
+        f.net.wait_established(&[(1, 1), (2, 1)]);
+        let conf = json!({"cniVersion": "1.0.0", "name": "refbr", "type": "bridge",
+                          "bridge": "wbr0", "ipam": {"type": "weft-ipam"}});
+        let mut addrs = Vec::new();
+        for h in 1..=2 {
+            f.host = h;
+            let (_, path) = f.pod();
+            let out = f.call_with_path(
+                "bridge",
+                REF_PLUGINS,
+                &[
+                    ("CNI_COMMAND", "ADD"),
+                    ("CNI_CONTAINERID", &format!("two-h{h}")),
+                    ("CNI_NETNS", &path),
+                    ("CNI_IFNAME", "eth0"),
+                ],
+                conf.to_string().as_bytes(),
+            );
+            ok(&out);
+            addrs.push(
+                out.stdout["ips"][0]["address"]
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+            );
+        }
+        assert_ne!(
+            addrs[0], addrs[1],
+            "the mesh-wide IPAM gave one address twice"
+        );
+    }
 }
 
 // --- Reference plugins from Debian's containernetworking-plugins (/usr/lib/cni) ---
@@ -628,6 +677,7 @@ fn reference_bridge_with_weft_ipam() {
         ok(&out);
     }
     assert!(router.held().is_empty(), "{:?}", router.held());
+    assert_root_untouched();
 }
 
 #[test]
@@ -863,4 +913,5 @@ fn chain_weft_net_portmap_bandwidth_limits_egress() {
     ));
     ok(&f.net_call("DEL", "bw1", &path, "eth0", &check));
     assert!(f.host_veths().is_empty());
+    assert_root_untouched();
 }

@@ -213,6 +213,27 @@ mod tests {
     }
 
     #[test]
+    fn a_silent_router_times_out() {
+        let dir = std::env::temp_dir().join(format!("weft-api-silent-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        // Accepts connections (the kernel backlog does) but never answers.
+        let _listener = std::os::unix::net::UnixListener::bind(dir.join("weft.sock")).unwrap();
+        let c = Client::new(&dir, Duration::from_millis(300));
+        let start = std::time::Instant::now();
+        assert!(matches!(
+            c.post("/ipam/release", &serde_json::json!({"id": "a:eth0"})),
+            Err(ApiError::Io(..))
+        ));
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            start.elapsed()
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn fuzz_response_random_inputs() {
         let seed = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n3\r\n{}\n\r\n0\r\n\r\n";
         let mut s = 0x2545_f491_4f6c_dd1du64;

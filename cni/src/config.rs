@@ -153,6 +153,41 @@ impl NetConf {
         Ok(())
     }
 
+    /// Applies podman-style `CNI_ARGS` (`IgnoreUnknown=1;MAC=..;IP=..`): `MAC` and `IP`
+    /// fill `runtimeConfig.mac` and `runtimeConfig.ips` when those are not set (the
+    /// config wins, as the conventions say). Other keys are ignored.
+    pub fn apply_cni_args(&mut self, args: &str) -> CniResult<()> {
+        for pair in args.split(';').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').ok_or_else(|| {
+                CniError::new(
+                    crate::error::INVALID_ENV,
+                    "invalid CNI_ARGS",
+                    format!("{pair:?} is not KEY=VALUE"),
+                )
+            })?;
+            match k {
+                "MAC" if self.runtime_config.mac.is_none() => {
+                    self.runtime_config.mac = Some(v.to_string())
+                }
+                "IP" if self.runtime_config.ips.is_empty() => {
+                    // host-local's convention: an address without a prefix gets the subnet's.
+                    let prefix = self
+                        .ipam
+                        .as_ref()
+                        .and_then(|i| i.subnet.as_deref())
+                        .and_then(|s| s.split_once('/').map(|(_, p)| p.to_string()));
+                    let ip = match (v.contains('/'), prefix) {
+                        (false, Some(p)) => format!("{v}/{p}"),
+                        _ => v.to_string(),
+                    };
+                    self.runtime_config.ips = vec![ip]
+                }
+                _ => {}
+            }
+        }
+        self.validate()
+    }
+
     /// The IPAM plugin to delegate to, or `None` for the router's own IPAM.
     pub fn delegate(&self) -> Option<&str> {
         self.ipam
@@ -276,6 +311,22 @@ mod tests {
             NetConf::parse(br#"{"cniVersion":"1.0.0","name":"n","ipam":{"type":"host-local"}}"#)
                 .unwrap();
         assert_eq!(c.delegate(), Some("host-local"));
+    }
+
+    #[test]
+    fn cni_args_fill_mac_and_ip() {
+        let mut c = NetConf::parse(
+            br#"{"cniVersion":"1.0.0","name":"n","ipam":{"subnet":"10.40.0.0/16"}}"#,
+        )
+        .unwrap();
+        c.apply_cni_args("IgnoreUnknown=1;K8S_POD_NAME=x;MAC=c2:11:22:33:44:55;IP=10.40.1.2")
+            .unwrap();
+        assert_eq!(c.runtime_config.mac.as_deref(), Some("c2:11:22:33:44:55"));
+        assert_eq!(c.runtime_config.ips, vec!["10.40.1.2/16"]);
+        assert_eq!(c.apply_cni_args("novalue").unwrap_err().code, 4);
+        assert_eq!(c.clone().apply_cni_args("").map(|()| 0), Ok(0));
+        let mut d = NetConf::parse(br#"{"cniVersion":"1.0.0","name":"n"}"#).unwrap();
+        assert_eq!(d.apply_cni_args("MAC=zz").unwrap_err().code, INVALID_CONFIG);
     }
 
     #[test]

@@ -68,6 +68,9 @@ fn run_inner(
         return Ok(version::answer(asked.as_deref()));
     }
     let mut conf = NetConf::parse(&raw).map_err(|e| (current(), e))?;
+    if matches!(env.verb, Verb::Add | Verb::Check) {
+        conf.apply_cni_args(&env.args).map_err(|e| (current(), e))?;
+    }
     if mode == Mode::Ipam {
         // weft-ipam is the IPAM: it never delegates (not even to itself under another name).
         if let Some(ipam) = conf.ipam.as_mut() {

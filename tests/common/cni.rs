@@ -200,6 +200,25 @@ impl Fixture {
     }
 }
 
+/// Panics if the root namespace has a link that a CNI test could have made (a weft-net
+/// veth, the reference bridge's `wbr0`, a bandwidth ifb): all of them belong in the
+/// test's namespaces.
+pub fn assert_root_untouched() {
+    let leaked: Vec<String> = super::netns::root_links()
+        .into_iter()
+        .filter(|l| {
+            l.starts_with("vethwn")
+                || l.starts_with("vethwq")
+                || l == "wbr0"
+                || l.starts_with("bwp")
+        })
+        .collect();
+    assert!(
+        leaked.is_empty(),
+        "links leaked into the root namespace: {leaked:?}"
+    );
+}
+
 pub fn ip_out(args: &[&str]) -> String {
     String::from_utf8_lossy(&run_ok(Command::new("ip").args(args)).stdout).into_owned()
 }
