@@ -400,8 +400,11 @@ fn router_ipam_flow(f: &mut Fixture, held: &dyn Fn() -> Option<Vec<(String, Stri
         .to_string();
     assert_ne!(addr_a, addr_b);
     assert!(ip_out(&["-n", &ns_a, "addr", "show", "eth0"]).contains(&addr_a));
-    // No ipam.gateway: the bridge's address in the subnet is the gateway.
-    assert_eq!(add_a.stdout["ips"][0]["gateway"], "10.40.0.1");
+    if held().is_some() {
+        // No ipam.gateway: the bridge's address in the subnet (the fixture's 10.40.0.1)
+        // is the gateway. A real router's bridge has an address only when exposed.
+        assert_eq!(add_a.stdout["ips"][0]["gateway"], "10.40.0.1");
+    }
     let mut check = c.clone();
     check["prevResult"] = add_a.stdout.clone();
     ok(&f.net_call("CHECK", "ctra", &a, "eth0", &check));
