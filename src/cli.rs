@@ -142,6 +142,18 @@ pub enum Command {
         #[command(flatten)]
         dirs: Dirs,
     },
+    /// Install the CNI plugin: weft setup-cni [--bin-dir DIR] [--conf-dir DIR].
+    ///
+    /// Links `weft-net` and `weft-ipam` to this binary in the bin dir and writes
+    /// `10-weft.conflist` (weft-net, then portmap) in the conf dir. Idempotent.
+    SetupCni {
+        /// Where CNI plugins live.
+        #[arg(long, default_value = "/opt/cni/bin")]
+        bin_dir: PathBuf,
+        /// Where CNI network configurations live.
+        #[arg(long, default_value = "/etc/cni/net.d")]
+        conf_dir: PathBuf,
+    },
     /// Print the version.
     Version,
     /// Network secrets: weft secret generate.
@@ -163,6 +175,13 @@ pub enum SecretAction {
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Launch(args) => crate::launch::launch(args),
+        Command::SetupCni { bin_dir, conf_dir } => {
+            let exe = std::env::current_exe()?;
+            for path in cni::install::setup(&exe, &bin_dir, &conf_dir)? {
+                println!("installed {}", path.display());
+            }
+            Ok(())
+        }
         Command::Stop { dirs } => stop(&dirs.run_dir),
         Command::Status { what, dirs } => {
             let path = match what {

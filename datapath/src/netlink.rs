@@ -9,7 +9,7 @@
 use futures_util::TryStreamExt;
 use rtnetlink::packet_route::address::AddressAttribute;
 use rtnetlink::packet_route::link::{LinkAttribute, LinkMessage};
-use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder};
+use rtnetlink::{Handle, LinkBridge, LinkBridgePort, LinkUnspec, LinkVeth, RouteMessageBuilder};
 use std::net::IpAddr;
 use std::os::fd::RawFd;
 
@@ -41,6 +41,13 @@ pub enum Error {
     /// Opening the netlink socket failed.
     #[error("cannot open a netlink socket: {0}")]
     Socket(std::io::Error),
+}
+
+impl Error {
+    /// True when the kernel answered EEXIST (the address, route or link is already there).
+    pub fn is_exists(&self) -> bool {
+        matches!(self, Error::Netlink(NetlinkError { source: rtnetlink::Error::NetlinkError(m), .. }) if m.raw_code() == -17)
+    }
 }
 
 fn op(what: impl FnOnce() -> String) -> impl FnOnce(rtnetlink::Error) -> Error {
@@ -365,6 +372,82 @@ impl Netlink {
                     .output_interface(index)
                     .build();
                 self.handle.route().add(msg).execute().await
+            }
+        };
+        result.map_err(op(what))
+    }
+
+    /// Turns hairpin mode on or off on bridge port `name`
+    /// (`ip link set NAME type bridge_slave hairpin on|off`).
+    pub async fn set_hairpin(&self, name: &str, on: bool) -> Result<(), Error> {
+        let index = self.index(name).await?;
+        self.handle
+            .link()
+            .set_port(LinkBridgePort::new(index).hairpin(on).build())
+            .execute()
+            .await
+            .map_err(op(|| format!("set {name} type bridge_slave hairpin {on}")))
+    }
+
+    /// Sets the MAC address of link `name` (`ip link set NAME address MAC`).
+    pub async fn set_mac(&self, name: &str, mac: [u8; 6]) -> Result<(), Error> {
+        let index = self.index(name).await?;
+        self.set(
+            LinkUnspec::new_with_index(index)
+                .address(mac.to_vec())
+                .build(),
+            || format!("set {name} address {mac:02x?}"),
+        )
+        .await
+    }
+
+    /// The MTU of link `name` (`ip link show NAME`).
+    pub async fn mtu(&self, name: &str) -> Result<u32, Error> {
+        let Some(link) = self.link(name).await? else {
+            return Err(NoSuchLink(name.to_string()).into());
+        };
+        Ok(link
+            .attributes
+            .iter()
+            .find_map(|a| match a {
+                LinkAttribute::Mtu(m) => Some(*m),
+                _ => None,
+            })
+            .unwrap_or(1500))
+    }
+
+    /// Adds a route to `dest/prefix` via gateway `gw` out of link `name`
+    /// (`ip route add DEST/PREFIX via GW dev NAME`). The gateway must be of the same
+    /// family as the destination.
+    pub async fn add_gateway_route(
+        &self,
+        name: &str,
+        dest: LinkAddr,
+        gw: IpAddr,
+    ) -> Result<(), Error> {
+        let index = self.index(name).await?;
+        let what = || format!("route add {dest} via {gw} dev {name}");
+        let result = match (dest.ip, gw) {
+            (IpAddr::V4(ip), IpAddr::V4(gw)) => {
+                let msg = RouteMessageBuilder::<std::net::Ipv4Addr>::new()
+                    .destination_prefix(ip, dest.prefix)
+                    .gateway(gw)
+                    .output_interface(index)
+                    .build();
+                self.handle.route().add(msg).execute().await
+            }
+            (IpAddr::V6(ip), IpAddr::V6(gw)) => {
+                let msg = RouteMessageBuilder::<std::net::Ipv6Addr>::new()
+                    .destination_prefix(ip, dest.prefix)
+                    .gateway(gw)
+                    .output_interface(index)
+                    .build();
+                self.handle.route().add(msg).execute().await
+            }
+            _ => {
+                return Err(op(what)(rtnetlink::Error::InvalidIp(
+                    gw.to_string().into_bytes(),
+                )))
             }
         };
         result.map_err(op(what))

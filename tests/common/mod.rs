@@ -7,6 +7,8 @@
 #![allow(dead_code)] // each test crate uses a different part of the harness
 
 pub mod capture;
+pub mod cni;
+pub mod fake_ipam;
 pub mod netns;
 pub mod traffic;
 pub mod weft;

@@ -1,0 +1,270 @@
+//! Addresses for an attachment: from the router's IPAM over the local API (key
+//! `<container id>:<ifname>`), or from the IPAM plugin named in `ipam.type`.
+
+use crate::api::{self, ApiError, Client};
+use crate::config::NetConf;
+use crate::delegate;
+use crate::env::{is_attachment_key, Env};
+use crate::error::{CniError, CniResult, INTERNAL, INVALID_CONFIG, NOT_AVAILABLE, TRY_AGAIN};
+use crate::types::{CniOutput, IpConfig, Route};
+use serde_json::json;
+use std::collections::HashSet;
+use std::time::Duration;
+
+/// How long ADD waits for the router (an allocation may wait for the ring).
+pub const ADD_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long DEL waits before giving up with a warning (GC reclaims later).
+pub const DEL_TIMEOUT: Duration = Duration::from_secs(3);
+/// CHECK, GC and STATUS.
+pub const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One invocation's IPAM.
+pub struct Ipam<'a> {
+    /// Configuration.
+    pub conf: &'a NetConf,
+    /// Environment.
+    pub env: &'a Env,
+    /// Raw stdin, passed on to a delegated plugin.
+    pub raw: &'a [u8],
+}
+
+/// Maps a router API error to a CNI error.
+pub fn api_error(what: &str, e: ApiError) -> CniError {
+    let code = match &e {
+        ApiError::Unreachable(..) | ApiError::Io(..) => TRY_AGAIN,
+        ApiError::Status { status: 503, .. } => TRY_AGAIN,
+        ApiError::Status { status: 400, .. } => INVALID_CONFIG,
+        _ => INTERNAL,
+    };
+    CniError::new(code, what.to_string(), e.to_string())
+}
+
+fn client(timeout: Duration) -> Client {
+    Client::new(&api::run_dir(), timeout)
+}
+
+impl Ipam<'_> {
+    /// Allocates (or claims) the attachment's addresses; an abbreviated result.
+    pub fn add(&self) -> CniResult<CniOutput> {
+        if let Some(plugin) = self.conf.delegate() {
+            let out = delegate::exec(self.env, plugin, "ADD", self.raw)?;
+            return CniOutput::from_slice(&out);
+        }
+        let c = client(ADD_TIMEOUT);
+        let key = self.env.ipam_key();
+        let ipam = self.conf.ipam.clone().unwrap_or_default();
+        let mut addrs = Vec::new();
+        let result = (|| {
+            if self.conf.runtime_config.ips.is_empty() {
+                let mut body = json!({"id": key});
+                if let Some(s) = &ipam.subnet {
+                    body["subnet"] = json!(s);
+                }
+                let v = c
+                    .post("/ipam/allocate", &body)
+                    .map_err(|e| api_error("IPAM allocate failed", e))?;
+                addrs.push(addr_of(&v)?);
+            } else {
+                for ip in &self.conf.runtime_config.ips {
+                    let v = c
+                        .post("/ipam/claim", &json!({"id": key, "addr": ip}))
+                        .map_err(|e| api_error(&format!("IPAM claim of {ip} failed"), e))?;
+                    addrs.push(addr_of(&v)?);
+                }
+            }
+            Ok(())
+        })();
+        if let Err(e) = result {
+            // Undo partial claims: release everything under this key.
+            let _ = client(DEL_TIMEOUT).post("/ipam/release", &json!({"id": key}));
+            return Err(e);
+        }
+        let mut routes = ipam.routes.clone();
+        if let Some(gw) = &ipam.gateway {
+            if !routes.iter().any(|r| r.dst == "0.0.0.0/0") {
+                routes.insert(
+                    0,
+                    Route {
+                        dst: "0.0.0.0/0".into(),
+                        gw: Some(gw.clone()),
+                    },
+                );
+            }
+        }
+        Ok(CniOutput {
+            interfaces: Vec::new(),
+            ips: addrs
+                .into_iter()
+                .map(|address| IpConfig {
+                    address,
+                    gateway: ipam.gateway.clone(),
+                    interface: None,
+                })
+                .collect(),
+            routes,
+            dns: None,
+        })
+    }
+
+    /// Releases the attachment's addresses. With the router's IPAM a failure is only a
+    /// warning (GC reclaims later); a delegated plugin's failure is returned.
+    pub fn del(&self) -> CniResult<()> {
+        if let Some(plugin) = self.conf.delegate() {
+            delegate::exec(self.env, plugin, "DEL", self.raw)?;
+            return Ok(());
+        }
+        let key = self.env.ipam_key();
+        if let Err(e) = client(DEL_TIMEOUT).post("/ipam/release", &json!({"id": key})) {
+            eprintln!("weft-net: warning: could not release the address of {key}: {e}; GC will reclaim it");
+        }
+        Ok(())
+    }
+
+    /// Checks that the router holds `addrs` for this attachment.
+    pub fn check(&self, addrs: &[String]) -> CniResult<()> {
+        if let Some(plugin) = self.conf.delegate() {
+            delegate::exec(self.env, plugin, "CHECK", self.raw)?;
+            return Ok(());
+        }
+        let key = self.env.ipam_key();
+        let v = client(QUERY_TIMEOUT)
+            .get("/ipam")
+            .map_err(|e| api_error("IPAM query failed", e))?;
+        let held: HashSet<String> = allocations(&v)
+            .into_iter()
+            .filter(|(id, _)| *id == key)
+            .map(|(_, a)| a)
+            .collect();
+        for a in addrs {
+            if !held.contains(a) {
+                return Err(CniError::new(
+                    INTERNAL,
+                    format!("address {a} is not reserved for {key}"),
+                    "the router's IPAM no longer holds this reservation; DEL and ADD the container again",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Releases every reservation of the `<id>:<ifname>` form that is not listed as valid.
+    pub fn gc(&self) -> CniResult<()> {
+        if let Some(plugin) = self.conf.delegate() {
+            delegate::exec(self.env, plugin, "GC", self.raw)?;
+            return Ok(());
+        }
+        let valid: HashSet<String> = self
+            .conf
+            .gc_valid()
+            .into_iter()
+            .map(|a| format!("{}:{}", a.container_id, a.ifname))
+            .collect();
+        let c = client(QUERY_TIMEOUT);
+        let v = c
+            .get("/ipam")
+            .map_err(|e| api_error("IPAM query failed", e))?;
+        let mut failed = Vec::new();
+        let stale: HashSet<String> = allocations(&v)
+            .into_iter()
+            .map(|(id, _)| id)
+            .filter(|id| is_attachment_key(id) && !valid.contains(id))
+            .collect();
+        for id in stale {
+            if let Err(e) = c.post("/ipam/release", &json!({"id": id})) {
+                eprintln!("weft-net: GC: releasing {id}: {e}");
+                failed.push(id);
+            }
+        }
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            Err(CniError::new(
+                TRY_AGAIN,
+                "GC could not release every stale address",
+                failed.join(", "),
+            ))
+        }
+    }
+
+    /// Ready when the router answers `GET /ipam` with `status: ready` (code 50 otherwise).
+    pub fn status(&self) -> CniResult<()> {
+        if let Some(plugin) = self.conf.delegate() {
+            delegate::exec(self.env, plugin, "STATUS", self.raw)?;
+            return Ok(());
+        }
+        let v = client(QUERY_TIMEOUT).get("/ipam").map_err(|e| {
+            CniError::new(
+                NOT_AVAILABLE,
+                "the weft router's IPAM is not available",
+                e.to_string(),
+            )
+        })?;
+        match v["status"].as_str() {
+            Some("ready") => Ok(()),
+            other => Err(CniError::new(
+                NOT_AVAILABLE,
+                "the weft router's IPAM is not ready",
+                format!("IPAM status is {}", other.unwrap_or("missing")),
+            )),
+        }
+    }
+}
+
+fn addr_of(v: &serde_json::Value) -> CniResult<String> {
+    let a = v["addr"].as_str().unwrap_or_default();
+    a.parse::<datapath::netlink::LinkAddr>()
+        .map(|a| a.to_string())
+        .map_err(|e| CniError::new(INTERNAL, "the router returned a bad address", e.to_string()))
+}
+
+/// `(id, addr)` pairs of a `GET /ipam` answer.
+pub fn allocations(v: &serde_json::Value) -> Vec<(String, String)> {
+    v["allocations"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|e| {
+                    Some((
+                        e["id"].as_str()?.to_string(),
+                        e["addr"].as_str()?.to_string(),
+                    ))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allocations_and_error_codes() {
+        let v = json!({"status":"ready","allocations":[{"id":"a:eth0","addr":"10.40.0.2/16"},{"id":3}]});
+        assert_eq!(
+            allocations(&v),
+            vec![("a:eth0".into(), "10.40.0.2/16".into())]
+        );
+        let e = api_error(
+            "x",
+            ApiError::Status {
+                status: 503,
+                message: "not ready".into(),
+            },
+        );
+        assert_eq!(e.code, TRY_AGAIN);
+        let e = api_error(
+            "x",
+            ApiError::Status {
+                status: 400,
+                message: "bad".into(),
+            },
+        );
+        assert_eq!(e.code, INVALID_CONFIG);
+        assert!(addr_of(&json!({"addr":"nope"})).is_err());
+        assert_eq!(
+            addr_of(&json!({"addr":"10.40.0.2/16"})).unwrap(),
+            "10.40.0.2/16"
+        );
+    }
+}
