@@ -343,3 +343,71 @@ fn ipam_end_to_end() {
     }
     drop(routers);
 }
+
+/// One host: the API's answers while no ring exists (503 with the reason, after the
+/// request timeout), bad input (400), and a relaunch with another range (refused, exit 1).
+#[test]
+fn api_contract_and_range_change_on_one_host() {
+    common::require_root();
+    let net = Net::new("ipam1", 1);
+    net.new_secret("secret");
+    let run = net.host(1).run_dir.clone();
+    let mut router = launch(&net, 1, &[]);
+    let list = json(&api(&run, "GET", "/ipam", "").1);
+    assert_eq!(list["status"], "awaiting consensus (quorum: 2, known: 1)");
+    assert_eq!(list["range"], RANGE);
+    for (body, why) in [
+        ("{", "bad JSON"),
+        (r#"{"id":""}"#, "empty id"),
+        (
+            r#"{"id":"c","subnet":"10.99.0.0/24"}"#,
+            "subnet outside the range",
+        ),
+        (r#"{"id":"c","subnet":"10.32.0.1/24"}"#, "host bits"),
+    ] {
+        let (code, text) = api(&run, "POST", "/ipam/allocate", body);
+        assert_eq!(code, 400, "{why}: {text}");
+        assert!(json(&text)["error"].is_string(), "{why}: {text}");
+    }
+    let t = Instant::now();
+    let (code, text) = allocate(&run, "c1", None);
+    assert_eq!(code, 503, "{text}");
+    assert_eq!(
+        json(&text)["error"],
+        "awaiting consensus: 1 of 3 peers known"
+    );
+    println!(
+        "e2e: without a ring, allocate answered 503 after {:.1} s: {}",
+        t.elapsed().as_secs_f64(),
+        text.trim()
+    );
+    let (code, text) = api(&run, "POST", "/ipam/release", r#"{"id":"c1"}"#);
+    assert_eq!(
+        (code, json(&text)["released"].as_array().map(Vec::len)),
+        (200, Some(0))
+    );
+
+    net.weft_ok(1, &["stop"]);
+    assert!(router.wait_exit(Duration::from_secs(10)).is_some());
+    let secret = net.dir().join("secret").display().to_string();
+    let out = net.weft(
+        1,
+        &[
+            "launch",
+            "--foreground",
+            "--password-file",
+            &secret,
+            "--ipalloc-range",
+            "10.33.0.0/16",
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("10.32.0.0/16") && err.contains("10.33.0.0/16"),
+        "the refusal must name both ranges: {err}"
+    );
+    println!("e2e: relaunch with another range refused: {}", err.trim());
+    let out = net.weft(1, &["launch", "--no-encryption", "--ipalloc-init", "bogus"]);
+    assert_eq!(out.status.code(), Some(2));
+}
