@@ -341,6 +341,24 @@ fn ipam_end_to_end() {
             "h3's former {a} cannot be claimed on the heir: {body}"
         );
     }
+
+    // `weft reset` on h1 hands its space to h2 before it stops.
+    let t = Instant::now();
+    let out = net.weft(1, &["reset"]);
+    assert!(out.status.success(), "reset: {out:?}");
+    let all_h2 = wait_until(Duration::from_secs(20), Duration::from_millis(100), || {
+        let s = ipam_status(&net, 2);
+        s.lines().count() == 1 && s.contains("(100.0% of total)")
+    });
+    assert!(
+        all_h2.is_some(),
+        "h1's space not handed over:\n{}",
+        ipam_status(&net, 2)
+    );
+    println!(
+        "e2e: weft reset on h1 handed its space to h2 (seen on h2 {:.2} s after reset began)",
+        t.elapsed().as_secs_f64()
+    );
     drop(routers);
 }
 
