@@ -278,6 +278,18 @@ fn ipam_end_to_end() {
         let a = addr_of(&body);
         assert!(!distinct.contains(&a), "h2 reused the live address {a}");
     }
+    // `weft detach NETNS` gives the namespace's address back.
+    let (ns, a) = pods[2][0].clone();
+    net.weft_ok(2, &["detach", &ns]);
+    let list = api(&runs[1], "GET", "/ipam", "").1;
+    assert!(
+        !list.contains(&format!("\"{a}/")),
+        "{a} still allocated: {list}"
+    );
+    assert!(
+        !list.contains(&format!("\"{ns}\"")),
+        "{ns} still listed: {list}"
+    );
 
     // (c) h3 gone for good; rmpeer h3 on h1 and h2 at once.
     let h3_share = share(&ipam_status(&net, 1), "h3");
