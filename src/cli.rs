@@ -42,12 +42,12 @@ pub enum Command {
         #[command(flatten)]
         dirs: Dirs,
     },
-    /// Show the router's status: weft status [peers|connections|targets].
+    /// Show the router's status: weft status [peers|connections|targets|ipam].
     ///
     /// Example: weft status connections
     Status {
-        /// One of peers, connections, targets; the summary if left out.
-        #[arg(value_parser = ["peers", "connections", "targets"])]
+        /// One of peers, connections, targets, ipam; the summary if left out.
+        #[arg(value_parser = ["peers", "connections", "targets", "ipam"])]
         what: Option<String>,
         #[command(flatten)]
         dirs: Dirs,
@@ -78,13 +78,14 @@ pub enum Command {
         #[command(flatten)]
         dirs: Dirs,
     },
-    /// Attach a network namespace (a container) to the overlay: weft attach CIDR... NETNS.
+    /// Attach a network namespace (a container) to the overlay: weft attach [CIDR...] NETNS.
     ///
-    /// NETNS is a name under /run/netns, an absolute path, or a PID. Prints the addresses.
-    /// Example: weft attach 10.32.1.2/12 pod1
+    /// NETNS is a name under /run/netns, an absolute path, or a PID. Without a CIDR, an
+    /// address is allocated from the range (IPAM), with NETNS as the container id.
+    /// Prints the addresses. Example: weft attach pod1
     Attach {
         /// Addresses (CIDR) then the namespace, last.
-        #[arg(required = true, value_name = "CIDR... NETNS")]
+        #[arg(required = true, value_name = "[CIDR...] NETNS")]
         args: Vec<String>,
         /// Interface name inside the namespace.
         #[arg(long, default_value = "ethwe0")]
@@ -94,6 +95,7 @@ pub enum Command {
     },
     /// Remove addresses, or the whole interface, from a namespace: weft detach [CIDR...] NETNS.
     ///
+    /// The addresses allocated to NETNS (as the container id) are released.
     /// Example: weft detach pod1
     Detach {
         /// Addresses (CIDR) to remove, then the namespace, last; no address removes the interface.
@@ -113,11 +115,12 @@ pub enum Command {
         #[command(flatten)]
         dirs: Dirs,
     },
-    /// Give the host addresses on the overlay (on the `weft` bridge): weft expose CIDR...
+    /// Give the host addresses on the overlay (on the `weft` bridge): weft expose [CIDR...]
     ///
-    /// Idempotent. Prints the addresses. Example: weft expose 10.32.0.1/12
+    /// Without a CIDR, one is allocated (container id `weft:expose`). Idempotent.
+    /// Prints the addresses. Example: weft expose
     Expose {
-        /// Addresses with their prefix (a CIDR is required until IPAM exists).
+        /// Addresses with their prefix; allocated if left out.
         #[arg(value_name = "CIDR", value_parser = parse_cidr)]
         cidrs: Vec<LinkAddr>,
         #[command(flatten)]
@@ -133,11 +136,23 @@ pub enum Command {
         #[command(flatten)]
         dirs: Dirs,
     },
+    /// Reclaim the IP space of dead peers: weft rmpeer PEER... (name or nickname).
+    ///
+    /// Only for peers that are gone for good; a quorum of reachable peers agrees on one
+    /// heir. Prints weave's `N IPs taken over from PEER`.
+    Rmpeer {
+        /// Peers to remove.
+        #[arg(required = true)]
+        peers: Vec<String>,
+        #[command(flatten)]
+        dirs: Dirs,
+    },
     /// Stop the router and remove everything weft made on this host.
     ///
     /// Deletes attached containers' interfaces, the TAP device and the `weft` bridge
     /// (exposed addresses go with it), the socket and pid file, and the identity key
-    /// and attachments file: the host comes back as a new peer. Safe to repeat.
+    /// and attachments file and IPAM state: the host comes back as a new peer. Its IP
+    /// space is first handed to a live peer (best effort). Safe to repeat.
     Reset {
         #[command(flatten)]
         dirs: Dirs,
@@ -202,9 +217,29 @@ pub fn run(cli: Cli) -> Result<()> {
             print!("{}", String::from_utf8_lossy(&body));
             Ok(())
         }
-        Command::Attach { args, ifname, dirs } => {
+        Command::Attach {
+            mut args,
+            ifname,
+            dirs,
+        } => {
+            let netns = args.last().cloned().unwrap_or_default();
+            let allocated = if args.len() == 1 && netns.parse::<LinkAddr>().is_err() {
+                let addr = client::ipam_allocate(&dirs.run_dir, &netns)?;
+                args.insert(0, addr.clone());
+                Some(addr)
+            } else {
+                None
+            };
             let body = attach_body(args, ifname, true)?;
-            let answer = client::request(&dirs.run_dir, "POST", "/attach", Some(&body))?;
+            let answer = match client::request(&dirs.run_dir, "POST", "/attach", Some(&body)) {
+                Ok(a) => a,
+                Err(e) => {
+                    if let Some(addr) = allocated {
+                        let _ = client::ipam_release(&dirs.run_dir, &netns, Some(&addr));
+                    }
+                    return Err(e.into());
+                }
+            };
             let answer: router::api::AttachAnswer = serde_json::from_slice(&answer)?;
             let ips: Vec<&str> = answer
                 .cidrs
@@ -216,8 +251,17 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Detach { args, ifname, dirs } => {
+            let netns = args.last().cloned().unwrap_or_default();
+            let cidrs: Vec<String> = args[..args.len().saturating_sub(1)].to_vec();
             let body = attach_body(args, ifname, false)?;
             client::request(&dirs.run_dir, "POST", "/detach", Some(&body))?;
+            if cidrs.is_empty() {
+                client::ipam_release(&dirs.run_dir, &netns, None)?;
+            } else {
+                for c in &cidrs {
+                    client::ipam_release(&dirs.run_dir, &netns, Some(c))?;
+                }
+            }
             Ok(())
         }
         Command::Ps { dirs } => {
@@ -225,19 +269,26 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Expose { cidrs, dirs } => {
-            if cidrs.is_empty() {
-                return Err(UsageError(
-                    "a CIDR is required: weft expose CIDR... (the host gets an address \
-                     without one once IPAM exists)"
-                        .into(),
-                )
-                .into());
-            }
-            print_ips(&client::expose(&dirs.run_dir, &strings(&cidrs))?);
+            let cidrs = if cidrs.is_empty() {
+                vec![client::ipam_allocate(&dirs.run_dir, EXPOSE_ID)?]
+            } else {
+                strings(&cidrs)
+            };
+            print_ips(&client::expose(&dirs.run_dir, &cidrs)?);
             Ok(())
         }
         Command::Hide { cidrs, dirs } => {
-            print_ips(&client::hide(&dirs.run_dir, &strings(&cidrs))?);
+            let hidden = client::hide(&dirs.run_dir, &strings(&cidrs))?;
+            for c in &hidden {
+                let _ = client::ipam_release(&dirs.run_dir, EXPOSE_ID, Some(c));
+            }
+            print_ips(&hidden);
+            Ok(())
+        }
+        Command::Rmpeer { peers, dirs } => {
+            let body = serde_json::to_vec(&serde_json::json!({ "peers": peers }))?;
+            let answer = client::request(&dirs.run_dir, "POST", "/ipam/rmpeer", Some(&body))?;
+            print!("{}", String::from_utf8_lossy(&answer));
             Ok(())
         }
         Command::Reset { dirs } => reset(&dirs),
@@ -285,8 +336,16 @@ fn print_ips(cidrs: &[String]) {
     }
 }
 
-/// `weft reset`: `weft stop` if a router answers, then the clean-up by netlink here.
+/// Container id of the host's own allocation (`weft expose` without a CIDR).
+const EXPOSE_ID: &str = "weft:expose";
+
+/// `weft reset`: hand the IP space to a live peer (best effort), `weft stop` if a router
+/// answers, then the clean-up by netlink here.
 fn reset(dirs: &Dirs) -> Result<()> {
+    match client::request(&dirs.run_dir, "POST", "/ipam/leave", None) {
+        Ok(_) | Err(client::ClientError::NotRunning(_)) => {}
+        Err(e) => eprintln!("weft: warning: IP space not handed over: {e}"),
+    }
     match stop(&dirs.run_dir) {
         Ok(()) => {}
         Err(e) if is_not_running(&e) => {}
@@ -317,9 +376,7 @@ fn attach_body(mut args: Vec<String>, ifname: String, need_cidr: bool) -> Result
     }
     if need_cidr && args.is_empty() {
         return Err(usage(
-            "give at least one address: weft attach CIDR... NETNS \
-             (allocation without a CIDR comes with IPAM)"
-                .into(),
+            "give the namespace: weft attach [CIDR...] NETNS".into(),
         ));
     }
     let body = router::api::AttachBody {

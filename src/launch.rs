@@ -56,6 +56,14 @@ pub struct LaunchArgs {
     /// Sleeve rekey interval in seconds (default 120; tests make it short).
     #[arg(long, value_name = "SECONDS", hide = true)]
     pub rekey_interval: Option<u64>,
+    /// Address range for automatic allocation (IPAM), as a CIDR.
+    #[arg(long, value_name = "CIDR", default_value = "10.32.0.0/12", value_parser = parse_range)]
+    pub ipalloc_range: router::ipam::Cidr,
+    /// How the IP allocation ring starts: consensus[=N] (default N: the peers given here
+    /// plus one), seed=PEERID,.. (every initial peer's peer_id, the same list everywhere)
+    /// or observer.
+    #[arg(long, value_name = "MODE", default_value = "consensus")]
+    pub ipalloc_init: String,
     /// Stay attached: log to stderr and do not return until the router stops.
     #[arg(long)]
     pub foreground: bool,
@@ -97,7 +105,11 @@ impl LaunchArgs {
         if nickname.is_empty() || nickname.len() > 64 || nickname.chars().any(char::is_control) {
             bail!("--nickname must be 1 to 64 printable characters");
         }
+        let ipalloc_init = config::parse_ipalloc_init(&self.ipalloc_init, self.peers.len())
+            .map_err(|e| anyhow::Error::new(crate::cli::UsageError(e)))?;
         Ok(Config {
+            ipalloc_range: self.ipalloc_range,
+            ipalloc_init,
             security,
             nickname,
             port: self.port,
@@ -113,6 +125,17 @@ impl LaunchArgs {
                 .map(|s| std::time::Duration::from_secs(s.max(1))),
         })
     }
+}
+
+fn parse_range(s: &str) -> Result<router::ipam::Cidr, String> {
+    let cidr: router::ipam::Cidr = s.parse().map_err(|e| format!("{e}"))?;
+    if cidr.prefix > 30 || cidr.prefix < 8 {
+        return Err(format!(
+            "{cidr} is too {}: give a range from /8 to /30",
+            if cidr.prefix > 30 { "small" } else { "large" }
+        ));
+    }
+    Ok(cidr)
 }
 
 /// `weft launch`.

@@ -114,7 +114,8 @@ fn attach_refuses_bad_input_clearly() {
     let _r = Router::launch(&net, 1, &Auth::NoEncryption, &[]);
     let pod = net.add_bare_pod(1, 1);
     let cases: [(&[&str], &str); 4] = [
-        (&["attach", &pod], "give at least one address"),
+        // Without a CIDR an address is allocated, and given back when attach fails.
+        (&["attach", "no-such-netns-y"], "no-such-netns-y"),
         (&["attach", "10.40.0.1/33", &pod], "invalid CIDR"),
         (
             &["attach", "10.40.0.1/16", "no-such-netns-x"],
@@ -142,4 +143,6 @@ fn attach_refuses_bad_input_clearly() {
     );
     let ports = String::from_utf8_lossy(&ports.stdout);
     assert_eq!(ports.lines().count(), 1, "bridge ports: {ports}");
+    let ipam = net.weft_ok(1, &["status", "ipam"]);
+    assert!(ipam.contains("(0 active)"), "allocation kept: {ipam}");
 }

@@ -148,8 +148,7 @@ fn expose_gives_the_host_an_address_on_the_overlay() {
     let _r2 = Router::launch(&net, 2, &auth, &["198.18.0.1"]);
     net.wait_established(&[(1, 1), (2, 1)]);
 
-    let usage: [(&[&str], &str); 3] = [
-        (&["expose"], "CIDR is required"),
+    let usage: [(&[&str], &str); 2] = [
         (&["expose", "10.40.0.1/33"], "invalid CIDR"),
         (&["hide", "10.40.0.1"], "invalid CIDR"),
     ];
@@ -208,6 +207,15 @@ fn expose_gives_the_host_an_address_on_the_overlay() {
     assert_eq!(net.weft_ok(1, &["hide"]).trim(), "10.40.0.1 10.40.0.9");
     assert!(ps(&net, 1).is_empty());
     assert_eq!(net.weft_ok(1, &["hide"]).trim(), "", "second hide");
+
+    // Without a CIDR, the host's address is allocated (id weft:expose), the same one
+    // each time, and `hide` gives it back.
+    let first = net.weft_ok(1, &["expose"]);
+    assert!(first.trim().starts_with("10."), "expose printed {first:?}");
+    assert_eq!(net.weft_ok(1, &["expose"]), first, "expose is idempotent");
+    assert_eq!(ps(&net, 1)[0].id, "weft:expose");
+    assert_eq!(net.weft_ok(1, &["hide"]), first);
+    assert!(!net.weft_ok(1, &["status", "ipam"]).contains("(1 active)"));
 }
 
 /// Nothing weft made is left on host 1 or in `pod`.
@@ -222,6 +230,7 @@ fn assert_reset(net: &Net, pod: &str) {
     for f in [
         h.data_dir.join("identity.key"),
         h.data_dir.join("attachments.json"),
+        h.data_dir.join("weft.redb"),
         h.run_dir.join("weft.sock"),
         h.run_dir.join("weft.pid"),
     ] {

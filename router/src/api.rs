@@ -7,6 +7,7 @@
 //! page elsewhere cannot read it through DNS rebinding.
 
 mod host;
+pub mod ipam;
 
 use crate::attachments::Attachments;
 use crate::config;
@@ -135,6 +136,7 @@ impl Api {
         match (req.method.as_str(), req.path.as_str()) {
             // `ps` enters namespaces: on the Unix socket only, not the status listener.
             ("GET", "/ps") if mutable => self.ps().await,
+            ("GET", "/ipam") => self.ipam_list().await,
             ("GET", path) => self.get(path).await,
             ("POST", _) if !mutable => Response::text(405, "the status listener is read-only\n"),
             ("POST", _) if !privileged => Response::text(
@@ -147,6 +149,11 @@ impl Api {
             ("POST", "/detach") => self.detach(req).await,
             ("POST", "/expose") => self.expose(req).await,
             ("POST", "/hide") => self.hide(req).await,
+            ("POST", "/ipam/allocate") => self.ipam_allocate(req).await,
+            ("POST", "/ipam/claim") => self.ipam_claim(req).await,
+            ("POST", "/ipam/release") => self.ipam_release(req).await,
+            ("POST", "/ipam/rmpeer") => self.ipam_rmpeer(req).await,
+            ("POST", "/ipam/leave") => self.ipam_leave().await,
             ("POST", "/stop") => {
                 let _ = self.stop.try_send(());
                 Response::text(200, "stopping\n")
@@ -171,6 +178,7 @@ impl Api {
             "/status/peers" => status::format_peers(&report),
             "/status/connections" => status::format_connections(&report),
             "/status/targets" => status::format_targets(&report),
+            "/status/ipam" => report.ipam.map(|i| i.text).unwrap_or_default(),
             _ => return Response::text(404, format!("no such endpoint: GET {path}\n")),
         };
         Response::text(200, text)

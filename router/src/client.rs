@@ -106,3 +106,27 @@ fn post_cidrs(run_dir: &Path, path: &str, cidrs: &[String]) -> Result<Vec<String
         .map_err(|_| ClientError::Malformed(crate::config::socket_path(run_dir)))?;
     Ok(answer.cidrs)
 }
+
+/// `POST /ipam/allocate` for container `id`: its address, `A.B.C.D/len`.
+pub fn ipam_allocate(run_dir: &Path, id: &str) -> Result<String, ClientError> {
+    let body = crate::api::ipam::IpamBody {
+        id: id.to_string(),
+        ..Default::default()
+    };
+    let body = serde_json::to_vec(&body).expect("the body serializes");
+    let answer = request(run_dir, "POST", "/ipam/allocate", Some(&body))?;
+    let answer: crate::api::ipam::AddrAnswer = serde_json::from_slice(&answer)
+        .map_err(|_| ClientError::Malformed(crate::config::socket_path(run_dir)))?;
+    Ok(answer.addr)
+}
+
+/// `POST /ipam/release` for container `id`: one address, or all of them.
+pub fn ipam_release(run_dir: &Path, id: &str, addr: Option<&str>) -> Result<(), ClientError> {
+    let body = crate::api::ipam::IpamBody {
+        id: id.to_string(),
+        subnet: None,
+        addr: addr.map(str::to_string),
+    };
+    let body = serde_json::to_vec(&body).expect("the body serializes");
+    request(run_dir, "POST", "/ipam/release", Some(&body)).map(|_| ())
+}

@@ -3,6 +3,8 @@
 //! The command line builds a [`Config`]; nothing here reads the environment or argv, so
 //! tests can construct one directly.
 
+use crate::ipam::{Cidr, InitMode};
+use gossip::peer::PeerId;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use zeroize::Zeroizing;
@@ -56,6 +58,61 @@ pub struct Config {
     pub mtu: Option<u32>,
     /// Sleeve rekey interval (120 s unless a test makes it short).
     pub rekey_interval: Option<std::time::Duration>,
+    /// `--ipalloc-range`.
+    pub ipalloc_range: Cidr,
+    /// `--ipalloc-init`.
+    pub ipalloc_init: InitMode,
+}
+
+/// Parses `--ipalloc-init`: `consensus[=N]`, `seed=PEERID,..` or `observer`.
+/// `consensus` without N expects the peers given at launch plus this one, as weave.
+pub fn parse_ipalloc_init(spec: &str, launch_peers: usize) -> Result<InitMode, String> {
+    let spec = spec.trim();
+    if spec == "observer" {
+        return Ok(InitMode::Observer);
+    }
+    if spec == "consensus" {
+        return Ok(InitMode::Consensus {
+            peers: launch_peers + 1,
+        });
+    }
+    if let Some(n) = spec.strip_prefix("consensus=") {
+        return match n.parse::<usize>() {
+            Ok(peers) if (1..=1024).contains(&peers) => Ok(InitMode::Consensus { peers }),
+            _ => Err(format!(
+                "--ipalloc-init consensus={n}: N must be a number of peers from 1 to 1024"
+            )),
+        };
+    }
+    if let Some(list) = spec.strip_prefix("seed=") {
+        let mut seeds = Vec::new();
+        for item in list.split(',') {
+            seeds.push(parse_peer_id(item.trim()).ok_or_else(|| {
+                format!(
+                    "--ipalloc-init seed=: {item:?} is not a peer id (32 hex digits, the \
+                     peer_id of `weft report`)"
+                )
+            })?);
+        }
+        seeds.sort();
+        seeds.dedup();
+        return Ok(InitMode::Seed(seeds));
+    }
+    Err(format!(
+        "--ipalloc-init {spec:?}: expected consensus, consensus=N, seed=PEERID,.. or observer"
+    ))
+}
+
+/// A full peer id: 32 hex digits.
+pub fn parse_peer_id(s: &str) -> Option<PeerId> {
+    if s.len() != 32 || !s.is_ascii() {
+        return None;
+    }
+    let mut id = [0u8; 16];
+    for (i, b) in id.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(PeerId(id))
 }
 
 /// Name of the bridge on every host.
@@ -106,6 +163,11 @@ pub fn attachments_path(data_dir: &std::path::Path) -> PathBuf {
     data_dir.join("attachments.json")
 }
 
+/// `<data-dir>/weft.redb`: IPAM's ring, allocations and range.
+pub fn store_path(data_dir: &std::path::Path) -> PathBuf {
+    data_dir.join("weft.redb")
+}
+
 /// Parses `HOST[:PORT]` into socket addresses, resolving names; the port defaults to 6783.
 pub fn resolve_peer(spec: &str) -> Result<Vec<SocketAddr>, String> {
     use std::net::{IpAddr, ToSocketAddrs};
@@ -150,5 +212,33 @@ mod tests {
         );
         assert!(resolve_peer("").is_err());
         assert!(resolve_peer("no such host.invalid").is_err());
+    }
+
+    #[test]
+    fn ipalloc_init_forms() {
+        assert_eq!(
+            parse_ipalloc_init("consensus", 2),
+            Ok(InitMode::Consensus { peers: 3 })
+        );
+        assert_eq!(
+            parse_ipalloc_init("consensus=5", 2),
+            Ok(InitMode::Consensus { peers: 5 })
+        );
+        assert_eq!(parse_ipalloc_init("observer", 0), Ok(InitMode::Observer));
+        let id = "0102030405060708090a0b0c0d0e0f10";
+        assert_eq!(
+            parse_ipalloc_init(&format!("seed={id}"), 0),
+            Ok(InitMode::Seed(vec![parse_peer_id(id).unwrap()]))
+        );
+        for bad in [
+            "",
+            "consensus=0",
+            "consensus=x",
+            "seed=",
+            "seed=h1",
+            "magic",
+        ] {
+            assert!(parse_ipalloc_init(bad, 0).is_err(), "{bad}");
+        }
     }
 }

@@ -9,6 +9,7 @@ use crate::api::{self, Api};
 use crate::attachments::Attachments;
 use crate::config::{self, Config, Security};
 use crate::dataplane;
+use crate::ipam::{Ipam, IpamConfig};
 use crate::links::LinkContext;
 use crate::listener;
 use crate::mtu::OverlayMtu;
@@ -55,6 +56,17 @@ pub enum RouterError {
     /// The bridge, the TAP device or the UDP socket could not be set up.
     #[error("cannot set up the data plane: {0} (weft needs root, /dev/net/tun and netlink)")]
     Dataplane(String),
+    /// The state database, or the range persisted in it.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// The persisted IPAM state cannot be restored.
+    #[error("cannot restore the IPAM state in {path}: {message}")]
+    Ipam {
+        /// The database.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
     /// A listening socket could not be bound.
     #[error("cannot listen on {what} {addr}: {source}{hint}")]
     Listen {
@@ -113,6 +125,30 @@ pub async fn run(config: Config, on_ready: impl FnOnce(&str)) -> Result<(), Rout
         let _ = std::fs::remove_file(&socket_path);
     }
     let identity = Identity::load_or_create(&config::identity_path(&config.data_dir))?;
+    let store_path = config::store_path(&config.data_dir);
+    let range = config.ipalloc_range;
+    let opened = {
+        let path = store_path.clone();
+        tokio::task::spawn_blocking(move || crate::store::Store::open(&path, range))
+            .await
+            .expect("store task panicked")?
+    };
+    let (store, snapshot) = opened;
+    let ipam_config = IpamConfig::new(range, config.ipalloc_init.clone());
+    let ipam = match snapshot {
+        Some(snap) => Ipam::restore(
+            identity.id(),
+            ipam_config,
+            &snap,
+            Instant::now(),
+            rand::random(),
+        )
+        .map_err(|e| RouterError::Ipam {
+            path: store_path.clone(),
+            message: e.to_string(),
+        })?,
+        None => Ipam::new(identity.id(), ipam_config, Instant::now(), rand::random()),
+    };
     let psk = match &config.security {
         Security::Secret(secret) => {
             let secret = secret.clone();
@@ -197,6 +233,10 @@ pub async fn run(config: Config, on_ready: impl FnOnce(&str)) -> Result<(), Rout
     let dp_link = DataplaneLink::new(dp_handle.clone(), dp_events_rx, routes_tx, overlay_mtu);
 
     let (handle, rx) = owner::channel();
+    let persisted = handle.clone();
+    let persist = crate::store::spawn_writer(store, move |seq| {
+        persisted.send(owner::Input::IpamPersisted(seq));
+    });
     let ctx = LinkContext::new(identity, psk, handle.clone());
     let info = RouterInfo {
         id,
@@ -205,7 +245,18 @@ pub async fn run(config: Config, on_ready: impl FnOnce(&str)) -> Result<(), Rout
         discovery: config.discovery,
         port: config.port,
     };
-    let owner_task = tokio::spawn(Owner::new(info, mesh, maker, &ctx, rx, dp_link).run());
+    let owner_task = tokio::spawn(
+        Owner::new(
+            info,
+            mesh,
+            maker,
+            &ctx,
+            rx,
+            dp_link,
+            (Box::new(ipam), persist),
+        )
+        .run(),
+    );
     let (stop_tx, mut stop_rx) = mpsc::channel(1);
     let api = Api {
         owner: handle,

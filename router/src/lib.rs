@@ -22,6 +22,7 @@
 //! - [`reset`]: `weft reset`, removing everything weft made on the host.
 //! - [`status`], [`report`]: the status model and weave's text layouts.
 //! - [`client`]: the CLI's side of the local API.
+//! - [`ipam_driver`]: the owner's side of IPAM; [`store`]: the redb state file.
 //! - [`ipam`]: the sans-IO IP allocator (the ring CRDT on its gossip channel).
 #![warn(missing_docs, unreachable_pub)]
 #![forbid(unsafe_code)]
@@ -35,6 +36,7 @@ pub mod dataplane;
 pub mod host_net;
 pub mod http;
 pub mod ipam;
+pub mod ipam_driver;
 pub mod links;
 pub mod listener;
 pub mod mtu;
@@ -43,6 +45,7 @@ pub mod report;
 pub mod reset;
 pub mod sleeve_channel;
 pub mod status;
+pub mod store;
 
 /// The weft version, as `weft version` prints it.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -6,6 +6,8 @@
 //! dials, and builds the [`Report`] snapshots that status shows.
 
 use crate::dataplane::{Command as DpCommand, DataplaneHandle};
+use crate::ipam::{Ipam, PersistSeq};
+use crate::ipam_driver::{IpamDriver, IpamOp, IpamResult};
 use crate::links::{self, LinkContext};
 use crate::mtu::OverlayMtu;
 use crate::report;
@@ -91,6 +93,15 @@ pub enum Input {
     },
     /// A status snapshot.
     Report(oneshot::Sender<Report>),
+    /// An IPAM request; answered when it completes.
+    Ipam {
+        /// What to do.
+        op: IpamOp,
+        /// Reply channel.
+        reply: oneshot::Sender<IpamResult>,
+    },
+    /// The store committed this IPAM snapshot.
+    IpamPersisted(PersistSeq),
 }
 
 /// A cheap, cloneable way to reach the owner.
@@ -109,6 +120,13 @@ impl OwnerHandle {
     pub async fn report(&self) -> Option<Report> {
         let (tx, rx) = oneshot::channel();
         self.send(Input::Report(tx));
+        rx.await.ok()
+    }
+
+    /// Runs an IPAM request to completion; `None` if the router is stopping.
+    pub async fn ipam(&self, op: IpamOp) -> Option<IpamResult> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Input::Ipam { op, reply: tx });
         rx.await.ok()
     }
 }
@@ -148,6 +166,7 @@ pub struct Owner {
     rx: mpsc::UnboundedReceiver<Input>,
     links_changed: bool,
     dataplane: DataplaneLink,
+    ipam: IpamDriver,
 }
 
 /// The owner's side of the data plane: the task's handle, its events, the route
@@ -208,8 +227,10 @@ impl Owner {
         ctx: &Arc<LinkContext>,
         rx: mpsc::UnboundedReceiver<Input>,
         mut dataplane: DataplaneLink,
+        ipam: (Box<Ipam>, std::sync::mpsc::Sender<(PersistSeq, Vec<u8>)>),
     ) -> Owner {
         mesh.register_channel(SLEEVE_CHANNEL, Box::<SleeveChannel>::default());
+        let ipam = IpamDriver::new(&mut mesh, ipam.0, ipam.1);
         let _ = dataplane.routes.send(Arc::new(mesh.routes().clone()));
         dataplane.known.clear();
         Owner {
@@ -221,6 +242,7 @@ impl Owner {
             rx,
             links_changed: false,
             dataplane,
+            ipam,
         }
     }
 
@@ -228,11 +250,16 @@ impl Owner {
     pub async fn run(mut self) {
         loop {
             self.drain(Instant::now());
-            let next = [self.mesh.poll_timeout(), self.maker.poll_timeout()]
-                .into_iter()
-                .flatten()
-                .min()
-                .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            let ipam_next = self.ipam.poll_timeout(&mut self.mesh);
+            let next = [
+                self.mesh.poll_timeout(),
+                self.maker.poll_timeout(),
+                ipam_next,
+            ]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
             let sleep = tokio::time::sleep_until(tokio::time::Instant::from_std(next));
             tokio::select! {
                 input = self.rx.recv() => match input {
@@ -243,6 +270,7 @@ impl Owner {
                 _ = sleep => {
                     let now = Instant::now();
                     self.mesh.handle_timeout(now);
+                    self.ipam.timeout(&mut self.mesh, now);
                 }
             }
         }
@@ -297,6 +325,9 @@ impl Owner {
             }
             Input::Message { conn, message } => {
                 if self.links.contains_key(&conn) {
+                    // IPAM learns the time only through its inputs: bring it up to date
+                    // before gossip reaches it (it times rmpeer back-offs from it).
+                    self.ipam.timeout(&mut self.mesh, now);
                     self.mesh.handle_message(now, conn, &message);
                 }
             }
@@ -316,27 +347,43 @@ impl Owner {
                     path_established: &|peer| paths.contains(peer),
                     mtu: &|peer| self.dataplane.mtu.path(peer),
                 };
-                let r = report::build(&self.info, &self.mesh, &self.maker, &view);
+                let mut r = report::build(&self.info, &self.mesh, &self.maker, &view);
+                r.ipam = Some(self.ipam.report(&mut self.mesh, &self.info.nickname));
                 let _ = reply.send(r);
             }
+            Input::Ipam { op, reply } => self.ipam.request(&mut self.mesh, now, op, reply),
+            Input::IpamPersisted(seq) => self.ipam.persisted(&mut self.mesh, seq),
         }
     }
 
     /// Applies every pending output of both machines, then starts due dials.
     fn drain(&mut self, now: Instant) {
         let mut topology_changed = false;
-        while let Some(out) = self.mesh.poll_output() {
-            match out {
-                MeshOutput::Send { conn, message } => self.send(conn, message),
-                MeshOutput::Close { conn, reason } => self.close(now, conn, reason),
-                MeshOutput::Event(event) => {
-                    topology_changed |= matches!(event, MeshEvent::TopologyChanged);
-                    self.links_changed |= matches!(
-                        event,
-                        MeshEvent::ConnectionEstablished { .. } | MeshEvent::ConnectionLost { .. }
-                    );
-                    self.event(event);
+        loop {
+            let mut reachability = false;
+            while let Some(out) = self.mesh.poll_output() {
+                match out {
+                    MeshOutput::Send { conn, message } => self.send(conn, message),
+                    MeshOutput::Close { conn, reason } => self.close(now, conn, reason),
+                    MeshOutput::Event(event) => {
+                        reachability |=
+                            matches!(event, MeshEvent::TopologyChanged | MeshEvent::RoutesChanged);
+                        topology_changed |= matches!(event, MeshEvent::TopologyChanged);
+                        self.links_changed |= matches!(
+                            event,
+                            MeshEvent::ConnectionEstablished { .. }
+                                | MeshEvent::ConnectionLost { .. }
+                        );
+                        self.event(event);
+                    }
                 }
+            }
+            if reachability {
+                self.ipam.topology_changed(&mut self.mesh, now);
+            }
+            // IPAM's gossip gives the mesh output to carry out: go round again.
+            if !self.ipam.pump(&mut self.mesh, now) {
+                break;
             }
         }
         if topology_changed {

@@ -134,6 +134,7 @@ pub fn build(
             relayed,
         },
         dataplane: None,
+        ipam: None,
     }
 }
 

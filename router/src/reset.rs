@@ -76,7 +76,7 @@ pub fn reset(run_dir: &Path, data_dir: &Path) -> Result<Removed, ResetError> {
 }
 
 /// The files weft creates: run dir socket and pid file; data dir identity key and
-/// attachments file (with its temp file).
+/// attachments file (with its temp file), and the IPAM state database.
 pub fn files_to_remove(run_dir: &Path, data_dir: &Path) -> Vec<PathBuf> {
     let attachments = config::attachments_path(data_dir);
     vec![
@@ -85,6 +85,7 @@ pub fn files_to_remove(run_dir: &Path, data_dir: &Path) -> Vec<PathBuf> {
         config::identity_path(data_dir),
         temp_path(&attachments),
         attachments,
+        config::store_path(data_dir),
     ]
 }
 

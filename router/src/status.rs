@@ -20,6 +20,55 @@ pub struct Report {
     /// Data-plane counters (absent if the data plane did not answer).
     #[serde(default)]
     pub dataplane: Option<DataplaneReport>,
+    /// The IPAM block.
+    #[serde(default)]
+    pub ipam: Option<IpamReport>,
+}
+
+/// IPAM: status, range, ring shares and local allocations.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct IpamReport {
+    /// weave's status line (`ready`, `awaiting consensus (quorum: 2, known: 1)`, ...).
+    pub status: String,
+    /// The allocation range.
+    pub range: String,
+    /// The default subnet (the whole range).
+    pub default_subnet: String,
+    /// Each owner's share of the ring, largest first.
+    pub shares: Vec<IpamShare>,
+    /// Addresses allocated on this peer.
+    pub allocations: Vec<IpamAllocation>,
+    /// Requests waiting, with why.
+    #[serde(default)]
+    pub pending: Vec<String>,
+    /// Counters: malformed or out-of-range gossip, donations, timeouts.
+    #[serde(default)]
+    pub stats: crate::ipam::IpamStats,
+    /// `weft status ipam`, formatted by the owner.
+    #[serde(skip)]
+    pub text: String,
+}
+
+/// One owner's share of the range.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct IpamShare {
+    /// Peer name and nickname.
+    pub peer: String,
+    /// Addresses it owns.
+    pub ips: u64,
+    /// Percent of the range.
+    pub percent: f64,
+    /// Whether the mesh reaches it.
+    pub reachable: bool,
+}
+
+/// One allocated address.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct IpamAllocation {
+    /// The container id.
+    pub id: String,
+    /// `A.B.C.D/len`.
+    pub addr: String,
 }
 
 /// Data-plane counters: traffic per neighbour, and drops by reason.
@@ -236,6 +285,13 @@ pub fn format_status(r: &Report) -> String {
     };
     line(&mut out, "TrustedSubnets", trusted);
     out.push('\n');
+    if let Some(ipam) = &r.ipam {
+        line(&mut out, "Service", "ipam");
+        line(&mut out, "Status", &ipam.status);
+        line(&mut out, "Range", &ipam.range);
+        line(&mut out, "DefaultSubnet", &ipam.default_subnet);
+        out.push('\n');
+    }
     out
 }
 

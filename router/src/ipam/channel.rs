@@ -19,6 +19,7 @@ use super::{IpamConfig, IpamError, IpamEvent, IpamOutput, Reply, RequestId};
 use gossip::channel::{ChannelError, GossipChannel};
 use gossip::codec;
 use gossip::peer::PeerId;
+use rand::Rng;
 use std::any::Any;
 use std::time::Instant;
 
@@ -368,10 +369,19 @@ impl Ipam {
             TakeoverMsg::Chosen { .. } => {}
             TakeoverMsg::Alive => self.end_proposal(dead, Err(IpamError::PeerAlive(dead))),
             reply => {
-                let Some((p, _, _)) = self.proposals.get_mut(&dead) else {
+                let Some((p, _, at)) = self.proposals.get_mut(&dead) else {
                     return;
                 };
+                let nack = matches!(reply, TakeoverMsg::Nack { .. });
                 match p.handle(from, &reply) {
+                    // Another proposer holds a higher ballot. Restarting at once would
+                    // duel with it forever when every voter is needed (two of three
+                    // seeds left): back off a random while, and let it finish.
+                    Some(ProposerAction::ToVoters(_)) if nack => {
+                        let most = self.config.donation_retry.as_millis() as u64 / 2;
+                        let jitter = self.rng.gen_range(most / 4..=most.max(1));
+                        *at = self.now + std::time::Duration::from_millis(jitter);
+                    }
                     Some(ProposerAction::ToVoters(m)) => self.send_to_voters(dead, m),
                     Some(ProposerAction::Chosen(heir)) => {
                         self.send_takeover(heir, dead, TakeoverMsg::Chosen { heir });

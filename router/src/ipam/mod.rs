@@ -259,7 +259,7 @@ impl IpamEvent {
 }
 
 /// Counters.
-#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
 pub struct IpamStats {
     /// Gossip or unicasts that did not decode or broke a limit.
     pub malformed: u64,

@@ -76,6 +76,24 @@ fn sample() -> Report {
             relayed: vec![],
         },
         dataplane: None,
+        ipam: Some(IpamReport {
+            status: "ready".into(),
+            range: "10.32.0.0/12".into(),
+            default_subnet: "10.32.0.0/12".into(),
+            shares: vec![IpamShare {
+                peer: "4a:0f:f6:ec:1c:93(h1)".into(),
+                ips: 1_048_576,
+                percent: 100.0,
+                reachable: true,
+            }],
+            allocations: vec![IpamAllocation {
+                id: "pod1".into(),
+                addr: "10.32.0.1/12".into(),
+            }],
+            pending: vec![],
+            stats: Default::default(),
+            text: String::new(),
+        }),
     }
 }
 
@@ -93,6 +111,11 @@ fn status_block_matches_weave_layout() {
     Connections: 2 (1 established, 1 failed)
           Peers: 2 (with 2 established connections)
  TrustedSubnets: none
+
+        Service: ipam
+         Status: ready
+          Range: 10.32.0.0/12
+  DefaultSubnet: 10.32.0.0/12
 
 ";
     assert_eq!(format_status(&sample()), expected);

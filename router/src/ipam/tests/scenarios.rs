@@ -165,6 +165,32 @@ fn rmpeer_hands_a_dead_peers_space_to_one_heir() {
     assert_eq!(refused, Some(Err(IpamError::PeerAlive(node_id(1)))));
 }
 
+/// Three seeds, one dead: both survivors must agree (quorum 2 of 2), and running
+/// rmpeer on both at once used to duel forever, each Nack restarting at once.
+#[test]
+fn concurrent_rmpeer_with_two_voters_completes() {
+    let seeds: Vec<_> = (0..3).map(node_id).collect();
+    let (mut net, log) = network(22, 3, "10.32.0.0/16", |_| InitMode::Seed(seeds.clone()));
+    net.run_for(Duration::from_secs(5));
+    net.crash(2);
+    net.run_for(Duration::from_secs(10));
+    let dead = node_id(2);
+    let r1 = request(&mut net, 0, |x, now| x.rmpeer(now, dead));
+    let r2 = request(&mut net, 1, |x, now| x.rmpeer(now, dead));
+    let a = await_result(&mut net, &log, 0, r1, Duration::from_secs(20));
+    let b = await_result(&mut net, &log, 1, r2, Duration::from_secs(20));
+    let heir = |r: &Option<Result<Reply, IpamError>>| match r {
+        Some(Ok(Reply::Removed { heir })) => *heir,
+        _ => None,
+    };
+    assert!(heir(&a).is_some() && heir(&a) == heir(&b), "{a:?} {b:?}");
+    net.run_for(Duration::from_secs(3));
+    for i in 0..2 {
+        let x = ipam(&net.node(i).mesh).expect("ipam");
+        assert!(x.ring().is_some_and(|r| r.owned_by(&dead).is_empty()));
+    }
+}
+
 #[test]
 fn leave_hands_everything_to_a_live_peer() {
     let seeds = vec![node_id(0), node_id(1), node_id(2)];

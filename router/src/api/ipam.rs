@@ -1,0 +1,226 @@
+//! The API's IPAM endpoints: `POST /ipam/allocate`, `/ipam/claim`, `/ipam/release`,
+//! `/ipam/rmpeer`, `/ipam/leave`, and `GET /ipam`.
+//!
+//! The contract (used by the CNI plugin): success answers JSON; errors answer
+//! `{"error": ".."}` with 400 (bad input), 409 (conflict) or 503 (timed out waiting, for
+//! example for consensus). Each request is run by the owner task, which answers when
+//! the allocation is persisted.
+
+use super::Api;
+use crate::http::{Request, Response};
+use crate::ipam::{Cidr, ContainerId, MAX_CONTAINER_ID_LEN};
+use crate::ipam_driver::{IpamAnswer, IpamFailure, IpamOp};
+use serde::{Deserialize, Serialize};
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+/// Body of `POST /ipam/allocate`, `/ipam/claim` and `/ipam/release`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct IpamBody {
+    /// The container id.
+    pub id: String,
+    /// For allocate: a subnet of the range (CIDR).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet: Option<String>,
+    /// For claim (required) and release (optional): `A.B.C.D/len`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub addr: Option<String>,
+}
+
+/// Answer of allocate and claim.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AddrAnswer {
+    /// `A.B.C.D/len`.
+    pub addr: String,
+}
+
+/// Answer of release.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ReleasedAnswer {
+    /// Addresses released, `A.B.C.D`.
+    pub released: Vec<String>,
+}
+
+/// Body of `POST /ipam/rmpeer`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RmpeerBody {
+    /// Names or nicknames.
+    pub peers: Vec<String>,
+}
+
+/// Answer of `GET /ipam`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct IpamList {
+    /// weave's status line.
+    pub status: String,
+    /// The range.
+    pub range: String,
+    /// Local allocations.
+    pub allocations: Vec<crate::status::IpamAllocation>,
+}
+
+fn error(status: u16, message: impl Into<String>) -> Response {
+    Response::json(status, &serde_json::json!({ "error": message.into() }))
+}
+
+fn fail(f: IpamFailure) -> Response {
+    error(f.status, f.message)
+}
+
+/// `A.B.C.D/len` or `A.B.C.D` into the address and its prefix length.
+fn parse_addr(s: &str) -> Result<(Ipv4Addr, Option<u8>), String> {
+    let bad = || format!("{s:?} is not an IPv4 address such as 10.32.0.5/12");
+    let (a, p) = match s.split_once('/') {
+        Some((a, p)) => (
+            a,
+            Some(p.parse::<u8>().ok().filter(|p| *p <= 32).ok_or_else(bad)?),
+        ),
+        None => (s, None),
+    };
+    Ok((a.parse().map_err(|_| bad())?, p))
+}
+
+fn parse_body(req: &Request) -> Result<IpamBody, Response> {
+    let body: IpamBody = serde_json::from_slice(&req.body)
+        .map_err(|e| error(400, format!("bad request body: {e}")))?;
+    if body.id.is_empty() || body.id.len() > MAX_CONTAINER_ID_LEN {
+        return Err(error(
+            400,
+            format!("\"id\" must be 1 to {MAX_CONTAINER_ID_LEN} bytes"),
+        ));
+    }
+    Ok(body)
+}
+
+impl Api {
+    async fn run_ipam(&self, op: IpamOp) -> Result<IpamAnswer, Response> {
+        match self.owner.ipam(op).await {
+            Some(Ok(a)) => Ok(a),
+            Some(Err(f)) => Err(fail(f)),
+            None => Err(error(503, "router is stopping")),
+        }
+    }
+
+    pub(super) async fn ipam_allocate(&self, req: &Request) -> Response {
+        let body = match parse_body(req) {
+            Ok(b) => b,
+            Err(r) => return r,
+        };
+        let subnet = match body.subnet.as_deref().map(str::parse::<Cidr>) {
+            None => None,
+            Some(Ok(c)) => Some(c),
+            Some(Err(e)) => return error(400, e.to_string()),
+        };
+        let op = IpamOp::Allocate {
+            id: ContainerId(body.id),
+            subnet,
+        };
+        addr_answer(self.run_ipam(op).await)
+    }
+
+    pub(super) async fn ipam_claim(&self, req: &Request) -> Response {
+        let body = match parse_body(req) {
+            Ok(b) => b,
+            Err(r) => return r,
+        };
+        let Some(addr) = body.addr.as_deref() else {
+            return error(400, "\"addr\" is required: A.B.C.D/len");
+        };
+        let (addr, prefix) = match parse_addr(addr) {
+            Ok(a) => a,
+            Err(e) => return error(400, e),
+        };
+        let op = IpamOp::Claim {
+            id: ContainerId(body.id),
+            addr,
+            prefix: prefix.unwrap_or(32),
+        };
+        addr_answer(self.run_ipam(op).await)
+    }
+
+    pub(super) async fn ipam_release(&self, req: &Request) -> Response {
+        let body = match parse_body(req) {
+            Ok(b) => b,
+            Err(r) => return r,
+        };
+        let addr = match body.addr.as_deref().map(parse_addr) {
+            None => None,
+            Some(Ok((a, _))) => Some(a),
+            Some(Err(e)) => return error(400, e),
+        };
+        let op = IpamOp::Release {
+            id: ContainerId(body.id),
+            addr,
+        };
+        match self.run_ipam(op).await {
+            Ok(IpamAnswer::Released(list)) => Response::json(
+                200,
+                &ReleasedAnswer {
+                    released: list.iter().map(|a| a.to_string()).collect(),
+                },
+            ),
+            Ok(other) => error(500, format!("unexpected answer {other:?}")),
+            Err(r) => r,
+        }
+    }
+
+    pub(super) async fn ipam_rmpeer(&self, req: &Request) -> Response {
+        let body: RmpeerBody = match serde_json::from_slice(&req.body) {
+            Ok(b) => b,
+            Err(e) => return error(400, format!("bad request body: {e}")),
+        };
+        if body.peers.is_empty() || body.peers.len() > 64 {
+            return error(400, "give between 1 and 64 peers");
+        }
+        let mut lines = String::new();
+        for peer in body.peers {
+            match self.run_ipam(IpamOp::Rmpeer(peer)).await {
+                Ok(IpamAnswer::Removed(line)) => {
+                    lines.push_str(&line);
+                    lines.push('\n');
+                }
+                Ok(other) => return error(500, format!("unexpected answer {other:?}")),
+                Err(r) => return r,
+            }
+        }
+        Response::text(200, lines)
+    }
+
+    /// `weft reset`: hand our space over, waiting a few seconds at most.
+    pub(super) async fn ipam_leave(&self) -> Response {
+        match tokio::time::timeout(Duration::from_secs(5), self.run_ipam(IpamOp::Leave)).await {
+            Ok(Ok(IpamAnswer::Left(heir))) => Response::text(200, format!("{heir}\n")),
+            Ok(Ok(other)) => error(500, format!("unexpected answer {other:?}")),
+            Ok(Err(r)) => r,
+            Err(_) => error(503, "no peer took this router's space within 5 s"),
+        }
+    }
+
+    pub(super) async fn ipam_list(&self) -> Response {
+        let Some(report) = self.owner.report().await else {
+            return error(503, "router is stopping");
+        };
+        let ipam = report.ipam.unwrap_or_default();
+        Response::json(
+            200,
+            &IpamList {
+                status: ipam.status,
+                range: ipam.range,
+                allocations: ipam.allocations,
+            },
+        )
+    }
+}
+
+fn addr_answer(r: Result<IpamAnswer, Response>) -> Response {
+    match r {
+        Ok(IpamAnswer::Addr(a, len)) => Response::json(
+            200,
+            &AddrAnswer {
+                addr: format!("{a}/{len}"),
+            },
+        ),
+        Ok(other) => error(500, format!("unexpected answer {other:?}")),
+        Err(r) => r,
+    }
+}

@@ -1,0 +1,163 @@
+//! The router's durable store: `<data-dir>/weft.redb` (redb).
+//!
+//! It holds IPAM's state: the persisted allocation range and the last IPAM snapshot
+//! (ring, allocations, votes). The identity key and the attachments registry stay in
+//! their own files. Writes are blocking, so the daemon makes them on one dedicated
+//! thread ([`spawn_writer`]), in order, and confirms each to the owner only once the
+//! transaction has committed.
+
+use crate::ipam::{Cidr, PersistSeq};
+use redb::{Database, TableDefinition};
+use std::path::{Path, PathBuf};
+
+const IPAM: TableDefinition<&str, &[u8]> = TableDefinition::new("ipam");
+const KEY_SNAPSHOT: &str = "snapshot";
+const KEY_RANGE: &str = "range";
+
+/// Why the store cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// redb failed.
+    #[error("cannot use the state database {path}: {message} (check the data dir, or move the file away to start afresh, losing IPAM state)")]
+    Db {
+        /// The file.
+        path: PathBuf,
+        /// What redb said.
+        message: String,
+    },
+    /// The range given differs from the one persisted.
+    #[error("--ipalloc-range {configured} differs from the range {persisted} this router's data (in {path}) was made with; launch with --ipalloc-range {persisted}, or run `weft reset` on this host first to discard its IPAM state")]
+    RangeMismatch {
+        /// Persisted.
+        persisted: String,
+        /// Given.
+        configured: Cidr,
+        /// The file.
+        path: PathBuf,
+    },
+}
+
+/// The open database.
+pub struct Store {
+    db: Database,
+    path: PathBuf,
+}
+
+impl Store {
+    /// Opens (or creates) the database and checks the range against the persisted one,
+    /// recording it if none is. Returns the store and the last IPAM snapshot, if any.
+    pub fn open(path: &Path, range: Cidr) -> Result<(Store, Option<Vec<u8>>), StoreError> {
+        let db = Database::create(path).map_err(|e| db_err(path, e))?;
+        let store = Store {
+            db,
+            path: path.to_path_buf(),
+        };
+        let (persisted, snapshot) = store.read()?;
+        match persisted {
+            Some(p) if p != range.to_string() => {
+                return Err(StoreError::RangeMismatch {
+                    persisted: p,
+                    configured: range,
+                    path: path.to_path_buf(),
+                })
+            }
+            Some(_) => {}
+            None => store.write(KEY_RANGE, range.to_string().as_bytes())?,
+        }
+        Ok((store, snapshot))
+    }
+
+    fn read(&self) -> Result<(Option<String>, Option<Vec<u8>>), StoreError> {
+        let err = |e: &dyn std::fmt::Display| db_err(&self.path, e);
+        let tx = self.db.begin_read().map_err(|e| err(&e))?;
+        let table = match tx.open_table(IPAM) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok((None, None)),
+            Err(e) => return Err(err(&e)),
+        };
+        let get = |k: &str| -> Result<Option<Vec<u8>>, StoreError> {
+            Ok(table
+                .get(k)
+                .map_err(|e| err(&e))?
+                .map(|v| v.value().to_vec()))
+        };
+        let range = get(KEY_RANGE)?.map(|b| String::from_utf8_lossy(&b).into_owned());
+        Ok((range, get(KEY_SNAPSHOT)?))
+    }
+
+    fn write(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        let err = |e: &dyn std::fmt::Display| db_err(&self.path, e);
+        let tx = self.db.begin_write().map_err(|e| err(&e))?;
+        {
+            let mut table = tx.open_table(IPAM).map_err(|e| err(&e))?;
+            table.insert(key, value).map_err(|e| err(&e))?;
+        }
+        tx.commit().map_err(|e| err(&e))
+    }
+
+    /// Replaces the IPAM snapshot, durably.
+    pub fn write_snapshot(&self, snapshot: &[u8]) -> Result<(), StoreError> {
+        self.write(KEY_SNAPSHOT, snapshot)
+    }
+}
+
+fn db_err(path: &Path, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Db {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    }
+}
+
+/// Starts the writer thread: snapshots sent to the returned sender are written in order,
+/// and `done(seq)` is called after each commit. A failed write is logged and not
+/// confirmed, so nothing that depends on it is acknowledged.
+pub fn spawn_writer(
+    store: Store,
+    done: impl Fn(PersistSeq) + Send + 'static,
+) -> std::sync::mpsc::Sender<(PersistSeq, Vec<u8>)> {
+    let (tx, rx) = std::sync::mpsc::channel::<(PersistSeq, Vec<u8>)>();
+    std::thread::Builder::new()
+        .name("weft-store".into())
+        .spawn(move || {
+            while let Ok((mut seq, mut snapshot)) = rx.recv() {
+                // Only the newest snapshot matters: skip those already superseded.
+                while let Ok((s, b)) = rx.try_recv() {
+                    seq = s;
+                    snapshot = b;
+                }
+                match store.write_snapshot(&snapshot) {
+                    Ok(()) => done(seq),
+                    Err(e) => tracing::error!("cannot persist IPAM state: {e}"),
+                }
+            }
+        })
+        .expect("cannot start the store thread");
+    tx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn range_is_kept_and_checked() {
+        let dir = std::env::temp_dir().join(format!("weft-store-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let path = dir.join("weft.redb");
+        let _ = std::fs::remove_file(&path);
+        let range: Cidr = "10.32.0.0/16".parse().unwrap();
+        let (store, snap) = Store::open(&path, range).unwrap();
+        assert!(snap.is_none());
+        store.write_snapshot(b"abc").unwrap();
+        drop(store);
+        let (_, snap) = Store::open(&path, range).unwrap();
+        assert_eq!(snap.as_deref(), Some(&b"abc"[..]));
+        let other: Cidr = "10.33.0.0/16".parse().unwrap();
+        let e = Store::open(&path, other).err().unwrap().to_string();
+        assert!(
+            e.contains("10.32.0.0/16") && e.contains("10.33.0.0/16"),
+            "{e}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
