@@ -4,8 +4,8 @@
 //! inside a host namespace that the test makes, against pod namespaces it makes.
 //!
 //! The ADD/CHECK/DEL paths run through IPAM delegation to a fake IPAM plugin (a shell
-//! script the test writes into CNI_PATH). The router-IPAM paths that need the router's
-//! `/ipam` API are marked `#[ignore]` until that API is merged (ipam-wire branch).
+//! script the test writes into CNI_PATH), and through the real router's `/ipam` API
+//! (module `router_ipam`), besides a fake `/ipam` server for the error paths.
 //! See docs/cni-conformance.md for the spec rule each test covers.
 
 mod common;
@@ -561,7 +561,6 @@ mod router_ipam {
     use common::weft::{Auth, Router};
 
     #[test]
-    #[ignore = "needs the router IPAM API (ipam-wire branch)"]
     fn add_check_gc_del_with_the_real_router() {
         let mut f = Fixture::new("cniripam");
         let _router = Router::launch_with(
@@ -571,11 +570,18 @@ mod router_ipam {
             &["--ipalloc-range", "10.40.0.0/16"],
             &[],
         );
+        // A lone router seeds its ring a moment after it starts; STATUS says so until then.
+        let ready = common::wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
+            let out = f.net.weft(1, &["status"]);
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .any(|l| l.trim() == "Status: ready")
+        });
+        assert!(ready.is_some(), "the lone router's IPAM never became ready");
         router_ipam_flow(&mut f, &|| None);
     }
 
     #[test]
-    #[ignore = "needs the router IPAM API (ipam-wire branch)"]
     fn reference_bridge_with_weft_ipam_on_two_meshed_hosts() {
         require_reference_plugins();
         let mut f = Fixture::hosts("cnirefmesh", 2);

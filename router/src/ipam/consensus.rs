@@ -160,8 +160,21 @@ impl Consensus {
     }
 
     /// Plays our roles after any change or at the deadline; `true` if our own claims
-    /// changed (persist them, then gossip them).
+    /// changed (persist them, then gossip them). Our own roles answer each other at once
+    /// (our proposal, our promise, our acceptance), so a quorum of one decides alone.
     pub fn step(&mut self, now: Instant, rng: &mut impl Rng) -> bool {
+        let mut changed = false;
+        // Each pass moves at most one phase on; four passes settle every local exchange.
+        for _ in 0..4 {
+            if !self.step_once(now, rng) {
+                break;
+            }
+            changed = true;
+        }
+        changed
+    }
+
+    fn step_once(&mut self, now: Instant, rng: &mut impl Rng) -> bool {
         if !self.participant || self.decision().is_some() {
             self.propose_at = None;
             return false;
@@ -263,5 +276,27 @@ impl Consensus {
             return Err("bootstrap value too long");
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::rngs::StdRng;
+    use rand::SeedableRng;
+
+    /// `consensus=1` (a router launched with no peers): it decides alone, at its first
+    /// deadline, without any gossip coming back.
+    #[test]
+    fn a_quorum_of_one_decides_alone() {
+        let me = PeerId([7; 16]);
+        let mut c = Consensus::new(me, 1, true, Duration::from_secs(2));
+        let mut rng = StdRng::seed_from_u64(1);
+        let t0 = Instant::now();
+        c.step(t0, &mut rng);
+        let at = c.deadline().expect("a proposal is scheduled");
+        assert!(c.decision().is_none());
+        assert!(c.step(at, &mut rng), "the proposal changes our claims");
+        assert_eq!(c.decision(), Some(vec![me]));
     }
 }
