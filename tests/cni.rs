@@ -560,6 +560,130 @@ mod router_ipam {
     use super::*;
     use common::weft::{Auth, Router};
 
+    /// Waits until host `h`'s router says `Status: ready` in `weft status`.
+    fn wait_ready(f: &Fixture, h: usize) {
+        let ready = wait_until(Duration::from_secs(20), Duration::from_millis(100), || {
+            let out = f.net.weft(h, &["status"]);
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .any(|l| l.trim() == "Status: ready")
+        });
+        assert!(ready.is_some(), "h{h}'s IPAM never became ready");
+    }
+
+    /// The address (without its length) of the first IP in an ADD result.
+    fn first_ip(out: &Out) -> String {
+        let a = out.stdout["ips"][0]["address"]
+            .as_str()
+            .expect("an address");
+        a.split('/').next().unwrap_or(a).to_string()
+    }
+
+    /// Against the real router: 20 concurrent ADDs give 20 distinct addresses from its
+    /// range; ADD -> DEL -> ADD of one container works; ADD and DEL latency on one host.
+    #[test]
+    fn twenty_concurrent_adds_and_add_del_add_with_the_real_router() {
+        let mut f = Fixture::new("cnirconc");
+        let _router = Router::launch_with(
+            &f.net,
+            1,
+            &Auth::NoEncryption,
+            &["--ipalloc-range", "10.40.0.0/16"],
+            &[],
+        );
+        wait_ready(&f, 1);
+        let c = router_conf("1.0.0");
+        let pods: Vec<String> = (0..20).map(|_| f.pod().1).collect();
+        let results: Vec<Out> = std::thread::scope(|s| {
+            let handles: Vec<_> = pods
+                .iter()
+                .enumerate()
+                .map(|(i, p)| {
+                    let (f, c) = (&f, &c);
+                    s.spawn(move || f.net_call("ADD", &format!("rconc{i}"), p, "eth0", c))
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let mut addrs: Vec<String> = results
+            .iter()
+            .map(|r| {
+                ok(r);
+                first_ip(r)
+            })
+            .collect();
+        assert!(addrs.iter().all(|a| a.starts_with("10.40.")), "{addrs:?}");
+        addrs.sort();
+        addrs.dedup();
+        assert_eq!(addrs.len(), 20, "distinct addresses");
+        for (i, p) in pods.iter().enumerate() {
+            ok(&f.net_call("DEL", &format!("rconc{i}"), p, "eth0", &c));
+        }
+        assert!(f.host_veths().is_empty());
+        // ADD -> DEL -> ADD of the same container, then sequential latency.
+        let (mut add_t, mut del_t) = (Vec::new(), Vec::new());
+        for _ in 0..20 {
+            let t = Instant::now();
+            ok(&f.net_call("ADD", "again", &pods[0], "eth0", &c));
+            add_t.push(t.elapsed());
+            let t = Instant::now();
+            ok(&f.net_call("DEL", "again", &pods[0], "eth0", &c));
+            del_t.push(t.elapsed());
+        }
+        assert!(f.host_veths().is_empty());
+        for (name, mut t) in [("ADD", add_t), ("DEL", del_t)] {
+            t.sort();
+            println!(
+                "e2e: weft-net {name} latency with the real router over 20 runs: median {:.1} ms, max {:.1} ms",
+                t[t.len() / 2].as_secs_f64() * 1e3,
+                t[t.len() - 1].as_secs_f64() * 1e3
+            );
+        }
+    }
+
+    /// Pods attached by CNI with addresses from the mesh-wide IPAM on three hosts ping
+    /// each other across the encrypted mesh.
+    #[test]
+    fn pods_on_three_hosts_get_mesh_addresses_and_ping() {
+        let mut f = Fixture::hosts("cnir3", 3);
+        let auth = Auth::PasswordFile(f.net.new_secret("secret"));
+        let _routers = common::weft::three_routers(&f.net, &auth);
+        for h in 1..=3 {
+            wait_ready(&f, h);
+        }
+        let conf = router_conf("1.0.0");
+        let mut pods = Vec::new();
+        for h in 1..=3 {
+            f.host = h;
+            let (ns, path) = f.pod();
+            let id = format!("r3pod{h}");
+            let out = f.net_call("ADD", &id, &path, "eth0", &conf);
+            ok(&out);
+            pods.push((h, ns, path, id, first_ip(&out)));
+        }
+        let mut addrs: Vec<&String> = pods.iter().map(|p| &p.4).collect();
+        addrs.sort();
+        addrs.dedup();
+        assert_eq!(addrs.len(), 3, "distinct mesh-wide addresses: {addrs:?}");
+        for (h, ns, _, _, _) in &pods {
+            for (t, _, _, _, addr) in &pods {
+                if t == h {
+                    continue;
+                }
+                let to = addr.parse().expect("an IPv4 address");
+                let reached =
+                    wait_until(Duration::from_secs(20), Duration::from_millis(200), || {
+                        f.net.ping(ns, to)
+                    });
+                assert!(reached.is_some(), "pod on h{h} cannot ping {addr} on h{t}");
+            }
+        }
+        for (h, _, path, id, _) in &pods {
+            f.host = *h;
+            ok(&f.net_call("DEL", id, path, "eth0", &conf));
+        }
+    }
+
     #[test]
     fn add_check_gc_del_with_the_real_router() {
         let mut f = Fixture::new("cniripam");
