@@ -236,18 +236,6 @@ mod tests {
     #[test]
     fn fuzz_response_random_inputs() {
         let seed = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n3\r\n{}\n\r\n0\r\n\r\n";
-        let mut s = 0x2545_f491_4f6c_dd1du64;
-        for i in 0..5000 {
-            let mut data = seed.to_vec();
-            for _ in 0..(1 + i % 5) {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                let pos = (s as usize) % data.len();
-                data[pos] = (s >> 40) as u8;
-            }
-            data.truncate((s as usize >> 8) % (data.len() + 1));
-            fuzz_response(&data);
-        }
+        crate::for_each_mutation(seed, 5000, 0x2545_f491_4f6c_dd1d, fuzz_response);
     }
 }

@@ -133,6 +133,30 @@ pub fn main(mode: Mode) -> i32 {
     code
 }
 
+/// Seeded mutations of a valid input, for the fuzz entry points' tests.
+#[cfg(test)]
+pub(crate) fn for_each_mutation(
+    seed: &[u8],
+    count: usize,
+    mut state: u64,
+    mut f: impl FnMut(&[u8]),
+) {
+    for i in 0..count {
+        let mut data = seed.to_vec();
+        for _ in 0..(1 + i % 6) {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let pos = (state as usize) % data.len().max(1);
+            if let Some(b) = data.get_mut(pos) {
+                *b = (state >> 40) as u8;
+            }
+        }
+        data.truncate((state as usize >> 8) % (data.len() + 1));
+        f(&data);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

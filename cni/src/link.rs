@@ -97,15 +97,20 @@ where
     .map_err(nl_err("netlink in the container namespace"))
 }
 
-/// Opens `CNI_NETNS`, refuses our own namespace (code 8) and an existing `ifname`.
-pub fn preflight(netns_path: &str, ifname: &str) -> CniResult<File> {
-    let ns = File::open(netns_path).map_err(|e| {
+/// Opens the namespace file at `netns_path` (code 4 if it cannot be opened).
+fn open_netns(netns_path: &str) -> CniResult<File> {
+    File::open(netns_path).map_err(|e| {
         CniError::new(
             INVALID_ENV,
             "cannot open CNI_NETNS",
             format!("{netns_path}: {e}"),
         )
-    })?;
+    })
+}
+
+/// Opens `CNI_NETNS`, refuses our own namespace (code 8) and an existing `ifname`.
+pub fn preflight(netns_path: &str, ifname: &str) -> CniResult<File> {
+    let ns = open_netns(netns_path)?;
     let own = std::fs::metadata("/proc/self/ns/net")
         .map_err(|e| CniError::new(INTERNAL, "cannot stat our own netns", e.to_string()))?;
     let theirs = ns
@@ -272,13 +277,7 @@ pub fn host_port_ok(host_name: &str, bridge: &str) -> CniResult<bool> {
 
 /// The MAC and addresses of `ifname` in `netns_path`, `None` if it is missing.
 pub fn inspect(netns_path: &str, ifname: &str) -> CniResult<Option<([u8; 6], Vec<LinkAddr>)>> {
-    let ns = File::open(netns_path).map_err(|e| {
-        CniError::new(
-            INVALID_ENV,
-            "cannot open CNI_NETNS",
-            format!("{netns_path}: {e}"),
-        )
-    })?;
+    let ns = open_netns(netns_path)?;
     let name = ifname.to_string();
     in_ns(&ns, netns_path, |nl| async move {
         if nl.link(&name).await?.is_none() {

@@ -174,19 +174,7 @@ mod tests {
 
     #[test]
     fn fuzz_result_random_inputs() {
-        let mut s = 0x9e37_79b9_7f4a_7c15u64;
         let seed = sample().to_json("0.4.0").to_string().into_bytes();
-        for i in 0..3000 {
-            let mut data = seed.clone();
-            for _ in 0..(1 + i % 6) {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                let pos = (s as usize) % data.len();
-                data[pos] = (s >> 40) as u8;
-            }
-            data.truncate((s as usize >> 8) % (data.len() + 1));
-            fuzz_result(&data);
-        }
+        crate::for_each_mutation(&seed, 3000, 0x9e37_79b9_7f4a_7c15, fuzz_result);
     }
 }
