@@ -583,6 +583,21 @@ mod router_ipam {
         assert!(ready.is_some(), "h{h}'s IPAM never became ready");
     }
 
+    /// A router alone on h1, allocating from 10.40.128.0/17 (which leaves out 10.40.0.1,
+    /// the address the fixture puts on the bridge by hand), once its IPAM is ready: a
+    /// lone router seeds its ring a moment after it starts, and STATUS says so until then.
+    fn lone_router(f: &Fixture) -> Router {
+        let router = Router::launch_with(
+            &f.net,
+            1,
+            &Auth::NoEncryption,
+            &["--ipalloc-range", "10.40.128.0/17"],
+            &[],
+        );
+        wait_ready(f, 1);
+        router
+    }
+
     /// The address (without its length) of the first IP in an ADD result.
     fn first_ip(out: &Out) -> String {
         let a = out.stdout["ips"][0]["address"]
@@ -596,17 +611,9 @@ mod router_ipam {
     #[test]
     fn twenty_concurrent_adds_and_add_del_add_with_the_real_router() {
         let mut f = Fixture::new("cnirconc");
-        let _router = Router::launch_with(
-            &f.net,
-            1,
-            &Auth::NoEncryption,
-            &["--ipalloc-range", "10.40.128.0/17"],
-            &[],
-        );
-        wait_ready(&f, 1);
+        let _router = lone_router(&f);
         let c = router_conf("1.0.0");
         let (addrs, pod) = twenty_concurrent_adds(&mut f, &c, "rconc");
-        // The range leaves out 10.40.0.1, which the fixture put on the bridge by hand.
         let in_range = |a: &String| {
             a.parse::<std::net::Ipv4Addr>()
                 .is_ok_and(|ip| ip.octets()[..2] == [10, 40] && ip.octets()[2] >= 128)
@@ -661,21 +668,7 @@ mod router_ipam {
     #[test]
     fn add_check_gc_del_with_the_real_router() {
         let mut f = Fixture::new("cniripam");
-        let _router = Router::launch_with(
-            &f.net,
-            1,
-            &Auth::NoEncryption,
-            &["--ipalloc-range", "10.40.128.0/17"],
-            &[],
-        );
-        // A lone router seeds its ring a moment after it starts; STATUS says so until then.
-        let ready = common::wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
-            let out = f.net.weft(1, &["status"]);
-            String::from_utf8_lossy(&out.stdout)
-                .lines()
-                .any(|l| l.trim() == "Status: ready")
-        });
-        assert!(ready.is_some(), "the lone router's IPAM never became ready");
+        let _router = lone_router(&f);
         router_ipam_flow(&mut f, &|| None);
     }
 

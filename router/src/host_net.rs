@@ -53,12 +53,7 @@ pub fn ps(registry: &Attachments) -> Result<String, String> {
     let entries = registry.list();
     let (bridge, ports) = with_netlink(|nl| async move {
         let ports = nl.ports(config::BRIDGE).await.map_err(|e| e.to_string())?;
-        if nl
-            .link(config::BRIDGE)
-            .await
-            .map_err(|e| e.to_string())?
-            .is_none()
-        {
+        if !bridge_exists(&nl).await? {
             return Ok((None, ports));
         }
         let mac = nl.mac(config::BRIDGE).await.map_err(|e| e.to_string())?;
@@ -92,6 +87,12 @@ pub fn ps(registry: &Attachments) -> Result<String, String> {
 }
 
 /// The bridge's addresses that are exposed (all but link-local ones).
+/// Whether the `weft` bridge exists in this namespace.
+async fn bridge_exists(nl: &Netlink) -> Result<bool, String> {
+    let link = nl.link(config::BRIDGE).await.map_err(|e| e.to_string())?;
+    Ok(link.is_some())
+}
+
 async fn exposed(nl: &Netlink) -> Result<Vec<LinkAddr>, String> {
     let addrs = nl
         .addresses(config::BRIDGE)
@@ -104,12 +105,7 @@ async fn exposed(nl: &Netlink) -> Result<Vec<LinkAddr>, String> {
 pub fn expose(cidrs: &[LinkAddr]) -> Result<Vec<LinkAddr>, String> {
     let cidrs = cidrs.to_vec();
     with_netlink(|nl| async move {
-        if nl
-            .link(config::BRIDGE)
-            .await
-            .map_err(|e| e.to_string())?
-            .is_none()
-        {
+        if !bridge_exists(&nl).await? {
             return Err(format!(
                 "no bridge {:?} on this host (is the router running in this namespace?)",
                 config::BRIDGE
@@ -136,12 +132,7 @@ pub fn expose(cidrs: &[LinkAddr]) -> Result<Vec<LinkAddr>, String> {
 pub fn hide(cidrs: &[LinkAddr]) -> Result<Vec<LinkAddr>, String> {
     let cidrs = cidrs.to_vec();
     with_netlink(|nl| async move {
-        if nl
-            .link(config::BRIDGE)
-            .await
-            .map_err(|e| e.to_string())?
-            .is_none()
-        {
+        if !bridge_exists(&nl).await? {
             return Ok(Vec::new());
         }
         let before = exposed(&nl).await?;

@@ -232,14 +232,7 @@ impl PathMtu {
                 return self.finish(now);
             }
             // Repeat the same probes: one lost acknowledgement must not end a search.
-            self.state = State::Round {
-                sizes,
-                len,
-                sent: 0,
-                ends: now + self.config.round,
-                acked: false,
-                silent: silent + 1,
-            };
+            self.begin_round(now, sizes, len, silent + 1);
             return false;
         }
         if let Some(&above) = sizes[..len].iter().find(|&&s| usize::from(s) > self.good) {
@@ -285,13 +278,24 @@ impl PathMtu {
             };
             *size = (low + k * STEP).min(usize::from(u16::MAX)) as u16;
         }
+        self.begin_round(now, sizes, len, 0);
+    }
+
+    /// Starts sending a round of `len` probe sizes; `silent` rounds went unanswered before.
+    fn begin_round(
+        &mut self,
+        now: Instant,
+        sizes: [u16; PROBES_PER_ROUND],
+        len: usize,
+        silent: u8,
+    ) {
         self.state = State::Round {
             sizes,
             len,
             sent: 0,
             ends: now + self.config.round,
             acked: false,
-            silent: 0,
+            silent,
         };
     }
 
