@@ -69,6 +69,7 @@ pub enum Message {
         /// Whether the receiver should answer with its own summary.
         reply_wanted: bool,
         /// Channel-encoded summary.
+        #[serde(with = "crate::codec::bytes")]
         summary: Vec<u8>,
     },
     /// State for a neighbour, from a summary exchange; never relayed.
@@ -76,6 +77,7 @@ pub enum Message {
         /// The gossip channel.
         channel: String,
         /// Channel-encoded delta.
+        #[serde(with = "crate::codec::bytes")]
         update: Vec<u8>,
     },
     /// A delta relayed along `source`'s broadcast tree to every peer.
@@ -89,6 +91,7 @@ pub enum Message {
         /// The gossip channel.
         channel: String,
         /// Channel-encoded delta.
+        #[serde(with = "crate::codec::bytes")]
         update: Vec<u8>,
     },
     /// A payload for one peer, relayed along unicast routes.
@@ -102,6 +105,7 @@ pub enum Message {
         /// The gossip channel.
         channel: String,
         /// Channel-defined payload.
+        #[serde(with = "crate::codec::bytes")]
         payload: Vec<u8>,
     },
 }

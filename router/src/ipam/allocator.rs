@@ -51,7 +51,8 @@ pub(super) enum PendingKind {
 /// A donation request in flight.
 #[derive(Clone, Debug)]
 pub(super) struct Asking {
-    pub(super) donor: PeerId,
+    /// The peer asked; `None` between rounds, once every candidate said no.
+    pub(super) donor: Option<PeerId>,
     pub(super) within: AddrRange,
     pub(super) retry_at: Instant,
     pub(super) tried: BTreeSet<PeerId>,
@@ -447,13 +448,18 @@ impl Ipam {
             return;
         };
         let reach = self.reachable.as_ref();
-        let mut donor = space::choose_donor(ring, &self.me, reach, &tried, within, &mut self.rng);
-        if donor.is_none() && !tried.is_empty() {
-            tried.clear();
-            donor = space::choose_donor(ring, &self.me, reach, &tried, within, &mut self.rng);
-        }
-        let Some(donor) = donor else {
-            self.asking = None;
+        let retry_at = self.now + self.config.donation_retry;
+        let Some(donor) = space::choose_donor(ring, &self.me, reach, &tried, within, &mut self.rng)
+        else {
+            // Every candidate was asked this round (or there is none). Starting over at
+            // once would make peers that keep their last address answer "no" in a tight
+            // loop; wait a retry interval (or a donation) before the next round.
+            self.asking = (!tried.is_empty()).then_some(Asking {
+                donor: None,
+                within,
+                retry_at,
+                tried: BTreeSet::new(),
+            });
             return;
         };
         tried.insert(donor);
@@ -462,9 +468,8 @@ impl Ipam {
             within,
         };
         self.unicast(donor, &msg);
-        let retry_at = self.now + self.config.donation_retry;
         self.asking = Some(Asking {
-            donor,
+            donor: Some(donor),
             within,
             retry_at,
             tried,
@@ -577,7 +582,7 @@ impl Ipam {
         if self.reachable.as_ref() != Some(&set) {
             self.reachable = Some(set);
             if let Some(a) = self.asking.as_ref() {
-                if !self.is_reachable(&a.donor) {
+                if a.donor.is_some_and(|d| !self.is_reachable(&d)) {
                     let (within, tried) = (a.within, a.tried.clone());
                     self.asking = None;
                     self.ask_next(within, tried);

@@ -195,7 +195,7 @@ impl Ipam {
                 }
             }
             UnicastMsg::Denied { ring: r } if r == ring => {
-                if let Some(a) = self.asking.clone().filter(|a| a.donor == from) {
+                if let Some(a) = self.asking.clone().filter(|a| a.donor == Some(from)) {
                     self.asking = None;
                     self.ask_next(a.within, a.tried);
                 }

@@ -63,7 +63,7 @@ pub enum UnicastMsg {
         ring: u64,
     },
     /// A whole gossip state for a peer that lacks it (a [`GossipMsg`], checked when merged).
-    Gossip(Vec<u8>),
+    Gossip(#[serde(with = "gossip::codec::bytes")] Vec<u8>),
     /// A step of an `rmpeer` instance about `dead`.
     Takeover {
         /// The ring.
