@@ -33,7 +33,7 @@ pub(super) type Shared = Rc<RefCell<Log>>;
 pub(super) fn sim_config() -> SimConfig {
     SimConfig {
         mesh: MeshConfig {
-            gossip_interval: Duration::from_secs(2),
+            gossip_interval: Duration::from_secs(6),
             heartbeat_interval: Duration::from_secs(1),
             heartbeat_timeout: Duration::from_secs(4),
             ..MeshConfig::default()
