@@ -95,6 +95,8 @@ pub struct Ipam {
     pub(super) asking: Option<Asking>,
     pub(super) votes: BTreeMap<PeerId, AcceptorState>,
     pub(super) proposals: BTreeMap<PeerId, (Proposal, RequestId, Instant)>,
+    /// Chosen heirs not yet seen taking over: dead peer → (heir, resend at, give up at).
+    pub(super) heir_notices: BTreeMap<PeerId, (PeerId, Instant, Instant)>,
     pub(super) reachable: Option<BTreeSet<PeerId>>,
     pub(super) foreign: BTreeMap<String, PeerId>,
     pub(super) rng: StdRng,
@@ -129,6 +131,7 @@ impl Ipam {
             asking: None,
             votes: BTreeMap::new(),
             proposals: BTreeMap::new(),
+            heir_notices: BTreeMap::new(),
             reachable: None,
             foreign: BTreeMap::new(),
             rng: StdRng::seed_from_u64(rng_seed),
@@ -554,6 +557,7 @@ impl Ipam {
             self.step_consensus();
         }
         self.retry_proposals(now);
+        self.renotify_heirs(now);
     }
 
     /// When [`Ipam::handle_timeout`] wants to run next.
@@ -567,10 +571,12 @@ impl Ipam {
             None
         };
         let proposals = self.proposals.values().map(|p| p.2);
+        let notices = self.heir_notices.values().map(|n| n.1);
         pending
             .chain(asking)
             .chain(consensus)
             .chain(proposals)
+            .chain(notices)
             .min()
     }
 

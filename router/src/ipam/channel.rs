@@ -385,6 +385,13 @@ impl Ipam {
                     Some(ProposerAction::ToVoters(m)) => self.send_to_voters(dead, m),
                     Some(ProposerAction::Chosen(heir)) => {
                         self.send_takeover(heir, dead, TakeoverMsg::Chosen { heir });
+                        if heir != self.me {
+                            // Resent until the heir's takeover reaches our ring: a lost
+                            // notice must not leave the space stranded.
+                            let retry = self.now + self.config.donation_retry;
+                            let give_up = self.now + self.config.request_timeout * 6;
+                            self.heir_notices.insert(dead, (heir, retry, give_up));
+                        }
                         self.end_proposal(dead, Ok(Reply::Removed { heir: Some(heir) }));
                     }
                     None => {}
@@ -397,6 +404,32 @@ impl Ipam {
         if let Some((_, id, _)) = self.proposals.remove(&dead) {
             self.pending.remove(&id);
             self.complete(id, result);
+        }
+    }
+
+    /// Tells chosen heirs again until their takeover of the dead peer's space shows in
+    /// our ring (or a minute passes: then the heir is likely gone too, and a new `rmpeer`
+    /// finds the same decision and delivers it).
+    pub(super) fn renotify_heirs(&mut self, now: Instant) {
+        let due: Vec<(PeerId, PeerId, Instant)> = self
+            .heir_notices
+            .iter()
+            .filter(|(_, n)| n.1 <= now)
+            .map(|(dead, n)| (*dead, n.0, n.2))
+            .collect();
+        for (dead, heir, give_up) in due {
+            let taken = self
+                .ring
+                .as_ref()
+                .is_none_or(|r| r.owned_by(&dead).is_empty());
+            if taken || give_up <= now {
+                self.heir_notices.remove(&dead);
+                continue;
+            }
+            self.stats.heir_renotified += 1;
+            self.send_takeover(heir, dead, TakeoverMsg::Chosen { heir });
+            let next = now + self.config.donation_retry;
+            self.heir_notices.insert(dead, (heir, next, give_up));
         }
     }
 

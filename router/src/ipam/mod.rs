@@ -275,4 +275,6 @@ pub struct IpamStats {
     pub donations_received: u64,
     /// Requests that timed out.
     pub timeouts: u64,
+    /// `rmpeer` decisions told to their heir again (the first notice was lost).
+    pub heir_renotified: u64,
 }
