@@ -578,6 +578,25 @@ fn connect_and_forget() {
         "h2's targets should list {H1_TARGET}:\n{targets}"
     );
 
+    // The target is in h2's store: killed and relaunched without peers, it dials again.
+    h2.kill9();
+    let h2 = Router::launch(&net, 2, &auth, &[]);
+    let took = wait_mesh(
+        &net,
+        &[&h1, &h2],
+        Duration::from_secs(15),
+        "after h2 was killed and relaunched with no peers",
+    );
+    let targets = net.weft_ok(2, &["status", "targets"]);
+    assert!(
+        targets.lines().any(|l| l.trim() == H1_TARGET),
+        "the relaunched h2 should still list {H1_TARGET}:\n{targets}"
+    );
+    println!(
+        "e2e: h2 relaunched with no peers redialled its stored target in {:.2} s",
+        took.as_secs_f64()
+    );
+
     // Gather the problems, so that one wrong answer does not hide the others.
     let mut problems = Vec::new();
     // `weft forget` prints how many targets the router forgot.
@@ -627,6 +646,15 @@ fn connect_and_forget() {
         problems.push(format!("a bad address changed the targets:\n{targets}"));
     }
     assert!(alive(h1.pid()) && alive(h2.pid()));
+    // Forgotten is forgotten for good: a relaunch does not bring it back.
+    h2.kill9();
+    let _h2 = Router::launch(&net, 2, &auth, &[]);
+    let targets = net.weft_ok(2, &["status", "targets"]);
+    if !targets.trim().is_empty() {
+        problems.push(format!(
+            "a forgotten target came back after a relaunch:\n{targets}"
+        ));
+    }
     assert!(
         problems.is_empty(),
         "connect/forget problems:\n- {}",

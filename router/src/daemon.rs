@@ -133,7 +133,11 @@ pub async fn run(config: Config, on_ready: impl FnOnce(&str)) -> Result<(), Rout
             .await
             .expect("store task panicked")?
     };
-    let (store, snapshot) = opened;
+    let crate::store::Opened {
+        store,
+        snapshot,
+        targets: stored_targets,
+    } = opened;
     let ipam_config = IpamConfig::new(range, config.ipalloc_init.clone());
     let ipam = match snapshot {
         Some(snap) => Ipam::restore(
@@ -205,7 +209,11 @@ pub async fn run(config: Config, on_ready: impl FnOnce(&str)) -> Result<(), Rout
         ..MakerConfig::default()
     };
     let mut maker = ConnectionMaker::new(maker_config, rand::random());
-    maker.add_targets(now, &config.peers, false);
+    // The peers given now, and those given before (launch arguments and `weft connect`
+    // of earlier runs, less `weft forget`), which the store kept.
+    let mut targets = config.peers.clone();
+    targets.extend(stored_targets.iter().filter(|a| !config.peers.contains(a)));
+    maker.add_targets(now, &targets, false);
 
     let (routes_tx, routes_rx) = watch::channel(Arc::new(gossip::routes::Routes::empty(id)));
     let (dp_events_tx, dp_events_rx) = mpsc::unbounded_channel();

@@ -85,7 +85,7 @@ enum Ctx {
 /// The driver state kept by the owner beside the mesh.
 pub struct IpamDriver {
     pending: HashMap<RequestId, (Ctx, oneshot::Sender<IpamResult>)>,
-    persist: std::sync::mpsc::Sender<(PersistSeq, Vec<u8>)>,
+    persist: std::sync::mpsc::Sender<crate::store::Write>,
     nicknames: HashMap<PeerId, String>,
 }
 
@@ -120,7 +120,7 @@ impl IpamDriver {
     pub fn new(
         mesh: &mut Mesh,
         ipam: Box<Ipam>,
-        persist: std::sync::mpsc::Sender<(PersistSeq, Vec<u8>)>,
+        persist: std::sync::mpsc::Sender<crate::store::Write>,
     ) -> IpamDriver {
         mesh.register_channel(IPAM_CHANNEL, ipam);
         IpamDriver {
@@ -237,7 +237,11 @@ impl IpamDriver {
             };
             match out {
                 IpamOutput::Persist { seq, snapshot } => {
-                    if self.persist.send((seq, snapshot)).is_err() {
+                    if self
+                        .persist
+                        .send(crate::store::Write::Snapshot(seq, snapshot))
+                        .is_err()
+                    {
                         warn!("the store thread is gone; IPAM changes are not persisted");
                     }
                 }

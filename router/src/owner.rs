@@ -167,6 +167,8 @@ pub struct Owner {
     links_changed: bool,
     dataplane: DataplaneLink,
     ipam: IpamDriver,
+    /// The store thread (for the user's connection targets).
+    store: std::sync::mpsc::Sender<crate::store::Write>,
 }
 
 /// The owner's side of the data plane: the task's handle, its events, the route
@@ -227,9 +229,10 @@ impl Owner {
         ctx: &Arc<LinkContext>,
         rx: mpsc::UnboundedReceiver<Input>,
         mut dataplane: DataplaneLink,
-        ipam: (Box<Ipam>, std::sync::mpsc::Sender<(PersistSeq, Vec<u8>)>),
+        ipam: (Box<Ipam>, std::sync::mpsc::Sender<crate::store::Write>),
     ) -> Owner {
         mesh.register_channel(SLEEVE_CHANNEL, Box::<SleeveChannel>::default());
+        let store = ipam.1.clone();
         let ipam = IpamDriver::new(&mut mesh, ipam.0, ipam.1);
         let _ = dataplane.routes.send(Arc::new(mesh.routes().clone()));
         dataplane.known.clear();
@@ -243,11 +246,13 @@ impl Owner {
             links_changed: false,
             dataplane,
             ipam,
+            store,
         }
     }
 
     /// Runs until every handle is dropped.
     pub async fn run(mut self) {
+        self.store_targets();
         loop {
             self.drain(Instant::now());
             let ipam_next = self.ipam.poll_timeout(&mut self.mesh);
@@ -336,9 +341,11 @@ impl Owner {
             }
             Input::Connect { targets, replace } => {
                 self.maker.add_targets(now, &targets, replace);
+                self.store_targets();
             }
             Input::Forget { targets, reply } => {
                 let _ = reply.send(self.maker.forget(&targets));
+                self.store_targets();
             }
             Input::Report(reply) => {
                 let paths = &self.dataplane.paths;
@@ -603,6 +610,26 @@ impl Owner {
             }
             MeshEvent::PeerRemoved(peer) => info!(%peer, "peer {peer} removed from topology"),
             _ => {}
+        }
+    }
+}
+
+impl Owner {
+    /// Persists the targets the user gave, so a restart dials them again.
+    fn store_targets(&self) {
+        let explicit = self
+            .maker
+            .targets()
+            .into_iter()
+            .filter(|t| t.explicit)
+            .map(|t| t.addr)
+            .collect();
+        if self
+            .store
+            .send(crate::store::Write::Targets(explicit))
+            .is_err()
+        {
+            warn!("the store thread is gone; connection targets are not persisted");
         }
     }
 }

@@ -1,18 +1,41 @@
 //! The router's durable store: `<data-dir>/weft.redb` (redb).
 //!
-//! It holds IPAM's state: the persisted allocation range and the last IPAM snapshot
-//! (ring, allocations, votes). The identity key and the attachments registry stay in
-//! their own files. Writes are blocking, so the daemon makes them on one dedicated
-//! thread ([`spawn_writer`]), in order, and confirms each to the owner only once the
-//! transaction has committed.
+//! It holds IPAM's state (the persisted allocation range and the last IPAM snapshot:
+//! ring, allocations, votes) and the connection targets given by the user (launch
+//! arguments and `weft connect`, less `weft forget`), so a restarted router dials them
+//! again. The identity key stays in its own 0600 file (`identity.key`, as DESIGN.md
+//! fixes: a secret is not mixed into a database that tools may copy), and the
+//! attachments registry in `attachments.json`. Writes are blocking, so the daemon makes
+//! them on one dedicated thread ([`spawn_writer`]), in order, and confirms each IPAM
+//! snapshot to the owner only once the transaction has committed.
 
 use crate::ipam::{Cidr, PersistSeq};
 use redb::{Database, TableDefinition};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 const IPAM: TableDefinition<&str, &[u8]> = TableDefinition::new("ipam");
 const KEY_SNAPSHOT: &str = "snapshot";
 const KEY_RANGE: &str = "range";
+const KEY_TARGETS: &str = "targets";
+
+/// What the daemon finds in the store at start.
+pub struct Opened {
+    /// The store.
+    pub store: Store,
+    /// The last IPAM snapshot, if any.
+    pub snapshot: Option<Vec<u8>>,
+    /// The connection targets the user gave (unparsable lines are skipped, and logged).
+    pub targets: Vec<SocketAddr>,
+}
+
+/// One write for the store thread.
+pub enum Write {
+    /// An IPAM snapshot; confirmed by sequence number once committed.
+    Snapshot(PersistSeq, Vec<u8>),
+    /// The user's connection targets, replacing the stored list.
+    Targets(Vec<SocketAddr>),
+}
 
 /// Why the store cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -45,14 +68,14 @@ pub struct Store {
 
 impl Store {
     /// Opens (or creates) the database and checks the range against the persisted one,
-    /// recording it if none is. Returns the store and the last IPAM snapshot, if any.
-    pub fn open(path: &Path, range: Cidr) -> Result<(Store, Option<Vec<u8>>), StoreError> {
+    /// recording it if none is. Returns the store, the last IPAM snapshot and the targets.
+    pub fn open(path: &Path, range: Cidr) -> Result<Opened, StoreError> {
         let db = Database::create(path).map_err(|e| db_err(path, e))?;
         let store = Store {
             db,
             path: path.to_path_buf(),
         };
-        let (persisted, snapshot) = store.read()?;
+        let (persisted, snapshot, targets) = store.read()?;
         match persisted {
             Some(p) if p != range.to_string() => {
                 return Err(StoreError::RangeMismatch {
@@ -64,15 +87,30 @@ impl Store {
             Some(_) => {}
             None => store.write(KEY_RANGE, range.to_string().as_bytes())?,
         }
-        Ok((store, snapshot))
+        let targets = String::from_utf8_lossy(&targets.unwrap_or_default())
+            .lines()
+            .filter_map(|l| match l.parse() {
+                Ok(a) => Some(a),
+                Err(_) => {
+                    tracing::warn!("ignoring unreadable stored connection target {l:?}");
+                    None
+                }
+            })
+            .collect();
+        Ok(Opened {
+            store,
+            snapshot,
+            targets,
+        })
     }
 
-    fn read(&self) -> Result<(Option<String>, Option<Vec<u8>>), StoreError> {
+    #[allow(clippy::type_complexity)]
+    fn read(&self) -> Result<(Option<String>, Option<Vec<u8>>, Option<Vec<u8>>), StoreError> {
         let err = |e: &dyn std::fmt::Display| db_err(&self.path, e);
         let tx = self.db.begin_read().map_err(|e| err(&e))?;
         let table = match tx.open_table(IPAM) {
             Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok((None, None)),
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok((None, None, None)),
             Err(e) => return Err(err(&e)),
         };
         let get = |k: &str| -> Result<Option<Vec<u8>>, StoreError> {
@@ -82,7 +120,7 @@ impl Store {
                 .map(|v| v.value().to_vec()))
         };
         let range = get(KEY_RANGE)?.map(|b| String::from_utf8_lossy(&b).into_owned());
-        Ok((range, get(KEY_SNAPSHOT)?))
+        Ok((range, get(KEY_SNAPSHOT)?, get(KEY_TARGETS)?))
     }
 
     fn write(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
@@ -99,6 +137,12 @@ impl Store {
     pub fn write_snapshot(&self, snapshot: &[u8]) -> Result<(), StoreError> {
         self.write(KEY_SNAPSHOT, snapshot)
     }
+
+    /// Replaces the stored connection targets, durably (one address per line).
+    pub fn write_targets(&self, targets: &[SocketAddr]) -> Result<(), StoreError> {
+        let text: String = targets.iter().map(|a| format!("{a}\n")).collect();
+        self.write(KEY_TARGETS, text.as_bytes())
+    }
 }
 
 fn db_err(path: &Path, e: impl std::fmt::Display) -> StoreError {
@@ -108,26 +152,36 @@ fn db_err(path: &Path, e: impl std::fmt::Display) -> StoreError {
     }
 }
 
-/// Starts the writer thread: snapshots sent to the returned sender are written in order,
-/// and `done(seq)` is called after each commit. A failed write is logged and not
-/// confirmed, so nothing that depends on it is acknowledged.
+/// Starts the writer thread: writes sent to the returned sender are made in order, and
+/// `done(seq)` is called after each IPAM snapshot commits. A failed write is logged and
+/// not confirmed, so nothing that depends on it is acknowledged.
 pub fn spawn_writer(
     store: Store,
     done: impl Fn(PersistSeq) + Send + 'static,
-) -> std::sync::mpsc::Sender<(PersistSeq, Vec<u8>)> {
-    let (tx, rx) = std::sync::mpsc::channel::<(PersistSeq, Vec<u8>)>();
+) -> std::sync::mpsc::Sender<Write> {
+    let (tx, rx) = std::sync::mpsc::channel::<Write>();
     std::thread::Builder::new()
         .name("weft-store".into())
         .spawn(move || {
-            while let Ok((mut seq, mut snapshot)) = rx.recv() {
-                // Only the newest snapshot matters: skip those already superseded.
-                while let Ok((s, b)) = rx.try_recv() {
-                    seq = s;
-                    snapshot = b;
+            while let Ok(first) = rx.recv() {
+                // Only the newest snapshot and target list matter: skip superseded ones.
+                let (mut snapshot, mut targets) = (None, None);
+                for w in std::iter::once(first).chain(rx.try_iter()) {
+                    match w {
+                        Write::Snapshot(seq, bytes) => snapshot = Some((seq, bytes)),
+                        Write::Targets(t) => targets = Some(t),
+                    }
                 }
-                match store.write_snapshot(&snapshot) {
-                    Ok(()) => done(seq),
-                    Err(e) => tracing::error!("cannot persist IPAM state: {e}"),
+                if let Some(t) = targets {
+                    if let Err(e) = store.write_targets(&t) {
+                        tracing::error!("cannot persist the connection targets: {e}");
+                    }
+                }
+                if let Some((seq, bytes)) = snapshot {
+                    match store.write_snapshot(&bytes) {
+                        Ok(()) => done(seq),
+                        Err(e) => tracing::error!("cannot persist IPAM state: {e}"),
+                    }
                 }
             }
         })
@@ -146,12 +200,16 @@ mod tests {
         let path = dir.join("weft.redb");
         let _ = std::fs::remove_file(&path);
         let range: Cidr = "10.32.0.0/16".parse().unwrap();
-        let (store, snap) = Store::open(&path, range).unwrap();
-        assert!(snap.is_none());
-        store.write_snapshot(b"abc").unwrap();
-        drop(store);
-        let (_, snap) = Store::open(&path, range).unwrap();
-        assert_eq!(snap.as_deref(), Some(&b"abc"[..]));
+        let opened = Store::open(&path, range).unwrap();
+        assert!(opened.snapshot.is_none() && opened.targets.is_empty());
+        opened.store.write_snapshot(b"abc").unwrap();
+        let targets: Vec<SocketAddr> = vec!["198.18.0.2:6783".parse().unwrap()];
+        opened.store.write_targets(&targets).unwrap();
+        drop(opened);
+        let opened = Store::open(&path, range).unwrap();
+        assert_eq!(opened.snapshot.as_deref(), Some(&b"abc"[..]));
+        assert_eq!(opened.targets, targets);
+        drop(opened);
         let other: Cidr = "10.33.0.0/16".parse().unwrap();
         let e = Store::open(&path, other).err().unwrap().to_string();
         assert!(
