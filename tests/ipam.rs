@@ -441,3 +441,63 @@ fn api_contract_and_range_change_on_one_host() {
     let out = net.weft(1, &["launch", "--no-encryption", "--ipalloc-init", "bogus"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// Ten hosts bootstrap one ring by consensus (`consensus=10`): every host ends ready
+/// with the same ring, and the whole range is owned. Prints the time to consensus.
+#[test]
+fn consensus_with_ten_hosts() {
+    common::require_root();
+    const N: usize = 10;
+    let net = Net::new("ipam10", N);
+    net.new_secret("secret");
+    let auth = Auth::PasswordFile(net.dir().join("secret"));
+    let opts = ["--ipalloc-range", RANGE, "--ipalloc-init", "consensus=10"];
+    let routers: Vec<Router> = (1..=N)
+        .map(|h| {
+            let peers: &[&str] = if h == 1 { &[] } else { &[H1] };
+            Router::launch_with(&net, h, &auth, &opts, peers)
+        })
+        .collect();
+    let runs: Vec<_> = (1..=N).map(|h| net.host(h).run_dir.clone()).collect();
+    let ready = wait_until(Duration::from_secs(90), Duration::from_millis(50), || {
+        runs.iter()
+            .all(|r| json(&api(r, "GET", "/ipam", "").1)["status"] == "ready")
+    });
+    assert!(
+        ready.is_some(),
+        "IPAM not ready on all {N} hosts within 90 s"
+    );
+    let logs: Vec<String> = routers.iter().map(|r| r.log()).collect();
+    let first_start = log_time(&logs[0], "router started");
+    let last_start = log_time(&logs[N - 1], "router started");
+    let last_ring = logs
+        .iter()
+        .map(|l| log_time(l, "IP allocation ring"))
+        .fold(0.0, f64::max);
+    println!(
+        "e2e: time to consensus with {N} hosts: {:.3} s from the first router's start to the \
+         ring on all ({:.3} s after the last started)",
+        last_ring - first_start,
+        last_ring - last_start
+    );
+    // One ring everywhere: the same line naming it in every log, and each host's
+    // `status ipam` shares add up to the whole range.
+    let ring_line = |l: &str| -> String {
+        let line = l
+            .lines()
+            .find(|x| x.contains("IP allocation ring"))
+            .unwrap();
+        line.split("IP allocation ring")
+            .nth(1)
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    let rings: BTreeSet<String> = logs.iter().map(|l| ring_line(l)).collect();
+    assert_eq!(rings.len(), 1, "more than one ring: {rings:?}");
+    for h in 1..=N {
+        let text = ipam_status(&net, h);
+        let total: u64 = (1..=N).map(|k| share(&text, &format!("h{k}"))).sum();
+        assert_eq!(total, 65_536, "h{h}: shares do not cover {RANGE}:\n{text}");
+    }
+}
