@@ -60,8 +60,8 @@ pub struct LaunchArgs {
     #[arg(long, value_name = "CIDR", default_value = "10.32.0.0/12", value_parser = parse_range)]
     pub ipalloc_range: router::ipam::Cidr,
     /// How the IP allocation ring starts: consensus[=N] (default N: the peers given here
-    /// plus one), seed=PEERID,.. (every initial peer's peer_id, the same list everywhere)
-    /// or observer.
+    /// plus one), seed=NAME,.. (the initial peers' names as `weft status` shows them, or
+    /// their full peer_id from `weft report`; the same list everywhere) or observer.
     #[arg(long, value_name = "MODE", default_value = "consensus")]
     pub ipalloc_init: String,
     /// Stay attached: log to stderr and do not return until the router stops.

@@ -85,21 +85,33 @@ pub fn parse_ipalloc_init(spec: &str, launch_peers: usize) -> Result<InitMode, S
         };
     }
     if let Some(list) = spec.strip_prefix("seed=") {
-        let mut seeds = Vec::new();
-        for item in list.split(',') {
-            seeds.push(parse_peer_id(item.trim()).ok_or_else(|| {
-                format!(
-                    "--ipalloc-init seed=: {item:?} is not a peer id (32 hex digits, the \
-                     peer_id of `weft report`)"
-                )
-            })?);
+        // Full ids seed at once; peer names (what `weft status` shows) once resolved.
+        let (mut seeds, mut names) = (Vec::new(), Vec::new());
+        for item in list.split(',').map(str::trim) {
+            if let Some(id) = parse_peer_id(item) {
+                seeds.push(id);
+            } else if let Ok(name) = item.parse::<gossip::peer::ShortName>() {
+                names.push(name);
+            } else {
+                return Err(format!(
+                    "--ipalloc-init seed=: {item:?} is neither a peer name (like \
+                     4a:0f:f6:ec:1c:93, as `weft status` shows it) nor a peer id (32 hex \
+                     digits, the peer_id of `weft report`)"
+                ));
+            }
         }
-        seeds.sort();
-        seeds.dedup();
-        return Ok(InitMode::Seed(seeds));
+        if names.is_empty() {
+            seeds.sort();
+            seeds.dedup();
+            return Ok(InitMode::Seed(seeds));
+        }
+        names.extend(seeds.iter().map(PeerId::short));
+        names.sort();
+        names.dedup();
+        return Ok(InitMode::SeedNames(names));
     }
     Err(format!(
-        "--ipalloc-init {spec:?}: expected consensus, consensus=N, seed=PEERID,.. or observer"
+        "--ipalloc-init {spec:?}: expected consensus, consensus=N, seed=NAME,.. or observer"
     ))
 }
 
@@ -230,12 +242,19 @@ mod tests {
             parse_ipalloc_init(&format!("seed={id}"), 0),
             Ok(InitMode::Seed(vec![parse_peer_id(id).unwrap()]))
         );
+        // Names (and ids mixed in, by their names), sorted and deduplicated.
+        let names =
+            parse_ipalloc_init(&format!("seed=4a:0f:f6:ec:1c:93,{id},01:02:03:04:05:06"), 0);
+        let want = ["01:02:03:04:05:06", "4a:0f:f6:ec:1c:93"].map(|n| n.parse().unwrap());
+        assert_eq!(names, Ok(InitMode::SeedNames(want.to_vec())));
         for bad in [
             "",
             "consensus=0",
             "consensus=x",
             "seed=",
             "seed=h1",
+            "seed=4a:0f:f6:ec:1c",
+            "seed=4a:0f:f6:ec:1c:93,",
             "magic",
         ] {
             assert!(parse_ipalloc_init(bad, 0).is_err(), "{bad}");

@@ -116,6 +116,7 @@ impl Ipam {
         let (n, participant) = match &config.init {
             InitMode::Consensus { peers } => (*peers, true),
             InitMode::Seed(seeds) => (seeds.len(), false),
+            InitMode::SeedNames(names) => (names.len(), false),
             InitMode::Observer => (1, false),
         };
         let consensus = Consensus::new(me, n, participant, config.consensus_retry);
@@ -147,6 +148,8 @@ impl Ipam {
         if let InitMode::Seed(seeds) = &ipam.config.init {
             let ring = Ring::seeded(universe, seeds.clone());
             ipam.install_ring(ring);
+        } else if let InitMode::SeedNames(_) = &ipam.config.init {
+            ipam.outbox.dirty();
         } else {
             ipam.outbox.dirty();
             ipam.step_consensus();
@@ -181,7 +184,9 @@ impl Ipam {
             me,
             IpamConfig {
                 init: match config.init {
-                    InitMode::Seed(_) if snap.ring.is_some() => InitMode::Observer,
+                    InitMode::Seed(_) | InitMode::SeedNames(_) if snap.ring.is_some() => {
+                        InitMode::Observer
+                    }
                     ref other => other.clone(),
                 },
                 ..config.clone()
@@ -587,6 +592,7 @@ impl Ipam {
         let set: BTreeSet<PeerId> = peers.into_iter().collect();
         if self.reachable.as_ref() != Some(&set) {
             self.reachable = Some(set);
+            self.resolve_seed_names();
             if let Some(a) = self.asking.as_ref() {
                 if a.donor.is_some_and(|d| !self.is_reachable(&d)) {
                     let (within, tried) = (a.within, a.tried.clone());
@@ -596,6 +602,47 @@ impl Ipam {
             }
             self.serve_pending();
         }
+    }
+
+    /// With `seed=NAME,..`: seeds the ring once each name is this peer or exactly one
+    /// reachable peer (a ring gossiped by others first is adopted instead).
+    fn resolve_seed_names(&mut self) {
+        let InitMode::SeedNames(names) = &self.config.init else {
+            return;
+        };
+        if self.ring.is_some() {
+            return;
+        }
+        let Some(ids) = self.resolved_seeds(names) else {
+            return;
+        };
+        let ring = Ring::seeded(self.universe, ids);
+        self.install_ring(ring);
+        self.broadcast_entries(
+            self.ring
+                .as_ref()
+                .map(|r| r.entries().clone())
+                .unwrap_or_default(),
+        );
+        self.serve_pending();
+    }
+
+    /// The full ids of `names` among us and the reachable peers, once all are known.
+    pub(super) fn resolved_seeds(&self, names: &[gossip::peer::ShortName]) -> Option<Vec<PeerId>> {
+        let known: Vec<PeerId> = std::iter::once(self.me)
+            .chain(self.reachable.iter().flatten().copied())
+            .collect();
+        let mut ids = Vec::with_capacity(names.len());
+        for name in names {
+            let mut matches = known.iter().filter(|p| name.matches(p));
+            let (Some(id), None) = (matches.next(), matches.next()) else {
+                return None;
+            };
+            ids.push(*id);
+        }
+        ids.sort();
+        ids.dedup();
+        Some(ids)
     }
 
     pub(super) fn is_reachable(&self, p: &PeerId) -> bool {

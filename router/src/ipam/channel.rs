@@ -556,6 +556,11 @@ impl Ipam {
                     "awaiting the IP allocation ring from another peer (this peer is an observer)"
                         .to_string()
                 }
+                super::InitMode::SeedNames(ref names) => format!(
+                    "awaiting the seed peers: {} of {} known",
+                    self.seed_names_known(names),
+                    names.len()
+                ),
                 _ => format!(
                     "awaiting consensus: {} of {} peers known",
                     self.consensus.known(),
@@ -589,10 +594,21 @@ impl Ipam {
         }
     }
 
+    /// How many of the seed names are this peer or a reachable peer.
+    pub(super) fn seed_names_known(&self, names: &[gossip::peer::ShortName]) -> usize {
+        names
+            .iter()
+            .filter(|n| {
+                n.matches(&self.me) || self.reachable.iter().flatten().any(|p| n.matches(p))
+            })
+            .count()
+    }
+
     pub(super) fn expected_peers(&self) -> usize {
         match &self.config.init {
             super::InitMode::Consensus { peers } => *peers,
             super::InitMode::Seed(s) => s.len(),
+            super::InitMode::SeedNames(s) => s.len(),
             super::InitMode::Observer => 0,
         }
     }

@@ -84,6 +84,10 @@ pub enum InitMode {
     },
     /// `seed=PEER,..`: the ring is seeded from this list at once (same list everywhere).
     Seed(Vec<PeerId>),
+    /// `seed=NAME,..` with peer names (`4a:0f:f6:ec:1c:93`, as `weft status` shows them):
+    /// seeded, as with [`InitMode::Seed`], once every name is this peer or a reachable
+    /// one, since the ring needs their full ids.
+    SeedNames(Vec<gossip::peer::ShortName>),
     /// `observer`: never votes, never seeds; waits for a ring.
     Observer,
 }

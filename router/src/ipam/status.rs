@@ -150,6 +150,11 @@ impl Ipam {
         let Some(ring) = &self.ring else {
             return match self.config.init {
                 super::InitMode::Observer => "priming".to_string(),
+                super::InitMode::SeedNames(ref names) => format!(
+                    "awaiting seed peers (seeds: {}, known: {})",
+                    names.len(),
+                    self.seed_names_known(names)
+                ),
                 _ => format!(
                     "awaiting consensus (quorum: {}, known: {})",
                     self.consensus.quorum(),

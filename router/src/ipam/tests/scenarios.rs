@@ -54,6 +54,50 @@ fn allocation_waits_for_consensus_then_times_out_with_the_reason() {
 }
 
 #[test]
+fn seed_by_peer_names_waits_for_the_peers_then_seeds_one_ring() {
+    let names: Vec<_> = (0..3).map(|i| node_id(i).short()).collect();
+    let (mut net, log) = network(9, 4, "10.32.0.0/24", |i| {
+        if i < 3 {
+            InitMode::SeedNames(names.clone())
+        } else {
+            InitMode::Observer
+        }
+    });
+    // Until the mesh forms, a peer knows only itself: no ring, and it says why.
+    let x = ipam(&net.node(0).mesh).expect("ipam");
+    assert!(x.ring().is_none());
+    assert_eq!(
+        x.status_line(),
+        "awaiting seed peers (seeds: 3, known: 1)",
+        "before the mesh"
+    );
+    net.run_for(Duration::from_secs(5));
+    let rings: Vec<_> = (0..4)
+        .map(|i| ipam(&net.node(i).mesh).and_then(|x| x.ring().map(|r| r.id())))
+        .collect();
+    assert!(
+        rings.iter().all(|r| r.is_some() && *r == rings[0]),
+        "{rings:?}"
+    );
+    let seeds = ipam(&net.node(3).mesh)
+        .unwrap()
+        .ring()
+        .unwrap()
+        .seeds()
+        .to_vec();
+    let mut want: Vec<_> = (0..3).map(node_id).collect();
+    want.sort();
+    assert_eq!(
+        seeds, want,
+        "the ring's seeds are the named peers' full ids"
+    );
+    assert!(matches!(
+        allocate(&mut net, &log, 3, "c"),
+        Some(Ok(Reply::Allocated(..)))
+    ));
+}
+
+#[test]
 fn donation_moves_space_to_the_peer_that_ran_out() {
     // /27: 32 addresses, 30 usable; two seeds own 16 each.
     let seeds = vec![node_id(0), node_id(1)];
