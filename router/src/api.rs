@@ -163,14 +163,24 @@ impl Api {
     }
 
     async fn get(&self, path: &str) -> Response {
+        if path == "/" {
+            return Response::html(200, crate::web::PAGE);
+        }
         let Some(mut report) = self.owner.report().await else {
             return Response::text(503, "router is stopping\n");
         };
         let text = match path {
-            "/report" => {
-                // Only the report carries counters: ask the data plane for them then.
+            "/report" | "/metrics" => {
+                // Only these carry counters: ask the data plane for them then.
                 if let Some(stats) = self.dataplane.stats().await {
                     report.dataplane = Some(crate::report::dataplane(&stats));
+                }
+                if path == "/metrics" {
+                    return Response {
+                        status: 200,
+                        content_type: crate::metrics::CONTENT_TYPE,
+                        body: crate::metrics::render(&report).into_bytes(),
+                    };
                 }
                 return Response::json(200, &report);
             }

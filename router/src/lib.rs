@@ -33,12 +33,14 @@ pub mod client;
 pub mod config;
 pub mod daemon;
 pub mod dataplane;
+pub mod handshakes;
 pub mod host_net;
 pub mod http;
 pub mod ipam;
 pub mod ipam_driver;
 pub mod links;
 pub mod listener;
+pub mod metrics;
 pub mod mtu;
 pub mod owner;
 pub mod report;
@@ -46,6 +48,7 @@ pub mod reset;
 pub mod sleeve_channel;
 pub mod status;
 pub mod store;
+pub mod web;
 
 /// The weft version, as `weft version` prints it.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

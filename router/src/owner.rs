@@ -91,6 +91,13 @@ pub enum Input {
         /// Reply channel.
         reply: oneshot::Sender<usize>,
     },
+    /// A control-link handshake was refused or failed (counted, for metrics).
+    HandshakeRefused {
+        /// True when we dialled.
+        outbound: bool,
+        /// Why.
+        reason: crate::handshakes::RefusedReason,
+    },
     /// A status snapshot.
     Report(oneshot::Sender<Report>),
     /// An IPAM request; answered when it completes.
@@ -167,6 +174,7 @@ pub struct Owner {
     links_changed: bool,
     dataplane: DataplaneLink,
     ipam: IpamDriver,
+    handshakes: crate::handshakes::HandshakeStats,
 }
 
 /// The owner's side of the data plane: the task's handle, its events, the route
@@ -243,6 +251,7 @@ impl Owner {
             links_changed: false,
             dataplane,
             ipam,
+            handshakes: Default::default(),
         }
     }
 
@@ -288,6 +297,7 @@ impl Owner {
                 hash,
                 tx,
             } => {
+                self.handshakes.accepted(outbound);
                 self.links.insert(
                     conn,
                     LinkEntry {
@@ -340,6 +350,9 @@ impl Owner {
             Input::Forget { targets, reply } => {
                 let _ = reply.send(self.maker.forget(&targets));
             }
+            Input::HandshakeRefused { outbound, reason } => {
+                self.handshakes.refused(outbound, reason);
+            }
             Input::Report(reply) => {
                 let paths = &self.dataplane.paths;
                 let view = report::LinkView {
@@ -349,6 +362,7 @@ impl Owner {
                 };
                 let mut r = report::build(&self.info, &self.mesh, &self.maker, &view);
                 r.ipam = Some(self.ipam.report(&mut self.mesh, &self.info.nickname));
+                r.handshakes = Some(self.handshakes.report());
                 let _ = reply.send(r);
             }
             Input::Ipam { op, reply } => self.ipam.request(&mut self.mesh, now, op, reply),

@@ -93,7 +93,9 @@ fn sample() -> Report {
             pending: vec![],
             stats: Default::default(),
             text: String::new(),
+            range_size: 1_048_576,
         }),
+        handshakes: None,
     }
 }
 
