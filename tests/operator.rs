@@ -774,3 +774,110 @@ fn status_listener_refuses_foreign_hosts_and_never_shows_secrets() {
         paths.len()
     );
 }
+
+// ---- the command line: launch progress, errors ------------------------------------------
+
+/// A router started in the background by `weft launch` (not our child): killed by the
+/// PID it wrote to its pid file.
+struct Daemon(u32);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-KILL", &self.0.to_string()])
+            .status();
+    }
+}
+
+#[test]
+fn launch_shows_progress_and_cli_errors_say_what_to_do() {
+    let net = Net::new("opcli", 3);
+    let secret = net.new_secret("secret");
+    let auth = Auth::PasswordFile(secret.clone());
+
+    // No router: exit code 3, and the message names the socket and the fix.
+    let out = net.weft(3, &["status"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains("router not running (no socket at")
+            && err.contains(&net.host(3).run_dir.display().to_string())
+            && err.contains("weft launch"),
+        "{err}"
+    );
+
+    let opts = ["--no-discovery", "--ipalloc-init", "consensus=3"];
+    let _h1 = Router::launch_with(&net, 1, &auth, &opts, &[]);
+    let _h2 = Router::launch_with(&net, 2, &auth, &opts, &[H1]);
+    // h3 in the background, its output not a terminal: plain progress lines on stderr,
+    // and only the peer name on stdout.
+    let secret_arg = secret.display().to_string();
+    let out = net.weft(
+        3,
+        &[
+            "launch",
+            "--password-file",
+            &secret_arg,
+            "--nickname",
+            "h3",
+            "--no-discovery",
+            "--ipalloc-init",
+            "consensus=3",
+            H1,
+            H2,
+        ],
+    );
+    let pid: u32 = std::fs::read_to_string(net.host(3).run_dir.join("weft.pid"))
+        .ok()
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no pid file after launch: {out:?}"));
+    let _daemon = Daemon(pid);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "launch failed: {stderr}");
+    assert!(
+        !stderr.contains('\r'),
+        "no redrawing when not a terminal: {stderr:?}"
+    );
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert!(
+        lines[0].starts_with("weft: starting the router (log: "),
+        "{stderr}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("weft: connecting to 2 peers (")),
+        "launch shows that it connects to its 2 peers: {stderr}"
+    );
+    assert!(
+        !stderr.contains("still "),
+        "the mesh settled within the wait: {stderr}"
+    );
+    let status = net.weft_ok(3, &["status"]);
+    let name = common::weft::status_field(&status, "Name").expect("Name");
+    assert_eq!(stdout.trim(), name, "stdout is the peer name alone");
+    assert_eq!(
+        common::weft::status_field(&status, "Connections").as_deref(),
+        Some("2 (2 established)"),
+        "launch returned once its peers were connected"
+    );
+
+    // A second launch fails with the reason and what to do.
+    let out = net.weft(
+        3,
+        &["launch", "--password-file", &secret_arg, "--wait", "0"],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("already running") && err.contains("weft stop") && err.contains("weft.log"),
+        "{err}"
+    );
+    // Usage errors: exit code 2, with what was wrong.
+    let out = net.weft(3, &["status", "bogus"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bogus"));
+    net.weft_ok(3, &["stop"]);
+    println!("e2e: launch progress:\n{stderr}");
+}

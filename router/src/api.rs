@@ -141,7 +141,7 @@ impl Api {
             ("POST", _) if !mutable => Response::text(405, "the status listener is read-only\n"),
             ("POST", _) if !privileged => Response::text(
                 403,
-                "permission denied: changing the router needs root (uid 0)\n",
+                "permission denied: changing the router needs root (uid 0); run the command as root\n",
             ),
             ("POST", "/connect") => self.connect(req).await,
             ("POST", "/forget") => self.forget(req).await,
