@@ -21,6 +21,9 @@
 //! - [`attachments`], [`host_net`]: what is attached and exposed (`ps`, `expose`, `hide`).
 //! - [`reset`]: `weft reset`, removing everything weft made on the host.
 //! - [`status`], [`report`]: the status model and weave's text layouts.
+//! - [`metrics`]: `/metrics`, the report in Prometheus text format.
+//! - [`web`]: the status web page (`/`), embedded.
+//! - [`handshakes`]: handshakes accepted and refused by reason (counted by the owner).
 //! - [`client`]: the CLI's side of the local API.
 //! - [`ipam_driver`]: the owner's side of IPAM; [`store`]: the redb state file.
 //! - [`ipam`]: the sans-IO IP allocator (the ring CRDT on its gossip channel).
