@@ -9,7 +9,9 @@
 //! 3. the status page, opened in headless Chromium in a host's namespace, draws three
 //!    nodes and three edges, and changes when a router is killed (screenshots kept in
 //!    `target/test-artifacts/`);
-//! 4. a foreign `Host` header gets 403, and no body holds the secret or key material.
+//! 4. a foreign `Host` header gets 403, and no body holds the secret or key material;
+//!    handshakes refused for a wrong secret and by the rate limit are counted;
+//! 5. `weft launch` shows its progress, and CLI errors say what failed and what to do.
 //!
 //! The HTTP requests, the parsers and the garbage senders are in
 //! `tests/support/weft_operator.py`, run with `/usr/bin/python3` inside the host's
@@ -674,7 +676,7 @@ fn hex(bytes: &[u8]) -> String {
 
 #[test]
 fn status_listener_refuses_foreign_hosts_and_never_shows_secrets() {
-    let net = Net::new("opsec", 2);
+    let net = Net::new("opsec", 3);
     let secret_path = net.dir().join("known-secret");
     let secret = "correct horse battery staple operator test secret";
     {
@@ -772,6 +774,55 @@ fn status_listener_refuses_foreign_hosts_and_never_shows_secrets() {
         "e2e: {} paths x 4 loopback Host forms answered 200 with no secret material; \
          6 foreign Host forms got 403; the listener is not reachable from h2",
         paths.len()
+    );
+
+    // Refused handshakes are counted by reason: h3 has another secret (auth), then
+    // opens 30 connections at once from its address: the pre-authentication limiter
+    // refuses most (too many pending from one source, or its rate limit).
+    let refused = |m: &Metrics, reason: &str| {
+        m.sum(
+            "weft_handshakes_refused_total",
+            &[("direction", "inbound"), ("reason", reason)],
+        )
+    };
+    let limited = |m: &Metrics| refused(m, "rate_limit") + refused(m, "too_many_pending");
+    let before = metrics(&net, 1);
+    let other = Auth::PasswordFile(net.new_secret("other-secret"));
+    let _h3 = Router::launch(&net, 3, &other, &[H1]);
+    let ns3 = net.host(3).ns.clone();
+    let out = py(&net, Some(&ns3), &["tcp-flood", H1, "6783", "30"], b"");
+    assert!(out.status.success(), "tcp-flood: {out:?}");
+    let mut last = None;
+    let counted = wait_until(Duration::from_secs(20), Duration::from_millis(250), || {
+        let m = metrics(&net, 1);
+        let ok = refused(&m, "auth") > refused(&before, "auth")
+            && limited(&m) - limited(&before) >= 10.0;
+        last = Some(m);
+        ok
+    });
+    let last = last.expect("metrics read");
+    assert!(
+        counted.is_some(),
+        "h1 counted {} auth and {} limiter refusals; all refusals: {:?}",
+        refused(&last, "auth") - refused(&before, "auth"),
+        limited(&last) - limited(&before),
+        last.samples
+            .iter()
+            .filter(|s| s.0 == "weft_handshakes_refused_total" && s.2 > 0.0)
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        last.sum("weft_connections", &[("state", "established")]),
+        1.0,
+        "h3 never joined"
+    );
+    println!(
+        "e2e: h1 counted {} handshakes refused for a wrong secret and {} refused by the \
+         pre-authentication limiter (30 connections at once: {} rate_limit, {} too_many_pending)",
+        refused(&last, "auth") - refused(&before, "auth"),
+        limited(&last) - limited(&before),
+        refused(&last, "rate_limit") - refused(&before, "rate_limit"),
+        refused(&last, "too_many_pending") - refused(&before, "too_many_pending")
     );
 }
 

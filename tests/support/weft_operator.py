@@ -7,6 +7,7 @@
                           prints {"families": {name: type}, "samples": [[name, labels, value]]}
   udp-garbage HOST PORT N sends N datagrams of random bytes to HOST:PORT
   tcp-garbage HOST PORT   opens a TCP connection, sends random bytes, closes
+  tcp-flood HOST PORT N   opens and at once closes N TCP connections, as fast as it can
 """
 import http.client
 import json
@@ -68,6 +69,15 @@ def tcp_garbage(host, port):
     s.close()
 
 
+def tcp_flood(host, port, n):
+    for _ in range(n):
+        try:
+            s = socket.create_connection((host, port), timeout=5)
+            s.close()
+        except OSError:
+            pass
+
+
 def main(argv):
     cmd = argv[1]
     if cmd == "get":
@@ -80,6 +90,8 @@ def main(argv):
         udp_garbage(argv[2], int(argv[3]), int(argv[4]))
     elif cmd == "tcp-garbage":
         tcp_garbage(argv[2], int(argv[3]))
+    elif cmd == "tcp-flood":
+        tcp_flood(argv[2], int(argv[3]), int(argv[4]))
     else:
         sys.exit(f"unknown command {cmd}")
 
