@@ -306,9 +306,16 @@ fn golden(file: &str, actual: &str) {
 }
 
 /// Three routers without discovery, so that who dials whom is fixed: h2 dials h1, h3
-/// dials h1 and h2. The ring is seeded by consensus of all three.
+/// dials h1 and h2. The ring is seeded by consensus of all three. Sleeve keys are
+/// renewed every 2 s, so that rekeys show in the metrics.
 fn three_fixed(net: &Net, auth: &Auth) -> Vec<Router> {
-    let opts = ["--no-discovery", "--ipalloc-init", "consensus=3"];
+    let opts = [
+        "--no-discovery",
+        "--ipalloc-init",
+        "consensus=3",
+        "--rekey-interval",
+        "2",
+    ];
     let routers = vec![
         Router::launch_with(net, 1, auth, &opts, &[]),
         Router::launch_with(net, 2, auth, &opts, &[H1]),
@@ -495,6 +502,12 @@ fn status_layouts_report_schema_and_metrics_under_traffic_and_faults() {
         let grew = after.sum(name, &peer) - before.sum(name, &peer);
         assert!(grew >= 40.0, "{name} towards h1 grew by {grew}");
     }
+
+    // Rekeys: keys are renewed every 2 s.
+    let rekeyed = wait_until(Duration::from_secs(15), Duration::from_millis(500), || {
+        metrics(&net, 3).sum("weft_sleeve_rekeys_total", &peer) >= 1.0
+    });
+    assert!(rekeyed.is_some(), "no rekey with h1 counted in 15 s");
 
     // Faults: garbage datagrams at h3's sleeve port, and a garbage control connection.
     let drops = |m: &Metrics| m.sum("weft_dataplane_drops_total", &[]);
