@@ -115,14 +115,27 @@ pub async fn serve_status(listener: TcpListener, api: Api) {
     }
 }
 
-/// True for `localhost`, `127.x.y.z` and `[::1]`, with or without a port.
+/// True for `localhost`, `127.x.y.z` and `[::1]`, with or without a (numeric) port.
 pub fn host_is_loopback(host: Option<&str>) -> bool {
     let Some(host) = host else { return false };
-    let name = if let Some(rest) = host.strip_prefix('[') {
-        rest.split(']').next().unwrap_or("")
+    let (name, port) = if let Some(rest) = host.strip_prefix('[') {
+        let Some((name, after)) = rest.split_once(']') else {
+            return false;
+        };
+        match after.strip_prefix(':') {
+            Some(port) => (name, Some(port)),
+            None if after.is_empty() => (name, None),
+            None => return false,
+        }
     } else {
-        host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host)
+        match host.split_once(':') {
+            Some((name, port)) => (name, Some(port)),
+            None => (host, None),
+        }
     };
+    if port.is_some_and(|p| p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit())) {
+        return false;
+    }
     if name.eq_ignore_ascii_case("localhost") {
         return true;
     }
@@ -280,6 +293,12 @@ mod tests {
             "10.32.0.1",
             "",
             "[::2]:1",
+            "[::1]evil.example",
+            "localhost:evil",
+            "localhost:",
+            "127.0.0.1:6782:1",
+            "[::1",
+            "localhost.evil.example",
         ] {
             assert!(!host_is_loopback(Some(bad)), "{bad}");
         }

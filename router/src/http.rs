@@ -262,6 +262,27 @@ mod tests {
     }
 
     #[test]
+    fn responses_forbid_caching_framing_and_outside_content() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let mut out = Vec::new();
+        rt.block_on(Response::html(200, "<p>x</p>").write_to(&mut out))
+            .unwrap();
+        let text = String::from_utf8(out).unwrap();
+        for header in [
+            "Content-Type: text/html; charset=utf-8\r\n",
+            "Cache-Control: no-store\r\n",
+            "X-Frame-Options: DENY\r\n",
+            "Content-Security-Policy: default-src 'none'; script-src 'unsafe-inline';",
+            "connect-src 'self'",
+        ] {
+            assert!(text.contains(header), "{header:?} in {text:?}");
+        }
+        assert!(text.ends_with("\r\n\r\n<p>x</p>"));
+    }
+
+    #[test]
     fn fuzz_replay_never_panics() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
         let seed =
