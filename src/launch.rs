@@ -3,9 +3,12 @@
 //!
 //! Without `--foreground`, launch re-executes itself with `--foreground` in a new
 //! process group, stdout/stdin detached, and waits until the router answers on its
-//! socket (then prints the peer name and exits 0) or exits (then prints the reason it
-//! gave on stderr and exits 1). Everything that can fail is checked by the router before
-//! it reports ready, so a launch that returns 0 has a working router.
+//! socket or exits (then prints the reason it gave, and where its log is, on stderr and
+//! exits 1). Once it answers, launch waits up to `--wait` seconds more for the peers
+//! given on the command line to connect and for IPAM consensus, showing what it waits
+//! for ([`crate::progress`]), then prints the peer name and exits 0. Everything that
+//! can fail is checked by the router before it reports ready, so a launch that returns
+//! 0 has a working router.
 
 use crate::cli::{hostname, Dirs};
 use crate::progress::{waiting_for, Progress};
