@@ -10,7 +10,10 @@ if [ "$(id -u)" != 0 ]; then
   exit 1
 fi
 
-packages=(iproute2 iputils-ping tcpdump iperf3 procps iptables containernetworking-plugins)
+# tests/operator.rs: python3-jsonschema validates `weft report` against its schema,
+# python3-prometheus-client parses /metrics, chromium renders the status page headless.
+packages=(iproute2 iputils-ping tcpdump iperf3 procps iptables containernetworking-plugins
+  python3-jsonschema python3-prometheus-client chromium)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -9,6 +9,9 @@ use std::path::{Path, PathBuf};
 
 /// Weft: an encrypted layer-2 mesh network for containers.
 #[derive(Parser, Debug)]
+#[command(
+    after_help = "Examples:\n  weft launch --password-file /etc/weft/secret 198.18.0.1\n  weft status\n  weft attach pod1\n\nExit codes: 0 ok, 1 error, 2 usage, 3 router not running."
+)]
 #[command(name = "weft", version = router::VERSION, disable_version_flag = true)]
 pub struct Cli {
     #[command(subcommand)]
@@ -34,17 +37,18 @@ pub struct Dirs {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Start the router (in the background unless --foreground) and connect to PEERs.
-    ///
-    /// Example: weft launch --password-file /etc/weft/secret 198.18.0.1
+    #[command(after_help = EX_LAUNCH)]
     Launch(crate::launch::LaunchArgs),
     /// Stop the router. Bridges and attached containers stay in place.
+    #[command(after_help = "Example:\n  weft stop")]
     Stop {
         #[command(flatten)]
         dirs: Dirs,
     },
     /// Show the router's status: weft status [peers|connections|targets|ipam].
-    ///
-    /// Example: weft status connections
+    #[command(
+        after_help = "Examples:\n  weft status\n  weft status connections\n  weft status ipam\n\nThe layouts are weave's (`weave status`). Exit code 3 when no router runs."
+    )]
     Status {
         /// One of peers, connections, targets, ipam; the summary if left out.
         #[arg(value_parser = ["peers", "connections", "targets", "ipam"])]
@@ -53,13 +57,17 @@ pub enum Command {
         dirs: Dirs,
     },
     /// Print the router's full report as JSON.
+    #[command(
+        after_help = "Examples:\n  weft report\n  weft report | jq '.router.connections[] | {address, state}'\n\nThe fields are described in docs/report.md, the schema is docs/report.schema.json."
+    )]
     Report {
         #[command(flatten)]
         dirs: Dirs,
     },
     /// Add connection targets: weft connect [--replace] PEER[:PORT]...
-    ///
-    /// Example: weft connect 198.18.0.3
+    #[command(
+        after_help = "Examples:\n  weft connect 198.18.0.3\n  weft connect --replace 198.18.0.3:6783 198.18.0.4"
+    )]
     Connect {
         /// Replace the existing targets instead of adding to them.
         #[arg(long)]
@@ -71,6 +79,7 @@ pub enum Command {
         dirs: Dirs,
     },
     /// Remove connection targets: weft forget PEER[:PORT]...
+    #[command(after_help = "Example:\n  weft forget 198.18.0.3")]
     Forget {
         /// Peers to forget.
         #[arg(required = true)]
@@ -82,7 +91,10 @@ pub enum Command {
     ///
     /// NETNS is a name under /run/netns, an absolute path, or a PID. Without a CIDR, an
     /// address is allocated from the range (IPAM), with NETNS as the container id.
-    /// Prints the addresses. Example: weft attach pod1
+    /// Prints the addresses.
+    #[command(
+        after_help = "Examples:\n  weft attach pod1                    (an address from the range, by IPAM)\n  weft attach 10.40.1.2/16 pod1\n  weft attach --ifname eth1 10.40.1.2/16 /proc/1234/ns/net"
+    )]
     Attach {
         /// Addresses (CIDR) then the namespace, last.
         #[arg(required = true, value_name = "[CIDR...] NETNS")]
@@ -96,7 +108,8 @@ pub enum Command {
     /// Remove addresses, or the whole interface, from a namespace: weft detach [CIDR...] NETNS.
     ///
     /// The addresses allocated to NETNS (as the container id) are released.
-    /// Example: weft detach pod1
+    ///
+    #[command(after_help = "Examples:\n  weft detach pod1\n  weft detach 10.40.1.2/16 pod1")]
     Detach {
         /// Addresses (CIDR) to remove, then the namespace, last; no address removes the interface.
         #[arg(required = true, value_name = "[CIDR...] NETNS")]
@@ -111,6 +124,9 @@ pub enum Command {
     ///
     /// The host's own line, `weft:expose BRIDGE-MAC CIDR...`, comes first when
     /// something is exposed. ID is the namespace as given to attach.
+    #[command(
+        after_help = "Example:\n  weft ps\n\nOutput: `weft:expose 7a:c4:8b:a1:e6:ad 10.32.0.1/12`, then `pod1 2e:0d:61:8f:3a:11 10.32.0.2/12`."
+    )]
     Ps {
         #[command(flatten)]
         dirs: Dirs,
@@ -118,7 +134,10 @@ pub enum Command {
     /// Give the host addresses on the overlay (on the `weft` bridge): weft expose [CIDR...]
     ///
     /// Without a CIDR, one is allocated (container id `weft:expose`). Idempotent.
-    /// Prints the addresses. Example: weft expose
+    /// Prints the addresses.
+    #[command(
+        after_help = "Examples:\n  weft expose                         (an address from the range, by IPAM)\n  weft expose 10.40.0.1/16"
+    )]
     Expose {
         /// Addresses with their prefix; allocated if left out.
         #[arg(value_name = "CIDR", value_parser = parse_cidr)]
@@ -128,7 +147,8 @@ pub enum Command {
     },
     /// Remove exposed addresses from the host: weft hide [CIDR...]; all if none given.
     ///
-    /// Prints the addresses removed. Example: weft hide
+    /// Prints the addresses removed.
+    #[command(after_help = "Examples:\n  weft hide\n  weft hide 10.40.0.1/16")]
     Hide {
         /// Addresses to hide; all exposed ones if left out.
         #[arg(value_name = "CIDR", value_parser = parse_cidr)]
@@ -140,6 +160,7 @@ pub enum Command {
     ///
     /// Only for peers that are gone for good; a quorum of reachable peers agrees on one
     /// heir. Prints weave's `N IPs taken over from PEER`.
+    #[command(after_help = "Examples:\n  weft rmpeer h3\n  weft rmpeer 4a:0f:f6:ec:1c:93")]
     Rmpeer {
         /// Peers to remove.
         #[arg(required = true)]
@@ -153,6 +174,7 @@ pub enum Command {
     /// (exposed addresses go with it), the socket and pid file, and the identity key
     /// and attachments file and IPAM state: the host comes back as a new peer. Its IP
     /// space is first handed to a live peer (best effort). Safe to repeat.
+    #[command(after_help = "Example:\n  weft reset")]
     Reset {
         #[command(flatten)]
         dirs: Dirs,
@@ -161,6 +183,9 @@ pub enum Command {
     ///
     /// Links `weft-net` and `weft-ipam` to this binary in the bin dir and writes
     /// `10-weft.conflist` (weft-net, then portmap) in the conf dir. Idempotent.
+    #[command(
+        after_help = "Example:\n  weft setup-cni --bin-dir /opt/cni/bin --conf-dir /etc/cni/net.d"
+    )]
     SetupCni {
         /// Where CNI plugins live.
         #[arg(long, default_value = "/opt/cni/bin")]
@@ -170,8 +195,12 @@ pub enum Command {
         conf_dir: PathBuf,
     },
     /// Print the version.
+    #[command(after_help = "Example:\n  weft version")]
     Version,
     /// Network secrets: weft secret generate.
+    #[command(
+        after_help = "Example:\n  weft secret generate > /etc/weft/secret && chmod 600 /etc/weft/secret"
+    )]
     Secret {
         #[command(subcommand)]
         action: SecretAction,
@@ -181,8 +210,9 @@ pub enum Command {
 #[derive(Subcommand, Debug)]
 pub enum SecretAction {
     /// Print a new random 256-bit network secret (64 hex digits).
-    ///
-    /// Example: weft secret generate > /etc/weft/secret && chmod 600 /etc/weft/secret
+    #[command(
+        after_help = "Example:\n  weft secret generate > /etc/weft/secret && chmod 600 /etc/weft/secret"
+    )]
     Generate,
 }
 
@@ -305,6 +335,15 @@ pub fn run(cli: Cli) -> Result<()> {
     }
 }
 
+/// Examples for `weft launch --help`.
+const EX_LAUNCH: &str = "Examples:
+  weft secret generate > /etc/weft/secret && chmod 600 /etc/weft/secret
+  weft launch --password-file /etc/weft/secret 198.18.0.1 198.18.0.2
+  weft launch --no-encryption --ipalloc-init consensus=3 198.18.0.1
+
+Launch returns once the router answers; on a terminal it shows what it waits for
+(connecting to peers, IPAM consensus) on one redrawn line, otherwise as plain lines.";
+
 /// A mistake on the command line: exit code 2, as clap's own errors.
 #[derive(Debug)]
 pub struct UsageError(pub String);
@@ -426,4 +465,32 @@ pub fn hostname() -> String {
         .ok()
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "weft".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cli;
+    use clap::CommandFactory;
+
+    /// Every subcommand's `--help` ends with an example that runs that subcommand.
+    #[test]
+    fn every_subcommand_has_an_example() {
+        fn check(cmd: &clap::Command, path: &str) {
+            for sub in cmd.get_subcommands() {
+                let path = format!("{path} {}", sub.get_name());
+                let help = sub
+                    .get_after_help()
+                    .map(|h| h.to_string())
+                    .unwrap_or_default();
+                assert!(
+                    help.starts_with("Example") && help.contains(&format!("\n  {path}")),
+                    "`{path} --help` has no example running it: {help:?}"
+                );
+                check(sub, &path);
+            }
+        }
+        let cmd = Cli::command();
+        cmd.clone().debug_assert();
+        check(&cmd, "weft");
+    }
 }

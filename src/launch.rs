@@ -3,11 +3,15 @@
 //!
 //! Without `--foreground`, launch re-executes itself with `--foreground` in a new
 //! process group, stdout/stdin detached, and waits until the router answers on its
-//! socket (then prints the peer name and exits 0) or exits (then prints the reason it
-//! gave on stderr and exits 1). Everything that can fail is checked by the router before
-//! it reports ready, so a launch that returns 0 has a working router.
+//! socket or exits (then prints the reason it gave, and where its log is, on stderr and
+//! exits 1). Once it answers, launch waits up to `--wait` seconds more for the peers
+//! given on the command line to connect and for IPAM consensus, showing what it waits
+//! for ([`crate::progress`]), then prints the peer name and exits 0. Everything that
+//! can fail is checked by the router before it reports ready, so a launch that returns
+//! 0 has a working router.
 
 use crate::cli::{hostname, Dirs};
+use crate::progress::{waiting_for, Progress};
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use router::config::{self, Config, Security};
@@ -67,6 +71,10 @@ pub struct LaunchArgs {
     /// Stay attached: log to stderr and do not return until the router stops.
     #[arg(long)]
     pub foreground: bool,
+    /// In the background mode, how long to wait (showing progress) for the peers given
+    /// here to connect and for IPAM consensus, after the router answers; 0: do not wait.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    pub wait: u64,
     #[command(flatten)]
     pub dirs: Dirs,
     /// Peers to connect to, as HOST[:PORT].
@@ -155,8 +163,9 @@ pub fn launch(args: LaunchArgs) -> Result<()> {
     }
     // Validate here too, so that option errors come back at once and plainly.
     let run_dir = args.dirs.run_dir.clone();
+    let wait = Duration::from_secs(args.wait);
     args.into_config()?;
-    daemonize(&run_dir)
+    daemonize(&run_dir, wait)
 }
 
 /// First word of the line a daemon child writes on its stdout when it is ready.
@@ -186,8 +195,9 @@ fn run_foreground(config: Config, daemon: bool) -> Result<()> {
     Ok(result?)
 }
 
-/// Starts `weft launch --foreground` detached, and waits for its `READY`/`ERROR` line.
-fn daemonize(run_dir: &std::path::Path) -> Result<()> {
+/// Starts `weft launch --foreground` detached, waits for its `READY`/`ERROR` line, then
+/// (up to `wait`) for its peers and IPAM consensus, showing progress on stderr.
+fn daemonize(run_dir: &std::path::Path, wait: Duration) -> Result<()> {
     use std::io::BufRead;
     use std::os::unix::process::CommandExt;
     let exe = std::env::current_exe().context("cannot find the weft executable")?;
@@ -210,9 +220,11 @@ fn daemonize(run_dir: &std::path::Path) -> Result<()> {
         .process_group(0)
         .spawn()
         .context("cannot start the router process")?;
-    if std::io::stderr().is_terminal() {
-        eprintln!("weft: starting the router (log: {})", log.display());
-    }
+    let mut progress = Progress::new(std::io::stderr().is_terminal());
+    show(
+        &mut progress,
+        &format!("starting the router (log: {})", log.display()),
+    );
     let stdout = child
         .stdout
         .take()
@@ -227,23 +239,67 @@ fn daemonize(run_dir: &std::path::Path) -> Result<()> {
         Err(_) => {
             let _ = child.kill();
             let _ = child.wait();
+            eprint!("{}", progress.finish());
             bail!(
-                "the router did not become ready within {} s; see {}",
+                "the router did not become ready within {} s; see its log, {}",
                 READY_TIMEOUT.as_secs(),
                 log.display()
             );
         }
     };
     if let Some(name) = line.strip_prefix(READY) {
+        settle(run_dir, wait, &mut progress);
+        eprint!("{}", progress.finish());
         println!("{name}");
         return Ok(());
     }
     let status = child.wait()?;
+    eprint!("{}", progress.finish());
     match line.strip_prefix(FAILED) {
-        Some(reason) => Err(anyhow!("{reason}")),
+        Some(reason) => Err(anyhow!(
+            "the router could not start: {reason}\n(details in its log, {})",
+            log.display()
+        )),
         None => bail!(
-            "the router exited during startup ({status}); see {}",
+            "the router exited during startup ({status}); see its log, {}",
             log.display()
         ),
+    }
+}
+
+fn show(progress: &mut Progress, line: &str) {
+    use std::io::Write;
+    let mut err = std::io::stderr();
+    let _ = err.write_all(progress.update(line).as_bytes());
+    let _ = err.flush();
+}
+
+/// Waits up to `wait` for the router's explicit peers to connect and for IPAM
+/// consensus, showing what is still missing. Not a failure when time runs out: the
+/// router keeps trying in the background, and the last state is printed with a hint.
+fn settle(run_dir: &std::path::Path, wait: Duration, progress: &mut Progress) {
+    let start = std::time::Instant::now();
+    let mut last = None;
+    while start.elapsed() < wait {
+        let report = router::client::request(run_dir, "GET", "/report", None)
+            .ok()
+            .and_then(|body| serde_json::from_slice::<router::status::Report>(&body).ok());
+        let Some(report) = report else { break };
+        match waiting_for(&report) {
+            Some(line) => {
+                show(progress, &line);
+                last = Some(line);
+            }
+            None => return,
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    if let Some(line) = last {
+        eprint!("{}", progress.finish());
+        eprintln!(
+            "weft: still {line} after {} s; the router keeps trying in the background \
+             (check with `weft status` and `weft status connections`)",
+            wait.as_secs()
+        );
     }
 }

@@ -7,6 +7,7 @@
 
 mod cli;
 mod launch;
+mod progress;
 
 use clap::Parser;
 use std::process::ExitCode;

@@ -215,6 +215,7 @@ impl Dataplane {
         let Some(entry) = self.peers.get_mut(&peer) else {
             return;
         };
+        let epoch_before = entry.session.epoch();
         match entry.session.handle_offer(now, offer) {
             Ok(Some(answer)) => self.events.push_back(Event::SendOffer {
                 peer,
@@ -222,6 +223,9 @@ impl Dataplane {
             }),
             Ok(None) => {}
             Err(_) => self.drops.rekey_refused += 1,
+        }
+        if epoch_before > 0 && entry.session.epoch() > epoch_before {
+            entry.counters.rekeys += 1;
         }
         self.reindex(peer);
     }

@@ -115,14 +115,27 @@ pub async fn serve_status(listener: TcpListener, api: Api) {
     }
 }
 
-/// True for `localhost`, `127.x.y.z` and `[::1]`, with or without a port.
+/// True for `localhost`, `127.x.y.z` and `[::1]`, with or without a (numeric) port.
 pub fn host_is_loopback(host: Option<&str>) -> bool {
     let Some(host) = host else { return false };
-    let name = if let Some(rest) = host.strip_prefix('[') {
-        rest.split(']').next().unwrap_or("")
+    let (name, port) = if let Some(rest) = host.strip_prefix('[') {
+        let Some((name, after)) = rest.split_once(']') else {
+            return false;
+        };
+        match after.strip_prefix(':') {
+            Some(port) => (name, Some(port)),
+            None if after.is_empty() => (name, None),
+            None => return false,
+        }
     } else {
-        host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host)
+        match host.split_once(':') {
+            Some((name, port)) => (name, Some(port)),
+            None => (host, None),
+        }
     };
+    if port.is_some_and(|p| p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit())) {
+        return false;
+    }
     if name.eq_ignore_ascii_case("localhost") {
         return true;
     }
@@ -141,7 +154,7 @@ impl Api {
             ("POST", _) if !mutable => Response::text(405, "the status listener is read-only\n"),
             ("POST", _) if !privileged => Response::text(
                 403,
-                "permission denied: changing the router needs root (uid 0)\n",
+                "permission denied: changing the router needs root (uid 0); run the command as root\n",
             ),
             ("POST", "/connect") => self.connect(req).await,
             ("POST", "/forget") => self.forget(req).await,
@@ -163,14 +176,24 @@ impl Api {
     }
 
     async fn get(&self, path: &str) -> Response {
+        if path == "/" {
+            return Response::html(200, crate::web::PAGE);
+        }
         let Some(mut report) = self.owner.report().await else {
             return Response::text(503, "router is stopping\n");
         };
         let text = match path {
-            "/report" => {
-                // Only the report carries counters: ask the data plane for them then.
+            "/report" | "/metrics" => {
+                // Only these carry counters: ask the data plane for them then.
                 if let Some(stats) = self.dataplane.stats().await {
                     report.dataplane = Some(crate::report::dataplane(&stats));
+                }
+                if path == "/metrics" {
+                    return Response {
+                        status: 200,
+                        content_type: crate::metrics::CONTENT_TYPE,
+                        body: crate::metrics::render(&report).into_bytes(),
+                    };
                 }
                 return Response::json(200, &report);
             }
@@ -270,6 +293,12 @@ mod tests {
             "10.32.0.1",
             "",
             "[::2]:1",
+            "[::1]evil.example",
+            "localhost:evil",
+            "localhost:",
+            "127.0.0.1:6782:1",
+            "[::1",
+            "localhost.evil.example",
         ] {
             assert!(!host_is_loopback(Some(bad)), "{bad}");
         }

@@ -23,7 +23,7 @@ pub enum ClientError {
         body: String,
     },
     /// The exchange failed midway.
-    #[error("talking to the router at {path}: {source}")]
+    #[error("talking to the router at {path}: {source} (is it stopping? its log is weft.log in the same directory)")]
     Io {
         /// The socket.
         path: PathBuf,
@@ -31,7 +31,7 @@ pub enum ClientError {
         source: std::io::Error,
     },
     /// The router's answer was not HTTP.
-    #[error("the router at {0} sent a malformed response")]
+    #[error("the router at {0} sent a malformed response (is it another weft version? its log is weft.log in the same directory)")]
     Malformed(PathBuf),
 }
 

@@ -167,6 +167,14 @@ pub async fn run(config: Config, on_ready: impl FnOnce(&str)) -> Result<(), Rout
     let tcp = TcpListener::bind(tcp_addr)
         .await
         .map_err(|e| listen_error("TCP", tcp_addr.to_string(), e))?;
+    if let Some(addr) = config.status_addr.filter(|a| !a.ip().is_loopback()) {
+        warn!(
+            %addr,
+            "the status listener is not on a loopback address: it is read-only and answers \
+             only requests whose Host is a loopback name, but anyone who can reach it sees \
+             the topology and counters; prefer 127.0.0.1 and an SSH tunnel"
+        );
+    }
     let status = match config.status_addr {
         Some(addr) => Some(
             TcpListener::bind(addr)

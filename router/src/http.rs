@@ -133,6 +133,10 @@ pub async fn read_request<R: AsyncRead + Unpin>(stream: &mut R) -> Result<Reques
     }
 }
 
+/// The policy sent with every response: the status page may run its inline script and
+/// styles and fetch from its own origin, and nothing else (no outside assets, no frames).
+pub const CSP: &str = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src data:; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
+
 /// A response to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Response {
@@ -154,6 +158,15 @@ impl Response {
         }
     }
 
+    /// A `text/html` page.
+    pub fn html(status: u16, page: &str) -> Response {
+        Response {
+            status,
+            content_type: "text/html; charset=utf-8",
+            body: page.as_bytes().to_vec(),
+        }
+    }
+
     /// An `application/json` response.
     pub fn json(status: u16, body: &impl serde::Serialize) -> Response {
         let body = serde_json::to_vec_pretty(body).unwrap_or_else(|e| e.to_string().into_bytes());
@@ -167,7 +180,7 @@ impl Response {
     /// Writes the response and flushes it.
     pub async fn write_to<W: AsyncWrite + Unpin>(&self, w: &mut W) -> std::io::Result<()> {
         let head = format!(
-            "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\nCache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n\r\n",
+            "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\nCache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\nX-Frame-Options: DENY\r\nContent-Security-Policy: {CSP}\r\n\r\n",
             self.status,
             reason(self.status),
             self.content_type,
@@ -246,6 +259,27 @@ mod tests {
             parse_request(b"\x00\x01\x02 / HTTP/1.1\r\n\r\n"),
             Err(HttpError::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn responses_forbid_caching_framing_and_outside_content() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let mut out = Vec::new();
+        rt.block_on(Response::html(200, "<p>x</p>").write_to(&mut out))
+            .unwrap();
+        let text = String::from_utf8(out).unwrap();
+        for header in [
+            "Content-Type: text/html; charset=utf-8\r\n",
+            "Cache-Control: no-store\r\n",
+            "X-Frame-Options: DENY\r\n",
+            "Content-Security-Policy: default-src 'none'; script-src 'unsafe-inline';",
+            "connect-src 'self'",
+        ] {
+            assert!(text.contains(header), "{header:?} in {text:?}");
+        }
+        assert!(text.ends_with("\r\n\r\n<p>x</p>"));
     }
 
     #[test]

@@ -299,6 +299,7 @@ impl IpamDriver {
             status: ipam.status_line(),
             range: range.to_string(),
             default_subnet: range.to_string(),
+            range_size: ipam.universe().len(),
             shares: ipam
                 .shares()
                 .iter()

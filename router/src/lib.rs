@@ -21,6 +21,9 @@
 //! - [`attachments`], [`host_net`]: what is attached and exposed (`ps`, `expose`, `hide`).
 //! - [`reset`]: `weft reset`, removing everything weft made on the host.
 //! - [`status`], [`report`]: the status model and weave's text layouts.
+//! - [`metrics`]: `/metrics`, the report in Prometheus text format.
+//! - [`web`]: the status web page (`/`), embedded.
+//! - [`handshakes`]: handshakes accepted and refused by reason (counted by the owner).
 //! - [`client`]: the CLI's side of the local API.
 //! - [`ipam_driver`]: the owner's side of IPAM; [`store`]: the redb state file.
 //! - [`ipam`]: the sans-IO IP allocator (the ring CRDT on its gossip channel).
@@ -33,12 +36,14 @@ pub mod client;
 pub mod config;
 pub mod daemon;
 pub mod dataplane;
+pub mod handshakes;
 pub mod host_net;
 pub mod http;
 pub mod ipam;
 pub mod ipam_driver;
 pub mod links;
 pub mod listener;
+pub mod metrics;
 pub mod mtu;
 pub mod owner;
 pub mod report;
@@ -46,6 +51,7 @@ pub mod reset;
 pub mod sleeve_channel;
 pub mod status;
 pub mod store;
+pub mod web;
 
 /// The weft version, as `weft version` prints it.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -5,6 +5,7 @@
 //! no mesh state. Pre-authentication work is bounded: one small read buffer, the
 //! handshake's own exact-size checks, and a hard deadline.
 
+use crate::handshakes::RefusedReason;
 use crate::owner::{Input, LinkCmd, OwnerHandle};
 use gossip::handshake::{Handshake, HandshakeConfig, HandshakeError};
 use gossip::identity::Identity;
@@ -98,10 +99,10 @@ async fn run<S>(
     drop(slot);
     let (established, leftover) = match result {
         Ok(Ok(done)) => done,
-        Ok(Err(e)) => return handshake_failed(&ctx, remote, target, e.to_string()),
+        Ok(Err(e)) => return handshake_failed(&ctx, remote, target, e.reason(), e.to_string()),
         Err(_) => {
             let e = "handshake did not complete within 10 s".to_string();
-            return handshake_failed(&ctx, remote, target, e);
+            return handshake_failed(&ctx, remote, target, RefusedReason::Timeout, e);
         }
     };
     let conn = ConnId(ctx.next_conn.fetch_add(1, Ordering::Relaxed));
@@ -129,7 +130,17 @@ async fn run<S>(
     ctx.owner.send(Input::LinkDown { conn, error });
 }
 
-fn handshake_failed(ctx: &LinkContext, remote: SocketAddr, target: Option<SocketAddr>, e: String) {
+fn handshake_failed(
+    ctx: &LinkContext,
+    remote: SocketAddr,
+    target: Option<SocketAddr>,
+    reason: RefusedReason,
+    e: String,
+) {
+    ctx.owner.send(Input::HandshakeRefused {
+        outbound: target.is_some(),
+        reason,
+    });
     match target {
         Some(target) => {
             warn!(%target, "connection to {target} failed: {e}");
@@ -146,6 +157,15 @@ enum HandshakeFailure {
     Protocol(#[from] HandshakeError),
     #[error("socket error during the handshake: {0}")]
     Io(#[from] std::io::Error),
+}
+
+impl HandshakeFailure {
+    fn reason(&self) -> RefusedReason {
+        match self {
+            HandshakeFailure::Protocol(e) => RefusedReason::of_error(e),
+            HandshakeFailure::Io(_) => RefusedReason::Closed,
+        }
+    }
 }
 
 /// Drives the handshake to completion; returns the session and bytes read past its end.

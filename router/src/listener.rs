@@ -5,7 +5,9 @@
 //! runs. The handshake task gives its slot back through a channel when it ends, however
 //! it ends, so the count of pending handshakes stays exact.
 
+use crate::handshakes::RefusedReason;
 use crate::links::{self, LinkContext};
+use crate::owner::Input;
 use gossip::ratelimit::{Admission, PreAuthLimiter};
 use std::sync::Arc;
 use std::time::Instant;
@@ -33,6 +35,10 @@ pub async fn run(listener: TcpListener, ctx: Arc<LinkContext>) {
                     Ok(a) => a,
                     Err(refusal) => {
                         debug!(%remote, "refused before handshake: {refusal}");
+                        ctx.owner.send(Input::HandshakeRefused {
+                            outbound: false,
+                            reason: RefusedReason::of_refusal(&refusal),
+                        });
                         drop(stream);
                         continue;
                     }

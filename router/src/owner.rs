@@ -91,6 +91,13 @@ pub enum Input {
         /// Reply channel.
         reply: oneshot::Sender<usize>,
     },
+    /// A control-link handshake was refused or failed (counted, for metrics).
+    HandshakeRefused {
+        /// True when we dialled.
+        outbound: bool,
+        /// Why.
+        reason: crate::handshakes::RefusedReason,
+    },
     /// A status snapshot.
     Report(oneshot::Sender<Report>),
     /// An IPAM request; answered when it completes.
@@ -169,6 +176,7 @@ pub struct Owner {
     ipam: IpamDriver,
     /// The store thread (for the user's connection targets).
     store: std::sync::mpsc::Sender<crate::store::Write>,
+    handshakes: crate::handshakes::HandshakeStats,
 }
 
 /// The owner's side of the data plane: the task's handle, its events, the route
@@ -247,6 +255,7 @@ impl Owner {
             dataplane,
             ipam,
             store,
+            handshakes: Default::default(),
         }
     }
 
@@ -293,6 +302,7 @@ impl Owner {
                 hash,
                 tx,
             } => {
+                self.handshakes.accepted(outbound);
                 self.links.insert(
                     conn,
                     LinkEntry {
@@ -347,6 +357,9 @@ impl Owner {
                 let _ = reply.send(self.maker.forget(&targets));
                 self.store_targets();
             }
+            Input::HandshakeRefused { outbound, reason } => {
+                self.handshakes.refused(outbound, reason);
+            }
             Input::Report(reply) => {
                 let paths = &self.dataplane.paths;
                 let view = report::LinkView {
@@ -356,6 +369,7 @@ impl Owner {
                 };
                 let mut r = report::build(&self.info, &self.mesh, &self.maker, &view);
                 r.ipam = Some(self.ipam.report(&mut self.mesh, &self.info.nickname));
+                r.handshakes = Some(self.handshakes.report());
                 let _ = reply.send(r);
             }
             Input::Ipam { op, reply } => self.ipam.request(&mut self.mesh, now, op, reply),

@@ -135,6 +135,7 @@ pub fn build(
         },
         dataplane: None,
         ipam: None,
+        handshakes: None,
     }
 }
 
@@ -200,6 +201,7 @@ pub fn dataplane(stats: &crate::dataplane::Stats) -> crate::status::DataplaneRep
                 drops_malformed: p.malformed,
                 drops_unknown_index: p.unknown_index,
                 src_mismatch: p.src_mismatch,
+                rekeys: p.rekeys,
             })
             .collect(),
         drops_malformed: d.malformed,

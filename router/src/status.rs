@@ -23,6 +23,13 @@ pub struct Report {
     /// The IPAM block.
     #[serde(default)]
     pub ipam: Option<IpamReport>,
+    /// Control-link handshakes accepted and refused.
+    #[serde(default)]
+    pub handshakes: Option<crate::handshakes::HandshakeReport>,
+    // FASTDP: the fast-path work adds its section here (`fastdp`: connections per mode,
+    // fallbacks to the sleeve by reason, injected-VXLAN drops), as an
+    // `Option<FastdpReport>` with `#[serde(default)]`, plus its entry in
+    // docs/report.schema.json and its families in `crate::metrics` (marked FASTDP too).
 }
 
 /// IPAM: status, range, ring shares and local allocations.
@@ -34,6 +41,9 @@ pub struct IpamReport {
     pub range: String,
     /// The default subnet (the whole range).
     pub default_subnet: String,
+    /// Addresses in the range.
+    #[serde(default)]
+    pub range_size: u64,
     /// Each owner's share of the ring, largest first.
     pub shares: Vec<IpamShare>,
     /// Addresses allocated on this peer.
@@ -125,6 +135,9 @@ pub struct PeerTraffic {
     pub drops_unknown_index: u64,
     /// Authentic datagrams from an address other than the pinned endpoint.
     pub src_mismatch: u64,
+    /// Sleeve key exchanges that replaced a working epoch.
+    #[serde(default)]
+    pub rekeys: u64,
 }
 
 /// The router block of the report.

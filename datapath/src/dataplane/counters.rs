@@ -29,6 +29,9 @@ pub struct PeerCounters {
     pub unknown_index: u64,
     /// Authentic datagrams from an address other than the pinned endpoint.
     pub src_mismatch: u64,
+    /// Key exchanges that replaced a working epoch (the first exchange of a session,
+    /// which gives it its first keys, is not a rekey).
+    pub rekeys: u64,
 }
 
 impl PeerCounters {

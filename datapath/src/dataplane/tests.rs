@@ -330,3 +330,20 @@ fn emsgsize_lowers_the_limit_at_once() {
     a.poll_probes(t, &mut tx);
     assert!(!tx.is_empty(), "a search started");
 }
+
+/// The first key exchange of a session is not a rekey; each later one is, on both ends.
+#[test]
+fn rekeys_are_counted_per_peer() {
+    let now = Instant::now();
+    let (mut a, mut b) = connected(now);
+    let rekeys = |dp: &Dataplane| dp.counters().peers[0].1.rekeys;
+    assert_eq!((rekeys(&a), rekeys(&b)), (0, 0), "the first exchange");
+    let later = now + DataplaneConfig::default().session.rekey_after_time + Duration::from_secs(1);
+    a.handle_timeout(later);
+    b.handle_timeout(later);
+    for _ in 0..4 {
+        relay(later, &mut a, A, &mut b);
+        relay(later, &mut b, B, &mut a);
+    }
+    assert_eq!((rekeys(&a), rekeys(&b)), (1, 1));
+}

@@ -93,7 +93,9 @@ fn sample() -> Report {
             pending: vec![],
             stats: Default::default(),
             text: String::new(),
+            range_size: 1_048_576,
         }),
+        handshakes: None,
     }
 }
 
@@ -195,4 +197,68 @@ fn reports_without_the_new_fields_still_parse() {
     json["router"].as_object_mut().unwrap().remove("relayed");
     let r: Report = serde_json::from_value(json).unwrap();
     assert!(r.router.relayed.is_empty());
+}
+
+/// A structural check of a value against docs/report.schema.json: every key is
+/// declared, every required key is present, `$ref` and `oneOf` followed. (The full
+/// validation, with a real JSON Schema validator, runs in tests/operator.rs.)
+fn conforms(root: &serde_json::Value, schema: &serde_json::Value, v: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    if let Some(r) = schema.get("$ref").and_then(Value::as_str) {
+        let name = r.trim_start_matches("#/definitions/");
+        return conforms(root, &root["definitions"][name], v);
+    }
+    if let Some(options) = schema.get("oneOf").and_then(Value::as_array) {
+        return options.iter().any(|s| conforms(root, s, v));
+    }
+    if schema.get("type").and_then(Value::as_str) == Some("null") {
+        return v.is_null();
+    }
+    match v {
+        Value::Object(map) => {
+            let props = schema.get("properties").and_then(Value::as_object);
+            let required = schema.get("required").and_then(Value::as_array);
+            required
+                .into_iter()
+                .flatten()
+                .all(|k| map.contains_key(k.as_str().unwrap_or("")))
+                && map.iter().all(|(k, item)| match props {
+                    Some(p) => p.get(k).is_some_and(|s| conforms(root, s, item)),
+                    None => true,
+                })
+        }
+        Value::Array(items) => match schema.get("items") {
+            Some(s) => items.iter().all(|item| conforms(root, s, item)),
+            None => true,
+        },
+        _ => true,
+    }
+}
+
+#[test]
+fn report_fields_match_the_schema() {
+    let schema: serde_json::Value =
+        serde_json::from_str(include_str!("../../../docs/report.schema.json")).unwrap();
+    let mut r = sample();
+    r.dataplane = Some(DataplaneReport {
+        peers: vec![PeerTraffic::default()],
+        ..Default::default()
+    });
+    r.handshakes = Some(crate::handshakes::HandshakeReport::default());
+    r.router.relayed = vec![RelayedReport {
+        peer_name: "7e:21:4a:70:2f:45".into(),
+        peer_nickname: "h2".into(),
+        via_name: "7e:21:4a:70:2f:46".into(),
+        via_nickname: "h3".into(),
+        address: "198.18.0.3:6783".into(),
+        outbound: true,
+        encrypted: true,
+        mtu: Some(1400),
+    }];
+    let v = serde_json::to_value(&r).unwrap();
+    assert!(conforms(&schema, &schema, &v), "{v:#}");
+    // The checker does reject an undeclared field.
+    let mut extra = v.clone();
+    extra["router"]["surprise"] = serde_json::json!(1);
+    assert!(!conforms(&schema, &schema, &extra));
 }
