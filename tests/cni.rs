@@ -97,6 +97,13 @@ fn delegated_add_check_del() {
     assert!(c.raw.contains(&host_veth), "{}", c.raw);
     run_ok(Command::new("ip").args(["-n", &h1, "link", "set", &host_veth, "master", "weft"]));
     ok(&f.net_call("CHECK", "ctr1", &path, "eth0", &check));
+    // CHECK reports a missing route, by its destination.
+    run_ok(Command::new("ip").args(["-n", &ns, "route", "del", "10.32.0.0/12"]));
+    let c = f.net_call("CHECK", "ctr1", &path, "eth0", &check);
+    assert_ne!(c.code, 0);
+    assert!(c.raw.contains("route 10.32.0.0/12"), "{}", c.raw);
+    run_ok(Command::new("ip").args(["-n", &ns, "route", "add", "10.32.0.0/12", "dev", "eth0"]));
+    ok(&f.net_call("CHECK", "ctr1", &path, "eth0", &check));
     // CHECK reports a missing address.
     run_ok(Command::new("ip").args(["-n", &ns, "addr", "del", "10.40.5.7/16", "dev", "eth0"]));
     let c = f.net_call("CHECK", "ctr1", &path, "eth0", &check);
@@ -116,8 +123,46 @@ fn delegated_add_check_del() {
     assert_root_untouched();
     let log = f.ipam_log();
     assert_eq!(log.matches("ADD ctr1").count(), 2, "{log}");
-    assert_eq!(log.matches("CHECK ctr1 eth0").count(), 2, "{log}");
+    assert_eq!(log.matches("CHECK ctr1 eth0").count(), 3, "{log}");
     assert_eq!(log.matches("DEL ctr1 eth0").count(), 2, "{log}");
+}
+
+/// An IPv6 address from IPAM gets its default route too, in the result and the kernel.
+#[test]
+fn ipv6_addresses_get_a_default_route_too() {
+    let mut f = Fixture::new("cniv6");
+    let (ns, path) = f.pod();
+    let conf = delegated_conf("1.0.0");
+    let env = [
+        ("CNI_COMMAND", "ADD"),
+        ("CNI_CONTAINERID", "v6"),
+        ("CNI_NETNS", path.as_str()),
+        ("CNI_IFNAME", "eth0"),
+        ("FAKE_IPAM_ADDR6", "fd00:40::7/64"),
+    ];
+    let add = f.call("weft-net", &env, conf.to_string().as_bytes());
+    ok(&add);
+    let routes: Vec<(String, String)> = add.stdout["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let gw = r["gw"].as_str().unwrap_or("").to_string();
+            (r["dst"].as_str().unwrap().to_string(), gw)
+        })
+        .collect();
+    assert!(
+        routes.contains(&("0.0.0.0/0".into(), "10.40.0.1".into()))
+            && routes.contains(&("::/0".into(), "fd00:40::1".into())),
+        "{routes:?}"
+    );
+    let v6 = ip_out(&["-n", &ns, "-6", "route", "show"]);
+    assert!(v6.contains("default via fd00:40::1 dev eth0"), "{v6}");
+    let mut del = env;
+    del[0].1 = "DEL";
+    let out = f.call("weft-net", &del, conf.to_string().as_bytes());
+    ok(&out);
+    assert!(f.host_veths().is_empty(), "{:?}", f.host_veths());
 }
 
 #[test]
@@ -467,6 +512,7 @@ fn router_ipam_claims_conflicts_and_not_ready() {
     let (_, b) = f.pod();
     let again = f.net_call("ADD", "other", &b, "eth0", &c);
     assert_ne!(again.code, 0, "{}", again.raw);
+    assert_eq!(again.stdout["code"], 100, "address in use: {}", again.raw);
     assert_eq!(f.host_veths().len(), 1, "{:?}", f.host_veths());
     assert_eq!(
         router.held(),

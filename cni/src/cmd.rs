@@ -71,6 +71,27 @@ fn gateway(
         .map(|b| b.ip))
 }
 
+/// Adds a default route via `gw` for its address family, first, unless the routes
+/// already have one for that family (as the reference `bridge` plugin does with
+/// `isDefaultGateway`, for IPv4 and IPv6 alike).
+fn add_default_route(routes: &mut Vec<Route>, gw: std::net::IpAddr) {
+    let dst = if gw.is_ipv4() { "0.0.0.0/0" } else { "::/0" };
+    if routes.iter().any(|r| r.dst == dst) {
+        return;
+    }
+    let at = routes
+        .iter()
+        .position(|r| r.dst != "0.0.0.0/0")
+        .unwrap_or(routes.len());
+    routes.insert(
+        at,
+        Route {
+            dst: dst.into(),
+            gw: Some(gw.to_string()),
+        },
+    );
+}
+
 /// weft-net ADD.
 pub fn add(conf: &NetConf, env: &Env, raw: &[u8]) -> CniResult<CniOutput> {
     let ns = link::preflight(&env.netns, &env.ifname)?;
@@ -92,14 +113,8 @@ pub fn add(conf: &NetConf, env: &Env, raw: &[u8]) -> CniResult<CniOutput> {
         for c in &got.ips {
             let a = cidr(&c.address, "address from IPAM")?;
             let gw = gateway(a, c.gateway.as_deref(), &bridge_addrs)?;
-            if a.ip.is_ipv4() && gw.is_some() && !routes.iter().any(|r| r.dst == "0.0.0.0/0") {
-                routes.insert(
-                    0,
-                    Route {
-                        dst: "0.0.0.0/0".into(),
-                        gw: gw.map(|g| g.to_string()),
-                    },
-                );
+            if let Some(g) = gw {
+                add_default_route(&mut routes, g);
             }
             addrs.push(a);
             ips.push(IpConfig {
@@ -265,6 +280,27 @@ pub fn check(conf: &NetConf, env: &Env, raw: &[u8]) -> CniResult<()> {
         }
         addrs.push(a.to_string());
     }
+    // Every route of the result is in the container (as the reference plugins check);
+    // a route a chained plugin put on another interface counts too.
+    let have_routes = link::routes(&env.netns)?;
+    for r in &p.routes {
+        let dst = network(cidr(&r.dst, "prevResult route")?);
+        let gw =
+            r.gw.as_deref()
+                .map(|g| ip(g, "route gateway"))
+                .transpose()?;
+        let present = have_routes.iter().any(|(d, g)| {
+            network(*d) == dst && d.prefix == dst.prefix && (gw.is_none() || *g == gw)
+        });
+        if !present {
+            let via = gw.map(|g| format!(" via {g}")).unwrap_or_default();
+            return Err(CniError::new(
+                INTERNAL,
+                format!("route {}{via} is missing", r.dst),
+                format!("in {}", env.netns),
+            ));
+        }
+    }
     Ipam { conf, env, raw }.check(&addrs)
 }
 
@@ -285,6 +321,29 @@ pub fn ipam_check(conf: &NetConf, env: &Env, raw: &[u8]) -> CniResult<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn default_routes_for_both_families_unless_given() {
+        let r = |dst: &str, gw: Option<&str>| Route {
+            dst: dst.into(),
+            gw: gw.map(Into::into),
+        };
+        let mut routes = vec![r("10.32.0.0/12", None)];
+        add_default_route(&mut routes, "10.40.0.1".parse().unwrap());
+        add_default_route(&mut routes, "fd00:40::1".parse().unwrap());
+        assert_eq!(
+            routes,
+            vec![
+                r("0.0.0.0/0", Some("10.40.0.1")),
+                r("::/0", Some("fd00:40::1")),
+                r("10.32.0.0/12", None),
+            ]
+        );
+        // Given ones are kept, and not doubled.
+        let mut given = vec![r("::/0", Some("fd00:40::9"))];
+        add_default_route(&mut given, "fd00:40::1".parse().unwrap());
+        assert_eq!(given, vec![r("::/0", Some("fd00:40::9"))]);
+    }
 
     #[test]
     fn gateway_defaults_to_the_bridge_address_in_the_subnet() {

@@ -22,6 +22,9 @@ pub const INVALID_NETNS: u32 = 8;
 pub const TRY_AGAIN: u32 = 11;
 /// STATUS: the plugin cannot service ADD.
 pub const NOT_AVAILABLE: u32 = 50;
+/// Weft's own (the spec leaves 100 and up to plugins): the address asked for
+/// (`runtimeConfig.ips`, `CNI_ARGS IP=`) is held by another container.
+pub const ADDRESS_IN_USE: u32 = 100;
 /// Generic internal error (skel's `ErrInternal`).
 pub const INTERNAL: u32 = 999;
 

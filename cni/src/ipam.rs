@@ -5,7 +5,9 @@ use crate::api::{self, ApiError, Client};
 use crate::config::NetConf;
 use crate::delegate;
 use crate::env::{is_attachment_key, Env};
-use crate::error::{CniError, CniResult, INTERNAL, INVALID_CONFIG, NOT_AVAILABLE, TRY_AGAIN};
+use crate::error::{
+    CniError, CniResult, ADDRESS_IN_USE, INTERNAL, INVALID_CONFIG, NOT_AVAILABLE, TRY_AGAIN,
+};
 use crate::types::{CniOutput, IpConfig, Route};
 use serde_json::json;
 use std::collections::HashSet;
@@ -34,6 +36,7 @@ pub fn api_error(what: &str, e: ApiError) -> CniError {
         ApiError::Unreachable(..) | ApiError::Io(..) => TRY_AGAIN,
         ApiError::Status { status: 503, .. } => TRY_AGAIN,
         ApiError::Status { status: 400, .. } => INVALID_CONFIG,
+        ApiError::Status { status: 409, .. } => ADDRESS_IN_USE,
         _ => INTERNAL,
     };
     CniError::new(code, what.to_string(), e.to_string())

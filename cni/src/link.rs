@@ -275,6 +275,12 @@ pub fn host_port_ok(host_name: &str, bridge: &str) -> CniResult<bool> {
     on_host(|nl| async move { Ok(nl.ports(&b).await?.contains(&h)) })
 }
 
+/// The main-table routes in `netns_path` (destination, gateway).
+pub fn routes(netns_path: &str) -> CniResult<Vec<(LinkAddr, Option<std::net::IpAddr>)>> {
+    let ns = open_netns(netns_path)?;
+    in_ns(&ns, netns_path, |nl| async move { nl.routes().await })
+}
+
 /// The MAC and addresses of `ifname` in `netns_path`, `None` if it is missing.
 pub fn inspect(netns_path: &str, ifname: &str) -> CniResult<Option<([u8; 6], Vec<LinkAddr>)>> {
     let ns = open_netns(netns_path)?;

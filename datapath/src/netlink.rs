@@ -454,6 +454,46 @@ impl Netlink {
     }
 }
 
+impl Netlink {
+    /// The main table's routes of both families (`ip route show; ip -6 route show`):
+    /// destination (with its prefix length) and gateway, if any.
+    pub async fn routes(&self) -> Result<Vec<(LinkAddr, Option<IpAddr>)>, Error> {
+        use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute};
+        let v4 = RouteMessageBuilder::<std::net::Ipv4Addr>::new().build();
+        let v6 = RouteMessageBuilder::<std::net::Ipv6Addr>::new().build();
+        let mut out = Vec::new();
+        for (query, unspecified) in [(v4, IpAddr::from([0u8; 4])), (v6, IpAddr::from([0u16; 8]))] {
+            let mut stream = self.handle.route().get(query).execute();
+            while let Some(msg) = stream
+                .try_next()
+                .await
+                .map_err(op(|| "route show".to_string()))?
+            {
+                if msg.header.table != 254 && msg.header.table != 0 {
+                    continue; // not the main table (local, ...)
+                }
+                let addr = |a: &RouteAddress| match a {
+                    RouteAddress::Inet(v) => Some(IpAddr::V4(*v)),
+                    RouteAddress::Inet6(v) => Some(IpAddr::V6(*v)),
+                    _ => None,
+                };
+                let mut dst = unspecified;
+                let mut gw = None;
+                for attr in &msg.attributes {
+                    match attr {
+                        RouteAttribute::Destination(a) => dst = addr(a).unwrap_or(dst),
+                        RouteAttribute::Gateway(a) => gw = addr(a),
+                        _ => {}
+                    }
+                }
+                let prefix = msg.header.destination_prefix_length;
+                out.push((LinkAddr { ip: dst, prefix }, gw));
+            }
+        }
+        Ok(out)
+    }
+}
+
 const fn libc_enodev() -> i32 {
     19
 }

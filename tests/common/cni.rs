@@ -15,11 +15,16 @@ use std::time::{Duration, Instant};
 pub const WEFT: &str = env!("CARGO_BIN_EXE_weft");
 
 pub const FAKE_IPAM: &str = r#"#!/bin/sh
-# A fake IPAM plugin: logs each call, answers ADD with a fixed address.
+# A fake IPAM plugin: logs each call, answers ADD with a fixed address (and an IPv6
+# one with FAKE_IPAM_ADDR6).
 cat >/dev/null
 echo "$CNI_COMMAND $CNI_CONTAINERID $CNI_IFNAME" >>"$FAKE_IPAM_LOG"
 if [ "$CNI_COMMAND" = ADD ]; then
-  printf '{"cniVersion":"1.0.0","ips":[{"address":"%s","gateway":"10.40.0.1"}],"routes":[{"dst":"10.32.0.0/12"}]}\n' "${FAKE_IPAM_ADDR:-10.40.5.7/16}"
+  v6=""
+  if [ -n "$FAKE_IPAM_ADDR6" ]; then
+    v6=$(printf ',{"address":"%s","gateway":"fd00:40::1"}' "$FAKE_IPAM_ADDR6")
+  fi
+  printf '{"cniVersion":"1.0.0","ips":[{"address":"%s","gateway":"10.40.0.1"}%s],"routes":[{"dst":"10.32.0.0/12"}]}\n' "${FAKE_IPAM_ADDR:-10.40.5.7/16}" "$v6"
 fi
 exit 0
 "#;
