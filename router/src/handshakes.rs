@@ -34,6 +34,19 @@ pub enum RefusedReason {
 }
 
 impl RefusedReason {
+    /// Every reason, in the order `/metrics` lists them.
+    pub const ALL: [RefusedReason; 9] = [
+        RefusedReason::RateLimit,
+        RefusedReason::TooManyPending,
+        RefusedReason::Auth,
+        RefusedReason::EncryptionMismatch,
+        RefusedReason::Version,
+        RefusedReason::Protocol,
+        RefusedReason::Timeout,
+        RefusedReason::Closed,
+        RefusedReason::Internal,
+    ];
+
     /// The label value.
     pub fn as_str(self) -> &'static str {
         match self {

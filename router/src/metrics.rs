@@ -29,19 +29,6 @@ pub const DROP_REASONS: [&str; 11] = [
     "queue_full",
 ];
 
-/// Handshake refusal reasons (see [`crate::handshakes::RefusedReason`]).
-pub const REFUSED_REASONS: [&str; 9] = [
-    "rate_limit",
-    "too_many_pending",
-    "auth",
-    "encryption_mismatch",
-    "version",
-    "protocol",
-    "timeout",
-    "closed",
-    "internal",
-];
-
 /// Connection states of `weft status connections`.
 const STATES: [&str; 5] = ["established", "pending", "retrying", "failed", "connecting"];
 
@@ -357,7 +344,7 @@ fn handshake_families(e: &mut Exposition, report: &Report) {
         "Control-link handshakes refused or failed, by direction and reason.",
     );
     for direction in ["inbound", "outbound"] {
-        for reason in REFUSED_REASONS {
+        for reason in crate::handshakes::RefusedReason::ALL.map(|r| r.as_str()) {
             let n: u64 = h
                 .refused
                 .iter()
