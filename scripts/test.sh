@@ -10,7 +10,7 @@ if [ "$(id -u)" != 0 ]; then
   exit 1
 fi
 
-packages=(iproute2 iputils-ping tcpdump iperf3 procps iptables containernetworking-plugins)
+packages=(iproute2 iputils-ping tcpdump iperf3 procps iptables nftables containernetworking-plugins)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

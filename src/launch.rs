@@ -64,6 +64,18 @@ pub struct LaunchArgs {
     /// or observer.
     #[arg(long, value_name = "MODE", default_value = "consensus")]
     pub ipalloc_init: String,
+    /// Underlay subnets whose peers may use the unencrypted kernel VXLAN fast path with
+    /// this host, as CIDRs separated by commas; both ends must trust each other.
+    #[arg(long, value_name = "CIDR,..", value_delimiter = ',')]
+    pub trusted_subnets: Vec<datapath::netlink::LinkAddr>,
+    /// Never use the kernel VXLAN fast path: every connection uses the sleeve.
+    #[arg(long)]
+    pub no_fastpath: bool,
+    /// Admit hosts that run no Weft onto the overlay through a hand-made kernel VXLAN
+    /// device (UDP 6784, VNI 6784): their addresses may send VXLAN here, and this
+    /// host's VXLAN device floods to them. Comma-separated addresses.
+    #[arg(long, value_name = "IP,..", value_delimiter = ',')]
+    pub fastdp_admit: Vec<std::net::IpAddr>,
     /// Stay attached: log to stderr and do not return until the router stops.
     #[arg(long)]
     pub foreground: bool,
@@ -123,6 +135,9 @@ impl LaunchArgs {
             rekey_interval: self
                 .rekey_interval
                 .map(|s| std::time::Duration::from_secs(s.max(1))),
+            trusted_subnets: self.trusted_subnets,
+            no_fastpath: self.no_fastpath,
+            fastdp_admit: self.fastdp_admit,
         })
     }
 }

@@ -23,6 +23,13 @@
 //! A frame larger than its next hop carries is dropped and counted as `mtu`; if it
 //! was captured here and is IPv4 with DF, or IPv6, an ICMP "fragmentation needed" /
 //! "packet too big" goes back to its sender through [`Dataplane::poll_local_frames`].
+//!
+//! Fast path: neighbours marked with [`Dataplane::set_fastdp`] exchange their own frames
+//! through the kernel VXLAN device, which the bridge keeps isolated from the TAP port.
+//! A captured frame for such a neighbour's MAC is left to the kernel (the bridge sends
+//! unknown destinations to both ports). Floods still go to it by sleeve, because it may
+//! have to relay them to peers we have no direct path to; it does not deliver a flood
+//! that its fast-path neighbour originated, since the VXLAN copy has been delivered.
 
 use crate::mac_table::MacTableConfig;
 use crate::sleeve::codec::{InnerFrame, SealError, BROADCAST};
@@ -148,6 +155,8 @@ pub struct Dataplane {
     /// Neighbours with staged frames, in the order they were first staged.
     staged_peers: Vec<PeerId>,
     replies: Replies,
+    /// Neighbours whose own frames travel by the kernel VXLAN device.
+    fastdp: std::collections::BTreeSet<PeerId>,
 }
 
 impl Dataplane {
@@ -163,6 +172,7 @@ impl Dataplane {
             drops: DropCounts::default(),
             staged_peers: Vec::with_capacity(64),
             replies: Replies::default(),
+            fastdp: std::collections::BTreeSet::new(),
         }
     }
 
@@ -208,6 +218,20 @@ impl Dataplane {
             }
             self.switch.macs().forget_peer(&peer);
         }
+    }
+
+    /// Whether the neighbour `peer` currently uses the kernel fast path.
+    pub fn set_fastdp(&mut self, peer: PeerId, on: bool) {
+        if on {
+            self.fastdp.insert(peer);
+        } else {
+            self.fastdp.remove(&peer);
+        }
+    }
+
+    /// Whether `peer` currently uses the kernel fast path.
+    pub fn is_fastdp(&self, peer: &PeerId) -> bool {
+        self.fastdp.contains(peer)
     }
 
     /// A rekey offer from `peer`, received over the control link.
@@ -333,6 +357,9 @@ impl Dataplane {
         tx: &mut TxBuffer,
     ) {
         match self.switch.forward(now, frame, Ingress::Local, routes) {
+            // The kernel carries frames to a fast-path neighbour's own MACs.
+            Forward::Unicast { next_hop, dst_peer }
+                if next_hop == dst_peer && self.fastdp.contains(&dst_peer) => {}
             Forward::Unicast { next_hop, dst_peer }
                 if !self.fits(&next_hop, frame, dst_peer != next_hop) =>
             {
@@ -488,7 +515,9 @@ impl Dataplane {
                     next_hops,
                     deliver_locally,
                 } => {
-                    if deliver_locally {
+                    // A fast-path neighbour's own flood was delivered by VXLAN already.
+                    let by_vxlan = f.src == peer && self.fastdp.contains(&peer);
+                    if deliver_locally && !by_vxlan {
                         deliver(f.frame);
                     }
                     for hop in next_hops.iter() {

@@ -72,6 +72,8 @@ pub struct Api {
     pub mtu: tokio::sync::watch::Receiver<u32>,
     /// The data-plane task, for counters.
     pub dataplane: DataplaneHandle,
+    /// The fast-path task.
+    pub fastdp: crate::fastdp::FastdpHandle,
     /// What was attached through this router (`weft ps`).
     pub attachments: Arc<Attachments>,
 }
@@ -171,6 +173,9 @@ impl Api {
                 // Only the report carries counters: ask the data plane for them then.
                 if let Some(stats) = self.dataplane.stats().await {
                     report.dataplane = Some(crate::report::dataplane(&stats));
+                }
+                if let Some(stats) = self.fastdp.stats().await {
+                    report.fastdp = Some(crate::report::fastdp(&stats, &report));
                 }
                 return Response::json(200, &report);
             }

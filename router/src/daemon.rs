@@ -228,6 +228,37 @@ pub async fn run(config: Config, on_ready: impl FnOnce(&str)) -> Result<(), Rout
     let dp = Dataplane::new(id, dp_config);
     let (dp_task, dp_handle) = dataplane::new(dp, tap, udp, routes_rx, dp_events_tx, max_datagram);
     tokio::spawn(dp_task.run());
+    let (fp_events_tx, fp_events_rx) = mpsc::unbounded_channel();
+    let mut policy = datapath::fastdp::Policy {
+        enabled: false,
+        encrypted: matches!(config.security, Security::Secret(_)),
+        trusted: config.trusted_subnets.clone(),
+    };
+    let fp_handle = if config.no_fastpath {
+        info!("fast path off (--no-fastpath): every connection uses the sleeve");
+        crate::fastdp::FastdpHandle::disabled()
+    } else {
+        match crate::fastdp::setup(config::BRIDGE, mtu, &config.fastdp_admit).await {
+            Ok(kernel) => {
+                policy.enabled = true;
+                let (task, handle) = crate::fastdp::new(
+                    id,
+                    kernel,
+                    mtu,
+                    config.fastdp_admit.clone(),
+                    dp_handle.clone(),
+                    fp_events_tx,
+                );
+                tokio::spawn(task.run());
+                handle
+            }
+            Err(e) => {
+                warn!("fast path unavailable, every connection uses the sleeve: {e}");
+                crate::fastdp::FastdpHandle::disabled()
+            }
+        }
+    };
+    let fp_link = owner::FastdpLink::new(fp_handle.clone(), fp_events_rx, policy);
     let (overlay_mtu, link_mtu) = OverlayMtu::new(mtu);
     tokio::spawn(crate::mtu::apply(link_mtu.clone()));
     let dp_link = DataplaneLink::new(dp_handle.clone(), dp_events_rx, routes_tx, overlay_mtu);
@@ -252,7 +283,7 @@ pub async fn run(config: Config, on_ready: impl FnOnce(&str)) -> Result<(), Rout
             maker,
             &ctx,
             rx,
-            dp_link,
+            (dp_link, fp_link),
             (Box::new(ipam), persist),
         )
         .run(),
@@ -263,6 +294,7 @@ pub async fn run(config: Config, on_ready: impl FnOnce(&str)) -> Result<(), Rout
         stop: stop_tx,
         mtu: link_mtu,
         dataplane: dp_handle,
+        fastdp: fp_handle,
         attachments,
     };
     tokio::spawn(listener::run(tcp, ctx));
@@ -281,6 +313,9 @@ pub async fn run(config: Config, on_ready: impl FnOnce(&str)) -> Result<(), Rout
         _ = int.recv() => info!("SIGINT received"),
     }
     owner_task.abort();
+    if let Ok(nl) = Netlink::new() {
+        crate::fastdp::teardown(&nl).await;
+    }
     let _ = std::fs::remove_file(&socket_path);
     let _ = std::fs::remove_file(&pid_path);
     info!("router stopped");

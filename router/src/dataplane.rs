@@ -55,6 +55,8 @@ pub enum Command {
     Heard(PeerId),
     /// A neighbour received our path MTU probe of this many bytes.
     ProbeAck(PeerId, u16),
+    /// Whether a neighbour's own frames now travel by the kernel fast path.
+    SetFastdp(PeerId, bool),
     /// Read the counters and path states.
     Stats(oneshot::Sender<Stats>),
 }
@@ -236,6 +238,7 @@ impl DataplaneTask {
             Command::Offer(peer, offer) => self.dp.handle_offer(now, peer, offer),
             Command::Heard(peer) => self.dp.handle_heard(now, peer),
             Command::ProbeAck(peer, size) => self.dp.handle_probe_ack(now, peer, size),
+            Command::SetFastdp(peer, on) => self.dp.set_fastdp(peer, on),
             Command::Stats(reply) => {
                 let counters = self.dp.counters();
                 let established = counters

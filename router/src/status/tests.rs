@@ -9,6 +9,7 @@ fn conn(addr: &str, outbound: bool, state: &str, peer: Option<(&str, &str)>) -> 
         state: state.into(),
         encrypted: true,
         overlay: "sleeve".into(),
+        overlay_reason: None,
         peer_name: peer.map(|p| p.0.to_string()),
         peer_nickname: peer.map(|p| p.1.to_string()),
         error: None,
