@@ -448,5 +448,43 @@ fn vxlan_from_a_non_peer_is_dropped_and_counted() {
     // The peer's own VXLAN still passes: h2's connection stays on fastdp.
     let line = conn_line(&net, 1, "h2").unwrap();
     assert!(shows(&line, "fastdp"), "{line}");
-    let _ = H2;
+}
+
+#[test]
+fn relay_through_a_fastdp_peer_still_works_without_duplicates() {
+    let mut net = Net::new("fdprelay", 3);
+    let (a1, a3) = (net.host(1).addr, net.host(3).addr);
+    // h1 and h3 cannot reach each other on the underlay; h2 reaches both.
+    net.blackhole(1, a3);
+    net.blackhole(3, a1);
+    let _r1 = Router::launch(&net, 1, &Auth::NoEncryption, &[]);
+    let _r2 = Router::launch(&net, 2, &Auth::NoEncryption, &[H1]);
+    let _r3 = Router::launch(&net, 3, &Auth::NoEncryption, &[H2]);
+    let mut pods = Vec::new();
+    for host in 1..=3 {
+        let ns = net.add_bare_pod(host, 1);
+        let addr = format!("10.40.{host}.2");
+        net.attach(host, &[&format!("{addr}/16")], &ns);
+        pods.push((ns, addr));
+    }
+    // Both links of h2 are on the fast path; h1 <-> h3 is relayed by h2's router.
+    wait_mode(&net, 2, "h1", "fastdp", Duration::from_secs(30));
+    wait_mode(&net, 2, "h3", "fastdp", Duration::from_secs(30));
+    let mut failures = Vec::new();
+    for (from, to) in [(0, 2), (2, 0), (0, 1), (1, 2)] {
+        let (ns, _) = &pods[from];
+        let (_, addr) = &pods[to];
+        let reached = wait_until(Duration::from_secs(40), Duration::from_millis(300), || {
+            ping(&net, ns, addr)
+        });
+        if reached.is_none() {
+            failures.push(format!("{ns} -> {addr}: unreachable"));
+            continue;
+        }
+        let (received, dup, text) = ping_count(&net, ns, addr, 10);
+        if received != 10 || dup {
+            failures.push(format!("{ns} -> {addr}: {received}/10, dup={dup}\n{text}"));
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
 }
