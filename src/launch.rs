@@ -31,8 +31,11 @@ pub struct LaunchArgs {
     #[arg(long, value_name = "SECRET")]
     pub password: Option<String>,
     /// Run without a network secret. Peers are still authenticated by key, but anyone
-    /// who can reach the port may join, and the data plane is not encrypted.
-    #[arg(long, conflicts_with_all = ["password_file", "password"])]
+    /// who can reach the port may join, and the data plane is not encrypted. Given with
+    /// a secret (--password-file, --password), the secret still guards the control
+    /// links, and only the data plane goes unencrypted: peers that do the same may use
+    /// the kernel fast path.
+    #[arg(long)]
     pub no_encryption: bool,
     /// Display name of this peer (default: the host name).
     #[arg(long)]
@@ -87,7 +90,8 @@ pub struct LaunchArgs {
 
 impl LaunchArgs {
     fn into_config(self) -> Result<Config> {
-        let security = if self.no_encryption {
+        let explicit_secret = self.password_file.is_some() || self.password.is_some();
+        let security = if self.no_encryption && !explicit_secret {
             Security::NoEncryption
         } else if let Some(path) = &self.password_file {
             let secret = gossip::psk::read_secret_file(path)?;
@@ -137,6 +141,7 @@ impl LaunchArgs {
                 .map(|s| std::time::Duration::from_secs(s.max(1))),
             trusted_subnets: self.trusted_subnets,
             no_fastpath: self.no_fastpath,
+            plaintext_dataplane: self.no_encryption,
             fastdp_admit: self.fastdp_admit,
         })
     }
@@ -155,7 +160,7 @@ fn parse_range(s: &str) -> Result<router::ipam::Cidr, String> {
 
 /// `weft launch`.
 pub fn launch(args: LaunchArgs) -> Result<()> {
-    if args.password.is_some() && !args.no_encryption {
+    if args.password.is_some() {
         eprintln!(
             "weft: warning: --password is visible to other users in the process list; \
              prefer --password-file"

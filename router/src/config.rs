@@ -67,6 +67,10 @@ pub struct Config {
     pub trusted_subnets: Vec<datapath::netlink::LinkAddr>,
     /// `--no-fastpath`: never use the kernel VXLAN fast path.
     pub no_fastpath: bool,
+    /// `--no-encryption` (also with a secret, which then guards the control links
+    /// only): the data plane may be unencrypted, so the fast path may be used with
+    /// peers that say the same.
+    pub plaintext_dataplane: bool,
     /// `--fastdp-admit`: legacy hosts (no Weft) allowed to send VXLAN to us and
     /// flooded to by our VXLAN device.
     pub fastdp_admit: Vec<std::net::IpAddr>,

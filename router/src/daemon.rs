@@ -231,7 +231,7 @@ pub async fn run(config: Config, on_ready: impl FnOnce(&str)) -> Result<(), Rout
     let (fp_events_tx, fp_events_rx) = mpsc::unbounded_channel();
     let mut policy = datapath::fastdp::Policy {
         enabled: false,
-        encrypted: matches!(config.security, Security::Secret(_)),
+        encrypted: matches!(config.security, Security::Secret(_)) && !config.plaintext_dataplane,
         trusted: config.trusted_subnets.clone(),
     };
     let fp_handle = if config.no_fastpath {
