@@ -356,6 +356,11 @@ impl Dataplane {
         routes: &R,
         tx: &mut TxBuffer,
     ) {
+        // Fast-path probes must only ever travel by VXLAN: carried by the sleeve, they
+        // would confirm a VXLAN path that does not work.
+        if is_probe(frame) {
+            return;
+        }
         match self.switch.forward(now, frame, Ingress::Local, routes) {
             // The kernel carries frames to a fast-path neighbour's own MACs.
             Forward::Unicast { next_hop, dst_peer }
@@ -496,6 +501,9 @@ impl Dataplane {
                 e.counters.rx_frames += 1;
                 e.counters.rx_bytes += f.frame.len() as u64;
             }
+            if is_probe(f.frame) {
+                continue;
+            }
             let ingress = Ingress::Peer {
                 from: peer,
                 src_peer: f.src,
@@ -535,6 +543,12 @@ impl Dataplane {
         // expiry (handled there), so there is nothing to re-index per datagram.
         self.update_path(now, peer);
     }
+}
+
+/// Whether `frame` is a fast-path probe (by its EtherType), which the sleeve never
+/// carries in either direction.
+fn is_probe(frame: &[u8]) -> bool {
+    frame.get(12..14) == Some(&crate::fastdp::probe::ETHERTYPE.to_be_bytes()[..])
 }
 
 /// Seals `entry`'s staged frames into a slot of `tx` and empties the stage.

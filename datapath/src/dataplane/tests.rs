@@ -367,6 +367,12 @@ fn fastdp_neighbours_get_floods_but_not_their_own_unicasts() {
     a.flush(&mut tx);
     assert_eq!(tx.len(), 1, "the flood goes by sleeve too");
     assert!(deliver_all(now, &mut tx, &mut b, &rb).is_empty());
+    // A probe (by its EtherType) never goes by sleeve, whatever its destination.
+    let mut probe = frame(1, [0xff; 6], b"probe");
+    probe[12..14].copy_from_slice(&crate::fastdp::probe::ETHERTYPE.to_be_bytes());
+    a.handle_local_frame(now, &probe, &ra, &mut tx);
+    a.flush(&mut tx);
+    assert!(tx.is_empty(), "a fast-path probe went by sleeve");
     // Back on sleeve: both are carried and delivered again.
     a.set_fastdp(B, false);
     b.set_fastdp(A, false);
