@@ -488,3 +488,35 @@ fn relay_through_a_fastdp_peer_still_works_without_duplicates() {
     }
     assert!(failures.is_empty(), "{failures:#?}");
 }
+
+#[test]
+fn no_fastpath_keeps_the_connection_on_sleeve() {
+    let (net, _routers, [p1, _p2]) = two_hosts("fdpoff", &Auth::NoEncryption, &[]);
+    // h2 relaunched with --no-fastpath: the connection is never eligible.
+    drop(_routers);
+    let _r1 = Router::launch(&net, 1, &Auth::NoEncryption, &[]);
+    let _r2 = Router::launch_with(&net, 2, &Auth::NoEncryption, &["--no-fastpath"], &[H1]);
+    wait_mode(&net, 1, "h2", "sleeve", Duration::from_secs(30));
+    wait_mode(&net, 2, "h1", "sleeve", Duration::from_secs(10));
+    assert!(
+        wait_until(Duration::from_secs(10), Duration::from_millis(200), || {
+            ping(&net, &p1, "10.40.2.2")
+        })
+        .is_some(),
+        "pods ping over the sleeve"
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    for (host, nick) in [(1, "h2"), (2, "h1")] {
+        let line = conn_line(&net, host, nick).unwrap();
+        assert!(
+            shows(&line, "sleeve") && !line.contains("fastdp"),
+            "h{host}: {line}"
+        );
+    }
+    let links = net.exec(&net.host(2).ns, "ip", &["-o", "link", "show"]);
+    let links = String::from_utf8_lossy(&links.stdout);
+    assert!(
+        !links.contains("weft-vxlan"),
+        "h2 has a VXLAN device: {links}"
+    );
+}

@@ -236,6 +236,10 @@ pub async fn run(config: Config, on_ready: impl FnOnce(&str)) -> Result<(), Rout
     };
     let fp_handle = if config.no_fastpath {
         info!("fast path off (--no-fastpath): every connection uses the sleeve");
+        // What a router before us (killed, or with the fast path on) left behind.
+        if let Ok(nl) = Netlink::new() {
+            crate::fastdp::teardown(&nl).await;
+        }
         crate::fastdp::FastdpHandle::disabled()
     } else {
         match crate::fastdp::setup(config::BRIDGE, mtu, &config.fastdp_admit).await {
