@@ -77,6 +77,7 @@ fn sample() -> Report {
             relayed: vec![],
         },
         dataplane: None,
+        fastdp: None,
         ipam: Some(IpamReport {
             status: "ready".into(),
             range: "10.32.0.0/12".into(),
@@ -196,4 +197,31 @@ fn reports_without_the_new_fields_still_parse() {
     json["router"].as_object_mut().unwrap().remove("relayed");
     let r: Report = serde_json::from_value(json).unwrap();
     assert!(r.router.relayed.is_empty());
+}
+
+#[test]
+fn connection_lines_show_the_fast_path_and_the_fallback_reason() {
+    let mut r = sample();
+    let mut fast = conn(
+        "198.18.0.2:6783",
+        true,
+        "established",
+        Some(("aa:bb", "h2")),
+    );
+    fast.overlay = "fastdp".into();
+    let mut back = conn(
+        "198.18.0.3:6783",
+        true,
+        "established",
+        Some(("cc:dd", "h3")),
+    );
+    back.overlay_reason = Some("vxlan probes unacknowledged".into());
+    r.router.connections = vec![fast, back];
+    let text = format_connections(&r);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[0].contains(" fastdp aa:bb(h2) mtu=1376"), "{text}");
+    assert!(
+        lines[1].contains(" sleeve cc:dd(h3) mtu=1376 fastdp: vxlan probes unacknowledged"),
+        "{text}"
+    );
 }
