@@ -91,6 +91,14 @@ fn no_encryption_uses_the_kernel_and_the_router_stays_idle() {
     println!("e2e: fastdp confirmed in {:.1} s", took.as_secs_f64());
     let line = conn_line(&net, 1, "h2").unwrap();
     assert!(line.contains("mtu="), "{line}");
+    let sleeve_frames = |host: usize| -> u64 {
+        let r = report(&net, host);
+        r["dataplane"]["peers"]
+            .as_array()
+            .map(|peers| peers.iter().filter_map(|p| p["tx_frames"].as_u64()).sum())
+            .unwrap_or(0)
+    };
+    let before = [sleeve_frames(1), sleeve_frames(2)];
     assert!(
         wait_until(Duration::from_secs(10), Duration::from_millis(200), || {
             ping(&net, &p1, "10.40.2.2")
@@ -133,6 +141,9 @@ fn no_encryption_uses_the_kernel_and_the_router_stays_idle() {
         );
     }
     assert!(bps > 0.0);
+    // Not one frame (ARP broadcasts included) went by sleeve: the kernel carried all.
+    let after = [sleeve_frames(1), sleeve_frames(2)];
+    assert_eq!(before, after, "frames sent by sleeve to a fastdp peer");
     // The report counts the connection under fastdp.
     let r = report(&net, 1);
     assert_eq!(r["fastdp"]["connections"]["fastdp"], 1, "{}", r["fastdp"]);

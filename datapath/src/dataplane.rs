@@ -27,9 +27,11 @@
 //! Fast path: neighbours marked with [`Dataplane::set_fastdp`] exchange their own frames
 //! through the kernel VXLAN device, which the bridge keeps isolated from the TAP port.
 //! A captured frame for such a neighbour's MAC is left to the kernel (the bridge sends
-//! unknown destinations to both ports). Floods still go to it by sleeve, because it may
-//! have to relay them to peers we have no direct path to; it does not deliver a flood
-//! that its fast-path neighbour originated, since the VXLAN copy has been delivered.
+//! unknown destinations to both ports), and so are our own floods while every peer we
+//! reach is a direct neighbour (full mesh: nobody relays). Otherwise a flood still goes
+//! to it by sleeve, because it may have to relay it to peers we have no direct path to;
+//! it then does not deliver a flood that its fast-path neighbour originated, since the
+//! VXLAN copy has been delivered. Relayed frames are never held back.
 
 use crate::mac_table::MacTableConfig;
 use crate::sleeve::codec::{InnerFrame, SealError, BROADCAST};
@@ -157,6 +159,8 @@ pub struct Dataplane {
     replies: Replies,
     /// Neighbours whose own frames travel by the kernel VXLAN device.
     fastdp: std::collections::BTreeSet<PeerId>,
+    /// Some peer is reached only through another: our floods may need relaying.
+    flood_relay: bool,
 }
 
 impl Dataplane {
@@ -173,6 +177,7 @@ impl Dataplane {
             staged_peers: Vec::with_capacity(64),
             replies: Replies::default(),
             fastdp: std::collections::BTreeSet::new(),
+            flood_relay: true,
         }
     }
 
@@ -232,6 +237,12 @@ impl Dataplane {
     /// Whether `peer` currently uses the kernel fast path.
     pub fn is_fastdp(&self, peer: &PeerId) -> bool {
         self.fastdp.contains(peer)
+    }
+
+    /// Whether some reachable peer is not a direct neighbour (so a fast-path neighbour
+    /// may have to relay our floods). True until told otherwise: the safe side.
+    pub fn set_flood_relay(&mut self, needed: bool) {
+        self.flood_relay = needed;
     }
 
     /// A rekey offer from `peer`, received over the control link.
@@ -376,6 +387,10 @@ impl Dataplane {
             Forward::Flood { next_hops, .. } => {
                 let mut too_big = None;
                 for hop in next_hops.iter() {
+                    if !self.flood_relay && self.fastdp.contains(&hop) {
+                        // The VXLAN device floods to it, and it relays for nobody.
+                        continue;
+                    }
                     if self.fits(&hop, frame, false) {
                         self.send(now, hop, BROADCAST, self.us, frame, tx);
                     } else {

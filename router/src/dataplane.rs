@@ -174,6 +174,8 @@ impl DataplaneTask {
                 changed = self.routes.changed() => {
                     if changed.is_err() { return; }
                     routes = self.routes.borrow_and_update().clone();
+                    let full_mesh = routes.reachable().all(|p| routes.is_neighbour(&p));
+                    self.dp.set_flood_relay(!full_mesh);
                 }
                 _ = tick.tick() => {
                     let now = Instant::now();

@@ -367,6 +367,15 @@ fn fastdp_neighbours_get_floods_but_not_their_own_unicasts() {
     a.flush(&mut tx);
     assert_eq!(tx.len(), 1, "the flood goes by sleeve too");
     assert!(deliver_all(now, &mut tx, &mut b, &rb).is_empty());
+    // In a full mesh nobody relays: the kernel alone carries our floods to B.
+    a.set_flood_relay(false);
+    a.handle_local_frame(now, &frame(1, [0xff; 6], b"flood2"), &ra, &mut tx);
+    a.flush(&mut tx);
+    assert!(
+        tx.is_empty(),
+        "a flood went by sleeve to a fastdp neighbour in a full mesh"
+    );
+    a.set_flood_relay(true);
     // A probe (by its EtherType) never goes by sleeve, whatever its destination.
     let mut probe = frame(1, [0xff; 6], b"probe");
     probe[12..14].copy_from_slice(&crate::fastdp::probe::ETHERTYPE.to_be_bytes());
