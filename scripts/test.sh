@@ -12,7 +12,8 @@ fi
 
 # tests/operator.rs: python3-jsonschema validates `weft report` against its schema,
 # python3-prometheus-client parses /metrics, chromium renders the status page headless.
-packages=(iproute2 iputils-ping tcpdump iperf3 procps iptables containernetworking-plugins
+# tests/fastdp.rs: the router drives nftables through `nft`.
+packages=(iproute2 iputils-ping tcpdump iperf3 procps iptables nftables containernetworking-plugins
   python3-jsonschema python3-prometheus-client chromium)
 missing=()
 for p in "${packages[@]}"; do

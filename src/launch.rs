@@ -35,8 +35,11 @@ pub struct LaunchArgs {
     #[arg(long, value_name = "SECRET")]
     pub password: Option<String>,
     /// Run without a network secret. Peers are still authenticated by key, but anyone
-    /// who can reach the port may join, and the data plane is not encrypted.
-    #[arg(long, conflicts_with_all = ["password_file", "password"])]
+    /// who can reach the port may join, and the data plane is not encrypted. Given with
+    /// a secret (--password-file, --password), the secret still guards the control
+    /// links, and only the data plane goes unencrypted: peers that do the same may use
+    /// the kernel fast path.
+    #[arg(long)]
     pub no_encryption: bool,
     /// Display name of this peer (default: the host name).
     #[arg(long)]
@@ -68,6 +71,18 @@ pub struct LaunchArgs {
     /// their full peer_id from `weft report`; the same list everywhere) or observer.
     #[arg(long, value_name = "MODE", default_value = "consensus")]
     pub ipalloc_init: String,
+    /// Underlay subnets whose peers may use the unencrypted kernel VXLAN fast path with
+    /// this host, as CIDRs separated by commas; both ends must trust each other.
+    #[arg(long, value_name = "CIDR,..", value_delimiter = ',')]
+    pub trusted_subnets: Vec<datapath::netlink::LinkAddr>,
+    /// Never use the kernel VXLAN fast path: every connection uses the sleeve.
+    #[arg(long)]
+    pub no_fastpath: bool,
+    /// Admit hosts that run no Weft onto the overlay through a hand-made kernel VXLAN
+    /// device (UDP 6784, VNI 6784): their addresses may send VXLAN here, and this
+    /// host's VXLAN device floods to them. Comma-separated addresses.
+    #[arg(long, value_name = "IP,..", value_delimiter = ',')]
+    pub fastdp_admit: Vec<std::net::IpAddr>,
     /// Stay attached: log to stderr and do not return until the router stops.
     #[arg(long)]
     pub foreground: bool,
@@ -83,7 +98,8 @@ pub struct LaunchArgs {
 
 impl LaunchArgs {
     fn into_config(self) -> Result<Config> {
-        let security = if self.no_encryption {
+        let explicit_secret = self.password_file.is_some() || self.password.is_some();
+        let security = if self.no_encryption && !explicit_secret {
             Security::NoEncryption
         } else if let Some(path) = &self.password_file {
             let secret = gossip::psk::read_secret_file(path)?;
@@ -131,6 +147,10 @@ impl LaunchArgs {
             rekey_interval: self
                 .rekey_interval
                 .map(|s| std::time::Duration::from_secs(s.max(1))),
+            trusted_subnets: self.trusted_subnets,
+            no_fastpath: self.no_fastpath,
+            plaintext_dataplane: self.no_encryption,
+            fastdp_admit: self.fastdp_admit,
         })
     }
 }
@@ -148,7 +168,7 @@ fn parse_range(s: &str) -> Result<router::ipam::Cidr, String> {
 
 /// `weft launch`.
 pub fn launch(args: LaunchArgs) -> Result<()> {
-    if args.password.is_some() && !args.no_encryption {
+    if args.password.is_some() {
         eprintln!(
             "weft: warning: --password is visible to other users in the process list; \
              prefer --password-file"

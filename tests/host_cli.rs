@@ -223,9 +223,15 @@ fn assert_reset(net: &Net, pod: &str) {
     let h = net.host(1);
     let left: Vec<String> = links(net, &h.ns)
         .into_iter()
-        .filter(|l| l == "weft" || l == "weft-tap" || l.starts_with("vethwe"))
+        .filter(|l| l == "weft" || l.starts_with("weft-") || l.starts_with("vethwe"))
         .collect();
     assert!(left.is_empty(), "links left after reset: {left:?}");
+    let tables = net.exec(&h.ns, "nft", &["list", "tables"]);
+    let tables = String::from_utf8_lossy(&tables.stdout);
+    assert!(
+        !tables.contains("inet weft"),
+        "fast path firewall left after reset: {tables}"
+    );
     assert!(!has_link(net, pod, "ethwe0"), "ethwe0 left in {pod}");
     for f in [
         h.data_dir.join("identity.key"),

@@ -23,6 +23,15 @@
 //! A frame larger than its next hop carries is dropped and counted as `mtu`; if it
 //! was captured here and is IPv4 with DF, or IPv6, an ICMP "fragmentation needed" /
 //! "packet too big" goes back to its sender through [`Dataplane::poll_local_frames`].
+//!
+//! Fast path: neighbours marked with [`Dataplane::set_fastdp`] exchange their own frames
+//! through the kernel VXLAN device, which the bridge keeps isolated from the TAP port.
+//! A captured frame for such a neighbour's MAC is left to the kernel (the bridge sends
+//! unknown destinations to both ports), and so are our own floods while every peer we
+//! reach is a direct neighbour (full mesh: nobody relays). Otherwise a flood still goes
+//! to it by sleeve, because it may have to relay it to peers we have no direct path to;
+//! it then does not deliver a flood that its fast-path neighbour originated, since the
+//! VXLAN copy has been delivered. Relayed frames are never held back.
 
 use crate::mac_table::MacTableConfig;
 use crate::sleeve::codec::{InnerFrame, SealError, BROADCAST};
@@ -148,6 +157,10 @@ pub struct Dataplane {
     /// Neighbours with staged frames, in the order they were first staged.
     staged_peers: Vec<PeerId>,
     replies: Replies,
+    /// Neighbours whose own frames travel by the kernel VXLAN device.
+    fastdp: std::collections::BTreeSet<PeerId>,
+    /// Some peer is reached only through another: our floods may need relaying.
+    flood_relay: bool,
 }
 
 impl Dataplane {
@@ -163,6 +176,8 @@ impl Dataplane {
             drops: DropCounts::default(),
             staged_peers: Vec::with_capacity(64),
             replies: Replies::default(),
+            fastdp: std::collections::BTreeSet::new(),
+            flood_relay: true,
         }
     }
 
@@ -208,6 +223,26 @@ impl Dataplane {
             }
             self.switch.macs().forget_peer(&peer);
         }
+    }
+
+    /// Whether the neighbour `peer` currently uses the kernel fast path.
+    pub fn set_fastdp(&mut self, peer: PeerId, on: bool) {
+        if on {
+            self.fastdp.insert(peer);
+        } else {
+            self.fastdp.remove(&peer);
+        }
+    }
+
+    /// Whether `peer` currently uses the kernel fast path.
+    pub fn is_fastdp(&self, peer: &PeerId) -> bool {
+        self.fastdp.contains(peer)
+    }
+
+    /// Whether some reachable peer is not a direct neighbour (so a fast-path neighbour
+    /// may have to relay our floods). True until told otherwise: the safe side.
+    pub fn set_flood_relay(&mut self, needed: bool) {
+        self.flood_relay = needed;
     }
 
     /// A rekey offer from `peer`, received over the control link.
@@ -336,7 +371,15 @@ impl Dataplane {
         routes: &R,
         tx: &mut TxBuffer,
     ) {
+        // Fast-path probes must only ever travel by VXLAN: carried by the sleeve, they
+        // would confirm a VXLAN path that does not work.
+        if is_probe(frame) {
+            return;
+        }
         match self.switch.forward(now, frame, Ingress::Local, routes) {
+            // The kernel carries frames to a fast-path neighbour's own MACs.
+            Forward::Unicast { next_hop, dst_peer }
+                if next_hop == dst_peer && self.fastdp.contains(&dst_peer) => {}
             Forward::Unicast { next_hop, dst_peer }
                 if !self.fits(&next_hop, frame, dst_peer != next_hop) =>
             {
@@ -348,6 +391,10 @@ impl Dataplane {
             Forward::Flood { next_hops, .. } => {
                 let mut too_big = None;
                 for hop in next_hops.iter() {
+                    if !self.flood_relay && self.fastdp.contains(&hop) {
+                        // The VXLAN device floods to it, and it relays for nobody.
+                        continue;
+                    }
                     if self.fits(&hop, frame, false) {
                         self.send(now, hop, BROADCAST, self.us, frame, tx);
                     } else {
@@ -473,6 +520,9 @@ impl Dataplane {
                 e.counters.rx_frames += 1;
                 e.counters.rx_bytes += f.frame.len() as u64;
             }
+            if is_probe(f.frame) {
+                continue;
+            }
             let ingress = Ingress::Peer {
                 from: peer,
                 src_peer: f.src,
@@ -492,7 +542,9 @@ impl Dataplane {
                     next_hops,
                     deliver_locally,
                 } => {
-                    if deliver_locally {
+                    // A fast-path neighbour's own flood was delivered by VXLAN already.
+                    let by_vxlan = f.src == peer && self.fastdp.contains(&peer);
+                    if deliver_locally && !by_vxlan {
                         deliver(f.frame);
                     }
                     for hop in next_hops.iter() {
@@ -510,6 +562,12 @@ impl Dataplane {
         // expiry (handled there), so there is nothing to re-index per datagram.
         self.update_path(now, peer);
     }
+}
+
+/// Whether `frame` is a fast-path probe (by its EtherType), which the sleeve never
+/// carries in either direction.
+fn is_probe(frame: &[u8]) -> bool {
+    frame.get(12..14) == Some(&crate::fastdp::probe::ETHERTYPE.to_be_bytes()[..])
 }
 
 /// Seals `entry`'s staged frames into a slot of `tx` and empties the stage.

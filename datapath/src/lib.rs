@@ -15,6 +15,7 @@
 //! - [`icmp`]: ICMP "fragmentation needed" / "packet too big" replies to frames larger
 //!   than the overlay MTU.
 //! - [`dataplane`]: one router's data plane, sans-IO: sessions, switch, path state.
+//! - [`fastdp`]: the kernel VXLAN fast path, sans-IO: eligibility, probes, desired state.
 //! - [`attach`]: a namespace's veth on the bridge, with addresses, MTU and routes.
 //! - [`netlink`]: links, bridge ports, addresses and routes through rtnetlink.
 //! - [`netns`]: running code inside another network namespace, on its own thread.
@@ -29,6 +30,7 @@
 
 pub mod attach;
 pub mod dataplane;
+pub mod fastdp;
 pub mod icmp;
 pub mod mac_table;
 pub mod netlink;

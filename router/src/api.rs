@@ -72,6 +72,8 @@ pub struct Api {
     pub mtu: tokio::sync::watch::Receiver<u32>,
     /// The data-plane task, for counters.
     pub dataplane: DataplaneHandle,
+    /// The fast-path task.
+    pub fastdp: crate::fastdp::FastdpHandle,
     /// What was attached through this router (`weft ps`).
     pub attachments: Arc<Attachments>,
 }
@@ -187,6 +189,9 @@ impl Api {
                 // Only these carry counters: ask the data plane for them then.
                 if let Some(stats) = self.dataplane.stats().await {
                     report.dataplane = Some(crate::report::dataplane(&stats));
+                }
+                if let Some(stats) = self.fastdp.stats().await {
+                    report.fastdp = Some(crate::report::fastdp(&stats, &report));
                 }
                 if path == "/metrics" {
                     return Response {

@@ -62,6 +62,18 @@ pub struct Config {
     pub ipalloc_range: Cidr,
     /// `--ipalloc-init`.
     pub ipalloc_init: InitMode,
+    /// `--trusted-subnets`: underlay subnets whose peers may share the unencrypted
+    /// kernel fast path with us, if they trust us too.
+    pub trusted_subnets: Vec<datapath::netlink::LinkAddr>,
+    /// `--no-fastpath`: never use the kernel VXLAN fast path.
+    pub no_fastpath: bool,
+    /// `--no-encryption` (also with a secret, which then guards the control links
+    /// only): the data plane may be unencrypted, so the fast path may be used with
+    /// peers that say the same.
+    pub plaintext_dataplane: bool,
+    /// `--fastdp-admit`: legacy hosts (no Weft) allowed to send VXLAN to us and
+    /// flooded to by our VXLAN device.
+    pub fastdp_admit: Vec<std::net::IpAddr>,
 }
 
 /// Parses `--ipalloc-init`: `consensus[=N]`, `seed=PEERID,..` or `observer`.

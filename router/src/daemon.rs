@@ -244,6 +244,41 @@ pub async fn run(config: Config, on_ready: impl FnOnce(&str)) -> Result<(), Rout
     let dp = Dataplane::new(id, dp_config);
     let (dp_task, dp_handle) = dataplane::new(dp, tap, udp, routes_rx, dp_events_tx, max_datagram);
     tokio::spawn(dp_task.run());
+    let (fp_events_tx, fp_events_rx) = mpsc::unbounded_channel();
+    let mut policy = datapath::fastdp::Policy {
+        enabled: false,
+        encrypted: matches!(config.security, Security::Secret(_)) && !config.plaintext_dataplane,
+        trusted: config.trusted_subnets.clone(),
+    };
+    let fp_handle = if config.no_fastpath {
+        info!("fast path off (--no-fastpath): every connection uses the sleeve");
+        // What a router before us (killed, or with the fast path on) left behind.
+        if let Ok(nl) = Netlink::new() {
+            crate::fastdp::teardown(&nl).await;
+        }
+        crate::fastdp::FastdpHandle::disabled()
+    } else {
+        match crate::fastdp::setup(config::BRIDGE, mtu, &config.fastdp_admit).await {
+            Ok(kernel) => {
+                policy.enabled = true;
+                let (task, handle) = crate::fastdp::new(
+                    id,
+                    kernel,
+                    mtu,
+                    config.fastdp_admit.clone(),
+                    dp_handle.clone(),
+                    fp_events_tx,
+                );
+                tokio::spawn(task.run());
+                handle
+            }
+            Err(e) => {
+                warn!("fast path unavailable, every connection uses the sleeve: {e}");
+                crate::fastdp::FastdpHandle::disabled()
+            }
+        }
+    };
+    let fp_link = owner::FastdpLink::new(fp_handle.clone(), fp_events_rx, policy);
     let (overlay_mtu, link_mtu) = OverlayMtu::new(mtu);
     tokio::spawn(crate::mtu::apply(link_mtu.clone()));
     let dp_link = DataplaneLink::new(dp_handle.clone(), dp_events_rx, routes_tx, overlay_mtu);
@@ -268,7 +303,7 @@ pub async fn run(config: Config, on_ready: impl FnOnce(&str)) -> Result<(), Rout
             maker,
             &ctx,
             rx,
-            dp_link,
+            (dp_link, fp_link),
             (Box::new(ipam), persist),
         )
         .run(),
@@ -279,6 +314,7 @@ pub async fn run(config: Config, on_ready: impl FnOnce(&str)) -> Result<(), Rout
         stop: stop_tx,
         mtu: link_mtu,
         dataplane: dp_handle,
+        fastdp: fp_handle,
         attachments,
     };
     tokio::spawn(listener::run(tcp, ctx));
@@ -297,6 +333,9 @@ pub async fn run(config: Config, on_ready: impl FnOnce(&str)) -> Result<(), Rout
         _ = int.recv() => info!("SIGINT received"),
     }
     owner_task.abort();
+    if let Ok(nl) = Netlink::new() {
+        crate::fastdp::teardown(&nl).await;
+    }
     let _ = std::fs::remove_file(&socket_path);
     let _ = std::fs::remove_file(&pid_path);
     info!("router stopped");

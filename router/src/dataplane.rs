@@ -55,6 +55,8 @@ pub enum Command {
     Heard(PeerId),
     /// A neighbour received our path MTU probe of this many bytes.
     ProbeAck(PeerId, u16),
+    /// Whether a neighbour's own frames now travel by the kernel fast path.
+    SetFastdp(PeerId, bool),
     /// Read the counters and path states.
     Stats(oneshot::Sender<Stats>),
 }
@@ -172,6 +174,8 @@ impl DataplaneTask {
                 changed = self.routes.changed() => {
                     if changed.is_err() { return; }
                     routes = self.routes.borrow_and_update().clone();
+                    let full_mesh = routes.reachable().all(|p| routes.is_neighbour(&p));
+                    self.dp.set_flood_relay(!full_mesh);
                 }
                 _ = tick.tick() => {
                     let now = Instant::now();
@@ -236,6 +240,7 @@ impl DataplaneTask {
             Command::Offer(peer, offer) => self.dp.handle_offer(now, peer, offer),
             Command::Heard(peer) => self.dp.handle_heard(now, peer),
             Command::ProbeAck(peer, size) => self.dp.handle_probe_ack(now, peer, size),
+            Command::SetFastdp(peer, on) => self.dp.set_fastdp(peer, on),
             Command::Stats(reply) => {
                 let counters = self.dp.counters();
                 let established = counters

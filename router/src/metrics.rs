@@ -95,10 +95,44 @@ pub fn render(report: &Report) -> String {
     ipam_families(&mut e, report);
     dataplane_families(&mut e, report);
     handshake_families(&mut e, report);
-    // FASTDP: the fast-path work adds its families here (connections per mode,
-    // `weft_fastdp_fallbacks_total{reason}`, `weft_fastdp_injected_vxlan_drops_total`),
-    // read from the report's `fastdp` section.
+    fastdp_families(&mut e, report);
     e.out
+}
+
+/// The kernel fast path: connections per mode, fallbacks to the sleeve by reason, and
+/// VXLAN packets the firewall dropped for coming from a non-peer.
+fn fastdp_families(e: &mut Exposition, report: &Report) {
+    let Some(f) = &report.fastdp else { return };
+    e.family(
+        "weft_fastdp_connections",
+        "gauge",
+        "Connections to named peers by data-plane mode (fastdp: the kernel's VXLAN).",
+    );
+    for (mode, n) in &f.connections {
+        e.sample("weft_fastdp_connections", &[("mode", mode)], n);
+    }
+    e.family(
+        "weft_fastdp_fallbacks_total",
+        "counter",
+        "Connections that fell back from the fast path to the sleeve, by reason.",
+    );
+    for (reason, n) in &f.fallbacks {
+        e.sample("weft_fastdp_fallbacks_total", &[("reason", reason)], n);
+    }
+    if let Some(n) = f.injected_drops {
+        e.single(
+            "weft_fastdp_injected_vxlan_drops_total",
+            "counter",
+            "VXLAN packets dropped by the router's firewall rule: not from a fast-path peer.",
+            n,
+        );
+    }
+    e.single(
+        "weft_fastdp_malformed_probes_total",
+        "counter",
+        "Fast-path probes received that did not decode.",
+        f.malformed_probes,
+    );
 }
 
 fn router_families(e: &mut Exposition, report: &Report) {

@@ -6,6 +6,7 @@
 //! dials, and builds the [`Report`] snapshots that status shows.
 
 use crate::dataplane::{Command as DpCommand, DataplaneHandle};
+use crate::fastdp::{Command as FpCommand, Event as FpEvent, FastdpHandle};
 use crate::ipam::{Ipam, PersistSeq};
 use crate::ipam_driver::{IpamDriver, IpamOp, IpamResult};
 use crate::links::{self, LinkContext};
@@ -14,6 +15,8 @@ use crate::report;
 use crate::sleeve_channel::{SleeveChannel, SleeveMessage, SLEEVE_CHANNEL};
 use crate::status::Report;
 use datapath::dataplane::Event as DpEvent;
+use datapath::fastdp::link::{Mode, Reason};
+use datapath::fastdp::Policy;
 use gossip::connection_maker::{ConnectionMaker, Retry};
 use gossip::mesh::{CloseReason, ConnId, Mesh, MeshEvent, MeshOutput};
 use gossip::peer::PeerId;
@@ -177,6 +180,39 @@ pub struct Owner {
     /// The store thread (for the user's connection targets).
     store: std::sync::mpsc::Sender<crate::store::Write>,
     handshakes: crate::handshakes::HandshakeStats,
+    fastdp: FastdpLink,
+}
+
+/// The owner's side of the fast path: the task's handle and events, our policy, and
+/// the modes it reported.
+pub struct FastdpLink {
+    /// The fast-path task (a disabled handle when the fast path is off).
+    pub handle: FastdpHandle,
+    /// Its events.
+    pub events: mpsc::UnboundedReceiver<FpEvent>,
+    /// Our policy; `enabled` is false when the fast path is off.
+    pub policy: Policy,
+    /// Each candidate's mode.
+    modes: HashMap<PeerId, (Mode, Option<Reason>)>,
+    /// The last hello from each neighbour (it may come before we know its endpoint).
+    hellos: HashMap<PeerId, datapath::fastdp::Hello>,
+}
+
+impl FastdpLink {
+    /// Wraps the task's handle and events.
+    pub fn new(
+        handle: FastdpHandle,
+        events: mpsc::UnboundedReceiver<FpEvent>,
+        policy: Policy,
+    ) -> FastdpLink {
+        FastdpLink {
+            handle,
+            events,
+            policy,
+            modes: HashMap::new(),
+            hellos: HashMap::new(),
+        }
+    }
 }
 
 /// The owner's side of the data plane: the task's handle, its events, the route
@@ -229,14 +265,15 @@ pub fn channel() -> (OwnerHandle, mpsc::UnboundedReceiver<Input>) {
 }
 
 impl Owner {
-    /// An owner for these machines.
+    /// An owner for these machines; the data plane comes as its two tasks' links
+    /// (sleeve and kernel fast path).
     pub fn new(
         info: RouterInfo,
         mut mesh: Mesh,
         maker: ConnectionMaker,
         ctx: &Arc<LinkContext>,
         rx: mpsc::UnboundedReceiver<Input>,
-        mut dataplane: DataplaneLink,
+        (mut dataplane, fastdp): (DataplaneLink, FastdpLink),
         ipam: (Box<Ipam>, std::sync::mpsc::Sender<crate::store::Write>),
     ) -> Owner {
         mesh.register_channel(SLEEVE_CHANNEL, Box::<SleeveChannel>::default());
@@ -256,6 +293,7 @@ impl Owner {
             ipam,
             store,
             handshakes: Default::default(),
+            fastdp,
         }
     }
 
@@ -281,6 +319,7 @@ impl Owner {
                     None => return,
                 },
                 Some(event) = self.dataplane.events.recv() => self.dataplane_event(event),
+                Some(event) = self.fastdp.events.recv() => self.fastdp_event(event),
                 _ = sleep => {
                     let now = Instant::now();
                     self.mesh.handle_timeout(now);
@@ -362,10 +401,24 @@ impl Owner {
             }
             Input::Report(reply) => {
                 let paths = &self.dataplane.paths;
+                let modes = &self.fastdp.modes;
                 let view = report::LinkView {
                     encrypted: &|conn| self.links.get(&conn).map(|l| l.encrypted),
                     path_established: &|peer| paths.contains(peer),
                     mtu: &|peer| self.dataplane.mtu.path(peer),
+                    overlay: &|peer| match modes.get(peer) {
+                        Some((mode, reason)) => {
+                            (mode.as_str(), reason.map(|r| r.as_str().to_string()))
+                        }
+                        None => ("sleeve", None),
+                    },
+                    trusted_subnets: self
+                        .fastdp
+                        .policy
+                        .trusted
+                        .iter()
+                        .map(|s| s.to_string())
+                        .collect(),
                 };
                 let mut r = report::build(&self.info, &self.mesh, &self.maker, &view);
                 r.ipam = Some(self.ipam.report(&mut self.mesh, &self.info.nickname));
@@ -490,7 +543,11 @@ impl Owner {
             dp.paths.remove(&peer);
             dp.mtu.remove(&peer);
             dp.handle.send(DpCommand::RemovePeer(peer));
+            self.fastdp.handle.send(FpCommand::Remove(peer));
+            self.fastdp.modes.remove(&peer);
+            self.fastdp.hellos.remove(&peer);
         }
+        let mut hellos = Vec::new();
         for (peer, (endpoint, hash)) in desired {
             if dp.known.get(&peer) != Some(&(endpoint, hash)) {
                 dp.known.insert(peer, (endpoint, hash));
@@ -500,6 +557,54 @@ impl Owner {
                     endpoint,
                     hash,
                 });
+                hellos.push((peer, endpoint.ip()));
+            }
+        }
+        // Each new connection learns our fast-path flags, inside the control link.
+        for (peer, ip) in hellos {
+            let hello = self.fastdp.policy.hello(ip);
+            self.send_sleeve(peer, SleeveMessage::FastdpHello(hello).encode());
+            if let Some(theirs) = self.fastdp.hellos.get(&peer).copied() {
+                self.fastdp_hello(peer, theirs);
+            }
+        }
+    }
+
+    /// A peer's hello: the connection becomes a candidate, or stops being one.
+    fn fastdp_hello(&mut self, peer: PeerId, hello: datapath::fastdp::Hello) {
+        self.fastdp.hellos.insert(peer, hello);
+        let Some((endpoint, _)) = self.dataplane.known.get(&peer) else {
+            return;
+        };
+        let ip = endpoint.ip();
+        match self.fastdp.policy.eligible(ip, hello) {
+            Ok(()) => {
+                if self.fastdp.handle.enabled() {
+                    self.fastdp
+                        .modes
+                        .entry(peer)
+                        .or_insert((Mode::Sleeve, Some(Reason::Probing)));
+                }
+                self.fastdp.handle.send(FpCommand::Candidate { peer, ip });
+            }
+            Err(why) => {
+                debug!(%peer, "connection to {peer} stays on sleeve: {why}");
+                self.fastdp.modes.remove(&peer);
+                self.fastdp.handle.send(FpCommand::Remove(peer));
+            }
+        }
+    }
+
+    /// Carries a fast-path event to the control link, or records a mode.
+    fn fastdp_event(&mut self, event: FpEvent) {
+        match event {
+            FpEvent::SendAck { peer, nonce } => {
+                self.send_sleeve(peer, SleeveMessage::FastdpAck(nonce).encode())
+            }
+            FpEvent::Mode { peer, mode, reason } => {
+                if self.dataplane.known.contains_key(&peer) {
+                    self.fastdp.modes.insert(peer, (mode, reason));
+                }
             }
         }
     }
@@ -513,13 +618,25 @@ impl Owner {
         else {
             return;
         };
+        let mut hellos = Vec::new();
         while let Some((peer, message)) = channel.pop() {
             let command = match message {
                 SleeveMessage::Offer(offer) => DpCommand::Offer(peer, offer),
                 SleeveMessage::Heard => DpCommand::Heard(peer),
                 SleeveMessage::ProbeAck(size) => DpCommand::ProbeAck(peer, size),
+                SleeveMessage::FastdpHello(hello) => {
+                    hellos.push((peer, hello));
+                    continue;
+                }
+                SleeveMessage::FastdpAck(nonce) => {
+                    self.fastdp.handle.send(FpCommand::Ack(peer, nonce));
+                    continue;
+                }
             };
             self.dataplane.handle.send(command);
+        }
+        for (peer, hello) in hellos {
+            self.fastdp_hello(peer, hello);
         }
     }
 

@@ -27,6 +27,11 @@ pub struct LinkView<'a> {
     pub path_established: &'a dyn Fn(&PeerId) -> bool,
     /// The overlay MTU towards a neighbour: measured, or the configured one until then.
     pub mtu: &'a dyn Fn(&PeerId) -> u32,
+    /// The data-plane mode of a neighbour's connection, and why it is on sleeve when it
+    /// is eligible for the fast path.
+    pub overlay: &'a dyn Fn(&PeerId) -> (&'static str, Option<String>),
+    /// `--trusted-subnets`.
+    pub trusted_subnets: Vec<String>,
 }
 
 /// Builds the report. A connection is `established` once its control link is up and
@@ -42,6 +47,7 @@ pub fn build(
     let mut linked_addrs = HashSet::new();
     for c in mesh.connections() {
         linked_addrs.insert(c.remote_addr);
+        let (overlay, overlay_reason) = (view.overlay)(&c.peer);
         connections.push(ConnectionReport {
             address: c.remote_addr.to_string(),
             outbound: c.outbound,
@@ -52,7 +58,8 @@ pub fn build(
             }
             .into(),
             encrypted: (view.encrypted)(c.conn).unwrap_or(info.encryption),
-            overlay: "sleeve".into(),
+            overlay: overlay.into(),
+            overlay_reason,
             peer_name: Some(c.peer.short().to_string()),
             peer_nickname: c.nickname.clone(),
             error: None,
@@ -85,6 +92,7 @@ pub fn build(
             state: state.into(),
             encrypted: info.encryption,
             overlay: "sleeve".into(),
+            overlay_reason: None,
             peer_name: None,
             peer_nickname: None,
             error: t.last_error.clone(),
@@ -130,12 +138,13 @@ pub fn build(
             targets,
             connections,
             peers,
-            trusted_subnets: Vec::new(),
+            trusted_subnets: view.trusted_subnets.clone(),
             relayed,
         },
         dataplane: None,
         ipam: None,
         handshakes: None,
+        fastdp: None,
     }
 }
 
@@ -214,5 +223,38 @@ pub fn dataplane(stats: &crate::dataplane::Stats) -> crate::status::DataplaneRep
         drops_mtu: d.mtu + stats.udp_too_big,
         rekeys_refused: d.rekey_refused,
         mac_entries: c.mac_entries as u64,
+    }
+}
+
+/// The fast path's numbers, with the connections of `report` counted per mode.
+pub fn fastdp(stats: &crate::fastdp::Stats, report: &Report) -> status::FastdpReport {
+    let mut connections = std::collections::BTreeMap::new();
+    for mode in ["fastdp", "sleeve"] {
+        connections.insert(mode.to_string(), 0);
+    }
+    for c in report
+        .router
+        .connections
+        .iter()
+        .filter(|c| c.peer_name.is_some())
+    {
+        *connections.entry(c.overlay.clone()).or_insert(0) += 1;
+    }
+    let mut fallbacks = std::collections::BTreeMap::new();
+    for reason in [
+        datapath::fastdp::link::Reason::NoAck,
+        datapath::fastdp::link::Reason::NoPeerProbe,
+    ] {
+        fallbacks.insert(
+            reason.key().to_string(),
+            stats.fallbacks.get(&reason).copied().unwrap_or(0),
+        );
+    }
+    status::FastdpReport {
+        connections,
+        fallbacks,
+        injected_drops: stats.injected_drops,
+        malformed_probes: stats.malformed_probes,
+        admitted: stats.admitted.iter().map(|a| a.to_string()).collect(),
     }
 }

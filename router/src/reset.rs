@@ -1,7 +1,8 @@
 //! `weft reset`: remove everything weft made on this host, with the router stopped.
 //!
 //! In this order: the veths that `attach` plugged into the `weft` bridge (deleting the
-//! host end removes the end inside the container too), the TAP device, the bridge
+//! host end removes the end inside the container too), the fast path's firewall table,
+//! VXLAN device and probe TAP device, the TAP device, the bridge
 //! (which takes the exposed addresses with it), then the files: the socket and pid file
 //! in the run dir, and the identity key and attachments file in the data dir, so that
 //! the host comes back as a new peer, as after `weave reset`. The log and the
@@ -13,6 +14,7 @@ use crate::attachments::temp_path;
 use crate::config;
 use crate::host_net::with_netlink;
 use datapath::attach;
+use datapath::fastdp::{PROBE_TAP_NAME, VXLAN_NAME};
 use datapath::tap::TAP_NAME;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -56,7 +58,9 @@ pub fn reset(run_dir: &Path, data_dir: &Path) -> Result<Removed, ResetError> {
         let mut links = attach::remove_host_veths(&nl, config::BRIDGE)
             .await
             .map_err(|e| e.to_string())?;
-        for name in [TAP_NAME, config::BRIDGE] {
+        // The fast path's firewall table goes too (nothing to do if it is not there).
+        let _ = crate::fastdp::nft::remove().await;
+        for name in [VXLAN_NAME, PROBE_TAP_NAME, TAP_NAME, config::BRIDGE] {
             if nl.delete_link(name).await.map_err(|e| e.to_string())? {
                 links.push(name.to_string());
             }

@@ -1,12 +1,14 @@
 //! The `sleeve` gossip channel: control-link messages of the data plane.
 //!
-//! Rekey offers, "I hear your datagrams" notices and path MTU probe acknowledgements
-//! go to one neighbour at a time, as
+//! Rekey offers, "I hear your datagrams" notices, path MTU probe acknowledgements,
+//! and the fast path's hello (eligibility flags) and VXLAN probe acknowledgements go to
+//! one neighbour at a time, as
 //! mesh unicasts on this channel. It holds no replicated state (its digest never
 //! changes, it has nothing to summarise); it only queues what arrives until the owner
 //! takes it. Payloads are parsed strictly: a wrong length is an error, and the mesh
 //! counts it as malformed input from that link.
 
+use datapath::fastdp::Hello;
 use datapath::sleeve::keys::RekeyOffer;
 use gossip::channel::{ChannelError, GossipChannel};
 use gossip::peer::PeerId;
@@ -19,6 +21,8 @@ pub const SLEEVE_CHANNEL: &str = "sleeve";
 const KIND_OFFER: u8 = 1;
 const KIND_HEARD: u8 = 2;
 const KIND_PROBE_ACK: u8 = 3;
+const KIND_FASTDP_HELLO: u8 = 4;
+const KIND_FASTDP_ACK: u8 = 5;
 /// Bound on queued messages; beyond it the oldest are dropped (the data plane retries).
 const MAX_QUEUED: usize = 4096;
 
@@ -31,6 +35,10 @@ pub enum SleeveMessage {
     Heard,
     /// The sender received our path MTU probe of this many bytes (UDP payload).
     ProbeAck(u16),
+    /// The sender's fast-path flags (offer, no encryption, trusts us).
+    FastdpHello(Hello),
+    /// The sender received our VXLAN probe with this nonce.
+    FastdpAck(u64),
 }
 
 impl SleeveMessage {
@@ -47,6 +55,12 @@ impl SleeveMessage {
                 let [hi, lo] = size.to_be_bytes();
                 vec![KIND_PROBE_ACK, hi, lo]
             }
+            SleeveMessage::FastdpHello(h) => vec![KIND_FASTDP_HELLO, h.to_byte()],
+            SleeveMessage::FastdpAck(nonce) => {
+                let mut v = vec![KIND_FASTDP_ACK];
+                v.extend_from_slice(&nonce.to_be_bytes());
+                v
+            }
         }
     }
 
@@ -60,6 +74,14 @@ impl SleeveMessage {
             (&KIND_PROBE_ACK, &[hi, lo]) => {
                 let size = u16::from_be_bytes([hi, lo]);
                 is_datagram_size(size).then_some(SleeveMessage::ProbeAck(size))
+            }
+            (&KIND_FASTDP_HELLO, &[flags]) => {
+                Hello::from_byte(flags).map(SleeveMessage::FastdpHello)
+            }
+            (&KIND_FASTDP_ACK, body) if body.len() == 8 => {
+                let mut n = [0u8; 8];
+                n.copy_from_slice(body);
+                Some(SleeveMessage::FastdpAck(u64::from_be_bytes(n)))
             }
             _ => None,
         }
@@ -145,13 +167,29 @@ mod tests {
             SleeveMessage::Heard,
             SleeveMessage::ProbeAck(1248),
             SleeveMessage::ProbeAck(65_520),
+            SleeveMessage::FastdpHello(Hello {
+                enabled: true,
+                no_encryption: false,
+                trusts_you: true,
+            }),
+            SleeveMessage::FastdpAck(u64::MAX - 3),
         ] {
             assert_eq!(SleeveMessage::decode(&m.encode()), Some(m));
         }
         let probe_junk: [&[u8]; 5] = [&[3], &[3, 4], &[3, 0, 32], &[3, 4, 0xe1], &[3, 4, 0xe0, 0]];
-        for junk in [&[][..], &[0], &[2, 0], &[1, 1, 2, 3], &[7]]
-            .into_iter()
-            .chain(probe_junk)
+        for junk in [
+            &[][..],
+            &[0],
+            &[2, 0],
+            &[1, 1, 2, 3],
+            &[7],
+            &[4],
+            &[4, 8],
+            &[4, 1, 1],
+            &[5, 1],
+        ]
+        .into_iter()
+        .chain(probe_junk)
         {
             assert_eq!(SleeveMessage::decode(junk), None, "{junk:?}");
         }
@@ -168,6 +206,8 @@ mod tests {
         let seeds = [
             SleeveMessage::ProbeAck(1248).encode(),
             SleeveMessage::Heard.encode(),
+            SleeveMessage::FastdpHello(Hello::default()).encode(),
+            SleeveMessage::FastdpAck(7).encode(),
             SleeveMessage::Offer(RekeyOffer {
                 epoch: 1,
                 ephemeral_public: [1; 32],

@@ -6,6 +6,7 @@
 //! (labels right-aligned to 15 columns, connection lines padded as weave pads them).
 
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 /// The whole router report (`GET /report`).
@@ -26,10 +27,9 @@ pub struct Report {
     /// Control-link handshakes accepted and refused.
     #[serde(default)]
     pub handshakes: Option<crate::handshakes::HandshakeReport>,
-    // FASTDP: the fast-path work adds its section here (`fastdp`: connections per mode,
-    // fallbacks to the sleeve by reason, injected-VXLAN drops), as an
-    // `Option<FastdpReport>` with `#[serde(default)]`, plus its entry in
-    // docs/report.schema.json and its families in `crate::metrics` (marked FASTDP too).
+    /// The kernel fast path (absent when it is off).
+    #[serde(default)]
+    pub fastdp: Option<FastdpReport>,
 }
 
 /// IPAM: status, range, ring shares and local allocations.
@@ -174,6 +174,22 @@ pub struct RouterReport {
     pub relayed: Vec<RelayedReport>,
 }
 
+/// The kernel VXLAN fast path's numbers.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct FastdpReport {
+    /// Connections per mode (`fastdp`, `sleeve`), all connections counted.
+    pub connections: BTreeMap<String, u64>,
+    /// Fallbacks from fastdp to sleeve so far, by reason.
+    pub fallbacks: BTreeMap<String, u64>,
+    /// VXLAN packets dropped for coming from an underlay address that is not a
+    /// fast-path peer (the firewall rule's counter; absent if unreadable).
+    pub injected_drops: Option<u64>,
+    /// Malformed probes received.
+    pub malformed_probes: u64,
+    /// Legacy hosts admitted with `--fastdp-admit`.
+    pub admitted: Vec<String>,
+}
+
 /// A peer reached through a neighbour (the unicast route's first hop is not the peer).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct RelayedReport {
@@ -206,8 +222,11 @@ pub struct ConnectionReport {
     pub state: String,
     /// Whether the link is encrypted with the network secret.
     pub encrypted: bool,
-    /// Data-plane mode: `sleeve` (or `fastdp` later).
+    /// Data-plane mode: `sleeve` or `fastdp`.
     pub overlay: String,
+    /// Why an eligible connection is on sleeve (probing, or the fallback's reason).
+    #[serde(default)]
+    pub overlay_reason: Option<String>,
     /// The remote peer's name, once authenticated.
     pub peer_name: Option<String>,
     /// The remote peer's nickname, once known.
@@ -357,6 +376,9 @@ pub fn format_connections(r: &Report) -> String {
                 );
                 if let Some(mtu) = c.mtu {
                     let _ = write!(info, " mtu={mtu}");
+                }
+                if let Some(reason) = &c.overlay_reason {
+                    let _ = write!(info, " fastdp: {reason}");
                 }
                 info
             }

@@ -347,3 +347,63 @@ fn rekeys_are_counted_per_peer() {
     }
     assert_eq!((rekeys(&a), rekeys(&b)), (1, 1));
 }
+
+#[test]
+fn fastdp_neighbours_get_floods_but_not_their_own_unicasts() {
+    let now = Instant::now();
+    let (mut a, mut b) = connected(now);
+    let (ra, rb) = (Pair(B), Pair(A));
+    let mut tx = TxBuffer::new(1 << 20, 64);
+    for _ in 0..3 {
+        a.poll_keepalives(now, &mut tx);
+        deliver_all(now, &mut tx, &mut b, &rb);
+        b.poll_keepalives(now, &mut tx);
+        deliver_all(now, &mut tx, &mut a, &ra);
+        relay(now, &mut a, A, &mut b);
+        relay(now, &mut b, B, &mut a);
+    }
+    // b's MAC is learnt behind B while the connection is still on sleeve.
+    let from_b = frame(2, [0xff; 6], b"arp");
+    b.handle_local_frame(now, &from_b, &rb, &mut tx);
+    b.flush(&mut tx);
+    assert_eq!(deliver_all(now, &mut tx, &mut a, &ra), vec![from_b]);
+
+    a.set_fastdp(B, true);
+    b.set_fastdp(A, true);
+    assert!(a.is_fastdp(&B));
+    // A unicast to B's own MAC is left to the kernel.
+    a.handle_local_frame(now, &frame(1, [0x02, 0, 0, 0, 0, 2], b"uni"), &ra, &mut tx);
+    a.flush(&mut tx);
+    assert!(
+        tx.is_empty(),
+        "unicast to a fastdp neighbour went by sleeve"
+    );
+    // A flood still goes by sleeve (B may relay it), but B does not deliver it again:
+    // the VXLAN copy was delivered.
+    a.handle_local_frame(now, &frame(1, [0xff; 6], b"flood"), &ra, &mut tx);
+    a.flush(&mut tx);
+    assert_eq!(tx.len(), 1, "the flood goes by sleeve too");
+    assert!(deliver_all(now, &mut tx, &mut b, &rb).is_empty());
+    // In a full mesh nobody relays: the kernel alone carries our floods to B.
+    a.set_flood_relay(false);
+    a.handle_local_frame(now, &frame(1, [0xff; 6], b"flood2"), &ra, &mut tx);
+    a.flush(&mut tx);
+    assert!(
+        tx.is_empty(),
+        "a flood went by sleeve to a fastdp neighbour in a full mesh"
+    );
+    a.set_flood_relay(true);
+    // A probe (by its EtherType) never goes by sleeve, whatever its destination.
+    let mut probe = frame(1, [0xff; 6], b"probe");
+    probe[12..14].copy_from_slice(&crate::fastdp::probe::ETHERTYPE.to_be_bytes());
+    a.handle_local_frame(now, &probe, &ra, &mut tx);
+    a.flush(&mut tx);
+    assert!(tx.is_empty(), "a fast-path probe went by sleeve");
+    // Back on sleeve: both are carried and delivered again.
+    a.set_fastdp(B, false);
+    b.set_fastdp(A, false);
+    let uni = frame(1, [0x02, 0, 0, 0, 0, 2], b"uni2");
+    a.handle_local_frame(now, &uni, &ra, &mut tx);
+    a.flush(&mut tx);
+    assert_eq!(deliver_all(now, &mut tx, &mut b, &rb), vec![uni]);
+}

@@ -47,7 +47,10 @@ fn report() -> Report {
             "pending": ["allocate c2 in 10.32.0.0/12: waiting for space"]
         },
         "handshakes": {"accepted_inbound": 2, "accepted_outbound": 1,
-                       "refused": [{"direction": "inbound", "reason": "rate_limit", "count": 5}]}
+                       "refused": [{"direction": "inbound", "reason": "rate_limit", "count": 5}]},
+        "fastdp": {"connections": {"fastdp": 1, "sleeve": 0},
+                   "fallbacks": {"peer_probes_missing": 2, "probe_unacknowledged": 0},
+                   "injected_drops": 7, "malformed_probes": 1, "admitted": []}
     });
     serde_json::from_value(json).expect("sample report")
 }
@@ -173,6 +176,16 @@ fn figures_come_from_the_report() {
         ),
         0.0
     );
+    assert_eq!(v("weft_fastdp_connections", r#"mode="fastdp""#), 1.0);
+    assert_eq!(
+        v(
+            "weft_fastdp_fallbacks_total",
+            r#"reason="peer_probes_missing""#
+        ),
+        2.0
+    );
+    assert_eq!(v("weft_fastdp_injected_vxlan_drops_total", ""), 7.0);
+    assert_eq!(v("weft_fastdp_malformed_probes_total", ""), 1.0);
 }
 
 #[test]
@@ -181,9 +194,15 @@ fn missing_sections_leave_their_families_out() {
     r.dataplane = None;
     r.ipam = None;
     r.handshakes = None;
+    r.fastdp = None;
     let text = render(&r);
     assert!(text.contains("weft_peers 2\n"));
-    for absent in ["weft_ipam_", "weft_dataplane_", "weft_handshakes_"] {
+    for absent in [
+        "weft_ipam_",
+        "weft_dataplane_",
+        "weft_handshakes_",
+        "weft_fastdp_",
+    ] {
         assert!(!text.contains(absent), "{absent} in\n{text}");
     }
 }

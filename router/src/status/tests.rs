@@ -9,6 +9,7 @@ fn conn(addr: &str, outbound: bool, state: &str, peer: Option<(&str, &str)>) -> 
         state: state.into(),
         encrypted: true,
         overlay: "sleeve".into(),
+        overlay_reason: None,
         peer_name: peer.map(|p| p.0.to_string()),
         peer_nickname: peer.map(|p| p.1.to_string()),
         error: None,
@@ -76,6 +77,7 @@ fn sample() -> Report {
             relayed: vec![],
         },
         dataplane: None,
+        fastdp: None,
         ipam: Some(IpamReport {
             status: "ready".into(),
             range: "10.32.0.0/12".into(),
@@ -245,6 +247,13 @@ fn report_fields_match_the_schema() {
         ..Default::default()
     });
     r.handshakes = Some(crate::handshakes::HandshakeReport::default());
+    r.fastdp = Some(FastdpReport {
+        connections: [("fastdp".to_string(), 1)].into(),
+        fallbacks: [("probe_unacknowledged".to_string(), 0)].into(),
+        injected_drops: Some(3),
+        malformed_probes: 0,
+        admitted: vec!["198.18.0.9".into()],
+    });
     r.router.relayed = vec![RelayedReport {
         peer_name: "7e:21:4a:70:2f:45".into(),
         peer_nickname: "h2".into(),
@@ -261,4 +270,31 @@ fn report_fields_match_the_schema() {
     let mut extra = v.clone();
     extra["router"]["surprise"] = serde_json::json!(1);
     assert!(!conforms(&schema, &schema, &extra));
+}
+
+#[test]
+fn connection_lines_show_the_fast_path_and_the_fallback_reason() {
+    let mut r = sample();
+    let mut fast = conn(
+        "198.18.0.2:6783",
+        true,
+        "established",
+        Some(("aa:bb", "h2")),
+    );
+    fast.overlay = "fastdp".into();
+    let mut back = conn(
+        "198.18.0.3:6783",
+        true,
+        "established",
+        Some(("cc:dd", "h3")),
+    );
+    back.overlay_reason = Some("vxlan probes unacknowledged".into());
+    r.router.connections = vec![fast, back];
+    let text = format_connections(&r);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[0].contains(" fastdp aa:bb(h2) mtu=1376"), "{text}");
+    assert!(
+        lines[1].contains(" sleeve cc:dd(h3) mtu=1376 fastdp: vxlan probes unacknowledged"),
+        "{text}"
+    );
 }
