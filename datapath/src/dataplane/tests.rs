@@ -86,6 +86,20 @@ fn connected(now: Instant) -> (Dataplane, Dataplane) {
     (a, b)
 }
 
+/// Keepalives both ways, then the "heard" messages over the control link, until the
+/// UDP paths between `a` (peer A) and `b` (peer B) are confirmed.
+fn confirm_paths(now: Instant, a: &mut Dataplane, b: &mut Dataplane, tx: &mut TxBuffer) {
+    let (ra, rb) = (Pair(B), Pair(A));
+    for _ in 0..3 {
+        a.poll_keepalives(now, tx);
+        deliver_all(now, tx, b, &rb);
+        b.poll_keepalives(now, tx);
+        deliver_all(now, tx, a, &ra);
+        relay(now, a, A, b);
+        relay(now, b, B, a);
+    }
+}
+
 #[test]
 fn keys_then_paths_then_frames() {
     let now = Instant::now();
@@ -94,14 +108,7 @@ fn keys_then_paths_then_frames() {
     let (ra, rb) = (Pair(B), Pair(A));
     let mut tx = TxBuffer::new(1 << 20, 64);
     // Keepalives both ways, then the "heard" messages over the control link.
-    for _ in 0..3 {
-        a.poll_keepalives(now, &mut tx);
-        deliver_all(now, &mut tx, &mut b, &rb);
-        b.poll_keepalives(now, &mut tx);
-        deliver_all(now, &mut tx, &mut a, &ra);
-        relay(now, &mut a, A, &mut b);
-        relay(now, &mut b, B, &mut a);
-    }
+    confirm_paths(now, &mut a, &mut b, &mut tx);
     assert!(a.is_established(&B) && b.is_established(&A));
 
     // A broadcast from a's bridge reaches b's bridge; b learns the MAC behind A.
@@ -354,14 +361,7 @@ fn fastdp_neighbours_get_floods_but_not_their_own_unicasts() {
     let (mut a, mut b) = connected(now);
     let (ra, rb) = (Pair(B), Pair(A));
     let mut tx = TxBuffer::new(1 << 20, 64);
-    for _ in 0..3 {
-        a.poll_keepalives(now, &mut tx);
-        deliver_all(now, &mut tx, &mut b, &rb);
-        b.poll_keepalives(now, &mut tx);
-        deliver_all(now, &mut tx, &mut a, &ra);
-        relay(now, &mut a, A, &mut b);
-        relay(now, &mut b, B, &mut a);
-    }
+    confirm_paths(now, &mut a, &mut b, &mut tx);
     // b's MAC is learnt behind B while the connection is still on sleeve.
     let from_b = frame(2, [0xff; 6], b"arp");
     b.handle_local_frame(now, &from_b, &rb, &mut tx);
