@@ -7,7 +7,7 @@ mod common;
 
 use common::traffic::ping;
 use common::weft::{Auth, Router};
-use common::{wait_until, Net};
+use common::{run_ok, wait_until, Net};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -377,40 +377,16 @@ fn secret_without_trust_sends_no_vxlan_at_all() {
 /// same port and VNI, an FDB entry to h1, and `addr/16` on it. Test tooling, so `ip`.
 fn legacy_vxlan(net: &Net, host: usize, addr: &str) {
     let ns = net.host(host).ns.clone();
-    let run = |args: &[&str]| {
-        let out = Command::new("ip")
-            .args(["-n", &ns])
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "ip {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    run(&[
+    let ip = |args: &[&str]| run_ok(Command::new("ip").args(["-n", &ns]).args(args));
+    ip(&[
         "link", "add", "vx0", "type", "vxlan", "id", "6784", "dstport", "6784", "dev", "eth0",
     ]);
-    run(&["link", "set", "vx0", "mtu", "1408", "up"]);
-    run(&["addr", "add", &format!("{addr}/16"), "dev", "vx0"]);
-    let out = Command::new("bridge")
-        .args([
-            "-n",
-            &ns,
-            "fdb",
-            "append",
-            "00:00:00:00:00:00",
-            "dev",
-            "vx0",
-        ])
-        .args(["dst", H1])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    ip(&["link", "set", "vx0", "mtu", "1408", "up"]);
+    ip(&["addr", "add", &format!("{addr}/16"), "dev", "vx0"]);
+    run_ok(
+        Command::new("bridge")
+            .args(["-n", &ns, "fdb", "append", "00:00:00:00:00:00"])
+            .args(["dev", "vx0", "dst", H1]),
     );
 }
 
