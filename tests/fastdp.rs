@@ -270,13 +270,7 @@ fn trusted_pair_uses_fastdp_others_encrypted_sleeve_no_duplicates() {
     let _r1 = Router::launch_with(&net, 1, &auth, &trust, &[]);
     let _r2 = Router::launch_with(&net, 2, &auth, &trust, &[H1]);
     let _r3 = Router::launch_with(&net, 3, &auth, &[], &[H1]);
-    let mut pods = Vec::new();
-    for host in 1..=3 {
-        let ns = net.add_bare_pod(host, 1);
-        let addr = format!("10.40.{host}.2");
-        net.attach(host, &[&format!("{addr}/16")], &ns);
-        pods.push((ns, addr));
-    }
+    let pods = pod_per_host(&mut net);
     wait_mode(&net, 1, "h2", "fastdp", Duration::from_secs(30));
     wait_mode(&net, 2, "h1", "fastdp", Duration::from_secs(10));
     for (host, nick) in [(1, "h3"), (3, "h1"), (2, "h3"), (3, "h2")] {
@@ -373,6 +367,18 @@ fn secret_without_trust_sends_no_vxlan_at_all() {
     );
 }
 
+/// One pod on each of h1..h3 at 10.40.X.2/16: (namespace, address).
+fn pod_per_host(net: &mut Net) -> Vec<(String, String)> {
+    (1..=3)
+        .map(|host| {
+            let ns = net.add_bare_pod(host, 1);
+            let addr = format!("10.40.{host}.2");
+            net.attach(host, &[&format!("{addr}/16")], &ns);
+            (ns, addr)
+        })
+        .collect()
+}
+
 /// Makes host `hX` (which runs no Weft) a legacy VXLAN host by hand: `vx0` with the
 /// same port and VNI, an FDB entry to h1, and `addr/16` on it. Test tooling, so `ip`.
 fn legacy_vxlan(net: &Net, host: usize, addr: &str) {
@@ -447,13 +453,7 @@ fn relay_through_a_fastdp_peer_still_works_without_duplicates() {
     let _r1 = Router::launch(&net, 1, &Auth::NoEncryption, &[]);
     let _r2 = Router::launch(&net, 2, &Auth::NoEncryption, &[H1]);
     let _r3 = Router::launch(&net, 3, &Auth::NoEncryption, &[H2]);
-    let mut pods = Vec::new();
-    for host in 1..=3 {
-        let ns = net.add_bare_pod(host, 1);
-        let addr = format!("10.40.{host}.2");
-        net.attach(host, &[&format!("{addr}/16")], &ns);
-        pods.push((ns, addr));
-    }
+    let pods = pod_per_host(&mut net);
     // Both links of h2 are on the fast path; h1 <-> h3 is relayed by h2's router.
     wait_mode(&net, 2, "h1", "fastdp", Duration::from_secs(30));
     wait_mode(&net, 2, "h3", "fastdp", Duration::from_secs(30));
