@@ -1018,7 +1018,7 @@ fn chain_weft_net_portmap_bandwidth_limits_egress() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    common::traffic::wait_listening(&f.net, &h1, 5202);
     let unshaped = iperf_rate(&f, &ns, "10.40.0.1");
     let bw = f.call_with_path(
         "bandwidth",

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::traffic::ping;
+use common::traffic::{ping, wait_listening};
 use common::weft::{Auth, Router};
 use common::{run_ok, wait_until, Net};
 use std::process::{Child, Command, Stdio};
@@ -108,7 +108,7 @@ fn no_encryption_uses_the_kernel_and_the_router_stays_idle() {
     );
     // iperf3 for 5 s: the kernel carries it, so the routers' CPU time barely moves.
     let _server = spawn_in(&p2, "iperf3", &["-s", "-p", "5301"]);
-    std::thread::sleep(Duration::from_millis(500));
+    wait_listening(&net, &p2, 5301);
     let cpu0: Vec<Duration> = routers.iter().map(Router::cpu_time).collect();
     let t0 = Instant::now();
     let out = net.exec_for(

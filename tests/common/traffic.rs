@@ -179,3 +179,17 @@ pub fn count(hay: &[u8], needle: &[u8]) -> usize {
     }
     hay.windows(needle.len()).filter(|w| *w == needle).count()
 }
+
+/// Waits (up to 10 s) until something listens on TCP `port` in namespace `ns` (`ss`), so
+/// a client started next finds its server even on a loaded machine; panics otherwise.
+pub fn wait_listening(net: &Net, ns: &str, port: u16) {
+    let filter = format!("sport = :{port}");
+    let up = super::wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+        let out = net.exec(ns, "ss", &["-Hltn", &filter]);
+        out.status.success() && !out.stdout.is_empty()
+    });
+    assert!(
+        up.is_some(),
+        "nothing listens on TCP {port} in {ns} after 10 s"
+    );
+}
