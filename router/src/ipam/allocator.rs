@@ -616,33 +616,28 @@ impl Ipam {
         let Some(ids) = self.resolved_seeds(names) else {
             return;
         };
-        let ring = Ring::seeded(self.universe, ids);
-        self.install_ring(ring);
-        self.broadcast_entries(
-            self.ring
-                .as_ref()
-                .map(|r| r.entries().clone())
-                .unwrap_or_default(),
-        );
-        self.serve_pending();
+        // Every named peer derives this same ring, as with `seed=` ids.
+        self.install_ring(Ring::seeded(self.universe, ids));
     }
 
     /// The full ids of `names` among us and the reachable peers, once all are known.
     pub(super) fn resolved_seeds(&self, names: &[gossip::peer::ShortName]) -> Option<Vec<PeerId>> {
-        let known: Vec<PeerId> = std::iter::once(self.me)
-            .chain(self.reachable.iter().flatten().copied())
-            .collect();
         let mut ids = Vec::with_capacity(names.len());
         for name in names {
-            let mut matches = known.iter().filter(|p| name.matches(p));
+            let mut matches = self.known_peers().filter(|p| name.matches(p));
             let (Some(id), None) = (matches.next(), matches.next()) else {
                 return None;
             };
-            ids.push(*id);
+            ids.push(id);
         }
         ids.sort();
         ids.dedup();
         Some(ids)
+    }
+
+    /// This peer and the peers the mesh can reach.
+    pub(super) fn known_peers(&self) -> impl Iterator<Item = PeerId> + '_ {
+        std::iter::once(self.me).chain(self.reachable.iter().flatten().copied())
     }
 
     pub(super) fn is_reachable(&self, p: &PeerId) -> bool {

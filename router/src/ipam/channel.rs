@@ -598,9 +598,7 @@ impl Ipam {
     pub(super) fn seed_names_known(&self, names: &[gossip::peer::ShortName]) -> usize {
         names
             .iter()
-            .filter(|n| {
-                n.matches(&self.me) || self.reachable.iter().flatten().any(|p| n.matches(p))
-            })
+            .filter(|n| self.known_peers().any(|p| n.matches(&p)))
             .count()
     }
 
