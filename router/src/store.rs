@@ -75,7 +75,9 @@ impl Store {
             db,
             path: path.to_path_buf(),
         };
-        let (persisted, snapshot, targets) = store.read()?;
+        let persisted = store
+            .get(KEY_RANGE)?
+            .map(|b| String::from_utf8_lossy(&b).into_owned());
         match persisted {
             Some(p) if p != range.to_string() => {
                 return Err(StoreError::RangeMismatch {
@@ -87,7 +89,8 @@ impl Store {
             Some(_) => {}
             None => store.write(KEY_RANGE, range.to_string().as_bytes())?,
         }
-        let targets = String::from_utf8_lossy(&targets.unwrap_or_default())
+        let snapshot = store.get(KEY_SNAPSHOT)?;
+        let targets = String::from_utf8_lossy(&store.get(KEY_TARGETS)?.unwrap_or_default())
             .lines()
             .filter_map(|l| match l.parse() {
                 Ok(a) => Some(a),
@@ -104,23 +107,17 @@ impl Store {
         })
     }
 
-    #[allow(clippy::type_complexity)]
-    fn read(&self) -> Result<(Option<String>, Option<Vec<u8>>, Option<Vec<u8>>), StoreError> {
+    /// The value stored under `key`, if any.
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let err = |e: &dyn std::fmt::Display| db_err(&self.path, e);
         let tx = self.db.begin_read().map_err(|e| err(&e))?;
         let table = match tx.open_table(IPAM) {
             Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok((None, None, None)),
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
             Err(e) => return Err(err(&e)),
         };
-        let get = |k: &str| -> Result<Option<Vec<u8>>, StoreError> {
-            Ok(table
-                .get(k)
-                .map_err(|e| err(&e))?
-                .map(|v| v.value().to_vec()))
-        };
-        let range = get(KEY_RANGE)?.map(|b| String::from_utf8_lossy(&b).into_owned());
-        Ok((range, get(KEY_SNAPSHOT)?, get(KEY_TARGETS)?))
+        let value = table.get(key).map_err(|e| err(&e))?;
+        Ok(value.map(|v| v.value().to_vec()))
     }
 
     fn write(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
