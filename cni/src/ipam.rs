@@ -248,22 +248,16 @@ mod tests {
             allocations(&v),
             vec![("a:eth0".into(), "10.40.0.2/16".into())]
         );
-        let e = api_error(
-            "x",
-            ApiError::Status {
-                status: 503,
-                message: "not ready".into(),
-            },
-        );
-        assert_eq!(e.code, TRY_AGAIN);
-        let e = api_error(
-            "x",
-            ApiError::Status {
-                status: 400,
-                message: "bad".into(),
-            },
-        );
-        assert_eq!(e.code, INVALID_CONFIG);
+        for (status, code) in [
+            (503, TRY_AGAIN),
+            (400, INVALID_CONFIG),
+            (409, ADDRESS_IN_USE),
+            (500, INTERNAL),
+        ] {
+            let message = "why".into();
+            let e = api_error("x", ApiError::Status { status, message });
+            assert_eq!(e.code, code, "HTTP {status}");
+        }
         assert!(addr_of(&json!({"addr":"nope"})).is_err());
         assert_eq!(
             addr_of(&json!({"addr":"10.40.0.2/16"})).unwrap(),
