@@ -12,7 +12,7 @@
 
 mod common;
 
-use common::weft::{bare_name, parse_connections, parse_peers, status_field, Auth, Router, WEFT};
+use common::weft::{bare_name, parse_connections, parse_peers, status_field, Auth, Router};
 use common::{run_with_timeout, tail, wait_until, Net};
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Output};
@@ -664,18 +664,6 @@ fn connect_and_forget() {
 
 // ---- 6. privileges ---------------------------------------------------------------------
 
-/// `setpriv --reuid=65534 --regid=65534 --clear-groups weft args` in host `host`.
-fn weft_as_nobody(net: &Net, host: usize, args: &[&str]) -> Output {
-    let h = net.host(host);
-    let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec", &h.ns, "setpriv"])
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", WEFT])
-        .args(args)
-        .env("WEFT_RUN_DIR", &h.run_dir)
-        .env("WEFT_DATA_DIR", &h.data_dir);
-    run_with_timeout(&mut cmd, Duration::from_secs(20))
-}
-
 #[test]
 fn unprivileged_users_can_read_but_not_change() {
     let net = Net::new("lkpriv", 2);
@@ -700,7 +688,7 @@ fn unprivileged_users_can_read_but_not_change() {
         & 0o777;
     assert_eq!(mode, 0o666, "{} mode", sock.display());
 
-    let out = weft_as_nobody(&net, 1, &["status"]);
+    let out = net.weft_as_nobody(1, &["status"]);
     let stdout = lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -713,7 +701,7 @@ fn unprivileged_users_can_read_but_not_change() {
         status_field(&stdout, "Name").as_deref(),
         Some(h1.name.as_str())
     );
-    let report = weft_as_nobody(&net, 1, &["report"]);
+    let report = net.weft_as_nobody(1, &["report"]);
     assert!(report.status.success(), "`weft report` as nobody failed");
     serde_json::from_slice::<serde_json::Value>(&report.stdout).expect("report as nobody is JSON");
 
@@ -722,7 +710,7 @@ fn unprivileged_users_can_read_but_not_change() {
         &["forget", H1][..],
         &["stop"][..],
     ] {
-        let out = weft_as_nobody(&net, 1, args);
+        let out = net.weft_as_nobody(1, args);
         let stderr = lossy(&out.stderr);
         println!(
             "e2e: `weft {}` as nobody exited {} with: {}",
@@ -753,7 +741,7 @@ fn unprivileged_users_can_read_but_not_change() {
     // No router on h2: exit 3, as root and as nobody.
     for (who, out) in [
         ("root", net.weft(2, &["status"])),
-        ("nobody", weft_as_nobody(&net, 2, &["status"])),
+        ("nobody", net.weft_as_nobody(2, &["status"])),
     ] {
         assert_eq!(
             out.status.code(),

@@ -6,9 +6,9 @@
 mod common;
 
 use common::traffic::ping;
-use common::weft::{Auth, Router, WEFT};
-use common::{run_with_timeout, wait_until, Net};
-use std::process::{Command, Output};
+use common::weft::{Auth, Router};
+use common::{wait_until, Net};
+use std::process::Output;
 use std::time::Duration;
 
 /// One line of `weft ps`: id, MAC, CIDRs.
@@ -62,18 +62,6 @@ fn links(net: &Net, ns: &str) -> Vec<String> {
         .collect()
 }
 
-/// `setpriv --reuid=65534 ... weft args` on host 1: as user nobody.
-fn weft_as_nobody(net: &Net, args: &[&str]) -> Output {
-    let h = net.host(1);
-    let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec", &h.ns, "setpriv"])
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", WEFT])
-        .args(args)
-        .env("WEFT_RUN_DIR", &h.run_dir)
-        .env("WEFT_DATA_DIR", &h.data_dir);
-    run_with_timeout(&mut cmd, Duration::from_secs(20))
-}
-
 fn expect_code(out: &Output, code: i32, stderr_has: &str, what: &str) {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(code), "{what}: stderr {err:?}");
@@ -106,13 +94,13 @@ fn ps_lists_attached_pods_across_a_restart() {
     ];
     assert_eq!(ps(&net, 1), expected, "ps after attaching two pods");
     // Anyone may list; only root may expose.
-    let as_nobody = weft_as_nobody(&net, &["ps"]);
+    let as_nobody = net.weft_as_nobody(1, &["ps"]);
     assert!(as_nobody.status.success(), "ps as nobody: {as_nobody:?}");
     assert_eq!(
         String::from_utf8_lossy(&as_nobody.stdout),
         net.weft_ok(1, &["ps"])
     );
-    let out = weft_as_nobody(&net, &["expose", "10.40.0.1/16"]);
+    let out = net.weft_as_nobody(1, &["expose", "10.40.0.1/16"]);
     expect_code(&out, 1, "permission denied", "expose as nobody");
 
     // `weft stop` leaves the bridge and the attached pods in place.

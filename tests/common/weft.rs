@@ -31,6 +31,18 @@ impl Net {
     }
 
     /// `weft args` on host `hX`; panics with the output unless it exits 0. Returns stdout.
+    /// `setpriv --reuid=65534 --regid=65534 --clear-groups weft args` in host `hX`: the
+    /// CLI as user nobody.
+    pub fn weft_as_nobody(&self, host: usize, args: &[&str]) -> Output {
+        let h = self.host(host);
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &h.ns, "setpriv"])
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", WEFT])
+            .args(args);
+        host_env(&mut cmd, h);
+        run_with_timeout(&mut cmd, CMD_TIMEOUT)
+    }
+
     pub fn weft_ok(&self, host: usize, args: &[&str]) -> String {
         let out = self.weft(host, args);
         assert!(
