@@ -668,6 +668,44 @@ mod router_ipam {
         add_del_latency(&f, &c, &pod, "real router");
     }
 
+    /// A conflist whose `ipam.subnet` is a /24 inside the router's /17 range: ADD gives
+    /// an address of that /24 with its prefix, and CHECK with that ADD's own result
+    /// passes (the router holds the address with the range's prefix length; CHECK
+    /// compares addresses). A reservation lost meanwhile still fails CHECK.
+    #[test]
+    fn check_passes_with_a_subnet_narrower_than_the_range() {
+        let mut f = Fixture::new("cnirsub");
+        let _router = lone_router(&f);
+        let conf = json!({"cniVersion": "1.1.0", "name": "weft", "type": "weft-net",
+                          "ipam": {"subnet": "10.40.200.0/24"}});
+        let (_, pod) = f.pod();
+        let add = f.net_call("ADD", "sub24", &pod, "eth0", &conf);
+        ok(&add);
+        let addr = add.stdout["ips"][0]["address"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(
+            addr.starts_with("10.40.200.") && addr.ends_with("/24"),
+            "{addr}"
+        );
+        let mut check = conf.clone();
+        check["prevResult"] = add.stdout.clone();
+        ok(&f.net_call("CHECK", "sub24", &pod, "eth0", &check));
+        // GC with no valid attachment releases the reservation: CHECK must see it.
+        let mut gc = conf.clone();
+        gc["cni.dev/valid-attachments"] = json!([]);
+        ok(&f.call(
+            "weft-net",
+            &[("CNI_COMMAND", "GC")],
+            gc.to_string().as_bytes(),
+        ));
+        let lost = f.net_call("CHECK", "sub24", &pod, "eth0", &check);
+        assert_ne!(lost.code, 0, "CHECK must report the lost reservation");
+        assert!(lost.raw.contains("not reserved"), "{}", lost.raw);
+        ok(&f.net_call("DEL", "sub24", &pod, "eth0", &conf));
+    }
+
     /// Pods attached by CNI with addresses from the mesh-wide IPAM on three hosts ping
     /// each other across the encrypted mesh.
     #[test]

@@ -131,10 +131,20 @@ pub fn add(conf: &NetConf, env: &Env, raw: &[u8]) -> CniResult<CniOutput> {
             {
                 continue; // the kernel's own prefix route
             }
+            // A route without `gw` stays on-link (the overlay is one L2 segment), but a
+            // default route without `gw` goes via its family's gateway (the exposed
+            // host), as the reference plugins' ipam.ConfigureIface does: on-link, it
+            // would ARP for the whole world.
+            let family_gw = ips
+                .iter()
+                .filter_map(|c| c.gateway.as_deref())
+                .filter_map(|g| g.parse::<IpAddr>().ok())
+                .find(|g| dst.prefix == 0 && g.is_ipv4() == dst.ip.is_ipv4());
             let gw =
                 r.gw.as_deref()
                     .map(|g| ip(g, "route gateway"))
-                    .transpose()?;
+                    .transpose()?
+                    .or(family_gw);
             plan_routes.push((network(dst), gw));
         }
         let mac = conf.runtime_config.mac.as_deref().and_then(parse_mac);

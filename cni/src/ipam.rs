@@ -133,13 +133,15 @@ impl Ipam<'_> {
         let v = client(QUERY_TIMEOUT)
             .get("/ipam")
             .map_err(|e| api_error("IPAM query failed", e))?;
-        let held: HashSet<String> = allocations(&v)
+        // Addresses, not prefix lengths: a conflist's `ipam.subnet` gives the container
+        // its own prefix, while the router holds the address with the range's.
+        let held: HashSet<Option<std::net::IpAddr>> = allocations(&v)
             .into_iter()
             .filter(|(id, _)| *id == key)
-            .map(|(_, a)| a)
+            .map(|(_, a)| ip_of(&a))
             .collect();
         for a in addrs {
-            if !held.contains(a) {
+            if ip_of(a).is_none() || !held.contains(&ip_of(a)) {
                 return Err(CniError::new(
                     INTERNAL,
                     format!("address {a} is not reserved for {key}"),
@@ -237,9 +239,22 @@ pub fn allocations(v: &serde_json::Value) -> Vec<(String, String)> {
         .unwrap_or_default()
 }
 
+/// The address of `A.B.C.D/len` (or of a bare address).
+fn ip_of(cidr: &str) -> Option<std::net::IpAddr> {
+    cidr.split_once('/').map_or(cidr, |(ip, _)| ip).parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reservations_compare_by_address() {
+        assert_eq!(ip_of("10.40.1.1/24"), ip_of("10.40.1.1/16"));
+        assert_eq!(ip_of("10.40.1.1"), Some("10.40.1.1".parse().unwrap()));
+        assert_ne!(ip_of("10.40.1.1/24"), ip_of("10.40.1.2/24"));
+        assert_eq!(ip_of("nope/24"), None);
+    }
 
     #[test]
     fn allocations_and_error_codes() {
