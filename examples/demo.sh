@@ -21,6 +21,12 @@ if [ "$(id -u)" != 0 ]; then
   exit 1
 fi
 
+# shellcheck source=scripts/deps.sh
+. scripts/deps.sh
+# A C toolchain to build, iproute2 for the namespaces, ping for the pods, nftables for
+# the router's firewall table.
+need_packages "${BUILD_PACKAGES[@]}" iproute2 iputils-ping nftables
+
 if [ -z "${WEFT:-}" ]; then
   # shellcheck source=scripts/cargo-env.sh
   . scripts/cargo-env.sh

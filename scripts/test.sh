@@ -10,23 +10,20 @@ if [ "$(id -u)" != 0 ]; then
   exit 1
 fi
 
-# tests/operator.rs: python3-jsonschema validates `weft report` against its schema,
-# python3-prometheus-client parses /metrics, chromium renders the status page headless.
-# tests/fastdp.rs: the router drives nftables through `nft`.
-packages=(iproute2 iputils-ping tcpdump iperf3 procps iptables nftables containernetworking-plugins
-  python3-jsonschema python3-prometheus-client chromium)
-missing=()
-for p in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "==> apt-get install ${missing[*]}"
-  apt-get update -q
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
-fi
+# shellcheck source=scripts/deps.sh
+. scripts/deps.sh
+# The C toolchain (BUILD_PACKAGES), then what the tests run:
+# iproute2 (ip, ss), iputils-ping, tcpdump (captures), iperf3, procps (sysctl),
+# iptables and nftables (the fast path's guard, masquerade; `nft` checks),
+# containernetworking-plugins (the reference CNI plugins chained with weft-net),
+# python3-jsonschema (tests/operator.rs validates `weft report` against its schema),
+# python3-prometheus-client (parses /metrics), chromium (renders the status page).
+need_packages "${BUILD_PACKAGES[@]}" iproute2 iputils-ping tcpdump iperf3 procps iptables \
+  nftables containernetworking-plugins python3-jsonschema python3-prometheus-client chromium
 
 # shellcheck source=scripts/cargo-env.sh
 . scripts/cargo-env.sh
+trap give_back_to_sudo_user EXIT
 for c in fmt clippy; do
   if ! cargo "$c" --version >/dev/null 2>&1; then
     echo "scripts/test.sh: cargo $c is missing; install it with: rustup component add rustfmt clippy" >&2
