@@ -38,7 +38,7 @@ pub struct Dirs {
 pub enum Command {
     /// Start the router (in the background unless --foreground) and connect to PEERs.
     #[command(after_help = EX_LAUNCH)]
-    Launch(crate::launch::LaunchArgs),
+    Launch(Box<crate::launch::LaunchArgs>),
     /// Stop the router. Bridges and attached containers stay in place.
     #[command(after_help = "Example:\n  weft stop")]
     Stop {
@@ -219,7 +219,7 @@ pub enum SecretAction {
 /// Runs one subcommand.
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Launch(args) => crate::launch::launch(args),
+        Command::Launch(args) => crate::launch::launch(*args),
         Command::SetupCni { bin_dir, conf_dir } => {
             let exe = std::env::current_exe()?;
             for path in cni::install::setup(&exe, &bin_dir, &conf_dir)? {

@@ -83,6 +83,30 @@ pub struct LaunchArgs {
     /// host's VXLAN device floods to them. Comma-separated addresses.
     #[arg(long, value_name = "IP,..", value_delimiter = ',')]
     pub fastdp_admit: Vec<std::net::IpAddr>,
+    /// Do not masquerade: by default, while the host is exposed, traffic from the
+    /// overlay that leaves through another interface for an address outside the
+    /// overlay takes the host's address (so pods reach the outside world).
+    #[arg(long)]
+    pub no_masquerade: bool,
+    /// Expose the host on the overlay once the router runs, as `weft expose` does:
+    /// `--expose` alone takes an address from IPAM, `--expose=CIDR,..` these
+    /// addresses. Idempotent.
+    #[arg(
+        long,
+        value_name = "CIDR,..",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = ""
+    )]
+    pub expose: Option<String>,
+    /// Serve Prometheus metrics (`/metrics`, nothing else) on this address, to any
+    /// client, e.g. 0.0.0.0:6781 for scrapes from other machines (off by default).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics_addr: Option<SocketAddr>,
+    /// How much the router logs: error, warn, info, debug or trace. Without it,
+    /// WEFT_LOG (a tracing filter such as `info,gossip=debug`) or info.
+    #[arg(long, value_name = "LEVEL")]
+    pub log_level: Option<LogLevel>,
     /// Stay attached: log to stderr and do not return until the router stops.
     #[arg(long)]
     pub foreground: bool,
@@ -131,6 +155,7 @@ impl LaunchArgs {
         }
         let ipalloc_init = config::parse_ipalloc_init(&self.ipalloc_init, self.peers.len())
             .map_err(|e| anyhow::Error::new(crate::cli::UsageError(e)))?;
+        let expose = self.expose.as_deref().map(parse_expose).transpose()?;
         Ok(Config {
             ipalloc_range: self.ipalloc_range,
             ipalloc_init,
@@ -151,8 +176,51 @@ impl LaunchArgs {
             no_fastpath: self.no_fastpath,
             plaintext_dataplane: self.no_encryption,
             fastdp_admit: self.fastdp_admit,
+            masquerade: !self.no_masquerade,
+            expose,
+            metrics_addr: self.metrics_addr,
         })
     }
+}
+
+/// `--log-level`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogLevel {
+    /// Errors only.
+    Error,
+    /// Errors and warnings.
+    Warn,
+    /// What happens: connections, fallbacks, IPAM (the default).
+    Info,
+    /// Details for debugging.
+    Debug,
+    /// Everything.
+    Trace,
+}
+
+impl LogLevel {
+    /// The tracing filter directive.
+    pub fn directive(self) -> &'static str {
+        match self {
+            LogLevel::Error => "error",
+            LogLevel::Warn => "warn",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+            LogLevel::Trace => "trace",
+        }
+    }
+}
+
+/// `--expose=CIDR,..`: empty for an address from IPAM.
+fn parse_expose(spec: &str) -> Result<Vec<datapath::netlink::LinkAddr>, crate::cli::UsageError> {
+    spec.split(',')
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .map(|c| {
+            c.parse()
+                .map_err(|e| crate::cli::UsageError(format!("--expose: {e}")))
+        })
+        .collect()
 }
 
 fn parse_range(s: &str) -> Result<router::ipam::Cidr, String> {
@@ -177,8 +245,9 @@ pub fn launch(args: LaunchArgs) -> Result<()> {
     if args.foreground {
         let daemon = std::env::var_os("WEFT_DAEMON").is_some();
         let run_dir = args.dirs.run_dir.clone();
+        let log_level = args.log_level.map(LogLevel::directive);
         let config = args.into_config()?;
-        router::daemon::init_logging(&run_dir, !daemon);
+        router::daemon::init_logging(&run_dir, !daemon, log_level);
         return run_foreground(config, daemon);
     }
     // Validate here too, so that option errors come back at once and plainly.

@@ -265,3 +265,75 @@ fn reset_removes_everything_weft_made() {
     let again = net.weft(1, &["reset"]);
     assert!(again.status.success(), "second reset: {again:?}");
 }
+
+/// `weft launch` with neither a secret nor `--no-encryption` refuses to start and says
+/// what to do; `--log-level` decides what the router logs, and a bad level is a usage
+/// error.
+#[test]
+fn launch_needs_a_secret_and_log_level_sets_what_is_logged() {
+    let net = Net::new("clilog", 1);
+    let out = net.weft(1, &["launch", "--nickname", "h1"]);
+    expect_code(
+        &out,
+        1,
+        "no network secret given",
+        "launch without a secret",
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    for hint in ["weft secret generate", "--password-file", "--no-encryption"] {
+        assert!(
+            err.contains(hint),
+            "the refusal does not mention {hint}: {err}"
+        );
+    }
+    expect_code(
+        &net.weft(1, &["status"]),
+        3,
+        "",
+        "no router runs after the refusal",
+    );
+    let bad = net.weft(1, &["launch", "--no-encryption", "--log-level", "loud"]);
+    expect_code(&bad, 2, "possible values", "a bad --log-level");
+
+    let log_path = net.host(1).run_dir.join("weft.log");
+    let log_since = |from: usize| {
+        let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+        text.get(from..).unwrap_or_default().to_string()
+    };
+    let debug = Router::launch_with(&net, 1, &Auth::NoEncryption, &["--log-level", "debug"], &[]);
+    // A status request with a foreign Host is refused, and logged at debug.
+    let ns = net.host(1).ns.clone();
+    let request = "exec 3<>/dev/tcp/127.0.0.1/6782; \
+                   printf 'GET /status HTTP/1.0\\r\\nHost: evil.example\\r\\n\\r\\n' >&3; cat <&3";
+    let answer = net.exec(&ns, "bash", &["-c", request]);
+    assert!(
+        String::from_utf8_lossy(&answer.stdout).contains("403"),
+        "{answer:?}"
+    );
+    let logged = wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
+        log_since(0).contains(" DEBUG ")
+    });
+    assert!(
+        logged.is_some(),
+        "no DEBUG line at --log-level debug:\n{}",
+        log_since(0)
+    );
+    drop(debug);
+    let start = std::fs::metadata(&log_path)
+        .map(|m| m.len() as usize)
+        .unwrap_or(0);
+    // At warn, a status listener off loopback is warned about, and nothing is logged
+    // at info (not even "router started").
+    let options = ["--log-level", "warn", "--status-addr", "198.18.0.1:6782"];
+    let warn = Router::launch_with(&net, 1, &Auth::NoEncryption, &options, &[]);
+    let warned = wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
+        log_since(start).contains("not on a loopback address")
+    });
+    let text = log_since(start);
+    assert!(warned.is_some(), "no warning at --log-level warn:\n{text}");
+    assert!(
+        !text.contains(" INFO ") && !text.contains("router started"),
+        "INFO lines at --log-level warn:\n{text}"
+    );
+    drop(warn);
+}

@@ -20,7 +20,7 @@
 mod common;
 
 use common::traffic::{ping, ping_series};
-use common::weft::{Auth, Router};
+use common::weft::{status_field, Auth, Router};
 use common::{run_with_timeout, tail, wait_until, Net};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -163,10 +163,15 @@ impl Metrics {
 /// `/metrics` of host `hX`, parsed by prometheus_client's text-format parser.
 fn metrics(net: &Net, host: usize) -> Metrics {
     let text = get_ok(net, host, "/metrics");
+    parse_metrics(net, &text, &format!("/metrics of h{host}"))
+}
+
+/// An exposition parsed by prometheus_client's text-format parser.
+fn parse_metrics(net: &Net, text: &str, what: &str) -> Metrics {
     let out = py(net, None, &["metrics"], text.as_bytes());
     assert!(
         out.status.success(),
-        "prometheus_client could not parse /metrics of h{host}: {}\n{text}",
+        "prometheus_client could not parse {what}: {}\n{text}",
         String::from_utf8_lossy(&out.stderr)
     );
     let v: Value = serde_json::from_slice(&out.stdout).expect("metrics JSON");
@@ -339,7 +344,7 @@ fn pods(net: &mut Net) -> Vec<(String, String)> {
 }
 
 fn status_field_is(net: &Net, host: usize, key: &str, want: &str) -> bool {
-    common::weft::status_field(&net.weft_ok(host, &["status"]), key).as_deref() == Some(want)
+    status_field(&net.weft_ok(host, &["status"]), key).as_deref() == Some(want)
 }
 
 #[test]
@@ -944,4 +949,102 @@ fn launch_shows_progress_and_cli_errors_say_what_to_do() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("bogus"));
     net.weft_ok(3, &["stop"]);
     println!("e2e: launch progress:\n{stderr}");
+}
+
+/// `GET url` from namespace `ns` with this `Host` header: status, body, content type.
+fn get_from(net: &Net, ns: &str, url: &str, host_header: &str) -> (u16, String, String) {
+    let out = py(net, Some(ns), &["get", url, host_header], b"");
+    assert!(
+        out.status.success(),
+        "GET {url} from {ns} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).expect("get prints JSON");
+    (
+        v["status"].as_u64().expect("status") as u16,
+        v["body"].as_str().expect("body").to_string(),
+        v["content_type"].as_str().unwrap_or("").to_string(),
+    )
+}
+
+/// `--metrics-addr`: Prometheus scrapes `/metrics` from another machine (namespace),
+/// with that machine's own Host header, and parses it; every other path there is 404;
+/// the status listener still refuses foreign Hosts.
+#[test]
+fn metrics_listener_serves_prometheus_to_other_machines_and_nothing_else() {
+    let net = Net::new("opmetrics", 2);
+    let auth = Auth::PasswordFile(net.new_secret("secret"));
+    let _r1 = Router::launch_with(&net, 1, &auth, &["--metrics-addr", "198.18.0.1:6781"], &[]);
+    let _r2 = Router::launch(&net, 2, &auth, &[H1]);
+    net.wait_established(&[(1, 1), (2, 1)]);
+    let h2 = net.host(2).ns.clone();
+    let url = |path: &str| format!("http://198.18.0.1:6781{path}");
+    let (status, body, content_type) = get_from(&net, &h2, &url("/metrics"), "198.18.0.1:6781");
+    assert_eq!(status, 200, "{body}");
+    assert!(content_type.contains("version=0.0.4"), "{content_type}");
+    let m = parse_metrics(&net, &body, "the metrics listener's /metrics");
+    assert_eq!(
+        m.families.get("weft_peers").map(String::as_str),
+        Some("gauge")
+    );
+    assert_eq!(m.sum("weft_peers", &[]), 2.0, "h1 sees both routers");
+    assert_eq!(m.sum("weft_fast_path_state", &[("state", "enabled")]), 1.0);
+    assert_eq!(m.sum("weft_masquerade_state", &[("state", "idle")]), 1.0);
+    for path in [
+        "/",
+        "/report",
+        "/status",
+        "/status/peers",
+        "/metrics/x",
+        "/ps",
+    ] {
+        let (status, body, _) = get_from(&net, &h2, &url(path), "198.18.0.1:6781");
+        assert_eq!(status, 404, "GET {path} on the metrics listener: {body}");
+    }
+    let foreign = get(&net, 1, "/metrics", "198.18.0.1:6782");
+    assert_eq!(foreign.status, 403, "{}", foreign.body);
+}
+
+/// Without `nft` (WEFT_NFT names a program that does not exist) the fast path is
+/// unavailable, and `status`, `report` and `/metrics` say so and why; masquerade too,
+/// once the host is exposed.
+#[test]
+fn a_missing_nft_shows_in_status_report_and_metrics() {
+    let net = Net::new("opnonft", 1);
+    let args: Vec<String> = [
+        "launch",
+        "--foreground",
+        "--no-encryption",
+        "--nickname",
+        "h1",
+    ]
+    .map(String::from)
+    .to_vec();
+    let _r1 = Router::launch_args_env(&net, 1, &args, &[("WEFT_NFT", "/nonexistent/nft")]);
+    let status = net.weft_ok(1, &["status"]);
+    assert_eq!(
+        status_field(&status, "Fast path").as_deref(),
+        Some("unavailable (nft not found)"),
+        "{status}"
+    );
+    let report: Value = serde_json::from_str(&net.weft_ok(1, &["report"])).unwrap();
+    assert_eq!(report["fast_path"]["state"], "unavailable");
+    assert_eq!(report["fast_path"]["reason"], "nft not found");
+    let m = metrics(&net, 1);
+    assert_eq!(
+        m.sum("weft_fast_path_state", &[("state", "unavailable")]),
+        1.0
+    );
+    assert_eq!(m.sum("weft_fast_path_state", &[("state", "enabled")]), 0.0);
+    net.weft_ok(1, &["expose", "10.40.0.1/16"]);
+    let said = wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
+        status_field(&net.weft_ok(1, &["status"]), "Masquerade").as_deref()
+            == Some("unavailable (nft not found)")
+    });
+    assert!(said.is_some(), "{}", net.weft_ok(1, &["status"]));
+    let m = metrics(&net, 1);
+    assert_eq!(
+        m.sum("weft_masquerade_state", &[("state", "unavailable")]),
+        1.0
+    );
 }

@@ -6,7 +6,7 @@
 //! read-only and answers only requests whose `Host` is a loopback name, so that a web
 //! page elsewhere cannot read it through DNS rebinding.
 
-mod host;
+pub mod host;
 pub mod ipam;
 
 use crate::attachments::Attachments;
@@ -74,6 +74,8 @@ pub struct Api {
     pub dataplane: DataplaneHandle,
     /// The fast-path task.
     pub fastdp: crate::fastdp::FastdpHandle,
+    /// The firewall task (masquerade, the fast path's guard).
+    pub firewall: crate::firewall::FirewallHandle,
     /// What was attached through this router (`weft ps`).
     pub attachments: Arc<Attachments>,
 }
@@ -110,6 +112,34 @@ pub async fn serve_status(listener: TcpListener, api: Api) {
                     Response::text(403, "forbidden: Host must be a loopback name\n")
                 }
                 Ok(req) => api.handle(&req, false, false).await,
+                Err(e) => Response::text(400, format!("{e}\n")),
+            };
+            let _ = response.write_to(&mut stream).await;
+        });
+    }
+}
+
+/// Serves `GET /metrics`, and nothing else, to anyone who can reach the listener
+/// (`--metrics-addr`), for Prometheus scrapes from other machines. No Host check: the
+/// metrics are no secret, and nothing else is served here.
+pub async fn serve_metrics(listener: TcpListener, api: Api) {
+    loop {
+        let Ok((mut stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let api = api.clone();
+        tokio::spawn(async move {
+            let response = match http::read_request(&mut stream).await {
+                Ok(req) if req.method == "GET" && req.path == "/metrics" => {
+                    api.get("/metrics").await
+                }
+                Ok(req) => Response::text(
+                    404,
+                    format!(
+                        "no such endpoint: {} {} (this listener serves GET /metrics only)\n",
+                        req.method, req.path
+                    ),
+                ),
                 Err(e) => Response::text(400, format!("{e}\n")),
             };
             let _ = response.write_to(&mut stream).await;
@@ -184,6 +214,10 @@ impl Api {
         let Some(mut report) = self.owner.report().await else {
             return Response::text(503, "router is stopping\n");
         };
+        report.fast_path = Some(crate::report::fast_path(self.fastdp.availability()));
+        if let Some(stats) = self.firewall.stats().await {
+            report.masquerade = Some(crate::report::masquerade(&stats.masquerade));
+        }
         let text = match path {
             "/report" | "/metrics" => {
                 // Only these carry counters: ask the data plane for them then.

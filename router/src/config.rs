@@ -74,6 +74,14 @@ pub struct Config {
     /// `--fastdp-admit`: legacy hosts (no Weft) allowed to send VXLAN to us and
     /// flooded to by our VXLAN device.
     pub fastdp_admit: Vec<std::net::IpAddr>,
+    /// Masquerade traffic from the overlay that leaves the host while it is exposed
+    /// (`--no-masquerade` turns it off).
+    pub masquerade: bool,
+    /// `--expose`: expose the host at start, with these addresses (none: one from
+    /// IPAM), as `weft expose` would.
+    pub expose: Option<Vec<datapath::netlink::LinkAddr>>,
+    /// `--metrics-addr`: a listener that serves `/metrics` only, to any Host.
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 /// Parses `--ipalloc-init`: `consensus[=N]`, `seed=PEERID,..` or `observer`.

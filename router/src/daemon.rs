@@ -9,6 +9,7 @@ use crate::api::{self, Api};
 use crate::attachments::Attachments;
 use crate::config::{self, Config, Security};
 use crate::dataplane;
+use crate::fastdp::{Availability, FastdpHandle};
 use crate::ipam::{Ipam, IpamConfig};
 use crate::links::LinkContext;
 use crate::listener;
@@ -183,6 +184,14 @@ pub async fn run(config: Config, on_ready: impl FnOnce(&str)) -> Result<(), Rout
         ),
         None => None,
     };
+    let metrics = match config.metrics_addr {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|e| listen_error("the metrics address", addr.to_string(), e))?,
+        ),
+        None => None,
+    };
     let udp = bind_udp(tcp_addr).map_err(|e| listen_error("UDP", tcp_addr.to_string(), e))?;
     let mtu = config.mtu.unwrap_or_else(config::default_mtu);
     let tap = setup_bridge(mtu).await?;
@@ -250,15 +259,25 @@ pub async fn run(config: Config, on_ready: impl FnOnce(&str)) -> Result<(), Rout
         encrypted: matches!(config.security, Security::Secret(_)) && !config.plaintext_dataplane,
         trusted: config.trusted_subnets.clone(),
     };
+    let (fw_task, firewall) = crate::firewall::new(crate::firewall::FirewallConfig {
+        masquerade: config.masquerade,
+        range: datapath::netlink::LinkAddr {
+            ip: range.addr.into(),
+            prefix: range.prefix,
+        },
+    });
+    tokio::spawn(fw_task.run());
     let fp_handle = if config.no_fastpath {
         info!("fast path off (--no-fastpath): every connection uses the sleeve");
         // What a router before us (killed, or with the fast path on) left behind.
         if let Ok(nl) = Netlink::new() {
             crate::fastdp::teardown(&nl).await;
         }
-        crate::fastdp::FastdpHandle::disabled()
+        FastdpHandle::off(Availability::Disabled)
     } else {
-        match crate::fastdp::setup(config::BRIDGE, mtu, &config.fastdp_admit).await {
+        match crate::fastdp::setup(config::BRIDGE, mtu, &config.fastdp_admit, firewall.clone())
+            .await
+        {
             Ok(kernel) => {
                 policy.enabled = true;
                 let (task, handle) = crate::fastdp::new(
@@ -273,8 +292,11 @@ pub async fn run(config: Config, on_ready: impl FnOnce(&str)) -> Result<(), Rout
                 handle
             }
             Err(e) => {
-                warn!("fast path unavailable, every connection uses the sleeve: {e}");
-                crate::fastdp::FastdpHandle::disabled()
+                warn!(
+                    "fast path unavailable, every connection uses the sleeve: {}",
+                    e.message
+                );
+                FastdpHandle::off(Availability::Unavailable(e.short))
             }
         }
     };
@@ -315,10 +337,17 @@ pub async fn run(config: Config, on_ready: impl FnOnce(&str)) -> Result<(), Rout
         mtu: link_mtu,
         dataplane: dp_handle,
         fastdp: fp_handle,
+        firewall: firewall.clone(),
         attachments,
     };
     tokio::spawn(listener::run(tcp, ctx));
     tokio::spawn(api::serve_unix(unix, api.clone()));
+    if let Some(metrics) = metrics {
+        tokio::spawn(api::serve_metrics(metrics, api.clone()));
+    }
+    if let Some(cidrs) = config.expose.clone() {
+        tokio::spawn(api::host::expose_at_start(api.clone(), cidrs));
+    }
     if let Some(status) = status {
         tokio::spawn(api::serve_status(status, api));
     }
@@ -333,6 +362,7 @@ pub async fn run(config: Config, on_ready: impl FnOnce(&str)) -> Result<(), Rout
         _ = int.recv() => info!("SIGINT received"),
     }
     owner_task.abort();
+    firewall.shutdown().await;
     if let Ok(nl) = Netlink::new() {
         crate::fastdp::teardown(&nl).await;
     }
@@ -406,9 +436,14 @@ async fn load_attachments(data_dir: &Path) -> Arc<Attachments> {
 }
 
 /// Initializes logging: always to `<run-dir>/weft.log`, and to stderr when attached.
-pub fn init_logging(run_dir: &Path, to_stderr: bool) {
+/// `level` (`--log-level`) wins over `WEFT_LOG` (a tracing filter), which wins over
+/// the default, `info`.
+pub fn init_logging(run_dir: &Path, to_stderr: bool, level: Option<&str>) {
     use tracing_subscriber::{fmt, prelude::*, EnvFilter};
-    let filter = EnvFilter::try_from_env("WEFT_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = match level {
+        Some(level) => EnvFilter::new(level),
+        None => EnvFilter::try_from_env("WEFT_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+    };
     let _ = std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o755)

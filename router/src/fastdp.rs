@@ -6,17 +6,17 @@
 //! the probe TAP device (bridge → VXLAN device → peer), acknowledges the peer's probes
 //! through the owner, and tells the data plane which neighbours are on the fast path.
 //! After every change it recomputes the desired kernel state, diffs it against the
-//! forwarding entries netlink reports, applies the difference, and rewrites the
-//! firewall's address sets when they changed.
+//! forwarding entries netlink reports, applies the difference, and hands the firewall
+//! task ([`crate::firewall`], the owner of the nftables table) the addresses allowed to
+//! send VXLAN when they changed.
 //!
 //! Bridge layout ([`setup`]): the TAP port and the VXLAN port are both *isolated*, so
 //! the bridge never forwards between them (no loops, no frame both carried by the
 //! kernel and relayed by the router); containers' ports and the probe port are not, so
 //! they reach both.
 
-pub mod nft;
-
 use crate::dataplane::{Command as DpCommand, DataplaneHandle};
+use crate::firewall::FirewallHandle;
 use datapath::fastdp::desired::{self, Desired};
 use datapath::fastdp::link::{Mode, ProbeConfig, Reason};
 use datapath::fastdp::{probe, FastPath, Output, PROBE_TAP_NAME, VNI, VXLAN_NAME, VXLAN_PORT};
@@ -88,16 +88,36 @@ pub struct Stats {
     pub admitted: Vec<IpAddr>,
 }
 
+/// Whether the fast path runs on this host, and why not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Availability {
+    /// It runs; eligible connections may use it.
+    Enabled,
+    /// `--no-fastpath`.
+    Disabled,
+    /// It could not be set up: a few words why (`nft not found`).
+    Unavailable(String),
+}
+
 /// A cheap handle to the task; commands are dropped when the fast path is off.
 #[derive(Clone, Debug)]
 pub struct FastdpHandle {
     tx: Option<mpsc::UnboundedSender<Command>>,
+    availability: Availability,
 }
 
 impl FastdpHandle {
-    /// A handle to no task: the fast path is off.
-    pub fn disabled() -> FastdpHandle {
-        FastdpHandle { tx: None }
+    /// A handle to no task: the fast path is off (`Disabled` or `Unavailable`).
+    pub fn off(availability: Availability) -> FastdpHandle {
+        FastdpHandle {
+            tx: None,
+            availability,
+        }
+    }
+
+    /// Whether the fast path runs, and why not.
+    pub fn availability(&self) -> &Availability {
+        &self.availability
     }
 
     /// Whether a task runs.
@@ -124,43 +144,72 @@ impl FastdpHandle {
 pub struct Kernel {
     nl: Netlink,
     probe_tap: Tap,
+    firewall: FirewallHandle,
+}
+
+/// Why [`setup`] failed: a few words for `weft status`, and the whole story for the log.
+#[derive(Debug)]
+pub struct SetupError {
+    /// `nft not found`, `nft failed`, `netlink`.
+    pub short: String,
+    /// The full message.
+    pub message: String,
 }
 
 /// Creates the VXLAN device and the probe TAP device on bridge `bridge`, isolates the
-/// TAP and VXLAN ports, and installs the firewall table (allowing only `admitted`).
-pub async fn setup(bridge: &str, mtu: u32, admitted: &[IpAddr]) -> Result<Kernel, String> {
-    let nl = Netlink::new().map_err(|e| e.to_string())?;
-    let bridge_index = nl.index(bridge).await.map_err(|e| e.to_string())?;
+/// TAP and VXLAN ports, after the firewall guards the VXLAN port (allowing only
+/// `admitted`).
+pub async fn setup(
+    bridge: &str,
+    mtu: u32,
+    admitted: &[IpAddr],
+    firewall: FirewallHandle,
+) -> Result<Kernel, SetupError> {
+    let e = |e: datapath::netlink::Error| SetupError {
+        short: "netlink".into(),
+        message: e.to_string(),
+    };
+    let nl = Netlink::new().map_err(e)?;
+    let bridge_index = nl.index(bridge).await.map_err(e)?;
     // The firewall first: the VXLAN port must never be open to everyone.
-    nft::install(VXLAN_PORT, &admitted.iter().copied().collect()).await?;
-    let e = |e: datapath::netlink::Error| e.to_string();
+    firewall
+        .set_fastdp(Some((VXLAN_PORT, admitted.iter().copied().collect())))
+        .await
+        .map_err(|err| SetupError {
+            short: err.short().into(),
+            message: err.to_string(),
+        })?;
     nl.add_vxlan(VXLAN_NAME, VNI, VXLAN_PORT, mtu, bridge_index)
         .await
         .map_err(e)?;
     nl.set_isolated(VXLAN_NAME, true).await.map_err(e)?;
     nl.set_isolated(TAP_NAME, true).await.map_err(e)?;
     let _ = nl.delete_link(PROBE_TAP_NAME).await;
-    let probe_tap = Tap::open(PROBE_TAP_NAME).map_err(|e| e.to_string())?;
+    let probe_tap = Tap::open(PROBE_TAP_NAME).map_err(|err| SetupError {
+        short: "TAP device".into(),
+        message: err.to_string(),
+    })?;
     // The device keeps its own MAC: were it our probe MAC, the bridge would take probes
     // for it as addressed to the bridge itself. The bridge learns the probe MAC on this
     // port from the probes we send.
     nl.enslave(PROBE_TAP_NAME, bridge_index, mtu)
         .await
         .map_err(e)?;
-    Ok(Kernel { nl, probe_tap })
+    Ok(Kernel {
+        nl,
+        probe_tap,
+        firewall,
+    })
 }
 
-/// Removes the VXLAN device, the probe TAP device and the firewall table (at stop and
-/// by `weft reset`); what is missing is skipped.
+/// Removes the VXLAN device and the probe TAP device (at stop and by `weft reset`);
+/// what is missing is skipped. The firewall table is the firewall task's.
 pub async fn teardown(nl: &Netlink) -> Vec<String> {
     let mut removed = Vec::new();
     for name in [VXLAN_NAME, PROBE_TAP_NAME] {
         if nl.delete_link(name).await.unwrap_or(false) {
             removed.push(name.to_string());
         }
-    }
-    if nft::remove().await.is_ok() {
-        removed.push(format!("nftables table {}", nft::TABLE));
     }
     removed
 }
@@ -203,7 +252,13 @@ pub fn new(
         dirty: true,
         flush_ports: false,
     };
-    (task, FastdpHandle { tx: Some(tx) })
+    (
+        task,
+        FastdpHandle {
+            tx: Some(tx),
+            availability: Availability::Enabled,
+        },
+    )
 }
 
 impl FastdpTask {
@@ -254,7 +309,12 @@ impl FastdpTask {
                 let _ = reply.send(Stats {
                     modes: self.fp.modes(),
                     fallbacks: self.fp.fallbacks().clone(),
-                    injected_drops: nft::dropped().await,
+                    injected_drops: self
+                        .kernel
+                        .firewall
+                        .stats()
+                        .await
+                        .and_then(|s| s.injected_drops),
                     malformed_probes: self.fp.malformed_probes(),
                     admitted: self.admitted.clone(),
                 });
@@ -303,7 +363,8 @@ impl FastdpTask {
         let nl = &self.kernel.nl;
         let mut ok = true;
         if self.applied_allowed.as_ref() != Some(&want.allowed) {
-            match nft::set_allowed(&want.allowed).await {
+            let guard = Some((VXLAN_PORT, want.allowed.clone()));
+            match self.kernel.firewall.set_fastdp(guard).await {
                 Ok(()) => self.applied_allowed = Some(want.allowed.clone()),
                 Err(e) => {
                     warn!("updating the fast path's firewall: {e}");

@@ -93,7 +93,7 @@ async fn bridge_exists(nl: &Netlink) -> Result<bool, String> {
     Ok(link.is_some())
 }
 
-async fn exposed(nl: &Netlink) -> Result<Vec<LinkAddr>, String> {
+pub(crate) async fn exposed(nl: &Netlink) -> Result<Vec<LinkAddr>, String> {
     let addrs = nl
         .addresses(config::BRIDGE)
         .await

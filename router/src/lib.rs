@@ -15,7 +15,8 @@
 //! - [`owner`]: the task that owns the mesh state.
 //! - [`links`]: one task per control link.
 //! - [`dataplane`]: the task that owns the TAP device, the UDP socket and the sessions.
-//! - [`fastdp`]: the task that owns the kernel VXLAN fast path: probes, FDB, firewall.
+//! - [`fastdp`]: the task that owns the kernel VXLAN fast path: probes, FDB.
+//! - [`firewall`]: the task that owns the nftables table: the fast path's guard, masquerade.
 //! - [`sleeve_channel`]: the data plane's control messages on the mesh.
 //! - [`listener`]: accept loop with pre-authentication limits.
 //! - [`api`], [`http`]: the local API and the status listener.
@@ -38,6 +39,7 @@ pub mod config;
 pub mod daemon;
 pub mod dataplane;
 pub mod fastdp;
+pub mod firewall;
 pub mod handshakes;
 pub mod host_net;
 pub mod http;

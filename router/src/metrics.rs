@@ -96,7 +96,39 @@ pub fn render(report: &Report) -> String {
     dataplane_families(&mut e, report);
     handshake_families(&mut e, report);
     fastdp_families(&mut e, report);
+    host_families(&mut e, report);
     e.out
+}
+
+/// Fast path states, as `weft status` shows them.
+const FAST_PATH_STATES: [&str; 3] = ["enabled", "disabled", "unavailable"];
+/// Masquerade states, as `weft status` shows them.
+const MASQUERADE_STATES: [&str; 4] = ["active", "idle", "disabled", "unavailable"];
+
+/// Whether the fast path runs and whether traffic leaving the host is masqueraded:
+/// one sample per state, 1 for the current one.
+fn host_families(e: &mut Exposition, report: &Report) {
+    let states = [
+        (
+            "weft_fast_path_state",
+            "The kernel VXLAN fast path on this host: 1 for its state (unavailable: see `weft status`).",
+            &FAST_PATH_STATES[..],
+            report.fast_path.as_ref().map(|f| f.state.as_str()),
+        ),
+        (
+            "weft_masquerade_state",
+            "Masquerade of overlay traffic leaving this host: 1 for its state.",
+            &MASQUERADE_STATES[..],
+            report.masquerade.as_ref().map(|m| m.state.as_str()),
+        ),
+    ];
+    for (name, help, vocabulary, current) in states {
+        let Some(current) = current else { continue };
+        e.family(name, "gauge", help);
+        for state in vocabulary {
+            e.sample(name, &[("state", state)], u8::from(*state == current));
+        }
+    }
 }
 
 /// The kernel fast path: connections per mode, fallbacks to the sleeve by reason, and

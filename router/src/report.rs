@@ -145,6 +145,8 @@ pub fn build(
         ipam: None,
         handshakes: None,
         fastdp: None,
+        fast_path: None,
+        masquerade: None,
     }
 }
 
@@ -223,6 +225,42 @@ pub fn dataplane(stats: &crate::dataplane::Stats) -> crate::status::DataplaneRep
         drops_mtu: d.mtu + stats.udp_too_big,
         rekeys_refused: d.rekey_refused,
         mac_entries: c.mac_entries as u64,
+    }
+}
+
+/// Whether the fast path runs, for the report.
+pub fn fast_path(a: &crate::fastdp::Availability) -> status::StateReport {
+    use crate::fastdp::Availability;
+    let (state, reason) = match a {
+        Availability::Enabled => ("enabled", None),
+        Availability::Disabled => ("disabled", Some("--no-fastpath".to_string())),
+        Availability::Unavailable(why) => ("unavailable", Some(why.clone())),
+    };
+    status::StateReport {
+        state: state.into(),
+        reason,
+    }
+}
+
+/// Masquerade, for the report.
+pub fn masquerade(m: &crate::firewall::Masquerade) -> status::MasqueradeReport {
+    use crate::firewall::Masquerade;
+    let (state, reason, subnets, rules) = match m {
+        Masquerade::Off => ("disabled", Some("--no-masquerade".into()), vec![], vec![]),
+        Masquerade::Idle => ("idle", Some("host not exposed".into()), vec![], vec![]),
+        Masquerade::Active { subnets, rules } => (
+            "active",
+            None,
+            subnets.iter().map(|s| s.to_string()).collect(),
+            rules.clone(),
+        ),
+        Masquerade::Unavailable(e) => ("unavailable", Some(e.short().to_string()), vec![], vec![]),
+    };
+    status::MasqueradeReport {
+        state: state.into(),
+        reason,
+        subnets,
+        rules,
     }
 }
 

@@ -58,8 +58,9 @@ pub fn reset(run_dir: &Path, data_dir: &Path) -> Result<Removed, ResetError> {
         let mut links = attach::remove_host_veths(&nl, config::BRIDGE)
             .await
             .map_err(|e| e.to_string())?;
-        // The fast path's firewall table goes too (nothing to do if it is not there).
-        let _ = crate::fastdp::nft::remove().await;
+        // Weft's firewall table (the fast path's guard, masquerade) goes too; nothing to
+        // do if it is not there.
+        let _ = crate::firewall::nft::remove().await;
         for name in [VXLAN_NAME, PROBE_TAP_NAME, TAP_NAME, config::BRIDGE] {
             if nl.delete_link(name).await.map_err(|e| e.to_string())? {
                 links.push(name.to_string());

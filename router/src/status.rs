@@ -30,6 +30,35 @@ pub struct Report {
     /// The kernel fast path (absent when it is off).
     #[serde(default)]
     pub fastdp: Option<FastdpReport>,
+    /// Whether the kernel fast path runs on this host, and why not.
+    #[serde(default)]
+    pub fast_path: Option<StateReport>,
+    /// Masquerade of traffic leaving the overlay through this host.
+    #[serde(default)]
+    pub masquerade: Option<MasqueradeReport>,
+}
+
+/// A host feature's state and, when it does not run, why.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StateReport {
+    /// `enabled`, `disabled` (turned off by a flag) or `unavailable`.
+    pub state: String,
+    /// Why it is disabled or unavailable (`--no-fastpath`, `nft not found`).
+    pub reason: Option<String>,
+}
+
+/// Masquerade: its state, the subnets it covers and its nftables rules.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct MasqueradeReport {
+    /// `active`, `idle` (nothing exposed), `disabled` (`--no-masquerade`) or
+    /// `unavailable` (the rules could not be installed).
+    pub state: String,
+    /// Why it is not active.
+    pub reason: Option<String>,
+    /// The overlay subnets whose traffic is masqueraded when it leaves the host.
+    pub subnets: Vec<String>,
+    /// The rules of the `postrouting` chain of the nftables table `inet weft`.
+    pub rules: Vec<String>,
 }
 
 /// IPAM: status, range, ring shares and local allocations.
@@ -316,6 +345,20 @@ pub fn format_status(r: &Report) -> String {
         rt.trusted_subnets.join(",")
     };
     line(&mut out, "TrustedSubnets", trusted);
+    if let Some(f) = &r.fast_path {
+        line(
+            &mut out,
+            "Fast path",
+            state_line(&f.state, f.reason.as_deref()),
+        );
+    }
+    if let Some(m) = &r.masquerade {
+        let mut text = state_line(&m.state, m.reason.as_deref());
+        if m.state == "active" {
+            let _ = write!(text, " ({})", m.subnets.join(", "));
+        }
+        line(&mut out, "Masquerade", text);
+    }
     out.push('\n');
     if let Some(ipam) = &r.ipam {
         line(&mut out, "Service", "ipam");
@@ -325,6 +368,14 @@ pub fn format_status(r: &Report) -> String {
         out.push('\n');
     }
     out
+}
+
+/// `enabled`, `unavailable (nft not found)`.
+fn state_line(state: &str, reason: Option<&str>) -> String {
+    match reason {
+        Some(r) => format!("{state} ({r})"),
+        None => state.to_string(),
+    }
 }
 
 fn enabled(on: bool) -> &'static str {

@@ -218,6 +218,12 @@ fn addr(b: &[u8]) -> Ipv4Addr {
     Ipv4Addr::new(b[0], b[1], b[2], b[3])
 }
 
+/// Source and destination of an IPv4 packet in an Ethernet frame.
+pub fn ipv4_addrs(frame: &[u8]) -> Option<(Ipv4Addr, Ipv4Addr)> {
+    let (hdr, _) = ipv4(frame)?;
+    Some((addr(&hdr[12..16]), addr(&hdr[16..20])))
+}
+
 /// The UDP packet in an Ethernet frame, if it is IPv4/UDP (first fragment).
 pub fn udp(frame: &[u8]) -> Option<Udp<'_>> {
     let (hdr, rest) = ipv4(frame)?;

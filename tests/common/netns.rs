@@ -301,6 +301,36 @@ impl Net {
         ip(&["-n", &pod.ns, "addr", "add", cidr, "dev", "eth0"]);
     }
 
+    /// Adds an "outside world" behind host `hX`: namespace `…out` whose `eth0` is
+    /// 198.19.0.2/24, linked to `wan0` (198.19.0.1/24) in the host. It knows no route
+    /// but its own subnet, so it can answer only the host's own address. Returns the
+    /// namespace's name.
+    pub fn add_outside(&mut self, host: usize) -> String {
+        let host_ns = self.host(host).ns.clone();
+        let ns = format!("{}out", self.prefix);
+        for a in [Ipv4Addr::new(198, 19, 0, 1), Ipv4Addr::new(198, 19, 0, 2)] {
+            assert_allowed(a);
+        }
+        self.add_ns(&ns);
+        ip(&[
+            "-n", &host_ns, "link", "add", "wan0", "type", "veth", "peer", "name", "eth0", "netns",
+            &ns,
+        ]);
+        ip(&[
+            "-n",
+            &host_ns,
+            "addr",
+            "add",
+            "198.19.0.1/24",
+            "dev",
+            "wan0",
+        ]);
+        ip(&["-n", &host_ns, "link", "set", "wan0", "up"]);
+        ip(&["-n", &ns, "addr", "add", "198.19.0.2/24", "dev", "eth0"]);
+        ip(&["-n", &ns, "link", "set", "eth0", "up"]);
+        ns
+    }
+
     /// Makes host `hX` unable to send to underlay address `to` (a blackhole route in
     /// `hX`'s namespace). Call it for both ends to cut a pair of hosts apart.
     pub fn blackhole(&self, host: usize, to: Ipv4Addr) {

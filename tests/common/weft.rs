@@ -213,6 +213,16 @@ impl Router {
 
     /// Launches `weft <args>` (which must include `launch --foreground`) on host `hX`.
     pub fn launch_args(net: &Net, host: usize, args: &[String]) -> Router {
+        Router::launch_args_env(net, host, args, &[])
+    }
+
+    /// [`Router::launch_args`] with extra environment variables for the router.
+    pub fn launch_args_env(
+        net: &Net,
+        host: usize,
+        args: &[String],
+        env: &[(&str, &str)],
+    ) -> Router {
         let h = net.host(host);
         let output = net.dir().join(format!("h{host}.out"));
         let out = OpenOptions::new()
@@ -225,6 +235,7 @@ impl Router {
         // `ip netns exec` execs weft in place, so the child's PID is weft's PID.
         cmd.args(["netns", "exec", &h.ns, WEFT]).args(args);
         host_env(&mut cmd, h);
+        cmd.envs(env.iter().copied());
         let child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::from(out))

@@ -121,7 +121,9 @@ impl Api {
             Ok(c) => c,
             Err(r) => return r,
         };
-        cidrs_answer(blocking(move || host_net::expose(&cidrs)).await)
+        let result = blocking(move || host_net::expose(&cidrs)).await;
+        self.firewall.exposed_changed();
+        cidrs_answer(result)
     }
 
     pub(super) async fn hide(&self, req: &Request) -> Response {
@@ -129,7 +131,61 @@ impl Api {
             Ok(c) => c,
             Err(r) => return r,
         };
-        cidrs_answer(blocking(move || host_net::hide(&cidrs)).await)
+        let result = blocking(move || host_net::hide(&cidrs)).await;
+        self.firewall.exposed_changed();
+        cidrs_answer(result)
+    }
+}
+
+/// `launch --expose`: exposes the host once the router runs, with `cidrs` or, when
+/// none are given, the address IPAM allocates to `weft:expose` (as `weft expose`
+/// does), retrying until it works (IPAM may wait for consensus). Idempotent, like
+/// `weft expose`: a restarted router finds the address there already.
+pub async fn expose_at_start(api: Api, cidrs: Vec<LinkAddr>) {
+    use crate::ipam::ContainerId;
+    use crate::ipam_driver::{IpamAnswer, IpamOp};
+    const RETRY: std::time::Duration = std::time::Duration::from_secs(2);
+    let mut told = false;
+    loop {
+        let addrs = if cidrs.is_empty() {
+            let op = IpamOp::Allocate {
+                id: ContainerId(host_net::EXPOSE_ID.to_string()),
+                subnet: None,
+            };
+            match api.owner.ipam(op).await {
+                Some(Ok(IpamAnswer::Addr(ip, prefix))) => vec![LinkAddr {
+                    ip: ip.into(),
+                    prefix,
+                }],
+                Some(Ok(other)) => {
+                    warn!("--expose: unexpected IPAM answer {other:?}");
+                    return;
+                }
+                Some(Err(e)) => {
+                    if !std::mem::replace(&mut told, true) {
+                        tracing::info!("--expose: waiting for an address from IPAM: {}", e.message);
+                    }
+                    tokio::time::sleep(RETRY).await;
+                    continue;
+                }
+                None => return,
+            }
+        } else {
+            cidrs.clone()
+        };
+        let result = blocking(move || host_net::expose(&addrs)).await;
+        api.firewall.exposed_changed();
+        match result {
+            Ok(addrs) => {
+                let list: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
+                tracing::info!("exposed the host on the overlay: {}", list.join(" "));
+                return;
+            }
+            Err(e) => {
+                warn!("--expose: {e}; trying again");
+                tokio::time::sleep(RETRY).await;
+            }
+        }
     }
 }
 

@@ -78,6 +78,8 @@ fn sample() -> Report {
         },
         dataplane: None,
         fastdp: None,
+        fast_path: None,
+        masquerade: None,
         ipam: Some(IpamReport {
             status: "ready".into(),
             range: "10.32.0.0/12".into(),
