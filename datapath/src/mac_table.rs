@@ -153,6 +153,12 @@ impl MacTable {
         (!aged(entry.last_seen, self.config.max_age, now)).then_some(entry.owner)
     }
 
+    /// When `mac` was last seen here ([`Owner::Local`]), if it lives here.
+    pub fn local_seen(&self, mac: &Mac) -> Option<Instant> {
+        let entry = self.entries.get(mac)?;
+        (entry.owner == Owner::Local).then_some(entry.last_seen)
+    }
+
     /// Removes entries unseen for `max_age`; returns how many. Cost: the entries removed,
     /// plus the refreshed entries met on the way.
     pub fn expire(&mut self, now: Instant) -> usize {

@@ -74,7 +74,9 @@ impl DropCounts {
     pub(crate) fn count(&mut self, reason: DropReason) {
         match reason {
             DropReason::Malformed => self.malformed += 1,
-            DropReason::SpoofedLocalSource => self.spoofed_source += 1,
+            DropReason::SpoofedLocalSource | DropReason::SpoofedRemoteSource => {
+                self.spoofed_source += 1
+            }
             DropReason::NoRoute => self.no_route += 1,
             DropReason::Loop => self.looped += 1,
             // The bridge has delivered it already: not an error.

@@ -15,7 +15,10 @@
 //!
 //! A frame from the bridge whose source MAC is known behind another peer is dropped and
 //! counted ([`DropReason::SpoofedLocalSource`]): a local container must not impersonate a
-//! remote one. Flooding never sends a frame back to the neighbour it came from, and a
+//! remote one. Nor may a remote peer claim a local container's MAC: a frame from a peer
+//! whose source MAC was seen on our bridge within [`LOCAL_HOLD`] is dropped and counted
+//! ([`DropReason::SpoofedRemoteSource`]), so the local container keeps its traffic; a
+//! MAC silent here for longer may move (a container that moved to another host). Flooding never sends a frame back to the neighbour it came from, and a
 //! frame that comes back to its source peer is a loop.
 
 use crate::mac_table::{is_group, Mac, MacTable, MacTableConfig, Owner};
@@ -23,7 +26,10 @@ use crate::sleeve::BROADCAST;
 use gossip::peer::PeerId;
 use gossip::routes::Routes;
 use smoltcp::wire::EthernetFrame;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// How long after a MAC was last seen on our bridge no peer may claim it.
+pub const LOCAL_HOLD: Duration = Duration::from_secs(30);
 
 /// The routes the switch needs; the router implements it over gossip's [`Routes`].
 pub trait RouteView {
@@ -66,6 +72,8 @@ pub enum DropReason {
     Malformed,
     /// Captured locally with a source MAC that lives behind another peer.
     SpoofedLocalSource,
+    /// Received from a peer with a source MAC seen on our bridge within [`LOCAL_HOLD`].
+    SpoofedRemoteSource,
     /// No route to the destination peer.
     NoRoute,
     /// The frame came back to its source, or would go back where it came from.
@@ -211,6 +219,13 @@ impl Switch {
     ) -> Forward<'r> {
         if src_peer == self.us || src_peer == BROADCAST {
             return Forward::Drop(DropReason::Loop);
+        }
+        if self
+            .macs
+            .local_seen(&src)
+            .is_some_and(|seen| now.saturating_duration_since(seen) < LOCAL_HOLD)
+        {
+            return Forward::Drop(DropReason::SpoofedRemoteSource);
         }
         self.macs.learn(now, src, Owner::Peer(src_peer));
         if dst_peer == BROADCAST {

@@ -2,6 +2,7 @@
 
 use super::*;
 use std::collections::HashMap;
+use std::time::Duration;
 
 const US: PeerId = PeerId([1; 16]);
 const N1: PeerId = PeerId([2; 16]);
@@ -123,6 +124,35 @@ fn local_capture() {
         Forward::Drop(DropReason::SpoofedLocalSource)
     );
     assert_eq!(sw.macs().lookup(now, &M_X), Some(Owner::Peer(X)));
+}
+
+/// A peer claiming a local container's MAC is refused while the container is heard on
+/// our bridge, so it keeps its traffic; once silent for LOCAL_HOLD the MAC may move.
+#[test]
+fn a_peer_cannot_steal_a_local_mac() {
+    let (now, r) = (Instant::now(), routes());
+    let mut sw = Switch::new(US, MacTableConfig::default());
+    sw.forward(now, &eth(BCAST, M_LOCAL), Ingress::Local, &r);
+    let later = now + LOCAL_HOLD - Duration::from_secs(1);
+    assert_eq!(
+        sw.forward(later, &eth(BCAST, M_LOCAL), from(N1, X, BROADCAST), &r),
+        Forward::Drop(DropReason::SpoofedRemoteSource)
+    );
+    assert_eq!(sw.macs().lookup(later, &M_LOCAL), Some(Owner::Local));
+    // The local container still reaches X's MACs: its frames are not taken as spoofed.
+    sw.forward(later, &eth(BCAST, M_X), from(N1, X, BROADCAST), &r);
+    assert_eq!(
+        sw.forward(later, &eth(M_X, M_LOCAL), Ingress::Local, &r),
+        Forward::Unicast {
+            next_hop: N1,
+            dst_peer: X
+        }
+    );
+    // Silent here for LOCAL_HOLD: the MAC moves to the peer that now speaks for it.
+    let moved = later + LOCAL_HOLD;
+    let got = sw.forward(moved, &eth(BCAST, M_LOCAL), from(N1, X, BROADCAST), &r);
+    assert!(!matches!(got, Forward::Drop(_)), "{got:?}");
+    assert_eq!(sw.macs().lookup(moved, &M_LOCAL), Some(Owner::Peer(X)));
 }
 
 #[test]
