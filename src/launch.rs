@@ -139,6 +139,9 @@ impl LaunchArgs {
                  or run with --no-encryption on every host"
             );
         };
+        if let Security::Secret(secret) = &security {
+            gossip::psk::check_strength(secret)?;
+        }
         let mut peers = Vec::new();
         for p in &self.peers {
             peers.extend(config::resolve_peer(p).map_err(|e| anyhow!(e))?);

@@ -84,6 +84,28 @@ pub enum PskError {
         /// The secret file.
         path: PathBuf,
     },
+    /// Other users may read (or change) the secret file.
+    #[error(
+        "the secret file {} has mode {mode:04o}: other users may read or change it; \
+         make it readable by its owner only: chmod 600 {}",
+        path.display(),
+        path.display()
+    )]
+    Permissions {
+        /// The secret file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// The secret is shorter than [`MIN_SECRET_LEN`].
+    #[error(
+        "the network secret has {len} bytes: at least {MIN_SECRET_LEN} are needed to resist \
+         guessing; generate one with `weft secret generate`"
+    )]
+    Weak {
+        /// Its length.
+        len: usize,
+    },
     /// The secret file holds only whitespace.
     #[error("the secret file {} is empty; write a secret from `weft secret generate` into it", path.display())]
     EmptyFile {
@@ -137,14 +159,31 @@ pub fn is_weak_secret(secret: &[u8]) -> bool {
     secret.len() < MIN_SECRET_LEN
 }
 
-/// Reads a secret file: trailing whitespace (the newline) is trimmed, files over 4 KiB and
-/// empty files are refused.
+/// Refuses a secret shorter than [`MIN_SECRET_LEN`].
+pub fn check_strength(secret: &[u8]) -> Result<(), PskError> {
+    if is_weak_secret(secret) {
+        return Err(PskError::Weak { len: secret.len() });
+    }
+    Ok(())
+}
+
+/// Reads a secret file: trailing whitespace (the newline) is trimmed; files over 4 KiB,
+/// empty files and files that other users may read or write (any group or other
+/// permission bit, as ssh refuses private keys) are refused.
 pub fn read_secret_file(path: &Path) -> Result<Zeroizing<Vec<u8>>, PskError> {
+    use std::os::unix::fs::PermissionsExt;
     let read_err = |source| PskError::Read {
         path: path.into(),
         source,
     };
     let file = File::open(path).map_err(read_err)?;
+    let mode = file.metadata().map_err(read_err)?.permissions().mode() & 0o7777;
+    if mode & 0o077 != 0 {
+        return Err(PskError::Permissions {
+            path: path.into(),
+            mode,
+        });
+    }
     let mut content = Zeroizing::new(Vec::new());
     // Read one byte past the limit, so a large (or endless) file is detected cheaply.
     file.take(MAX_SECRET_FILE_LEN + 1)
@@ -212,6 +251,9 @@ mod tests {
         assert_ne!(a, b);
         assert!(!is_weak_secret(a.as_bytes()));
         assert!(is_weak_secret(b"hunter2"));
+        assert!(check_strength(a.as_bytes()).is_ok());
+        let err = check_strength(b"hunter2").expect_err("weak");
+        assert!(err.to_string().contains("weft secret generate"), "{err}");
     }
 
     #[test]
@@ -219,8 +261,15 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("weft-psk-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("dir");
         let write = |name: &str, content: &[u8]| {
+            use std::os::unix::fs::OpenOptionsExt;
             let path = dir.join(name);
-            let mut f = File::create(&path).expect("create");
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&path)
+                .expect("create");
             f.write_all(content).expect("write");
             path
         };
@@ -238,6 +287,14 @@ mod tests {
         ));
         let max = write("max", &[b'a'; 4096]);
         assert_eq!(read_secret_file(&max).expect("4 KiB is fine").len(), 4096);
+        // Group- or world-accessible files are refused with the command that fixes them.
+        for mode in [0o640, 0o604, 0o620, 0o666] {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&ok, std::fs::Permissions::from_mode(mode)).expect("chmod");
+            let err = read_secret_file(&ok).expect_err("too open");
+            assert!(matches!(err, PskError::Permissions { .. }), "{mode:o}");
+            assert!(err.to_string().contains("chmod 600"), "{err}");
+        }
         let missing = dir.join("missing");
         let err = read_secret_file(&missing).expect_err("missing");
         assert!(err.to_string().contains("missing"), "{err}");
