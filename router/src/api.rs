@@ -8,11 +8,12 @@
 
 pub mod host;
 pub mod ipam;
+pub mod serve;
 
 use crate::attachments::Attachments;
 use crate::config;
 use crate::dataplane::DataplaneHandle;
-use crate::http::{self, Request, Response};
+use crate::http::{Request, Response};
 use crate::owner::{Input, OwnerHandle};
 use crate::status;
 use serde::{Deserialize, Serialize};
@@ -80,71 +81,71 @@ pub struct Api {
     pub attachments: Arc<Attachments>,
 }
 
-/// Serves the Unix-socket API until the listener fails.
+/// Serves the Unix-socket API forever (bounded: see [`serve`]).
 pub async fn serve_unix(listener: UnixListener, api: Api) {
-    loop {
-        let Ok((mut stream, _)) = listener.accept().await else {
-            continue;
-        };
+    serve::unix(listener, serve::Limits::default(), move |req, uid| {
         let api = api.clone();
-        tokio::spawn(async move {
-            let uid = stream.peer_cred().map(|c| c.uid()).ok();
-            let response = match http::read_request(&mut stream).await {
+        async move {
+            match req {
                 Ok(req) => api.handle(&req, uid == Some(0), true).await,
                 Err(e) => Response::text(400, format!("{e}\n")),
-            };
-            let _ = response.write_to(&mut stream).await;
-        });
-    }
+            }
+        }
+    })
+    .await
 }
 
-/// Serves the read-only status listener until the listener fails.
+/// Serves the read-only status listener forever (bounded: see [`serve`]).
 pub async fn serve_status(listener: TcpListener, api: Api) {
-    loop {
-        let Ok((mut stream, remote)) = listener.accept().await else {
-            continue;
-        };
-        let api = api.clone();
-        tokio::spawn(async move {
-            let response = match http::read_request(&mut stream).await {
-                Ok(req) if !host_is_loopback(req.header("host")) => {
-                    debug!(%remote, "status request with foreign Host refused");
-                    Response::text(403, "forbidden: Host must be a loopback name\n")
+    serve::tcp(
+        listener,
+        serve::Limits::default(),
+        "status listener",
+        move |req, remote| {
+            let api = api.clone();
+            async move {
+                match req {
+                    Ok(req) if !host_is_loopback(req.header("host")) => {
+                        debug!(%remote, "status request with foreign Host refused");
+                        Response::text(403, "forbidden: Host must be a loopback name\n")
+                    }
+                    Ok(req) => api.handle(&req, false, false).await,
+                    Err(e) => Response::text(400, format!("{e}\n")),
                 }
-                Ok(req) => api.handle(&req, false, false).await,
-                Err(e) => Response::text(400, format!("{e}\n")),
-            };
-            let _ = response.write_to(&mut stream).await;
-        });
-    }
+            }
+        },
+    )
+    .await
 }
 
 /// Serves `GET /metrics`, and nothing else, to anyone who can reach the listener
 /// (`--metrics-addr`), for Prometheus scrapes from other machines. No Host check: the
-/// metrics are no secret, and nothing else is served here.
+/// metrics are no secret, and nothing else is served here. Bounded: see [`serve`].
 pub async fn serve_metrics(listener: TcpListener, api: Api) {
-    loop {
-        let Ok((mut stream, _)) = listener.accept().await else {
-            continue;
-        };
-        let api = api.clone();
-        tokio::spawn(async move {
-            let response = match http::read_request(&mut stream).await {
-                Ok(req) if req.method == "GET" && req.path == "/metrics" => {
-                    api.get("/metrics").await
-                }
-                Ok(req) => Response::text(
-                    404,
-                    format!(
-                        "no such endpoint: {} {} (this listener serves GET /metrics only)\n",
-                        req.method, req.path
+    serve::tcp(
+        listener,
+        serve::Limits::default(),
+        "metrics listener",
+        move |req, _| {
+            let api = api.clone();
+            async move {
+                match req {
+                    Ok(req) if req.method == "GET" && req.path == "/metrics" => {
+                        api.get("/metrics").await
+                    }
+                    Ok(req) => Response::text(
+                        404,
+                        format!(
+                            "no such endpoint: {} {} (this listener serves GET /metrics only)\n",
+                            req.method, req.path
+                        ),
                     ),
-                ),
-                Err(e) => Response::text(400, format!("{e}\n")),
-            };
-            let _ = response.write_to(&mut stream).await;
-        });
-    }
+                    Err(e) => Response::text(400, format!("{e}\n")),
+                }
+            }
+        },
+    )
+    .await
 }
 
 /// True for `localhost`, `127.x.y.z` and `[::1]`, with or without a (numeric) port.
@@ -243,7 +244,7 @@ impl Api {
             "/status/ipam" => report.ipam.map(|i| i.text).unwrap_or_default(),
             _ => return Response::text(404, format!("no such endpoint: GET {path}\n")),
         };
-        Response::text(200, text)
+        Response::text(200, status::printable(&text))
     }
 
     async fn connect(&self, req: &Request) -> Response {

@@ -54,6 +54,9 @@ pub enum HttpError {
     /// Reading or writing the socket failed.
     #[error("socket error: {0}")]
     Io(#[from] std::io::Error),
+    /// The client did not send its request in time.
+    #[error("timed out waiting for the request")]
+    Timeout,
 }
 
 /// Parses a complete request from `buf`. `Ok(None)` means more bytes are needed.

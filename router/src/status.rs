@@ -515,6 +515,23 @@ pub fn format_targets(r: &Report) -> String {
     out
 }
 
+/// `text` safe for a terminal: control characters other than newlines, and Unicode's
+/// bidirectional overrides and isolates, become `?`. Peers choose their nicknames (and
+/// so part of every layout): they must not move a user's cursor, clear the screen or
+/// reorder what `weft status` shows.
+pub fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            let bidi = matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+            if (c.is_control() && c != '\n') || bidi {
+                '?'
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
 /// Formats a Unix time as `2026-11-26 20:18:27 UTC` (civil-from-days, proleptic Gregorian).
 pub fn format_utc(unix_secs: u64) -> String {
     let days = (unix_secs / 86_400) as i64;

@@ -300,3 +300,10 @@ fn connection_lines_show_the_fast_path_and_the_fallback_reason() {
         "{text}"
     );
 }
+
+#[test]
+fn peer_chosen_text_cannot_drive_the_terminal() {
+    let evil = "h2\u{1b}[2J\u{1b}]0;pwned\u{7}\r\u{202e}txet\tok\nnext";
+    assert_eq!(printable(evil), "h2?[2J?]0;pwned???txet?ok\nnext");
+    assert_eq!(printable("plain h1 (é)"), "plain h1 (é)");
+}
