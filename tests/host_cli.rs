@@ -267,7 +267,8 @@ fn reset_removes_everything_weft_made() {
 }
 
 /// `weft launch` with neither a secret nor `--no-encryption` refuses to start and says
-/// what to do; `--log-level` decides what the router logs, and a bad level is a usage
+/// what to do, as it does for a secret file others may read and a weak secret;
+/// `--log-level` decides what the router logs, and a bad level is a usage
 /// error.
 #[test]
 fn launch_needs_a_secret_and_log_level_sets_what_is_logged() {
@@ -292,6 +293,19 @@ fn launch_needs_a_secret_and_log_level_sets_what_is_logged() {
         "",
         "no router runs after the refusal",
     );
+    // A secret file others may read, and a short secret, are refused too.
+    let open = net.dir().join("open-secret");
+    std::fs::write(&open, "a-long-enough-secret-of-40-characters-xx\n").unwrap();
+    std::fs::set_permissions(&open, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let open = open.display().to_string();
+    let out = net.weft(1, &["launch", "--password-file", &open]);
+    expect_code(&out, 1, "chmod 600", "launch with a world-readable secret");
+    let weak = net.dir().join("weak-secret");
+    std::fs::write(&weak, "hunter2\n").unwrap();
+    std::fs::set_permissions(&weak, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let weak = weak.display().to_string();
+    let out = net.weft(1, &["launch", "--password-file", &weak]);
+    expect_code(&out, 1, "at least 20", "launch with a weak secret");
     let bad = net.weft(1, &["launch", "--no-encryption", "--log-level", "loud"]);
     expect_code(&bad, 2, "possible values", "a bad --log-level");
 
@@ -336,4 +350,62 @@ fn launch_needs_a_secret_and_log_level_sets_what_is_logged() {
         "INFO lines at --log-level warn:\n{text}"
     );
     drop(warn);
+}
+
+/// A pod that sends IPv6 router advertisements onto the bridge does not configure the
+/// host (CVE-2020-11091, weave's): the bridge and the host ends of the pods' veths have
+/// `accept_ra = 0`. The RA is real: another pod on the same bridge takes its prefix and
+/// route.
+#[test]
+fn router_advertisements_from_a_pod_do_not_configure_the_host() {
+    let mut net = Net::new("clira", 1);
+    let _r1 = Router::launch(&net, 1, &Auth::NoEncryption, &[]);
+    let rogue = net.add_bare_pod(1, 1);
+    let victim = net.add_bare_pod(1, 2);
+    net.attach(1, &["10.40.0.5/16"], &rogue);
+    net.attach(1, &["10.40.0.6/16"], &victim);
+    let h1 = net.host(1).ns.clone();
+    let sysctl = |ns: &str, key: &str| {
+        let out = net.exec(ns, "sysctl", &["-n", key]);
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert_eq!(sysctl(&h1, "net.ipv6.conf.weft.accept_ra"), "0");
+    assert_eq!(sysctl(&h1, "net.ipv6.conf.weft-tap.accept_ra"), "0");
+    let ra = r#"
+import socket, struct, time
+ifindex = socket.if_nametoindex("ethwe0")
+s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 255)
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, ifindex)
+ra = struct.pack("!BBHBBHII", 134, 0, 0, 64, 0, 1800, 0, 0)
+prefix = struct.pack("!BBBBIII", 3, 4, 64, 0xC0, 86400, 14400, 0)
+prefix += socket.inet_pton(socket.AF_INET6, "fd00:99::")
+for _ in range(20):
+    try:
+        s.sendto(ra + prefix, ("ff02::1", 0, 0, ifindex))
+    except OSError:
+        pass  # no link-local address yet (DAD)
+    time.sleep(0.3)
+"#;
+    let sent = net.exec(&rogue, "python3", &["-c", ra]);
+    assert!(sent.status.success(), "{sent:?}");
+    let addrs = |ns: &str| {
+        let out = net.exec(ns, "ip", &["-6", "addr", "show"]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let routes = |ns: &str| {
+        let out = net.exec(ns, "ip", &["-6", "route", "show"]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(
+        addrs(&victim).contains("fd00:99:"),
+        "the RA did not reach the other pod, so the test proves nothing:\n{}",
+        addrs(&victim)
+    );
+    assert!(!addrs(&h1).contains("fd00:99:"), "{}", addrs(&h1));
+    let host_routes = routes(&h1);
+    assert!(
+        !host_routes.contains("default") && !host_routes.contains("fd00:99:"),
+        "the host took a pod's router advertisement:\n{host_routes}"
+    );
 }

@@ -37,5 +37,6 @@ pub mod netlink;
 pub mod netns;
 pub mod sleeve;
 pub mod switch;
+pub mod sysctl;
 pub mod tap;
 pub mod udp;

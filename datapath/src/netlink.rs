@@ -43,6 +43,14 @@ pub enum Error {
     /// Opening the netlink socket failed.
     #[error("cannot open a netlink socket: {0}")]
     Socket(std::io::Error),
+    /// A per-interface sysctl could not be written.
+    #[error("{what}: {source}")]
+    Sysctl {
+        /// What was being set.
+        what: String,
+        /// The cause.
+        source: std::io::Error,
+    },
 }
 
 impl Error {
@@ -54,6 +62,14 @@ impl Error {
 
 fn op(what: impl FnOnce() -> String) -> impl FnOnce(rtnetlink::Error) -> Error {
     move |source| Error::Netlink(NetlinkError { op: what(), source })
+}
+
+/// Sets `accept_ra 0` on `name` (see [`crate::sysctl`]).
+fn refuse_ra(name: &str) -> Result<(), Error> {
+    crate::sysctl::refuse_router_advertisements(name).map_err(|source| Error::Sysctl {
+        what: format!("set accept_ra 0 on {name}"),
+        source,
+    })
 }
 
 /// An address on a link.
@@ -176,6 +192,8 @@ impl Netlink {
                 .map_err(op(|| format!("add bridge {name}")))?;
         }
         let index = self.index(name).await?;
+        // Pods must not configure the host through router advertisements.
+        refuse_ra(name)?;
         self.set(
             LinkUnspec::new_with_index(index).mtu(mtu).up().build(),
             || format!("set bridge {name} mtu {mtu} up"),
@@ -195,8 +213,10 @@ impl Netlink {
 
     /// Makes link `name` a port of bridge `bridge_index`, sets its MTU and brings it up
     /// (`ip link set NAME master BRIDGE mtu MTU up`).
+    /// Ports refuse router advertisements too (`accept_ra 0`).
     pub async fn enslave(&self, name: &str, bridge_index: u32, mtu: u32) -> Result<(), Error> {
         let index = self.index(name).await?;
+        refuse_ra(name)?;
         self.set(
             LinkUnspec::new_with_index(index)
                 .controller(bridge_index)
