@@ -298,11 +298,12 @@ fn daemonize(run_dir: &std::path::Path, wait: Duration) -> Result<()> {
     std::fs::create_dir_all(run_dir)
         .with_context(|| format!("cannot create the run dir {}", run_dir.display()))?;
     let log = config::log_path(run_dir);
-    let log_file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log)
-        .with_context(|| format!("cannot open the log {}", log.display()))?;
+    let log_file = router::daemon::create_nofollow(&log, true).with_context(|| {
+        format!(
+            "cannot open the log {} (if it is a symbolic link, remove it)",
+            log.display()
+        )
+    })?;
     let mut child = Command::new(exe)
         .args(&argv)
         .env("WEFT_DAEMON", "1")

@@ -409,3 +409,43 @@ for _ in range(20):
         "the host took a pod's router advertisement:\n{host_routes}"
     );
 }
+
+/// The router refuses a run dir other users may write to, and a pid file or log that
+/// is a symbolic link planted elsewhere (the link's target is left alone); its state
+/// file is readable by root only, whatever the umask.
+#[test]
+fn unsafe_dirs_and_planted_links_are_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let net = Net::new("clidirs", 1);
+    let run_dir = net.host(1).run_dir.clone();
+    let chmod = |mode: u32| {
+        std::fs::set_permissions(&run_dir, std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+    chmod(0o777);
+    let out = net.weft(1, &["launch", "--no-encryption", "--wait", "0"]);
+    expect_code(&out, 1, "other users may write", "a world-writable run dir");
+    chmod(0o755);
+
+    let victim = net.dir().join("victim");
+    std::fs::write(&victim, "keep\n").unwrap();
+    for name in ["weft.pid", "weft.log"] {
+        let link = run_dir.join(name);
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(&victim, &link).unwrap();
+        let out = net.weft(1, &["launch", "--no-encryption", "--wait", "0"]);
+        expect_code(
+            &out,
+            1,
+            "symbolic link",
+            &format!("{name} planted as a link"),
+        );
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep\n");
+        std::fs::remove_file(&link).unwrap();
+        let _ = std::fs::remove_file(run_dir.join("weft.sock"));
+    }
+
+    let _r1 = Router::launch(&net, 1, &Auth::NoEncryption, &[]);
+    let redb = net.host(1).data_dir.join("weft.redb");
+    let mode = std::fs::metadata(&redb).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "{} has mode {mode:o}", redb.display());
+}

@@ -45,6 +45,22 @@ pub enum RouterError {
         /// The cause.
         source: io::Error,
     },
+    /// A directory other users may write to, or not ours: its files could be swapped.
+    #[error("refusing to use directory {path}: {why}")]
+    UnsafeDir {
+        /// The directory.
+        path: PathBuf,
+        /// What is wrong and what to do.
+        why: String,
+    },
+    /// The pid file could not be written (or is a symbolic link).
+    #[error("cannot write the pid file {path}: {source} (if it is a symbolic link, remove it)")]
+    PidFile {
+        /// The pid file.
+        path: PathBuf,
+        /// The cause.
+        source: io::Error,
+    },
     /// Another router answers on our socket.
     #[error("a weft router is already running with run dir {0} (stop it with `weft stop`, or use another WEFT_RUN_DIR)")]
     AlreadyRunning(PathBuf),
@@ -106,11 +122,62 @@ fn make_dir(path: &Path, mode: u32) -> Result<(), RouterError> {
         .mode(mode)
         .create(path)
         .map_err(err)?;
-    // Prove that we can write there, now rather than at the first persisted change.
+    // Prove that we can write there, now rather than at the first persisted change; the
+    // probe's owner is our effective uid.
     let probe = path.join(".weft-write-test");
     std::fs::write(&probe, b"").map_err(err)?;
+    let euid = std::fs::metadata(&probe).map(|m| std::os::unix::fs::MetadataExt::uid(&m));
     let _ = std::fs::remove_file(probe);
+    check_dir(path, euid.map_err(err)?)
+}
+
+/// Refuses a directory that is not ours or that other users may write to: they could
+/// replace the identity key, the state or the socket under us.
+fn check_dir(path: &Path, euid: u32) -> Result<(), RouterError> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).map_err(|source| RouterError::Dir {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let unsafe_dir = |why: String| RouterError::UnsafeDir {
+        path: path.to_path_buf(),
+        why,
+    };
+    if !meta.is_dir() {
+        return Err(unsafe_dir("it is not a directory".into()));
+    }
+    if meta.uid() != euid {
+        return Err(unsafe_dir(format!(
+            "it belongs to uid {}, not to this router's uid {euid}: chown {euid} {}",
+            meta.uid(),
+            path.display()
+        )));
+    }
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o022 != 0 {
+        return Err(unsafe_dir(format!(
+            "other users may write to it (mode {mode:04o}): chmod go-w {}",
+            path.display()
+        )));
+    }
     Ok(())
+}
+
+/// Opens `path` for writing without following a symbolic link there (a link planted
+/// in the run dir must not make root write elsewhere).
+pub fn create_nofollow(path: &Path, append: bool) -> io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut options = std::fs::OpenOptions::new();
+    options
+        .create(true)
+        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
+        .mode(0o644);
+    if append {
+        options.append(true);
+    } else {
+        options.write(true).truncate(true);
+    }
+    options.open(path)
 }
 
 /// Prepares everything, then runs the router until it is told to stop.
@@ -139,6 +206,8 @@ pub async fn run(config: Config, on_ready: impl FnOnce(&str)) -> Result<(), Rout
         snapshot,
         targets: stored_targets,
     } = opened;
+    // The state file is the router's alone, whatever the umask.
+    let _ = std::fs::set_permissions(&store_path, std::fs::Permissions::from_mode(0o600));
     let ipam_config = IpamConfig::new(range, config.ipalloc_init.clone());
     let ipam = match snapshot {
         Some(snap) => Ipam::restore(
@@ -203,7 +272,16 @@ pub async fn run(config: Config, on_ready: impl FnOnce(&str)) -> Result<(), Rout
     // Anyone may read status; SO_PEERCRED restricts changes to root.
     let _ = std::fs::set_permissions(&socket_path, std::fs::Permissions::from_mode(0o666));
     let pid_path = config::pid_path(&config.run_dir);
-    let _ = std::fs::write(&pid_path, format!("{}\n", std::process::id()));
+    {
+        use std::io::Write;
+        let pid_err = |source| RouterError::PidFile {
+            path: pid_path.clone(),
+            source,
+        };
+        create_nofollow(&pid_path, false)
+            .and_then(|mut f| writeln!(f, "{}", std::process::id()))
+            .map_err(pid_err)?;
+    }
 
     let id = identity.id();
     let name = display_name(&id, &config.nickname);
@@ -448,10 +526,7 @@ pub fn init_logging(run_dir: &Path, to_stderr: bool, level: Option<&str>) {
         .recursive(true)
         .mode(0o755)
         .create(run_dir);
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(config::log_path(run_dir))
+    let file = create_nofollow(&config::log_path(run_dir), true)
         .ok()
         .map(|f| {
             fmt::layer()
