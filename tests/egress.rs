@@ -5,7 +5,9 @@
 //! IPAM) and has a second link, `wan0` (198.19.0.1/24), to an outside namespace
 //! (198.19.0.2/24) that knows no route to any overlay range: replies reach a pod only
 //! if its packets left with h2's own address. Pods are attached by the CNI plugin with
-//! a default route, whose gateway is the exposed address.
+//! a default route, whose gateway is the exposed address. The same run shows that the
+//! table deleted behind the router's back comes back, and that the router never runs
+//! an `nft` that `PATH` names first (issue 14).
 
 mod common;
 
@@ -133,7 +135,39 @@ fn launch_h2(f: &Fixture, auth: &Auth, extra: &[&str]) -> Router {
 fn pods_reach_the_outside_masqueraded_and_pods_see_each_other_unchanged() {
     let mut f = Fixture::hosts("egress", 2);
     let auth = Auth::PasswordFile(f.net.new_secret("secret"));
-    let _r1 = Router::launch_with(&f.net, 1, &auth, &["--ipalloc-range", RANGE], &[]);
+    // h1's PATH leads to a fake `nft` that only leaves a mark: the router must run the
+    // system's nft, never whatever PATH names first.
+    let fake_dir = f.net.dir().join("fake-bin");
+    std::fs::create_dir_all(&fake_dir).unwrap();
+    let mark = f.net.dir().join("fake-nft-ran");
+    let fake = fake_dir.join("nft");
+    std::fs::write(
+        &fake,
+        format!("#!/bin/sh\ntouch {}\nexit 1\n", mark.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        fake_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let Auth::PasswordFile(secret) = &auth else {
+        unreachable!()
+    };
+    let args: Vec<String> = [
+        "launch",
+        "--foreground",
+        "--password-file",
+        &secret.display().to_string(),
+        "--nickname",
+        "h1",
+        "--ipalloc-range",
+        RANGE,
+    ]
+    .map(String::from)
+    .to_vec();
+    let _r1 = Router::launch_args_env(&f.net, 1, &args, &[("PATH", &path)]);
     let mut r2 = launch_h2(&f, &auth, &[]);
     f.net.wait_established(&[(1, 1), (2, 1)]);
     let outside = f.net.add_outside(2);
@@ -158,6 +192,14 @@ fn pods_reach_the_outside_masqueraded_and_pods_see_each_other_unchanged() {
     assert!(rules.iter().any(|r| r.ends_with("masquerade")), "{rules:?}");
     let table = nft_table(&f, 2);
     assert!(table.contains("masquerade"), "{table}");
+    assert!(
+        nft_table(&f, 1).contains("vxlan_injected"),
+        "h1 has no guard"
+    );
+    assert!(
+        !mark.exists(),
+        "the router ran the nft that PATH named first"
+    );
 
     // A pod on each host, attached by CNI: the default route's gateway is h2's
     // exposed address (on h2) and h1 has none (its pod's default route is on-link).
@@ -228,6 +270,22 @@ fn pods_reach_the_outside_masqueraded_and_pods_see_each_other_unchanged() {
         seen.ip(),
         ip1,
         "traffic to the exposed address was rewritten"
+    );
+
+    // The table deleted behind the router's back comes back, guard and rules.
+    let ns2 = f.net.host(2).ns.clone();
+    let deleted = f
+        .net
+        .exec(&ns2, "nft", &["delete", "table", "inet", "weft"]);
+    assert!(deleted.status.success(), "{deleted:?}");
+    let back = wait_until(Duration::from_secs(45), Duration::from_millis(500), || {
+        let t = nft_table(&f, 2);
+        t.contains("masquerade") && t.contains("vxlan_injected")
+    });
+    assert!(back.is_some(), "the deleted table was not put back");
+    println!(
+        "e2e: the deleted nftables table was back after {:.1} s",
+        back.unwrap().as_secs_f64()
     );
 
     // --no-masquerade (and --expose again, idempotent): the same address is still
