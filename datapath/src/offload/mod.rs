@@ -20,7 +20,7 @@ pub mod tcp;
 pub mod vnet;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use thiserror::Error;
 

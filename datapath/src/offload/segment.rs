@@ -89,6 +89,11 @@ impl<'a> Superframe<'a> {
         }
     }
 
+    /// The whole superframe.
+    pub fn frame(&self) -> &'a [u8] {
+        self.frame
+    }
+
     /// The headers (Ethernet, IP, TCP) every segment starts with.
     pub fn header_len(&self) -> usize {
         self.layout.payload

@@ -19,7 +19,7 @@ fn naive_sum(data: &[u8], mut acc: u32) -> u32 {
 }
 
 /// Whether the IP header checksum (IPv4) and the TCP checksum of a segment verify.
-fn checksums_verify(seg: &[u8], v6: bool) -> bool {
+pub(crate) fn checksums_verify(seg: &[u8], v6: bool) -> bool {
     let ip = &seg[ETHERNET_LEN..];
     let (ihl, addrs, ip_ok) = if v6 {
         (40, &ip[8..40], true)
@@ -36,7 +36,7 @@ fn checksums_verify(seg: &[u8], v6: bool) -> bool {
 }
 
 #[derive(Debug, Clone)]
-struct Spec {
+pub(crate) struct Spec {
     v6: bool,
     addrs: [u8; 32],
     ports: [u8; 4],
@@ -53,7 +53,7 @@ struct Spec {
 /// A superframe as the kernel hands one over (and as the coalescer builds it): IP
 /// lengths of the whole, a valid IPv4 header checksum, the TCP checksum field holding
 /// the pseudo-header sum.
-fn superframe(s: &Spec, gso_size: u16) -> (Repr, Vec<u8>) {
+pub(crate) fn superframe(s: &Spec, gso_size: u16) -> (Repr, Vec<u8>) {
     let mut f = vec![0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2];
     let tcp_len = 20 + s.options.len() + s.payload.len();
     if s.v6 {
@@ -114,7 +114,7 @@ fn split(repr: &Repr, frame: &[u8], mss: Option<usize>) -> Vec<Vec<u8>> {
 }
 
 /// Everything the coalescer writes for `frames`, as (header, frame).
-fn coalesce(frames: &[Vec<u8>]) -> Vec<(Repr, Vec<u8>)> {
+pub(crate) fn coalesce(frames: &[Vec<u8>]) -> Vec<(Repr, Vec<u8>)> {
     let mut c = Coalescer::new();
     let mut got = Vec::new();
     let mut out = |h: &[u8; VNET_HDR_LEN], f: &[u8]| {
@@ -288,7 +288,7 @@ proptest! {
     }
 }
 
-fn base_spec(v6: bool, flags: u8, len: usize) -> Spec {
+pub(crate) fn base_spec(v6: bool, flags: u8, len: usize) -> Spec {
     Spec {
         v6,
         addrs: [9; 32],
