@@ -20,7 +20,7 @@
 //! thought; ICMP "too big" replies the data plane builds go back out of the TAP device.
 
 use datapath::dataplane::{Counters, Dataplane, Event, TxBuffer};
-use datapath::offload::coalesce::Coalescer;
+use datapath::offload::coalesce::{Coalescer, MAX_SUPERFRAME};
 use datapath::offload::vnet::VNET_HDR_LEN;
 use datapath::sleeve::keys::RekeyOffer;
 use datapath::tap::{OffloadMode, Tap};
@@ -37,7 +37,7 @@ use tracing::warn;
 
 /// Frames or datagrams handled per wake-up before the batch is sent.
 const BATCH: usize = 64;
-/// Largest datagram or frame read (a superframe less its `virtio_net_hdr`).
+/// Largest datagram read.
 const MAX_PACKET: usize = 65_535;
 /// Timer tick of the data plane (rekeys, keepalives, path state).
 const TICK: Duration = Duration::from_millis(250);
@@ -154,7 +154,9 @@ pub fn new(
 impl DataplaneTask {
     /// Runs until the command channel closes.
     pub async fn run(mut self) {
-        let mut frame = vec![0u8; VNET_HDR_LEN + MAX_PACKET];
+        // A superframe is at most an IP packet's 64 KiB plus Ethernet; a read that does
+        // not fit would fail, not shorten.
+        let mut frame = vec![0u8; VNET_HDR_LEN + MAX_SUPERFRAME];
         let mut datagram = vec![0u8; MAX_PACKET];
         let vnet_hdr = self.tap.mode().vnet_hdr();
         let mut tx = TxBuffer::new(8 * 1024 * 1024, 16 * BATCH);
