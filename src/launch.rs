@@ -78,6 +78,10 @@ pub struct LaunchArgs {
     /// Never use the kernel VXLAN fast path: every connection uses the sleeve.
     #[arg(long)]
     pub no_fastpath: bool,
+    /// Open the TAP device without offloads: plain frames, one at a time, instead of
+    /// TCP superframes that the sleeve segments and coalesces.
+    #[arg(long)]
+    pub no_offloads: bool,
     /// Admit hosts that run no Weft onto the overlay through a hand-made kernel VXLAN
     /// device (UDP 6784, VNI 6784): their addresses may send VXLAN here, and this
     /// host's VXLAN device floods to them. Comma-separated addresses.
@@ -177,6 +181,7 @@ impl LaunchArgs {
                 .map(|s| std::time::Duration::from_secs(s.max(1))),
             trusted_subnets: self.trusted_subnets,
             no_fastpath: self.no_fastpath,
+            no_offloads: self.no_offloads,
             plaintext_dataplane: self.no_encryption,
             fastdp_admit: self.fastdp_admit,
             masquerade: !self.no_masquerade,

@@ -450,6 +450,8 @@ fn status_layouts_report_schema_and_metrics_under_traffic_and_faults() {
         ("weft_handshakes_refused", "counter"),
         ("weft_sleeve_rekeys", "counter"),
         ("weft_mac_table_entries", "gauge"),
+        ("weft_tap_offload_mode", "gauge"),
+        ("weft_superframes", "counter"),
     ] {
         assert_eq!(
             before.families.get(family).map(String::as_str),
@@ -475,6 +477,11 @@ fn status_layouts_report_schema_and_metrics_under_traffic_and_faults() {
         2.0
     );
     assert!(before.sum("weft_mac_table_entries", &[]) >= 2.0);
+    assert_eq!(
+        before.sum("weft_tap_offload_mode", &[]),
+        1.0,
+        "exactly one TAP offload mode is in use"
+    );
     for reason in ["replay", "auth", "malformed", "no_route", "mtu"] {
         assert!(
             before

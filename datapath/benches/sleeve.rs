@@ -1,4 +1,5 @@
-//! Sleeve codec throughput: seal then open one datagram, in place, per iteration.
+//! Sleeve codec throughput: seal then open one datagram, in place, per iteration; and
+//! the TAP offloads' segmentation and coalescing of one 64 KiB superframe.
 //!
 //! `cargo bench -p datapath --bench sleeve` (add `-- --quick` for a short run). These
 //! measure the crypto and framing only: no syscalls, no routing.
@@ -64,5 +65,58 @@ fn raw_aead(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, seal_open, raw_aead);
+/// Cutting a 64 KiB IPv4 TCP superframe into 1368-byte segments (written into one
+/// buffer, as into transmit slots) and coalescing them back: the userspace price of
+/// TAP offloads, per superframe.
+fn offload(c: &mut Criterion) {
+    use datapath::offload::coalesce::Coalescer;
+    use datapath::offload::segment::{prepare, Prepared, Superframe};
+    use datapath::offload::vnet::{Repr, F_NEEDS_CSUM, GSO_TCPV4};
+    let payload = 47 * 1368;
+    let mut frame = vec![0u8; 14 + 20 + 20 + payload];
+    frame[12..14].copy_from_slice(&[0x08, 0x00]);
+    frame[14] = 0x45;
+    frame[14 + 9] = 6;
+    frame[14 + 20 + 12] = 5 << 4;
+    frame[14 + 20 + 13] = 0x10;
+    let vnet = Repr {
+        flags: F_NEEDS_CSUM,
+        gso_type: GSO_TCPV4,
+        hdr_len: 54,
+        gso_size: 1368,
+        csum_start: 34,
+        csum_offset: 16,
+    };
+    let Ok(Prepared::Tcp { layout, gso_size }) = prepare(&vnet, &mut frame) else {
+        panic!("the bench superframe does not parse");
+    };
+    let sf = Superframe::new(&frame, layout, gso_size);
+    let count = sf.count(1368);
+    let mut segs = vec![0u8; count * 1500];
+    let mut coalescer = Coalescer::new();
+    let mut group = c.benchmark_group("offload_64KiB");
+    group.throughput(Throughput::Bytes(payload as u64));
+    group.bench_function("split", |b| {
+        b.iter(|| {
+            for i in 0..count {
+                sf.write_segment(i, 1368, &mut segs[i * 1500..]);
+            }
+            black_box(&segs);
+        })
+    });
+    group.bench_function("split_then_coalesce", |b| {
+        b.iter(|| {
+            let mut out = 0;
+            for i in 0..count {
+                let n = sf.write_segment(i, 1368, &mut segs[i * 1500..]);
+                coalescer.push(&segs[i * 1500..i * 1500 + n], &mut |_, f| out += f.len());
+            }
+            coalescer.flush(&mut |_, f| out += f.len());
+            black_box(out)
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, seal_open, raw_aead, offload);
 criterion_main!(benches);

@@ -49,6 +49,7 @@ mod counters;
 mod path_mtu;
 pub mod pmtu;
 mod replies;
+mod superframes;
 mod tx;
 pub use counters::{Counters, DropCounts, PeerCounters};
 use pmtu::{PathMtu, PmtuConfig};
@@ -161,6 +162,10 @@ pub struct Dataplane {
     fastdp: std::collections::BTreeSet<PeerId>,
     /// Some peer is reached only through another: our floods may need relaying.
     flood_relay: bool,
+    /// Where a flooded superframe's segments are cut (allocated once).
+    scratch: Box<[u8]>,
+    /// TCP superframes read from the TAP device.
+    superframes: u64,
 }
 
 impl Dataplane {
@@ -178,6 +183,8 @@ impl Dataplane {
             replies: Replies::default(),
             fastdp: std::collections::BTreeSet::new(),
             flood_relay: true,
+            scratch: vec![0; crate::offload::coalesce::MAX_SUPERFRAME].into_boxed_slice(),
+            superframes: 0,
         }
     }
 
@@ -289,6 +296,7 @@ impl Dataplane {
             peers: self.peers.iter().map(|(p, e)| (*p, e.counters)).collect(),
             drops: self.drops,
             mac_entries: self.switch.mac_len(),
+            superframes: self.superframes,
         }
     }
 

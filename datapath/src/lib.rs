@@ -35,6 +35,7 @@ pub mod icmp;
 pub mod mac_table;
 pub mod netlink;
 pub mod netns;
+pub mod offload;
 pub mod sleeve;
 pub mod switch;
 pub mod sysctl;

@@ -1,72 +1,227 @@
 //! The TAP device that connects the host's `weft` bridge to the router.
 //!
 //! Frames the bridge sends towards the TAP are read here, and frames from other hosts
-//! are written here. The device is opened with `tun-tap` (no packet-info header) and
-//! driven by tokio through [`AsyncFd`], non-blocking, so no worker thread ever blocks on
-//! it. `try_recv` lets the caller drain several queued frames per wake-up.
+//! are written here. The device is opened on `/dev/net/tun` directly (`IFF_TAP |
+//! IFF_NO_PI`), non-blocking, and driven by tokio through [`AsyncFd`], so no worker
+//! thread ever blocks on it.
+//!
+//! With offloads ([`Tap::open_with_offloads`]) it is opened with `IFF_VNET_HDR`: every
+//! frame read or written starts with a [`virtio_net_hdr`](crate::offload::vnet), and
+//! `TUNSETOFFLOAD` tells the kernel it may hand us frames whose checksum is still to be
+//! completed (`TUN_F_CSUM`) and TCP superframes of up to 64 KiB (`TUN_F_TSO4 |
+//! TUN_F_TSO6`), which the data plane cuts into segments itself. Where the kernel
+//! refuses, the device falls back to what it takes, down to plain frames; [`Tap::mode`]
+//! says which. UDP segmentation (`TUN_F_USO4/6`) is not asked for: the data plane cuts
+//! TCP only.
+//!
+//! This is the one module of the crate allowed `unsafe`: the three ioctls, each with
+//! its SAFETY argument, and registering the descriptor with tokio.
 
-use std::io;
+use crate::offload::vnet::{Repr, VNET_HDR_LEN};
+use nix::libc;
+use std::fs::{File, OpenOptions};
+use std::io::{self, IoSlice, Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
-use tun_tap::{Iface, Mode};
+use tracing::info;
 
 /// Name of the TAP device on every host.
 pub const TAP_NAME: &str = "weft-tap";
 
+/// What the TAP device hands over and takes, from most to least offloaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OffloadMode {
+    /// `virtio_net_hdr`, checksum offload and TCP segmentation (IPv4 and IPv6).
+    Tso,
+    /// `virtio_net_hdr` and checksum offload only.
+    Checksum,
+    /// Plain Ethernet frames, no header (offloads off, or refused by the kernel).
+    Plain,
+}
+
+impl OffloadMode {
+    /// The name used in the log, `weft report` and `/metrics`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OffloadMode::Tso => "tso",
+            OffloadMode::Checksum => "checksum",
+            OffloadMode::Plain => "plain",
+        }
+    }
+
+    /// Whether every frame carries a `virtio_net_hdr`.
+    pub fn vnet_hdr(self) -> bool {
+        self != OffloadMode::Plain
+    }
+}
+
+/// `struct ifreq` as `TUNSETIFF` reads it: the name, then the flags (in a union of 24
+/// bytes on 64-bit Linux).
+#[repr(C)]
+struct IfReq {
+    name: [u8; libc::IFNAMSIZ],
+    flags: libc::c_short,
+    _union_rest: [u8; 22],
+}
+
 /// A non-blocking TAP device.
 pub struct Tap {
-    fd: AsyncFd<Iface>,
+    fd: AsyncFd<File>,
+    name: String,
+    mode: OffloadMode,
 }
 
 impl Tap {
-    /// Creates (or opens) TAP device `name` in the current network namespace.
+    /// Creates (or opens) TAP device `name` in the current network namespace, for plain
+    /// frames.
     pub fn open(name: &str) -> io::Result<Tap> {
-        let iface = Iface::without_packet_info(name, Mode::Tap)
-            .map_err(|e| io::Error::new(e.kind(), format!("cannot open TAP device {name}: {e}")))?;
-        iface.set_non_blocking()?;
+        Tap::open_mode(name, OffloadMode::Plain)
+    }
+
+    /// Creates (or opens) TAP device `name` with as many offloads as the kernel takes,
+    /// and logs the mode in use.
+    pub fn open_with_offloads(name: &str) -> io::Result<Tap> {
+        let mut last = None;
+        for mode in [OffloadMode::Tso, OffloadMode::Checksum] {
+            match Tap::open_mode(name, mode) {
+                Ok(tap) => {
+                    info!(
+                        mode = mode.as_str(),
+                        "TAP device {name} opened with offloads"
+                    );
+                    return Ok(tap);
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        let tap = Tap::open_mode(name, OffloadMode::Plain)?;
+        info!(
+            mode = "plain",
+            "TAP device {name}: the kernel refused offloads ({}); plain frames",
+            last.map(|e| e.to_string()).unwrap_or_default()
+        );
+        Ok(tap)
+    }
+
+    fn open_mode(name: &str, mode: OffloadMode) -> io::Result<Tap> {
+        let context =
+            |e: io::Error| io::Error::new(e.kind(), format!("cannot open TAP device {name}: {e}"));
+        if name.is_empty() || name.len() >= libc::IFNAMSIZ {
+            return Err(context(io::Error::from(io::ErrorKind::InvalidInput)));
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .open("/dev/net/tun")
+            .map_err(context)?;
+        let fd = file.as_raw_fd();
+        let mut ifr = IfReq {
+            name: [0; libc::IFNAMSIZ],
+            flags: (libc::IFF_TAP | libc::IFF_NO_PI) as libc::c_short,
+            _union_rest: [0; 22],
+        };
+        ifr.name[..name.len()].copy_from_slice(name.as_bytes());
+        if mode.vnet_hdr() {
+            ifr.flags |= libc::IFF_VNET_HDR as libc::c_short;
+        }
+        // SAFETY: `fd` is the open /dev/net/tun descriptor `file` owns; TUNSETIFF reads
+        // and writes one `struct ifreq`, and `ifr` is a live, exclusively borrowed
+        // `repr(C)` value of that size and layout (16-byte name, then the flags).
+        #[allow(unsafe_code)]
+        let r = unsafe { libc::ioctl(fd, libc::TUNSETIFF, &mut ifr as *mut IfReq) };
+        if r < 0 {
+            return Err(context(io::Error::last_os_error()));
+        }
+        if mode.vnet_hdr() {
+            let size: libc::c_int = VNET_HDR_LEN as libc::c_int;
+            // SAFETY: TUNSETVNETHDRSZ reads one `int` through the pointer, which points
+            // at `size`, alive for the call; `fd` is owned by `file`.
+            #[allow(unsafe_code)]
+            let r = unsafe { libc::ioctl(fd, libc::TUNSETVNETHDRSZ, &size as *const libc::c_int) };
+            if r < 0 {
+                return Err(context(io::Error::last_os_error()));
+            }
+            let offloads = match mode {
+                OffloadMode::Tso => libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6,
+                _ => libc::TUN_F_CSUM,
+            };
+            // SAFETY: TUNSETOFFLOAD takes its argument by value (an unsigned long of
+            // TUN_F_* bits) and dereferences nothing; `fd` is owned by `file`.
+            #[allow(unsafe_code)]
+            let r = unsafe { libc::ioctl(fd, libc::TUNSETOFFLOAD, libc::c_ulong::from(offloads)) };
+            if r < 0 {
+                return Err(context(io::Error::last_os_error()));
+            }
+        }
         let interest = Interest::READABLE | Interest::WRITABLE;
-        // SAFETY: `Iface` owns its file descriptor and closes it only when dropped; the
-        // `AsyncFd` owns the `Iface`, never replaces or closes the descriptor, and
-        // deregisters it before dropping the `Iface`. So the registered descriptor stays
+        // SAFETY: `File` owns its descriptor and closes it only when dropped; the
+        // `AsyncFd` owns the `File`, never replaces or closes the descriptor, and
+        // deregisters it before dropping the `File`. So the registered descriptor stays
         // valid and unique for as long as tokio watches it (tokio#8587).
         #[allow(unsafe_code)]
-        let fd = unsafe { AsyncFd::register_with_interest(iface, interest) }
+        let fd = unsafe { AsyncFd::register_with_interest(file, interest) }
             .map_err(|e| e.into_parts().1)?;
-        Ok(Tap { fd })
+        Ok(Tap {
+            fd,
+            name: name.to_owned(),
+            mode,
+        })
     }
 
     /// The device's name.
     pub fn name(&self) -> &str {
-        self.fd.get_ref().name()
+        &self.name
     }
 
-    /// Waits for a frame and reads it into `buf`.
+    /// What the device hands over and takes.
+    pub fn mode(&self) -> OffloadMode {
+        self.mode
+    }
+
+    /// Waits for a frame and reads it into `buf`: in a `virtio_net_hdr` mode, the header
+    /// and then the frame.
     pub async fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
             let mut guard = self.fd.readable().await?;
-            match guard.try_io(|fd| fd.get_ref().recv(buf)) {
+            match guard.try_io(|fd| fd.get_ref().read(buf)) {
                 Ok(result) => return result,
                 Err(_would_block) => continue,
             }
         }
     }
 
-    /// Reads a frame if one is queued; `WouldBlock` otherwise.
+    /// Reads a frame (as [`Tap::recv`]) if one is queued; `WouldBlock` otherwise.
     pub fn try_recv(&self, buf: &mut [u8]) -> io::Result<usize> {
-        self.fd.get_ref().recv(buf)
+        self.fd.get_ref().read(buf)
     }
 
-    /// Writes one frame if the device can take it now; `WouldBlock` otherwise (the
-    /// caller drops and counts, as a switch does when a port's queue is full).
+    /// Writes one ordinary frame if the device can take it now; `WouldBlock` otherwise
+    /// (the caller drops and counts, as a switch does when a port's queue is full).
     pub fn try_send(&self, frame: &[u8]) -> io::Result<usize> {
-        self.fd.get_ref().send(frame)
+        if self.mode.vnet_hdr() {
+            self.try_send_vnet(&Repr::PLAIN.to_bytes(), frame)
+        } else {
+            self.fd.get_ref().write(frame)
+        }
     }
 
-    /// Writes one frame, waiting while the device queue is full.
+    /// Writes a frame with its `virtio_net_hdr` (a superframe from the coalescer) in one
+    /// call. Only in a `virtio_net_hdr` mode.
+    pub fn try_send_vnet(&self, vnet: &[u8; VNET_HDR_LEN], frame: &[u8]) -> io::Result<usize> {
+        debug_assert!(self.mode.vnet_hdr());
+        self.fd
+            .get_ref()
+            .write_vectored(&[IoSlice::new(vnet), IoSlice::new(frame)])
+    }
+
+    /// Writes one ordinary frame, waiting while the device queue is full.
     pub async fn send(&self, frame: &[u8]) -> io::Result<usize> {
         loop {
             let mut guard = self.fd.writable().await?;
-            match guard.try_io(|fd| fd.get_ref().send(frame)) {
+            match guard.try_io(|_| self.try_send(frame)) {
                 Ok(result) => return result,
                 Err(_would_block) => continue,
             }

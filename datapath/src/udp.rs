@@ -122,30 +122,39 @@ impl SleeveSocket {
         segment: usize,
         count: usize,
     ) -> io::Result<usize> {
+        let mut gso_error = None;
         if count > 1 && self.gso {
             match self.send_gso(to, bytes, segment) {
                 Ok(()) => return Ok(count),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Err(e),
-                Err(e) if is_gso_unsupported(&e) => {
-                    self.gso_failures += 1;
-                    if self.gso_failures == GSO_FAILURES_TO_GIVE_UP {
-                        warn!("UDP GSO keeps failing ({e}); sending one datagram per call");
-                        self.gso = false;
-                    }
-                }
+                Err(e) if is_gso_unsupported(&e) => gso_error = Some(e),
                 Err(e) => return Err(e),
             }
         }
         // One call per datagram, stopping at a full socket buffer.
         let mut sent = 0;
+        let mut result = Ok(());
         for chunk in bytes.chunks(segment.max(1)) {
             match self.udp.try_send_to(chunk, to) {
                 Ok(_) => sent += 1,
-                Err(e) if sent == 0 => return Err(e),
+                Err(e) if sent == 0 => {
+                    result = Err(e);
+                    break;
+                }
                 Err(_) => break,
             }
         }
-        Ok(sent)
+        // A segment larger than the path makes GSO fail with EINVAL, and the datagram
+        // alone with EMSGSIZE: that is path MTU's business, not a GSO failure.
+        let too_big = matches!(&result, Err(e) if e.raw_os_error() == Some(nix::libc::EMSGSIZE));
+        if let (Some(e), false) = (gso_error, too_big) {
+            self.gso_failures += 1;
+            if self.gso_failures == GSO_FAILURES_TO_GIVE_UP {
+                warn!("UDP GSO keeps failing ({e}); sending one datagram per call");
+                self.gso = false;
+            }
+        }
+        result.map(|()| sent)
     }
 
     fn send_gso(&self, to: SocketAddr, bytes: &[u8], segment: usize) -> io::Result<()> {

@@ -67,6 +67,9 @@ pub struct Config {
     pub trusted_subnets: Vec<datapath::netlink::LinkAddr>,
     /// `--no-fastpath`: never use the kernel VXLAN fast path.
     pub no_fastpath: bool,
+    /// `--no-offloads`: open the TAP device for plain frames (no `virtio_net_hdr`, no
+    /// checksum or segmentation offloads).
+    pub no_offloads: bool,
     /// `--no-encryption` (also with a secret, which then guards the control links
     /// only): the data plane may be unencrypted, so the fast path may be used with
     /// peers that say the same.

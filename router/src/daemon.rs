@@ -263,7 +263,7 @@ pub async fn run(config: Config, on_ready: impl FnOnce(&str)) -> Result<(), Rout
     };
     let udp = bind_udp(tcp_addr).map_err(|e| listen_error("UDP", tcp_addr.to_string(), e))?;
     let mtu = config.mtu.unwrap_or_else(config::default_mtu);
-    let tap = setup_bridge(mtu).await?;
+    let tap = setup_bridge(mtu, !config.no_offloads).await?;
     let attachments = load_attachments(&config.data_dir).await;
     let unix = UnixListener::bind(&socket_path).map_err(|e| RouterError::Dir {
         path: socket_path.clone(),
@@ -486,14 +486,20 @@ fn bind_udp(addr: SocketAddr) -> io::Result<tokio::net::UdpSocket> {
 /// Creates the bridge (if missing) and the TAP device on it, both with the overlay MTU.
 /// The bridge outlives the router, so that a restart does not cut attached containers
 /// off; the TAP device lives as long as the router holds it open.
-async fn setup_bridge(mtu: u32) -> Result<Tap, RouterError> {
+async fn setup_bridge(mtu: u32, offloads: bool) -> Result<Tap, RouterError> {
     let fail = |e: &dyn std::fmt::Display| RouterError::Dataplane(e.to_string());
     let nl = Netlink::new().map_err(|e| fail(&e))?;
     let bridge = nl
         .ensure_bridge(config::BRIDGE, mtu)
         .await
         .map_err(|e| fail(&e))?;
-    let tap = Tap::open(TAP_NAME).map_err(|e| fail(&e))?;
+    let tap = if offloads {
+        Tap::open_with_offloads(TAP_NAME)
+    } else {
+        info!("offloads off (--no-offloads): the TAP device carries plain frames");
+        Tap::open(TAP_NAME)
+    }
+    .map_err(|e| fail(&e))?;
     nl.enslave(TAP_NAME, bridge, mtu)
         .await
         .map_err(|e| fail(&e))?;

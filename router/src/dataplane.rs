@@ -10,13 +10,20 @@
 //! lock: routes arrive as `Arc` snapshots through a `watch` channel and are kept locally
 //! between changes; counters are read by asking the task.
 //!
+//! Offloads: when the TAP device hands over a `virtio_net_hdr` ([`OffloadMode`]), each
+//! read goes to the data plane whole (a TCP superframe is cut into segments there), and
+//! received frames go through a [`Coalescer`], which writes runs of one TCP flow as one
+//! superframe; it is flushed after each batch of received datagrams.
+//!
 //! Path MTU: the sleeve socket sends with DF (set where it is made, in the daemon).
 //! A send refused with `EMSGSIZE` tells the data plane that path is narrower than it
 //! thought; ICMP "too big" replies the data plane builds go back out of the TAP device.
 
 use datapath::dataplane::{Counters, Dataplane, Event, TxBuffer};
+use datapath::offload::coalesce::{Coalescer, MAX_SUPERFRAME};
+use datapath::offload::vnet::VNET_HDR_LEN;
 use datapath::sleeve::keys::RekeyOffer;
-use datapath::tap::Tap;
+use datapath::tap::{OffloadMode, Tap};
 use datapath::udp::{SleeveSocket, GSO_MAX_BYTES, GSO_MAX_SEGMENTS};
 use gossip::peer::PeerId;
 use gossip::routes::Routes;
@@ -30,7 +37,7 @@ use tracing::warn;
 
 /// Frames or datagrams handled per wake-up before the batch is sent.
 const BATCH: usize = 64;
-/// Largest datagram or frame read.
+/// Largest datagram read.
 const MAX_PACKET: usize = 65_535;
 /// Timer tick of the data plane (rekeys, keepalives, path state).
 const TICK: Duration = Duration::from_millis(250);
@@ -74,6 +81,12 @@ pub struct Stats {
     pub udp_drops: u64,
     /// Datagrams refused as larger than the path (`EMSGSIZE`).
     pub udp_too_big: u64,
+    /// What the TAP device hands over and takes.
+    pub offload_mode: Option<OffloadMode>,
+    /// Superframes written to the TAP device by the coalescer.
+    pub coalesced: u64,
+    /// Segments that went into them.
+    pub coalesced_segments: u64,
 }
 
 /// A cheap handle to the task.
@@ -109,6 +122,7 @@ pub struct DataplaneTask {
     /// Datagrams larger than this go out alone (the kernel fragments them; GSO may not).
     max_segment: usize,
     udp_too_big: u64,
+    coalescer: Coalescer,
 }
 
 /// Builds the task and its handle. `events` carries what the control link must send.
@@ -132,6 +146,7 @@ pub fn new(
         udp_drops: 0,
         max_segment,
         udp_too_big: 0,
+        coalescer: Coalescer::new(),
     };
     (task, DataplaneHandle { tx })
 }
@@ -139,9 +154,12 @@ pub fn new(
 impl DataplaneTask {
     /// Runs until the command channel closes.
     pub async fn run(mut self) {
-        let mut frame = vec![0u8; MAX_PACKET];
+        // A superframe is at most an IP packet's 64 KiB plus Ethernet; a read that does
+        // not fit would fail, not shorten.
+        let mut frame = vec![0u8; VNET_HDR_LEN + MAX_SUPERFRAME];
         let mut datagram = vec![0u8; MAX_PACKET];
-        let mut tx = TxBuffer::new(4 * 1024 * 1024, 8 * BATCH);
+        let vnet_hdr = self.tap.mode().vnet_hdr();
+        let mut tx = TxBuffer::new(8 * 1024 * 1024, 16 * BATCH);
         let mut routes = self.routes.borrow().clone();
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -153,7 +171,7 @@ impl DataplaneTask {
                     let mut n = read;
                     for _ in 0..BATCH {
                         match n {
-                            Ok(len) => self.dp.handle_local_frame(now, &frame[..len], &*routes, &mut tx),
+                            Ok(len) => self.dp.handle_tap_read(now, &mut frame[..len], vnet_hdr, &*routes, &mut tx),
                             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                             Err(e) => { warn!("reading the TAP device: {e}"); break; }
                         }
@@ -206,8 +224,16 @@ impl DataplaneTask {
             };
             let tap = &self.tap;
             let drops = &mut self.tap_drops;
+            let coalescer = &mut self.coalescer;
+            let vnet_hdr = tap.mode().vnet_hdr();
             let mut deliver = |f: &[u8]| {
-                if tap.try_send(f).is_err() {
+                if vnet_hdr {
+                    coalescer.push(f, &mut |h, f| {
+                        if tap.try_send_vnet(h, f).is_err() {
+                            *drops += 1;
+                        }
+                    });
+                } else if tap.try_send(f).is_err() {
                     *drops += 1;
                 }
             };
@@ -228,6 +254,13 @@ impl DataplaneTask {
                 }
             }
         }
+        let tap = &self.tap;
+        let drops = &mut self.tap_drops;
+        self.coalescer.flush(&mut |h, f| {
+            if tap.try_send_vnet(h, f).is_err() {
+                *drops += 1;
+            }
+        });
     }
     fn command(&mut self, now: Instant, command: Command) {
         match command {
@@ -255,6 +288,9 @@ impl DataplaneTask {
                     tap_drops: self.tap_drops,
                     udp_drops: self.udp_drops,
                     udp_too_big: self.udp_too_big,
+                    offload_mode: Some(self.tap.mode()),
+                    coalesced: self.coalescer.merged,
+                    coalesced_segments: self.coalescer.merged_segments,
                 });
             }
         }

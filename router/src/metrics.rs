@@ -15,7 +15,7 @@ use std::fmt::{Display, Write as _};
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Data-plane drop reasons, always present as `reason` label values.
-pub const DROP_REASONS: [&str; 11] = [
+pub const DROP_REASONS: [&str; 12] = [
     "replay",
     "auth",
     "malformed",
@@ -27,7 +27,11 @@ pub const DROP_REASONS: [&str; 11] = [
     "loop",
     "unsendable",
     "queue_full",
+    "offload_malformed",
 ];
+
+/// Modes of the TAP device, always all written.
+const OFFLOAD_MODES: [&str; 3] = ["tso", "checksum", "plain"];
 
 /// Connection states of `weft status connections`.
 const STATES: [&str; 5] = ["established", "pending", "retrying", "failed", "connecting"];
@@ -351,7 +355,7 @@ fn dataplane_families(e: &mut Exposition, report: &Report) {
         );
     }
     let sum = |f: fn(&crate::status::PeerTraffic) -> u64| dp.peers.iter().map(f).sum::<u64>();
-    let drops: [u64; 11] = [
+    let drops: [u64; 12] = [
         sum(|p| p.drops_replay),
         sum(|p| p.drops_auth),
         dp.drops_malformed + sum(|p| p.drops_malformed),
@@ -363,6 +367,7 @@ fn dataplane_families(e: &mut Exposition, report: &Report) {
         dp.drops_loop,
         dp.drops_unsendable,
         dp.drops_queue_full,
+        dp.drops_offload_malformed,
     ];
     e.family(
         "weft_dataplane_drops_total",
@@ -384,6 +389,39 @@ fn dataplane_families(e: &mut Exposition, report: &Report) {
         "gauge",
         "MAC addresses learnt by the switch.",
         dp.mac_entries,
+    );
+    e.family(
+        "weft_tap_offload_mode",
+        "gauge",
+        "1 for the mode the TAP device is in: tso, checksum or plain.",
+    );
+    for mode in OFFLOAD_MODES {
+        e.sample(
+            "weft_tap_offload_mode",
+            &[("mode", mode)],
+            u8::from(dp.offload_mode == mode),
+        );
+    }
+    e.family(
+        "weft_superframes_total",
+        "counter",
+        "TCP superframes cut into segments (tx) and built from segments (rx).",
+    );
+    e.sample(
+        "weft_superframes_total",
+        &[("direction", "tx")],
+        dp.superframes_tx,
+    );
+    e.sample(
+        "weft_superframes_total",
+        &[("direction", "rx")],
+        dp.superframes_rx,
+    );
+    e.single(
+        "weft_coalesced_segments_total",
+        "counter",
+        "Received TCP segments merged into superframes.",
+        dp.superframes_rx_segments,
     );
 }
 

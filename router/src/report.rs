@@ -225,6 +225,14 @@ pub fn dataplane(stats: &crate::dataplane::Stats) -> crate::status::DataplaneRep
         drops_mtu: d.mtu + stats.udp_too_big,
         rekeys_refused: d.rekey_refused,
         mac_entries: c.mac_entries as u64,
+        offload_mode: stats
+            .offload_mode
+            .map(|m| m.as_str().to_string())
+            .unwrap_or_default(),
+        drops_offload_malformed: d.offload_malformed,
+        superframes_tx: c.superframes,
+        superframes_rx: stats.coalesced,
+        superframes_rx_segments: stats.coalesced_segments,
     }
 }
 

@@ -137,6 +137,22 @@ pub struct DataplaneReport {
     pub rekeys_refused: u64,
     /// MAC addresses learnt.
     pub mac_entries: u64,
+    /// What the TAP device hands over and takes: `tso` (TCP superframes and checksum
+    /// offload), `checksum`, or `plain` (`--no-offloads`, or refused by the kernel).
+    #[serde(default)]
+    pub offload_mode: String,
+    /// Frames from the TAP device dropped for a malformed `virtio_net_hdr`.
+    #[serde(default)]
+    pub drops_offload_malformed: u64,
+    /// TCP superframes read from the TAP device and cut into segments.
+    #[serde(default)]
+    pub superframes_tx: u64,
+    /// Superframes the coalescer wrote to the TAP device, and the segments in them.
+    #[serde(default)]
+    pub superframes_rx: u64,
+    /// Segments merged into those superframes.
+    #[serde(default)]
+    pub superframes_rx_segments: u64,
 }
 
 /// Traffic with one neighbour.

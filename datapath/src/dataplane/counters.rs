@@ -68,6 +68,9 @@ pub struct DropCounts {
     pub rekey_refused: u64,
     /// Frames larger than the path MTU to their next hop.
     pub mtu: u64,
+    /// Frames from the TAP device with a malformed `virtio_net_hdr` (gso_size 0,
+    /// lengths or offsets past the frame, a GSO type never asked for).
+    pub offload_malformed: u64,
 }
 
 impl DropCounts {
@@ -98,4 +101,6 @@ pub struct Counters {
     pub drops: DropCounts,
     /// MAC addresses learnt.
     pub mac_entries: usize,
+    /// TCP superframes read from the TAP device (and cut into segments).
+    pub superframes: u64,
 }

@@ -85,6 +85,15 @@ impl Dataplane {
             .is_none_or(|e| frame.len() + extra <= e.pmtu.frame_limit())
     }
 
+    /// The longest frame one datagram to `next_hop` carries (unlimited for an unknown
+    /// neighbour: the send path counts it).
+    pub(super) fn frame_limit(&self, next_hop: &PeerId, relayed: bool) -> usize {
+        let extra = if relayed { RELAY_OVERHEAD } else { 0 };
+        self.peers
+            .get(next_hop)
+            .map_or(usize::MAX, |e| e.pmtu.frame_limit().saturating_sub(extra))
+    }
+
     /// A frame captured here was too large for `next_hop`: counted as `mtu`, and
     /// answered with an ICMP "too big" if it is IPv4 with DF or IPv6 (the builder
     /// refuses ICMP errors, non-first IPv4 fragments and group addresses).

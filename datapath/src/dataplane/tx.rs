@@ -10,6 +10,9 @@
 use std::net::SocketAddr;
 use std::ops::Range;
 
+/// Datagrams kept free by [`TxBuffer::is_nearly_full`]: a superframe's segments.
+const ROOM_ITEMS: usize = 64;
+
 /// Datagrams waiting to be sent.
 pub struct TxBuffer {
     buf: Vec<u8>,
@@ -107,9 +110,10 @@ impl TxBuffer {
         self.len() == 0
     }
 
-    /// Whether the batch is (nearly) full and should be flushed before more is added.
+    /// Whether the batch is (nearly) full and should be flushed before more is added:
+    /// it keeps room for a 64 KiB superframe cut into segments.
     pub fn is_nearly_full(&self) -> bool {
-        self.items.len() + 4 > self.max_items || self.buf.len() - self.used < 4 * 65_536
+        self.items.len() + ROOM_ITEMS > self.max_items || self.buf.len() - self.used < 4 * 65_536
     }
 
     /// Empties the batch, keeping its memory.

@@ -73,11 +73,16 @@ pub struct Ends {
 impl Ends {
     /// The kind byte `f` is encoded with between these ends.
     fn kind(&self, f: &InnerFrame<'_>) -> u8 {
-        if f.src != self.sender {
+        self.kind_for(f.dst, f.src)
+    }
+
+    /// The kind byte of a frame from peer `src` for `dst` between these ends.
+    fn kind_for(&self, dst: PeerId, src: PeerId) -> u8 {
+        if src != self.sender {
             KIND_FULL
-        } else if f.dst == self.receiver {
+        } else if dst == self.receiver {
             KIND_DIRECT
-        } else if f.dst == BROADCAST {
+        } else if dst == BROADCAST {
             KIND_BROADCAST
         } else {
             KIND_FULL
@@ -86,11 +91,16 @@ impl Ends {
 
     /// The bytes `f`'s entry takes, header included.
     pub fn entry_len(&self, f: &InnerFrame<'_>) -> usize {
-        let head = match self.kind(f) {
+        self.entry_len_for(f.dst, f.src, f.frame.len())
+    }
+
+    /// The bytes an entry takes for a frame of `len` bytes from `src` for `dst`.
+    pub fn entry_len_for(&self, dst: PeerId, src: PeerId, len: usize) -> usize {
+        let head = match self.kind_for(dst, src) {
             KIND_FULL => FULL_HEADER_LEN,
             _ => DIRECT_HEADER_LEN,
         };
-        head + f.frame.len()
+        head + len
     }
 }
 
@@ -326,6 +336,44 @@ impl Session {
         if out.len() < needed {
             return Err(SealError::BufferTooSmall { needed });
         }
+        self.seal_in_place(out, inner)
+    }
+
+    /// Seals one frame of `len` bytes from `src` for `dst` into `out`, as the only entry
+    /// of a datagram, with `fill` writing the frame itself straight into its place (so a
+    /// segment cut from a superframe is written once, where it is encrypted). Returns
+    /// the datagram length, [`datagram_len`] of the entry's length.
+    pub fn seal_with(
+        &mut self,
+        out: &mut [u8],
+        dst: PeerId,
+        src: PeerId,
+        len: usize,
+        fill: impl FnOnce(&mut [u8]),
+    ) -> Result<usize, SealError> {
+        if len == 0 {
+            return Err(SealError::EmptyFrame);
+        }
+        if len > usize::from(u16::MAX) {
+            return Err(SealError::FrameTooLarge(len));
+        }
+        let ends = self.seal_ends();
+        let inner = ends.entry_len_for(dst, src, len);
+        let needed = datagram_len(inner);
+        if out.len() < needed {
+            return Err(SealError::BufferTooSmall { needed });
+        }
+        let kind = ends.kind_for(dst, src);
+        let mut at = HEADER_LEN;
+        out[at] = kind;
+        at += 1;
+        if kind == KIND_FULL {
+            out[at..at + PEER_ID_LEN].copy_from_slice(&dst.0);
+            out[at + PEER_ID_LEN..at + 2 * PEER_ID_LEN].copy_from_slice(&src.0);
+            at += 2 * PEER_ID_LEN;
+        }
+        out[at..at + 2].copy_from_slice(&(len as u16).to_be_bytes());
+        fill(&mut out[at + 2..at + 2 + len]);
         self.seal_in_place(out, inner)
     }
 

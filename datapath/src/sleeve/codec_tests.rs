@@ -357,3 +357,41 @@ fn padded_keepalives_open_as_keepalives_of_their_size() {
         Err(SealError::BufferTooSmall { needed: 4096 })
     ));
 }
+
+/// `seal_with` writes the same datagram as `seal` of the one frame, for direct,
+/// broadcast and relayed frames, and refuses empty or oversized ones.
+#[test]
+fn seal_with_matches_seal() {
+    let now = Instant::now();
+    let c = PeerId([3; 16]);
+    let body: Vec<u8> = (0..1400u32).map(|i| i as u8).collect();
+    for (dst, src) in [(B, A), (BROADCAST, A), (c, A), (B, c)] {
+        let (mut a1, _) = pair(now);
+        let (mut a2, mut b2) = pair(now);
+        let mut want = [0u8; 2048];
+        let n1 = a1
+            .seal(&[frame(dst, src, &body)], &mut want)
+            .expect("sealed");
+        let mut got = [0u8; 2048];
+        let n2 = a2
+            .seal_with(&mut got, dst, src, body.len(), |b| b.copy_from_slice(&body))
+            .expect("sealed");
+        assert_eq!(&got[..n2], &want[..n1]);
+        let opened = open_frames(&mut b2, now, &got[..n2]).expect("opens");
+        assert_eq!(opened, vec![(dst, src, body.clone())]);
+    }
+    let (mut a, _) = pair(now);
+    let mut out = [0u8; 128];
+    assert_eq!(
+        a.seal_with(&mut out, B, A, 0, |_| {}),
+        Err(SealError::EmptyFrame)
+    );
+    assert!(matches!(
+        a.seal_with(&mut out, B, A, 200, |_| {}),
+        Err(SealError::BufferTooSmall { .. })
+    ));
+    assert_eq!(
+        a.seal_with(&mut out, B, A, 70_000, |_| {}),
+        Err(SealError::FrameTooLarge(70_000))
+    );
+}

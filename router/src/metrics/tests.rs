@@ -34,7 +34,9 @@ fn report() -> Report {
                        "src_mismatch": 0, "rekeys": 2}],
             "drops_malformed": 7, "drops_unknown_index": 1, "drops_no_route": 8,
             "drops_spoofed_source": 0, "drops_loop": 0, "drops_unsendable": 0,
-            "drops_queue_full": 0, "drops_mtu": 9, "rekeys_refused": 0, "mac_entries": 4
+            "drops_queue_full": 0, "drops_mtu": 9, "rekeys_refused": 0, "mac_entries": 4,
+            "offload_mode": "tso", "drops_offload_malformed": 11, "superframes_tx": 12,
+            "superframes_rx": 13, "superframes_rx_segments": 14
         },
         "ipam": {
             "status": "ready", "range": "10.32.0.0/12", "default_subnet": "10.32.0.0/12",
@@ -158,6 +160,18 @@ fn figures_come_from_the_report() {
         0.0
     );
     assert_eq!(v("weft_mac_table_entries", ""), 4.0);
+    assert_eq!(
+        v(
+            "weft_dataplane_drops_total",
+            r#"reason="offload_malformed""#
+        ),
+        11.0
+    );
+    assert_eq!(v("weft_tap_offload_mode", r#"mode="tso""#), 1.0);
+    assert_eq!(v("weft_tap_offload_mode", r#"mode="plain""#), 0.0);
+    assert_eq!(v("weft_superframes_total", r#"direction="tx""#), 12.0);
+    assert_eq!(v("weft_superframes_total", r#"direction="rx""#), 13.0);
+    assert_eq!(v("weft_coalesced_segments_total", ""), 14.0);
     assert_eq!(
         v("weft_handshakes_accepted_total", r#"direction="inbound""#),
         2.0
