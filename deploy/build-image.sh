@@ -7,7 +7,7 @@
 #   deploy/build-image.sh --base-only     (makes the base tarball, prints its path)
 #
 # WEFT-BINARY: the `weft` to ship (target/release/weft or target/debug/weft).
-# --tag: image name (default localhost/weft:dev).
+# --tag: image name (default localhost/weft:latest).
 # --podman-root: a separate podman storage (DIR/root, DIR/runroot; the tests use one
 #   under target/), instead of the system's.
 # The debootstrap tarball is cached in target/deploy/ (WEFT_BASE_CACHE overrides the
@@ -20,7 +20,7 @@ usage() {
 }
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
-tag=localhost/weft:dev
+tag=localhost/weft:latest
 podman_root=
 binary=
 base_only=0
