@@ -341,24 +341,88 @@ fn assert_plugin_installed(net: &Net, host: usize) {
     }
 }
 
+/// Host `hX`'s overlay address, from the `weft:expose MAC CIDR` line of `weft ps`.
+fn exposed_addr(net: &Net, host: usize) -> Ipv4Addr {
+    let mut addr = None;
+    wait_until(Duration::from_secs(30), Duration::from_millis(200), || {
+        let ps = stdout(&net.weft(host, &["ps"]));
+        addr = ps
+            .lines()
+            .find(|l| l.starts_with("weft:expose "))
+            .and_then(|l| l.split_whitespace().nth(2))
+            .and_then(|cidr| cidr.split('/').next()?.parse().ok());
+        addr.is_some()
+    });
+    addr.unwrap_or_else(|| panic!("h{host}: no weft:expose line in weft ps"))
+}
+
+/// `CNI_COMMAND=ADD` of the plugin installed in host `hX`'s CNI bin dir, run in that
+/// host with the network configuration the entrypoint wrote, for namespace `pod`
+/// (container id `pod`, interface eth0). Returns the pod's IPv4 address.
+fn cni_add(net: &Net, host: usize, pod: &str) -> Ipv4Addr {
+    let h = net.host(host);
+    let (bin, conf) = cni_dirs(net, host);
+    let text = std::fs::read_to_string(conf.join("10-weft.conflist")).expect("read conflist");
+    let list: Value = serde_json::from_str(&text).expect("conflist JSON");
+    // libcni hands each plugin of a list its own entry with the list's version and name.
+    let mut plugin = list["plugins"][0].clone();
+    plugin["cniVersion"] = list["cniVersion"].clone();
+    plugin["name"] = list["name"].clone();
+    let input = net.dir().join(format!("{pod}.json"));
+    std::fs::write(&input, plugin.to_string()).expect("write plugin input");
+    let out = run_with_timeout(
+        Command::new("ip")
+            .args(["netns", "exec", &h.ns, "sh", "-c", "exec \"$0\" <\"$1\""])
+            .arg(bin.join("weft-net"))
+            .arg(&input)
+            .env("CNI_COMMAND", "ADD")
+            .env("CNI_CONTAINERID", pod)
+            .env("CNI_NETNS", format!("/run/netns/{pod}"))
+            .env("CNI_IFNAME", "eth0")
+            .env("CNI_PATH", &bin)
+            .env("WEFT_RUN_DIR", &h.run_dir),
+        Duration::from_secs(60),
+    );
+    assert!(
+        out.status.success(),
+        "h{host}: weft-net ADD failed ({}): {}{}",
+        out.status,
+        stdout(&out),
+        stderr(&out)
+    );
+    println!(
+        "deploy: h{host}: weft-net ADD for {pod}: {}",
+        stdout(&out).trim()
+    );
+    let result: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("h{host}: ADD printed no JSON ({e}): {}", stdout(&out)));
+    result["ips"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|ip| ip["address"].as_str()?.split('/').next()?.parse().ok())
+        .next()
+        .unwrap_or_else(|| panic!("h{host}: no IPv4 address in the ADD result {result}"))
+}
+
 #[test]
 fn two_containers_in_two_hosts_mesh_and_install_the_plugin() {
     let links_before = root_links();
-    let net = Net::new("deploy", 2);
+    let mut net = Net::new("deploy", 2);
     image();
     let secret = net.new_secret("secret");
     let h1 = net.host(1).addr.to_string();
-    let expose = |i: u8| format!("--expose=10.40.0.{i}/16");
-    let c1 = run_container(&net, 1, &secret, &[expose(1)]);
-    let c2 = run_container(&net, 2, &secret, &[expose(2), h1]);
+    // As the DaemonSet: `--expose` takes the host's overlay address from IPAM.
+    let c1 = run_container(&net, 1, &secret, &["--expose".into()]);
+    let c2 = run_container(&net, 2, &secret, &["--expose".into(), h1]);
     let took = net.wait_established(&[(1, 1), (2, 1)]);
     println!(
         "deploy: two containers meshed (encrypted, UDP confirmed) in {:.2} s",
         took.as_secs_f64()
     );
-    // The data plane works with only NET_ADMIN: the hosts reach each other's overlay
-    // address through the TAP devices and the encrypted tunnel.
-    let far = Ipv4Addr::new(10, 40, 0, 2);
+    // The data plane works with only NET_ADMIN: h1 reaches h2's overlay address through
+    // the TAP devices and the encrypted tunnel.
+    let far = exposed_addr(&net, 2);
     let pinged = wait_until(Duration::from_secs(20), Duration::from_millis(200), || {
         net.ping(&net.host(1).ns, far)
     });
@@ -369,6 +433,21 @@ fn two_containers_in_two_hosts_mesh_and_install_the_plugin() {
     for host in [1, 2] {
         assert_plugin_installed(&net, host);
     }
+    // What a node's container runtime does next: run the installed plugin, on the host,
+    // for a new pod. It reaches the containerized router through the mounted run dir
+    // and gets the pod an address from the router's IPAM; the pods then ping across.
+    let pod1 = net.add_bare_pod(1, 1);
+    let pod2 = net.add_bare_pod(2, 1);
+    let addr1 = cni_add(&net, 1, &pod1);
+    let addr2 = cni_add(&net, 2, &pod2);
+    assert_ne!(addr1, addr2, "IPAM gave both pods the same address");
+    let pinged = wait_until(Duration::from_secs(20), Duration::from_millis(200), || {
+        net.ping(&pod1, addr2)
+    });
+    assert!(
+        pinged.is_some(),
+        "pod on h1 ({addr1}) cannot ping pod on h2 ({addr2})"
+    );
     drop((c1, c2));
     drop(net);
     assert_eq!(
