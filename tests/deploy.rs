@@ -202,6 +202,24 @@ fn image_builds_offline_and_prints_the_version() {
         text.contains("nftables") && text.contains("iproute2"),
         "nft or ip missing in the image: {text}"
     );
+    // Without the node's CNI directories mounted the entrypoint refuses, saying why.
+    let bare = run_with_timeout(
+        podman()
+            .args(["run", "--rm", "--network", "none"])
+            .args(limits())
+            .args([image, "--no-encryption"]),
+        Duration::from_secs(60),
+    );
+    assert_eq!(
+        bare.status.code(),
+        Some(1),
+        "entrypoint without mounts: {bare:?}"
+    );
+    assert!(
+        stderr(&bare).contains("/host/opt/cni/bin is missing: mount the node's CNI directory"),
+        "entrypoint without mounts said: {}",
+        stderr(&bare)
+    );
     assert_eq!(
         root_links(),
         links_before,
