@@ -77,6 +77,12 @@ mirror() {
     m=$(grep -hsE '^deb ' /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null \
           | grep -v -- '-security' | awk '{print $2}' | head -n1 || true)
   fi
+  # Debian's cloud images point apt at a list of mirrors (mirror+file:///etc/apt/...):
+  # debootstrap wants one URL, the first of that list.
+  case "$m" in
+    mirror+file:*) m=$(grep -m1 -E '^https?://' "${m#mirror+file:}" 2>/dev/null | awk '{print $1}' || true) ;;
+    mirror+*) m=${m#mirror+} ;;
+  esac
   echo "${m:-http://deb.debian.org/debian}"
 }
 
