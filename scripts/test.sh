@@ -17,9 +17,23 @@ fi
 # iptables and nftables (the fast path's guard, masquerade; `nft` checks),
 # containernetworking-plugins (the reference CNI plugins chained with weft-net),
 # python3-jsonschema (tests/operator.rs validates `weft report` against its schema),
-# python3-prometheus-client (parses /metrics), chromium (renders the status page).
+# python3-prometheus-client (parses /metrics), chromium (renders the status page);
+# for tests/deploy.rs: podman and runc (the container image; runc works with every
+# cgroup layout), debootstrap (the image's base, from the Debian mirror), systemd
+# (systemd-analyze verify of the unit), python3-venv (for kubernetes-validate, below).
 need_packages "${BUILD_PACKAGES[@]}" iproute2 iputils-ping tcpdump iperf3 procps iptables \
-  nftables containernetworking-plugins python3-jsonschema python3-prometheus-client chromium
+  nftables containernetworking-plugins python3-jsonschema python3-prometheus-client chromium \
+  podman runc debootstrap systemd python3-venv
+
+# kubernetes-validate (PyPI) checks deploy/kubernetes/weft.yaml against the API schemas
+# of several Kubernetes releases, offline; tests/deploy.rs finds it in this venv.
+venv=${CARGO_TARGET_DIR:-target}/deploy/venv
+kubernetes_validate=1.34.1
+if ! "$venv/bin/pip" show kubernetes-validate 2>/dev/null | grep -qx "Version: $kubernetes_validate"; then
+  echo "==> pip install kubernetes-validate==$kubernetes_validate into $venv"
+  /usr/bin/python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet "kubernetes-validate==$kubernetes_validate"
+fi
 
 # shellcheck source=scripts/cargo-env.sh
 . scripts/cargo-env.sh

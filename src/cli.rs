@@ -1,6 +1,6 @@
 //! Command-line definitions and the subcommands that talk to a running router.
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use datapath::netlink::LinkAddr;
 use router::api::PeersRequest;
@@ -179,14 +179,19 @@ pub enum Command {
         #[command(flatten)]
         dirs: Dirs,
     },
-    /// Install the CNI plugin: weft setup-cni [--bin-dir DIR] [--conf-dir DIR].
+    /// Install the CNI plugin: weft setup-cni [--copy] [--bin-dir DIR] [--conf-dir DIR].
     ///
     /// Links `weft-net` and `weft-ipam` to this binary in the bin dir and writes
     /// `10-weft.conflist` (weft-net, then portmap) in the conf dir. Idempotent.
     #[command(
-        after_help = "Example:\n  weft setup-cni --bin-dir /opt/cni/bin --conf-dir /etc/cni/net.d"
+        after_help = "Examples:\n  weft setup-cni --bin-dir /opt/cni/bin --conf-dir /etc/cni/net.d\n  weft setup-cni --copy --bin-dir /host/opt/cni/bin --conf-dir /host/etc/cni/net.d   (in a container)"
     )]
     SetupCni {
+        /// Copy this binary as `weft-net` (and link `weft-ipam` to it) instead of
+        /// linking both to this binary: for a container installing onto its host,
+        /// where a link into the container would not resolve.
+        #[arg(long)]
+        copy: bool,
         /// Where CNI plugins live.
         #[arg(long, default_value = "/opt/cni/bin")]
         bin_dir: PathBuf,
@@ -220,9 +225,25 @@ pub enum SecretAction {
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Launch(args) => crate::launch::launch(*args),
-        Command::SetupCni { bin_dir, conf_dir } => {
+        Command::SetupCni {
+            copy,
+            bin_dir,
+            conf_dir,
+        } => {
             let exe = std::env::current_exe()?;
-            for path in cni::install::setup(&exe, &bin_dir, &conf_dir)? {
+            let how = match copy {
+                true => cni::install::Install::Copy,
+                false => cni::install::Install::Link,
+            };
+            let installed =
+                cni::install::setup_with(how, &exe, &bin_dir, &conf_dir).with_context(|| {
+                    format!(
+                        "cannot install the CNI plugin into {} and {}",
+                        bin_dir.display(),
+                        conf_dir.display()
+                    )
+                })?;
+            for path in installed {
                 println!("installed {}", path.display());
             }
             Ok(())
