@@ -67,10 +67,16 @@ pub struct LaunchArgs {
     #[arg(long, value_name = "CIDR", default_value = "10.32.0.0/12", value_parser = parse_range)]
     pub ipalloc_range: router::ipam::Cidr,
     /// How the IP allocation ring starts: consensus[=N] (default N: the peers given here
-    /// plus one), seed=NAME,.. (the initial peers' names as `weft status` shows them, or
+    /// plus one; with only --peers-from-dns, the hosts the DNS answer names, this one
+    /// included), seed=NAME,.. (the initial peers' names as `weft status` shows them, or
     /// their full peer_id from `weft report`; the same list everywhere) or observer.
-    #[arg(long, value_name = "MODE", default_value = "consensus")]
-    pub ipalloc_init: String,
+    #[arg(long, value_name = "MODE")]
+    pub ipalloc_init: Option<String>,
+    /// Connect to every address NAME resolves to, through the host's resolver, at start
+    /// and every 30 s, keeping the set current (repeatable). A headless Kubernetes
+    /// Service over the Weft pods, or any name with several A/AAAA records.
+    #[arg(long, value_name = "NAME[:PORT]")]
+    pub peers_from_dns: Vec<router::dns_peers::DnsName>,
     /// Underlay subnets whose peers may use the unencrypted kernel VXLAN fast path with
     /// this host, as CIDRs separated by commas; both ends must trust each other.
     #[arg(long, value_name = "CIDR,..", value_delimiter = ',')]
@@ -160,7 +166,15 @@ impl LaunchArgs {
         if nickname.is_empty() || nickname.len() > 64 || nickname.chars().any(char::is_control) {
             bail!("--nickname must be 1 to 64 printable characters");
         }
-        let ipalloc_init = config::parse_ipalloc_init(&self.ipalloc_init, self.peers.len())
+        // Weave's default quorum is the peers given plus this one; with only DNS names,
+        // it is the hosts their answer names (so that routers started together agree).
+        let others = if self.peers.is_empty() && !self.peers_from_dns.is_empty() {
+            dns_quorum(&self.peers_from_dns)? - 1
+        } else {
+            self.peers.len()
+        };
+        let spec = self.ipalloc_init.as_deref().unwrap_or("consensus");
+        let ipalloc_init = config::parse_ipalloc_init(spec, others)
             .map_err(|e| anyhow::Error::new(crate::cli::UsageError(e)))?;
         let expose = self.expose.as_deref().map(parse_expose).transpose()?;
         Ok(Config {
@@ -187,7 +201,51 @@ impl LaunchArgs {
             masquerade: !self.no_masquerade,
             expose,
             metrics_addr: self.metrics_addr,
+            peers_from_dns: self.peers_from_dns,
         })
+    }
+}
+
+/// How long launch waits for the DNS names to answer with at least one address.
+const DNS_WAIT: Duration = Duration::from_secs(30);
+
+/// The consensus quorum from the DNS answer (see [`router::dns_peers::quorum`]); waits
+/// up to [`DNS_WAIT`] for the names to resolve to something: a quorum taken from an
+/// empty answer would let routers that start together seed separate rings.
+fn dns_quorum(names: &[router::dns_peers::DnsName]) -> Result<usize> {
+    use router::dns_peers::{is_local, quorum, resolve};
+    let start = std::time::Instant::now();
+    loop {
+        let mut answer = Vec::new();
+        let mut errors = Vec::new();
+        for name in names {
+            match resolve(name) {
+                Ok(ips) => answer.extend(ips),
+                Err(e) => errors.push(format!("{}: {e}", name.host)),
+            }
+        }
+        if !answer.is_empty() {
+            return Ok(quorum(&answer, is_local));
+        }
+        if start.elapsed() >= DNS_WAIT {
+            bail!(
+                "--peers-from-dns: no address from {} after {} s ({}); the IPAM quorum comes \
+                 from that answer. Check the name and the resolver, or give \
+                 --ipalloc-init consensus=N",
+                names
+                    .iter()
+                    .map(|n| n.host.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                DNS_WAIT.as_secs(),
+                if errors.is_empty() {
+                    "empty answer".to_string()
+                } else {
+                    errors.join("; ")
+                }
+            );
+        }
+        std::thread::sleep(Duration::from_secs(1));
     }
 }
 

@@ -64,12 +64,29 @@ fn op(what: impl FnOnce() -> String) -> impl FnOnce(rtnetlink::Error) -> Error {
     move |source| Error::Netlink(NetlinkError { op: what(), source })
 }
 
-/// Sets `accept_ra 0` on `name` (see [`crate::sysctl`]).
+/// Sets `accept_ra 0` on `name` (see [`crate::sysctl`]). Where `/proc/sys` is read-only
+/// (a container without privileges, as a Kubernetes DaemonSet runs) that cannot be
+/// done: it is logged, and the host keeps the kernel's setting.
 fn refuse_ra(name: &str) -> Result<(), Error> {
-    crate::sysctl::refuse_router_advertisements(name).map_err(|source| Error::Sysctl {
-        what: format!("set accept_ra 0 on {name}"),
-        source,
-    })
+    match crate::sysctl::refuse_router_advertisements(name) {
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::ReadOnlyFilesystem | std::io::ErrorKind::PermissionDenied
+            ) =>
+        {
+            tracing::warn!(
+                "cannot set accept_ra 0 on {name} ({e}): /proc/sys is read-only here; set \
+                 net.ipv6.conf.{name}.accept_ra=0 on the host, or pods could configure its \
+                 IPv6 with router advertisements"
+            );
+            Ok(())
+        }
+        other => other.map_err(|source| Error::Sysctl {
+            what: format!("set accept_ra 0 on {name}"),
+            source,
+        }),
+    }
 }
 
 /// An address on a link.

@@ -15,6 +15,7 @@
 //! - [`owner`]: the task that owns the mesh state.
 //! - [`links`]: one task per control link.
 //! - [`dataplane`]: the task that owns the TAP device, the UDP socket and the sessions.
+//! - [`dns_peers`]: connection targets from DNS names (`--peers-from-dns`).
 //! - [`fastdp`]: the task that owns the kernel VXLAN fast path: probes, FDB.
 //! - [`firewall`]: the task that owns the nftables table: the fast path's guard, masquerade.
 //! - [`sleeve_channel`]: the data plane's control messages on the mesh.
@@ -38,6 +39,7 @@ pub mod client;
 pub mod config;
 pub mod daemon;
 pub mod dataplane;
+pub mod dns_peers;
 pub mod fastdp;
 pub mod firewall;
 pub mod handshakes;
