@@ -72,9 +72,10 @@ pub struct LaunchArgs {
     /// their full peer_id from `weft report`; the same list everywhere) or observer.
     #[arg(long, value_name = "MODE")]
     pub ipalloc_init: Option<String>,
-    /// Connect to every address NAME resolves to, through the host's resolver, at start
-    /// and every 30 s, keeping the set current (repeatable). A headless Kubernetes
-    /// Service over the Weft pods, or any name with several A/AAAA records.
+    /// Connect to every address NAME resolves to through the host's resolver when the
+    /// router starts, this host's own left out (repeatable). A headless Kubernetes
+    /// Service over the Weft pods, or any name with several A/AAAA records. With no
+    /// PEER, the answer also sets the IPAM consensus quorum.
     #[arg(long, value_name = "NAME[:PORT]")]
     pub peers_from_dns: Vec<router::dns_peers::DnsName>,
     /// Underlay subnets whose peers may use the unencrypted kernel VXLAN fast path with
@@ -168,11 +169,20 @@ impl LaunchArgs {
         }
         // Weave's default quorum is the peers given plus this one; with only DNS names,
         // it is the hosts their answer names (so that routers started together agree).
+        let dns = resolve_dns(&self.peers_from_dns)?;
         let others = if self.peers.is_empty() && !self.peers_from_dns.is_empty() {
-            dns_quorum(&self.peers_from_dns)? - 1
+            let ips: Vec<std::net::IpAddr> = dns.iter().flat_map(|(_, ips)| ips.clone()).collect();
+            router::dns_peers::quorum(&ips, router::dns_peers::is_local) - 1
         } else {
             self.peers.len()
         };
+        for (name, ips) in &dns {
+            for t in router::dns_peers::targets(name, ips, router::dns_peers::is_local) {
+                if !peers.contains(&t) {
+                    peers.push(t);
+                }
+            }
+        }
         let spec = self.ipalloc_init.as_deref().unwrap_or("consensus");
         let ipalloc_init = config::parse_ipalloc_init(spec, others)
             .map_err(|e| anyhow::Error::new(crate::cli::UsageError(e)))?;
@@ -201,7 +211,6 @@ impl LaunchArgs {
             masquerade: !self.no_masquerade,
             expose,
             metrics_addr: self.metrics_addr,
-            peers_from_dns: self.peers_from_dns,
         })
     }
 }
@@ -209,29 +218,32 @@ impl LaunchArgs {
 /// How long launch waits for the DNS names to answer with at least one address.
 const DNS_WAIT: Duration = Duration::from_secs(30);
 
-/// The consensus quorum from the DNS answer (see [`router::dns_peers::quorum`]); waits
-/// up to [`DNS_WAIT`] for the names to resolve to something: a quorum taken from an
-/// empty answer would let routers that start together seed separate rings.
-fn dns_quorum(names: &[router::dns_peers::DnsName]) -> Result<usize> {
-    use router::dns_peers::{is_local, quorum, resolve};
+/// Each `--peers-from-dns` name with its answer; waits up to [`DNS_WAIT`] for the names
+/// to give at least one address: a quorum taken from an empty answer would let routers
+/// that start together seed separate rings.
+fn resolve_dns(
+    names: &[router::dns_peers::DnsName],
+) -> Result<Vec<(router::dns_peers::DnsName, Vec<std::net::IpAddr>)>> {
+    if names.is_empty() {
+        return Ok(Vec::new());
+    }
     let start = std::time::Instant::now();
     loop {
-        let mut answer = Vec::new();
+        let mut answers = Vec::new();
         let mut errors = Vec::new();
         for name in names {
-            match resolve(name) {
-                Ok(ips) => answer.extend(ips),
+            match router::dns_peers::resolve(name) {
+                Ok(ips) => answers.push((name.clone(), ips)),
                 Err(e) => errors.push(format!("{}: {e}", name.host)),
             }
         }
-        if !answer.is_empty() {
-            return Ok(quorum(&answer, is_local));
+        if answers.iter().any(|(_, ips)| !ips.is_empty()) {
+            return Ok(answers);
         }
         if start.elapsed() >= DNS_WAIT {
             bail!(
-                "--peers-from-dns: no address from {} after {} s ({}); the IPAM quorum comes \
-                 from that answer. Check the name and the resolver, or give \
-                 --ipalloc-init consensus=N",
+                "--peers-from-dns: no address from {} after {} s ({}); check the name and \
+                 the resolver",
                 names
                     .iter()
                     .map(|n| n.host.as_str())

@@ -612,7 +612,6 @@ fn manifest_validates_for_three_kubernetes_releases() {
         "--password-file=/etc/weft/secret",
         "--peers-from-dns=weft-peers.weft.svc.cluster.local",
         "--ipalloc-range=$(IPALLOC_RANGE)",
-        "--reclaim-after=$(RECLAIM_AFTER)",
         "--mtu=$(MTU)",
     ] {
         assert!(args.contains(&want), "DaemonSet args lack {want}: {args:?}");

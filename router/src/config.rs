@@ -85,8 +85,6 @@ pub struct Config {
     pub expose: Option<Vec<datapath::netlink::LinkAddr>>,
     /// `--metrics-addr`: a listener that serves `/metrics` only, to any Host.
     pub metrics_addr: Option<SocketAddr>,
-    /// `--peers-from-dns`: names whose addresses are connection targets, kept current.
-    pub peers_from_dns: Vec<crate::dns_peers::DnsName>,
 }
 
 /// Parses `--ipalloc-init`: `consensus[=N]`, `seed=PEERID,..` or `observer`.

@@ -67,6 +67,9 @@ pub struct Net {
     hosts: Vec<Host>,
     pods: Vec<Pod>,
     created: Vec<String>,
+    /// `/etc/netns/NS` directories made for per-namespace files (`ip netns exec`
+    /// bind-mounts them over `/etc`), removed on drop.
+    etc: Vec<PathBuf>,
 }
 
 impl Net {
@@ -99,6 +102,7 @@ impl Net {
             hosts: Vec::new(),
             pods: Vec::new(),
             created: Vec::new(),
+            etc: Vec::new(),
         };
         let sw = net.switch.clone();
         net.add_ns(&sw);
@@ -331,6 +335,18 @@ impl Net {
         ns
     }
 
+    /// Gives host `hX` its own `/etc/hosts` (what its resolver answers first): `ip netns
+    /// exec` bind-mounts `/etc/netns/NS/hosts` over `/etc/hosts` for programs run in NS.
+    pub fn set_hosts_file(&mut self, host: usize, text: &str) {
+        let ns = self.host(host).ns.clone();
+        let dir = Path::new("/etc/netns").join(&ns);
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
+        if !self.etc.contains(&dir) {
+            self.etc.push(dir.clone());
+        }
+        std::fs::write(dir.join("hosts"), text).expect("write the namespace's hosts file");
+    }
+
     /// Makes host `hX` unable to send to underlay address `to` (a blackhole route in
     /// `hX`'s namespace). Call it for both ends to cut a pair of hosts apart.
     pub fn blackhole(&self, host: usize, to: Ipv4Addr) {
@@ -413,6 +429,11 @@ impl Drop for Net {
                     "harness: ip netns del {ns} failed: {}",
                     String::from_utf8_lossy(&out.stderr)
                 );
+            }
+        }
+        for dir in &self.etc {
+            if let Err(e) = std::fs::remove_dir_all(dir) {
+                eprintln!("harness: remove {}: {e}", dir.display());
             }
         }
         if thread::panicking() {
