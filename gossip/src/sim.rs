@@ -23,6 +23,8 @@ mod driver;
 #[cfg(test)]
 mod measure;
 #[cfg(test)]
+mod scale;
+#[cfg(test)]
 mod tests;
 
 use crate::connection_maker::{ConnectionMaker, MakerConfig};
