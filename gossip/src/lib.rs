@@ -22,7 +22,7 @@
 //!   the router's owner task and the simulation both drive.
 //! - [`timer`]: the mesh's timers, kept as data.
 //! - [`connection_maker`] and [`backoff`]: whom to dial, and when.
-//! - [`sim`]: a deterministic, seeded network of N meshes in one process.
+//! - [`sim`]: a deterministic, seeded network of N nodes in one process.
 #![warn(missing_docs, unreachable_pub)]
 #![forbid(unsafe_code)]
 
