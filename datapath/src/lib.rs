@@ -9,6 +9,8 @@
 //!
 //! - [`sleeve`]: the encrypted UDP encapsulation: header, replay window, epoch keys,
 //!   per-neighbour sessions, and the zero-allocation seal/open codec.
+//! - [`sleeve_message`]: the data plane's control messages to a neighbour (rekey offers,
+//!   path notices, fast-path hellos), carried over the control link.
 //! - [`mac_table`]: MAC learning with aging and a hard size bound.
 //! - [`switch`]: the forwarding decision for a frame captured locally or received from a
 //!   peer: deliver, unicast towards a peer, flood along a broadcast tree, or drop.
@@ -37,6 +39,7 @@ pub mod netlink;
 pub mod netns;
 pub mod offload;
 pub mod sleeve;
+pub mod sleeve_message;
 pub mod switch;
 pub mod sysctl;
 pub mod tap;

@@ -18,9 +18,11 @@
 //! - [`routes`]: unicast next hops and per-source broadcast trees.
 //! - [`crdt`] and [`channel`]: the gossip-channel contract that IPAM rides on.
 //! - [`mesh`]: the per-router state machine that ties the above together.
+//! - [`node`]: the mesh, the connection maker and the link table as one machine: what
+//!   the router's owner task and the simulation both drive.
 //! - [`timer`]: the mesh's timers, kept as data.
 //! - [`connection_maker`] and [`backoff`]: whom to dial, and when.
-//! - [`sim`]: a deterministic, seeded network of N meshes in one process.
+//! - [`sim`]: a deterministic, seeded network of N nodes in one process.
 #![warn(missing_docs, unreachable_pub)]
 #![forbid(unsafe_code)]
 
@@ -34,6 +36,7 @@ pub mod identity;
 pub mod link;
 pub mod mesh;
 pub mod message;
+pub mod node;
 pub mod peer;
 pub mod psk;
 pub mod ratelimit;

@@ -1,7 +1,7 @@
 //! A deterministic, seeded network of N routers in one process.
 //!
-//! [`Net`] runs N pairs of [`Mesh`] + [`ConnectionMaker`] — the very state machines the
-//! router drives — on a virtual clock. Links skip the crypto handshake: a dial that
+//! [`Net`] runs N [`crate::node::Node`]s — the very state machine the router's owner
+//! task drives (mesh, connection maker and link table) — on a virtual clock. Links skip the crypto handshake: a dial that
 //! reaches a live listener calls `handle_link_up` on both ends with the authenticated
 //! ids. Messages are delivered in order after the link's latency. Faults follow TCP:
 //! - **loss**: each message may, with the configured probability, break its link; both
@@ -23,10 +23,13 @@ mod driver;
 #[cfg(test)]
 mod measure;
 #[cfg(test)]
+mod scale;
+#[cfg(test)]
 mod tests;
 
 use crate::connection_maker::{ConnectionMaker, MakerConfig};
 use crate::mesh::{CloseReason, ConnId, LocalPeer, Mesh, MeshConfig, MeshEvent};
+use crate::node::Node;
 use crate::peer::{PeerId, PeerUid};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -67,17 +70,15 @@ impl Default for SimConfig {
 /// returns when it wants to run again (`None`: only after the next step).
 pub type Pump = Box<dyn FnMut(Instant, &mut Mesh) -> Option<Instant>>;
 
-/// One simulated router.
-pub struct Node {
-    /// Its mesh.
-    pub mesh: Mesh,
-    /// Its connection maker.
-    pub maker: ConnectionMaker,
+/// One simulated router: the daemon's [`Node`] and what the simulation records of it.
+pub struct SimNode {
+    /// Its node (mesh, connection maker, links).
+    pub node: Node,
     /// Its listen address.
     pub addr: SocketAddr,
     /// Whether it is running.
     pub alive: bool,
-    /// Every close its mesh asked for, in order.
+    /// Every close its node asked for, in order.
     pub closes: Vec<CloseReason>,
     /// Every event its mesh reported, in order.
     pub events: Vec<MeshEvent>,
@@ -85,14 +86,26 @@ pub struct Node {
     pub dials: u64,
     explicit: Vec<SocketAddr>,
     conns: BTreeMap<ConnId, LinkId>,
-    /// Outbound links and the target they were dialled for.
-    dialled: BTreeMap<ConnId, SocketAddr>,
-    /// Outbound links and the peer their handshake authenticated.
-    authenticated: BTreeMap<ConnId, PeerId>,
-    established: BTreeMap<ConnId, PeerId>,
     next_conn: u64,
     pump: Option<Pump>,
     pump_deadline: Option<Instant>,
+}
+
+impl SimNode {
+    /// Its mesh.
+    pub fn mesh(&self) -> &Mesh {
+        self.node.mesh()
+    }
+
+    /// Its mesh, mutably (to register channels, say).
+    pub fn mesh_mut(&mut self) -> &mut Mesh {
+        self.node.mesh_mut()
+    }
+
+    /// Its connection maker.
+    pub fn maker(&self) -> &ConnectionMaker {
+        self.node.maker()
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
@@ -133,7 +146,7 @@ pub struct Net {
     rng: StdRng,
     start: Instant,
     now: Instant,
-    nodes: Vec<Node>,
+    nodes: Vec<SimNode>,
     by_addr: BTreeMap<SocketAddr, usize>,
     links: BTreeMap<LinkId, SimLink>,
     next_link: u64,
@@ -209,12 +222,12 @@ impl Net {
     }
 
     /// Node `i`.
-    pub fn node(&self, i: usize) -> &Node {
+    pub fn node(&self, i: usize) -> &SimNode {
         &self.nodes[i]
     }
 
     /// Node `i`, mutably (to register channels, say).
-    pub fn node_mut(&mut self, i: usize) -> &mut Node {
+    pub fn node_mut(&mut self, i: usize) -> &mut SimNode {
         &mut self.nodes[i]
     }
 
@@ -230,7 +243,8 @@ impl Net {
         SocketAddr::from(([198, 18, (i / 250) as u8, (i % 250) as u8 + 1], SIM_PORT))
     }
 
-    fn fresh_mesh(&mut self, i: usize, uid: Option<PeerUid>) -> Mesh {
+    /// A fresh node `i` (mesh and connection maker) that will dial `explicit`.
+    fn fresh_node(&mut self, i: usize, uid: Option<PeerUid>, explicit: &[SocketAddr]) -> Node {
         let uid = uid.unwrap_or_else(|| PeerUid(self.rng.gen()));
         let local = LocalPeer {
             id: node_id(i),
@@ -238,7 +252,17 @@ impl Net {
             nickname: format!("node{i}"),
             listen_port: SIM_PORT,
         };
-        Mesh::new(local, self.config.mesh.clone(), self.rng.gen(), self.now)
+        let mesh = Mesh::new(local, self.config.mesh.clone(), self.rng.gen(), self.now);
+        let maker = ConnectionMaker::new(self.config.maker.clone(), self.rng.gen());
+        let mut node = Node::new(mesh, maker, self.now);
+        node.handle(
+            self.now,
+            crate::node::Input::Connect {
+                targets: explicit.to_vec(),
+                replace: false,
+            },
+        );
+        node
     }
 
     /// Launches a router that knows the addresses of nodes `targets`; returns its index.
@@ -250,12 +274,8 @@ impl Net {
     /// Launches a router with these explicit targets; returns its index.
     pub fn add_node_with_targets(&mut self, explicit: &[SocketAddr]) -> usize {
         let i = self.nodes.len();
-        let mesh = self.fresh_mesh(i, None);
-        let mut maker = ConnectionMaker::new(self.config.maker.clone(), self.rng.gen());
-        maker.add_targets(self.now, explicit, false);
-        let node = Node {
-            mesh,
-            maker,
+        let node = SimNode {
+            node: self.fresh_node(i, None, explicit),
             addr: Net::addr(i),
             alive: true,
             closes: Vec::new(),
@@ -263,9 +283,6 @@ impl Net {
             dials: 0,
             explicit: explicit.to_vec(),
             conns: BTreeMap::new(),
-            dialled: BTreeMap::new(),
-            authenticated: BTreeMap::new(),
-            established: BTreeMap::new(),
             next_conn: 1,
             pump: None,
             pump_deadline: None,
@@ -309,7 +326,7 @@ impl Net {
         } else if let Some((_, i)) = self.wakeups.pop_first() {
             self.wakeup_of[i] = None;
             if self.nodes[i].alive {
-                self.nodes[i].mesh.handle_timeout(self.now);
+                self.nodes[i].node.handle_timeout(self.now);
                 self.drive(i);
             }
         }

@@ -13,9 +13,10 @@ pub mod serve;
 use crate::attachments::Attachments;
 use crate::config;
 use crate::dataplane::DataplaneHandle;
+use crate::handle::{Input, OwnerHandle};
 use crate::http::{Request, Response};
-use crate::owner::{Input, OwnerHandle};
 use crate::status;
+use gossip::node::Input as NodeInput;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -252,10 +253,10 @@ impl Api {
             Ok(p) => p,
             Err(r) => return r,
         };
-        self.owner.send(Input::Connect {
+        self.owner.send(Input::Node(NodeInput::Connect {
             targets,
             replace: body.replace,
-        });
+        }));
         Response::text(200, "")
     }
 

@@ -14,13 +14,16 @@ use crate::ipam::{Ipam, IpamConfig};
 use crate::links::LinkContext;
 use crate::listener;
 use crate::mtu::OverlayMtu;
-use crate::owner::{self, DataplaneLink, Owner, RouterInfo};
+use crate::neighbours::Neighbours;
+use crate::owner::{self, DataplaneTasks, Owner};
+use crate::report::RouterInfo;
 use datapath::dataplane::{Dataplane, DataplaneConfig};
 use datapath::netlink::Netlink;
 use datapath::tap::{Tap, TAP_NAME};
 use gossip::connection_maker::{ConnectionMaker, MakerConfig};
 use gossip::identity::{Identity, IdentityError};
 use gossip::mesh::{LocalPeer, Mesh, MeshConfig};
+use gossip::node::Node;
 use gossip::peer::{display_name, PeerUid};
 use gossip::psk::{self, PskError};
 use std::io;
@@ -378,10 +381,17 @@ pub async fn run(config: Config, on_ready: impl FnOnce(&str)) -> Result<(), Rout
             }
         }
     };
-    let fp_link = owner::FastdpLink::new(fp_handle.clone(), fp_events_rx, policy);
     let (overlay_mtu, link_mtu) = OverlayMtu::new(mtu);
     tokio::spawn(crate::mtu::apply(link_mtu.clone()));
-    let dp_link = DataplaneLink::new(dp_handle.clone(), dp_events_rx, routes_tx, overlay_mtu);
+    let neighbours = Neighbours::new(policy, fp_handle.enabled(), overlay_mtu);
+    let tasks = DataplaneTasks {
+        sleeve: dp_handle.clone(),
+        sleeve_events: dp_events_rx,
+        routes: routes_tx,
+        fastdp: fp_handle.clone(),
+        fastdp_events: fp_events_rx,
+    };
+    let node = Node::new(mesh, maker, now);
 
     let (handle, rx) = owner::channel();
     let persisted = handle.clone();
@@ -399,11 +409,10 @@ pub async fn run(config: Config, on_ready: impl FnOnce(&str)) -> Result<(), Rout
     let owner_task = tokio::spawn(
         Owner::new(
             info,
-            mesh,
-            maker,
+            node,
             &ctx,
             rx,
-            (dp_link, fp_link),
+            (tasks, neighbours),
             (Box::new(ipam), persist),
         )
         .run(),

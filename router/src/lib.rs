@@ -4,7 +4,7 @@
 //! piece of state:
 //!
 //! ```text
-//!  listener ──accept──▶ link task (handshake, records) ──Input──▶ owner (Mesh + ConnectionMaker)
+//!  listener ──accept──▶ link task (handshake, records) ──Input──▶ owner (gossip::node::Node)
 //!  owner ──dial──▶ link task            owner ──LinkCmd──▶ link task
 //!  api (unix socket, status TCP) ──Input / Report query──▶ owner
 //! ```
@@ -12,13 +12,18 @@
 //! # Layout
 //! - [`config`]: the validated configuration.
 //! - [`daemon`]: startup checks, task wiring, shutdown, logging.
-//! - [`owner`]: the task that owns the mesh state.
+//! - [`owner`]: the task that owns the control plane (a [`gossip::node::Node`]); a select
+//!   loop that moves data between it, IPAM, the neighbours and the other tasks.
+//! - [`handle`]: what the owner is told and asked ([`handle::Input`]), and its handle.
+//! - [`neighbours`]: sans-IO: what the data plane knows of each neighbour (the diff it is
+//!   told, fast-path hellos, messages waiting for a route).
 //! - [`links`]: one task per control link.
 //! - [`dataplane`]: the task that owns the TAP device, the UDP socket and the sessions.
 //! - [`dns_peers`]: connection targets from DNS names (`--peers-from-dns`).
 //! - [`fastdp`]: the task that owns the kernel VXLAN fast path: probes, FDB.
 //! - [`firewall`]: the task that owns the nftables table: the fast path's guard, masquerade.
-//! - [`sleeve_channel`]: the data plane's control messages on the mesh.
+//! - [`sleeve_channel`]: the gossip channel that carries the data plane's messages
+//!   ([`datapath::sleeve_message`]) to a neighbour.
 //! - [`listener`]: accept loop with pre-authentication limits.
 //! - [`api`], [`http`]: the local API and the status listener.
 //! - [`attachments`], [`host_net`]: what is attached and exposed (`ps`, `expose`, `hide`).
@@ -42,6 +47,7 @@ pub mod dataplane;
 pub mod dns_peers;
 pub mod fastdp;
 pub mod firewall;
+pub mod handle;
 pub mod handshakes;
 pub mod host_net;
 pub mod http;
@@ -51,6 +57,7 @@ pub mod links;
 pub mod listener;
 pub mod metrics;
 pub mod mtu;
+pub mod neighbours;
 pub mod owner;
 pub mod report;
 pub mod reset;

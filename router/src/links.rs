@@ -5,11 +5,14 @@
 //! no mesh state. Pre-authentication work is bounded: one small read buffer, the
 //! handshake's own exact-size checks, and a hard deadline.
 
+use crate::handle::{Input, LinkCmd, OwnerHandle};
 use crate::handshakes::RefusedReason;
-use crate::owner::{Input, LinkCmd, OwnerHandle};
 use gossip::handshake::{Handshake, HandshakeConfig, HandshakeError};
 use gossip::identity::Identity;
+use gossip::mesh::CloseReason;
 use gossip::mesh::ConnId;
+use gossip::node::{Event, Input as NodeInput, LinkUp};
+use gossip::peer::PeerId;
 use gossip::psk::Psk;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -56,6 +59,39 @@ impl LinkContext {
     }
 }
 
+/// Logs a link the node closed, at a level that fits the reason.
+pub fn log_close(conn: ConnId, peer: PeerId, addr: SocketAddr, reason: &CloseReason) {
+    if reason.is_permanent() {
+        warn!(conn = conn.0, %peer, "closing link to {addr}: {reason}");
+    } else if matches!(reason, CloseReason::Duplicate | CloseReason::Replaced) {
+        debug!(conn = conn.0, %peer, "closing link: {reason}");
+    } else {
+        info!(conn = conn.0, %peer, "closing link to {peer}: {reason}");
+    }
+}
+
+/// Logs a link whose task reported it down (other node events are not logged here).
+pub fn log_down(event: &Event) {
+    let Event::LinkDown {
+        conn,
+        peer,
+        established,
+        duplicate,
+        error,
+    } = event
+    else {
+        return;
+    };
+    let error = error.as_deref().unwrap_or("closed");
+    // If another link to the peer exists, the remote closed this one as the loser of a
+    // duplicate race (it decided before we did): no loss.
+    if *duplicate {
+        debug!(%peer, conn = conn.0, "duplicate link closed by the remote: {error}");
+    } else if *established {
+        info!(%peer, "connection to {peer} lost: {error}");
+    }
+}
+
 /// Dials `target`, runs the handshake as initiator and then the link loop.
 pub async fn dial(ctx: Arc<LinkContext>, target: SocketAddr) {
     let connect = tokio::time::timeout(DIAL_TIMEOUT, TcpStream::connect(target)).await;
@@ -70,7 +106,8 @@ pub async fn dial(ctx: Arc<LinkContext>, target: SocketAddr) {
 
 fn dial_failed(ctx: &LinkContext, target: SocketAddr, error: String) {
     debug!(%target, %error, "dial failed");
-    ctx.owner.send(Input::DialFailed { target, error });
+    ctx.owner
+        .send(Input::Node(NodeInput::DialFailed { target, error }));
 }
 
 /// Runs the handshake as responder on an accepted stream, then the link loop. `slot`
@@ -108,7 +145,7 @@ async fn run<S>(
     let conn = ConnId(ctx.next_conn.fetch_add(1, Ordering::Relaxed));
     let (tx, rx) = mpsc::channel(LINK_QUEUE);
     debug!(%remote, peer = %established.remote_id, conn = conn.0, "handshake complete");
-    ctx.owner.send(Input::LinkUp {
+    let link = LinkUp {
         conn,
         remote_id: established.remote_id,
         outbound: target.is_some(),
@@ -116,8 +153,8 @@ async fn run<S>(
         target,
         encrypted: established.encrypted,
         hash: established.handshake_hash,
-        tx,
-    });
+    };
+    ctx.owner.send(Input::LinkUp { link, tx });
     let error = records(
         &mut stream,
         established.link,
@@ -127,7 +164,8 @@ async fn run<S>(
         rx,
     )
     .await;
-    ctx.owner.send(Input::LinkDown { conn, error });
+    ctx.owner
+        .send(Input::Node(NodeInput::LinkDown { conn, error }));
 }
 
 fn handshake_failed(
@@ -144,7 +182,8 @@ fn handshake_failed(
     match target {
         Some(target) => {
             warn!(%target, "connection to {target} failed: {e}");
-            ctx.owner.send(Input::DialFailed { target, error: e });
+            ctx.owner
+                .send(Input::Node(NodeInput::DialFailed { target, error: e }));
         }
         None => warn!(%remote, "refused connection from {remote}: {e}"),
     }
@@ -221,7 +260,10 @@ async fn records(
             }
             pending.clear();
             while let Some(message) = link.poll_message() {
-                owner.send(Input::Message { conn, message });
+                owner.send(Input::Node(NodeInput::Message {
+                    conn,
+                    bytes: message,
+                }));
             }
         }
         tokio::select! {

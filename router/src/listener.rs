@@ -5,9 +5,9 @@
 //! runs. The handshake task gives its slot back through a channel when it ends, however
 //! it ends, so the count of pending handshakes stays exact.
 
+use crate::handle::Input;
 use crate::handshakes::RefusedReason;
 use crate::links::{self, LinkContext};
-use crate::owner::Input;
 use gossip::ratelimit::{Admission, PreAuthLimiter};
 use std::sync::Arc;
 use std::time::Instant;

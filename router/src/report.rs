@@ -3,15 +3,31 @@
 //! Called only by the owner task, which holds both machines; the result is plain data
 //! that the API formats and serializes without touching protocol state.
 
-use crate::owner::RouterInfo;
+use crate::neighbours::Neighbours;
 use crate::status::{
     self, ConnectionReport, PeerConnectionReport, PeerReport, RelayedReport, Report, RouterReport,
 };
 use gossip::connection_maker::{ConnectionMaker, TargetState};
 use gossip::mesh::{ConnId, Mesh};
+use gossip::node::Node;
 use gossip::peer::PeerId;
 use std::collections::HashSet;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+/// Static facts about this router that reports show.
+#[derive(Debug, Clone)]
+pub struct RouterInfo {
+    /// Our PeerId.
+    pub id: PeerId,
+    /// Our nickname.
+    pub nickname: String,
+    /// Whether a secret is in use.
+    pub encryption: bool,
+    /// Whether discovery is on.
+    pub discovery: bool,
+    /// Our port.
+    pub port: u16,
+}
 
 /// Lowest and highest control-protocol versions this build speaks.
 pub const PROTOCOL_VERSIONS: (u8, u8) = (
@@ -32,6 +48,25 @@ pub struct LinkView<'a> {
     pub overlay: &'a dyn Fn(&PeerId) -> (&'static str, Option<String>),
     /// `--trusted-subnets`.
     pub trusted_subnets: Vec<String>,
+}
+
+/// The report of a running router, from its node and what the data plane knows of the
+/// neighbours (the owner adds IPAM and the handshake counters).
+pub fn of_node(info: &RouterInfo, node: &Node, neighbours: &Neighbours) -> Report {
+    let links = node.links();
+    let view = LinkView {
+        encrypted: &|conn| links.get(&conn).map(|l| l.encrypted),
+        path_established: &|peer| neighbours.is_path_established(peer),
+        mtu: &|peer| neighbours.mtu(peer),
+        overlay: &|peer| neighbours.overlay(peer),
+        trusted_subnets: neighbours
+            .policy()
+            .trusted
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+    };
+    build(info, node.mesh(), node.maker(), &view)
 }
 
 /// Builds the report. A connection is `established` once its control link is up and

@@ -1,16 +1,13 @@
-//! The `sleeve` gossip channel: control-link messages of the data plane.
+//! The `sleeve` gossip channel: the data plane's control messages on the mesh.
 //!
-//! Rekey offers, "I hear your datagrams" notices, path MTU probe acknowledgements,
-//! and the fast path's hello (eligibility flags) and VXLAN probe acknowledgements go to
-//! one neighbour at a time, as
-//! mesh unicasts on this channel. It holds no replicated state (its digest never
-//! changes, it has nothing to summarise); it only queues what arrives until the owner
-//! takes it. Payloads are parsed strictly: a wrong length is an error, and the mesh
-//! counts it as malformed input from that link.
+//! Each [`SleeveMessage`] goes to one neighbour as a mesh unicast on this channel. It
+//! holds no replicated state (its digest never changes, it has nothing to summarise); it
+//! only queues what arrives until the owner takes it. Payloads are parsed strictly: a
+//! malformed one is an error, and the mesh counts it as malformed input from that link.
 
-use datapath::fastdp::Hello;
-use datapath::sleeve::keys::RekeyOffer;
+use datapath::sleeve_message::SleeveMessage;
 use gossip::channel::{ChannelError, GossipChannel};
+use gossip::mesh::Mesh;
 use gossip::peer::PeerId;
 use std::any::Any;
 use std::collections::VecDeque;
@@ -18,83 +15,8 @@ use std::collections::VecDeque;
 /// The channel's name on the mesh.
 pub const SLEEVE_CHANNEL: &str = "sleeve";
 
-const KIND_OFFER: u8 = 1;
-const KIND_HEARD: u8 = 2;
-const KIND_PROBE_ACK: u8 = 3;
-const KIND_FASTDP_HELLO: u8 = 4;
-const KIND_FASTDP_ACK: u8 = 5;
 /// Bound on queued messages; beyond it the oldest are dropped (the data plane retries).
 const MAX_QUEUED: usize = 4096;
-
-/// A data-plane control message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SleeveMessage {
-    /// A rekey offer.
-    Offer(RekeyOffer),
-    /// The sender receives our datagrams.
-    Heard,
-    /// The sender received our path MTU probe of this many bytes (UDP payload).
-    ProbeAck(u16),
-    /// The sender's fast-path flags (offer, no encryption, trusts us).
-    FastdpHello(Hello),
-    /// The sender received our VXLAN probe with this nonce.
-    FastdpAck(u64),
-}
-
-impl SleeveMessage {
-    /// Wire form: a kind byte, then the body.
-    pub fn encode(&self) -> Vec<u8> {
-        match self {
-            SleeveMessage::Offer(offer) => {
-                let mut v = vec![KIND_OFFER];
-                v.extend_from_slice(&offer.to_bytes());
-                v
-            }
-            SleeveMessage::Heard => vec![KIND_HEARD],
-            SleeveMessage::ProbeAck(size) => {
-                let [hi, lo] = size.to_be_bytes();
-                vec![KIND_PROBE_ACK, hi, lo]
-            }
-            SleeveMessage::FastdpHello(h) => vec![KIND_FASTDP_HELLO, h.to_byte()],
-            SleeveMessage::FastdpAck(nonce) => {
-                let mut v = vec![KIND_FASTDP_ACK];
-                v.extend_from_slice(&nonce.to_be_bytes());
-                v
-            }
-        }
-    }
-
-    /// Parses the wire form strictly.
-    pub fn decode(bytes: &[u8]) -> Option<SleeveMessage> {
-        match bytes.split_first()? {
-            (&KIND_OFFER, body) if body.len() == RekeyOffer::WIRE_LEN => {
-                RekeyOffer::from_bytes(body).map(SleeveMessage::Offer)
-            }
-            (&KIND_HEARD, []) => Some(SleeveMessage::Heard),
-            (&KIND_PROBE_ACK, &[hi, lo]) => {
-                let size = u16::from_be_bytes([hi, lo]);
-                is_datagram_size(size).then_some(SleeveMessage::ProbeAck(size))
-            }
-            (&KIND_FASTDP_HELLO, &[flags]) => {
-                Hello::from_byte(flags).map(SleeveMessage::FastdpHello)
-            }
-            (&KIND_FASTDP_ACK, body) if body.len() == 8 => {
-                let mut n = [0u8; 8];
-                n.copy_from_slice(body);
-                Some(SleeveMessage::FastdpAck(u64::from_be_bytes(n)))
-            }
-            _ => None,
-        }
-    }
-}
-
-/// Whether `size` is a length a sleeve datagram can have: a header and a tag around a
-/// plaintext that is a multiple of 16 bytes. Probes are never plain keepalives.
-fn is_datagram_size(size: u16) -> bool {
-    use datapath::sleeve::MIN_DATAGRAM_LEN;
-    let size = usize::from(size);
-    size > MIN_DATAGRAM_LEN && (size - MIN_DATAGRAM_LEN).is_multiple_of(16)
-}
 
 /// The channel object registered with the mesh.
 #[derive(Default)]
@@ -107,6 +29,14 @@ impl SleeveChannel {
     pub fn pop(&mut self) -> Option<(PeerId, SleeveMessage)> {
         self.inbox.pop_front()
     }
+}
+
+/// Takes every message that arrived on the channel registered on `mesh`.
+pub fn take(mesh: &mut Mesh) -> Vec<(PeerId, SleeveMessage)> {
+    let channel = mesh
+        .channel_mut(SLEEVE_CHANNEL)
+        .and_then(|c| c.as_any_mut().downcast_mut::<SleeveChannel>());
+    channel.map_or_else(Vec::new, |c| std::iter::from_fn(|| c.pop()).collect())
 }
 
 fn invalid() -> ChannelError {
@@ -145,89 +75,23 @@ impl GossipChannel for SleeveChannel {
     }
 }
 
-/// Fuzz entry point: decoding never panics.
-#[doc(hidden)]
-pub fn fuzz_decode_sleeve_message(data: &[u8]) {
-    let _ = SleeveMessage::decode(data);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn messages_round_trip_and_junk_is_refused() {
-        let offer = RekeyOffer {
-            epoch: 3,
-            ephemeral_public: [9; 32],
-            receiver_index: 77,
-        };
-        for m in [
-            SleeveMessage::Offer(offer),
-            SleeveMessage::Heard,
-            SleeveMessage::ProbeAck(1248),
-            SleeveMessage::ProbeAck(65_520),
-            SleeveMessage::FastdpHello(Hello {
-                enabled: true,
-                no_encryption: false,
-                trusts_you: true,
-            }),
-            SleeveMessage::FastdpAck(u64::MAX - 3),
-        ] {
-            assert_eq!(SleeveMessage::decode(&m.encode()), Some(m));
-        }
-        let probe_junk: [&[u8]; 5] = [&[3], &[3, 4], &[3, 0, 32], &[3, 4, 0xe1], &[3, 4, 0xe0, 0]];
-        for junk in [
-            &[][..],
-            &[0],
-            &[2, 0],
-            &[1, 1, 2, 3],
-            &[7],
-            &[4],
-            &[4, 8],
-            &[4, 1, 1],
-            &[5, 1],
-        ]
-        .into_iter()
-        .chain(probe_junk)
-        {
-            assert_eq!(SleeveMessage::decode(junk), None, "{junk:?}");
-        }
+    fn arrivals_queue_in_order_and_junk_is_refused() {
         let mut ch = SleeveChannel::default();
         assert!(ch.handle_unicast(PeerId([1; 16]), &[9, 9]).is_err());
-        ch.handle_unicast(PeerId([1; 16]), &[KIND_HEARD]).unwrap();
+        ch.handle_unicast(PeerId([1; 16]), &SleeveMessage::Heard.encode())
+            .unwrap();
+        ch.handle_unicast(PeerId([2; 16]), &SleeveMessage::ProbeAck(1248).encode())
+            .unwrap();
         assert_eq!(ch.pop(), Some((PeerId([1; 16]), SleeveMessage::Heard)));
-    }
-
-    #[test]
-    fn fuzz_replay_never_panics() {
-        use rand::{Rng, SeedableRng};
-        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
-        let seeds = [
-            SleeveMessage::ProbeAck(1248).encode(),
-            SleeveMessage::Heard.encode(),
-            SleeveMessage::FastdpHello(Hello::default()).encode(),
-            SleeveMessage::FastdpAck(7).encode(),
-            SleeveMessage::Offer(RekeyOffer {
-                epoch: 1,
-                ephemeral_public: [1; 32],
-                receiver_index: 2,
-            })
-            .encode(),
-        ];
-        for i in 0..5000 {
-            let mut d = seeds[i % seeds.len()].clone();
-            for _ in 0..rng.gen_range(0..4) {
-                let j = rng.gen_range(0..d.len());
-                d[j] = rng.gen();
-            }
-            d.truncate(rng.gen_range(0..=d.len()));
-            fuzz_decode_sleeve_message(&d);
-            if let Some(m) = SleeveMessage::decode(&d) {
-                assert_eq!(m.encode(), d, "decoding is strict: one form per message");
-            }
-            let random: Vec<u8> = (0..rng.gen_range(0..48)).map(|_| rng.gen()).collect();
-            fuzz_decode_sleeve_message(&random);
-        }
+        assert_eq!(
+            ch.pop(),
+            Some((PeerId([2; 16]), SleeveMessage::ProbeAck(1248)))
+        );
+        assert_eq!(ch.pop(), None);
     }
 }

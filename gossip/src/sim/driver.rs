@@ -1,10 +1,12 @@
-//! What the router's driver does, done in virtual time: move outputs onto links, feed
-//! link events back, keep the connection maker informed; plus the fault knobs.
+//! What the router's owner task does, done in virtual time: feed each [`Node`] what
+//! happened on its links and move its outputs onto links and dials; plus the fault knobs.
+//!
+//! [`Node`]: crate::node::Node
 
 use super::{Event, LinkId, Net, SimLink};
-use crate::connection_maker::Retry;
-use crate::mesh::{ConnId, Mesh, MeshEvent, MeshOutput};
+use crate::mesh::{ConnId, Mesh};
 use crate::message::Message;
+use crate::node::{Event as NodeEvent, Input, LinkUp, Output};
 use crate::peer::PeerId;
 use crate::topology::Topology;
 use rand::Rng;
@@ -22,19 +24,19 @@ impl Net {
                 let (node, conn) = l.ends[to];
                 if l.up && self.nodes[node].alive {
                     self.trace(node, &bytes);
-                    self.nodes[node].mesh.handle_message(self.now, conn, &bytes);
+                    let message = Input::Message { conn, bytes };
+                    self.nodes[node].node.handle(self.now, message);
                     self.drive(node);
                 }
             }
             Event::Connect { from, addr } => self.complete_dial(from, addr),
             Event::DialFailed { node, addr, error } => {
                 if self.nodes[node].alive {
-                    self.nodes[node].maker.handle_failed(
-                        self.now,
-                        addr,
-                        error.into(),
-                        Retry::Later,
-                    );
+                    let failed = Input::DialFailed {
+                        target: addr,
+                        error: error.into(),
+                    };
+                    self.nodes[node].node.handle(self.now, failed);
                     self.drive(node);
                 }
             }
@@ -43,7 +45,7 @@ impl Net {
                     return;
                 };
                 let (node, conn) = l.ends[end];
-                self.link_gone(node, conn);
+                self.link_down(node, conn);
                 self.drive(node);
             }
         }
@@ -59,13 +61,7 @@ impl Net {
         }
         match self.by_addr.get(&addr).copied() {
             Some(to) if self.nodes[to].alive && self.reachable(from, to) => {
-                let conn = self.open_link(from, to);
-                // The link authenticated node `to`: tell the maker who is there.
-                let peer = self.nodes[to].mesh.local().id;
-                let node = &mut self.nodes[from];
-                node.dialled.insert(conn, addr);
-                node.authenticated.insert(conn, peer);
-                node.maker.handle_connected(self.now, addr, peer);
+                self.open_link(from, to, Some(addr));
                 self.drive(from);
                 self.drive(to);
             }
@@ -83,8 +79,9 @@ impl Net {
         }
     }
 
-    /// Creates a link from `a` (dialling) to `b` and tells both meshes; returns `a`'s id.
-    fn open_link(&mut self, a: usize, b: usize) -> ConnId {
+    /// Creates a link from `a` (dialling `target`, if a target) to `b` and tells both
+    /// nodes.
+    fn open_link(&mut self, a: usize, b: usize, target: Option<SocketAddr>) {
         let (lo, hi) = self.config.latency;
         let latency = if hi > lo {
             self.rng.gen_range(lo..=hi)
@@ -103,69 +100,64 @@ impl Net {
                 up: true,
             },
         );
-        let (ida, idb) = (self.nodes[a].mesh.local().id, self.nodes[b].mesh.local().id);
+        let (ida, idb) = (
+            self.nodes[a].mesh().local().id,
+            self.nodes[b].mesh().local().id,
+        );
         // The acceptor sees the dialler's address with an ephemeral port.
         let ephemeral = SocketAddr::new(Net::addr(a).ip(), 40_000 + (id.0 % 20_000) as u16);
-        self.nodes[a]
-            .mesh
-            .handle_link_up(self.now, ca, idb, true, Net::addr(b));
-        self.nodes[b]
-            .mesh
-            .handle_link_up(self.now, cb, ida, false, ephemeral);
-        ca
+        let up = |conn, remote_id, outbound, addr, target| {
+            Input::LinkUp(LinkUp {
+                conn,
+                remote_id,
+                outbound,
+                addr,
+                target,
+                encrypted: true,
+                hash: [0; 32],
+            })
+        };
+        let now = self.now;
+        let link_a = up(ca, idb, true, Net::addr(b), target);
+        self.nodes[a].node.handle(now, link_a);
+        let link_b = up(cb, ida, false, ephemeral, None);
+        self.nodes[b].node.handle(now, link_b);
     }
 
-    /// The driver's reaction to one of node `i`'s links ending, whoever ended it.
-    fn link_gone(&mut self, i: usize, conn: ConnId) {
-        let node = &mut self.nodes[i];
-        let Some(link) = node.conns.remove(&conn) else {
-            return;
-        };
-        node.established.remove(&conn);
-        let peer = node.authenticated.remove(&conn);
-        if let Some(target) = node.dialled.remove(&conn) {
-            match peer {
-                Some(p) => node.maker.handle_disconnected(self.now, target, p),
-                None => {
-                    node.maker
-                        .handle_failed(self.now, target, "link closed".into(), Retry::Later)
-                }
-            }
+    /// Node `i`'s end of a link went down under it (the remote closed it, it broke).
+    fn link_down(&mut self, i: usize, conn: ConnId) {
+        if self.forget_conn(i, conn) {
+            let down = Input::LinkDown { conn, error: None };
+            self.nodes[i].node.handle(self.now, down);
         }
-        node.mesh.handle_link_down(self.now, conn);
+    }
+
+    /// Drops node `i`'s end of a link and marks the link down; whether it was there.
+    fn forget_conn(&mut self, i: usize, conn: ConnId) -> bool {
+        let Some(link) = self.nodes[i].conns.remove(&conn) else {
+            return false;
+        };
         if let Some(l) = self.links.get_mut(&link) {
             l.up = false;
         }
+        true
     }
 
-    /// Drains node `i`'s outputs and dials, then re-arms its wakeup.
+    /// Runs node `i`'s pump, carries out its outputs, then re-arms its wakeup.
     pub(super) fn drive(&mut self, i: usize) {
         let node = &mut self.nodes[i];
         if node.alive {
             if let Some(pump) = node.pump.as_mut() {
-                node.pump_deadline = pump(self.now, &mut node.mesh);
+                node.pump_deadline = pump(self.now, node.node.mesh_mut());
             }
         }
-        let mut topology_changed = false;
-        let mut links_changed = false;
-        while let Some(output) = self.nodes[i].mesh.poll_output() {
+        while let Some(output) = self.nodes[i].node.poll_output() {
             match output {
-                MeshOutput::Send { conn, message } => self.transmit(i, conn, message),
-                MeshOutput::Close { conn, reason } => {
-                    let node = &mut self.nodes[i];
-                    if reason.is_permanent() {
-                        if let Some(target) = node.dialled.remove(&conn) {
-                            node.maker.handle_failed(
-                                self.now,
-                                target,
-                                reason.to_string(),
-                                Retry::Never,
-                            );
-                        }
-                    }
-                    node.closes.push(reason);
-                    let link = node.conns.get(&conn).copied();
-                    self.link_gone(i, conn);
+                Output::Send { conn, message } => self.transmit(i, conn, message),
+                Output::Close { conn, reason, .. } => {
+                    self.nodes[i].closes.push(reason);
+                    let link = self.nodes[i].conns.get(&conn).copied();
+                    self.forget_conn(i, conn);
                     // The remote end sees the close (FIN) after the latency.
                     if let Some(l) = link.and_then(|l| self.links.get(&l).map(|s| (l, s))) {
                         let end = usize::from(l.1.ends[0] == (i, conn));
@@ -174,34 +166,14 @@ impl Net {
                         self.schedule(at, Event::LinkDown { link, end });
                     }
                 }
-                MeshOutput::Event(event) => {
-                    let node = &mut self.nodes[i];
-                    if let MeshEvent::ConnectionEstablished { conn, peer } = event {
-                        node.established.insert(conn, peer);
-                    }
-                    links_changed |= matches!(
-                        event,
-                        MeshEvent::ConnectionEstablished { .. } | MeshEvent::ConnectionLost { .. }
-                    );
-                    topology_changed |= matches!(event, MeshEvent::TopologyChanged);
-                    node.events.push(event);
+                Output::Dial(addr) => {
+                    self.nodes[i].dials += 1;
+                    let at = self.now + self.config.latency.1 * 2;
+                    self.schedule(at, Event::Connect { from: i, addr });
                 }
+                Output::Event(NodeEvent::Mesh(event)) => self.nodes[i].events.push(event),
+                Output::Event(NodeEvent::LinkDown { .. }) => {}
             }
-        }
-        let now = self.now;
-        let node = &mut self.nodes[i];
-        if topology_changed {
-            let candidates = node.mesh.discovery_candidates();
-            node.maker.set_discovered(now, &candidates);
-        }
-        if links_changed {
-            let peers: Vec<PeerId> = node.established.values().copied().collect();
-            node.maker.set_connected_peers(&peers);
-        }
-        while let Some(addr) = self.nodes[i].maker.poll_dial(now) {
-            self.nodes[i].dials += 1;
-            let at = now + self.config.latency.1 * 2;
-            self.schedule(at, Event::Connect { from: i, addr });
         }
         self.rearm(i);
     }
@@ -211,14 +183,10 @@ impl Net {
             self.wakeups.remove(&(old, i));
         }
         let node = &self.nodes[i];
-        let next = [
-            node.mesh.poll_timeout(),
-            node.maker.poll_timeout(),
-            node.pump_deadline,
-        ]
-        .into_iter()
-        .flatten()
-        .min();
+        let next = [node.node.poll_timeout(), node.pump_deadline]
+            .into_iter()
+            .flatten()
+            .min();
         if let (Some(at), true) = (next, node.alive) {
             self.wakeups.insert((at, i));
             self.wakeup_of[i] = Some(at);
@@ -278,7 +246,7 @@ impl Net {
 
     /// Links `a` (dialling) to `b` at once, bypassing both connection makers.
     pub fn connect(&mut self, a: usize, b: usize) {
-        self.open_link(a, b);
+        self.open_link(a, b, None);
         self.drive(a);
         self.drive(b);
     }
@@ -297,7 +265,7 @@ impl Net {
         for link in between {
             for end in 0..2 {
                 let (node, conn) = self.links[&link].ends[end];
-                self.link_gone(node, conn);
+                self.link_down(node, conn);
                 self.drive(node);
             }
         }
@@ -327,9 +295,6 @@ impl Net {
                 l.up = false;
             }
         }
-        node.dialled.clear();
-        node.authenticated.clear();
-        node.established.clear();
         self.rearm(i);
     }
 
@@ -349,7 +314,7 @@ impl Net {
     /// Runs `f` on node `i`'s mesh at the current instant (say, a local request to one of
     /// its channels), then drives the node as its driver would after any input.
     pub fn with_mesh<R>(&mut self, i: usize, f: impl FnOnce(&mut Mesh, Instant) -> R) -> R {
-        let out = f(&mut self.nodes[i].mesh, self.now);
+        let out = f(self.nodes[i].node.mesh_mut(), self.now);
         self.drive(i);
         out
     }
@@ -374,19 +339,13 @@ impl Net {
         if self.nodes[i].alive {
             self.crash(i);
         }
-        let mesh = self.fresh_mesh(i, uid);
-        let mut maker = crate::connection_maker::ConnectionMaker::new(
-            self.config.maker.clone(),
-            self.rng.gen(),
-        );
         let explicit = self.nodes[i].explicit.clone();
-        maker.add_targets(self.now, &explicit, false);
+        let fresh = self.fresh_node(i, uid, &explicit);
         let node = &mut self.nodes[i];
-        node.mesh = mesh;
-        node.maker = maker;
+        node.node = fresh;
         node.alive = true;
         node.pump_deadline = None;
-        setup(&mut node.mesh, self.now);
+        setup(node.node.mesh_mut(), self.now);
         self.drive(i);
     }
 
@@ -404,16 +363,20 @@ impl Net {
         let mut template =
             Topology::new(PeerId([0xff; 16]), crate::peer::PeerUid(0), "template", 0);
         for node in &self.nodes {
-            template.merge_state(node.mesh.topology());
+            template.merge_state(node.mesh().topology());
         }
         for i in 0..self.nodes.len() {
-            self.nodes[i].mesh.merge_topology_state(self.now, &template);
+            let now = self.now;
+            self.nodes[i]
+                .node
+                .mesh_mut()
+                .merge_topology_state(now, &template);
             self.drive(i);
         }
     }
 }
 
-impl super::Node {
+impl super::SimNode {
     fn alloc_conn(&mut self, link: LinkId) -> ConnId {
         let conn = ConnId(self.next_conn);
         self.next_conn += 1;
@@ -423,6 +386,6 @@ impl super::Node {
 
     /// Number of established links.
     pub fn link_count(&self) -> usize {
-        self.established.len()
+        self.node.links().values().filter(|l| l.established).count()
     }
 }

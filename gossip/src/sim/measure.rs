@@ -27,7 +27,7 @@ struct Cost {
 fn gossip_totals(net: &Net) -> Cost {
     let (mut bytes, mut messages) = (0, 0);
     for i in 0..net.len() {
-        let s = net.node(i).mesh.stats();
+        let s = net.node(i).mesh().stats();
         bytes += s.gossip_bytes_sent;
         messages += s.gossip_messages_sent;
     }
@@ -84,8 +84,8 @@ fn cost_of(net: &mut Net, change: impl FnOnce(&mut Net)) -> Cost {
 }
 
 fn agree(net: &Net) -> bool {
-    let digest = net.node(0).mesh.topology().digest();
-    (0..net.len()).all(|i| net.node(i).mesh.topology().digest() == digest)
+    let digest = net.node(0).mesh().topology().digest();
+    (0..net.len()).all(|i| net.node(i).mesh().topology().digest() == digest)
 }
 
 /// Link down, then up again, between peers 0 and 1 (ring neighbours).
@@ -102,7 +102,7 @@ fn measure(n: usize, full: bool) -> (Cost, Cost) {
 /// What Weave would send for the same change: the changer's whole record to every peer,
 /// for both ends.
 fn weave_estimate(net: &Net) -> u64 {
-    let record = net.node(0).mesh.topology().local_record();
+    let record = net.node(0).mesh().topology().local_record();
     let update = TopologyUpdate {
         records: vec![full_delta(&node_id(0), record)],
     };

@@ -46,11 +46,13 @@ fn sparse(seed: u64) -> (Net, Vec<BTreeSet<usize>>) {
 
 fn register_counter(net: &mut Net, i: usize) {
     let channel = Box::new(CrdtChannel::new(GCounter::new()));
-    net.node_mut(i).mesh.register_channel(COUNTER, channel);
+    net.node_mut(i)
+        .mesh_mut()
+        .register_channel(COUNTER, channel);
 }
 
 fn counter_value(net: &Net, i: usize) -> u64 {
-    let channel = net.node(i).mesh.channel(COUNTER).expect("registered");
+    let channel = net.node(i).mesh().channel(COUNTER).expect("registered");
     let counter = channel
         .as_any()
         .downcast_ref::<CrdtChannel<GCounter>>()
@@ -61,7 +63,7 @@ fn counter_value(net: &Net, i: usize) -> u64 {
 fn increment(net: &mut Net, i: usize) {
     let id = node_id(i);
     let now = net.now();
-    let mesh = &mut net.node_mut(i).mesh;
+    let mesh = &mut net.node_mut(i).mesh_mut();
     let channel = mesh.channel_mut(COUNTER).expect("registered");
     let counter = channel
         .as_any_mut()
@@ -77,9 +79,9 @@ fn increment(net: &mut Net, i: usize) {
 
 /// The running nodes `among` know exactly each other, and agree on the topology.
 fn agree_among(net: &Net, among: &[usize]) -> bool {
-    let digest = net.node(among[0]).mesh.topology().digest();
+    let digest = net.node(among[0]).mesh().topology().digest();
     among.iter().all(|&i| {
-        let t = net.node(i).mesh.topology();
+        let t = net.node(i).mesh().topology();
         t.len() == among.len() && t.digest() == digest
     })
 }
@@ -113,7 +115,7 @@ fn joins_converge_to_a_full_mesh_by_discovery() {
         full_mesh(n) && agree(n)
     });
     for i in 0..N {
-        let routes = net.node(i).mesh.routes();
+        let routes = net.node(i).mesh().routes();
         assert_eq!(routes.reachable().count(), N - 1);
         assert!(
             routes.reachable().all(|p| routes.unicast(&p) == Some(p)),
@@ -142,7 +144,7 @@ fn routes_are_symmetric_shortest_paths() {
     let hops = |a: usize, b: usize| -> usize {
         let (mut at, target, mut count) = (a, node_id(b), 0);
         while node_id(at) != target {
-            let routes = net.node(at).mesh.routes();
+            let routes = net.node(at).mesh().routes();
             let next = routes.unicast(&target).expect("a route");
             assert!(routes.is_neighbour(&next), "next hop over a symmetric link");
             at = (0..N).find(|&k| node_id(k) == next).expect("a node");
@@ -170,7 +172,12 @@ fn broadcasts_reach_every_peer_exactly_once() {
         let mut deliveries = vec![0usize; N];
         let mut stack = vec![s];
         while let Some(at) = stack.pop() {
-            for next in net.node(at).mesh.routes().broadcast_next_hops(&node_id(s)) {
+            for next in net
+                .node(at)
+                .mesh()
+                .routes()
+                .broadcast_next_hops(&node_id(s))
+            {
                 let k = (0..N).find(|&k| node_id(k) == *next).expect("a node");
                 deliveries[k] += 1;
                 stack.push(k);
@@ -210,9 +217,12 @@ fn a_partition_splits_the_topology_and_healing_rejoins_it() {
     settle(&mut net, Duration::from_secs(120), |n| {
         agree_among(n, &left) && agree_among(n, &right)
     });
-    assert!(left
-        .iter()
-        .all(|&i| net.node(i).mesh.topology().peer(&node_id(N - 1)).is_none()));
+    assert!(left.iter().all(|&i| net
+        .node(i)
+        .mesh()
+        .topology()
+        .peer(&node_id(N - 1))
+        .is_none()));
     // Both sides keep counting meanwhile.
     increment(&mut net, 0);
     increment(&mut net, N - 1);
@@ -239,18 +249,18 @@ fn a_restarted_peer_replaces_its_old_incarnation_everywhere() {
         settle(&mut net, Duration::from_secs(400), |n| {
             linked_as(n, &neighbours) && agree(n)
         });
-        let current = net.node(7).mesh.topology().local_record().incarnation();
+        let current = net.node(7).mesh().topology().local_record().incarnation();
         for i in 0..N {
             let record = net
                 .node(i)
-                .mesh
+                .mesh()
                 .topology()
                 .peer(&node_id(7))
                 .expect("known");
             assert_eq!(record.incarnation(), current, "node {i}");
         }
     }
-    assert!(net.node(7).mesh.stats().incarnation_bumps >= 1);
+    assert!(net.node(7).mesh().stats().incarnation_bumps >= 1);
 }
 
 #[test]
@@ -264,7 +274,7 @@ fn departed_peers_are_garbage_collected() {
     net.run_for(Duration::from_secs(60));
     for i in net.alive() {
         assert!(
-            net.node(i).mesh.topology().peer(&node_id(7)).is_none(),
+            net.node(i).mesh().topology().peer(&node_id(7)).is_none(),
             "node {i}"
         );
         assert!(net
@@ -284,7 +294,7 @@ fn simultaneous_dials_leave_one_link_without_flapping() {
     for i in 0..2 {
         let node = net.node(i);
         assert_eq!(node.link_count(), 1);
-        assert_eq!(node.mesh.connections().len(), 1);
+        assert_eq!(node.mesh().connections().len(), 1);
         assert!(node.closes.iter().all(|r| *r == CloseReason::Duplicate));
         assert!(node.closes.len() <= 1);
         let established = node
@@ -295,8 +305,8 @@ fn simultaneous_dials_leave_one_link_without_flapping() {
         assert!(established <= 2, "flapping: {established} establishments");
         assert_eq!(node.dials, 1);
     }
-    let c0 = &net.node(0).mesh.connections()[0];
-    let c1 = &net.node(1).mesh.connections()[0];
+    let c0 = &net.node(0).mesh().connections()[0];
+    let c1 = &net.node(1).mesh().connections()[0];
     assert_ne!(c0.outbound, c1.outbound, "both ends kept the same link");
 }
 
@@ -317,7 +327,7 @@ fn connecting_to_ourselves_is_never_retried() {
         2
     );
     let own = node
-        .maker
+        .maker()
         .targets()
         .into_iter()
         .find(|t| t.addr == Net::addr(0))
@@ -356,7 +366,7 @@ fn the_same_seed_replays_the_same_run() {
         let mut net = launch(10, 12);
         net.run_for(Duration::from_secs(30));
         let digests: Vec<u64> = (0..12)
-            .map(|i| net.node(i).mesh.topology().digest())
+            .map(|i| net.node(i).mesh().topology().digest())
             .collect();
         (net.bytes_sent, digests)
     };
@@ -404,7 +414,7 @@ fn unicasts_follow_routes_over_several_hops() {
     let (mut net, neighbours) = sparse(11);
     for i in 0..N {
         net.node_mut(i)
-            .mesh
+            .mesh_mut()
             .register_channel("inbox", Box::<Inbox>::default());
     }
     settle(&mut net, Duration::from_secs(300), |n| {
@@ -416,7 +426,7 @@ fn unicasts_follow_routes_over_several_hops() {
         while at != k && hops < N {
             let next = net
                 .node(at)
-                .mesh
+                .mesh()
                 .routes()
                 .unicast(&node_id(k))
                 .expect("route");
@@ -433,13 +443,13 @@ fn unicasts_follow_routes_over_several_hops() {
     );
     assert!(net
         .node_mut(0)
-        .mesh
+        .mesh_mut()
         .send_unicast(node_id(far), "inbox", b"hello".to_vec()));
     net.drive(0);
     assert!(net.run_until_quiet(Duration::from_secs(5)));
     let inbox = net
         .node(far)
-        .mesh
+        .mesh()
         .channel("inbox")
         .and_then(|c| c.as_any().downcast_ref::<Inbox>())
         .expect("inbox");
@@ -448,7 +458,7 @@ fn unicasts_follow_routes_over_several_hops() {
         .filter(|&k| k != far)
         .map(|k| {
             net.node(k)
-                .mesh
+                .mesh()
                 .channel("inbox")
                 .and_then(|c| c.as_any().downcast_ref::<Inbox>())
                 .map_or(0, |i| i.0.len())

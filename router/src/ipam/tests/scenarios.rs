@@ -13,15 +13,15 @@ fn consensus_time(n: usize) -> Duration {
     let (mut net, _log) = network(11, n, "10.32.0.0/12", |_| InitMode::Consensus { peers: n });
     let start = net.elapsed();
     let all_ready = |net: &gossip::sim::Net| {
-        (0..n).all(|i| ipam(&net.node(i).mesh).is_some_and(|x| x.ring().is_some()))
+        (0..n).all(|i| ipam(net.node(i).mesh()).is_some_and(|x| x.ring().is_some()))
     };
     assert!(net.run_until(Duration::from_secs(60), Duration::from_millis(5), all_ready));
     let took = net.elapsed() - start;
     let rings: Vec<_> = (0..n)
-        .map(|i| ipam(&net.node(i).mesh).and_then(|x| x.ring().map(|r| r.id())))
+        .map(|i| ipam(net.node(i).mesh()).and_then(|x| x.ring().map(|r| r.id())))
         .collect();
     assert!(rings.windows(2).all(|w| w[0] == w[1]), "one ring");
-    let seeds = ipam(&net.node(0).mesh)
+    let seeds = ipam(net.node(0).mesh())
         .and_then(|x| x.ring())
         .map(|r| r.seeds().len());
     assert!(seeds.is_some_and(|s| s > n / 2), "seeded by a quorum");
@@ -39,7 +39,7 @@ fn consensus_with_3_and_10_peers() {
 #[test]
 fn allocation_waits_for_consensus_then_times_out_with_the_reason() {
     let (mut net, log) = network(3, 1, "10.32.0.0/12", |_| InitMode::Consensus { peers: 3 });
-    let status = ipam(&net.node(0).mesh).map(|x| x.status_line());
+    let status = ipam(net.node(0).mesh()).map(|x| x.status_line());
     assert_eq!(
         status.as_deref(),
         Some("awaiting consensus (quorum: 2, known: 1)")
@@ -64,7 +64,7 @@ fn seed_by_peer_names_waits_for_the_peers_then_seeds_one_ring() {
         }
     });
     // Until the mesh forms, a peer knows only itself: no ring, and it says why.
-    let x = ipam(&net.node(0).mesh).expect("ipam");
+    let x = ipam(net.node(0).mesh()).expect("ipam");
     assert!(x.ring().is_none());
     assert_eq!(
         x.status_line(),
@@ -73,13 +73,13 @@ fn seed_by_peer_names_waits_for_the_peers_then_seeds_one_ring() {
     );
     net.run_for(Duration::from_secs(5));
     let rings: Vec<_> = (0..4)
-        .map(|i| ipam(&net.node(i).mesh).and_then(|x| x.ring().map(|r| r.id())))
+        .map(|i| ipam(net.node(i).mesh()).and_then(|x| x.ring().map(|r| r.id())))
         .collect();
     assert!(
         rings.iter().all(|r| r.is_some() && *r == rings[0]),
         "{rings:?}"
     );
-    let seeds = ipam(&net.node(3).mesh)
+    let seeds = ipam(net.node(3).mesh())
         .unwrap()
         .ring()
         .unwrap()
@@ -113,7 +113,7 @@ fn donation_moves_space_to_the_peer_that_ran_out() {
     got.sort();
     got.dedup();
     assert_eq!(got.len(), 22, "distinct");
-    let donor = ipam(&net.node(1).mesh)
+    let donor = ipam(net.node(1).mesh())
         .map(|x| x.stats())
         .unwrap_or_default();
     assert!(donor.donations_given >= 1, "{donor:?}");
@@ -123,7 +123,7 @@ fn donation_moves_space_to_the_peer_that_ran_out() {
         matches!(again, Some(Ok(Reply::Allocated(a, _))) if a == got.iter().copied().min().unwrap_or(a) || got.contains(&a))
     );
     assert_eq!(
-        ipam(&net.node(0).mesh).map(|x| x.active_allocations()),
+        ipam(net.node(0).mesh()).map(|x| x.active_allocations()),
         Some(22)
     );
 }
@@ -149,12 +149,12 @@ fn two_rings_seeded_apart_detect_each_other_and_stay_apart() {
     allocate(&mut net, &log, 2, "y");
     net.run_for(Duration::from_secs(2));
     let before: Vec<_> = (0..4)
-        .map(|i| ipam(&net.node(i).mesh).and_then(|x| x.ring().cloned()))
+        .map(|i| ipam(net.node(i).mesh()).and_then(|x| x.ring().cloned()))
         .collect();
     net.connect(1, 2);
     net.run_for(Duration::from_secs(10));
     for (i, before) in before.iter().enumerate() {
-        let x = ipam(&net.node(i).mesh).expect("ipam");
+        let x = ipam(net.node(i).mesh()).expect("ipam");
         assert_eq!(x.ring(), before.as_ref(), "node {i}'s ring changed");
         assert!(x.stats().foreign_ring > 0, "node {i} did not notice");
         assert!(x
@@ -197,7 +197,7 @@ fn rmpeer_hands_a_dead_peers_space_to_one_heir() {
     }
     net.run_for(Duration::from_secs(3));
     for i in 0..4 {
-        let x = ipam(&net.node(i).mesh).expect("ipam");
+        let x = ipam(net.node(i).mesh()).expect("ipam");
         assert!(
             x.ring().is_some_and(|r| r.owned_by(&dead).is_empty()),
             "node {i}"
@@ -230,7 +230,7 @@ fn concurrent_rmpeer_with_two_voters_completes() {
     assert!(heir(&a).is_some() && heir(&a) == heir(&b), "{a:?} {b:?}");
     net.run_for(Duration::from_secs(3));
     for i in 0..2 {
-        let x = ipam(&net.node(i).mesh).expect("ipam");
+        let x = ipam(net.node(i).mesh()).expect("ipam");
         assert!(x.ring().is_some_and(|r| r.owned_by(&dead).is_empty()));
     }
 }
@@ -246,7 +246,7 @@ fn leave_hands_everything_to_a_live_peer() {
     assert!(matches!(r, Some(Ok(Reply::Left { .. }))), "{r:?}");
     net.run_for(Duration::from_secs(2));
     for i in 0..2 {
-        let x = ipam(&net.node(i).mesh).expect("ipam");
+        let x = ipam(net.node(i).mesh()).expect("ipam");
         assert!(x.ring().is_some_and(|r| r.owned_by(&node_id(2)).is_empty()));
     }
 }

@@ -69,7 +69,7 @@ impl World {
             }
             45..=74 => {
                 if let Some(i) = self.pick_live() {
-                    let held = ipam(&self.net.node(i).mesh)
+                    let held = ipam(self.net.node(i).mesh())
                         .map(|x| x.allocations())
                         .unwrap_or_default();
                     if !held.is_empty() {
@@ -152,7 +152,7 @@ impl World {
                 continue;
             }
             if self.net.node(i).alive {
-                let Some(x) = ipam(&self.net.node(i).mesh) else {
+                let Some(x) = ipam(self.net.node(i).mesh()) else {
                     continue;
                 };
                 let allocs = x
@@ -245,7 +245,7 @@ fn run(seed: u64, steps: usize) -> Totals {
         .filter(|(_, e)| matches!(e, crate::ipam::IpamEvent::TookOver { .. }))
         .count();
     for i in w.net.alive() {
-        if let Some(x) = ipam(&w.net.node(i).mesh) {
+        if let Some(x) = ipam(w.net.node(i).mesh()) {
             t.donations += x.stats().donations_given;
             t.inconsistent += x.stats().inconsistent;
         }

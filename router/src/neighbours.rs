@@ -1,0 +1,284 @@
+//! What the data plane knows of each neighbour: a sans-IO state machine between the
+//! control plane ([`gossip::node::Node`]) and the two data-plane tasks (sleeve and
+//! kernel fast path).
+//!
+//! The owner task feeds it the neighbours the control plane has (every established
+//! control link whose peer's listen port is known: [`Neighbours::handle_links`]), the
+//! data plane's control messages that arrived over the mesh
+//! ([`Neighbours::handle_message`]) and the two tasks' events; it drains
+//! [`Neighbours::poll_output`]: commands for the tasks, and messages to send to a
+//! neighbour. It keeps:
+//! - the **neighbour diff**: which neighbours the sleeve task was told about, with the
+//!   endpoint and handshake hash it was given; a change re-adds the neighbour;
+//! - **fast-path hellos**: each new neighbour learns our fast-path flags, and its own
+//!   hello (which may arrive before we know its endpoint) makes it a candidate or not;
+//! - the **relay queue**: a message for a neighbour the mesh has no route to yet (the
+//!   link is up, routes are computed a moment later) waits, bounded, and is retried
+//!   when routes change;
+//! - what the status report shows: confirmed UDP paths, path MTUs, fast-path modes.
+
+use crate::dataplane::Command as DpCommand;
+use crate::fastdp::{Command as FpCommand, Event as FpEvent};
+use crate::mtu::OverlayMtu;
+use datapath::dataplane::Event as DpEvent;
+use datapath::fastdp::link::{Mode, Reason};
+use datapath::fastdp::{Hello, Policy};
+use datapath::sleeve_message::SleeveMessage;
+use gossip::node::Node;
+use gossip::peer::PeerId;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
+use tracing::{debug, info, warn};
+
+/// Bound on messages waiting for a route.
+const MAX_UNROUTED: usize = 256;
+
+/// A neighbour as the sleeve task is told about it: its UDP endpoint (the control
+/// link's IP, the announced listen port) and the control link's handshake hash.
+pub type Endpoint = (SocketAddr, [u8; 32]);
+
+/// What the owner must do.
+#[derive(Debug)]
+pub enum Output {
+    /// A command for the sleeve data plane.
+    Dataplane(DpCommand),
+    /// A command for the fast path.
+    Fastdp(FpCommand),
+    /// Send this encoded [`SleeveMessage`] to a neighbour over the mesh; if the mesh has
+    /// no route, hand it back with [`Neighbours::handle_unrouted`].
+    Send {
+        /// The neighbour.
+        peer: PeerId,
+        /// The encoded message.
+        payload: Vec<u8>,
+    },
+}
+
+/// The neighbours the control plane has: every established control link whose peer's
+/// listen port is known, with the UDP endpoint and hash the sleeve task gets.
+pub fn endpoints(node: &Node) -> HashMap<PeerId, Endpoint> {
+    let topology = node.mesh().topology();
+    node.links()
+        .values()
+        .filter(|l| l.established)
+        .filter_map(|l| {
+            let port = topology.peer(&l.peer)?.listen_port();
+            Some((l.peer, (SocketAddr::new(l.addr.ip(), port), l.hash)))
+        })
+        .collect()
+}
+
+/// The data plane's view of the neighbours.
+pub struct Neighbours {
+    /// Our fast-path policy; `enabled` is false when the fast path is off.
+    policy: Policy,
+    /// Whether a fast-path task runs (it may be off, or unavailable).
+    fastdp_running: bool,
+    /// Overlay MTU: configured, and measured per path.
+    mtu: OverlayMtu,
+    /// Neighbours the sleeve task knows, with what it was given.
+    known: HashMap<PeerId, Endpoint>,
+    /// Neighbours whose UDP path is established.
+    paths: HashSet<PeerId>,
+    /// Each fast-path candidate's mode.
+    modes: HashMap<PeerId, (Mode, Option<Reason>)>,
+    /// The last hello from each neighbour.
+    hellos: HashMap<PeerId, Hello>,
+    /// Messages waiting for a route to their neighbour.
+    unrouted: VecDeque<(PeerId, Vec<u8>)>,
+    outputs: VecDeque<Output>,
+}
+
+impl Neighbours {
+    /// No neighbours yet.
+    pub fn new(policy: Policy, fastdp_running: bool, mtu: OverlayMtu) -> Neighbours {
+        Neighbours {
+            policy,
+            fastdp_running,
+            mtu,
+            known: HashMap::new(),
+            paths: HashSet::new(),
+            modes: HashMap::new(),
+            hellos: HashMap::new(),
+            unrouted: VecDeque::new(),
+            outputs: VecDeque::new(),
+        }
+    }
+
+    /// The neighbours the control plane has now: those gone are removed from both
+    /// tasks, new or changed ones are (re-)added and get our hello.
+    pub fn handle_links(&mut self, desired: HashMap<PeerId, Endpoint>) {
+        let gone: Vec<PeerId> = self
+            .known
+            .keys()
+            .filter(|p| !desired.contains_key(p))
+            .copied()
+            .collect();
+        for peer in gone {
+            self.known.remove(&peer);
+            self.paths.remove(&peer);
+            self.mtu.remove(&peer);
+            self.modes.remove(&peer);
+            self.hellos.remove(&peer);
+            self.push(Output::Dataplane(DpCommand::RemovePeer(peer)));
+            self.push(Output::Fastdp(FpCommand::Remove(peer)));
+        }
+        let mut added = Vec::new();
+        for (peer, (endpoint, hash)) in desired {
+            if self.known.get(&peer) != Some(&(endpoint, hash)) {
+                self.known.insert(peer, (endpoint, hash));
+                self.paths.remove(&peer);
+                let add = DpCommand::AddPeer {
+                    peer,
+                    endpoint,
+                    hash,
+                };
+                self.push(Output::Dataplane(add));
+                added.push((peer, endpoint.ip()));
+            }
+        }
+        // Each new connection learns our fast-path flags, inside the control link.
+        for (peer, ip) in added {
+            let hello = self.policy.hello(ip);
+            self.send(peer, SleeveMessage::FastdpHello(hello));
+            if let Some(theirs) = self.hellos.get(&peer).copied() {
+                self.hello(peer, theirs);
+            }
+        }
+    }
+
+    /// A control message from a neighbour, decoded by the channel it came on.
+    pub fn handle_message(&mut self, peer: PeerId, message: SleeveMessage) {
+        let command = match message {
+            SleeveMessage::Offer(offer) => DpCommand::Offer(peer, offer),
+            SleeveMessage::Heard => DpCommand::Heard(peer),
+            SleeveMessage::ProbeAck(size) => DpCommand::ProbeAck(peer, size),
+            SleeveMessage::FastdpHello(hello) => return self.hello(peer, hello),
+            SleeveMessage::FastdpAck(nonce) => {
+                return self.push(Output::Fastdp(FpCommand::Ack(peer, nonce)));
+            }
+        };
+        self.push(Output::Dataplane(command));
+    }
+
+    /// An event of the sleeve task: a message to carry, or a path change.
+    pub fn handle_dataplane(&mut self, event: DpEvent) {
+        let (peer, message) = match event {
+            DpEvent::SendOffer { peer, offer } => (peer, SleeveMessage::Offer(offer)),
+            DpEvent::SendHeard { peer } => (peer, SleeveMessage::Heard),
+            DpEvent::SendProbeAck { peer, size } => (peer, SleeveMessage::ProbeAck(size)),
+            DpEvent::MtuChanged { peer, mtu } => {
+                info!(%peer, mtu, "path MTU to {peer}: overlay MTU {mtu}");
+                self.mtu.set_path(peer, mtu);
+                return;
+            }
+            DpEvent::PathChanged { peer, established } => {
+                if established {
+                    info!(%peer, "UDP path to {peer} established");
+                    self.paths.insert(peer);
+                } else {
+                    warn!(%peer, "UDP path to {peer} stopped working; the connection is pending");
+                    self.paths.remove(&peer);
+                }
+                return;
+            }
+        };
+        self.send(peer, message);
+    }
+
+    /// An event of the fast-path task: an acknowledgement to carry, or a mode.
+    pub fn handle_fastdp(&mut self, event: FpEvent) {
+        match event {
+            FpEvent::SendAck { peer, nonce } => self.send(peer, SleeveMessage::FastdpAck(nonce)),
+            FpEvent::Mode { peer, mode, reason } => {
+                if self.known.contains_key(&peer) {
+                    self.modes.insert(peer, (mode, reason));
+                }
+            }
+        }
+    }
+
+    /// The mesh had no route for this [`Output::Send`]: it waits for the next route
+    /// change (the oldest waiting message goes when the queue is full).
+    pub fn handle_unrouted(&mut self, peer: PeerId, payload: Vec<u8>) {
+        if self.unrouted.len() == MAX_UNROUTED {
+            self.unrouted.pop_front();
+        }
+        self.unrouted.push_back((peer, payload));
+    }
+
+    /// Routes changed: the waiting messages to current neighbours go out again.
+    pub fn handle_routes_changed(&mut self) {
+        for (peer, payload) in std::mem::take(&mut self.unrouted) {
+            if self.known.contains_key(&peer) {
+                self.push(Output::Send { peer, payload });
+            }
+        }
+    }
+
+    /// The next thing to do, if any.
+    #[must_use]
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// Whether the UDP path to `peer` is confirmed both ways.
+    pub fn is_path_established(&self, peer: &PeerId) -> bool {
+        self.paths.contains(peer)
+    }
+
+    /// The overlay MTU towards `peer`.
+    pub fn mtu(&self, peer: &PeerId) -> u32 {
+        self.mtu.path(peer)
+    }
+
+    /// The data-plane mode of `peer`'s connection, and why it is on sleeve when it is
+    /// eligible for the fast path.
+    pub fn overlay(&self, peer: &PeerId) -> (&'static str, Option<String>) {
+        match self.modes.get(peer) {
+            Some((mode, reason)) => (mode.as_str(), reason.map(|r| r.as_str().to_string())),
+            None => ("sleeve", None),
+        }
+    }
+
+    /// Our fast-path policy.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// A neighbour's hello: the connection becomes a candidate, or stops being one.
+    fn hello(&mut self, peer: PeerId, hello: Hello) {
+        self.hellos.insert(peer, hello);
+        let Some((endpoint, _)) = self.known.get(&peer) else {
+            return;
+        };
+        let ip = endpoint.ip();
+        match self.policy.eligible(ip, hello) {
+            Ok(()) => {
+                if self.fastdp_running {
+                    self.modes
+                        .entry(peer)
+                        .or_insert((Mode::Sleeve, Some(Reason::Probing)));
+                }
+                self.push(Output::Fastdp(FpCommand::Candidate { peer, ip }));
+            }
+            Err(why) => {
+                debug!(%peer, "connection to {peer} stays on sleeve: {why}");
+                self.modes.remove(&peer);
+                self.push(Output::Fastdp(FpCommand::Remove(peer)));
+            }
+        }
+    }
+
+    fn send(&mut self, peer: PeerId, message: SleeveMessage) {
+        let payload = message.encode();
+        self.push(Output::Send { peer, payload });
+    }
+
+    fn push(&mut self, output: Output) {
+        self.outputs.push_back(output);
+    }
+}
+
+#[cfg(test)]
+mod tests;
