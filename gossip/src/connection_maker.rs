@@ -1,15 +1,17 @@
 //! Whom to dial, and when: the connection maker.
 //!
-//! Targets are addresses, either *explicit* (from the command line or `weft connect`)
-//! or *discovered* (listen addresses of peers the topology knows but we have no link to,
-//! from [`crate::mesh::Mesh::discovery_candidates`]). The driver asks [`poll_dial`] for
+//! Targets are addresses, *explicit* (from the command line or `weft connect`), *named*
+//! (the current answer of a name lookup such as `--peers-from-dns`, replaced as a whole
+//! by [`ConnectionMaker::set_named`]) or *discovered* (listen addresses of peers the
+//! topology knows but we have no link to, from
+//! [`crate::mesh::Mesh::discovery_candidates`]); one address may be several at once. The driver asks [`poll_dial`] for
 //! the next address to dial and reports the outcome; a failure schedules a retry with
 //! jittered exponential [`Backoff`], and a permanent failure (dialling ourselves, or a
 //! twin with our identity) marks the target failed for good.
 //!
 //! A target is never dialled while its peer is already linked, nor while another address
 //! of the same peer is being dialled. Discovered targets respect `conn_limit` (0 means
-//! unlimited); explicit targets are always dialled. It is sans-IO: time and the seed
+//! unlimited); explicit and named targets are always dialled. It is sans-IO: time and the seed
 //! are passed in, and nothing here opens a socket.
 //!
 //! [`poll_dial`]: ConnectionMaker::poll_dial
@@ -78,8 +80,10 @@ pub struct TargetStatus {
     pub addr: SocketAddr,
     /// Where it is.
     pub state: TargetState,
-    /// Given by the user (else discovered).
+    /// Given by the user.
     pub explicit: bool,
+    /// In the current answer of a name lookup.
+    pub named: bool,
     /// The peer found there, once known.
     pub peer: Option<PeerId>,
     /// The last failure.
@@ -91,6 +95,7 @@ pub struct TargetStatus {
 #[derive(Clone, Debug)]
 struct Target {
     explicit: bool,
+    named: bool,
     /// The peer that discovery said listens here.
     discovered: Option<PeerId>,
     /// The peer last found here.
@@ -130,6 +135,7 @@ impl ConnectionMaker {
     fn new_target(&self, now: Instant, explicit: bool, discovered: Option<PeerId>) -> Target {
         Target {
             explicit,
+            named: false,
             discovered,
             peer: discovered,
             state: TargetState::Retrying,
@@ -149,7 +155,7 @@ impl ConnectionMaker {
                     return true;
                 }
                 t.explicit = false;
-                t.discovered.is_some()
+                t.named || t.discovered.is_some()
             });
         }
         for addr in addrs {
@@ -158,7 +164,24 @@ impl ConnectionMaker {
         }
     }
 
-    /// Forgets targets (explicit or discovered); returns how many were known.
+    /// Replaces the named targets with `addrs`: new ones are dialled as soon as possible,
+    /// and an address no longer named is no longer dialled (unless it is also explicit or
+    /// discovered; a link already up stays up).
+    pub fn set_named(&mut self, now: Instant, addrs: &[SocketAddr]) {
+        self.targets.retain(|addr, t| {
+            if !t.named || addrs.contains(addr) {
+                return true;
+            }
+            t.named = false;
+            t.explicit || t.discovered.is_some()
+        });
+        for addr in addrs {
+            let target = self.new_target(now, false, None);
+            self.targets.entry(*addr).or_insert(target).named = true;
+        }
+    }
+
+    /// Forgets targets (explicit, named or discovered); returns how many were known.
     pub fn forget(&mut self, addrs: &[SocketAddr]) -> usize {
         addrs
             .iter()
@@ -175,7 +198,7 @@ impl ConnectionMaker {
         let wanted: BTreeMap<SocketAddr, PeerId> =
             candidates.iter().map(|(p, a)| (*a, *p)).collect();
         self.targets.retain(|addr, t| {
-            t.explicit || wanted.contains_key(addr) || t.state != TargetState::Retrying
+            t.explicit || t.named || wanted.contains_key(addr) || t.state != TargetState::Retrying
         });
         for (addr, peer) in wanted {
             let target = self.new_target(now, false, Some(peer));
@@ -264,7 +287,7 @@ impl ConnectionMaker {
         if t.state != TargetState::Retrying || t.peer.is_some_and(|p| self.connected.contains(&p)) {
             return false;
         }
-        if !t.explicit {
+        if !t.explicit && !t.named {
             let limit = self.config.conn_limit;
             if !self.config.discovery
                 || (limit != 0 && self.connected.len() + progress.dials >= limit)
@@ -332,6 +355,7 @@ impl ConnectionMaker {
                     addr: *addr,
                     state,
                     explicit: t.explicit,
+                    named: t.named,
                     peer: t.peer,
                     last_error: t.last_error.clone(),
                     next_retry: if state == TargetState::Retrying {

@@ -63,6 +63,12 @@ pub enum Input {
         /// Drop the explicit targets not in `targets` first.
         replace: bool,
     },
+    /// The whole current answer of the name lookups (`--peers-from-dns`): replaces the
+    /// named targets.
+    Named {
+        /// Every address named now.
+        targets: Vec<SocketAddr>,
+    },
 }
 
 /// A control link that finished its handshake; `remote_id` is authenticated.
@@ -225,6 +231,7 @@ impl Node {
             Input::Connect { targets, replace } => {
                 self.maker.add_targets(now, &targets, replace);
             }
+            Input::Named { targets } => self.maker.set_named(now, &targets),
         }
         self.drain();
     }

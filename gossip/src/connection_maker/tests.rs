@@ -153,3 +153,42 @@ fn forget_and_replace() {
     assert_eq!(m.forget(&[addr(3), addr(9)]), 1);
     assert_eq!(m.targets().len(), 1);
 }
+
+#[test]
+fn named_targets_are_replaced_as_a_whole_and_ignore_the_limit() {
+    let now = Instant::now();
+    let mut m = maker(MakerConfig {
+        discovery: false,
+        conn_limit: 1,
+        ..MakerConfig::default()
+    });
+    m.add_targets(now, &[addr(1)], false);
+    m.set_named(now, &[addr(1), addr(2), addr(3)]);
+    m.set_connected_peers(&[peer(9)]);
+    let mut dialled = Vec::new();
+    while let Some(a) = m.poll_dial(now) {
+        dialled.push(a);
+    }
+    assert_eq!(dialled, vec![addr(1), addr(2), addr(3)], "named: no limit");
+    // A new answer: 2 is gone (no longer dialled), 4 is new, 1 stays explicit.
+    m.set_named(now, &[addr(3), addr(4)]);
+    let t: Vec<(SocketAddr, bool, bool)> = m
+        .targets()
+        .iter()
+        .map(|t| (t.addr, t.explicit, t.named))
+        .collect();
+    assert_eq!(
+        t,
+        vec![
+            (addr(1), true, false),
+            (addr(3), false, true),
+            (addr(4), false, true)
+        ]
+    );
+    assert_eq!(m.poll_dial(now), Some(addr(4)));
+    // Dropping the explicit target keeps what is still named.
+    m.set_named(now, &[addr(1)]);
+    m.add_targets(now, &[], true);
+    let t: Vec<SocketAddr> = m.targets().iter().map(|t| t.addr).collect();
+    assert_eq!(t, vec![addr(1)]);
+}
