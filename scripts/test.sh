@@ -20,10 +20,12 @@ fi
 # python3-prometheus-client (parses /metrics), chromium (renders the status page);
 # for tests/deploy.rs: podman and runc (the container image; runc works with every
 # cgroup layout), debootstrap (the image's base, from the Debian mirror), systemd
-# (systemd-analyze verify of the unit), python3-venv (for kubernetes-validate, below).
+# (systemd-analyze verify of the unit), python3-venv (for kubernetes-validate, below);
+# dnsmasq-base (the DNS server that answers --peers-from-dns in tests/dns_peers.rs; the
+# binary only, no system service).
 need_packages "${BUILD_PACKAGES[@]}" iproute2 iputils-ping tcpdump iperf3 procps iptables \
   nftables containernetworking-plugins python3-jsonschema python3-prometheus-client chromium \
-  podman runc debootstrap systemd python3-venv
+  podman runc debootstrap systemd python3-venv dnsmasq-base
 
 # kubernetes-validate (PyPI) checks deploy/kubernetes/weft.yaml against the API schemas
 # of several Kubernetes releases, offline; tests/deploy.rs finds it in this venv.

@@ -72,12 +72,18 @@ pub struct LaunchArgs {
     /// their full peer_id from `weft report`; the same list everywhere) or observer.
     #[arg(long, value_name = "MODE")]
     pub ipalloc_init: Option<String>,
-    /// Connect to every address NAME resolves to through the host's resolver when the
-    /// router starts, this host's own left out (repeatable). A headless Kubernetes
+    /// Connect to every address NAME resolves to through the host's resolver, at start
+    /// and every 30 s, this host's own left out (repeatable). A headless Kubernetes
     /// Service over the Weft pods, or any name with several A/AAAA records. With no
     /// PEER, the answer also sets the IPAM consensus quorum.
     #[arg(long, value_name = "NAME[:PORT]")]
     pub peers_from_dns: Vec<router::dns_peers::DnsName>,
+    /// Reclaim the address space of a peer that has been unreachable for this long
+    /// (e.g. 30s, 10m, 1h) and that no --peers-from-dns answer names any more: the
+    /// ring's quorum picks one heir (as `weft rmpeer`). A peer still named by DNS is
+    /// never reclaimed. Off by default.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub reclaim_after: Option<Duration>,
     /// Underlay subnets whose peers may use the unencrypted kernel VXLAN fast path with
     /// this host, as CIDRs separated by commas; both ends must trust each other.
     #[arg(long, value_name = "CIDR,..", value_delimiter = ',')]
@@ -176,13 +182,18 @@ impl LaunchArgs {
         } else {
             self.peers.len()
         };
-        for (name, ips) in &dns {
-            for t in router::dns_peers::targets(name, ips, router::dns_peers::is_local) {
-                if !peers.contains(&t) {
-                    peers.push(t);
-                }
-            }
-        }
+        // The answers, this host's own addresses left out, become named targets: they
+        // follow the answer while the router runs, and are not stored as the user's.
+        let peers_from_dns = dns
+            .into_iter()
+            .map(|(name, ips)| {
+                let ips = ips
+                    .into_iter()
+                    .filter(|ip| !router::dns_peers::is_local(ip))
+                    .collect();
+                (name, ips)
+            })
+            .collect();
         let spec = self.ipalloc_init.as_deref().unwrap_or("consensus");
         let ipalloc_init = config::parse_ipalloc_init(spec, others)
             .map_err(|e| anyhow::Error::new(crate::cli::UsageError(e)))?;
@@ -211,6 +222,8 @@ impl LaunchArgs {
             masquerade: !self.no_masquerade,
             expose,
             metrics_addr: self.metrics_addr,
+            peers_from_dns,
+            reclaim_after: self.reclaim_after,
         })
     }
 }
@@ -469,5 +482,54 @@ fn settle(run_dir: &std::path::Path, wait: Duration, progress: &mut Progress) {
              (check with `weft status` and `weft status connections`)",
             wait.as_secs()
         );
+    }
+}
+
+/// `--reclaim-after`: `N` seconds, or `Ns`, `Nm`, `Nh`; between 1 s and 30 days.
+fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
+    let s = s.trim();
+    let (digits, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 30s, 10m or 1h"))?;
+    let secs = match unit {
+        "s" => Some(n),
+        "m" => n.checked_mul(60),
+        "h" => n.checked_mul(3600),
+        _ => None,
+    }
+    .ok_or_else(|| format!("{s:?} is not a duration like 30s, 10m or 1h"))?;
+    if !(1..=30 * 86_400).contains(&secs) {
+        return Err(format!("{s:?}: give between 1s and 720h"));
+    }
+    Ok(Duration::from_secs(secs))
+}
+
+#[cfg(test)]
+mod duration_tests {
+    use super::parse_duration;
+    use std::time::Duration;
+
+    #[test]
+    fn durations_parse_with_units_and_bounds() {
+        assert_eq!(parse_duration("20s"), Ok(Duration::from_secs(20)));
+        assert_eq!(parse_duration("45"), Ok(Duration::from_secs(45)));
+        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        for bad in [
+            "",
+            "0s",
+            "s",
+            "10d",
+            "-1s",
+            "1.5h",
+            "99999999999999999999h",
+            "721h",
+        ] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
     }
 }

@@ -48,14 +48,18 @@ impl Progress {
 pub fn waiting_for(report: &router::status::Report) -> Option<String> {
     let rt = &report.router;
     let mut parts = Vec::new();
-    let targets = rt.targets.len();
-    let established = rt
+    let all: Vec<&String> = rt
         .targets
+        .iter()
+        .chain(rt.dns_targets.iter().map(|t| &t.address))
+        .collect();
+    let targets = all.len();
+    let established = all
         .iter()
         .filter(|t| {
             rt.connections
                 .iter()
-                .any(|c| &c.address == *t && c.state == "established")
+                .any(|c| c.address == ***t && c.state == "established")
         })
         .count();
     if established < targets {

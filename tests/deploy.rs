@@ -613,6 +613,7 @@ fn manifest_validates_for_three_kubernetes_releases() {
         "--peers-from-dns=weft-peers.weft.svc.cluster.local",
         "--ipalloc-range=$(IPALLOC_RANGE)",
         "--mtu=$(MTU)",
+        "--reclaim-after=$(RECLAIM_AFTER)",
     ] {
         assert!(args.contains(&want), "DaemonSet args lack {want}: {args:?}");
     }

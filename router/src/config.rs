@@ -85,6 +85,12 @@ pub struct Config {
     pub expose: Option<Vec<datapath::netlink::LinkAddr>>,
     /// `--metrics-addr`: a listener that serves `/metrics` only, to any Host.
     pub metrics_addr: Option<SocketAddr>,
+    /// `--peers-from-dns`: each name with its answer at launch, this host's own
+    /// addresses left out (resolved again every 30 s while the router runs).
+    pub peers_from_dns: Vec<(crate::dns_peers::DnsName, Vec<std::net::IpAddr>)>,
+    /// `--reclaim-after`: reclaim the space of peers unreachable for this long and
+    /// named by no DNS answer (off when none).
+    pub reclaim_after: Option<std::time::Duration>,
 }
 
 /// Parses `--ipalloc-init`: `consensus[=N]`, `seed=PEERID,..` or `observer`.

@@ -312,6 +312,8 @@ pub async fn run(config: Config, on_ready: impl FnOnce(&str)) -> Result<(), Rout
     let mut targets = config.peers.clone();
     targets.extend(stored_targets.iter().filter(|a| !config.peers.contains(a)));
     maker.add_targets(now, &targets, false);
+    let dns = crate::dns_peers::DnsTargets::new(config.peers_from_dns.clone());
+    maker.set_named(now, &dns.targets());
 
     let (routes_tx, routes_rx) = watch::channel(Arc::new(gossip::routes::Routes::empty(id)));
     let (dp_events_tx, dp_events_rx) = mpsc::unbounded_channel();
@@ -406,6 +408,15 @@ pub async fn run(config: Config, on_ready: impl FnOnce(&str)) -> Result<(), Rout
         discovery: config.discovery,
         port: config.port,
     };
+    let reclaim = config
+        .reclaim_after
+        .map(|after| crate::reclaim::Reclaim::new(after, id));
+    if !dns.is_empty() {
+        tokio::spawn(crate::dns_peers::resolve_every(
+            dns.name_list(),
+            handle.clone(),
+        ));
+    }
     let owner_task = tokio::spawn(
         Owner::new(
             info,
@@ -415,6 +426,7 @@ pub async fn run(config: Config, on_ready: impl FnOnce(&str)) -> Result<(), Rout
             (tasks, neighbours),
             (Box::new(ipam), persist),
         )
+        .with_dns(dns.clone(), reclaim)
         .run(),
     );
     let (stop_tx, mut stop_rx) = mpsc::channel(1);

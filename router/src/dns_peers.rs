@@ -5,13 +5,24 @@
 //! the Weft pods (host network, `publishNotReadyAddresses: true`) answers with every
 //! node's address. Any DNS name with several A/AAAA records serves hosts outside
 //! Kubernetes the same way. The names are resolved through the host's resolver when the
-//! router starts; this host's own addresses are left out, and the answer also sets the
-//! IPAM consensus quorum ([`quorum`]) when no peer is given on the command line, so that
-//! routers started together seed one ring. Routers that start later find the earlier
-//! ones in the answer; the mesh finds the rest by gossip.
+//! router starts and every [`RESOLVE_EVERY`] after ([`resolve_every`]); this host's own
+//! addresses are left out. The first answer also sets the IPAM consensus quorum
+//! ([`quorum`]) when no peer is given on the command line, so that routers started
+//! together seed one ring.
+//!
+//! [`DnsTargets`] (sans-IO, held by the owner) keeps each name's last good answer and
+//! turns the answers into the connection maker's *named* targets: an address that
+//! appears is dialled, one that goes away is no longer dialled. A failed or empty lookup
+//! keeps the last answer: a resolver outage must neither drop targets nor make every
+//! peer look unnamed to reclaim ([`crate::reclaim`]).
 
-use std::collections::BTreeSet;
+use crate::handle::{Input, OwnerHandle};
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+/// How often the names are resolved again.
+pub const RESOLVE_EVERY: Duration = Duration::from_secs(30);
 /// Most addresses taken from one answer (a bound on what a resolver can make us dial).
 pub const MAX_ADDRS_PER_NAME: usize = 1024;
 
@@ -80,6 +91,114 @@ pub fn targets(
         .map(|ip| SocketAddr::new(*ip, name.port))
         .collect();
     set.into_iter().collect()
+}
+
+/// Each name's last good answer (this host's addresses left out), and the targets
+/// they make.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct DnsTargets {
+    answers: BTreeMap<DnsName, BTreeSet<IpAddr>>,
+}
+
+impl DnsTargets {
+    /// The names with their first answers (already without this host's addresses).
+    pub fn new(answers: Vec<(DnsName, Vec<IpAddr>)>) -> DnsTargets {
+        let mut t = DnsTargets::default();
+        for (name, ips) in answers {
+            t.answer(name, ips);
+        }
+        t
+    }
+
+    /// Takes a new answer for `name`; true if the targets changed. An empty answer
+    /// keeps the last one.
+    pub fn answer(&mut self, name: DnsName, ips: Vec<IpAddr>) -> bool {
+        let ips: BTreeSet<IpAddr> = ips
+            .into_iter()
+            .filter(|ip| !ip.is_unspecified() && !ip.is_multicast())
+            .take(MAX_ADDRS_PER_NAME)
+            .collect();
+        if ips.is_empty() && self.answers.contains_key(&name) {
+            return false;
+        }
+        self.answers.insert(name, ips.clone()) != Some(ips)
+    }
+
+    /// Every target the answers make, each once.
+    pub fn targets(&self) -> Vec<SocketAddr> {
+        let all: BTreeSet<SocketAddr> = self
+            .answers
+            .iter()
+            .flat_map(|(name, ips)| ips.iter().map(|ip| SocketAddr::new(*ip, name.port)))
+            .collect();
+        all.into_iter().collect()
+    }
+
+    /// The name whose answer gave `target`, if one did.
+    pub fn source(&self, target: &SocketAddr) -> Option<&DnsName> {
+        self.answers
+            .iter()
+            .find(|(name, ips)| name.port == target.port() && ips.contains(&target.ip()))
+            .map(|(name, _)| name)
+    }
+
+    /// Whether any current answer names `ip`.
+    pub fn names(&self, ip: &IpAddr) -> bool {
+        self.answers.values().any(|ips| ips.contains(ip))
+    }
+
+    /// Whether there are names at all.
+    pub fn is_empty(&self) -> bool {
+        self.answers.is_empty()
+    }
+
+    /// The names, for [`resolve_every`].
+    pub fn name_list(&self) -> Vec<DnsName> {
+        self.answers.keys().cloned().collect()
+    }
+}
+
+/// Resolves `names` every [`RESOLVE_EVERY`] and hands each good answer (this host's
+/// addresses left out) to the owner. Ends when the owner is gone.
+pub async fn resolve_every(names: Vec<DnsName>, owner: OwnerHandle) {
+    let mut failing: BTreeSet<DnsName> = BTreeSet::new();
+    loop {
+        tokio::time::sleep(RESOLVE_EVERY).await;
+        for name in &names {
+            let lookup = name.clone();
+            let answer = tokio::task::spawn_blocking(move || {
+                resolve(&lookup).map(|ips| {
+                    ips.into_iter()
+                        .filter(|ip| !is_local(ip))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .await;
+            match answer {
+                Ok(Ok(ips)) => {
+                    if failing.remove(name) {
+                        tracing::info!(%name, "--peers-from-dns {name} answers again");
+                    }
+                    owner.send(Input::DnsAnswer {
+                        name: name.clone(),
+                        ips,
+                    });
+                    if owner.is_closed() {
+                        return;
+                    }
+                }
+                Ok(Err(e)) => {
+                    if failing.insert(name.clone()) {
+                        tracing::warn!(
+                            %name,
+                            "--peers-from-dns {name}: {e}; keeping its last answer"
+                        );
+                    }
+                }
+                Err(_) => return,
+            }
+        }
+    }
 }
 
 /// Whether `ip` is one of this host's addresses (in the router's network namespace):
@@ -164,6 +283,38 @@ mod tests {
         assert!(!got
             .iter()
             .any(|t| t.ip().is_multicast() || t.ip().is_unspecified()));
+    }
+
+    #[test]
+    fn answers_replace_targets_and_failures_keep_the_last() {
+        let a: DnsName = "a.test".parse().unwrap();
+        let b: DnsName = "b.test:7000".parse().unwrap();
+        let mut t = DnsTargets::new(vec![(a.clone(), vec![ip("198.18.0.2"), ip("198.18.0.3")])]);
+        let sa = |s: &str| s.parse::<SocketAddr>().unwrap();
+        assert_eq!(
+            t.targets(),
+            vec![sa("198.18.0.2:6783"), sa("198.18.0.3:6783")]
+        );
+        assert!(!t.answer(a.clone(), vec![ip("198.18.0.3"), ip("198.18.0.2")]));
+        assert!(t.answer(a.clone(), vec![ip("198.18.0.3"), ip("198.18.0.4")]));
+        assert!(
+            !t.answer(a.clone(), vec![]),
+            "an empty answer keeps the last"
+        );
+        assert!(t.answer(b.clone(), vec![ip("198.18.0.3")]));
+        assert_eq!(
+            t.targets(),
+            vec![
+                sa("198.18.0.3:6783"),
+                sa("198.18.0.3:7000"),
+                sa("198.18.0.4:6783")
+            ]
+        );
+        assert_eq!(t.source(&sa("198.18.0.3:7000")), Some(&b));
+        assert_eq!(t.source(&sa("198.18.0.4:6783")), Some(&a));
+        assert_eq!(t.source(&sa("198.18.0.2:6783")), None);
+        assert!(t.names(&ip("198.18.0.4")) && !t.names(&ip("198.18.0.2")));
+        assert_eq!(t.name_list(), vec![a, b]);
     }
 
     #[test]

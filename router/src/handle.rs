@@ -10,6 +10,7 @@ use crate::ipam_driver::{IpamOp, IpamResult};
 use crate::status::Report;
 use gossip::mesh::ConnId;
 use gossip::node::{Input as NodeInput, LinkUp};
+use gossip::peer::PeerId;
 use std::net::SocketAddr;
 use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
@@ -70,6 +71,20 @@ pub enum Input {
     },
     /// The store committed this IPAM snapshot.
     IpamPersisted(PersistSeq),
+    /// A good answer for a `--peers-from-dns` name (this host's addresses left out).
+    DnsAnswer {
+        /// The name.
+        name: crate::dns_peers::DnsName,
+        /// Its addresses.
+        ips: Vec<std::net::IpAddr>,
+    },
+    /// A reclaim ([`crate::reclaim`]) of `dead`'s space ended.
+    Reclaimed {
+        /// The departed peer.
+        dead: PeerId,
+        /// How it ended.
+        result: IpamResult,
+    },
 }
 
 /// A cheap, cloneable way to reach the owner.
@@ -82,6 +97,11 @@ impl OwnerHandle {
     /// Sends an input; if the owner is gone the router is stopping and it is dropped.
     pub fn send(&self, input: Input) {
         let _ = self.tx.send(input);
+    }
+
+    /// Whether the owner is gone.
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
     }
 
     /// Asks for a status snapshot.

@@ -48,6 +48,8 @@ pub enum IpamOp {
     Rmpeer(String),
     /// `reset`: hand our space to a live peer.
     Leave,
+    /// `--reclaim-after`: `rmpeer` of this departed peer ([`crate::reclaim`]).
+    Reclaim(PeerId),
 }
 
 /// A successful answer.
@@ -61,6 +63,14 @@ pub enum IpamAnswer {
     Removed(String),
     /// Space handed to this peer.
     Left(String),
+    /// A reclaim's decision: the heir (none if the peer owned nothing any more) and the
+    /// addresses the peer held.
+    Reclaimed {
+        /// The heir.
+        heir: Option<PeerId>,
+        /// Addresses it held.
+        ips: u64,
+    },
 }
 
 /// A failure, with the HTTP status the API answers with.
@@ -79,6 +89,7 @@ enum Ctx {
     Addr(Option<u8>),
     Release(Vec<Ipv4Addr>),
     Removed { ips: u64, name: String },
+    Reclaimed { ips: u64 },
     Left,
 }
 
@@ -173,6 +184,14 @@ impl IpamDriver {
                     .find(|s| s.peer == dead)
                     .map_or(0, |s| s.ips);
                 (ipam.rmpeer(now, dead), Ctx::Removed { ips, name })
+            }
+            IpamOp::Reclaim(dead) => {
+                let ips = ipam
+                    .shares()
+                    .iter()
+                    .find(|s| s.peer == dead)
+                    .map_or(0, |s| s.ips);
+                (ipam.rmpeer(now, dead), Ctx::Reclaimed { ips })
             }
             IpamOp::Leave => (ipam.leave(now), Ctx::Left),
         };
@@ -272,14 +291,23 @@ impl IpamDriver {
             (Ok(Reply::Removed { .. }), Ctx::Removed { ips, name }) => Ok(IpamAnswer::Removed(
                 format!("{ips} IPs taken over from {name}"),
             )),
+            (Ok(Reply::Removed { heir }), Ctx::Reclaimed { ips }) => {
+                Ok(IpamAnswer::Reclaimed { heir, ips })
+            }
             (Ok(Reply::Left { heir }), _) => Ok(IpamAnswer::Left(self.name(&heir))),
             (Ok(other), _) => Ok(IpamAnswer::Removed(format!("{other:?}"))),
         };
         let _ = reply.send(answer);
     }
 
-    fn name(&self, p: &PeerId) -> String {
+    /// `p` as `weft status` names it (short id and nickname, when known).
+    pub fn name(&self, p: &PeerId) -> String {
         display_name(p, self.nicknames.get(p).map_or("", |n| n.as_str()))
+    }
+
+    /// The peers that own space in the ring.
+    pub fn owners(&self, mesh: &mut Mesh) -> Vec<PeerId> {
+        ipam(mesh).shares().iter().map(|s| s.peer).collect()
     }
 
     /// The IPAM part of the report.
@@ -326,6 +354,7 @@ impl IpamDriver {
                 .map(|p| format!("{}: waiting for {}", p.what, p.waiting_for))
                 .collect(),
             stats: ipam.stats(),
+            reclaim: None,
             text: ipam.format_status(&nick, &reachable),
         }
     }

@@ -294,6 +294,27 @@ fn ipam_families(e: &mut Exposition, report: &Report) {
             .count();
         e.sample("weft_ipam_pending_requests", &[("kind", kind)], n);
     }
+    if let Some(r) = &ipam.reclaim {
+        e.family(
+            "weft_ipam_reclaims_total",
+            "counter",
+            "Reclaims of departed peers' space started here (--reclaim-after), by result: \
+             took (this router is heir), other_heir, failed.",
+        );
+        for (result, n) in [
+            ("took", r.took),
+            ("other_heir", r.other_heir),
+            ("failed", r.failed),
+        ] {
+            e.sample("weft_ipam_reclaims_total", &[("result", result)], n);
+        }
+        e.single(
+            "weft_ipam_reclaim_waiting_peers",
+            "gauge",
+            "Unreachable peers owning space that are not reclaimed yet.",
+            r.waiting.len(),
+        );
+    }
 }
 
 fn dataplane_families(e: &mut Exposition, report: &Report) {

@@ -7,13 +7,17 @@
 //! machines; their outputs go to link tasks (send, close), new dial tasks, the data-plane
 //! tasks, the route snapshot and the store. Queries are answered with oneshot replies.
 
+mod dns;
+
 use crate::dataplane::DataplaneHandle;
+use crate::dns_peers::DnsTargets;
 use crate::fastdp::{Event as FpEvent, FastdpHandle};
 use crate::handshakes::HandshakeStats;
 use crate::ipam::Ipam;
 use crate::ipam_driver::IpamDriver;
 use crate::links::{self, LinkContext};
 use crate::neighbours::{self, Neighbours, Output as NbOutput};
+use crate::reclaim::Reclaim;
 use crate::report::{self, RouterInfo};
 use crate::sleeve_channel::{SleeveChannel, SLEEVE_CHANNEL};
 use crate::status::Report;
@@ -60,6 +64,8 @@ pub struct Owner {
     /// The store thread (for the user's connection targets).
     store: std::sync::mpsc::Sender<Write>,
     handshakes: HandshakeStats,
+    dns: DnsTargets,
+    reclaim: Option<Reclaim>,
 }
 
 impl Owner {
@@ -87,6 +93,8 @@ impl Owner {
             ipam,
             store,
             handshakes: HandshakeStats::default(),
+            dns: DnsTargets::default(),
+            reclaim: None,
         }
     }
 
@@ -96,7 +104,7 @@ impl Owner {
         loop {
             self.drain(Instant::now());
             let ipam_next = self.ipam.poll_timeout(self.node.mesh_mut());
-            let next = [self.node.poll_timeout(), ipam_next]
+            let next = [self.node.poll_timeout(), ipam_next, self.reclaim_timeout()]
                 .into_iter()
                 .flatten()
                 .min()
@@ -126,6 +134,7 @@ impl Owner {
         let input = match input {
             Input::LinkUp { link, tx } => {
                 self.handshakes.accepted(link.outbound);
+                self.reclaim_link_up(&link);
                 self.links.insert(link.conn, tx);
                 NodeInput::LinkUp(link)
             }
@@ -142,6 +151,8 @@ impl Owner {
                 return self.ipam.request(self.node.mesh_mut(), now, op, reply);
             }
             Input::IpamPersisted(seq) => return self.ipam.persisted(self.node.mesh_mut(), seq),
+            Input::DnsAnswer { name, ips } => return self.dns_answer(now, name, ips),
+            Input::Reclaimed { dead, result } => return self.reclaimed(now, dead, result),
         };
         match &input {
             NodeInput::LinkDown { conn, .. } => drop(self.links.remove(conn)),
@@ -200,6 +211,7 @@ impl Owner {
                 self.neighbours.handle_links(endpoints);
             }
             self.take_sleeve_messages();
+            self.reclaim_step(now);
             // Relayed messages and IPAM's gossip give the node output: go round again.
             let relayed = self.relay();
             if !self.ipam.pump(self.node.mesh_mut(), now) && !relayed {
@@ -270,6 +282,7 @@ impl Owner {
         let mut r = report::of_node(&self.info, &self.node, &self.neighbours);
         r.ipam = Some(self.ipam.report(self.node.mesh_mut(), &self.info.nickname));
         r.handshakes = Some(self.handshakes.report());
+        self.dns_report(Instant::now(), &mut r);
         r
     }
 

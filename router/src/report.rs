@@ -171,6 +171,7 @@ pub fn build(
             peer_discovery: info.discovery,
             port: info.port,
             targets,
+            dns_targets: Vec::new(),
             connections,
             peers,
             trusted_subnets: view.trusted_subnets.clone(),

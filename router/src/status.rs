@@ -83,9 +83,63 @@ pub struct IpamReport {
     /// Counters: malformed or out-of-range gossip, donations, timeouts.
     #[serde(default)]
     pub stats: crate::ipam::IpamStats,
+    /// `--reclaim-after`: departed peers waiting and reclaims done (absent when off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reclaim: Option<ReclaimReport>,
     /// `weft status ipam`, formatted by the owner.
     #[serde(skip)]
     pub text: String,
+}
+
+/// A target taken from a DNS answer.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct DnsTarget {
+    /// `ip:port`.
+    pub address: String,
+    /// The `--peers-from-dns` name (`NAME:PORT`) whose answer gave it.
+    pub name: String,
+}
+
+/// `--reclaim-after` in the report.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct ReclaimReport {
+    /// The configured wait, in seconds.
+    pub after_secs: u64,
+    /// Peers owning space that the mesh does not reach.
+    pub waiting: Vec<ReclaimWaiting>,
+    /// The last reclaims, oldest first.
+    pub done: Vec<ReclaimDone>,
+    /// Reclaims in which this router became heir.
+    pub took: u64,
+    /// Reclaims that found another heir.
+    pub other_heir: u64,
+    /// Reclaims that failed (retried).
+    pub failed: u64,
+}
+
+/// A departed peer that waits for reclaim.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct ReclaimWaiting {
+    /// Peer name and nickname.
+    pub peer: String,
+    /// Seconds since the mesh last reached it.
+    pub down_secs: u64,
+    /// Why it is not reclaimed although due (e.g. `still named by DNS`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocked: Option<String>,
+}
+
+/// A finished reclaim.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct ReclaimDone {
+    /// Peer name and nickname.
+    pub peer: String,
+    /// When it ended (UTC).
+    pub at: String,
+    /// How long the peer had been unreachable, in seconds.
+    pub down_secs: u64,
+    /// `took N IPs`, `heir NAME` or `failed: WHY`.
+    pub outcome: String,
 }
 
 /// One owner's share of the range.
@@ -208,6 +262,9 @@ pub struct RouterReport {
     pub port: u16,
     /// Connection targets given on the command line or by `weft connect`.
     pub targets: Vec<String>,
+    /// Connection targets from `--peers-from-dns` answers, with their names.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns_targets: Vec<DnsTarget>,
     /// Local connections and connection attempts.
     pub connections: Vec<ConnectionReport>,
     /// Every peer in the topology, this one first.
@@ -527,6 +584,9 @@ pub fn format_targets(r: &Report) -> String {
     let mut out = String::new();
     for t in &r.router.targets {
         let _ = writeln!(out, "{t}");
+    }
+    for t in &r.router.dns_targets {
+        let _ = writeln!(out, "{} (dns {})", t.address, printable(&t.name));
     }
     out
 }

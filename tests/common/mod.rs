@@ -8,6 +8,7 @@
 
 pub mod capture;
 pub mod cni;
+pub mod dns;
 pub mod fake_ipam;
 pub mod netns;
 pub mod traffic;

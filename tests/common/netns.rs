@@ -338,13 +338,20 @@ impl Net {
     /// Gives host `hX` its own `/etc/hosts` (what its resolver answers first): `ip netns
     /// exec` bind-mounts `/etc/netns/NS/hosts` over `/etc/hosts` for programs run in NS.
     pub fn set_hosts_file(&mut self, host: usize, text: &str) {
+        self.set_etc_file(host, "hosts", text);
+    }
+
+    /// Gives host `hX` its own `/etc/FILE` (`/etc/netns/NS/FILE`, bind-mounted over
+    /// `/etc/FILE` by `ip netns exec`); removed when the net is dropped.
+    pub fn set_etc_file(&mut self, host: usize, file: &str, text: &str) {
         let ns = self.host(host).ns.clone();
         let dir = Path::new("/etc/netns").join(&ns);
         std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
         if !self.etc.contains(&dir) {
             self.etc.push(dir.clone());
         }
-        std::fs::write(dir.join("hosts"), text).expect("write the namespace's hosts file");
+        std::fs::write(dir.join(file), text)
+            .unwrap_or_else(|e| panic!("write the namespace's {file}: {e}"));
     }
 
     /// Makes host `hX` unable to send to underlay address `to` (a blackhole route in

@@ -36,6 +36,7 @@ fn sample() -> Report {
             peer_discovery: true,
             port: 6783,
             targets: vec!["198.18.0.2:6783".into(), "198.18.0.9:6783".into()],
+            dns_targets: vec![],
             connections: vec![
                 conn(
                     "198.18.0.2:6783",
@@ -96,6 +97,7 @@ fn sample() -> Report {
             }],
             pending: vec![],
             stats: Default::default(),
+            reclaim: None,
             text: String::new(),
             range_size: 1_048_576,
         }),
@@ -196,6 +198,19 @@ fn relayed_peers_follow_the_connections() {
 }
 
 #[test]
+fn dns_targets_follow_the_users_with_their_name() {
+    let mut r = sample();
+    r.router.dns_targets = vec![DnsTarget {
+        address: "198.18.0.4:6783".into(),
+        name: "weft-peers.test:6783".into(),
+    }];
+    assert_eq!(
+        format_targets(&r),
+        "198.18.0.2:6783\n198.18.0.9:6783\n198.18.0.4:6783 (dns weft-peers.test:6783)\n"
+    );
+}
+
+#[test]
 fn reports_without_the_new_fields_still_parse() {
     let mut json = serde_json::to_value(sample()).unwrap();
     json["router"].as_object_mut().unwrap().remove("relayed");
@@ -266,6 +281,29 @@ fn report_fields_match_the_schema() {
         encrypted: true,
         mtu: Some(1400),
     }];
+    r.router.dns_targets = vec![DnsTarget {
+        address: "198.18.0.4:6783".into(),
+        name: "weft-peers.test:6783".into(),
+    }];
+    if let Some(ipam) = r.ipam.as_mut() {
+        ipam.reclaim = Some(ReclaimReport {
+            after_secs: 20,
+            waiting: vec![ReclaimWaiting {
+                peer: "7e:21:4a:70:2f:47(h5)".into(),
+                down_secs: 30,
+                blocked: Some("still named by DNS".into()),
+            }],
+            done: vec![ReclaimDone {
+                peer: "7e:21:4a:70:2f:48(h6)".into(),
+                at: "2026-12-04 21:00:00 UTC".into(),
+                down_secs: 21,
+                outcome: "took 1024 IPs".into(),
+            }],
+            took: 1,
+            other_heir: 0,
+            failed: 0,
+        });
+    }
     let v = serde_json::to_value(&r).unwrap();
     assert!(conforms(&schema, &schema, &v), "{v:#}");
     // The checker does reject an undeclared field.
