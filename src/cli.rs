@@ -168,6 +168,27 @@ pub enum Command {
         #[command(flatten)]
         dirs: Dirs,
     },
+    /// Print this host's public key, as a line for other hosts' --peer-keys lists.
+    ///
+    /// The key is created in the data dir if there is none yet, so lists can be made
+    /// before the first launch.
+    #[command(
+        after_help = "Example:\n  weft identity >> /etc/weft/peers   (then copy the file to every host)"
+    )]
+    Identity {
+        #[command(flatten)]
+        dirs: Dirs,
+    },
+    /// The --peer-keys list: `weft peers reload` reads it again.
+    #[command(after_help = "Example:\n  weft peers reload")]
+    Peers {
+        /// `reload`: read the --peer-keys list again (as SIGHUP does); links of listed
+        /// peers stay up, those of peers no longer listed close.
+        #[arg(value_parser = ["reload"])]
+        action: String,
+        #[command(flatten)]
+        dirs: Dirs,
+    },
     /// Stop the router and remove everything weft made on this host.
     ///
     /// Deletes attached containers' interfaces, the TAP device and the `weft` bridge
@@ -339,6 +360,22 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Rmpeer { peers, dirs } => {
             let body = serde_json::to_vec(&serde_json::json!({ "peers": peers }))?;
             let answer = client::request(&dirs.run_dir, "POST", "/ipam/rmpeer", Some(&body))?;
+            print!("{}", String::from_utf8_lossy(&answer));
+            Ok(())
+        }
+        Command::Identity { dirs } => {
+            let path = router::config::identity_path(&dirs.data_dir);
+            let identity = gossip::identity::Identity::load_or_create(&path)
+                .with_context(|| format!("the identity key in {}", dirs.data_dir.display()))?;
+            println!(
+                "{} {}",
+                gossip::peer_keys::to_hex(identity.public_key()),
+                hostname()
+            );
+            Ok(())
+        }
+        Command::Peers { dirs, .. } => {
+            let answer = client::request(&dirs.run_dir, "POST", "/peers/reload", None)?;
             print!("{}", String::from_utf8_lossy(&answer));
             Ok(())
         }

@@ -78,6 +78,12 @@ pub struct LaunchArgs {
     /// PEER, the answer also sets the IPAM consensus quorum.
     #[arg(long, value_name = "NAME[:PORT]")]
     pub peers_from_dns: Vec<router::dns_peers::DnsName>,
+    /// Admit only peers whose static key is listed in FILE (or in the files of a
+    /// directory): one key per line as 64 hex digits (`weft identity` on each host
+    /// prints its line), then an optional name; `#` starts a comment. Reloaded by
+    /// SIGHUP or `weft peers reload`, without dropping the links of listed peers.
+    #[arg(long, value_name = "FILE|DIR")]
+    pub peer_keys: Option<PathBuf>,
     /// Reclaim the address space of a peer that has been unreachable for this long
     /// (e.g. 30s, 10m, 1h) and that no --peers-from-dns answer names any more: the
     /// ring's quorum picks one heir (as `weft rmpeer`). A peer still named by DNS is
@@ -223,6 +229,7 @@ impl LaunchArgs {
             expose,
             metrics_addr: self.metrics_addr,
             peers_from_dns,
+            peer_keys: self.peer_keys,
             reclaim_after: self.reclaim_after,
         })
     }

@@ -157,6 +157,8 @@ pub struct Handshake {
     consumed: usize,
     out: Vec<u8>,
     deadline: Instant,
+    /// `--peer-keys`: only these static keys may complete the handshake.
+    admitted: Option<std::sync::Arc<crate::peer_keys::PeerKeys>>,
 }
 
 impl Handshake {
@@ -204,7 +206,20 @@ impl Handshake {
             consumed: 0,
             out,
             deadline: cfg.now + HANDSHAKE_TIMEOUT,
+            admitted: None,
         }
+    }
+
+    /// Admits only the keys on `list` (`--peer-keys`); `None` admits any key that
+    /// proves the network secret. The initiator refuses at msg2, before it sends msg3;
+    /// the responder at msg3, before its key confirmation: an unlisted peer never gets
+    /// a link.
+    pub fn with_admitted(
+        mut self,
+        list: Option<std::sync::Arc<crate::peer_keys::PeerKeys>>,
+    ) -> Handshake {
+        self.admitted = list;
+        self
     }
 
     /// Uses a fixed ephemeral key instead of a random one: tests and fuzzing only.

@@ -38,6 +38,7 @@ pub mod mesh;
 pub mod message;
 pub mod node;
 pub mod peer;
+pub mod peer_keys;
 pub mod psk;
 pub mod ratelimit;
 pub mod routes;

@@ -276,6 +276,14 @@ impl Mesh {
         self.channels.get_mut(name).map(|c| &mut **c)
     }
 
+    /// `--peer-keys`: accepts topology only of these peers from now on (`None`: of
+    /// every peer), dropping what is held of others; routes follow.
+    pub fn set_admitted(&mut self, now: Instant, admitted: Option<BTreeSet<PeerId>>) {
+        self.topology.set_admitted(admitted);
+        self.after_topology_change(now);
+        self.recompute_routes();
+    }
+
     /// Merges a whole topology state from elsewhere, as if received by gossip (used to
     /// build large simulated meshes without gossiping their history).
     #[cfg(any(test, feature = "sim"))]

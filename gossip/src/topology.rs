@@ -52,6 +52,8 @@ pub struct Topology {
     local: PeerId,
     peers: BTreeMap<PeerId, Arc<PeerRecord>>,
     change: TopologyChange,
+    /// `--peer-keys`: only these peers' records, and links to them, are accepted.
+    admitted: Option<Arc<BTreeSet<PeerId>>>,
 }
 
 impl PartialEq for Topology {
@@ -69,6 +71,7 @@ impl Topology {
             local,
             peers: BTreeMap::from([(local, Arc::new(record))]),
             change: TopologyChange::default(),
+            admitted: None,
         }
     }
 
@@ -226,7 +229,33 @@ impl Topology {
         Ok((!news.is_empty()).then_some(TopologyUpdate { records: news }))
     }
 
+    /// Accepts only the records of `admitted` peers from now on
+    /// (`None`: every peer's); records already held of other peers are dropped.
+    pub fn set_admitted(&mut self, admitted: Option<BTreeSet<PeerId>>) {
+        self.admitted = admitted.map(Arc::new);
+        let Some(set) = self.admitted.clone() else {
+            return;
+        };
+        let local = self.local;
+        let before = self.peers.len();
+        self.peers.retain(|id, _| *id == local || set.contains(id));
+        if self.peers.len() != before {
+            self.change.changed = true;
+            self.change.link_removed = true;
+        }
+    }
+
+    fn is_admitted(&self, peer: &PeerId) -> bool {
+        *peer == self.local || self.admitted.as_ref().is_none_or(|s| s.contains(peer))
+    }
+
     fn merge_record(&mut self, delta: RecordDelta) -> Result<Option<RecordDelta>, ChannelError> {
+        // A listed peer's links to others stay as it reports them (the records stay
+        // identical everywhere, for anti-entropy); with no record of its own, an
+        // unlisted peer has no symmetric link, so no route, and no discovery address.
+        if !self.is_admitted(&delta.peer) {
+            return Ok(None);
+        }
         if delta.peer == self.local {
             if delta.incarnation > self.local_record().incarnation() {
                 self.change.conflict = self.change.conflict.max(Some(delta.incarnation));
@@ -349,7 +378,7 @@ impl Topology {
     /// Records we lack are shared with `other`, not copied.
     pub fn merge_state(&mut self, other: &Topology) {
         for (id, record) in &other.peers {
-            if *id == self.local {
+            if *id == self.local || self.admitted.is_some() {
                 continue;
             }
             match self.peers.get(id) {

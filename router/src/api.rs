@@ -80,6 +80,33 @@ pub struct Api {
     pub firewall: crate::firewall::FirewallHandle,
     /// What was attached through this router (`weft ps`).
     pub attachments: Arc<Attachments>,
+    /// `--peer-keys`, reloaded by `POST /peers/reload`.
+    pub peer_keys: Option<Arc<crate::peer_keys::KeyList>>,
+}
+
+/// Reloads the `--peer-keys` list (SIGHUP, `weft peers reload`): on success the owner
+/// gets the new ids. Returns what to tell the user.
+pub fn reload_peer_keys(
+    list: Option<&crate::peer_keys::KeyList>,
+    owner: &OwnerHandle,
+) -> Result<String, String> {
+    let Some(list) = list else {
+        let why = "this router runs without --peer-keys: there is no list to reload";
+        tracing::warn!("{why}");
+        return Err(why.into());
+    };
+    match list.reload() {
+        Ok(keys) => {
+            owner.send(Input::PeerKeys(keys.ids().clone()));
+            let done = format!("{} peer keys in force", keys.len());
+            tracing::info!("--peer-keys reloaded: {done}");
+            Ok(done)
+        }
+        Err(e) => {
+            tracing::error!("--peer-keys reload failed, the list in force stays: {e}");
+            Err(format!("{e}; the list in force stays"))
+        }
+    }
 }
 
 /// Serves the Unix-socket API forever (bounded: see [`serve`]).
@@ -201,6 +228,12 @@ impl Api {
             ("POST", "/ipam/release") => self.ipam_release(req).await,
             ("POST", "/ipam/rmpeer") => self.ipam_rmpeer(req).await,
             ("POST", "/ipam/leave") => self.ipam_leave().await,
+            ("POST", "/peers/reload") => {
+                match reload_peer_keys(self.peer_keys.as_deref(), &self.owner) {
+                    Ok(done) => Response::text(200, format!("{done}\n")),
+                    Err(e) => Response::text(409, format!("{e}\n")),
+                }
+            }
             ("POST", "/stop") => {
                 let _ = self.stop.try_send(());
                 Response::text(200, "stopping\n")
@@ -217,6 +250,7 @@ impl Api {
             return Response::text(503, "router is stopping\n");
         };
         report.fast_path = Some(crate::report::fast_path(self.fastdp.availability()));
+        report.router.peer_keys = self.peer_keys.as_ref().map(|l| l.report());
         if let Some(stats) = self.firewall.stats().await {
             report.masquerade = Some(crate::report::masquerade(&stats.masquerade));
         }

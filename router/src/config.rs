@@ -88,6 +88,8 @@ pub struct Config {
     /// `--peers-from-dns`: each name with its answer at launch, this host's own
     /// addresses left out (resolved again every 30 s while the router runs).
     pub peers_from_dns: Vec<(crate::dns_peers::DnsName, Vec<std::net::IpAddr>)>,
+    /// `--peer-keys`: the allow-list file or directory.
+    pub peer_keys: Option<std::path::PathBuf>,
     /// `--reclaim-after`: reclaim the space of peers unreachable for this long and
     /// named by no DNS answer (off when none).
     pub reclaim_after: Option<std::time::Duration>,

@@ -79,6 +79,9 @@ pub enum RouterError {
     /// The state database, or the range persisted in it.
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    /// The `--peer-keys` list cannot be read.
+    #[error("{0}")]
+    PeerKeys(String),
     /// The persisted IPAM state cannot be restored.
     #[error("cannot restore the IPAM state in {path}: {message}")]
     Ipam {
@@ -196,6 +199,10 @@ pub async fn run(config: Config, on_ready: impl FnOnce(&str)) -> Result<(), Rout
         let _ = std::fs::remove_file(&socket_path);
     }
     let identity = Identity::load_or_create(&config::identity_path(&config.data_dir))?;
+    let peer_keys = match &config.peer_keys {
+        Some(path) => Some(crate::peer_keys::KeyList::open(path).map_err(RouterError::PeerKeys)?),
+        None => None,
+    };
     let store_path = config::store_path(&config.data_dir);
     let range = config.ipalloc_range;
     let opened = {
@@ -400,7 +407,14 @@ pub async fn run(config: Config, on_ready: impl FnOnce(&str)) -> Result<(), Rout
     let persist = crate::store::spawn_writer(store, move |seq| {
         persisted.send(owner::Input::IpamPersisted(seq));
     });
-    let ctx = LinkContext::new(identity, psk, handle.clone());
+    let ctx = LinkContext::new(identity, psk, handle.clone(), peer_keys.clone());
+    if let Some(list) = &peer_keys {
+        handle.send(owner::Input::PeerKeys(list.current().ids().clone()));
+        info!(
+            keys = list.current().len(),
+            "--peer-keys: only listed peers may join"
+        );
+    }
     let info = RouterInfo {
         id,
         nickname: config.nickname.clone(),
@@ -431,13 +445,14 @@ pub async fn run(config: Config, on_ready: impl FnOnce(&str)) -> Result<(), Rout
     );
     let (stop_tx, mut stop_rx) = mpsc::channel(1);
     let api = Api {
-        owner: handle,
+        owner: handle.clone(),
         stop: stop_tx,
         mtu: link_mtu,
         dataplane: dp_handle,
         fastdp: fp_handle,
         firewall: firewall.clone(),
         attachments,
+        peer_keys: peer_keys.clone(),
     };
     tokio::spawn(listener::run(tcp, ctx));
     tokio::spawn(api::serve_unix(unix, api.clone()));
@@ -455,10 +470,16 @@ pub async fn run(config: Config, on_ready: impl FnOnce(&str)) -> Result<(), Rout
 
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
     let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    tokio::select! {
-        _ = stop_rx.recv() => info!("stop requested through the API"),
-        _ = term.recv() => info!("SIGTERM received"),
-        _ = int.recv() => info!("SIGINT received"),
+    let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
+    loop {
+        tokio::select! {
+            _ = stop_rx.recv() => break info!("stop requested through the API"),
+            _ = term.recv() => break info!("SIGTERM received"),
+            _ = int.recv() => break info!("SIGINT received"),
+            _ = hup.recv() => {
+                let _ = crate::api::reload_peer_keys(peer_keys.as_deref(), &handle);
+            }
+        }
     }
     owner_task.abort();
     firewall.shutdown().await;

@@ -78,6 +78,8 @@ pub enum Input {
         /// Its addresses.
         ips: Vec<std::net::IpAddr>,
     },
+    /// `--peer-keys` (at start or reloaded): the listed peers' ids.
+    PeerKeys(std::collections::BTreeSet<PeerId>),
     /// A reclaim ([`crate::reclaim`]) of `dead`'s space ended.
     Reclaimed {
         /// The departed peer.

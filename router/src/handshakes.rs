@@ -25,6 +25,8 @@ pub enum RefusedReason {
     Version,
     /// Not a weft peer: bad header, wrong lengths, corrupt messages, low-order keys.
     Protocol,
+    /// The remote's key is not on the `--peer-keys` list.
+    NotListed,
     /// The deadline passed.
     Timeout,
     /// The remote closed the connection, or the socket failed.
@@ -35,13 +37,14 @@ pub enum RefusedReason {
 
 impl RefusedReason {
     /// Every reason, in the order `/metrics` lists them.
-    pub const ALL: [RefusedReason; 9] = [
+    pub const ALL: [RefusedReason; 10] = [
         RefusedReason::RateLimit,
         RefusedReason::TooManyPending,
         RefusedReason::Auth,
         RefusedReason::EncryptionMismatch,
         RefusedReason::Version,
         RefusedReason::Protocol,
+        RefusedReason::NotListed,
         RefusedReason::Timeout,
         RefusedReason::Closed,
         RefusedReason::Internal,
@@ -56,6 +59,7 @@ impl RefusedReason {
             RefusedReason::EncryptionMismatch => "encryption_mismatch",
             RefusedReason::Version => "version",
             RefusedReason::Protocol => "protocol",
+            RefusedReason::NotListed => "not_listed",
             RefusedReason::Timeout => "timeout",
             RefusedReason::Closed => "closed",
             RefusedReason::Internal => "internal",
@@ -77,6 +81,7 @@ impl RefusedReason {
             | HandshakeError::BadLength { .. }
             | HandshakeError::LowOrderKey { .. }
             | HandshakeError::Corrupt { .. } => RefusedReason::Protocol,
+            HandshakeError::NotListed { .. } => RefusedReason::NotListed,
             HandshakeError::TimedOut => RefusedReason::Timeout,
             HandshakeError::ClosedEarly | HandshakeError::Aborted => RefusedReason::Closed,
             HandshakeError::NotFinished(_) | HandshakeError::Noise(_) => RefusedReason::Internal,
@@ -155,7 +160,7 @@ pub struct HandshakeRefusal {
     /// `inbound` or `outbound`.
     pub direction: String,
     /// `rate_limit`, `too_many_pending`, `auth`, `encryption_mismatch`, `version`,
-    /// `protocol`, `timeout`, `closed` or `internal`.
+    /// `protocol`, `not_listed`, `timeout`, `closed` or `internal`.
     pub reason: String,
     /// How many.
     pub count: u64,

@@ -59,6 +59,7 @@ pub mod metrics;
 pub mod mtu;
 pub mod neighbours;
 pub mod owner;
+pub mod peer_keys;
 pub mod reclaim;
 pub mod report;
 pub mod reset;

@@ -36,18 +36,31 @@ pub struct LinkContext {
     pub psk: Option<Psk>,
     /// The mesh owner.
     pub owner: OwnerHandle,
+    /// `--peer-keys`: only listed keys complete a handshake.
+    pub peer_keys: Option<Arc<crate::peer_keys::KeyList>>,
     next_conn: AtomicU64,
 }
 
 impl LinkContext {
     /// A context for the links of one router.
-    pub fn new(identity: Identity, psk: Option<Psk>, owner: OwnerHandle) -> Arc<LinkContext> {
+    pub fn new(
+        identity: Identity,
+        psk: Option<Psk>,
+        owner: OwnerHandle,
+        peer_keys: Option<Arc<crate::peer_keys::KeyList>>,
+    ) -> Arc<LinkContext> {
         Arc::new(LinkContext {
             identity,
             psk,
             owner,
+            peer_keys,
             next_conn: AtomicU64::new(1),
         })
+    }
+
+    /// The allow-list in force, if any.
+    fn admitted(&self) -> Option<Arc<gossip::peer_keys::PeerKeys>> {
+        self.peer_keys.as_ref().map(|l| l.current())
     }
 
     fn handshake_config(&self) -> HandshakeConfig<'_> {
@@ -100,7 +113,7 @@ pub async fn dial(ctx: Arc<LinkContext>, target: SocketAddr) {
         Ok(Err(e)) => return dial_failed(&ctx, target, format!("dial tcp {target}: {e}")),
         Err(_) => return dial_failed(&ctx, target, format!("dial tcp {target}: timed out")),
     };
-    let hs = Handshake::new_initiator(&ctx.handshake_config());
+    let hs = Handshake::new_initiator(&ctx.handshake_config()).with_admitted(ctx.admitted());
     run(ctx, stream, target, Some(target), hs, None::<()>).await;
 }
 
@@ -118,7 +131,7 @@ pub async fn accept<S: Send + 'static>(
     remote: SocketAddr,
     slot: S,
 ) {
-    let hs = Handshake::new_responder(&ctx.handshake_config());
+    let hs = Handshake::new_responder(&ctx.handshake_config()).with_admitted(ctx.admitted());
     run(ctx, stream, remote, None, hs, Some(slot)).await;
 }
 

@@ -7,7 +7,7 @@
 //! machines; their outputs go to link tasks (send, close), new dial tasks, the data-plane
 //! tasks, the route snapshot and the store. Queries are answered with oneshot replies.
 
-mod dns;
+mod peers;
 
 use crate::dataplane::DataplaneHandle;
 use crate::dns_peers::DnsTargets;
@@ -152,6 +152,7 @@ impl Owner {
             }
             Input::IpamPersisted(seq) => return self.ipam.persisted(self.node.mesh_mut(), seq),
             Input::DnsAnswer { name, ips } => return self.dns_answer(now, name, ips),
+            Input::PeerKeys(ids) => return self.peer_keys(now, ids),
             Input::Reclaimed { dead, result } => return self.reclaimed(now, dead, result),
         };
         match &input {

@@ -172,6 +172,7 @@ pub fn build(
             port: info.port,
             targets,
             dns_targets: Vec::new(),
+            peer_keys: None,
             connections,
             peers,
             trusted_subnets: view.trusted_subnets.clone(),

@@ -91,6 +91,17 @@ pub struct IpamReport {
     pub text: String,
 }
 
+/// `--peer-keys` in the report.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct PeerKeysReport {
+    /// The file or directory.
+    pub path: String,
+    /// Keys listed.
+    pub keys: usize,
+    /// Successful reloads since the start.
+    pub reloads: u64,
+}
+
 /// A target taken from a DNS answer.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
 pub struct DnsTarget {
@@ -262,6 +273,9 @@ pub struct RouterReport {
     pub port: u16,
     /// Connection targets given on the command line or by `weft connect`.
     pub targets: Vec<String>,
+    /// `--peer-keys`: the allow-list in force (absent without the option).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_keys: Option<PeerKeysReport>,
     /// Connection targets from `--peers-from-dns` answers, with their names.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dns_targets: Vec<DnsTarget>,

@@ -82,6 +82,17 @@ pub enum HandshakeError {
          network secret most likely differs from ours, or the link was tampered with"
     )]
     ConfirmFailed,
+    /// The remote's static key is not on this router's `--peer-keys` list.
+    #[error(
+        "peer {peer} is not on the --peer-keys list (its key: {key}); add the key (`weft \
+         identity` on that host prints it) and run `weft peers reload`"
+    )]
+    NotListed {
+        /// The remote's id.
+        peer: crate::peer::PeerId,
+        /// Its public key, in hex.
+        key: String,
+    },
     /// The remote closed the connection before msg3 was sent.
     #[error("the remote closed the connection before the handshake completed")]
     ClosedEarly,

@@ -150,6 +150,14 @@ impl Handshake {
             .ok_or(HandshakeError::Corrupt { what: "static key" })?;
         check_key(remote, "static")?;
         self.remote_static.copy_from_slice(&remote[..KEY_LEN]);
+        if let Some(list) = &self.admitted {
+            if !list.admits_key(&self.remote_static) {
+                return Err(HandshakeError::NotListed {
+                    peer: crate::peer::PeerId::from_public_key(&self.remote_static),
+                    key: crate::peer_keys::to_hex(&self.remote_static),
+                });
+            }
+        }
         Ok(())
     }
 

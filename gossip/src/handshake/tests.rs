@@ -556,3 +556,46 @@ fn fuzz_responder_random_inputs() {
 }
 
 mod evil;
+
+#[test]
+fn only_listed_keys_complete_the_handshake() {
+    use crate::peer_keys::{to_hex, PeerKeys};
+    use std::sync::Arc;
+    let (a, b) = identities();
+    let psk = Psk::from_bytes([7; 32]);
+    let list = |ids: &[&Identity]| {
+        let text: String = ids
+            .iter()
+            .map(|i| format!("{}\n", to_hex(i.public_key())))
+            .collect();
+        Some(Arc::new(PeerKeys::parse(&text).unwrap()))
+    };
+    // Both listed: it completes.
+    let (init, resp) = pair(&a, &b, Some(&psk), Some(&psk));
+    let (mut init, mut resp) = (
+        init.with_admitted(list(&[&b])),
+        resp.with_admitted(list(&[&a])),
+    );
+    let outcome = drive(&mut init, &mut resp, |_, _, _| {});
+    assert!(outcome.initiator_error.is_none() && outcome.responder_error.is_none());
+    // The responder does not list the initiator: refused at msg3, no confirmation.
+    let (init, resp) = pair(&a, &b, Some(&psk), Some(&psk));
+    let (mut init, mut resp) = (init, resp.with_admitted(list(&[&b])));
+    let outcome = drive(&mut init, &mut resp, |_, _, _| {});
+    assert!(
+        matches!(outcome.responder_error, Some(HandshakeError::NotListed { peer, .. }) if peer == a.id()),
+        "{:?}",
+        outcome.responder_error
+    );
+    assert!(!init.is_finished(), "the initiator got no key confirmation");
+    // The initiator does not list the responder: refused at msg2, msg3 never sent.
+    let (init, resp) = pair(&a, &b, Some(&psk), Some(&psk));
+    let (mut init, mut resp) = (init.with_admitted(list(&[&a])), resp);
+    let outcome = drive(&mut init, &mut resp, |_, _, _| {});
+    assert!(
+        matches!(outcome.initiator_error, Some(HandshakeError::NotListed { peer, .. }) if peer == b.id()),
+        "{:?}",
+        outcome.initiator_error
+    );
+    assert!(!resp.is_finished(), "the responder never saw msg3");
+}

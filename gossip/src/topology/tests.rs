@@ -284,3 +284,34 @@ fn fuzz_decode_topology_never_panics() {
         fuzz_decode_topology(&input);
     }
 }
+
+#[test]
+fn with_a_key_list_only_listed_peers_records_and_links_are_kept() {
+    // 1 links to 2 (listed) and to 9 (not listed); 9 has its own record.
+    let mut a = topo(1);
+    change(&mut a, id(2), Some(link(2)));
+    let from_a = change(&mut a, id(9), Some(link(9)));
+    let mut nine = topo(9);
+    let from_nine = change(&mut nine, id(1), Some(link(1)));
+    let mut b = topo(2);
+    b.merge_update(one(a.local_delta([&id(2), &id(9)])))
+        .unwrap();
+    b.merge_update(one(from_nine.clone())).unwrap();
+    assert!(b.peer(&id(9)).is_some());
+    // The list drops what is held of 9, and 9 cannot come back by gossip.
+    b.set_admitted(Some([id(1), id(2)].into()));
+    assert!(b.peer(&id(9)).is_none());
+    assert!(b.take_change().link_removed);
+    assert_eq!(b.merge_update(one(from_nine)).unwrap(), None);
+    assert!(b.peer(&id(9)).is_none());
+    // A listed peer's link to 9 is kept as reported, but with no record 9 is never
+    // reachable: the link is not symmetric.
+    b.merge_update(one(from_a)).unwrap();
+    assert!(!b.is_symmetric(&id(1), &id(9)));
+    assert!(!b.unreachable().contains(&id(9)) && b.peer(&id(9)).is_none());
+    // Without the list, 9 is accepted again.
+    b.set_admitted(None);
+    b.merge_update(one(change(&mut nine, id(2), Some(link(2)))))
+        .unwrap();
+    assert!(b.peer(&id(9)).is_some());
+}

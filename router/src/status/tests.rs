@@ -37,6 +37,7 @@ fn sample() -> Report {
             port: 6783,
             targets: vec!["198.18.0.2:6783".into(), "198.18.0.9:6783".into()],
             dns_targets: vec![],
+            peer_keys: None,
             connections: vec![
                 conn(
                     "198.18.0.2:6783",
@@ -285,6 +286,11 @@ fn report_fields_match_the_schema() {
         address: "198.18.0.4:6783".into(),
         name: "weft-peers.test:6783".into(),
     }];
+    r.router.peer_keys = Some(PeerKeysReport {
+        path: "/etc/weft/peers".into(),
+        keys: 3,
+        reloads: 1,
+    });
     if let Some(ipam) = r.ipam.as_mut() {
         ipam.reclaim = Some(ReclaimReport {
             after_secs: 20,

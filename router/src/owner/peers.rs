@@ -1,14 +1,16 @@
-//! The owner's glue for `--peers-from-dns` ([`crate::dns_peers::DnsTargets`]) and
-//! `--reclaim-after` ([`crate::reclaim::Reclaim`]): answers become the node's named
-//! targets; departed peers that are due get an `rmpeer`, whose end comes back as an
-//! [`Input::Reclaimed`].
+//! The owner's glue for who its peers are: `--peers-from-dns`
+//! ([`crate::dns_peers::DnsTargets`]: answers become the node's named targets),
+//! `--reclaim-after` ([`crate::reclaim::Reclaim`]: departed peers that are due get an
+//! `rmpeer`, whose end comes back as an [`Input::Reclaimed`]) and `--peer-keys` (the
+//! topology takes only listed peers' records; links to others close).
 
 use super::Owner;
 use crate::dns_peers::{DnsName, DnsTargets};
-use crate::handle::Input;
+use crate::handle::{Input, LinkCmd};
 use crate::ipam_driver::{IpamAnswer, IpamOp, IpamResult};
 use crate::reclaim::{Outcome, Reclaim};
 use crate::status::{DnsTarget, ReclaimDone, ReclaimReport, ReclaimWaiting, Report};
+use gossip::mesh::ConnId;
 use gossip::node::{Input as NodeInput, LinkUp};
 use gossip::peer::PeerId;
 use std::collections::BTreeSet;
@@ -42,6 +44,25 @@ impl Owner {
                 .join(", ")
         );
         self.node.handle(now, NodeInput::Named { targets });
+    }
+
+    /// `--peer-keys` now lists `ids`: the topology keeps only their records, and the
+    /// links of peers no longer listed close (every other link stays up).
+    pub(super) fn peer_keys(&mut self, now: Instant, ids: BTreeSet<PeerId>) {
+        let unlisted: Vec<(ConnId, PeerId)> = self
+            .node
+            .links()
+            .iter()
+            .filter(|(_, l)| !ids.contains(&l.peer))
+            .map(|(conn, l)| (*conn, l.peer))
+            .collect();
+        self.node.mesh_mut().set_admitted(now, Some(ids));
+        for (conn, peer) in unlisted {
+            warn!(%peer, "closing the link to {peer}: its key is no longer on the --peer-keys list");
+            if let Some(tx) = self.links.get(&conn) {
+                let _ = tx.try_send(LinkCmd::Close("not on the --peer-keys list".into()));
+            }
+        }
     }
 
     /// Remembers where a peer's link came from (reclaim checks it against DNS).
