@@ -82,14 +82,18 @@ impl Attachments {
     }
 
     /// Records an attachment, replacing an entry for the same veth or the same
-    /// (id, ifname).
+    /// (id, ifname). Nothing changes unless the file was written (a full disk leaves
+    /// the list as it was, in memory and on disk).
     pub fn record(&self, entry: Entry) -> io::Result<()> {
         let mut entries = self.lock();
-        entries.retain(|e| {
+        let mut next = entries.clone();
+        next.retain(|e| {
             e.host_ifname != entry.host_ifname && (e.id != entry.id || e.ifname != entry.ifname)
         });
-        entries.push(entry);
-        self.persist(&entries)
+        next.push(entry);
+        self.persist(&next)?;
+        *entries = next;
+        Ok(())
     }
 
     /// Forgets the attachment of `ifname` in namespace `id`; true if there was one.
@@ -158,15 +162,18 @@ pub fn temp_path(path: &Path) -> PathBuf {
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = temp_path(path);
-    let mut f = std::fs::OpenOptions::new()
+    let written = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    drop(f);
+        .open(&tmp)
+        .and_then(|mut f| f.write_all(bytes).and_then(|()| f.sync_all()));
+    if let Err(e) = written {
+        // A full disk: leave no partial temp file taking the space.
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
     std::fs::rename(&tmp, path)?;
     if let Some(dir) = path.parent() {
         std::fs::File::open(dir)?.sync_all()?;

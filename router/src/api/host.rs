@@ -53,10 +53,18 @@ impl Api {
             let (a, request) = a?;
             let entry = Entry {
                 id: request.netns.to_string(),
-                ifname: request.ifname,
+                ifname: request.ifname.clone(),
                 host_ifname: a.host_ifname.clone(),
             };
-            registry.record(entry).unwrap_or_else(persist_warning);
+            if let Err(e) = registry.record(entry) {
+                // Not recorded, not attached: `ps` and a restart must not lose it, so
+                // undo the interface (the caller releases an allocated address).
+                let _ = attach::detach(&request.netns, &request.ifname, &[]);
+                return Err(format!(
+                    "cannot record the attachment in the data dir ({e}); nothing was \
+                     attached: free some space and try again"
+                ));
+            }
             Ok(a)
         })
         .await;
