@@ -116,3 +116,80 @@ fn a_full_data_dir_refuses_allocations_with_the_reason_and_recovers() {
     drop(router);
     drop(tmpfs);
 }
+
+/// `weft attach` of a fresh bare pod on `h`; returns (namespace, address without prefix).
+fn pod(net: &mut Net, h: usize, k: usize) -> (String, String) {
+    let ns = net.add_bare_pod(h, k);
+    let addr = attach(net, h, &ns).expect("attach");
+    (ns, addr.split('/').next().unwrap().to_string())
+}
+
+#[test]
+fn a_peer_stopped_for_60_s_harms_no_one_and_recovers() {
+    use common::traffic::ping_series;
+    let mut net = Net::new("sigstop", 3);
+    let auth = Auth::PasswordFile(net.new_secret("secret"));
+    let routers = common::weft::three_routers(&net, &auth);
+    let (p1, a1) = pod(&mut net, 1, 1);
+    let (_, a2) = pod(&mut net, 2, 1);
+    let (p3, a3) = pod(&mut net, 3, 1);
+    assert!(ping_series(&net, &p1, &a2, 3, "0.2", &[]).received == 3);
+    let rss_before: Vec<u64> = routers[..2].iter().map(|r| r.rss_kib()).collect();
+
+    let h3 = routers[2].pid().to_string();
+    let signal = |sig: &str| {
+        let out = run_with_timeout(
+            Command::new("kill").args([sig, &h3]),
+            Duration::from_secs(5),
+        );
+        assert!(out.status.success(), "kill {sig} {h3}");
+    };
+    signal("-STOP");
+    // For 60 s: h1's pod floods h3's (whose router cannot read), while h1 and h2's
+    // pods keep talking.
+    let (steady, _) = std::thread::scope(|s| {
+        let flood = s.spawn(|| {
+            net.exec_for(
+                &p1,
+                "ping",
+                &["-4", "-f", "-q", "-w", "55", &a3],
+                Duration::from_secs(90),
+            )
+        });
+        let steady = ping_series(&net, &p1, &a2, 120, "0.5", &[]);
+        (steady, flood.join())
+    });
+    let rss_during: Vec<u64> = routers[..2].iter().map(|r| r.rss_kib()).collect();
+    signal("-CONT");
+    println!(
+        "e2e: h3 stopped 60 s: h1->h2 {}/{} pings; RSS h1 {}->{} KiB, h2 {}->{} KiB",
+        steady.received,
+        steady.transmitted,
+        rss_before[0],
+        rss_during[0],
+        rss_before[1],
+        rss_during[1]
+    );
+    assert!(
+        steady.received + 1 >= steady.transmitted,
+        "h1 and h2 were disturbed by a stopped h3: {}",
+        steady.output
+    );
+    for (before, during) in rss_before.iter().zip(&rss_during) {
+        assert!(
+            *during <= before + 16 * 1024,
+            "memory grew while a peer was stopped: {before} -> {during} KiB"
+        );
+    }
+    // h3 recovers by itself.
+    let took = net.wait_established(&[(1, 2), (2, 2), (3, 2)]);
+    println!(
+        "e2e: h3 back in the mesh {:.1} s after SIGCONT",
+        took.as_secs_f64()
+    );
+    let back = common::wait_until(Duration::from_secs(30), Duration::from_millis(500), || {
+        common::traffic::ping(&net, &p3, &a1)
+    });
+    assert!(back.is_some(), "h3's pod cannot reach h1's after SIGCONT");
+    drop(routers);
+}
