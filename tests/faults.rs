@@ -193,3 +193,51 @@ fn a_peer_stopped_for_60_s_harms_no_one_and_recovers() {
     assert!(back.is_some(), "h3's pod cannot reach h1's after SIGCONT");
     drop(routers);
 }
+
+/// Open file descriptors of process `pid`.
+fn fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_thousand_connect_forget_cycles_leave_descriptors_and_memory_flat() {
+    let net = Net::new("cycles", 2);
+    let auth = Auth::PasswordFile(net.new_secret("secret"));
+    let h1 = Router::launch_with(&net, 1, &auth, &[], &[]);
+    let _h2 = Router::launch_with(&net, 2, &auth, &[], &["198.18.0.1"]);
+    net.wait_established(&[(1, 1), (2, 1)]);
+    let (fd_before, rss_before) = (fds(h1.pid()), h1.rss_kib());
+    // Half the cycles name h2's router (linked already), half a closed port on h2
+    // (each dial is refused at once).
+    for i in 0..1000 {
+        let target = if i % 2 == 0 {
+            "198.18.0.2"
+        } else {
+            "198.18.0.2:7000"
+        };
+        net.weft_ok(1, &["connect", target]);
+        net.weft_ok(1, &["forget", target]);
+    }
+    // Dials in flight end within their timeout; then everything is back.
+    std::thread::sleep(Duration::from_secs(12));
+    let (fd_after, rss_after) = (fds(h1.pid()), h1.rss_kib());
+    println!(
+        "e2e: 1000 connect/forget cycles: fds {fd_before} -> {fd_after}, RSS {rss_before} -> {rss_after} KiB"
+    );
+    assert!(
+        fd_after <= fd_before + 2,
+        "descriptors leaked: {fd_before} -> {fd_after}"
+    );
+    assert!(
+        rss_after <= rss_before + 4 * 1024,
+        "memory grew: {rss_before} -> {rss_after} KiB"
+    );
+    let targets = net.weft_ok(1, &["status", "targets"]);
+    assert!(
+        targets.trim().is_empty(),
+        "every target forgotten: {targets}"
+    );
+    net.wait_established(&[(1, 1), (2, 1)]);
+}
