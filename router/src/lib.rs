@@ -33,6 +33,7 @@
 //! - [`metrics`]: `/metrics`, the report in Prometheus text format.
 //! - [`web`]: the status web page (`/`), embedded.
 //! - [`handshakes`]: handshakes accepted and refused by reason (counted by the owner).
+//! - [`channels`]: IPAM and the sleeve channel, held by the owner, lent to the node.
 //! - [`ipam_driver`]: the owner's side of IPAM; [`store`]: the redb state file.
 //! - [`ipam`]: the sans-IO IP allocator (the ring CRDT on its gossip channel).
 #![warn(missing_docs, unreachable_pub)]
@@ -40,6 +41,7 @@
 
 pub mod api;
 pub mod attachments;
+pub mod channels;
 pub mod config;
 pub mod daemon;
 pub mod dataplane;
