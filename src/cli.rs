@@ -1,10 +1,9 @@
 //! Command-line definitions and the subcommands that talk to a running router.
 
 use anyhow::{bail, Context, Result};
+use api::{AttachBody, Client, ClientError, PeersRequest};
 use clap::{Args, Parser, Subcommand};
 use datapath::netlink::LinkAddr;
-use router::api::PeersRequest;
-use router::client;
 use std::path::{Path, PathBuf};
 
 /// Weft: an encrypted layer-2 mesh network for containers.
@@ -272,21 +271,24 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Stop { dirs } => stop(&dirs.run_dir),
         Command::Status { what, dirs } => {
             let path = match what {
-                Some(w) => format!("/status/{w}"),
-                None => "/status".to_string(),
+                Some(w) => format!("{}/{w}", api::paths::STATUS),
+                None => api::paths::STATUS.to_string(),
             };
             print_get(&dirs.run_dir, &path)
         }
-        Command::Report { dirs } => print_get(&dirs.run_dir, "/report"),
+        Command::Report { dirs } => print_get(&dirs.run_dir, api::paths::REPORT),
         Command::Connect {
             replace,
             peers,
             dirs,
-        } => post_peers(&dirs.run_dir, "/connect", peers, replace).map(|_| ()),
+        } => {
+            let body = peers_body(peers, replace)?;
+            Ok(client(&dirs).connect(&body)?)
+        }
         Command::Forget { peers, dirs } => {
             // The router answers with how many targets it forgot.
-            let body = post_peers(&dirs.run_dir, "/forget", peers, false)?;
-            print!("{}", String::from_utf8_lossy(&body));
+            let body = peers_body(peers, false)?;
+            print!("{}", client(&dirs).forget(&body)?);
             Ok(())
         }
         Command::Attach {
@@ -294,25 +296,25 @@ pub fn run(cli: Cli) -> Result<()> {
             ifname,
             dirs,
         } => {
+            let client = client(&dirs);
             let netns = args.last().cloned().unwrap_or_default();
             let allocated = if args.len() == 1 && netns.parse::<LinkAddr>().is_err() {
-                let addr = client::ipam_allocate(&dirs.run_dir, &netns)?;
+                let addr = client.ipam_allocate(&netns, None)?;
                 args.insert(0, addr.clone());
                 Some(addr)
             } else {
                 None
             };
             let body = attach_body(args, ifname, true)?;
-            let answer = match client::request(&dirs.run_dir, "POST", "/attach", Some(&body)) {
+            let answer = match client.attach(&body) {
                 Ok(a) => a,
                 Err(e) => {
                     if let Some(addr) = allocated {
-                        let _ = client::ipam_release(&dirs.run_dir, &netns, Some(&addr));
+                        let _ = client.ipam_release(&netns, Some(&addr));
                     }
                     return Err(e.into());
                 }
             };
-            let answer: router::api::AttachAnswer = serde_json::from_slice(&answer)?;
             let ips: Vec<&str> = answer
                 .cidrs
                 .iter()
@@ -326,41 +328,42 @@ pub fn run(cli: Cli) -> Result<()> {
             let netns = args.last().cloned().unwrap_or_default();
             let cidrs: Vec<String> = args[..args.len().saturating_sub(1)].to_vec();
             let body = attach_body(args, ifname, false)?;
-            client::request(&dirs.run_dir, "POST", "/detach", Some(&body))?;
+            let client = client(&dirs);
+            client.detach(&body)?;
             if cidrs.is_empty() {
-                client::ipam_release(&dirs.run_dir, &netns, None)?;
+                client.ipam_release(&netns, None)?;
             } else {
                 for c in &cidrs {
-                    client::ipam_release(&dirs.run_dir, &netns, Some(c))?;
+                    client.ipam_release(&netns, Some(c))?;
                 }
             }
             Ok(())
         }
         Command::Ps { dirs } => {
-            print!("{}", client::ps(&dirs.run_dir)?);
+            print!("{}", client(&dirs).ps()?);
             Ok(())
         }
         Command::Expose { cidrs, dirs } => {
+            let client = client(&dirs);
             let cidrs = if cidrs.is_empty() {
-                vec![client::ipam_allocate(&dirs.run_dir, EXPOSE_ID)?]
+                vec![client.ipam_allocate(EXPOSE_ID, None)?]
             } else {
                 strings(&cidrs)
             };
-            print_ips(&client::expose(&dirs.run_dir, &cidrs)?);
+            print_ips(&client.expose(&cidrs)?);
             Ok(())
         }
         Command::Hide { cidrs, dirs } => {
-            let hidden = client::hide(&dirs.run_dir, &strings(&cidrs))?;
+            let client = client(&dirs);
+            let hidden = client.hide(&strings(&cidrs))?;
             for c in &hidden {
-                let _ = client::ipam_release(&dirs.run_dir, EXPOSE_ID, Some(c));
+                let _ = client.ipam_release(EXPOSE_ID, Some(c));
             }
             print_ips(&hidden);
             Ok(())
         }
         Command::Rmpeer { peers, dirs } => {
-            let body = serde_json::to_vec(&serde_json::json!({ "peers": peers }))?;
-            let answer = client::request(&dirs.run_dir, "POST", "/ipam/rmpeer", Some(&body))?;
-            print!("{}", String::from_utf8_lossy(&answer));
+            print!("{}", client(&dirs).ipam_rmpeer(&peers)?);
             Ok(())
         }
         Command::Identity { dirs } => {
@@ -375,8 +378,7 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Peers { dirs, .. } => {
-            let answer = client::request(&dirs.run_dir, "POST", "/peers/reload", None)?;
-            print!("{}", String::from_utf8_lossy(&answer));
+            print!("{}", client(&dirs).peers_reload()?);
             Ok(())
         }
         Command::Reset { dirs } => reset(&dirs),
@@ -439,8 +441,8 @@ const EXPOSE_ID: &str = "weft:expose";
 /// `weft reset`: hand the IP space to a live peer (best effort), `weft stop` if a router
 /// answers, then the clean-up by netlink here.
 fn reset(dirs: &Dirs) -> Result<()> {
-    match client::request(&dirs.run_dir, "POST", "/ipam/leave", None) {
-        Ok(_) | Err(client::ClientError::NotRunning(_)) => {}
+    match client(dirs).ipam_leave() {
+        Ok(_) | Err(ClientError::NotRunning { .. }) => {}
         Err(e) => eprintln!("weft: warning: IP space not handed over: {e}"),
     }
     match stop(&dirs.run_dir) {
@@ -454,13 +456,13 @@ fn reset(dirs: &Dirs) -> Result<()> {
 
 fn is_not_running(e: &anyhow::Error) -> bool {
     matches!(
-        e.downcast_ref::<client::ClientError>(),
-        Some(client::ClientError::NotRunning(_))
+        e.downcast_ref::<ClientError>(),
+        Some(ClientError::NotRunning { .. })
     )
 }
 
 /// `CIDR... NETNS` into the API's body, checking the CIDRs here for a quick, clear error.
-fn attach_body(mut args: Vec<String>, ifname: String, need_cidr: bool) -> Result<Vec<u8>> {
+fn attach_body(mut args: Vec<String>, ifname: String, need_cidr: bool) -> Result<AttachBody> {
     let usage = |m: String| anyhow::Error::new(UsageError(m));
     let netns = args.pop().unwrap_or_default();
     if netns.contains('/') && netns.parse::<LinkAddr>().is_ok() {
@@ -476,33 +478,36 @@ fn attach_body(mut args: Vec<String>, ifname: String, need_cidr: bool) -> Result
             "give the namespace: weft attach [CIDR...] NETNS".into(),
         ));
     }
-    let body = router::api::AttachBody {
+    Ok(AttachBody {
         netns,
         ifname,
         cidrs: args,
-    };
-    Ok(serde_json::to_vec(&body)?)
+    })
+}
+
+/// The API client for the router of `dirs`.
+fn client(dirs: &Dirs) -> Client {
+    Client::new(&dirs.run_dir)
 }
 
 fn print_get(run_dir: &Path, path: &str) -> Result<()> {
-    let body = client::request(run_dir, "GET", path, None)?;
-    print!("{}", String::from_utf8_lossy(&body));
+    print!("{}", Client::new(run_dir).get_text(path)?);
     if path == "/report" {
         println!();
     }
     Ok(())
 }
 
-fn post_peers(run_dir: &Path, path: &str, peers: Vec<String>, replace: bool) -> Result<Vec<u8>> {
+/// The body of `connect`/`forget`, checking each peer here for a quick, clear error.
+fn peers_body(peers: Vec<String>, replace: bool) -> Result<PeersRequest> {
     for p in &peers {
         router::config::resolve_peer(p).map_err(anyhow::Error::msg)?;
     }
-    let body = serde_json::to_vec(&PeersRequest { peers, replace })?;
-    Ok(client::request(run_dir, "POST", path, Some(&body))?)
+    Ok(PeersRequest { peers, replace })
 }
 
 fn stop(run_dir: &Path) -> Result<()> {
-    client::request(run_dir, "POST", "/stop", None)?;
+    Client::new(run_dir).stop()?;
     let socket = router::config::socket_path(run_dir);
     for _ in 0..100 {
         if !socket.exists() {

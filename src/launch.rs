@@ -469,9 +469,9 @@ fn settle(run_dir: &std::path::Path, wait: Duration, progress: &mut Progress) {
     let start = std::time::Instant::now();
     let mut last = None;
     while start.elapsed() < wait {
-        let report = router::client::request(run_dir, "GET", "/report", None)
-            .ok()
-            .and_then(|body| serde_json::from_slice::<router::status::Report>(&body).ok());
+        let report = api::Client::new(run_dir)
+            .get::<router::status::Report>(api::paths::REPORT)
+            .ok();
         let Some(report) = report else { break };
         match waiting_for(&report) {
             Some(line) => {

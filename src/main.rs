@@ -28,8 +28,8 @@ fn main() -> ExitCode {
     match cli::run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            let code = match e.downcast_ref::<router::client::ClientError>() {
-                Some(router::client::ClientError::NotRunning(_)) => 3,
+            let code = match e.downcast_ref::<api::ClientError>() {
+                Some(api::ClientError::NotRunning { .. }) => 3,
                 _ if e.downcast_ref::<cli::UsageError>().is_some() => 2,
                 _ => 1,
             };

@@ -1,7 +1,7 @@
 //! Addresses for an attachment: from the router's IPAM over the local API (key
-//! `<container id>:<ifname>`), or from the IPAM plugin named in `ipam.type`.
+//! `<container id>:<ifname>`, with the `api` crate's client), or from the IPAM plugin
+//! named in `ipam.type`.
 
-use crate::api::{self, ApiError, Client};
 use crate::config::NetConf;
 use crate::delegate;
 use crate::env::{is_attachment_key, Env};
@@ -9,8 +9,9 @@ use crate::error::{
     CniError, CniResult, ADDRESS_IN_USE, INTERNAL, INVALID_CONFIG, NOT_AVAILABLE, TRY_AGAIN,
 };
 use crate::types::{CniOutput, IpConfig, Route};
-use serde_json::json;
+use api::{Client, ClientError, IpamList};
 use std::collections::HashSet;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// How long ADD waits for the router (an allocation may wait for the ring).
@@ -19,6 +20,8 @@ pub const ADD_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEL_TIMEOUT: Duration = Duration::from_secs(3);
 /// CHECK, GC and STATUS.
 pub const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest answer accepted from the router.
+const MAX_RESPONSE: u64 = 4 << 20;
 
 /// One invocation's IPAM.
 pub struct Ipam<'a> {
@@ -31,19 +34,39 @@ pub struct Ipam<'a> {
 }
 
 /// Maps a router API error to a CNI error.
-pub fn api_error(what: &str, e: ApiError) -> CniError {
+pub fn api_error(what: &str, e: ClientError) -> CniError {
     let code = match &e {
-        ApiError::Unreachable(..) | ApiError::Io(..) => TRY_AGAIN,
-        ApiError::Status { status: 503, .. } => TRY_AGAIN,
-        ApiError::Status { status: 400, .. } => INVALID_CONFIG,
-        ApiError::Status { status: 409, .. } => ADDRESS_IN_USE,
+        ClientError::NotRunning { .. } | ClientError::Io { .. } => TRY_AGAIN,
+        ClientError::Status { code: 503, .. } => TRY_AGAIN,
+        ClientError::Status { code: 400, .. } => INVALID_CONFIG,
+        ClientError::Status { code: 409, .. } => ADDRESS_IN_USE,
         _ => INTERNAL,
     };
-    CniError::new(code, what.to_string(), e.to_string())
+    CniError::new(code, what.to_string(), details(&e))
+}
+
+/// The error's text for a CNI caller, who may not know what "the router" is.
+fn details(e: &ClientError) -> String {
+    match e {
+        ClientError::Status { code, message } => {
+            format!("the weft router answered {code}: {message}")
+        }
+        other => other.to_string(),
+    }
+}
+
+/// The run dir: `WEFT_RUN_DIR` or `/run/weft`.
+pub fn run_dir() -> PathBuf {
+    std::env::var_os("WEFT_RUN_DIR")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/run/weft"))
 }
 
 fn client(timeout: Duration) -> Client {
-    Client::new(&api::run_dir(), timeout)
+    Client::new(&run_dir())
+        .timeout(timeout)
+        .max_response(MAX_RESPONSE)
 }
 
 impl Ipam<'_> {
@@ -59,27 +82,23 @@ impl Ipam<'_> {
         let mut addrs = Vec::new();
         let result = (|| {
             if self.conf.runtime_config.ips.is_empty() {
-                let mut body = json!({"id": key});
-                if let Some(s) = &ipam.subnet {
-                    body["subnet"] = json!(s);
-                }
-                let v = c
-                    .post("/ipam/allocate", &body)
+                let a = c
+                    .ipam_allocate(&key, ipam.subnet.as_deref())
                     .map_err(|e| api_error("IPAM allocate failed", e))?;
-                addrs.push(addr_of(&v)?);
+                addrs.push(addr_of(&a)?);
             } else {
                 for ip in &self.conf.runtime_config.ips {
-                    let v = c
-                        .post("/ipam/claim", &json!({"id": key, "addr": ip}))
+                    let a = c
+                        .ipam_claim(&key, ip)
                         .map_err(|e| api_error(&format!("IPAM claim of {ip} failed"), e))?;
-                    addrs.push(addr_of(&v)?);
+                    addrs.push(addr_of(&a)?);
                 }
             }
             Ok(())
         })();
         if let Err(e) = result {
             // Undo partial claims: release everything under this key.
-            let _ = client(DEL_TIMEOUT).post("/ipam/release", &json!({"id": key}));
+            let _ = client(DEL_TIMEOUT).ipam_release(&key, None);
             return Err(e);
         }
         let mut routes = ipam.routes.clone();
@@ -117,7 +136,8 @@ impl Ipam<'_> {
             return Ok(());
         }
         let key = self.env.ipam_key();
-        if let Err(e) = client(DEL_TIMEOUT).post("/ipam/release", &json!({"id": key})) {
+        if let Err(e) = client(DEL_TIMEOUT).ipam_release(&key, None) {
+            let e = details(&e);
             eprintln!("weft-net: warning: could not release the address of {key}: {e}; GC will reclaim it");
         }
         Ok(())
@@ -131,7 +151,7 @@ impl Ipam<'_> {
         }
         let key = self.env.ipam_key();
         let v = client(QUERY_TIMEOUT)
-            .get("/ipam")
+            .ipam_list()
             .map_err(|e| api_error("IPAM query failed", e))?;
         // Addresses, not prefix lengths: a conflist's `ipam.subnet` gives the container
         // its own prefix, while the router holds the address with the range's.
@@ -166,7 +186,7 @@ impl Ipam<'_> {
             .collect();
         let c = client(QUERY_TIMEOUT);
         let v = c
-            .get("/ipam")
+            .ipam_list()
             .map_err(|e| api_error("IPAM query failed", e))?;
         let mut failed = Vec::new();
         let stale: HashSet<String> = allocations(&v)
@@ -175,8 +195,8 @@ impl Ipam<'_> {
             .filter(|id| is_attachment_key(id) && !valid.contains(id))
             .collect();
         for id in stale {
-            if let Err(e) = c.post("/ipam/release", &json!({"id": id})) {
-                eprintln!("weft-net: GC: releasing {id}: {e}");
+            if let Err(e) = c.ipam_release(&id, None) {
+                eprintln!("weft-net: GC: releasing {id}: {}", details(&e));
                 failed.push(id);
             }
         }
@@ -197,46 +217,41 @@ impl Ipam<'_> {
             delegate::exec(self.env, plugin, "STATUS", self.raw)?;
             return Ok(());
         }
-        let v = client(QUERY_TIMEOUT).get("/ipam").map_err(|e| {
+        let v = client(QUERY_TIMEOUT).ipam_list().map_err(|e| {
             CniError::new(
                 NOT_AVAILABLE,
                 "the weft router's IPAM is not available",
-                e.to_string(),
+                details(&e),
             )
         })?;
-        match v["status"].as_str() {
-            Some("ready") => Ok(()),
+        match v.status.as_str() {
+            "ready" => Ok(()),
+            "" => Err(CniError::new(
+                NOT_AVAILABLE,
+                "the weft router's IPAM is not ready",
+                "IPAM status is missing",
+            )),
             other => Err(CniError::new(
                 NOT_AVAILABLE,
                 "the weft router's IPAM is not ready",
-                format!("IPAM status is {}", other.unwrap_or("missing")),
+                format!("IPAM status is {other}"),
             )),
         }
     }
 }
 
-fn addr_of(v: &serde_json::Value) -> CniResult<String> {
-    let a = v["addr"].as_str().unwrap_or_default();
+fn addr_of(a: &str) -> CniResult<String> {
     a.parse::<datapath::netlink::LinkAddr>()
         .map(|a| a.to_string())
         .map_err(|e| CniError::new(INTERNAL, "the router returned a bad address", e.to_string()))
 }
 
 /// `(id, addr)` pairs of a `GET /ipam` answer.
-pub fn allocations(v: &serde_json::Value) -> Vec<(String, String)> {
-    v["allocations"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|e| {
-                    Some((
-                        e["id"].as_str()?.to_string(),
-                        e["addr"].as_str()?.to_string(),
-                    ))
-                })
-                .collect()
-        })
-        .unwrap_or_default()
+pub fn allocations(v: &IpamList) -> Vec<(String, String)> {
+    v.allocations
+        .iter()
+        .map(|a| (a.id.clone(), a.addr.clone()))
+        .collect()
 }
 
 /// The address of `A.B.C.D/len` (or of a bare address).
@@ -258,7 +273,10 @@ mod tests {
 
     #[test]
     fn allocations_and_error_codes() {
-        let v = json!({"status":"ready","allocations":[{"id":"a:eth0","addr":"10.40.0.2/16"},{"id":3}]});
+        let v: IpamList = serde_json::from_str(
+            r#"{"status":"ready","allocations":[{"id":"a:eth0","addr":"10.40.0.2/16"}]}"#,
+        )
+        .unwrap();
         assert_eq!(
             allocations(&v),
             vec![("a:eth0".into(), "10.40.0.2/16".into())]
@@ -270,13 +288,16 @@ mod tests {
             (500, INTERNAL),
         ] {
             let message = "why".into();
-            let e = api_error("x", ApiError::Status { status, message });
+            let e = api_error(
+                "x",
+                ClientError::Status {
+                    code: status,
+                    message,
+                },
+            );
             assert_eq!(e.code, code, "HTTP {status}");
         }
-        assert!(addr_of(&json!({"addr":"nope"})).is_err());
-        assert_eq!(
-            addr_of(&json!({"addr":"10.40.0.2/16"})).unwrap(),
-            "10.40.0.2/16"
-        );
+        assert!(addr_of("nope").is_err());
+        assert_eq!(addr_of("10.40.0.2/16").unwrap(), "10.40.0.2/16");
     }
 }

@@ -1,12 +1,11 @@
 //! Weft's CNI plugin: `weft-net` (an interface plugin that attaches a container to the
 //! `weft` bridge) and `weft-ipam` (an IPAM-only plugin for other main plugins), both
 //! speaking CNI spec 0.3.0 to 1.1.0. It reaches the router only through its local API
-//! (see [`api`]), never by linking it. [`run`] is the whole plugin: environment and
+//! (the `api` crate's client, see [`ipam`]), never by linking it. [`run`] is the whole plugin: environment and
 //! stdin in, exit code and stdout out, logs on stderr.
 #![warn(missing_docs, unreachable_pub)]
 #![forbid(unsafe_code)]
 
-pub mod api;
 pub mod cmd;
 pub mod config;
 pub mod delegate;

@@ -14,11 +14,16 @@
 //! [`CrdtChannel`] adapts any [`Crdt`]: its summary is just the digest, so a mismatch
 //! exchanges full states. The topology channel ([`crate::topology`]) implements the
 //! trait itself with per-peer summaries so that a mismatch costs what differs.
+//!
+//! The mesh owns only the topology channel. The application's channels (IPAM, the
+//! sleeve's messages) belong to the driver, which lends them to the mesh as a
+//! [`Channels`] for each call that may reach them, so that it can use their concrete
+//! types between calls without the mesh knowing them.
 
 use crate::codec::{self, DecodeError};
 use crate::crdt::Crdt;
 use crate::peer::PeerId;
-use std::any::Any;
+use std::time::Instant;
 
 /// Why a channel refused gossip input. The mesh closes the link it came on.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -48,19 +53,51 @@ pub trait GossipChannel: Send {
     /// Our summary chunks covering what `summary` shows we lack; empty if nothing.
     fn missing_here(&self, summary: &[u8]) -> Result<Vec<Vec<u8>>, ChannelError>;
 
-    /// Merges an encoded delta; returns the encoded part that was new, if any.
-    fn merge(&mut self, update: &[u8]) -> Result<Option<Vec<u8>>, ChannelError>;
+    /// Merges an encoded delta that arrived at `now`; returns the encoded part that was
+    /// new, if any.
+    fn merge(&mut self, now: Instant, update: &[u8]) -> Result<Option<Vec<u8>>, ChannelError>;
 
-    /// Receives a unicast payload addressed to us. Default: ignored.
-    fn handle_unicast(&mut self, _source: PeerId, _payload: &[u8]) -> Result<(), ChannelError> {
+    /// Receives a unicast payload addressed to us, at `now`. Default: ignored.
+    fn handle_unicast(
+        &mut self,
+        _now: Instant,
+        _source: PeerId,
+        _payload: &[u8],
+    ) -> Result<(), ChannelError> {
         Ok(())
     }
+}
 
-    /// For downcasting to the concrete channel type.
-    fn as_any(&self) -> &dyn Any;
+/// The application's gossip channels, held by the driver and lent to the mesh for each
+/// call that may reach them ([`crate::mesh::Mesh::handle_message`] and
+/// [`crate::mesh::Mesh::handle_timeout`]).
+///
+/// Names are 1 to 32 bytes and never the topology's ([`crate::topology::TOPOLOGY_CHANNEL`]);
+/// a channel listed in [`Channels::names`] but not held (`get` gives `None`) is skipped.
+pub trait Channels {
+    /// Every channel's name, in the order their digests are sent.
+    fn names(&self) -> &'static [&'static str];
 
-    /// For downcasting to the concrete channel type.
-    fn as_any_mut(&mut self) -> &mut dyn Any;
+    /// Channel `name`, if held.
+    fn get(&self, name: &str) -> Option<&dyn GossipChannel>;
+
+    /// Channel `name`, mutably, if held.
+    fn get_mut(&mut self, name: &str) -> Option<&mut dyn GossipChannel>;
+}
+
+/// No application channels: the mesh gossips its topology alone.
+impl Channels for () {
+    fn names(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    fn get(&self, _name: &str) -> Option<&dyn GossipChannel> {
+        None
+    }
+
+    fn get_mut(&mut self, _name: &str) -> Option<&mut dyn GossipChannel> {
+        None
+    }
 }
 
 /// A stable 64-bit fingerprint (FNV-1a, then a SplitMix64 finalizer).
@@ -162,18 +199,10 @@ impl<C: Crdt + Send + 'static> GossipChannel for CrdtChannel<C> {
         Ok(self.summary())
     }
 
-    fn merge(&mut self, update: &[u8]) -> Result<Option<Vec<u8>>, ChannelError> {
+    fn merge(&mut self, _now: Instant, update: &[u8]) -> Result<Option<Vec<u8>>, ChannelError> {
         let delta: C::Delta = codec::decode(update)?;
         C::validate(&delta).map_err(ChannelError::Invalid)?;
         Ok(self.crdt.merge(delta).map(|news| codec::encode(&news)))
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-
-    fn as_any_mut(&mut self) -> &mut dyn Any {
-        self
     }
 }
 
@@ -183,7 +212,7 @@ pub fn fuzz_crdt_channel(data: &[u8]) {
     let mut channel = CrdtChannel::new(crate::crdt::GCounter::new());
     let _ = channel.updates_for(data);
     let _ = channel.missing_here(data);
-    let _ = channel.merge(data);
+    let _ = channel.merge(Instant::now(), data);
 }
 
 #[cfg(test)]
@@ -195,6 +224,7 @@ mod tests {
     #[test]
     fn full_exchange_on_mismatch_converges() {
         let (p, q) = (PeerId([1; 16]), PeerId([2; 16]));
+        let now = Instant::now();
         let mut a = CrdtChannel::new(GCounter::new());
         let mut b = CrdtChannel::new(GCounter::new());
         let delta = a.crdt.increment(p, 5);
@@ -208,11 +238,11 @@ mod tests {
         // b asks with its summary; a answers with updates and its own summary.
         let sb = b.summary();
         for u in a.updates_for(&sb[0]).unwrap() {
-            assert!(b.merge(&u).unwrap().is_some());
+            assert!(b.merge(now, &u).unwrap().is_some());
         }
         for sa in a.missing_here(&sb[0]).unwrap() {
             for u in b.updates_for(&sa).unwrap() {
-                a.merge(&u).unwrap();
+                a.merge(now, &u).unwrap();
             }
         }
         assert_eq!(a.digest(), b.digest());

@@ -1,10 +1,12 @@
 //! The per-router mesh state machine.
 //!
-//! [`Mesh`] owns the local links, the [`Topology`], the [`Routes`] computed from it and
-//! the registered gossip channels. It is sans-IO: the driver feeds it authenticated links
-//! (`handle_link_up`/`handle_link_down`), their decrypted messages (`handle_message`) and
-//! the clock (`handle_timeout`), and drains what to do with `poll_output`; `poll_timeout`
-//! says when to call back. Nothing here reads a clock, a socket or a global RNG.
+//! [`Mesh`] owns the local links, the [`Topology`] and the [`Routes`] computed from it.
+//! It is sans-IO: the driver feeds it authenticated links (`handle_link_up`/
+//! `handle_link_down`), their decrypted messages (`handle_message`) and the clock
+//! (`handle_timeout`), and drains what to do with `poll_output`; `poll_timeout` says when
+//! to call back. Nothing here reads a clock, a socket or a global RNG. The application's
+//! gossip channels stay with the driver, which lends them ([`Channels`]) to the two
+//! calls that may reach them: `handle_message` and `handle_timeout`.
 //!
 //! ```text
 //!   driver ──handle_link_up/down, handle_message, handle_timeout──▶ Mesh
@@ -22,12 +24,12 @@ mod types;
 
 pub use types::*;
 
-use crate::channel::GossipChannel;
-use crate::message::{Hello, Message, MAX_CHANNEL_NAME_LEN, MAX_NICKNAME_LEN};
+use crate::channel::Channels;
+use crate::message::{Hello, Message, MAX_NICKNAME_LEN};
 use crate::peer::PeerId;
 use crate::routes::Routes;
 use crate::timer::{Timer, TimerTable};
-use crate::topology::{Incarnation, Topology, TOPOLOGY_CHANNEL};
+use crate::topology::{Incarnation, Topology};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -58,7 +60,6 @@ pub struct Mesh {
     /// The established link of each linked peer (at most one per peer).
     active: BTreeMap<PeerId, ConnId>,
     topology: Topology,
-    channels: BTreeMap<&'static str, Box<dyn GossipChannel>>,
     routes: Routes,
     timers: TimerTable,
     outputs: VecDeque<MeshOutput>,
@@ -91,7 +92,6 @@ impl Mesh {
             conns: BTreeMap::new(),
             active: BTreeMap::new(),
             topology,
-            channels: BTreeMap::new(),
             timers,
             outputs: VecDeque::new(),
             stats: MeshStats::default(),
@@ -125,19 +125,27 @@ impl Mesh {
         self.drop_conn(now, conn, None);
     }
 
-    /// A decrypted message arrived on `conn`. Invalid input is counted and closes `conn`.
-    pub fn handle_message(&mut self, now: Instant, conn: ConnId, message: &[u8]) {
-        self.message(now, conn, message);
+    /// A decrypted message arrived on `conn`; what it holds for the application's
+    /// channels goes to `channels`. Invalid input is counted and closes `conn`.
+    pub fn handle_message(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        message: &[u8],
+        channels: &mut dyn Channels,
+    ) {
+        self.message(now, conn, message, channels);
     }
 
-    /// Fires every expired deadline.
-    pub fn handle_timeout(&mut self, now: Instant) {
+    /// Fires every expired deadline (the anti-entropy round reads the digests of
+    /// `channels`).
+    pub fn handle_timeout(&mut self, now: Instant, channels: &dyn Channels) {
         for timer in self.timers.take_expired(now) {
             match timer {
                 Timer::Gossip => {
                     self.timers
                         .set(Timer::Gossip, now + self.config.gossip_interval);
-                    self.gossip_round();
+                    self.gossip_round(channels);
                 }
                 Timer::Routes => self.recompute_routes(),
                 Timer::Gc => self.collect_garbage(now),
@@ -249,31 +257,6 @@ impl Mesh {
     /// Counters.
     pub fn stats(&self) -> MeshStats {
         self.stats
-    }
-
-    /// Registers a gossip channel under `name` (replacing any channel of that name).
-    ///
-    /// # Panics
-    /// If `name` is the reserved topology channel or longer than 32 bytes: both are
-    /// programming errors.
-    pub fn register_channel(&mut self, name: &'static str, channel: Box<dyn GossipChannel>) {
-        assert!(name != TOPOLOGY_CHANNEL, "the topology channel is built in");
-        assert!(
-            !name.is_empty() && name.len() <= MAX_CHANNEL_NAME_LEN,
-            "channel name must be 1..=32 bytes"
-        );
-        self.channels.insert(name, channel);
-    }
-
-    /// The registered channel `name`.
-    pub fn channel(&self, name: &str) -> Option<&dyn GossipChannel> {
-        self.channels.get(name).map(|c| &**c)
-    }
-
-    /// The registered channel `name`, to change local state; then hand the resulting
-    /// delta to [`Mesh::broadcast`].
-    pub fn channel_mut(&mut self, name: &str) -> Option<&mut (dyn GossipChannel + 'static)> {
-        self.channels.get_mut(name).map(|c| &mut **c)
     }
 
     /// `--peer-keys`: accepts topology only of these peers from now on (`None`: of

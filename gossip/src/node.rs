@@ -6,10 +6,11 @@
 //! decrypted messages, failed dials, targets from the user) and the clock with
 //! [`Node::handle_timeout`], then drain [`Node::poll_output`] (send, close, dial, events)
 //! until it is empty, and sleep until [`Node::poll_timeout`]. Nothing here reads a clock,
-//! a socket or a global RNG.
+//! a socket or a global RNG. The application's gossip channels stay with the driver,
+//! which lends them ([`Channels`]) to `handle` and `handle_timeout`.
 //!
 //! ```text
-//!   driver ──handle(now, Input), handle_timeout(now)──▶ Node ──▶ Mesh, ConnectionMaker
+//!   driver ──handle(now, Input, channels), handle_timeout(now, channels)──▶ Node ──▶ Mesh, ConnectionMaker
 //!   driver ◀──poll_output: Send | Close | Dial | Event──
 //! ```
 //!
@@ -23,6 +24,7 @@
 //!   target, so that it is not dialled a second time;
 //! - every due dial becomes an [`Output::Dial`].
 
+use crate::channel::Channels;
 use crate::connection_maker::{ConnectionMaker, Retry};
 use crate::mesh::{CloseReason, ConnId, Mesh, MeshEvent, MeshOutput};
 use crate::peer::PeerId;
@@ -178,8 +180,9 @@ impl Node {
         }
     }
 
-    /// Feeds one input.
-    pub fn handle(&mut self, now: Instant, input: Input) {
+    /// Feeds one input; what a message holds for the application's channels goes to
+    /// `channels`.
+    pub fn handle(&mut self, now: Instant, input: Input, channels: &mut dyn Channels) {
         self.now = now;
         match input {
             Input::LinkUp(LinkUp {
@@ -222,7 +225,7 @@ impl Node {
             }
             Input::Message { conn, bytes } => {
                 if self.links.contains_key(&conn) {
-                    self.mesh.handle_message(now, conn, &bytes);
+                    self.mesh.handle_message(now, conn, &bytes, channels);
                 }
             }
             Input::DialFailed { target, error } => {
@@ -236,10 +239,10 @@ impl Node {
         self.drain();
     }
 
-    /// Fires every expired deadline.
-    pub fn handle_timeout(&mut self, now: Instant) {
+    /// Fires every expired deadline (gossip rounds read the digests of `channels`).
+    pub fn handle_timeout(&mut self, now: Instant, channels: &dyn Channels) {
         self.now = now;
-        self.mesh.handle_timeout(now);
+        self.mesh.handle_timeout(now, channels);
         self.drain();
     }
 
@@ -282,7 +285,7 @@ impl Node {
         &self.mesh
     }
 
-    /// The mesh, mutably (to register channels, or change one's local state).
+    /// The mesh, mutably.
     pub fn mesh_mut(&mut self) -> &mut Mesh {
         &mut self.mesh
     }

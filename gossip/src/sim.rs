@@ -11,6 +11,8 @@
 //! - **crash**: the host vanishes silently; `restart` brings it back with the same id,
 //!   a new uid and its original explicit targets.
 //!
+//! Each node holds the application's gossip channels, an `A:` [`Channels`] of the test's
+//! choosing (none by default), and lends them to its node as the daemon's owner does.
 //! A node may carry a [`Pump`]: the application glue its real driver would run after each
 //! mesh step (for a gossip channel that produces its own outputs, such as IPAM). The pump
 //! runs after every step of a live node and reports its next deadline.
@@ -27,6 +29,7 @@ mod scale;
 #[cfg(test)]
 mod tests;
 
+use crate::channel::Channels;
 use crate::connection_maker::{ConnectionMaker, MakerConfig};
 use crate::mesh::{CloseReason, ConnId, LocalPeer, Mesh, MeshConfig, MeshEvent};
 use crate::node::Node;
@@ -66,14 +69,17 @@ impl Default for SimConfig {
 }
 
 /// Application glue run after every step of a live node, as its driver would: it may
-/// poll registered channels, call [`Mesh::broadcast`] / [`Mesh::send_unicast`], and
+/// poll the node's channels, call [`Mesh::broadcast`] / [`Mesh::send_unicast`], and
 /// returns when it wants to run again (`None`: only after the next step).
-pub type Pump = Box<dyn FnMut(Instant, &mut Mesh) -> Option<Instant>>;
+pub type Pump<A> = Box<dyn FnMut(Instant, &mut Mesh, &mut A) -> Option<Instant>>;
 
-/// One simulated router: the daemon's [`Node`] and what the simulation records of it.
-pub struct SimNode {
+/// One simulated router: the daemon's [`Node`], its application channels, and what the
+/// simulation records of it.
+pub struct SimNode<A = ()> {
     /// Its node (mesh, connection maker, links).
     pub node: Node,
+    /// Its application channels (fresh, `A::default()`, after a restart).
+    pub channels: A,
     /// Its listen address.
     pub addr: SocketAddr,
     /// Whether it is running.
@@ -87,17 +93,17 @@ pub struct SimNode {
     explicit: Vec<SocketAddr>,
     conns: BTreeMap<ConnId, LinkId>,
     next_conn: u64,
-    pump: Option<Pump>,
+    pump: Option<Pump<A>>,
     pump_deadline: Option<Instant>,
 }
 
-impl SimNode {
+impl<A> SimNode<A> {
     /// Its mesh.
     pub fn mesh(&self) -> &Mesh {
         self.node.mesh()
     }
 
-    /// Its mesh, mutably (to register channels, say).
+    /// Its mesh, mutably.
     pub fn mesh_mut(&mut self) -> &mut Mesh {
         self.node.mesh_mut()
     }
@@ -140,13 +146,13 @@ enum Event {
     },
 }
 
-/// The simulated network.
-pub struct Net {
+/// The simulated network; each node holds application channels `A`.
+pub struct Net<A = ()> {
     config: SimConfig,
     rng: StdRng,
     start: Instant,
     now: Instant,
-    nodes: Vec<SimNode>,
+    nodes: Vec<SimNode<A>>,
     by_addr: BTreeMap<SocketAddr, usize>,
     links: BTreeMap<LinkId, SimLink>,
     next_link: u64,
@@ -175,9 +181,9 @@ pub fn node_id(i: usize) -> PeerId {
     PeerId(b)
 }
 
-impl Net {
+impl<A: Channels + Default> Net<A> {
     /// An empty network.
-    pub fn new(seed: u64, config: SimConfig) -> Net {
+    pub fn new(seed: u64, config: SimConfig) -> Net<A> {
         let start = Instant::now();
         Net {
             config,
@@ -222,12 +228,12 @@ impl Net {
     }
 
     /// Node `i`.
-    pub fn node(&self, i: usize) -> &SimNode {
+    pub fn node(&self, i: usize) -> &SimNode<A> {
         &self.nodes[i]
     }
 
-    /// Node `i`, mutably (to register channels, say).
-    pub fn node_mut(&mut self, i: usize) -> &mut SimNode {
+    /// Node `i`, mutably.
+    pub fn node_mut(&mut self, i: usize) -> &mut SimNode<A> {
         &mut self.nodes[i]
     }
 
@@ -261,13 +267,14 @@ impl Net {
                 targets: explicit.to_vec(),
                 replace: false,
             },
+            &mut (),
         );
         node
     }
 
     /// Launches a router that knows the addresses of nodes `targets`; returns its index.
     pub fn add_node(&mut self, targets: &[usize]) -> usize {
-        let explicit: Vec<SocketAddr> = targets.iter().map(|&t| Net::addr(t)).collect();
+        let explicit: Vec<SocketAddr> = targets.iter().map(|&t| Self::addr(t)).collect();
         self.add_node_with_targets(&explicit)
     }
 
@@ -276,7 +283,8 @@ impl Net {
         let i = self.nodes.len();
         let node = SimNode {
             node: self.fresh_node(i, None, explicit),
-            addr: Net::addr(i),
+            channels: A::default(),
+            addr: Self::addr(i),
             alive: true,
             closes: Vec::new(),
             events: Vec::new(),
@@ -289,7 +297,7 @@ impl Net {
         };
         self.nodes.push(node);
         self.wakeup_of.push(None);
-        self.by_addr.insert(Net::addr(i), i);
+        self.by_addr.insert(Self::addr(i), i);
         self.drive(i);
         i
     }
@@ -325,8 +333,9 @@ impl Net {
             }
         } else if let Some((_, i)) = self.wakeups.pop_first() {
             self.wakeup_of[i] = None;
-            if self.nodes[i].alive {
-                self.nodes[i].node.handle_timeout(self.now);
+            let node = &mut self.nodes[i];
+            if node.alive {
+                node.node.handle_timeout(self.now, &node.channels);
                 self.drive(i);
             }
         }
@@ -357,7 +366,7 @@ impl Net {
         &mut self,
         limit: Duration,
         every: Duration,
-        mut done: impl FnMut(&Net) -> bool,
+        mut done: impl FnMut(&Net<A>) -> bool,
     ) -> bool {
         let deadline = self.now + limit;
         while self.now < deadline {

@@ -4,7 +4,8 @@
 //! owner for a snapshot, or hand it a command. On the Unix socket the caller's uid comes
 //! from `SO_PEERCRED`, and only uid 0 may change anything. The TCP status listener is
 //! read-only and answers only requests whose `Host` is a loopback name, so that a web
-//! page elsewhere cannot read it through DNS rebinding.
+//! page elsewhere cannot read it through DNS rebinding. The request and answer bodies
+//! and the paths are the `api` crate's, which the CLI and the CNI plugin share.
 
 pub mod host;
 pub mod ipam;
@@ -16,52 +17,13 @@ use crate::dataplane::DataplaneHandle;
 use crate::handle::{Input, OwnerHandle};
 use crate::http::{Request, Response};
 use crate::status;
+use ::api::{paths, PeersRequest};
 use gossip::node::Input as NodeInput;
-use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{mpsc, oneshot};
 use tracing::debug;
-
-/// Body of `POST /connect` and `POST /forget`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct PeersRequest {
-    /// `HOST[:PORT]` strings.
-    pub peers: Vec<String>,
-    /// For `connect`: replace the existing targets.
-    #[serde(default)]
-    pub replace: bool,
-}
-
-/// Body of `POST /attach` and `POST /detach`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct AttachBody {
-    /// The namespace: a name under /run/netns, an absolute path, or a PID.
-    pub netns: String,
-    /// Interface name inside it.
-    pub ifname: String,
-    /// Addresses as CIDRs (`10.32.1.2/12`).
-    pub cidrs: Vec<String>,
-}
-
-/// Answer of `POST /attach`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct AttachAnswer {
-    /// Host end of the veth.
-    pub host_ifname: String,
-    /// MAC of the interface in the namespace.
-    pub mac: String,
-    /// Its addresses.
-    pub cidrs: Vec<String>,
-}
-
-/// Body of `POST /expose` and `POST /hide`, and their answer.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
-pub struct CidrsBody {
-    /// Addresses as CIDRs (`10.40.0.1/16`); for `hide`, none means all exposed ones.
-    pub cidrs: Vec<String>,
-}
 
 /// Shared by both listeners.
 #[derive(Clone)]
@@ -158,8 +120,8 @@ pub async fn serve_metrics(listener: TcpListener, api: Api) {
             let api = api.clone();
             async move {
                 match req {
-                    Ok(req) if req.method == "GET" && req.path == "/metrics" => {
-                        api.get("/metrics").await
+                    Ok(req) if req.method == "GET" && req.path == paths::METRICS => {
+                        api.get(paths::METRICS).await
                     }
                     Ok(req) => Response::text(
                         404,
@@ -209,32 +171,32 @@ impl Api {
     async fn handle(&self, req: &Request, privileged: bool, mutable: bool) -> Response {
         match (req.method.as_str(), req.path.as_str()) {
             // `ps` enters namespaces: on the Unix socket only, not the status listener.
-            ("GET", "/ps") if mutable => self.ps().await,
-            ("GET", "/ipam") => self.ipam_list().await,
+            ("GET", paths::PS) if mutable => self.ps().await,
+            ("GET", paths::IPAM) => self.ipam_list().await,
             ("GET", path) => self.get(path).await,
             ("POST", _) if !mutable => Response::text(405, "the status listener is read-only\n"),
             ("POST", _) if !privileged => Response::text(
                 403,
                 "permission denied: changing the router needs root (uid 0); run the command as root\n",
             ),
-            ("POST", "/connect") => self.connect(req).await,
-            ("POST", "/forget") => self.forget(req).await,
-            ("POST", "/attach") => self.attach(req).await,
-            ("POST", "/detach") => self.detach(req).await,
-            ("POST", "/expose") => self.expose(req).await,
-            ("POST", "/hide") => self.hide(req).await,
-            ("POST", "/ipam/allocate") => self.ipam_allocate(req).await,
-            ("POST", "/ipam/claim") => self.ipam_claim(req).await,
-            ("POST", "/ipam/release") => self.ipam_release(req).await,
-            ("POST", "/ipam/rmpeer") => self.ipam_rmpeer(req).await,
-            ("POST", "/ipam/leave") => self.ipam_leave().await,
-            ("POST", "/peers/reload") => {
+            ("POST", paths::CONNECT) => self.connect(req).await,
+            ("POST", paths::FORGET) => self.forget(req).await,
+            ("POST", paths::ATTACH) => self.attach(req).await,
+            ("POST", paths::DETACH) => self.detach(req).await,
+            ("POST", paths::EXPOSE) => self.expose(req).await,
+            ("POST", paths::HIDE) => self.hide(req).await,
+            ("POST", paths::IPAM_ALLOCATE) => self.ipam_allocate(req).await,
+            ("POST", paths::IPAM_CLAIM) => self.ipam_claim(req).await,
+            ("POST", paths::IPAM_RELEASE) => self.ipam_release(req).await,
+            ("POST", paths::IPAM_RMPEER) => self.ipam_rmpeer(req).await,
+            ("POST", paths::IPAM_LEAVE) => self.ipam_leave().await,
+            ("POST", paths::PEERS_RELOAD) => {
                 match reload_peer_keys(self.peer_keys.as_deref(), &self.owner) {
                     Ok(done) => Response::text(200, format!("{done}\n")),
                     Err(e) => Response::text(409, format!("{e}\n")),
                 }
             }
-            ("POST", "/stop") => {
+            ("POST", paths::STOP) => {
                 let _ = self.stop.try_send(());
                 Response::text(200, "stopping\n")
             }

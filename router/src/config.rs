@@ -183,7 +183,7 @@ impl Config {
 
 /// `<run-dir>/weft.sock`.
 pub fn socket_path(run_dir: &std::path::Path) -> PathBuf {
-    run_dir.join("weft.sock")
+    ::api::paths::socket_path(run_dir)
 }
 
 /// `<run-dir>/weft.pid`.

@@ -1,14 +1,12 @@
-//! The owner's side of IPAM: drives the [`Ipam`] registered on the mesh as
-//! [`IPAM_CHANNEL`].
+//! The owner's side of IPAM: drives the [`Ipam`] that the owner holds (in its
+//! [`crate::channels::RouterChannels`]) and lends to the mesh as [`IPAM_CHANNEL`].
 //!
-//! The owner task calls in after every input (request, mesh message, timer, topology
-//! change); [`IpamDriver::pump`] then carries out every output: snapshots go to the
-//! store thread (confirmed later by `Input::IpamPersisted`), gossip goes to the mesh,
-//! completions go back to the API caller's oneshot, events to the log.
+//! The owner calls in for requests, persisted snapshots and topology changes;
+//! [`IpamDriver::pump`] then carries out every output: snapshots go to the store thread
+//! (confirmed later by `Input::IpamPersisted`), gossip goes to the mesh, completions go
+//! back to the API caller's oneshot, events to the log.
 
-use crate::ipam::{
-    Cidr, ContainerId, Ipam, IpamError, IpamOutput, PersistSeq, Reply, RequestId, IPAM_CHANNEL,
-};
+use crate::ipam::{Cidr, ContainerId, Ipam, IpamError, IpamOutput, Reply, RequestId, IPAM_CHANNEL};
 use crate::status::{IpamAllocation, IpamReport, IpamShare};
 use gossip::mesh::Mesh;
 use gossip::peer::{display_name, PeerId, ShortName};
@@ -93,17 +91,11 @@ enum Ctx {
     Left,
 }
 
-/// The driver state kept by the owner beside the mesh.
+/// The driver state kept by the owner beside IPAM.
 pub struct IpamDriver {
     pending: HashMap<RequestId, (Ctx, oneshot::Sender<IpamResult>)>,
     persist: std::sync::mpsc::Sender<crate::store::Write>,
     nicknames: HashMap<PeerId, String>,
-}
-
-fn ipam(mesh: &mut Mesh) -> &mut Ipam {
-    mesh.channel_mut(IPAM_CHANNEL)
-        .and_then(|c| c.as_any_mut().downcast_mut::<Ipam>())
-        .expect("the IPAM channel is registered at start")
 }
 
 fn failure(e: IpamError) -> IpamFailure {
@@ -127,13 +119,8 @@ fn bad(message: String) -> IpamFailure {
 }
 
 impl IpamDriver {
-    /// Registers `ipam` on the mesh; snapshots go to `persist` (the store thread).
-    pub fn new(
-        mesh: &mut Mesh,
-        ipam: Box<Ipam>,
-        persist: std::sync::mpsc::Sender<crate::store::Write>,
-    ) -> IpamDriver {
-        mesh.register_channel(IPAM_CHANNEL, ipam);
+    /// A driver whose snapshots go to `persist` (the store thread).
+    pub fn new(persist: std::sync::mpsc::Sender<crate::store::Write>) -> IpamDriver {
         IpamDriver {
             pending: HashMap::new(),
             persist,
@@ -144,12 +131,11 @@ impl IpamDriver {
     /// Starts a request; the answer comes on `reply` once it completes.
     pub fn request(
         &mut self,
-        mesh: &mut Mesh,
+        ipam: &mut Ipam,
         now: Instant,
         op: IpamOp,
         reply: oneshot::Sender<IpamResult>,
     ) {
-        let ipam = ipam(mesh);
         let (id, ctx) = match op {
             IpamOp::Allocate { id, subnet } => (ipam.allocate(now, id, subnet), Ctx::Addr(None)),
             IpamOp::Claim { id, addr, prefix } => {
@@ -223,35 +209,20 @@ impl IpamDriver {
         }
     }
 
-    /// The store committed snapshot `seq`.
-    pub fn persisted(&mut self, mesh: &mut Mesh, seq: PersistSeq) {
-        ipam(mesh).handle_persisted(seq);
-    }
-
-    /// Timers.
-    pub fn timeout(&mut self, mesh: &mut Mesh, now: Instant) {
-        ipam(mesh).handle_timeout(now);
-    }
-
-    /// When IPAM wants [`IpamDriver::timeout`] next.
-    pub fn poll_timeout(&self, mesh: &mut Mesh) -> Option<Instant> {
-        ipam(mesh).poll_timeout()
-    }
-
     /// Routes or topology changed: tell IPAM who is reachable, learn nicknames.
-    pub fn topology_changed(&mut self, mesh: &mut Mesh, now: Instant) {
+    pub fn topology_changed(&mut self, ipam: &mut Ipam, mesh: &Mesh, now: Instant) {
         for (id, record) in mesh.topology().peers() {
             self.nicknames.insert(*id, record.nickname().to_string());
         }
         let reachable: Vec<PeerId> = mesh.routes().reachable().collect();
-        ipam(mesh).handle_reachable(now, reachable);
+        ipam.handle_reachable(now, reachable);
     }
 
     /// Carries out IPAM's outputs. True if it sent gossip (the mesh has output then).
-    pub fn pump(&mut self, mesh: &mut Mesh, now: Instant) -> bool {
+    pub fn pump(&mut self, ipam: &mut Ipam, mesh: &mut Mesh, now: Instant) -> bool {
         let mut sent = false;
         loop {
-            let Some(out) = ipam(mesh).poll_output() else {
+            let Some(out) = ipam.poll_output() else {
                 return sent;
             };
             match out {
@@ -305,15 +276,9 @@ impl IpamDriver {
         display_name(p, self.nicknames.get(p).map_or("", |n| n.as_str()))
     }
 
-    /// The peers that own space in the ring.
-    pub fn owners(&self, mesh: &mut Mesh) -> Vec<PeerId> {
-        ipam(mesh).shares().iter().map(|s| s.peer).collect()
-    }
-
     /// The IPAM part of the report.
-    pub fn report(&self, mesh: &mut Mesh, my_nickname: &str) -> IpamReport {
+    pub fn report(&self, ipam: &Ipam, mesh: &Mesh, my_nickname: &str) -> IpamReport {
         let reachable: BTreeSet<PeerId> = mesh.routes().reachable().collect();
-        let ipam = ipam(mesh);
         let me = ipam.peer();
         let nick = |p: &PeerId| {
             if *p == me {

@@ -25,14 +25,15 @@
 //! - [`sleeve_channel`]: the gossip channel that carries the data plane's messages
 //!   ([`datapath::sleeve_message`]) to a neighbour.
 //! - [`listener`]: accept loop with pre-authentication limits.
-//! - [`api`], [`http`]: the local API and the status listener.
+//! - [`api`], [`http`]: the local API (its contract is the `api` crate's) and the status
+//!   listener.
 //! - [`attachments`], [`host_net`]: what is attached and exposed (`ps`, `expose`, `hide`).
 //! - [`reset`]: `weft reset`, removing everything weft made on the host.
 //! - [`status`], [`report`]: the status model and weave's text layouts.
 //! - [`metrics`]: `/metrics`, the report in Prometheus text format.
 //! - [`web`]: the status web page (`/`), embedded.
 //! - [`handshakes`]: handshakes accepted and refused by reason (counted by the owner).
-//! - [`client`]: the CLI's side of the local API.
+//! - [`channels`]: IPAM and the sleeve channel, held by the owner, lent to the node.
 //! - [`ipam_driver`]: the owner's side of IPAM; [`store`]: the redb state file.
 //! - [`ipam`]: the sans-IO IP allocator (the ring CRDT on its gossip channel).
 #![warn(missing_docs, unreachable_pub)]
@@ -40,7 +41,7 @@
 
 pub mod api;
 pub mod attachments;
-pub mod client;
+pub mod channels;
 pub mod config;
 pub mod daemon;
 pub mod dataplane;

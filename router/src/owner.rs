@@ -1,6 +1,7 @@
 //! The owner: the one task that owns this router's control plane, a [`Node`], and what
-//! hangs off it: IPAM, the data plane's view of the neighbours ([`Neighbours`]), the
-//! handshake counters.
+//! hangs off it: the application channels ([`RouterChannels`]: IPAM and the sleeve's
+//! messages), lent to the node with each input, the data plane's view of the neighbours
+//! ([`Neighbours`]), the handshake counters.
 //!
 //! It is a select loop that only moves data: [`Input`]s from link tasks, the listener
 //! and the API, the two data-plane tasks' events and the clock go into the sans-IO
@@ -9,17 +10,16 @@
 
 mod peers;
 
+use crate::channels::RouterChannels;
 use crate::dataplane::DataplaneHandle;
-use crate::dns_peers::DnsTargets;
 use crate::fastdp::{Event as FpEvent, FastdpHandle};
 use crate::handshakes::HandshakeStats;
 use crate::ipam::Ipam;
 use crate::ipam_driver::IpamDriver;
 use crate::links::{self, LinkContext};
 use crate::neighbours::{self, Neighbours, Output as NbOutput};
-use crate::reclaim::Reclaim;
 use crate::report::{self, RouterInfo};
-use crate::sleeve_channel::{SleeveChannel, SLEEVE_CHANNEL};
+use crate::sleeve_channel::SLEEVE_CHANNEL;
 use crate::status::Report;
 use crate::store::Write;
 use datapath::dataplane::Event as DpEvent;
@@ -60,27 +60,26 @@ pub struct Owner {
     rx: mpsc::UnboundedReceiver<Input>,
     tasks: DataplaneTasks,
     neighbours: Neighbours,
+    channels: RouterChannels,
     ipam: IpamDriver,
     /// The store thread (for the user's connection targets).
     store: std::sync::mpsc::Sender<Write>,
     handshakes: HandshakeStats,
-    dns: DnsTargets,
-    reclaim: Option<Reclaim>,
+    peers: peers::Peers,
 }
 
 impl Owner {
     /// An owner for this node; IPAM comes with the store thread its snapshots go to.
     pub fn new(
         info: RouterInfo,
-        mut node: Node,
+        node: Node,
         ctx: &Arc<LinkContext>,
         rx: mpsc::UnboundedReceiver<Input>,
         (tasks, neighbours): (DataplaneTasks, Neighbours),
         (ipam, store): (Box<Ipam>, std::sync::mpsc::Sender<Write>),
     ) -> Owner {
-        let mesh = node.mesh_mut();
-        mesh.register_channel(SLEEVE_CHANNEL, Box::<SleeveChannel>::default());
-        let ipam = IpamDriver::new(mesh, ipam, store.clone());
+        let channels = RouterChannels::new(ipam);
+        let ipam = IpamDriver::new(store.clone());
         let _ = tasks.routes.send(Arc::new(node.mesh().routes().clone()));
         Owner {
             info,
@@ -90,11 +89,11 @@ impl Owner {
             rx,
             tasks,
             neighbours,
+            channels,
             ipam,
             store,
             handshakes: HandshakeStats::default(),
-            dns: DnsTargets::default(),
-            reclaim: None,
+            peers: peers::Peers::default(),
         }
     }
 
@@ -103,7 +102,7 @@ impl Owner {
         self.store_targets();
         loop {
             self.drain(Instant::now());
-            let ipam_next = self.ipam.poll_timeout(self.node.mesh_mut());
+            let ipam_next = self.channels.ipam.poll_timeout();
             let next = [self.node.poll_timeout(), ipam_next, self.reclaim_timeout()]
                 .into_iter()
                 .flatten()
@@ -123,8 +122,8 @@ impl Owner {
                 }
                 _ = sleep => {
                     let now = Instant::now();
-                    self.node.handle_timeout(now);
-                    self.ipam.timeout(self.node.mesh_mut(), now);
+                    self.node.handle_timeout(now, &self.channels);
+                    self.channels.ipam.handle_timeout(now);
                 }
             }
         }
@@ -148,24 +147,18 @@ impl Owner {
             }
             Input::Report(reply) => return drop(reply.send(self.report())),
             Input::Ipam { op, reply } => {
-                return self.ipam.request(self.node.mesh_mut(), now, op, reply);
+                return self.ipam.request(&mut self.channels.ipam, now, op, reply);
             }
-            Input::IpamPersisted(seq) => return self.ipam.persisted(self.node.mesh_mut(), seq),
+            Input::IpamPersisted(seq) => return self.channels.ipam.handle_persisted(seq),
             Input::DnsAnswer { name, ips } => return self.dns_answer(now, name, ips),
             Input::PeerKeys(ids) => return self.peer_keys(now, ids),
             Input::Reclaimed { dead, result } => return self.reclaimed(now, dead, result),
         };
-        match &input {
-            NodeInput::LinkDown { conn, .. } => drop(self.links.remove(conn)),
-            // IPAM learns the time only through its inputs: bring it up to date before
-            // gossip reaches it (it times rmpeer back-offs from it).
-            NodeInput::Message { conn, .. } if self.node.links().contains_key(conn) => {
-                self.ipam.timeout(self.node.mesh_mut(), now);
-            }
-            _ => {}
+        if let NodeInput::LinkDown { conn, .. } = &input {
+            self.links.remove(conn);
         }
         let connect = matches!(input, NodeInput::Connect { .. });
-        self.node.handle(now, input);
+        self.node.handle(now, input, &mut self.channels);
         if connect {
             self.store_targets();
         }
@@ -205,7 +198,8 @@ impl Owner {
                 }
             }
             if reachability {
-                self.ipam.topology_changed(self.node.mesh_mut(), now);
+                let ipam = &mut self.channels.ipam;
+                self.ipam.topology_changed(ipam, self.node.mesh(), now);
             }
             if neighbours_changed {
                 let endpoints = neighbours::endpoints(&self.node);
@@ -215,7 +209,8 @@ impl Owner {
             self.reclaim_step(now);
             // Relayed messages and IPAM's gossip give the node output: go round again.
             let relayed = self.relay();
-            if !self.ipam.pump(self.node.mesh_mut(), now) && !relayed {
+            let ipam = &mut self.channels.ipam;
+            if !self.ipam.pump(ipam, self.node.mesh_mut(), now) && !relayed {
                 break;
             }
         }
@@ -238,7 +233,7 @@ impl Owner {
 
     /// Hands the neighbours the data plane's messages that arrived over the mesh.
     fn take_sleeve_messages(&mut self) {
-        for (peer, message) in crate::sleeve_channel::take(self.node.mesh_mut()) {
+        while let Some((peer, message)) = self.channels.sleeve.pop() {
             self.neighbours.handle_message(peer, message);
         }
     }
@@ -281,7 +276,11 @@ impl Owner {
 
     fn report(&mut self) -> Report {
         let mut r = report::of_node(&self.info, &self.node, &self.neighbours);
-        r.ipam = Some(self.ipam.report(self.node.mesh_mut(), &self.info.nickname));
+        let nickname = &self.info.nickname;
+        r.ipam = Some(
+            self.ipam
+                .report(&self.channels.ipam, self.node.mesh(), nickname),
+        );
         r.handshakes = Some(self.handshakes.report());
         self.dns_report(Instant::now(), &mut r);
         r

@@ -2,15 +2,14 @@
 //!
 //! Each [`SleeveMessage`] goes to one neighbour as a mesh unicast on this channel. It
 //! holds no replicated state (its digest never changes, it has nothing to summarise); it
-//! only queues what arrives until the owner takes it. Payloads are parsed strictly: a
+//! only queues what arrives until the owner, which holds it, takes it. Payloads are parsed strictly: a
 //! malformed one is an error, and the mesh counts it as malformed input from that link.
 
 use datapath::sleeve_message::SleeveMessage;
 use gossip::channel::{ChannelError, GossipChannel};
-use gossip::mesh::Mesh;
 use gossip::peer::PeerId;
-use std::any::Any;
 use std::collections::VecDeque;
+use std::time::Instant;
 
 /// The channel's name on the mesh.
 pub const SLEEVE_CHANNEL: &str = "sleeve";
@@ -18,7 +17,7 @@ pub const SLEEVE_CHANNEL: &str = "sleeve";
 /// Bound on queued messages; beyond it the oldest are dropped (the data plane retries).
 const MAX_QUEUED: usize = 4096;
 
-/// The channel object registered with the mesh.
+/// The channel, held by the owner and lent to the mesh.
 #[derive(Default)]
 pub struct SleeveChannel {
     inbox: VecDeque<(PeerId, SleeveMessage)>,
@@ -29,14 +28,6 @@ impl SleeveChannel {
     pub fn pop(&mut self) -> Option<(PeerId, SleeveMessage)> {
         self.inbox.pop_front()
     }
-}
-
-/// Takes every message that arrived on the channel registered on `mesh`.
-pub fn take(mesh: &mut Mesh) -> Vec<(PeerId, SleeveMessage)> {
-    let channel = mesh
-        .channel_mut(SLEEVE_CHANNEL)
-        .and_then(|c| c.as_any_mut().downcast_mut::<SleeveChannel>());
-    channel.map_or_else(Vec::new, |c| std::iter::from_fn(|| c.pop()).collect())
 }
 
 fn invalid() -> ChannelError {
@@ -56,22 +47,21 @@ impl GossipChannel for SleeveChannel {
     fn missing_here(&self, _summary: &[u8]) -> Result<Vec<Vec<u8>>, ChannelError> {
         Ok(Vec::new())
     }
-    fn merge(&mut self, _update: &[u8]) -> Result<Option<Vec<u8>>, ChannelError> {
+    fn merge(&mut self, _now: Instant, _update: &[u8]) -> Result<Option<Vec<u8>>, ChannelError> {
         Ok(None)
     }
-    fn handle_unicast(&mut self, source: PeerId, payload: &[u8]) -> Result<(), ChannelError> {
+    fn handle_unicast(
+        &mut self,
+        _now: Instant,
+        source: PeerId,
+        payload: &[u8],
+    ) -> Result<(), ChannelError> {
         let message = SleeveMessage::decode(payload).ok_or_else(invalid)?;
         if self.inbox.len() == MAX_QUEUED {
             self.inbox.pop_front();
         }
         self.inbox.push_back((source, message));
         Ok(())
-    }
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-    fn as_any_mut(&mut self) -> &mut dyn Any {
-        self
     }
 }
 
@@ -82,11 +72,16 @@ mod tests {
     #[test]
     fn arrivals_queue_in_order_and_junk_is_refused() {
         let mut ch = SleeveChannel::default();
-        assert!(ch.handle_unicast(PeerId([1; 16]), &[9, 9]).is_err());
-        ch.handle_unicast(PeerId([1; 16]), &SleeveMessage::Heard.encode())
+        let now = Instant::now();
+        assert!(ch.handle_unicast(now, PeerId([1; 16]), &[9, 9]).is_err());
+        ch.handle_unicast(now, PeerId([1; 16]), &SleeveMessage::Heard.encode())
             .unwrap();
-        ch.handle_unicast(PeerId([2; 16]), &SleeveMessage::ProbeAck(1248).encode())
-            .unwrap();
+        ch.handle_unicast(
+            now,
+            PeerId([2; 16]),
+            &SleeveMessage::ProbeAck(1248).encode(),
+        )
+        .unwrap();
         assert_eq!(ch.pop(), Some((PeerId([1; 16]), SleeveMessage::Heard)));
         assert_eq!(
             ch.pop(),

@@ -166,14 +166,7 @@ pub struct IpamShare {
     pub reachable: bool,
 }
 
-/// One allocated address.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
-pub struct IpamAllocation {
-    /// The container id.
-    pub id: String,
-    /// `A.B.C.D/len`.
-    pub addr: String,
-}
+pub use ::api::IpamAllocation;
 
 /// Data-plane counters: traffic per neighbour, and drops by reason.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]

@@ -19,7 +19,7 @@
 //! [`Routes::broadcast_next_hops`]: crate::routes::Routes::broadcast_next_hops
 
 use super::{ConnId, Mesh};
-use crate::channel::ChannelError;
+use crate::channel::{ChannelError, Channels};
 use crate::message::{Message, MAX_HOPS};
 use crate::peer::PeerId;
 use crate::topology::TOPOLOGY_CHANNEL;
@@ -43,11 +43,12 @@ impl Mesh {
         header: BroadcastHeader,
         name: &str,
         update: Vec<u8>,
+        channels: &mut dyn Channels,
     ) -> Result<(), ChannelError> {
         if header.source == self.local.id || !self.seen.insert(now, (header.source, header.id)) {
             return Ok(());
         }
-        let new = self.merge(now, name, &update)?.unwrap_or(false);
+        let new = self.merge(now, name, &update, channels)?.unwrap_or(false);
         let from = self.conns.get(&conn).map(|c| c.remote_id);
         let header = BroadcastHeader {
             hops: header.hops.saturating_add(1),
@@ -125,29 +126,26 @@ impl Mesh {
         self.send_to_all(&conns, &message);
     }
 
-    pub(super) fn on_unicast(
+    /// A unicast for us from `source`: to application channel `name`.
+    pub(super) fn deliver_unicast(
         &mut self,
+        now: Instant,
         source: PeerId,
-        dest: PeerId,
-        hops: u8,
         name: &str,
-        payload: Vec<u8>,
+        payload: &[u8],
+        channels: &mut dyn Channels,
     ) {
-        if dest != self.local.id {
-            self.forward_unicast(source, dest, hops.saturating_add(1), name, payload);
-            return;
-        }
-        let Some(channel) = self.channels.get_mut(name) else {
+        let Some(channel) = channels.get_mut(name) else {
             return;
         };
         // The payload comes from a distant peer, not from the neighbour that relayed it:
         // count the failure, keep the link.
-        if channel.handle_unicast(source, &payload).is_err() {
+        if channel.handle_unicast(now, source, payload).is_err() {
             self.stats.malformed += 1;
         }
     }
 
-    fn forward_unicast(
+    pub(super) fn forward_unicast(
         &mut self,
         source: PeerId,
         dest: PeerId,

@@ -12,7 +12,7 @@
 
 use super::broadcast::BroadcastHeader;
 use super::{ConnId, Mesh, MeshEvent};
-use crate::channel::{ChannelError, GossipChannel};
+use crate::channel::{ChannelError, Channels, GossipChannel};
 use crate::message::{ChannelDigest, Message};
 use crate::peer::PeerId;
 use crate::routes::Routes;
@@ -24,19 +24,25 @@ use std::time::Instant;
 pub(super) const EARLY_ROUND: std::time::Duration = std::time::Duration::from_millis(500);
 
 impl Mesh {
-    pub(super) fn gossip_message(&mut self, now: Instant, conn: ConnId, message: Message) {
+    pub(super) fn gossip_message(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        message: Message,
+        channels: &mut dyn Channels,
+    ) {
         let result = match message {
             Message::Digest(digests) => {
-                self.on_digest(conn, &digests);
+                self.on_digest(conn, &digests, channels);
                 Ok(())
             }
             Message::Summary {
                 channel,
                 reply_wanted,
                 summary,
-            } => self.on_summary(conn, &channel, reply_wanted, &summary),
+            } => self.on_summary(conn, &channel, reply_wanted, &summary, channels),
             Message::Update { channel, update } => {
-                self.merge(now, &channel, &update).map(|news| {
+                self.merge(now, &channel, &update, channels).map(|news| {
                     // A state exchange (a new link) taught us something: others may lack
                     // it too, and an Update is never relayed. Run the next anti-entropy
                     // round soon instead of up to a gossip interval later, so the news
@@ -54,7 +60,7 @@ impl Mesh {
                 update,
             } => {
                 let header = BroadcastHeader { source, id, hops };
-                self.on_broadcast(now, conn, header, &channel, update)
+                self.on_broadcast(now, conn, header, &channel, update, channels)
             }
             Message::Unicast {
                 source,
@@ -63,7 +69,12 @@ impl Mesh {
                 channel,
                 payload,
             } => {
-                self.on_unicast(source, dest, hops, &channel, payload);
+                if dest == self.local.id {
+                    self.deliver_unicast(now, source, &channel, &payload, channels);
+                } else {
+                    let hops = hops.saturating_add(1);
+                    self.forward_unicast(source, dest, hops, &channel, payload);
+                }
                 Ok(())
             }
             Message::Hello(_) | Message::Heartbeat => Ok(()),
@@ -73,34 +84,41 @@ impl Mesh {
         }
     }
 
-    fn channel_ref(&self, name: &str) -> Option<&dyn GossipChannel> {
+    /// Channel `name`: the topology, or one of the application's.
+    fn channel_ref<'a>(
+        &'a self,
+        name: &str,
+        channels: &'a dyn Channels,
+    ) -> Option<&'a dyn GossipChannel> {
         if name == TOPOLOGY_CHANNEL {
             Some(&self.topology)
         } else {
-            self.channels.get(name).map(|c| &**c)
+            channels.get(name)
         }
     }
 
-    fn digests(&self) -> Vec<ChannelDigest> {
+    fn digests(&self, channels: &dyn Channels) -> Vec<ChannelDigest> {
         let topology = ChannelDigest {
             channel: TOPOLOGY_CHANNEL.into(),
             digest: self.topology.digest(),
         };
-        let channels = self.channels.iter().map(|(name, c)| ChannelDigest {
-            channel: (*name).into(),
-            digest: c.digest(),
+        let apps = channels.names().iter().filter_map(|name| {
+            channels.get(name).map(|c| ChannelDigest {
+                channel: (*name).into(),
+                digest: c.digest(),
+            })
         });
-        std::iter::once(topology).chain(channels).collect()
+        std::iter::once(topology).chain(apps).collect()
     }
 
-    pub(super) fn send_digests(&mut self, conn: ConnId) {
-        let digests = self.digests();
+    pub(super) fn send_digests(&mut self, conn: ConnId, channels: &dyn Channels) {
+        let digests = self.digests(channels);
         self.send(conn, &Message::Digest(digests));
     }
 
-    fn on_digest(&mut self, conn: ConnId, digests: &[ChannelDigest]) {
+    fn on_digest(&mut self, conn: ConnId, digests: &[ChannelDigest], channels: &dyn Channels) {
         for d in digests {
-            let Some(channel) = self.channel_ref(&d.channel) else {
+            let Some(channel) = self.channel_ref(&d.channel, channels) else {
                 continue;
             };
             if channel.digest() == d.digest {
@@ -126,8 +144,9 @@ impl Mesh {
         name: &str,
         reply_wanted: bool,
         summary: &[u8],
+        channels: &dyn Channels,
     ) -> Result<(), ChannelError> {
-        let Some(channel) = self.channel_ref(name) else {
+        let Some(channel) = self.channel_ref(name, channels) else {
             return Ok(());
         };
         let updates = channel.updates_for(summary)?;
@@ -165,18 +184,21 @@ impl Mesh {
         now: Instant,
         name: &str,
         update: &[u8],
+        channels: &mut dyn Channels,
     ) -> Result<Option<bool>, ChannelError> {
         if name == TOPOLOGY_CHANNEL {
             // A refused update may have been merged in part: react to that part too.
-            let merged = GossipChannel::merge(&mut self.topology, update);
+            let merged = GossipChannel::merge(&mut self.topology, now, update);
             self.after_topology_change(now);
             return merged.map(|news| Some(news.is_some()));
         }
-        let Some((&static_name, channel)) = self.channels.iter_mut().find(|(n, _)| **n == name)
-        else {
+        let Some(&static_name) = channels.names().iter().find(|n| **n == name) else {
             return Ok(None);
         };
-        let new = channel.merge(update)?.is_some();
+        let Some(channel) = channels.get_mut(name) else {
+            return Ok(None);
+        };
+        let new = channel.merge(now, update)?.is_some();
         if new {
             self.event(MeshEvent::ChannelUpdated {
                 channel: static_name,
@@ -186,7 +208,7 @@ impl Mesh {
     }
 
     /// One anti-entropy round: digests to a random subset of neighbours.
-    pub(super) fn gossip_round(&mut self) {
+    pub(super) fn gossip_round(&mut self, channels: &dyn Channels) {
         let conns: Vec<ConnId> = self.active.values().copied().collect();
         if conns.is_empty() {
             return;
@@ -195,7 +217,7 @@ impl Mesh {
         let wanted = ((2.0 * n.log2()).ceil() as usize).max(1).min(conns.len());
         let chosen = rand::seq::index::sample(&mut self.rng, conns.len(), wanted);
         let chosen: Vec<ConnId> = chosen.iter().map(|i| conns[i]).collect();
-        let digests = self.digests();
+        let digests = self.digests(channels);
         self.send_to_all(&chosen, &Message::Digest(digests));
     }
 

@@ -12,6 +12,7 @@
 //!   half-open old link). Weave broke such ties by link ids and saw churn (#3619).
 
 use super::{CloseReason, Conn, ConnId, Mesh, MeshEvent, MeshOutput};
+use crate::channel::Channels;
 use crate::message::{Hello, Message, PROTOCOL_VERSION};
 use crate::peer::PeerId;
 use crate::timer::Timer;
@@ -55,7 +56,13 @@ impl Mesh {
         self.send(conn, &Message::Hello(hello));
     }
 
-    pub(super) fn message(&mut self, now: Instant, conn: ConnId, bytes: &[u8]) {
+    pub(super) fn message(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        bytes: &[u8],
+        channels: &mut dyn Channels,
+    ) {
         let Some(link) = self.conns.get_mut(&conn) else {
             return;
         };
@@ -70,11 +77,11 @@ impl Mesh {
             self.stats.gossip_bytes_received += bytes.len() as u64;
         }
         match (message, established) {
-            (Message::Hello(hello), false) => self.hello(now, conn, hello),
+            (Message::Hello(hello), false) => self.hello(now, conn, hello, channels),
             (Message::Hello(_), true) => self.malformed(now, conn, "a second Hello".into()),
             (_, false) => self.malformed(now, conn, "a message before Hello".into()),
             (Message::Heartbeat, true) => {}
-            (gossip, true) => self.gossip_message(now, conn, gossip),
+            (gossip, true) => self.gossip_message(now, conn, gossip, channels),
         }
     }
 
@@ -108,7 +115,7 @@ impl Mesh {
         }
     }
 
-    fn hello(&mut self, now: Instant, conn: ConnId, hello: Hello) {
+    fn hello(&mut self, now: Instant, conn: ConnId, hello: Hello, channels: &dyn Channels) {
         let Some(link) = self.conns.get_mut(&conn) else {
             return;
         };
@@ -156,7 +163,7 @@ impl Mesh {
             };
             self.drop_conn(now, existing, Some(reason));
         }
-        self.establish(now, conn);
+        self.establish(now, conn, channels);
     }
 
     /// Whether link `new` should be kept over link `old` to the same peer.
@@ -176,7 +183,7 @@ impl Mesh {
         }
     }
 
-    fn establish(&mut self, now: Instant, conn: ConnId) {
+    fn establish(&mut self, now: Instant, conn: ConnId, channels: &dyn Channels) {
         let Some(link) = self.conns.get(&conn) else {
             return;
         };
@@ -192,7 +199,7 @@ impl Mesh {
         }
         // The dialler starts the state exchange; the summaries flow both ways from there.
         if outbound {
-            self.send_digests(conn);
+            self.send_digests(conn, channels);
         }
     }
 

@@ -63,7 +63,7 @@ impl Wire {
                     match out {
                         MeshOutput::Send { conn, message } => {
                             if let Some(&(j, c)) = self.ends.get(&(i, conn)) {
-                                self.meshes[j].handle_message(self.now, c, &message);
+                                self.meshes[j].handle_message(self.now, c, &message, &mut ());
                             }
                         }
                         MeshOutput::Close { conn, reason } => {
@@ -86,7 +86,7 @@ impl Wire {
     fn advance(&mut self, by: Duration) {
         self.now += by;
         for m in &mut self.meshes {
-            m.handle_timeout(self.now);
+            m.handle_timeout(self.now, &());
         }
         self.pump();
     }
@@ -163,7 +163,7 @@ fn dialling_ourselves_or_our_twin_is_closed_for_good() {
         Some(MeshOutput::Send { message, .. }) => message,
         other => panic!("expected Hello, got {other:?}"),
     };
-    m.handle_message(now, ConnId(3), &hello);
+    m.handle_message(now, ConnId(3), &hello, &mut ());
     let close =
         std::iter::from_fn(|| m.poll_output()).find(|o| matches!(o, MeshOutput::Close { .. }));
     assert_eq!(
@@ -189,7 +189,7 @@ fn malformed_or_out_of_order_input_closes_and_counts() {
         (3, vec![]),
     ] {
         m.handle_link_up(now, ConnId(conn), id(1), false, addr(1));
-        m.handle_message(now, ConnId(conn), &bytes);
+        m.handle_message(now, ConnId(conn), &bytes, &mut ());
     }
     assert_eq!(m.stats().malformed, 3);
     let closes = std::iter::from_fn(|| m.poll_output())
@@ -211,7 +211,7 @@ fn wrong_protocol_version_is_refused() {
         listen_port: 1,
         link_seq: 1,
     };
-    m.handle_message(now, ConnId(1), &Message::Hello(hello).encode());
+    m.handle_message(now, ConnId(1), &Message::Hello(hello).encode(), &mut ());
     let reason = std::iter::from_fn(|| m.poll_output()).find_map(|o| match o {
         MeshOutput::Close { reason, .. } => Some(reason),
         _ => None,
@@ -368,8 +368,8 @@ fn fuzz_handle_message(now: Instant, data: &[u8]) {
         listen_port: 1,
         link_seq: 1,
     };
-    m.handle_message(now, ConnId(1), &Message::Hello(hello).encode());
-    m.handle_message(now, ConnId(1), data);
+    m.handle_message(now, ConnId(1), &Message::Hello(hello).encode(), &mut ());
+    m.handle_message(now, ConnId(1), data, &mut ());
     let closed =
         std::iter::from_fn(|| m.poll_output()).any(|o| matches!(o, MeshOutput::Close { .. }));
     assert_eq!(
@@ -377,5 +377,5 @@ fn fuzz_handle_message(now: Instant, data: &[u8]) {
         m.stats().malformed == 1,
         "a refusal closes the link and is counted"
     );
-    m.handle_timeout(now + Duration::from_secs(60));
+    m.handle_timeout(now + Duration::from_secs(60), &());
 }

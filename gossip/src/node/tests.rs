@@ -51,9 +51,10 @@ fn a_target_is_dialled_then_marked_connected_by_its_link() {
             targets: vec![addr(2)],
             replace: false,
         },
+        &mut (),
     );
     assert_eq!(drain(&mut a), vec![Output::Dial(addr(2))]);
-    a.handle(now, link_up(1, 2, Some(addr(2))));
+    a.handle(now, link_up(1, 2, Some(addr(2))), &mut ());
     let out = drain(&mut a);
     assert!(
         matches!(
@@ -80,8 +81,9 @@ fn a_link_down_is_reported_and_frees_its_target_for_a_retry() {
             targets: vec![addr(2)],
             replace: false,
         },
+        &mut (),
     );
-    a.handle(now, link_up(1, 2, Some(addr(2))));
+    a.handle(now, link_up(1, 2, Some(addr(2))), &mut ());
     drain(&mut a);
     a.handle(
         now,
@@ -89,6 +91,7 @@ fn a_link_down_is_reported_and_frees_its_target_for_a_retry() {
             conn: ConnId(1),
             error: Some("reset".into()),
         },
+        &mut (),
     );
     let out = drain(&mut a);
     assert!(out.contains(&Output::Event(Event::LinkDown {
@@ -107,6 +110,7 @@ fn a_link_down_is_reported_and_frees_its_target_for_a_retry() {
             conn: ConnId(1),
             bytes: vec![1, 2, 3],
         },
+        &mut (),
     );
     assert!(drain(&mut a).is_empty());
 }
@@ -121,11 +125,12 @@ fn dialling_ourselves_closes_the_link_and_fails_the_target_for_good() {
             targets: vec![addr(1)],
             replace: false,
         },
+        &mut (),
     );
     drain(&mut a);
     // Both ends of a link to ourselves: each sends the other our own Hello.
-    a.handle(now, link_up(1, 1, Some(addr(1))));
-    a.handle(now, link_up(2, 1, None));
+    a.handle(now, link_up(1, 1, Some(addr(1))), &mut ());
+    a.handle(now, link_up(2, 1, None), &mut ());
     let hellos: Vec<(ConnId, Vec<u8>)> = drain(&mut a)
         .into_iter()
         .filter_map(|o| match o {
@@ -141,6 +146,7 @@ fn dialling_ourselves_closes_the_link_and_fails_the_target_for_good() {
             conn: ConnId(2),
             bytes: hello.clone(),
         },
+        &mut (),
     );
     let out = drain(&mut a);
     assert!(out.iter().any(|o| matches!(

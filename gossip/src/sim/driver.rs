@@ -4,6 +4,7 @@
 //! [`Node`]: crate::node::Node
 
 use super::{Event, LinkId, Net, SimLink};
+use crate::channel::Channels;
 use crate::mesh::{ConnId, Mesh};
 use crate::message::Message;
 use crate::node::{Event as NodeEvent, Input, LinkUp, Output};
@@ -14,7 +15,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Instant;
 
-impl Net {
+impl<A: Channels + Default> Net<A> {
     pub(super) fn process(&mut self, event: Event) {
         match event {
             Event::Deliver { link, to, bytes } => {
@@ -25,7 +26,7 @@ impl Net {
                 if l.up && self.nodes[node].alive {
                     self.trace(node, &bytes);
                     let message = Input::Message { conn, bytes };
-                    self.nodes[node].node.handle(self.now, message);
+                    self.handle(node, message);
                     self.drive(node);
                 }
             }
@@ -36,7 +37,7 @@ impl Net {
                         target: addr,
                         error: error.into(),
                     };
-                    self.nodes[node].node.handle(self.now, failed);
+                    self.handle(node, failed);
                     self.drive(node);
                 }
             }
@@ -105,7 +106,7 @@ impl Net {
             self.nodes[b].mesh().local().id,
         );
         // The acceptor sees the dialler's address with an ephemeral port.
-        let ephemeral = SocketAddr::new(Net::addr(a).ip(), 40_000 + (id.0 % 20_000) as u16);
+        let ephemeral = SocketAddr::new(Self::addr(a).ip(), 40_000 + (id.0 % 20_000) as u16);
         let up = |conn, remote_id, outbound, addr, target| {
             Input::LinkUp(LinkUp {
                 conn,
@@ -117,19 +118,24 @@ impl Net {
                 hash: [0; 32],
             })
         };
-        let now = self.now;
-        let link_a = up(ca, idb, true, Net::addr(b), target);
-        self.nodes[a].node.handle(now, link_a);
+        let link_a = up(ca, idb, true, Self::addr(b), target);
+        self.handle(a, link_a);
         let link_b = up(cb, ida, false, ephemeral, None);
-        self.nodes[b].node.handle(now, link_b);
+        self.handle(b, link_b);
     }
 
     /// Node `i`'s end of a link went down under it (the remote closed it, it broke).
     fn link_down(&mut self, i: usize, conn: ConnId) {
         if self.forget_conn(i, conn) {
             let down = Input::LinkDown { conn, error: None };
-            self.nodes[i].node.handle(self.now, down);
+            self.handle(i, down);
         }
+    }
+
+    /// Feeds node `i` one input, lending it the node's channels.
+    fn handle(&mut self, i: usize, input: Input) {
+        let node = &mut self.nodes[i];
+        node.node.handle(self.now, input, &mut node.channels);
     }
 
     /// Drops node `i`'s end of a link and marks the link down; whether it was there.
@@ -148,7 +154,7 @@ impl Net {
         let node = &mut self.nodes[i];
         if node.alive {
             if let Some(pump) = node.pump.as_mut() {
-                node.pump_deadline = pump(self.now, node.node.mesh_mut());
+                node.pump_deadline = pump(self.now, node.node.mesh_mut(), &mut node.channels);
             }
         }
         while let Some(output) = self.nodes[i].node.poll_output() {
@@ -306,22 +312,24 @@ impl Net {
 
     /// Sets node `i`'s [`Pump`] (kept across crashes and restarts; it runs only while the
     /// node is alive) and runs it once.
-    pub fn set_pump(&mut self, i: usize, pump: super::Pump) {
+    pub fn set_pump(&mut self, i: usize, pump: super::Pump<A>) {
         self.nodes[i].pump = Some(pump);
         self.drive(i);
     }
 
-    /// Runs `f` on node `i`'s mesh at the current instant (say, a local request to one of
-    /// its channels), then drives the node as its driver would after any input.
-    pub fn with_mesh<R>(&mut self, i: usize, f: impl FnOnce(&mut Mesh, Instant) -> R) -> R {
-        let out = f(self.nodes[i].node.mesh_mut(), self.now);
+    /// Runs `f` on node `i`'s mesh and channels at the current instant (say, a local
+    /// request to one of its channels), then drives the node as its driver would after
+    /// any input.
+    pub fn with_node<R>(&mut self, i: usize, f: impl FnOnce(&mut Mesh, &mut A, Instant) -> R) -> R {
+        let node = &mut self.nodes[i];
+        let out = f(node.node.mesh_mut(), &mut node.channels, self.now);
         self.drive(i);
         out
     }
 
-    /// Restarts node `i` like [`Net::restart`], calling `setup` on the fresh mesh before it
-    /// runs (to register channels restored from persisted state).
-    pub fn restart_with(&mut self, i: usize, setup: impl FnOnce(&mut Mesh, Instant)) {
+    /// Restarts node `i` like [`Net::restart`], calling `setup` on its fresh channels
+    /// before it runs (to restore them from persisted state).
+    pub fn restart_with(&mut self, i: usize, setup: impl FnOnce(&mut A, Instant)) {
         self.restart_inner(i, None, setup);
     }
 
@@ -334,7 +342,7 @@ impl Net {
         &mut self,
         i: usize,
         uid: Option<crate::peer::PeerUid>,
-        setup: impl FnOnce(&mut Mesh, Instant),
+        setup: impl FnOnce(&mut A, Instant),
     ) {
         if self.nodes[i].alive {
             self.crash(i);
@@ -343,9 +351,10 @@ impl Net {
         let fresh = self.fresh_node(i, uid, &explicit);
         let node = &mut self.nodes[i];
         node.node = fresh;
+        node.channels = A::default();
         node.alive = true;
         node.pump_deadline = None;
-        setup(node.node.mesh_mut(), self.now);
+        setup(&mut node.channels, self.now);
         self.drive(i);
     }
 
@@ -376,7 +385,7 @@ impl Net {
     }
 }
 
-impl super::SimNode {
+impl<A> super::SimNode<A> {
     fn alloc_conn(&mut self, link: LinkId) -> ConnId {
         let conn = ConnId(self.next_conn);
         self.next_conn += 1;

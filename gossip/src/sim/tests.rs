@@ -1,7 +1,7 @@
 //! Seeded scenarios on 50-router meshes. Each replays exactly from its seed.
 
 use super::*;
-use crate::channel::CrdtChannel;
+use crate::channel::{ChannelError, CrdtChannel, GossipChannel};
 use crate::connection_maker::TargetState;
 use crate::crdt::Crdt;
 use crate::crdt::GCounter;
@@ -11,6 +11,39 @@ use rand::{Rng, SeedableRng};
 
 const N: usize = 50;
 const COUNTER: &str = "counter";
+const INBOX: &str = "inbox";
+
+/// Every net here holds these channels on each node (none until a test adds them).
+type Net = super::Net<Apps>;
+
+/// The application channels of a test node.
+#[derive(Default)]
+struct Apps {
+    counter: Option<CrdtChannel<GCounter>>,
+    inbox: Option<Inbox>,
+}
+
+impl Channels for Apps {
+    fn names(&self) -> &'static [&'static str] {
+        &[COUNTER, INBOX]
+    }
+
+    fn get(&self, name: &str) -> Option<&dyn GossipChannel> {
+        match name {
+            COUNTER => self.counter.as_ref().map(|c| c as &dyn GossipChannel),
+            INBOX => self.inbox.as_ref().map(|c| c as &dyn GossipChannel),
+            _ => None,
+        }
+    }
+
+    fn get_mut(&mut self, name: &str) -> Option<&mut dyn GossipChannel> {
+        match name {
+            COUNTER => self.counter.as_mut().map(|c| c as &mut dyn GossipChannel),
+            INBOX => self.inbox.as_mut().map(|c| c as &mut dyn GossipChannel),
+            _ => None,
+        }
+    }
+}
 
 /// Launches `n` routers, 100 ms apart, each knowing only node 0's address.
 fn launch(seed: u64, n: usize) -> Net {
@@ -45,36 +78,24 @@ fn sparse(seed: u64) -> (Net, Vec<BTreeSet<usize>>) {
 }
 
 fn register_counter(net: &mut Net, i: usize) {
-    let channel = Box::new(CrdtChannel::new(GCounter::new()));
-    net.node_mut(i)
-        .mesh_mut()
-        .register_channel(COUNTER, channel);
+    net.node_mut(i).channels.counter = Some(CrdtChannel::new(GCounter::new()));
 }
 
 fn counter_value(net: &Net, i: usize) -> u64 {
-    let channel = net.node(i).mesh().channel(COUNTER).expect("registered");
-    let counter = channel
-        .as_any()
-        .downcast_ref::<CrdtChannel<GCounter>>()
-        .expect("a counter");
-    counter.crdt().value()
+    let counter = net.node(i).channels.counter.as_ref();
+    counter.expect("registered").crdt().value()
 }
 
 fn increment(net: &mut Net, i: usize) {
     let id = node_id(i);
-    let now = net.now();
-    let mesh = &mut net.node_mut(i).mesh_mut();
-    let channel = mesh.channel_mut(COUNTER).expect("registered");
-    let counter = channel
-        .as_any_mut()
-        .downcast_mut::<CrdtChannel<GCounter>>()
-        .expect("a counter");
-    let value = counter.crdt().full().get(&id).copied().unwrap_or(0);
-    let delta = counter
-        .apply_local(BTreeMap::from([(id, value + 1)]))
-        .expect("new");
-    mesh.broadcast(now, COUNTER, delta);
-    net.drive(i);
+    net.with_node(i, |mesh, channels, now| {
+        let counter = channels.counter.as_mut().expect("registered");
+        let value = counter.crdt().full().get(&id).copied().unwrap_or(0);
+        let delta = counter
+            .apply_local(BTreeMap::from([(id, value + 1)]))
+            .expect("new");
+        mesh.broadcast(now, COUNTER, delta);
+    });
 }
 
 /// The running nodes `among` know exactly each other, and agree on the topology.
@@ -377,35 +398,30 @@ fn the_same_seed_replays_the_same_run() {
 #[derive(Default)]
 struct Inbox(Vec<(PeerId, Vec<u8>)>);
 
-impl crate::channel::GossipChannel for Inbox {
+impl GossipChannel for Inbox {
     fn digest(&self) -> u64 {
         0
     }
     fn summary(&self) -> Vec<Vec<u8>> {
         Vec::new()
     }
-    fn updates_for(&self, _: &[u8]) -> Result<Vec<Vec<u8>>, crate::channel::ChannelError> {
+    fn updates_for(&self, _: &[u8]) -> Result<Vec<Vec<u8>>, ChannelError> {
         Ok(Vec::new())
     }
-    fn missing_here(&self, _: &[u8]) -> Result<Vec<Vec<u8>>, crate::channel::ChannelError> {
+    fn missing_here(&self, _: &[u8]) -> Result<Vec<Vec<u8>>, ChannelError> {
         Ok(Vec::new())
     }
-    fn merge(&mut self, _: &[u8]) -> Result<Option<Vec<u8>>, crate::channel::ChannelError> {
+    fn merge(&mut self, _: Instant, _: &[u8]) -> Result<Option<Vec<u8>>, ChannelError> {
         Ok(None)
     }
     fn handle_unicast(
         &mut self,
+        _: Instant,
         source: PeerId,
         payload: &[u8],
-    ) -> Result<(), crate::channel::ChannelError> {
+    ) -> Result<(), ChannelError> {
         self.0.push((source, payload.to_vec()));
         Ok(())
-    }
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
-    }
-    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
-        self
     }
 }
 
@@ -413,9 +429,7 @@ impl crate::channel::GossipChannel for Inbox {
 fn unicasts_follow_routes_over_several_hops() {
     let (mut net, neighbours) = sparse(11);
     for i in 0..N {
-        net.node_mut(i)
-            .mesh_mut()
-            .register_channel("inbox", Box::<Inbox>::default());
+        net.node_mut(i).channels.inbox = Some(Inbox::default());
     }
     settle(&mut net, Duration::from_secs(300), |n| {
         linked_as(n, &neighbours) && agree(n)
@@ -444,24 +458,16 @@ fn unicasts_follow_routes_over_several_hops() {
     assert!(net
         .node_mut(0)
         .mesh_mut()
-        .send_unicast(node_id(far), "inbox", b"hello".to_vec()));
+        .send_unicast(node_id(far), INBOX, b"hello".to_vec()));
     net.drive(0);
     assert!(net.run_until_quiet(Duration::from_secs(5)));
-    let inbox = net
-        .node(far)
-        .mesh()
-        .channel("inbox")
-        .and_then(|c| c.as_any().downcast_ref::<Inbox>())
-        .expect("inbox");
+    let inbox = net.node(far).channels.inbox.as_ref().expect("inbox");
     assert_eq!(inbox.0, vec![(node_id(0), b"hello".to_vec())]);
     let others: usize = (0..N)
         .filter(|&k| k != far)
         .map(|k| {
-            net.node(k)
-                .mesh()
-                .channel("inbox")
-                .and_then(|c| c.as_any().downcast_ref::<Inbox>())
-                .map_or(0, |i| i.0.len())
+            let inbox = net.node(k).channels.inbox.as_ref();
+            inbox.map_or(0, |i| i.0.len())
         })
         .sum();
     assert_eq!(others, 0);

@@ -11,9 +11,9 @@ use super::{full_delta, PeerRecord, Topology};
 use crate::channel::{ChannelError, GossipChannel};
 use crate::codec;
 use crate::peer::PeerId;
-use std::any::Any;
 use std::collections::BTreeMap;
 use std::ops::Bound;
+use std::time::Instant;
 
 impl Topology {
     /// Encodes an update for the wire.
@@ -146,17 +146,9 @@ impl GossipChannel for Topology {
             .collect())
     }
 
-    fn merge(&mut self, update: &[u8]) -> Result<Option<Vec<u8>>, ChannelError> {
+    fn merge(&mut self, _now: Instant, update: &[u8]) -> Result<Option<Vec<u8>>, ChannelError> {
         let update: TopologyUpdate = codec::decode(update)?;
         Ok(self.merge_update(update)?.map(|news| codec::encode(&news)))
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-
-    fn as_any_mut(&mut self) -> &mut dyn Any {
-        self
     }
 }
 
@@ -166,6 +158,6 @@ pub fn fuzz_decode_topology(data: &[u8]) {
     let mut topology = Topology::new(PeerId([1; 16]), crate::peer::PeerUid(1), "fuzz", 6783);
     let _ = topology.updates_for(data);
     let _ = topology.missing_here(data);
-    let _ = GossipChannel::merge(&mut topology, data);
+    let _ = GossipChannel::merge(&mut topology, Instant::now(), data);
     let _ = topology.gc();
 }

@@ -5,6 +5,7 @@ use crate::channel::GossipChannel;
 use crate::codec::{self, fuzz};
 use crate::crdt::{laws, Crdt};
 use proptest::prelude::*;
+use std::time::Instant;
 
 fn id(n: u8) -> PeerId {
     PeerId([n; 16])
@@ -142,11 +143,11 @@ fn gc_drops_peers_no_link_reaches() {
 fn exchange(a: &mut Topology, b: &mut Topology) {
     for sb in GossipChannel::summary(b) {
         for u in a.updates_for(&sb).unwrap() {
-            GossipChannel::merge(b, &u).unwrap();
+            GossipChannel::merge(b, Instant::now(), &u).unwrap();
         }
         for sa in a.missing_here(&sb).unwrap() {
             for u in b.updates_for(&sa).unwrap() {
-                GossipChannel::merge(a, &u).unwrap();
+                GossipChannel::merge(a, Instant::now(), &u).unwrap();
             }
         }
     }

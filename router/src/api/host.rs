@@ -5,11 +5,12 @@
 //! `spawn_blocking`, never on the async workers. Attach and detach keep the
 //! [`Attachments`](crate::attachments::Attachments) registry up to date for `ps`.
 
-use super::{format_mac, Api, AttachAnswer, AttachBody, CidrsBody};
+use super::{format_mac, Api};
 use crate::attachments::Entry;
 use crate::config;
 use crate::host_net::{self, with_netlink};
 use crate::http::{Request, Response};
+use ::api::{AttachAnswer, AttachBody, CidrsBody};
 use datapath::attach::{self, AttachError, AttachRequest};
 use datapath::netlink::LinkAddr;
 use datapath::netns::NetnsRef;

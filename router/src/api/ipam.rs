@@ -1,8 +1,8 @@
 //! The API's IPAM endpoints: `POST /ipam/allocate`, `/ipam/claim`, `/ipam/release`,
 //! `/ipam/rmpeer`, `/ipam/leave`, and `GET /ipam`.
 //!
-//! The contract (used by the CNI plugin): success answers JSON; errors answer
-//! `{"error": ".."}` with 400 (bad input), 409 (conflict) or 503 (timed out waiting, for
+//! The contract (the `api` crate's, used by the CNI plugin): success answers JSON;
+//! errors answer an `ErrorBody`, `{"error": ".."}`, with 400 (bad input), 409 (conflict) or 503 (timed out waiting, for
 //! example for consensus). Each request is run by the owner task, which answers when
 //! the allocation is persisted.
 
@@ -10,57 +10,12 @@ use super::Api;
 use crate::http::{Request, Response};
 use crate::ipam::{Cidr, ContainerId, MAX_CONTAINER_ID_LEN};
 use crate::ipam_driver::{IpamAnswer, IpamFailure, IpamOp};
-use serde::{Deserialize, Serialize};
+use ::api::{AddrAnswer, ErrorBody, IpamBody, IpamList, ReleasedAnswer, RmpeerBody};
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-/// Body of `POST /ipam/allocate`, `/ipam/claim` and `/ipam/release`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
-pub struct IpamBody {
-    /// The container id.
-    pub id: String,
-    /// For allocate: a subnet of the range (CIDR).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub subnet: Option<String>,
-    /// For claim (required) and release (optional): `A.B.C.D/len`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub addr: Option<String>,
-}
-
-/// Answer of allocate and claim.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct AddrAnswer {
-    /// `A.B.C.D/len`.
-    pub addr: String,
-}
-
-/// Answer of release.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct ReleasedAnswer {
-    /// Addresses released, `A.B.C.D`.
-    pub released: Vec<String>,
-}
-
-/// Body of `POST /ipam/rmpeer`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct RmpeerBody {
-    /// Names or nicknames.
-    pub peers: Vec<String>,
-}
-
-/// Answer of `GET /ipam`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct IpamList {
-    /// weave's status line.
-    pub status: String,
-    /// The range.
-    pub range: String,
-    /// Local allocations.
-    pub allocations: Vec<crate::status::IpamAllocation>,
-}
-
 fn error(status: u16, message: impl Into<String>) -> Response {
-    Response::json(status, &serde_json::json!({ "error": message.into() }))
+    Response::json(status, &ErrorBody::new(message))
 }
 
 fn fail(f: IpamFailure) -> Response {

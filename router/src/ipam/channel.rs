@@ -20,7 +20,6 @@ use gossip::channel::{ChannelError, GossipChannel};
 use gossip::codec;
 use gossip::peer::PeerId;
 use rand::Rng;
-use std::any::Any;
 use std::time::Instant;
 
 impl Ipam {
@@ -637,20 +636,19 @@ impl GossipChannel for Ipam {
         Ok(self.summary())
     }
 
-    fn merge(&mut self, update: &[u8]) -> Result<Option<Vec<u8>>, ChannelError> {
+    fn merge(&mut self, now: Instant, update: &[u8]) -> Result<Option<Vec<u8>>, ChannelError> {
+        self.now = now;
         self.merge_gossip(update)
     }
 
-    fn handle_unicast(&mut self, source: PeerId, payload: &[u8]) -> Result<(), ChannelError> {
+    fn handle_unicast(
+        &mut self,
+        now: Instant,
+        source: PeerId,
+        payload: &[u8],
+    ) -> Result<(), ChannelError> {
+        self.now = now;
         self.on_unicast(source, payload)
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-
-    fn as_any_mut(&mut self) -> &mut dyn Any {
-        self
     }
 }
 
@@ -672,11 +670,11 @@ pub fn fuzz_ipam_gossip(data: &[u8]) {
         }
     }
     let before = ipam.snapshot();
-    if ipam.merge(data).is_err() {
+    if ipam.merge(now, data).is_err() {
         assert_eq!(ipam.snapshot(), before, "refused gossip changed state");
     }
     let before = ipam.snapshot();
-    if ipam.handle_unicast(PeerId([2; 16]), data).is_err() {
+    if ipam.handle_unicast(now, PeerId([2; 16]), data).is_err() {
         assert_eq!(ipam.snapshot(), before, "refused unicast changed state");
     }
     let _ = ipam.updates_for(data);

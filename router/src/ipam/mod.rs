@@ -1,11 +1,12 @@
 //! IPAM: gossip-based address allocation that never hands out an address twice.
 //!
-//! A sans-IO state machine, [`Ipam`], registered on the mesh as the gossip channel
-//! [`IPAM_CHANNEL`]. The driver (a tokio task, or `gossip::sim` in tests) does this:
+//! A sans-IO state machine, [`Ipam`], and the gossip channel [`IPAM_CHANNEL`]: the driver
+//! (the owner task, or `gossip::sim` in tests) holds it and lends it to the mesh with
+//! each message. The driver does this:
 //!
 //! ```text
 //!  local API ──allocate/claim/release/release_all/rmpeer/leave(now, ..) -> RequestId──▶ Ipam
-//!  mesh      ──merge / handle_unicast (through Mesh, as a GossipChannel)─────────────▶ Ipam
+//!  mesh      ──merge(now, ..) / handle_unicast(now, ..) (as a GossipChannel)─────────▶ Ipam
 //!  driver    ──handle_timeout(now), handle_reachable(now, peers), handle_persisted(seq)▶ Ipam
 //!  driver ◀──poll_output(): Persist{seq, snapshot} | Broadcast | Unicast | Completed | Event
 //! ```

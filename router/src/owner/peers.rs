@@ -19,21 +19,29 @@ use std::time::Instant;
 use tokio::sync::oneshot;
 use tracing::{info, warn};
 
+/// What the owner knows of its peers' sources beyond the node.
+#[derive(Default)]
+pub(super) struct Peers {
+    /// The last good DNS answers.
+    dns: DnsTargets,
+    /// `--reclaim-after`.
+    reclaim: Option<Reclaim>,
+}
+
 impl Owner {
     /// With `--peers-from-dns`' first answers (already the node's named targets) and
     /// `--reclaim-after`.
     pub fn with_dns(mut self, dns: DnsTargets, reclaim: Option<Reclaim>) -> Owner {
-        self.dns = dns;
-        self.reclaim = reclaim;
+        self.peers = Peers { dns, reclaim };
         self
     }
 
     /// A new answer for `name`: the named targets follow it.
     pub(super) fn dns_answer(&mut self, now: Instant, name: DnsName, ips: Vec<IpAddr>) {
-        if !self.dns.answer(name.clone(), ips) {
+        if !self.peers.dns.answer(name.clone(), ips) {
             return;
         }
-        let targets = self.dns.targets();
+        let targets = self.peers.dns.targets();
         info!(
             %name,
             "--peers-from-dns {name} changed; targets now: {}",
@@ -43,7 +51,8 @@ impl Owner {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
-        self.node.handle(now, NodeInput::Named { targets });
+        self.node
+            .handle(now, NodeInput::Named { targets }, &mut self.channels);
     }
 
     /// `--peer-keys` now lists `ids`: the topology keeps only their records, and the
@@ -67,25 +76,25 @@ impl Owner {
 
     /// Remembers where a peer's link came from (reclaim checks it against DNS).
     pub(super) fn reclaim_link_up(&mut self, link: &LinkUp) {
-        if let Some(r) = self.reclaim.as_mut() {
+        if let Some(r) = self.peers.reclaim.as_mut() {
             r.link_up(link.remote_id, link.addr.ip());
         }
     }
 
     /// Brings reclaim up to date and starts the `rmpeer`s that are due.
     pub(super) fn reclaim_step(&mut self, now: Instant) {
-        let Some(reclaim) = self.reclaim.as_mut() else {
+        let Some(reclaim) = self.peers.reclaim.as_mut() else {
             return;
         };
-        let owners = self.ipam.owners(self.node.mesh_mut());
+        let owners: Vec<PeerId> = self.channels.ipam.shares().iter().map(|s| s.peer).collect();
         let reachable: BTreeSet<PeerId> = self.node.mesh().routes().reachable().collect();
         reclaim.update(now, &owners, &reachable);
-        while let Some(dead) = reclaim.poll_due(now, |ip| self.dns.names(ip)) {
+        while let Some(dead) = reclaim.poll_due(now, |ip| self.peers.dns.names(ip)) {
             let name = self.ipam.name(&dead);
             info!(peer = %dead, "reclaiming the address space of {name}: unreachable for longer than --reclaim-after and named by no DNS answer");
             let (tx, rx) = oneshot::channel();
             self.ipam
-                .request(self.node.mesh_mut(), now, IpamOp::Reclaim(dead), tx);
+                .request(&mut self.channels.ipam, now, IpamOp::Reclaim(dead), tx);
             if let Some(ctx) = self.ctx.upgrade() {
                 let owner = ctx.owner.clone();
                 tokio::spawn(async move {
@@ -99,12 +108,12 @@ impl Owner {
 
     /// When reclaim wants to be asked again.
     pub(super) fn reclaim_timeout(&self) -> Option<Instant> {
-        self.reclaim.as_ref().and_then(|r| r.poll_timeout())
+        self.peers.reclaim.as_ref().and_then(|r| r.poll_timeout())
     }
 
     /// A reclaim ended.
     pub(super) fn reclaimed(&mut self, now: Instant, dead: PeerId, result: IpamResult) {
-        let Some(reclaim) = self.reclaim.as_mut() else {
+        let Some(reclaim) = self.peers.reclaim.as_mut() else {
             return;
         };
         let name = self.ipam.name(&dead);
@@ -126,17 +135,18 @@ impl Owner {
     /// The DNS targets and the reclaim block of the report.
     pub(super) fn dns_report(&self, now: Instant, r: &mut Report) {
         r.router.dns_targets = self
+            .peers
             .dns
             .targets()
             .iter()
             .filter_map(|t| {
-                self.dns.source(t).map(|name| DnsTarget {
+                self.peers.dns.source(t).map(|name| DnsTarget {
                     address: t.to_string(),
                     name: name.to_string(),
                 })
             })
             .collect();
-        let (Some(reclaim), Some(ipam)) = (self.reclaim.as_ref(), r.ipam.as_mut()) else {
+        let (Some(reclaim), Some(ipam)) = (self.peers.reclaim.as_ref(), r.ipam.as_mut()) else {
             return;
         };
         let stats = reclaim.stats();

@@ -1,14 +1,16 @@
-//! Drives IPAM on `gossip::sim` the way the daemon will: a pump per node drains IPAM's
-//! outputs, writes snapshots to a per-node store (then confirms), hands gossip to the
-//! mesh, and records completions and events.
+//! Drives IPAM on `gossip::sim` the way the daemon does: each node holds its IPAM (in
+//! [`IpamChannels`]) and lends it to its node; a pump per node drains IPAM's outputs,
+//! writes snapshots to a per-node store (then confirms), hands gossip to the mesh, and
+//! records completions and events.
 
 use crate::ipam::{
     Cidr, ContainerId, InitMode, Ipam, IpamConfig, IpamError, IpamEvent, IpamOutput, Reply,
     RequestId, IPAM_CHANNEL,
 };
+use gossip::channel::{Channels, GossipChannel};
 use gossip::mesh::{Mesh, MeshConfig};
 use gossip::peer::PeerId;
-use gossip::sim::{node_id, Net, SimConfig};
+use gossip::sim::{node_id, SimConfig, SimNode};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -28,6 +30,31 @@ pub(super) struct Log {
 }
 
 pub(super) type Shared = Rc<RefCell<Log>>;
+
+/// A simulated node's application channels: its IPAM, once set up.
+#[derive(Default)]
+pub(super) struct IpamChannels {
+    pub(super) ipam: Option<Ipam>,
+}
+
+impl Channels for IpamChannels {
+    fn names(&self) -> &'static [&'static str] {
+        &[IPAM_CHANNEL]
+    }
+
+    fn get(&self, name: &str) -> Option<&dyn GossipChannel> {
+        let ipam = self.ipam.as_ref().filter(|_| name == IPAM_CHANNEL);
+        ipam.map(|x| x as &dyn GossipChannel)
+    }
+
+    fn get_mut(&mut self, name: &str) -> Option<&mut dyn GossipChannel> {
+        let ipam = self.ipam.as_mut().filter(|_| name == IPAM_CHANNEL);
+        ipam.map(|x| x as &mut dyn GossipChannel)
+    }
+}
+
+/// The simulated network of these tests.
+pub(super) type Net = gossip::sim::Net<IpamChannels>;
 
 /// Fast mesh timers so that partitions are noticed in seconds.
 pub(super) fn sim_config() -> SimConfig {
@@ -52,14 +79,9 @@ pub(super) fn ipam_config(range: &str, init: InitMode) -> IpamConfig {
     }
 }
 
-pub(super) fn ipam_mut(mesh: &mut Mesh) -> Option<&mut Ipam> {
-    mesh.channel_mut(IPAM_CHANNEL)?
-        .as_any_mut()
-        .downcast_mut::<Ipam>()
-}
-
-pub(super) fn ipam(mesh: &Mesh) -> Option<&Ipam> {
-    mesh.channel(IPAM_CHANNEL)?.as_any().downcast_ref::<Ipam>()
+/// Node `node`'s IPAM, if set up.
+pub(super) fn ipam(node: &SimNode<IpamChannels>) -> Option<&Ipam> {
+    node.channels.ipam.as_ref()
 }
 
 /// Installs node `i`'s pump.
@@ -67,15 +89,25 @@ pub(super) fn install_pump(net: &mut Net, i: usize, log: &Shared) {
     let log = log.clone();
     net.set_pump(
         i,
-        Box::new(move |now: Instant, mesh: &mut Mesh| pump(i, now, mesh, &log)),
+        Box::new(
+            move |now: Instant, mesh: &mut Mesh, channels: &mut IpamChannels| {
+                pump(i, now, mesh, channels, &log)
+            },
+        ),
     );
 }
 
-fn pump(i: usize, now: Instant, mesh: &mut Mesh, log: &Shared) -> Option<Instant> {
+fn pump(
+    i: usize,
+    now: Instant,
+    mesh: &mut Mesh,
+    channels: &mut IpamChannels,
+    log: &Shared,
+) -> Option<Instant> {
     let reachable: Vec<PeerId> = mesh.routes().reachable().collect();
     let mut sends = Vec::new();
     let deadline = {
-        let ipam = ipam_mut(mesh)?;
+        let ipam = channels.ipam.as_mut()?;
         ipam.handle_reachable(now, reachable);
         if ipam.poll_timeout().is_some_and(|t| t <= now) {
             ipam.handle_timeout(now);
@@ -127,9 +159,9 @@ pub(super) fn network(
         };
         let node = net.add_node(&targets);
         let cfg = ipam_config(range, init(node));
-        net.with_mesh(node, |mesh, now| {
+        net.with_node(node, |_, channels, now| {
             let ipam = Ipam::new(node_id(node), cfg, now, seed ^ node as u64);
-            mesh.register_channel(IPAM_CHANNEL, Box::new(ipam));
+            channels.ipam = Some(ipam);
         });
         install_pump(&mut net, node, &log);
     }
@@ -142,8 +174,8 @@ pub(super) fn request(
     i: usize,
     f: impl FnOnce(&mut Ipam, Instant) -> RequestId,
 ) -> RequestId {
-    net.with_mesh(i, |mesh, now| {
-        f(ipam_mut(mesh).expect("ipam registered"), now)
+    net.with_node(i, |_, channels, now| {
+        f(channels.ipam.as_mut().expect("ipam set up"), now)
     })
 }
 

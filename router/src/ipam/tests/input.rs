@@ -54,19 +54,21 @@ fn corrupt_truncated_out_of_range_and_forged_gossip_is_refused_and_counted() {
     };
     // Truncated and corrupt.
     let good = ring_msg(&x, vec![theirs], None);
-    assert!(x.merge(&good[..good.len() - 1]).is_err());
-    assert!(x.merge(&[0xff; 9]).is_err());
+    assert!(x.merge(Instant::now(), &good[..good.len() - 1]).is_err());
+    assert!(x.merge(Instant::now(), &[0xff; 9]).is_err());
     assert_eq!(x.stats().malformed, 2);
     // A token outside the range.
     let outside = ring_msg(&x, vec![(10, theirs.1)], None);
-    assert!(x.merge(&outside).is_err());
+    assert!(x.merge(Instant::now(), &outside).is_err());
     assert_eq!(x.stats().out_of_range, 1);
     // A donation message claiming space outside the range.
     let space = UnicastMsg::Space {
         ring: ring.id().0,
         entries: [(1 << 33, theirs.1)].into(),
     };
-    assert!(x.handle_unicast(PeerId([2; 16]), &space.encode()).is_err());
+    assert!(x
+        .handle_unicast(Instant::now(), PeerId([2; 16]), &space.encode())
+        .is_err());
     assert_eq!(x.stats().out_of_range, 2);
     // Forged: a higher version of our token naming another owner; a token inside our range.
     let stolen = Entry {
@@ -80,11 +82,10 @@ fn corrupt_truncated_out_of_range_and_forged_gossip_is_refused_and_counted() {
         free: 1,
     };
     assert_eq!(
-        x.merge(&ring_msg(
-            &x,
-            vec![(mine.0, stolen), (mine.0 + 7, split)],
-            None
-        )),
+        x.merge(
+            Instant::now(),
+            &ring_msg(&x, vec![(mine.0, stolen), (mine.0 + 7, split)], None)
+        ),
         Ok(None)
     );
     // Same version, other content.
@@ -93,7 +94,7 @@ fn corrupt_truncated_out_of_range_and_forged_gossip_is_refused_and_counted() {
         ..theirs.1
     };
     assert_eq!(
-        x.merge(&ring_msg(&x, vec![(theirs.0, twin)], None)),
+        x.merge(Instant::now(), &ring_msg(&x, vec![(theirs.0, twin)], None)),
         Ok(None)
     );
     assert_eq!(x.stats().inconsistent, 3);

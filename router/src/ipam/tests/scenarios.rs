@@ -3,25 +3,22 @@
 
 use super::harness::*;
 use crate::ipam::allocator::RestoreError;
-use crate::ipam::{
-    ContainerId, InitMode, Ipam, IpamError, IpamEvent, IpamOutput, Reply, IPAM_CHANNEL,
-};
+use crate::ipam::{ContainerId, InitMode, Ipam, IpamError, IpamEvent, IpamOutput, Reply};
 use gossip::sim::node_id;
 use std::time::{Duration, Instant};
 
 fn consensus_time(n: usize) -> Duration {
     let (mut net, _log) = network(11, n, "10.32.0.0/12", |_| InitMode::Consensus { peers: n });
     let start = net.elapsed();
-    let all_ready = |net: &gossip::sim::Net| {
-        (0..n).all(|i| ipam(net.node(i).mesh()).is_some_and(|x| x.ring().is_some()))
-    };
+    let all_ready =
+        |net: &Net| (0..n).all(|i| ipam(net.node(i)).is_some_and(|x| x.ring().is_some()));
     assert!(net.run_until(Duration::from_secs(60), Duration::from_millis(5), all_ready));
     let took = net.elapsed() - start;
     let rings: Vec<_> = (0..n)
-        .map(|i| ipam(net.node(i).mesh()).and_then(|x| x.ring().map(|r| r.id())))
+        .map(|i| ipam(net.node(i)).and_then(|x| x.ring().map(|r| r.id())))
         .collect();
     assert!(rings.windows(2).all(|w| w[0] == w[1]), "one ring");
-    let seeds = ipam(net.node(0).mesh())
+    let seeds = ipam(net.node(0))
         .and_then(|x| x.ring())
         .map(|r| r.seeds().len());
     assert!(seeds.is_some_and(|s| s > n / 2), "seeded by a quorum");
@@ -39,7 +36,7 @@ fn consensus_with_3_and_10_peers() {
 #[test]
 fn allocation_waits_for_consensus_then_times_out_with_the_reason() {
     let (mut net, log) = network(3, 1, "10.32.0.0/12", |_| InitMode::Consensus { peers: 3 });
-    let status = ipam(net.node(0).mesh()).map(|x| x.status_line());
+    let status = ipam(net.node(0)).map(|x| x.status_line());
     assert_eq!(
         status.as_deref(),
         Some("awaiting consensus (quorum: 2, known: 1)")
@@ -64,7 +61,7 @@ fn seed_by_peer_names_waits_for_the_peers_then_seeds_one_ring() {
         }
     });
     // Until the mesh forms, a peer knows only itself: no ring, and it says why.
-    let x = ipam(net.node(0).mesh()).expect("ipam");
+    let x = ipam(net.node(0)).expect("ipam");
     assert!(x.ring().is_none());
     assert_eq!(
         x.status_line(),
@@ -73,18 +70,13 @@ fn seed_by_peer_names_waits_for_the_peers_then_seeds_one_ring() {
     );
     net.run_for(Duration::from_secs(5));
     let rings: Vec<_> = (0..4)
-        .map(|i| ipam(net.node(i).mesh()).and_then(|x| x.ring().map(|r| r.id())))
+        .map(|i| ipam(net.node(i)).and_then(|x| x.ring().map(|r| r.id())))
         .collect();
     assert!(
         rings.iter().all(|r| r.is_some() && *r == rings[0]),
         "{rings:?}"
     );
-    let seeds = ipam(net.node(3).mesh())
-        .unwrap()
-        .ring()
-        .unwrap()
-        .seeds()
-        .to_vec();
+    let seeds = ipam(net.node(3)).unwrap().ring().unwrap().seeds().to_vec();
     let mut want: Vec<_> = (0..3).map(node_id).collect();
     want.sort();
     assert_eq!(
@@ -113,34 +105,29 @@ fn donation_moves_space_to_the_peer_that_ran_out() {
     got.sort();
     got.dedup();
     assert_eq!(got.len(), 22, "distinct");
-    let donor = ipam(net.node(1).mesh())
-        .map(|x| x.stats())
-        .unwrap_or_default();
+    let donor = ipam(net.node(1)).map(|x| x.stats()).unwrap_or_default();
     assert!(donor.donations_given >= 1, "{donor:?}");
     // Idempotent: the same container gets the same address.
     let again = allocate(&mut net, &log, 0, "c0");
     assert!(
         matches!(again, Some(Ok(Reply::Allocated(a, _))) if a == got.iter().copied().min().unwrap_or(a) || got.contains(&a))
     );
-    assert_eq!(
-        ipam(net.node(0).mesh()).map(|x| x.active_allocations()),
-        Some(22)
-    );
+    assert_eq!(ipam(net.node(0)).map(|x| x.active_allocations()), Some(22));
 }
 
 #[test]
 fn two_rings_seeded_apart_detect_each_other_and_stay_apart() {
     let a = vec![node_id(0), node_id(1)];
     let b = vec![node_id(2), node_id(3)];
-    let mut net = gossip::sim::Net::new(9, sim_config());
+    let mut net = Net::new(9, sim_config());
     let log = Shared::default();
     for i in 0..4 {
         let targets: Vec<usize> = if i % 2 == 1 { vec![i - 1] } else { vec![] };
         net.add_node(&targets);
         let seeds = if i < 2 { a.clone() } else { b.clone() };
         let cfg = ipam_config("10.32.0.0/12", InitMode::Seed(seeds));
-        net.with_mesh(i, |mesh, now| {
-            mesh.register_channel(IPAM_CHANNEL, Box::new(Ipam::new(node_id(i), cfg, now, 1)));
+        net.with_node(i, |_, channels, now| {
+            channels.ipam = Some(Ipam::new(node_id(i), cfg, now, 1));
         });
         install_pump(&mut net, i, &log);
     }
@@ -149,12 +136,12 @@ fn two_rings_seeded_apart_detect_each_other_and_stay_apart() {
     allocate(&mut net, &log, 2, "y");
     net.run_for(Duration::from_secs(2));
     let before: Vec<_> = (0..4)
-        .map(|i| ipam(net.node(i).mesh()).and_then(|x| x.ring().cloned()))
+        .map(|i| ipam(net.node(i)).and_then(|x| x.ring().cloned()))
         .collect();
     net.connect(1, 2);
     net.run_for(Duration::from_secs(10));
     for (i, before) in before.iter().enumerate() {
-        let x = ipam(net.node(i).mesh()).expect("ipam");
+        let x = ipam(net.node(i)).expect("ipam");
         assert_eq!(x.ring(), before.as_ref(), "node {i}'s ring changed");
         assert!(x.stats().foreign_ring > 0, "node {i} did not notice");
         assert!(x
@@ -197,7 +184,7 @@ fn rmpeer_hands_a_dead_peers_space_to_one_heir() {
     }
     net.run_for(Duration::from_secs(3));
     for i in 0..4 {
-        let x = ipam(net.node(i).mesh()).expect("ipam");
+        let x = ipam(net.node(i)).expect("ipam");
         assert!(
             x.ring().is_some_and(|r| r.owned_by(&dead).is_empty()),
             "node {i}"
@@ -230,7 +217,7 @@ fn concurrent_rmpeer_with_two_voters_completes() {
     assert!(heir(&a).is_some() && heir(&a) == heir(&b), "{a:?} {b:?}");
     net.run_for(Duration::from_secs(3));
     for i in 0..2 {
-        let x = ipam(net.node(i).mesh()).expect("ipam");
+        let x = ipam(net.node(i)).expect("ipam");
         assert!(x.ring().is_some_and(|r| r.owned_by(&dead).is_empty()));
     }
 }
@@ -246,7 +233,7 @@ fn leave_hands_everything_to_a_live_peer() {
     assert!(matches!(r, Some(Ok(Reply::Left { .. }))), "{r:?}");
     net.run_for(Duration::from_secs(2));
     for i in 0..2 {
-        let x = ipam(net.node(i).mesh()).expect("ipam");
+        let x = ipam(net.node(i)).expect("ipam");
         assert!(x.ring().is_some_and(|r| r.owned_by(&node_id(2)).is_empty()));
     }
 }

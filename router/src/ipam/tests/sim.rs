@@ -12,8 +12,8 @@
 //! 15 s of CPU per seed; `router` and `gossip` are optimized in test builds too).
 
 use super::harness::*;
-use crate::ipam::{AddrRange, ContainerId, InitMode, Ipam, Snapshot, IPAM_CHANNEL};
-use gossip::sim::{node_id, Net};
+use crate::ipam::{AddrRange, ContainerId, InitMode, Ipam, Snapshot};
+use gossip::sim::node_id;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::collections::{BTreeMap, BTreeSet};
@@ -69,7 +69,7 @@ impl World {
             }
             45..=74 => {
                 if let Some(i) = self.pick_live() {
-                    let held = ipam(self.net.node(i).mesh())
+                    let held = ipam(self.net.node(i))
                         .map(|x| x.allocations())
                         .unwrap_or_default();
                     if !held.is_empty() {
@@ -110,12 +110,12 @@ impl World {
         *self.log.borrow_mut().incarnation.entry(i).or_insert(0) += 1;
         let cfg = ipam_config(RANGE, InitMode::Consensus { peers: PEERS });
         let seed = self.rng.gen();
-        self.net.restart_with(i, |mesh, now| {
+        self.net.restart_with(i, |channels, now| {
             let ipam = match snapshot {
                 Some(s) => Ipam::restore(node_id(i), cfg, &s, now, seed).expect("restore"),
                 None => Ipam::new(node_id(i), cfg, now, seed),
             };
-            mesh.register_channel(IPAM_CHANNEL, Box::new(ipam));
+            channels.ipam = Some(ipam);
         });
     }
 
@@ -152,7 +152,7 @@ impl World {
                 continue;
             }
             if self.net.node(i).alive {
-                let Some(x) = ipam(self.net.node(i).mesh()) else {
+                let Some(x) = ipam(self.net.node(i)) else {
                     continue;
                 };
                 let allocs = x
@@ -245,7 +245,7 @@ fn run(seed: u64, steps: usize) -> Totals {
         .filter(|(_, e)| matches!(e, crate::ipam::IpamEvent::TookOver { .. }))
         .count();
     for i in w.net.alive() {
-        if let Some(x) = ipam(w.net.node(i).mesh()) {
+        if let Some(x) = ipam(w.net.node(i)) {
             t.donations += x.stats().donations_given;
             t.inconsistent += x.stats().inconsistent;
         }
