@@ -373,11 +373,16 @@ fn run_foreground(config: Config, daemon: bool) -> Result<()> {
             println!("{name}");
         }
     }));
-    if let Err(e) = &result {
-        tracing::error!("cannot start: {e}");
-        if daemon {
-            println!("{FAILED}{e}");
+    match &result {
+        // After start: the launcher no longer reads our stdout; the log says it all.
+        Err(e @ router::daemon::RouterError::TaskEnded(_)) => tracing::error!("{e}"),
+        Err(e) => {
+            tracing::error!("cannot start: {e}");
+            if daemon {
+                println!("{FAILED}{e}");
+            }
         }
+        Ok(()) => {}
     }
     Ok(result?)
 }

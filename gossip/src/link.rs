@@ -41,8 +41,11 @@ pub const MAX_RECORD_LEN: usize = 65535;
 pub const TAG_LEN: usize = 16;
 /// Largest message chunk in one record: the record minus tag and flag byte.
 pub const MAX_CHUNK_LEN: usize = MAX_RECORD_LEN - TAG_LEN - 1;
-/// Largest message that [`Link::seal`] sends and [`Link::open`] reassembles.
-pub const MAX_MESSAGE_LEN: usize = 4 * 1024 * 1024;
+/// Largest message that [`Link::seal`] sends and [`Link::open`] reassembles: the
+/// largest message that can decode (its version byte and a body at the codec's cap,
+/// [`crate::message::MAX_MESSAGE_LEN`], 1 MiB). It was 4 MiB: a peer could make each
+/// link buffer 3 MiB that could only be refused once complete.
+pub const MAX_MESSAGE_LEN: usize = 1 + crate::message::MAX_MESSAGE_LEN;
 /// Flag bit: more records of the same message follow.
 const FLAG_MORE: u8 = 0x01;
 
@@ -597,6 +600,19 @@ mod tests {
         rx.open(&first).expect("first");
         rx.open(&second).expect("second in order");
         assert_eq!(rx.poll_message().as_deref(), Some(&b"first"[..]));
+    }
+
+    /// Reassembly used to go up to 4 MiB for messages that decode only up to 1 MiB.
+    #[test]
+    fn link_buffer_is_capped_at_the_largest_decodable_message() {
+        assert_eq!(MAX_MESSAGE_LEN, 1 + crate::codec::MAX_DECODE_LEN);
+        let (mut a, mut b) = links();
+        let largest = vec![7u8; MAX_MESSAGE_LEN];
+        let wire = a.seal(&largest).expect("the largest message is sent");
+        b.open(&wire).expect("and reassembled");
+        assert_eq!(b.poll_message().map(|m| m.len()), Some(MAX_MESSAGE_LEN));
+        let over = vec![7u8; MAX_MESSAGE_LEN + 1];
+        assert_eq!(a.seal(&over), Err(LinkError::MessageTooLarge));
     }
 
     #[test]

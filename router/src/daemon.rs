@@ -10,6 +10,7 @@ use crate::attachments::Attachments;
 use crate::config::{self, Config, Security};
 use crate::dataplane;
 use crate::fastdp::{Availability, FastdpHandle};
+use crate::ipam::allocator::RestoreError;
 use crate::ipam::{Ipam, IpamConfig};
 use crate::links::LinkContext;
 use crate::listener;
@@ -17,6 +18,7 @@ use crate::mtu::OverlayMtu;
 use crate::neighbours::Neighbours;
 use crate::owner::{self, DataplaneTasks, Owner};
 use crate::report::RouterInfo;
+use crate::supervise::Essential;
 use datapath::dataplane::{Dataplane, DataplaneConfig};
 use datapath::netlink::Netlink;
 use datapath::tap::{Tap, TAP_NAME};
@@ -35,7 +37,7 @@ use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, watch};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 /// Why the router could not start.
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +84,9 @@ pub enum RouterError {
     /// The `--peer-keys` list cannot be read.
     #[error("{0}")]
     PeerKeys(String),
+    /// An essential task ended (a panic, or a return) while the router ran.
+    #[error("{0}; the router stopped")]
+    TaskEnded(crate::supervise::Ended),
     /// The persisted IPAM state cannot be restored.
     #[error("cannot restore the IPAM state in {path}: {message}")]
     Ipam {
@@ -219,20 +224,7 @@ pub async fn run(config: Config, on_ready: impl FnOnce(&str)) -> Result<(), Rout
     // The state file is the router's alone, whatever the umask.
     let _ = std::fs::set_permissions(&store_path, std::fs::Permissions::from_mode(0o600));
     let ipam_config = IpamConfig::new(range, config.ipalloc_init.clone());
-    let ipam = match snapshot {
-        Some(snap) => Ipam::restore(
-            identity.id(),
-            ipam_config,
-            &snap,
-            Instant::now(),
-            rand::random(),
-        )
-        .map_err(|e| RouterError::Ipam {
-            path: store_path.clone(),
-            message: e.to_string(),
-        })?,
-        None => Ipam::new(identity.id(), ipam_config, Instant::now(), rand::random()),
-    };
+    let ipam = restore_ipam(&store, &store_path, identity.id(), ipam_config, snapshot)?;
     let psk = match &config.security {
         Security::Secret(secret) => {
             let secret = secret.clone();
@@ -342,7 +334,8 @@ pub async fn run(config: Config, on_ready: impl FnOnce(&str)) -> Result<(), Rout
     dp_config.mtu = u16::try_from(mtu).unwrap_or(u16::MAX);
     let dp = Dataplane::new(id, dp_config);
     let (dp_task, dp_handle) = dataplane::new(dp, tap, udp, routes_rx, dp_events_tx, max_datagram);
-    tokio::spawn(dp_task.run());
+    let mut essential = Essential::new();
+    essential.spawn("data plane", dp_task.run());
     let (fp_events_tx, fp_events_rx) = mpsc::unbounded_channel();
     let mut policy = datapath::fastdp::Policy {
         enabled: false,
@@ -356,7 +349,7 @@ pub async fn run(config: Config, on_ready: impl FnOnce(&str)) -> Result<(), Rout
             prefix: range.prefix,
         },
     });
-    tokio::spawn(fw_task.run());
+    essential.spawn("firewall", fw_task.run());
     let fp_handle = if config.no_fastpath {
         info!("fast path off (--no-fastpath): every connection uses the sleeve");
         // What a router before us (killed, or with the fast path on) left behind.
@@ -378,7 +371,7 @@ pub async fn run(config: Config, on_ready: impl FnOnce(&str)) -> Result<(), Rout
                     dp_handle.clone(),
                     fp_events_tx,
                 );
-                tokio::spawn(task.run());
+                essential.spawn("fast path", task.run());
                 handle
             }
             Err(e) => {
@@ -431,7 +424,8 @@ pub async fn run(config: Config, on_ready: impl FnOnce(&str)) -> Result<(), Rout
             handle.clone(),
         ));
     }
-    let owner_task = tokio::spawn(
+    essential.spawn(
+        "owner",
         Owner::new(
             info,
             node,
@@ -454,16 +448,16 @@ pub async fn run(config: Config, on_ready: impl FnOnce(&str)) -> Result<(), Rout
         attachments,
         peer_keys: peer_keys.clone(),
     };
-    tokio::spawn(listener::run(tcp, ctx));
-    tokio::spawn(api::serve_unix(unix, api.clone()));
+    essential.spawn("peer listener", listener::run(tcp, ctx));
+    essential.spawn("API server", api::serve_unix(unix, api.clone()));
     if let Some(metrics) = metrics {
-        tokio::spawn(api::serve_metrics(metrics, api.clone()));
+        essential.spawn("metrics server", api::serve_metrics(metrics, api.clone()));
     }
     if let Some(cidrs) = config.expose.clone() {
         tokio::spawn(api::host::expose_at_start(api.clone(), cidrs));
     }
     if let Some(status) = status {
-        tokio::spawn(api::serve_status(status, api));
+        essential.spawn("status server", api::serve_status(status, api));
     }
     info!(peer = %name, port = config.port, "router started as {name}");
     on_ready(&name);
@@ -471,25 +465,69 @@ pub async fn run(config: Config, on_ready: impl FnOnce(&str)) -> Result<(), Rout
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
     let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
     let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
-    loop {
+    let failed = loop {
         tokio::select! {
-            _ = stop_rx.recv() => break info!("stop requested through the API"),
-            _ = term.recv() => break info!("SIGTERM received"),
-            _ = int.recv() => break info!("SIGINT received"),
+            _ = stop_rx.recv() => { info!("stop requested through the API"); break None }
+            _ = term.recv() => { info!("SIGTERM received"); break None }
+            _ = int.recv() => { info!("SIGINT received"); break None }
             _ = hup.recv() => {
                 let _ = crate::api::reload_peer_keys(peer_keys.as_deref(), &handle);
             }
+            ended = essential.first_end() => {
+                error!(
+                    task = ended.task,
+                    "{ended}; the router cannot work without it: exiting (non-zero) to be restarted"
+                );
+                break Some(ended)
+            }
         }
-    }
-    owner_task.abort();
+    };
+    essential.abort("owner");
     firewall.shutdown().await;
     if let Ok(nl) = Netlink::new() {
         crate::fastdp::teardown(&nl).await;
     }
     let _ = std::fs::remove_file(&socket_path);
     let _ = std::fs::remove_file(&pid_path);
+    if let Some(ended) = failed {
+        return Err(RouterError::TaskEnded(ended));
+    }
     info!("router stopped");
     Ok(())
+}
+
+/// IPAM from the stored snapshot. A snapshot that cannot be read (corrupt, over the size
+/// limit, an unknown format) is moved aside in the store with an error logged, and IPAM
+/// starts without it, rather than the router refusing to start for good. A snapshot of
+/// another identity or range is still refused: that is a configuration to fix.
+fn restore_ipam(
+    store: &crate::store::Store,
+    path: &Path,
+    me: gossip::peer::PeerId,
+    config: IpamConfig,
+    snapshot: Option<Vec<u8>>,
+) -> Result<Ipam, RouterError> {
+    let Some(snap) = snapshot else {
+        return Ok(Ipam::new(me, config, Instant::now(), rand::random()));
+    };
+    match Ipam::restore(me, config.clone(), &snap, Instant::now(), rand::random()) {
+        Ok(ipam) => Ok(ipam),
+        Err(RestoreError::Corrupt(why)) => {
+            let kept = store.set_aside_snapshot()?;
+            error!(
+                "the IPAM state in {} cannot be loaded ({why}); it was moved aside (kept \
+                 under the key {kept:?} of that file) and IPAM starts afresh: this \
+                 router's allocations are forgotten, so release or restart the containers \
+                 attached before, or they may share an address with a new one",
+                path.display()
+            );
+            Ok(Ipam::new(me, config, Instant::now(), rand::random()))
+        }
+        Err(e) => Err(RouterError::Ipam {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        }),
+    }
 }
 
 /// Socket buffers of the sleeve socket: room for bursts (and for garbage sent at the
@@ -589,5 +627,53 @@ pub fn init_logging(run_dir: &Path, to_stderr: bool, level: Option<&str>) {
         .with(stderr);
     if registry.try_init().is_err() {
         warn!("logging was already initialized");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ipam::{Cidr, InitMode};
+
+    /// A snapshot over the decode cap (written by an older router) or corrupt used to
+    /// make the router refuse to start, for good. Now it is moved aside and IPAM starts.
+    #[test]
+    fn unloadable_snapshot_is_moved_aside_not_a_refusal_to_start() {
+        let dir = std::env::temp_dir().join(format!("weft-daemon-aside-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let path = dir.join("weft.redb");
+        let range: Cidr = "10.32.0.0/16".parse().unwrap();
+        let me = gossip::peer::PeerId([1; 16]);
+        let config = IpamConfig::new(range, InitMode::Observer);
+        for bad in [vec![0xff; 9], vec![0; gossip::codec::MAX_DECODE_LEN + 1]] {
+            let _ = std::fs::remove_file(&path);
+            let opened = crate::store::Store::open(&path, range).unwrap();
+            opened.store.write_snapshot(&bad).unwrap();
+            drop(opened);
+            let opened = crate::store::Store::open(&path, range).unwrap();
+            let snap = opened.snapshot.clone();
+            let ipam = restore_ipam(&opened.store, &path, me, config.clone(), snap);
+            assert!(ipam.is_ok(), "{:?}", ipam.err());
+            drop(opened);
+            let opened = crate::store::Store::open(&path, range).unwrap();
+            assert!(opened.snapshot.is_none(), "moved aside");
+        }
+        // Another identity's snapshot is still refused, and kept where it is.
+        let _ = std::fs::remove_file(&path);
+        let other = Ipam::new(
+            gossip::peer::PeerId([2; 16]),
+            config.clone(),
+            Instant::now(),
+            1,
+        );
+        let theirs = other.snapshot().encode().unwrap();
+        let opened = crate::store::Store::open(&path, range).unwrap();
+        opened.store.write_snapshot(&theirs).unwrap();
+        let refused = restore_ipam(&opened.store, &path, me, config, Some(theirs.clone()));
+        assert!(matches!(refused, Err(RouterError::Ipam { .. })));
+        drop(opened);
+        let opened = crate::store::Store::open(&path, range).unwrap();
+        assert_eq!(opened.snapshot, Some(theirs));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -14,7 +14,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::net::Ipv4Addr;
 use std::time::Instant;
 use tokio::sync::oneshot;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 /// An IPAM request from the API.
 #[derive(Debug, Clone)]
@@ -243,6 +243,7 @@ impl IpamDriver {
                     sent |= mesh.send_unicast(to, IPAM_CHANNEL, payload);
                 }
                 IpamOutput::Completed { request, result } => self.complete(request, result),
+                IpamOutput::Event(event) if event.is_error() => error!("{}", event.message()),
                 IpamOutput::Event(event) => info!("{}", event.message()),
             }
         }

@@ -67,6 +67,7 @@ pub mod reset;
 pub mod sleeve_channel;
 pub mod status;
 pub mod store;
+pub mod supervise;
 pub mod web;
 
 /// The weft version, as `weft version` prints it.

@@ -135,6 +135,32 @@ impl Store {
         self.write(KEY_SNAPSHOT, snapshot)
     }
 
+    /// Moves the IPAM snapshot aside, in one transaction: its bytes are kept under the
+    /// key `snapshot.bad-<unix seconds>` (for a post-mortem) and the snapshot is removed,
+    /// so the router starts without it. Returns the key it is kept under.
+    pub fn set_aside_snapshot(&self) -> Result<String, StoreError> {
+        let err = |e: &dyn std::fmt::Display| db_err(&self.path, e);
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let kept = format!("{KEY_SNAPSHOT}.bad-{secs}");
+        let tx = self.db.begin_write().map_err(|e| err(&e))?;
+        {
+            let mut table = tx.open_table(IPAM).map_err(|e| err(&e))?;
+            let bad = table
+                .remove(KEY_SNAPSHOT)
+                .map_err(|e| err(&e))?
+                .map(|v| v.value().to_vec());
+            if let Some(bad) = bad {
+                table
+                    .insert(kept.as_str(), bad.as_slice())
+                    .map_err(|e| err(&e))?;
+            }
+        }
+        tx.commit().map_err(|e| err(&e))?;
+        Ok(kept)
+    }
+
     /// Replaces the stored connection targets, durably (one address per line).
     pub fn write_targets(&self, targets: &[SocketAddr]) -> Result<(), StoreError> {
         let text: String = targets.iter().map(|a| format!("{a}\n")).collect();
@@ -213,6 +239,27 @@ mod tests {
             e.contains("10.32.0.0/16") && e.contains("10.33.0.0/16"),
             "{e}"
         );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn snapshot_set_aside_is_kept_under_another_key_and_gone_at_the_next_open() {
+        let dir = std::env::temp_dir().join(format!("weft-store-aside-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let path = dir.join("weft.redb");
+        let _ = std::fs::remove_file(&path);
+        let range: Cidr = "10.32.0.0/16".parse().unwrap();
+        let opened = Store::open(&path, range).unwrap();
+        opened.store.write_snapshot(b"unloadable").unwrap();
+        let kept = opened.store.set_aside_snapshot().unwrap();
+        assert!(kept.starts_with("snapshot.bad-"), "{kept}");
+        assert_eq!(
+            opened.store.get(&kept).unwrap().as_deref(),
+            Some(&b"unloadable"[..])
+        );
+        drop(opened);
+        let opened = Store::open(&path, range).unwrap();
+        assert!(opened.snapshot.is_none());
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -9,7 +9,7 @@
 
 use super::addr::{from_ip, to_ip, AddrRange, Cidr};
 use super::consensus::Consensus;
-use super::persist::{Next, Outbox, PersistSeq, Snapshot, SNAPSHOT_FORMAT};
+use super::persist::{Next, Outbox, PersistSeq, Snapshot, SnapshotError, SNAPSHOT_FORMAT};
 use super::ring::{Entries, Entry, Ring};
 use super::space::{self, first_free, free_count};
 use super::takeover::{AcceptorState, Proposal};
@@ -80,6 +80,21 @@ pub enum RestoreError {
     #[error("the persisted IPAM state belongs to peer {0}, not to this router's identity")]
     PeerMismatch(PeerId),
 }
+
+/// Most `rmpeer` instances this router keeps votes for (the map is keyed by the dead
+/// peer, which the proposer names). A vote must never be forgotten (Paxos safety), so
+/// past the cap a new instance gets no answer and is counted
+/// ([`super::IpamStats::takeover_refused`]). A thousand removed peers is beyond any
+/// cluster this targets, and at about 100 bytes a vote the map stays under a tenth of
+/// the snapshot cap ([`super::persist::MAX_SNAPSHOT_BYTES`]).
+pub const MAX_VOTES: usize = 1_024;
+
+/// Most foreign rings (another seed set or range met on the mesh) remembered and
+/// reported, once each. The key comes from the sender's message, so without a cap a peer
+/// could grow the map with every message. One foreign ring is already a misconfiguration
+/// to fix; 64 are plenty to tell the operator, and past the cap messages are still
+/// refused and counted (`foreign_ring`), just not remembered.
+pub const MAX_FOREIGN_RINGS: usize = 64;
 
 /// The IPAM state machine of one router.
 pub struct Ipam {
@@ -407,9 +422,13 @@ impl Ipam {
             };
             let free = free_count(r, &self.by_addr);
             if e.owner == self.me && e.free != free {
+                let Some(version) = super::ring::next_version(e.version) else {
+                    self.stats.version_exhausted += 1;
+                    continue;
+                };
                 let entry = Entry {
                     free,
-                    version: e.version + 1,
+                    version,
                     ..*e
                 };
                 ring.set(r.start, entry);
@@ -659,13 +678,20 @@ impl Ipam {
     pub fn poll_output(&mut self) -> Option<IpamOutput> {
         match self.outbox.next() {
             Next::Output(o) => Some(o),
-            Next::Snapshot(seq) => {
-                self.snapshot_gossip = Some(self.full_gossip());
-                Some(IpamOutput::Persist {
-                    seq,
-                    snapshot: self.snapshot().encode(),
-                })
-            }
+            Next::Snapshot(seq) => match self.snapshot().encode() {
+                Ok(snapshot) => {
+                    self.snapshot_gossip = Some(self.full_gossip());
+                    Some(IpamOutput::Persist { seq, snapshot })
+                }
+                Err(SnapshotError::TooBig(bytes)) => {
+                    // Written, it could not be read back at the next start. Not written,
+                    // nothing that depends on it is released: requests time out with the
+                    // reason logged, as when the disk fails.
+                    self.outbox.snapshot_failed(seq);
+                    self.stats.snapshot_too_big += 1;
+                    Some(IpamOutput::Event(IpamEvent::SnapshotTooBig { bytes }))
+                }
+            },
             Next::Idle => None,
         }
     }

@@ -10,8 +10,10 @@
 //! (seeded separately, or over another range) is refused whole and reported once per
 //! foreign ring; the merge still succeeds, so the mesh keeps the link.
 
-use super::allocator::{Ipam, Pending, PendingKind};
-use super::ring::{takeover_version, Entries, Entry, Ring};
+use super::allocator::{Ipam, Pending, PendingKind, MAX_FOREIGN_RINGS};
+use super::ring::{
+    next_version, takeover_version, Entries, Entry, Ring, MAX_RING_ENTRIES, MAX_VERSION_STEP,
+};
 use super::space::{self, free_count};
 use super::takeover::{Proposal, ProposerAction, TakeoverMsg};
 use super::wire::{GossipMsg, UnicastMsg, WireError};
@@ -126,6 +128,9 @@ impl Ipam {
     fn report_foreign(&mut self, peer: PeerId, theirs: String, ring: &Ring) {
         self.stats.foreign_ring += 1;
         let key = format!("{} {}", ring.id(), ring.universe());
+        if self.foreign.contains_key(&key) || self.foreign.len() >= MAX_FOREIGN_RINGS {
+            return;
+        }
         if self.foreign.insert(key, peer).is_none() {
             let ours = match &self.ring {
                 Some(r) => format!("ring {} seeded by {} peers", r.id(), r.seeds().len()),
@@ -144,14 +149,29 @@ impl Ipam {
         let ring = self.ring.as_mut()?;
         let mut accepted = Entries::new();
         let mut rejected = 0;
+        // Each message is capped, the ring in total too: new tokens past the cap are
+        // dropped and counted (an honest ring never splits this far).
+        let mut room = MAX_RING_ENTRIES.saturating_sub(ring.entries().len());
         for (&t, e) in entries {
             let takes_ours = match ring.entry(t) {
                 Some(cur) => cur.owner == self.me && e.version > cur.version,
                 None => ring.owner_of(t).is_some_and(|(_, o)| o.owner == self.me),
             };
-            if takes_ours {
+            // A version far above ours is forged (or a replica 256 takeovers behind):
+            // taking it could push the token to the version limit in one message.
+            let held = ring.entry(t).map_or(0, |cur| cur.version);
+            let jump = e.version.saturating_sub(held) > MAX_VERSION_STEP;
+            if jump {
+                self.stats.version_jumps += 1;
+            }
+            if takes_ours || jump {
                 rejected += 1;
+            } else if ring.entry(t).is_none() && room == 0 {
+                self.stats.ring_full += 1;
             } else {
+                if ring.entry(t).is_none() {
+                    room -= 1;
+                }
                 accepted.insert(t, *e);
             }
         }
@@ -244,11 +264,24 @@ impl Ipam {
             version: 1,
             free: chunk.len(),
         };
+        // A donation may add two tokens; a full ring takes none.
+        let new_tokens = usize::from(chunk.start != r.start) + usize::from(chunk.end != r.end);
+        if ring.entries().len() + new_tokens > MAX_RING_ENTRIES {
+            self.stats.ring_full += 1;
+            self.unicast(to, &UnicastMsg::Denied { ring: ring_id });
+            return;
+        }
+        // The head token is rewritten: at the version limit it cannot be, so say no.
+        let Some(bumped) = next_version(cur.version) else {
+            self.stats.version_exhausted += 1;
+            self.unicast(to, &UnicastMsg::Denied { ring: ring_id });
+            return;
+        };
         if chunk.start == r.start {
             delta.insert(
                 r.start,
                 Entry {
-                    version: cur.version + 1,
+                    version: bumped,
                     ..given
                 },
             );
@@ -262,7 +295,7 @@ impl Ipam {
             delta.insert(
                 r.start,
                 Entry {
-                    version: cur.version + 1,
+                    version: bumped,
                     free,
                     ..cur
                 },
@@ -313,7 +346,11 @@ impl Ipam {
             self.complete(id, Ok(Reply::Removed { heir: None }));
             return id;
         }
-        let round = self.votes.get(&dead).map_or(0, |v| v.promised.round) + 1;
+        let round = self
+            .votes
+            .get(&dead)
+            .map_or(0, |v| v.promised.round)
+            .saturating_add(1);
         let proposal = Proposal::new(self.me, dead, &seeds, round);
         let first = proposal.prepare();
         let resend = now + self.config.donation_retry;
@@ -349,8 +386,13 @@ impl Ipam {
             TakeoverMsg::Prepare { .. } | TakeoverMsg::Accept { .. } => {
                 let alive =
                     dead == self.me || (self.reachable.is_some() && self.is_reachable(&dead));
+                let full = !self.votes.contains_key(&dead)
+                    && self.votes.len() >= super::allocator::MAX_VOTES;
                 let reply = if alive {
                     Some(TakeoverMsg::Alive)
+                } else if full {
+                    self.stats.takeover_refused += 1;
+                    None
                 } else {
                     let state = self.votes.entry(dead).or_default();
                     let before = *state;
@@ -461,13 +503,17 @@ impl Ipam {
         let mut delta = Entries::new();
         let mut total = 0;
         for (r, e) in ring.ranges().filter(|(_, e)| e.owner == dead) {
+            let Some(version) = takeover_version(e.version) else {
+                self.stats.version_exhausted += 1;
+                continue;
+            };
             let free = free_count(r, &self.by_addr);
             total += r.len();
             delta.insert(
                 r.start,
                 Entry {
                     owner: self.me,
-                    version: takeover_version(e.version),
+                    version,
                     free,
                 },
             );
@@ -515,11 +561,15 @@ impl Ipam {
         let mut delta = Entries::new();
         if let Some(ring) = self.ring.as_mut() {
             for (r, e) in ring.ranges().filter(|(_, e)| e.owner == self.me) {
+                let Some(version) = next_version(e.version) else {
+                    self.stats.version_exhausted += 1;
+                    continue;
+                };
                 delta.insert(
                     r.start,
                     Entry {
                         owner: heir,
-                        version: e.version + 1,
+                        version,
                         free: r.len(),
                     },
                 );

@@ -28,6 +28,17 @@ use std::time::{Duration, Instant};
 /// Most participants a bootstrap may involve (bounds decoded claims).
 pub const MAX_PARTICIPANTS: usize = 4_096;
 
+/// The highest ballot round a peer may send (bootstrap claims, `rmpeer` steps); more is
+/// refused at decode.
+///
+/// Honest rounds grow by one per proposal (one every few seconds), so 2^62 is never
+/// reached; the bound leaves room above every accepted round, so `round + 1` never
+/// overflows.
+pub const MAX_ROUND: u64 = (1 << 62) - 1;
+/// The highest claims version a peer may send; like [`MAX_ROUND`], far above anything
+/// honest, and with room above.
+pub const MAX_CLAIMS_VERSION: u64 = (1 << 62) - 1;
+
 /// A Paxos ballot; ordered by round, then proposer.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
 pub struct Ballot {
@@ -216,7 +227,7 @@ impl Consensus {
                 Some(at) if now >= at => {
                     let round = self.claims.values().map(|c| c.promised.round).max();
                     own.promised = Ballot {
-                        round: round.unwrap_or(0) + 1,
+                        round: round.unwrap_or(0).saturating_add(1),
                         proposer: self.me,
                     };
                     changed = true;
@@ -231,7 +242,7 @@ impl Consensus {
             changed |= self.phase2(&mut own);
         }
         if changed {
-            own.version += 1;
+            own.version = own.version.saturating_add(1);
             self.claims.insert(self.me, own);
         }
         changed
@@ -275,6 +286,14 @@ impl Consensus {
         if too_long {
             return Err("bootstrap value too long");
         }
+        let too_high = claims.values().any(|c| {
+            c.version > MAX_CLAIMS_VERSION
+                || c.promised.round > MAX_ROUND
+                || c.accepted.as_ref().is_some_and(|a| a.0.round > MAX_ROUND)
+        });
+        if too_high {
+            return Err("bootstrap claims version or round above the limit");
+        }
         Ok(())
     }
 }
@@ -284,6 +303,35 @@ mod tests {
     use super::*;
     use rand::rngs::StdRng;
     use rand::SeedableRng;
+
+    /// A forged participant promising round `u64::MAX` used to make our next proposal's
+    /// `round + 1` overflow (a panic): now its claims are refused at decode, and the
+    /// arithmetic saturates anyway.
+    #[test]
+    fn bootstrap_claims_with_max_round_do_not_panic() {
+        let me = PeerId([7; 16]);
+        let evil = PeerId([9; 16]);
+        let forged = Claims {
+            version: u64::MAX,
+            promised: Ballot {
+                round: u64::MAX,
+                proposer: evil,
+            },
+            accepted: None,
+        };
+        let claims = ClaimsMap::from([(evil, forged)]);
+        assert!(Consensus::check(&claims).is_err());
+        // Even if such claims got in (an old snapshot), stepping must not panic.
+        let mut c = Consensus::new(me, 3, true, Duration::from_secs(2));
+        c.merge(&claims);
+        c.merge(&ClaimsMap::from([(PeerId([8; 16]), Claims::default())]));
+        let mut rng = StdRng::seed_from_u64(1);
+        let t0 = Instant::now();
+        c.step(t0, &mut rng);
+        if let Some(at) = c.deadline() {
+            c.step(at, &mut rng);
+        }
+    }
 
     /// `consensus=1` (a router launched with no peers): it decides alone, at its first
     /// deadline, without any gossip coming back.

@@ -234,9 +234,19 @@ pub enum IpamEvent {
         /// Addresses taken over.
         addresses: u64,
     },
+    /// The state is too big to persist: IPAM holds its replies until it shrinks.
+    SnapshotTooBig {
+        /// The snapshot's size.
+        bytes: usize,
+    },
 }
 
 impl IpamEvent {
+    /// Whether this is an error (logged at error level), not news.
+    pub fn is_error(&self) -> bool {
+        matches!(self, IpamEvent::SnapshotTooBig { .. })
+    }
+
     /// The log line: what happened and what to do.
     pub fn message(&self) -> String {
         match self {
@@ -259,6 +269,12 @@ impl IpamEvent {
             IpamEvent::TookOver { dead, addresses } => {
                 format!("took over {addresses} addresses of removed peer {dead}")
             }
+            IpamEvent::SnapshotTooBig { bytes } => format!(
+                "cannot persist the IPAM state: {bytes} bytes, over the {}-byte limit; \
+                 allocations wait until it shrinks (look for a peer flooding the ring or \
+                 rmpeer votes)",
+                persist::MAX_SNAPSHOT_BYTES
+            ),
         }
     }
 }
@@ -282,4 +298,22 @@ pub struct IpamStats {
     pub timeouts: u64,
     /// `rmpeer` decisions told to their heir again (the first notice was lost).
     pub heir_renotified: u64,
+    /// Entries refused because their version jumped too far above ours
+    /// ([`ring::MAX_VERSION_STEP`]); also counted in `inconsistent`.
+    #[serde(default)]
+    pub version_jumps: u64,
+    /// Edits not made because the token's version is at [`ring::MAX_VERSION`].
+    #[serde(default)]
+    pub version_exhausted: u64,
+    /// Takeover messages refused: a ballot round above [`consensus::MAX_ROUND`], or a new
+    /// instance past [`allocator::MAX_VOTES`].
+    #[serde(default)]
+    pub takeover_refused: u64,
+    /// Snapshots not written because they were over [`persist::MAX_SNAPSHOT_BYTES`].
+    #[serde(default)]
+    pub snapshot_too_big: u64,
+    /// New ring tokens dropped, or donations denied, because the ring holds
+    /// [`ring::MAX_RING_ENTRIES`] tokens.
+    #[serde(default)]
+    pub ring_full: u64,
 }

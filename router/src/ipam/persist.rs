@@ -23,6 +23,19 @@ use std::collections::{BTreeMap, VecDeque};
 /// Snapshot format version.
 pub const SNAPSHOT_FORMAT: u32 = 1;
 
+/// The largest snapshot that is written: the cap [`Snapshot::decode`] enforces
+/// (`gossip::codec::MAX_DECODE_LEN`, 1 MiB), so that every snapshot written can be read
+/// back. A bigger one is not written ([`SnapshotError::TooBig`]).
+pub const MAX_SNAPSHOT_BYTES: usize = codec::MAX_DECODE_LEN;
+
+/// Why a snapshot was not encoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SnapshotError {
+    /// Over [`MAX_SNAPSHOT_BYTES`]: it could never be decoded.
+    #[error("the IPAM snapshot is {0} bytes, over the {MAX_SNAPSHOT_BYTES}-byte limit")]
+    TooBig(usize),
+}
+
 /// Everything IPAM needs after a restart.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub struct Snapshot {
@@ -43,9 +56,14 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// Encodes (through `gossip::codec`).
-    pub fn encode(&self) -> Vec<u8> {
-        codec::encode(self)
+    /// Encodes (through `gossip::codec`); refuses what [`Snapshot::decode`] would refuse
+    /// for its size.
+    pub fn encode(&self) -> Result<Vec<u8>, SnapshotError> {
+        let bytes = codec::encode(self);
+        if bytes.len() > MAX_SNAPSHOT_BYTES {
+            return Err(SnapshotError::TooBig(bytes.len()));
+        }
+        Ok(bytes)
     }
 
     /// Decodes.
@@ -65,6 +83,8 @@ pub(crate) struct Outbox<T> {
     epoch: u64,
     durable: u64,
     in_flight: Option<u64>,
+    /// The epoch whose snapshot could not be made; retried only after a newer change.
+    failed: Option<u64>,
 }
 
 /// What the outbox wants next.
@@ -84,6 +104,7 @@ impl<T> Outbox<T> {
             epoch: 0,
             durable: 0,
             in_flight: None,
+            failed: None,
         }
     }
 
@@ -105,7 +126,8 @@ impl<T> Outbox<T> {
                 }
             }
         }
-        if self.epoch > self.durable && self.in_flight.is_none() {
+        if self.epoch > self.durable && self.in_flight.is_none() && self.failed != Some(self.epoch)
+        {
             self.in_flight = Some(self.epoch);
             return Next::Snapshot(PersistSeq(self.epoch));
         }
@@ -120,6 +142,15 @@ impl<T> Outbox<T> {
         self.in_flight = None;
         self.durable = seq.0;
         true
+    }
+
+    /// The snapshot for `seq` could not be made: nothing waiting on it is released, and a
+    /// new snapshot is tried after the next change.
+    pub(crate) fn snapshot_failed(&mut self, seq: PersistSeq) {
+        if self.in_flight == Some(seq.0) {
+            self.in_flight = None;
+            self.failed = Some(seq.0);
+        }
     }
 
     /// Whether a snapshot is out and unconfirmed.
@@ -155,5 +186,58 @@ mod tests {
             matches!(o.next(), Next::Snapshot(_)),
             "'later' needs a newer snapshot"
         );
+    }
+
+    #[test]
+    fn a_failed_snapshot_holds_outputs_and_is_retried_after_a_change() {
+        let mut o: Outbox<&str> = Outbox::new();
+        o.dirty();
+        o.push("ack");
+        let Next::Snapshot(seq) = o.next() else {
+            panic!("snapshot first")
+        };
+        o.snapshot_failed(seq);
+        assert!(matches!(o.next(), Next::Idle), "no retry loop, no release");
+        o.dirty();
+        let Next::Snapshot(seq) = o.next() else {
+            panic!("retried after a change")
+        };
+        assert!(o.persisted(seq));
+        assert!(matches!(o.next(), Next::Output("ack")));
+    }
+
+    /// ~24k forged votes used to make a snapshot over the decode cap: written, then
+    /// unreadable at the next start. Encode now refuses what decode would.
+    #[test]
+    fn snapshot_over_the_decode_cap_is_not_encoded() {
+        let peer = PeerId([1; 16]);
+        let mut snap = Snapshot {
+            format: SNAPSHOT_FORMAT,
+            peer,
+            universe: AddrRange { start: 0, end: 256 },
+            ring: None,
+            claims: None,
+            votes: BTreeMap::new(),
+            allocations: BTreeMap::new(),
+        };
+        let small = snap.encode().expect("small snapshot encodes");
+        assert_eq!(Snapshot::decode(&small).unwrap(), snap);
+        for i in 0..30_000u32 {
+            let mut id = [0u8; 16];
+            id[..4].copy_from_slice(&i.to_le_bytes());
+            let b = super::super::consensus::Ballot {
+                round: u64::MAX,
+                proposer: PeerId([7; 16]),
+            };
+            let state = AcceptorState {
+                promised: b,
+                accepted: Some((b, PeerId([8; 16]))),
+            };
+            snap.votes.insert(PeerId(id), state);
+        }
+        let raw = codec::encode(&snap);
+        assert!(raw.len() > MAX_SNAPSHOT_BYTES, "{}", raw.len());
+        assert!(Snapshot::decode(&raw).is_err(), "decode refuses it");
+        assert_eq!(snap.encode(), Err(SnapshotError::TooBig(raw.len())));
     }
 }

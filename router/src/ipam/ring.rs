@@ -26,10 +26,26 @@ use gossip::peer::PeerId;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-/// Most tokens a ring may hold (bounds every decoded ring).
+/// Most tokens a ring may hold: in one message, and in total (new tokens past it are
+/// dropped and counted). About 40 bytes a token, so a full ring is some 650 KiB: the
+/// whole ring must fit one gossip message and the snapshot, both capped at 1 MiB.
 pub const MAX_RING_ENTRIES: usize = 16_384;
 /// Most seed peers a ring may name.
 pub const MAX_SEEDS: usize = 4_096;
+/// The highest entry version a peer may send (decoded entries above it are refused).
+///
+/// Honest versions start at 1, grow by one per owner edit and by one takeover epoch
+/// (2^32) per `rmpeer`, so 2^62 is 2^30 takeovers away: never reached honestly. It keeps
+/// a quarter of the `u64` space above every accepted version, so the owner's `+ 1` and
+/// [`takeover_version`] never overflow (they refuse to go above this bound instead).
+pub const MAX_VERSION: u64 = (1 << 62) - 1;
+/// How far above the version a replica holds an incoming entry's version may be
+/// (256 takeover epochs); a bigger jump is refused and counted as inconsistent.
+///
+/// Without it, one forged entry at [`MAX_VERSION`] would wedge a token for good: no one
+/// could ever write above it. With it, a forger must get 2^22 successive entries accepted
+/// to get there. An honest replica never sees a token jump by 256 takeovers at once.
+pub const MAX_VERSION_STEP: u64 = 1 << 40;
 
 /// One token's state.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
@@ -42,9 +58,17 @@ pub struct Entry {
     pub free: u64,
 }
 
-/// The version a takeover writes over `version`: the next takeover epoch.
-pub fn takeover_version(version: u64) -> u64 {
-    ((version >> 32).saturating_add(1)) << 32
+/// The version a takeover writes over `version`: the next takeover epoch; `None` above
+/// [`MAX_VERSION`] (the token then stays as it is, and the caller reports it).
+pub fn takeover_version(version: u64) -> Option<u64> {
+    let epoch = (version >> 32).checked_add(1)?;
+    let v = epoch.checked_mul(1 << 32)?;
+    (v <= MAX_VERSION).then_some(v)
+}
+
+/// The version an owner's edit writes over `version`; `None` above [`MAX_VERSION`].
+pub fn next_version(version: u64) -> Option<u64> {
+    version.checked_add(1).filter(|v| *v <= MAX_VERSION)
 }
 
 /// A ring's identity: a fingerprint of its universe and sorted seed set.
@@ -246,6 +270,9 @@ impl Ring {
             if e.free > universe.len() {
                 return Err("free count larger than the allocation range");
             }
+            if e.version > MAX_VERSION {
+                return Err("ring entry version above the limit");
+            }
         }
         Ok(())
     }
@@ -305,8 +332,45 @@ mod tests {
 
     #[test]
     fn takeover_versions_beat_owner_edits() {
-        assert!(takeover_version(5) > 5 + 1_000_000);
-        assert!(takeover_version(takeover_version(7)) > takeover_version(7) + 1000);
+        let tv = |v| takeover_version(v).unwrap();
+        assert!(tv(5) > 5 + 1_000_000);
+        assert!(tv(tv(7)) > tv(7) + 1000);
+    }
+
+    /// Versions from 0xFFFFFFFF << 32 up used to wrap to 0 (a takeover that loses).
+    #[test]
+    fn takeover_version_near_the_top_does_not_wrap() {
+        for v in [
+            0xFFFF_FFFF << 32,
+            u64::MAX,
+            MAX_VERSION,
+            MAX_VERSION - (1 << 32),
+        ] {
+            if let Some(t) = takeover_version(v) {
+                assert!(t > v && t <= MAX_VERSION, "{v:#x} -> {t:#x}");
+            }
+        }
+        assert_eq!(takeover_version(u64::MAX), None);
+        assert_eq!(takeover_version(MAX_VERSION), None);
+        assert_eq!(next_version(MAX_VERSION), None);
+        assert_eq!(next_version(u64::MAX), None);
+        assert_eq!(next_version(1), Some(2));
+    }
+
+    #[test]
+    fn ring_entry_with_version_above_the_limit_is_refused() {
+        let mut e = Entries::new();
+        e.insert(
+            1000,
+            Entry {
+                owner: peer(1),
+                version: u64::MAX,
+                free: 0,
+            },
+        );
+        assert!(Ring::check_entries(U, &e).is_err());
+        e.get_mut(&1000).unwrap().version = MAX_VERSION;
+        assert!(Ring::check_entries(U, &e).is_ok());
     }
 
     /// Replicas of one consistent history: each token's entry is a function of

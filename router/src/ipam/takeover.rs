@@ -81,6 +81,22 @@ pub enum TakeoverMsg {
     Alive,
 }
 
+impl TakeoverMsg {
+    /// The highest ballot round this step names.
+    pub fn round(&self) -> u64 {
+        match self {
+            TakeoverMsg::Prepare { ballot }
+            | TakeoverMsg::Accept { ballot, .. }
+            | TakeoverMsg::Accepted { ballot } => ballot.round,
+            TakeoverMsg::Promise { ballot, accepted } => {
+                ballot.round.max(accepted.map_or(0, |a| a.0.round))
+            }
+            TakeoverMsg::Nack { promised } => promised.round,
+            TakeoverMsg::Chosen { .. } | TakeoverMsg::Alive => 0,
+        }
+    }
+}
+
 impl AcceptorState {
     /// The reply to `msg` (a Prepare or Accept), updating the state.
     pub fn handle(&mut self, msg: &TakeoverMsg) -> Option<TakeoverMsg> {
@@ -168,7 +184,7 @@ impl Proposal {
 
     /// Restarts with a ballot above `seen`.
     pub fn retry_above(&mut self, seen: Ballot) -> TakeoverMsg {
-        self.ballot.round = self.ballot.round.max(seen.round) + 1;
+        self.ballot.round = self.ballot.round.max(seen.round).saturating_add(1);
         self.promises.clear();
         self.accepted.clear();
         self.heir = None;
@@ -241,6 +257,19 @@ mod tests {
             msgs = next;
         }
         None
+    }
+
+    /// A Nack naming round `u64::MAX` used to overflow `round + 1` in the proposer.
+    #[test]
+    fn takeover_nack_with_max_round_does_not_panic() {
+        let seeds: Vec<PeerId> = (1..=3).map(p).collect();
+        let mut prop = Proposal::new(p(1), p(3), &seeds, 1);
+        let promised = Ballot {
+            round: u64::MAX,
+            proposer: p(2),
+        };
+        let _ = prop.handle(p(2), &TakeoverMsg::Nack { promised });
+        assert_eq!(TakeoverMsg::Nack { promised }.round(), u64::MAX);
     }
 
     #[test]

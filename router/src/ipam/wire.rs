@@ -5,7 +5,7 @@
 //! of it touches state.
 
 use super::addr::AddrRange;
-use super::consensus::{ClaimsMap, Consensus};
+use super::consensus::{ClaimsMap, Consensus, MAX_ROUND};
 use super::ring::{Entries, Ring, MAX_SEEDS};
 use super::takeover::TakeoverMsg;
 use gossip::codec::{self, DecodeError};
@@ -124,6 +124,9 @@ impl UnicastMsg {
             UnicastMsg::Space { entries, .. } => {
                 Ring::check_entries(universe, entries).map_err(WireError::OutOfRange)?;
                 Ok(m)
+            }
+            UnicastMsg::Takeover { msg, .. } if msg.round() > MAX_ROUND => {
+                Err(WireError::Invalid("takeover ballot round above the limit"))
             }
             _ => Ok(m),
         }

@@ -1,6 +1,8 @@
 //! Refusal of bad input: corrupt, truncated, out-of-range and forged gossip.
 
-use crate::ipam::ring::Entry;
+use crate::ipam::allocator::{MAX_FOREIGN_RINGS, MAX_VOTES};
+use crate::ipam::ring::{Entry, MAX_RING_ENTRIES, MAX_VERSION, MAX_VERSION_STEP};
+use crate::ipam::takeover::{Ballot, TakeoverMsg};
 use crate::ipam::wire::{GossipMsg, UnicastMsg};
 use crate::ipam::{
     fuzz_ipam_gossip, AddrRange, ContainerId, InitMode, Ipam, IpamConfig, IpamOutput,
@@ -153,4 +155,242 @@ fn fuzz_ipam_gossip_never_panics() {
     for c in &corpus {
         fuzz_ipam_gossip(c);
     }
+}
+
+/// Our token and a token of peer 2, from a settled two-peer ring.
+fn mine_and_theirs(x: &Ipam, me: PeerId) -> ((u64, Entry), (u64, Entry)) {
+    let ring = x.ring().expect("ring");
+    let mine = ring.entries().iter().find(|(_, e)| e.owner == me);
+    let theirs = ring.entries().iter().find(|(_, e)| e.owner != me);
+    let (Some(m), Some(t)) = (mine, theirs) else {
+        panic!("two owners")
+    };
+    ((*m.0, *m.1), (*t.0, *t.1))
+}
+
+fn drain(x: &mut Ipam) -> Vec<IpamOutput> {
+    let mut out = Vec::new();
+    while let Some(o) = x.poll_output() {
+        if let IpamOutput::Persist { seq, .. } = &o {
+            x.handle_persisted(*seq);
+        }
+        out.push(o);
+    }
+    out
+}
+
+/// The attack of issue 14: a `Space` entry with version `u64::MAX` for a token the victim
+/// does not own (naming the victim), then a `SpaceRequest` inside it: the donation's
+/// `version + 1` overflowed and the owner task panicked. Now the entry is refused at
+/// decode and the request is served from the real ring.
+#[test]
+fn space_entry_with_max_version_does_not_panic() {
+    let me = PeerId([1; 16]);
+    let evil = PeerId([2; 16]);
+    let mut x = settled(me);
+    let ring = x.ring().cloned().expect("ring");
+    let (_, theirs) = mine_and_theirs(&x, me);
+    let poisoned = Entry {
+        owner: me,
+        version: u64::MAX,
+        free: 1,
+    };
+    let space = UnicastMsg::Space {
+        ring: ring.id().0,
+        entries: [(theirs.0, poisoned)].into(),
+    };
+    assert!(x.handle_unicast(evil, &space.encode()).is_err());
+    assert_eq!(x.ring().and_then(|r| r.entry(theirs.0)), Some(&theirs.1));
+    let within = AddrRange {
+        start: theirs.0,
+        end: theirs.0 + 4,
+    };
+    let ask = UnicastMsg::SpaceRequest {
+        ring: ring.id().0,
+        within,
+    };
+    assert_eq!(x.handle_unicast(evil, &ask.encode()), Ok(()));
+    drain(&mut x);
+    // The same through gossip.
+    assert!(x
+        .merge(&ring_msg(&x, vec![(theirs.0, poisoned)], None))
+        .is_err());
+    assert_eq!(x.stats().out_of_range, 2);
+}
+
+/// A token we own already at the version limit (an old snapshot, or a forger who climbed
+/// there): a donation from it is denied and counted, never an overflow.
+#[test]
+fn donation_from_a_token_at_the_version_limit_is_denied_not_panicking() {
+    let me = PeerId([1; 16]);
+    let mut x = settled(me);
+    let (mine, _) = mine_and_theirs(&x, me);
+    let ring_id = x.ring().expect("ring").id().0;
+    if let Some(r) = x.ring.as_mut() {
+        r.set(
+            mine.0,
+            Entry {
+                version: MAX_VERSION,
+                ..mine.1
+            },
+        );
+    }
+    let ask = UnicastMsg::SpaceRequest {
+        ring: ring_id,
+        within: AddrRange {
+            start: mine.0,
+            end: mine.0 + 64,
+        },
+    };
+    assert_eq!(x.handle_unicast(PeerId([2; 16]), &ask.encode()), Ok(()));
+    assert_eq!(x.stats().version_exhausted, 1);
+    assert_eq!(x.stats().donations_given, 0);
+    // Freeing an address re-advertises the token's free count: skipped, not a panic.
+    x.release_all(Instant::now(), ContainerId("c".into()));
+    drain(&mut x);
+    assert!(x.stats().version_exhausted >= 2);
+    assert_eq!(
+        x.ring().and_then(|r| r.entry(mine.0)).map(|e| e.version),
+        Some(MAX_VERSION)
+    );
+}
+
+/// One forged entry may not lift a token by more than `MAX_VERSION_STEP`: else a single
+/// message at the version limit would wedge the token for good.
+#[test]
+fn ring_entry_jumping_past_the_version_step_is_refused() {
+    let me = PeerId([1; 16]);
+    let mut x = settled(me);
+    let (_, theirs) = mine_and_theirs(&x, me);
+    let jump = Entry {
+        owner: PeerId([3; 16]),
+        version: theirs.1.version + MAX_VERSION_STEP + 1,
+        free: 0,
+    };
+    assert_eq!(
+        x.merge(&ring_msg(&x, vec![(theirs.0, jump)], None)),
+        Ok(None)
+    );
+    assert_eq!(x.stats().version_jumps, 1);
+    assert_eq!(x.ring().and_then(|r| r.entry(theirs.0)), Some(&theirs.1));
+    let step = Entry {
+        version: theirs.1.version + MAX_VERSION_STEP,
+        ..jump
+    };
+    assert!(x
+        .merge(&ring_msg(&x, vec![(theirs.0, step)], None))
+        .expect("merges")
+        .is_some());
+}
+
+/// A `Prepare` naming round `u64::MAX` would make every later ballot for that peer
+/// overflow (`round + 1`) or lose: refused at decode.
+#[test]
+fn takeover_with_max_round_is_refused() {
+    let me = PeerId([1; 16]);
+    let mut x = settled(me);
+    let ring = x.ring().expect("ring").id().0;
+    let prepare = UnicastMsg::Takeover {
+        ring,
+        dead: PeerId([9; 16]),
+        msg: TakeoverMsg::Prepare {
+            ballot: Ballot {
+                round: u64::MAX,
+                proposer: PeerId([2; 16]),
+            },
+        },
+    };
+    assert!(x
+        .handle_unicast(PeerId([2; 16]), &prepare.encode())
+        .is_err());
+    assert!(x.votes.is_empty());
+    assert_eq!(x.stats().malformed, 1);
+}
+
+/// The votes map is keyed by the dead peer the proposer names: a forger naming new ones
+/// used to grow it (and the snapshot) without bound.
+#[test]
+fn takeover_votes_past_the_cap_are_refused() {
+    let me = PeerId([1; 16]);
+    let mut x = settled(me);
+    let ring = x.ring().expect("ring").id().0;
+    for i in 0..MAX_VOTES as u32 + 5 {
+        let mut dead = [0xee; 16];
+        dead[..4].copy_from_slice(&i.to_le_bytes());
+        let prepare = UnicastMsg::Takeover {
+            ring,
+            dead: PeerId(dead),
+            msg: TakeoverMsg::Prepare {
+                ballot: Ballot {
+                    round: 1,
+                    proposer: PeerId([2; 16]),
+                },
+            },
+        };
+        assert_eq!(x.handle_unicast(PeerId([2; 16]), &prepare.encode()), Ok(()));
+    }
+    drain(&mut x);
+    assert_eq!(x.votes.len(), MAX_VOTES);
+    assert_eq!(x.stats().takeover_refused, 5);
+    assert!(x.snapshot().encode().is_ok());
+}
+
+/// Every foreign ring id a sender makes up used to add an entry to the `foreign` map.
+#[test]
+fn foreign_rings_past_the_cap_are_counted_not_remembered() {
+    let me = PeerId([1; 16]);
+    let mut x = settled(me);
+    let universe = x.ring().expect("ring").universe();
+    for i in 0..MAX_FOREIGN_RINGS as u32 + 10 {
+        let mut seed = [0xab; 16];
+        seed[..4].copy_from_slice(&i.to_le_bytes());
+        let msg = GossipMsg::Ring {
+            sender: PeerId([2; 16]),
+            universe,
+            seeds: vec![PeerId(seed)],
+            entries: Default::default(),
+        };
+        assert_eq!(x.merge(&msg.encode()), Ok(None));
+    }
+    assert_eq!(x.foreign.len(), MAX_FOREIGN_RINGS);
+    assert_eq!(x.stats().foreign_ring, MAX_FOREIGN_RINGS as u64 + 10);
+}
+
+/// Ring tokens were capped per message only: message after message of new tokens inside
+/// another peer's range grew the ring (and the snapshot) without bound.
+#[test]
+fn ring_tokens_past_the_total_cap_are_dropped() {
+    let me = PeerId([1; 16]);
+    let other = PeerId([2; 16]);
+    let cfg = IpamConfig::new(
+        "10.32.0.0/16".parse().expect("cidr"),
+        InitMode::Seed(vec![me, other]),
+    );
+    let mut x = Ipam::new(me, cfg, Instant::now(), 0);
+    drain(&mut x);
+    let (_, theirs) = mine_and_theirs(&x, me);
+    let forged = |from: u64, n: u64| -> Vec<(u64, Entry)> {
+        (from..from + n)
+            .map(|i| {
+                let e = Entry {
+                    owner: other,
+                    version: 1,
+                    free: 0,
+                };
+                (theirs.0 + 1 + i, e)
+            })
+            .collect()
+    };
+    let before = x.ring().expect("ring").entries().len();
+    for part in 0..2 {
+        let msg = ring_msg(&x, forged(part * 10_000, 10_000), None);
+        assert!(x.merge(&msg).is_ok());
+    }
+    let ring = x.ring().expect("ring");
+    assert_eq!(ring.entries().len(), MAX_RING_ENTRIES);
+    assert_eq!(
+        x.stats().ring_full as usize,
+        before + 20_000 - MAX_RING_ENTRIES
+    );
+    assert!(x.snapshot().encode().is_ok(), "a full ring still persists");
 }
