@@ -1,8 +1,9 @@
 //! Command-line definitions and the subcommands that talk to a running router.
 
+pub use crate::shared::{hostname, Dirs, UsageError};
 use anyhow::{bail, Context, Result};
 use api::{AttachBody, Client, ClientError, PeersRequest};
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 use datapath::netlink::LinkAddr;
 use std::path::{Path, PathBuf};
 
@@ -15,22 +16,6 @@ use std::path::{Path, PathBuf};
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
-}
-
-/// Where the router keeps its socket, pid file and log, and its persistent state.
-#[derive(Args, Debug, Clone)]
-pub struct Dirs {
-    /// Run directory: socket, pid file, log.
-    #[arg(long, env = "WEFT_RUN_DIR", default_value = "/run/weft", global = true)]
-    pub run_dir: PathBuf,
-    /// Data directory: identity key and persistent state.
-    #[arg(
-        long,
-        env = "WEFT_DATA_DIR",
-        default_value = "/var/lib/weft",
-        global = true
-    )]
-    pub data_dir: PathBuf,
 }
 
 #[derive(Subcommand, Debug)]
@@ -404,18 +389,6 @@ const EX_LAUNCH: &str = "Examples:
 Launch returns once the router answers; on a terminal it shows what it waits for
 (connecting to peers, IPAM consensus) on one redrawn line, otherwise as plain lines.";
 
-/// A mistake on the command line: exit code 2, as clap's own errors.
-#[derive(Debug)]
-pub struct UsageError(pub String);
-
-impl std::fmt::Display for UsageError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for UsageError {}
-
 fn parse_cidr(s: &str) -> Result<LinkAddr, datapath::netlink::BadCidr> {
     s.parse()
 }
@@ -519,15 +492,6 @@ fn stop(run_dir: &Path) -> Result<()> {
         "the router did not stop within 10 s (socket {} still exists)",
         socket.display()
     )
-}
-
-/// Reads the default nickname: the host name.
-pub fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .ok()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "weft".to_string())
 }
 
 #[cfg(test)]

@@ -10,8 +10,8 @@
 //! can fail is checked by the router before it reports ready, so a launch that returns
 //! 0 has a working router.
 
-use crate::cli::{hostname, Dirs};
 use crate::progress::{waiting_for, Progress};
+use crate::shared::{hostname, Dirs, UsageError};
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use router::config::{self, Config, Security};
@@ -202,7 +202,7 @@ impl LaunchArgs {
             .collect();
         let spec = self.ipalloc_init.as_deref().unwrap_or("consensus");
         let ipalloc_init = config::parse_ipalloc_init(spec, others)
-            .map_err(|e| anyhow::Error::new(crate::cli::UsageError(e)))?;
+            .map_err(|e| anyhow::Error::new(UsageError(e)))?;
         let expose = self.expose.as_deref().map(parse_expose).transpose()?;
         Ok(Config {
             ipalloc_range: self.ipalloc_range,
@@ -310,14 +310,11 @@ impl LogLevel {
 }
 
 /// `--expose=CIDR,..`: empty for an address from IPAM.
-fn parse_expose(spec: &str) -> Result<Vec<datapath::netlink::LinkAddr>, crate::cli::UsageError> {
+fn parse_expose(spec: &str) -> Result<Vec<datapath::netlink::LinkAddr>, UsageError> {
     spec.split(',')
         .map(str::trim)
         .filter(|c| !c.is_empty())
-        .map(|c| {
-            c.parse()
-                .map_err(|e| crate::cli::UsageError(format!("--expose: {e}")))
-        })
+        .map(|c| c.parse().map_err(|e| UsageError(format!("--expose: {e}"))))
         .collect()
 }
 

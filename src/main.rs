@@ -8,6 +8,7 @@
 mod cli;
 mod launch;
 mod progress;
+mod shared;
 
 use clap::Parser;
 use std::process::ExitCode;

@@ -4,8 +4,8 @@ use crate::config::{format_mac, parse_mac, NetConf};
 use crate::env::Env;
 use crate::error::{CniError, CniResult, INTERNAL, INVALID_CONFIG};
 use crate::ipam::Ipam;
-use crate::link::{self, Plan};
 use crate::types::{CniOutput, Interface, IpConfig, Route};
+use crate::veth::{self, Plan};
 use datapath::netlink::LinkAddr;
 use std::net::IpAddr;
 
@@ -94,8 +94,8 @@ fn add_default_route(routes: &mut Vec<Route>, gw: std::net::IpAddr) {
 
 /// weft-net ADD.
 pub fn add(conf: &NetConf, env: &Env, raw: &[u8]) -> CniResult<CniOutput> {
-    let ns = link::preflight(&env.netns, &env.ifname)?;
-    let (bridge_mtu, _, bridge_addrs) = link::bridge_info(conf.bridge())?;
+    let ns = veth::preflight(&env.netns, &env.ifname)?;
+    let (bridge_mtu, _, bridge_addrs) = veth::bridge_info(conf.bridge())?;
     let ipam = Ipam { conf, env, raw };
     let got = ipam.add()?;
     let built = (|| {
@@ -156,8 +156,8 @@ pub fn add(conf: &NetConf, env: &Env, raw: &[u8]) -> CniResult<CniOutput> {
             addrs,
             routes: plan_routes,
         };
-        let host_name = link::host_veth_name(&env.container_id, &env.ifname);
-        let done = link::plumb(
+        let host_name = veth::host_veth_name(&env.container_id, &env.ifname);
+        let done = veth::plumb(
             &ns,
             &env.netns,
             &env.ifname,
@@ -206,15 +206,15 @@ pub fn add(conf: &NetConf, env: &Env, raw: &[u8]) -> CniResult<CniOutput> {
 /// weft-net DEL: best effort, succeeds when there is nothing left to do.
 pub fn del(conf: &NetConf, env: &Env, raw: &[u8]) -> CniResult<()> {
     if !env.netns.is_empty() {
-        if let Err(e) = link::remove_in_ns(&env.netns, &env.ifname) {
+        if let Err(e) = veth::remove_in_ns(&env.netns, &env.ifname) {
             eprintln!(
                 "weft-net: warning: removing {} in {}: {e}",
                 env.ifname, env.netns
             );
         }
     }
-    let host = link::host_veth_name(&env.container_id, &env.ifname);
-    if let Err(e) = link::remove_host_veth(&host) {
+    let host = veth::host_veth_name(&env.container_id, &env.ifname);
+    if let Err(e) = veth::remove_host_veth(&host) {
         eprintln!("weft-net: warning: removing host veth {host}: {e}");
     }
     Ipam { conf, env, raw }.del()
@@ -248,7 +248,7 @@ pub fn check(conf: &NetConf, env: &Env, raw: &[u8]) -> CniResult<()> {
                 "",
             )
         })?;
-    let (mac, have) = link::inspect(&env.netns, &env.ifname)?.ok_or_else(|| {
+    let (mac, have) = veth::inspect(&env.netns, &env.ifname)?.ok_or_else(|| {
         CniError::new(
             INTERNAL,
             format!("interface {} is missing", env.ifname),
@@ -267,8 +267,8 @@ pub fn check(conf: &NetConf, env: &Env, raw: &[u8]) -> CniResult<()> {
             "",
         ));
     }
-    let host = link::host_veth_name(&env.container_id, &env.ifname);
-    if !link::host_port_ok(&host, conf.bridge())? {
+    let host = veth::host_veth_name(&env.container_id, &env.ifname);
+    if !veth::host_port_ok(&host, conf.bridge())? {
         return Err(CniError::new(
             INTERNAL,
             format!(
@@ -292,7 +292,7 @@ pub fn check(conf: &NetConf, env: &Env, raw: &[u8]) -> CniResult<()> {
     }
     // Every route of the result is in the container (as the reference plugins check);
     // a route a chained plugin put on another interface counts too.
-    let have_routes = link::routes(&env.netns)?;
+    let have_routes = veth::routes(&env.netns)?;
     for r in &p.routes {
         let dst = network(cidr(&r.dst, "prevResult route")?);
         let gw =

@@ -13,9 +13,9 @@ pub mod env;
 pub mod error;
 pub mod install;
 pub mod ipam;
-pub mod link;
 pub mod types;
 pub mod version;
+pub mod veth;
 
 use config::NetConf;
 use env::{Env, Verb};

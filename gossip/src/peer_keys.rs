@@ -152,7 +152,7 @@ mod tests {
             ("abc".to_string(), 1),
             (format!("{good}\n{}", &good[..62]), 2),
             (format!("x{}", &good[1..]), 1),
-            (format!("{}", "00".repeat(32)), 1),
+            ("00".repeat(32), 1),
             (format!("{good} {}", "n".repeat(65)), 1),
             (format!("{good} a\u{7}b"), 1),
             (format!("é{}", &good[2..]), 1),

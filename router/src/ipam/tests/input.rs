@@ -199,7 +199,9 @@ fn space_entry_with_max_version_does_not_panic() {
         ring: ring.id().0,
         entries: [(theirs.0, poisoned)].into(),
     };
-    assert!(x.handle_unicast(evil, &space.encode()).is_err());
+    assert!(x
+        .handle_unicast(Instant::now(), evil, &space.encode())
+        .is_err());
     assert_eq!(x.ring().and_then(|r| r.entry(theirs.0)), Some(&theirs.1));
     let within = AddrRange {
         start: theirs.0,
@@ -209,11 +211,17 @@ fn space_entry_with_max_version_does_not_panic() {
         ring: ring.id().0,
         within,
     };
-    assert_eq!(x.handle_unicast(evil, &ask.encode()), Ok(()));
+    assert_eq!(
+        x.handle_unicast(Instant::now(), evil, &ask.encode()),
+        Ok(())
+    );
     drain(&mut x);
     // The same through gossip.
     assert!(x
-        .merge(&ring_msg(&x, vec![(theirs.0, poisoned)], None))
+        .merge(
+            Instant::now(),
+            &ring_msg(&x, vec![(theirs.0, poisoned)], None)
+        )
         .is_err());
     assert_eq!(x.stats().out_of_range, 2);
 }
@@ -242,7 +250,10 @@ fn donation_from_a_token_at_the_version_limit_is_denied_not_panicking() {
             end: mine.0 + 64,
         },
     };
-    assert_eq!(x.handle_unicast(PeerId([2; 16]), &ask.encode()), Ok(()));
+    assert_eq!(
+        x.handle_unicast(Instant::now(), PeerId([2; 16]), &ask.encode()),
+        Ok(())
+    );
     assert_eq!(x.stats().version_exhausted, 1);
     assert_eq!(x.stats().donations_given, 0);
     // Freeing an address re-advertises the token's free count: skipped, not a panic.
@@ -268,7 +279,7 @@ fn ring_entry_jumping_past_the_version_step_is_refused() {
         free: 0,
     };
     assert_eq!(
-        x.merge(&ring_msg(&x, vec![(theirs.0, jump)], None)),
+        x.merge(Instant::now(), &ring_msg(&x, vec![(theirs.0, jump)], None)),
         Ok(None)
     );
     assert_eq!(x.stats().version_jumps, 1);
@@ -278,7 +289,7 @@ fn ring_entry_jumping_past_the_version_step_is_refused() {
         ..jump
     };
     assert!(x
-        .merge(&ring_msg(&x, vec![(theirs.0, step)], None))
+        .merge(Instant::now(), &ring_msg(&x, vec![(theirs.0, step)], None))
         .expect("merges")
         .is_some());
 }
@@ -301,7 +312,7 @@ fn takeover_with_max_round_is_refused() {
         },
     };
     assert!(x
-        .handle_unicast(PeerId([2; 16]), &prepare.encode())
+        .handle_unicast(Instant::now(), PeerId([2; 16]), &prepare.encode())
         .is_err());
     assert!(x.votes.is_empty());
     assert_eq!(x.stats().malformed, 1);
@@ -327,7 +338,10 @@ fn takeover_votes_past_the_cap_are_refused() {
                 },
             },
         };
-        assert_eq!(x.handle_unicast(PeerId([2; 16]), &prepare.encode()), Ok(()));
+        assert_eq!(
+            x.handle_unicast(Instant::now(), PeerId([2; 16]), &prepare.encode()),
+            Ok(())
+        );
     }
     drain(&mut x);
     assert_eq!(x.votes.len(), MAX_VOTES);
@@ -350,7 +364,7 @@ fn foreign_rings_past_the_cap_are_counted_not_remembered() {
             seeds: vec![PeerId(seed)],
             entries: Default::default(),
         };
-        assert_eq!(x.merge(&msg.encode()), Ok(None));
+        assert_eq!(x.merge(Instant::now(), &msg.encode()), Ok(None));
     }
     assert_eq!(x.foreign.len(), MAX_FOREIGN_RINGS);
     assert_eq!(x.stats().foreign_ring, MAX_FOREIGN_RINGS as u64 + 10);
@@ -384,7 +398,7 @@ fn ring_tokens_past_the_total_cap_are_dropped() {
     let before = x.ring().expect("ring").entries().len();
     for part in 0..2 {
         let msg = ring_msg(&x, forged(part * 10_000, 10_000), None);
-        assert!(x.merge(&msg).is_ok());
+        assert!(x.merge(Instant::now(), &msg).is_ok());
     }
     let ring = x.ring().expect("ring");
     assert_eq!(ring.entries().len(), MAX_RING_ENTRIES);
