@@ -14,7 +14,8 @@ fi
 . scripts/deps.sh
 # The C toolchain (BUILD_PACKAGES), then what the tests run:
 # iproute2 (ip, ss), iputils-ping, tcpdump (captures), iperf3, procps (sysctl),
-# iptables and nftables (the fast path's guard, masquerade; `nft` checks),
+# iptables and nftables (the fast path's guard, masquerade; `nft` checks; the NAT
+# namespace of tests/nat.rs), conntrack (tests/nat.rs flushes the NAT's mappings),
 # containernetworking-plugins (the reference CNI plugins chained with weft-net),
 # python3-jsonschema (tests/operator.rs validates `weft report` against its schema),
 # python3-prometheus-client (parses /metrics), chromium (renders the status page);
@@ -24,8 +25,8 @@ fi
 # dnsmasq-base (the DNS server that answers --peers-from-dns in tests/dns_peers.rs; the
 # binary only, no system service).
 need_packages "${BUILD_PACKAGES[@]}" iproute2 iputils-ping tcpdump iperf3 procps iptables \
-  nftables containernetworking-plugins python3-jsonschema python3-prometheus-client chromium \
-  podman runc debootstrap systemd python3-venv dnsmasq-base
+  nftables conntrack containernetworking-plugins python3-jsonschema python3-prometheus-client \
+  chromium podman runc debootstrap systemd python3-venv dnsmasq-base
 
 # kubernetes-validate (PyPI) checks deploy/kubernetes/weft.yaml against the API schemas
 # of several Kubernetes releases, offline; tests/deploy.rs finds it in this venv.

@@ -63,6 +63,10 @@ pub struct LaunchArgs {
     /// Sleeve rekey interval in seconds (default 120; tests make it short).
     #[arg(long, value_name = "SECONDS", hide = true)]
     pub rekey_interval: Option<u64>,
+    /// Keepalive interval of a confirmed sleeve path in seconds, which holds UDP NAT
+    /// mappings open (default 25; tests make it short).
+    #[arg(long, value_name = "SECONDS", hide = true)]
+    pub nat_keepalive: Option<u64>,
     /// Address range for automatic allocation (IPAM), as a CIDR.
     #[arg(long, value_name = "CIDR", default_value = "10.32.0.0/12", value_parser = parse_range)]
     pub ipalloc_range: router::ipam::Cidr,
@@ -219,6 +223,9 @@ impl LaunchArgs {
             mtu: self.mtu,
             rekey_interval: self
                 .rekey_interval
+                .map(|s| std::time::Duration::from_secs(s.max(1))),
+            nat_keepalive: self
+                .nat_keepalive
                 .map(|s| std::time::Duration::from_secs(s.max(1))),
             trusted_subnets: self.trusted_subnets,
             no_fastpath: self.no_fastpath,

@@ -16,7 +16,18 @@
 //! Path confirmation: each side sends sealed keepalives; whoever receives an
 //! authenticated datagram tells the sender over the control link ([`Event::SendHeard`]).
 //! A peer's path is `established` while we hear it and it hears us, both within
-//! [`DataplaneConfig::path_timeout`]; before that it is `pending`.
+//! [`DataplaneConfig::path_timeout`]; before that it is `pending`. While pending, a
+//! keepalive goes every [`DataplaneConfig::probe`]; once established, only when nothing
+//! else was sent to the peer for [`DataplaneConfig::keepalive`] (25 s: often enough to
+//! hold a UDP mapping in a NAT between us open, and no more).
+//!
+//! Roaming: a neighbour's endpoint starts as the control link's address (with its
+//! announced port) and moves to the source address of a datagram that opened under one
+//! of its live keys, passed the replay window and carries the newest counter seen under
+//! that key ([`Event::EndpointChanged`]). So a host behind a NAT, whose datagrams come
+//! from the NAT's address and a port the NAT chose, is answered there, and a mapping
+//! the NAT renumbers is followed. A datagram that fails authentication or the replay
+//! check, or an older one that arrives late, never moves it.
 //!
 //! Path MTU: each neighbour's path is measured with padded probes ([`pmtu`]); the
 //! neighbour acknowledges each probe over the control link ([`Event::SendProbeAck`]).
@@ -61,11 +72,14 @@ pub use tx::TxBuffer;
 pub struct DataplaneConfig {
     /// Sleeve session timers (rekey every 120 s by default).
     pub session: SessionConfig,
-    /// Keepalive interval once a path is confirmed.
+    /// Keepalive interval once a path is confirmed: a keepalive goes only when nothing
+    /// else was sent to the peer for this long (the NAT keepalive, 25 s by default).
     pub keepalive: Duration,
     /// Keepalive interval while a path is still pending.
     pub probe: Duration,
-    /// A direction not heard from for this long is down.
+    /// A direction not heard from for this long is down. At least twice
+    /// [`DataplaneConfig::keepalive`], so that one lost keepalive does not take an idle
+    /// path down (see [`path_timeout_for`]).
     pub path_timeout: Duration,
     /// The largest datagram (UDP payload) to fill with several frames: the underlay MTU
     /// less the IP and UDP headers. A single larger frame is still sent, alone.
@@ -80,14 +94,24 @@ impl Default for DataplaneConfig {
     fn default() -> Self {
         DataplaneConfig {
             session: SessionConfig::default(),
-            keepalive: Duration::from_secs(10),
+            keepalive: DEFAULT_KEEPALIVE,
             probe: Duration::from_secs(1),
-            path_timeout: Duration::from_secs(30),
+            path_timeout: path_timeout_for(DEFAULT_KEEPALIVE),
             max_datagram: 1500 - 20 - crate::sleeve::UDP_HEADER_LEN,
             mtu: crate::sleeve::overlay_mtu(1500, IpVersion::V4),
             pmtu: PmtuConfig::default(),
         }
     }
+}
+
+/// The keepalive interval of a confirmed path (WireGuard's persistent keepalive): below
+/// the 30 s that many NATs keep an idle UDP mapping.
+pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(25);
+
+/// The path timeout that goes with a keepalive interval: two intervals and 10 s more
+/// (one keepalive may be lost), and never under 30 s.
+pub fn path_timeout_for(keepalive: Duration) -> Duration {
+    (keepalive * 2 + Duration::from_secs(10)).max(Duration::from_secs(30))
 }
 
 /// Something the control link must carry, or the router must know.
@@ -125,6 +149,15 @@ pub enum Event {
         peer: PeerId,
         /// The overlay (IP) MTU of the path.
         mtu: u16,
+    },
+    /// `peer`'s datagrams now come from, and ours now go to, `endpoint` (roaming).
+    EndpointChanged {
+        /// The neighbour.
+        peer: PeerId,
+        /// The endpoint it had.
+        from: SocketAddr,
+        /// The endpoint it has now.
+        to: SocketAddr,
     },
 }
 
@@ -188,9 +221,10 @@ impl Dataplane {
         }
     }
 
-    /// A neighbour whose control link is established: its UDP endpoint (pinned here,
-    /// never learnt from source addresses) and the link's handshake hash. Replaces any
-    /// earlier session with it. The initiator's first offer follows at the next timeout.
+    /// A neighbour whose control link is established: its UDP endpoint (the first
+    /// guess; it moves only by roaming, see the module doc) and the link's handshake
+    /// hash. Replaces any earlier session with it. The initiator's first offer follows
+    /// at the next timeout.
     pub fn add_peer(&mut self, now: Instant, peer: PeerId, endpoint: SocketAddr, hash: [u8; 32]) {
         self.remove_peer(peer);
         let session = Session::new(now, self.config.session, self.us, peer, hash);
@@ -288,6 +322,11 @@ impl Dataplane {
     /// Whether the UDP path to `peer` is established.
     pub fn is_established(&self, peer: &PeerId) -> bool {
         self.peers.get(peer).is_some_and(|e| e.established)
+    }
+
+    /// Where datagrams to `peer` go now.
+    pub fn endpoint(&self, peer: &PeerId) -> Option<SocketAddr> {
+        self.peers.get(peer).map(|e| e.endpoint)
     }
 
     /// Counters, per peer and in total.
@@ -507,9 +546,22 @@ impl Dataplane {
             }
         };
         if from != entry.endpoint {
-            // Authentic, but from elsewhere: the payload is accepted (it could only come
-            // from the peer) and the pinned endpoint never moves.
-            entry.counters.src_mismatch += 1;
+            if opened.newest {
+                // Authentic, fresh and the newest: the peer is there now (a NAT's
+                // mapping, a new address). Answer it there.
+                let old = std::mem::replace(&mut entry.endpoint, from);
+                entry.counters.endpoint_changes += 1;
+                entry.pmtu.restart(now);
+                self.events.push_back(Event::EndpointChanged {
+                    peer,
+                    from: old,
+                    to: from,
+                });
+            } else {
+                // Authentic but late, from elsewhere: the payload is accepted (it could
+                // only come from the peer) and the endpoint stays.
+                entry.counters.src_mismatch += 1;
+            }
         }
         entry.last_rx = Some(now);
         if entry

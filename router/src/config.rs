@@ -58,6 +58,9 @@ pub struct Config {
     pub mtu: Option<u32>,
     /// Sleeve rekey interval (120 s unless a test makes it short).
     pub rekey_interval: Option<std::time::Duration>,
+    /// Keepalive interval of a confirmed sleeve path, which holds NAT mappings open
+    /// (25 s unless a test makes it short).
+    pub nat_keepalive: Option<std::time::Duration>,
     /// `--ipalloc-range`.
     pub ipalloc_range: Cidr,
     /// `--ipalloc-init`.

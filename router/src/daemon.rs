@@ -325,6 +325,10 @@ pub async fn run(config: Config, on_ready: impl FnOnce(&str)) -> Result<(), Rout
         dp_config.session.rekey_after_time = interval;
         dp_config.session.reject_after_time = interval + interval / 2;
     }
+    if let Some(keepalive) = config.nat_keepalive {
+        dp_config.keepalive = keepalive;
+        dp_config.path_timeout = datapath::dataplane::path_timeout_for(keepalive);
+    }
     // Frames share a datagram up to the size one full-size frame needs on its own, which
     // the overlay MTU was chosen to fit on the underlay.
     let max_datagram = datapath::sleeve::datagram_len(

@@ -328,7 +328,7 @@ fn dataplane_families(e: &mut Exposition, report: &Report) {
             .map_or("", |p| p.nickname.as_str())
     };
     type Field = fn(&crate::status::PeerTraffic) -> u64;
-    let per_peer: [(&str, &str, Field); 5] = [
+    let per_peer: [(&str, &str, Field); 6] = [
         (
             "weft_peer_transmit_bytes_total",
             "Bytes of frames sent to each neighbour.",
@@ -353,6 +353,12 @@ fn dataplane_families(e: &mut Exposition, report: &Report) {
             "weft_sleeve_rekeys_total",
             "Sleeve key exchanges that replaced a working epoch, per neighbour.",
             |p| p.rekeys,
+        ),
+        (
+            "weft_sleeve_endpoint_changes_total",
+            "Times a neighbour's sleeve endpoint moved to the source of its authentic, fresh \
+             datagrams (roaming, NAT).",
+            |p| p.endpoint_changes,
         ),
     ];
     for (name, help, field) in per_peer {

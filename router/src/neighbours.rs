@@ -15,7 +15,8 @@
 //! - the **relay queue**: a message for a neighbour the mesh has no route to yet (the
 //!   link is up, routes are computed a moment later) waits, bounded, and is retried
 //!   when routes change;
-//! - what the status report shows: confirmed UDP paths, path MTUs, fast-path modes.
+//! - what the status report shows: confirmed UDP paths, path MTUs, fast-path modes, and
+//!   the endpoints the sleeve task learnt from a neighbour's datagrams (roaming, NAT).
 
 use crate::dataplane::Command as DpCommand;
 use crate::fastdp::{Command as FpCommand, Event as FpEvent};
@@ -80,6 +81,8 @@ pub struct Neighbours {
     known: HashMap<PeerId, Endpoint>,
     /// Neighbours whose UDP path is established.
     paths: HashSet<PeerId>,
+    /// Endpoints the sleeve task moved to (roaming), where they differ from `known`.
+    learnt: HashMap<PeerId, SocketAddr>,
     /// Each fast-path candidate's mode.
     modes: HashMap<PeerId, (Mode, Option<Reason>)>,
     /// The last hello from each neighbour.
@@ -98,6 +101,7 @@ impl Neighbours {
             mtu,
             known: HashMap::new(),
             paths: HashSet::new(),
+            learnt: HashMap::new(),
             modes: HashMap::new(),
             hellos: HashMap::new(),
             unrouted: VecDeque::new(),
@@ -117,6 +121,7 @@ impl Neighbours {
         for peer in gone {
             self.known.remove(&peer);
             self.paths.remove(&peer);
+            self.learnt.remove(&peer);
             self.mtu.remove(&peer);
             self.modes.remove(&peer);
             self.hellos.remove(&peer);
@@ -128,6 +133,7 @@ impl Neighbours {
             if self.known.get(&peer) != Some(&(endpoint, hash)) {
                 self.known.insert(peer, (endpoint, hash));
                 self.paths.remove(&peer);
+                self.learnt.remove(&peer);
                 let add = DpCommand::AddPeer {
                     peer,
                     endpoint,
@@ -170,6 +176,15 @@ impl Neighbours {
             DpEvent::MtuChanged { peer, mtu } => {
                 info!(%peer, mtu, "path MTU to {peer}: overlay MTU {mtu}");
                 self.mtu.set_path(peer, mtu);
+                return;
+            }
+            DpEvent::EndpointChanged { peer, from, to } => {
+                info!(%peer, %from, %to, "sleeve endpoint of {peer} moved from {from} to {to}: its authentic datagrams now come from there");
+                if self.known.get(&peer).is_some_and(|(first, _)| *first == to) {
+                    self.learnt.remove(&peer);
+                } else if self.known.contains_key(&peer) {
+                    self.learnt.insert(peer, to);
+                }
                 return;
             }
             DpEvent::PathChanged { peer, established } => {
@@ -225,6 +240,15 @@ impl Neighbours {
     /// Whether the UDP path to `peer` is confirmed both ways.
     pub fn is_path_established(&self, peer: &PeerId) -> bool {
         self.paths.contains(peer)
+    }
+
+    /// Where the sleeve sends to `peer` now, and whether that was learnt from its
+    /// datagrams (roaming, NAT) rather than taken from the control link.
+    pub fn endpoint(&self, peer: &PeerId) -> Option<(SocketAddr, bool)> {
+        if let Some(learnt) = self.learnt.get(peer) {
+            return Some((*learnt, true));
+        }
+        self.known.get(peer).map(|(first, _)| (*first, false))
     }
 
     /// The overlay MTU towards `peer`.

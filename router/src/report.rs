@@ -46,6 +46,8 @@ pub struct LinkView<'a> {
     /// The data-plane mode of a neighbour's connection, and why it is on sleeve when it
     /// is eligible for the fast path.
     pub overlay: &'a dyn Fn(&PeerId) -> (&'static str, Option<String>),
+    /// A neighbour's sleeve endpoint, and whether it was learnt from its datagrams.
+    pub endpoint: &'a dyn Fn(&PeerId) -> Option<(std::net::SocketAddr, bool)>,
     /// `--trusted-subnets`.
     pub trusted_subnets: Vec<String>,
 }
@@ -59,6 +61,7 @@ pub fn of_node(info: &RouterInfo, node: &Node, neighbours: &Neighbours) -> Repor
         path_established: &|peer| neighbours.is_path_established(peer),
         mtu: &|peer| neighbours.mtu(peer),
         overlay: &|peer| neighbours.overlay(peer),
+        endpoint: &|peer| neighbours.endpoint(peer),
         trusted_subnets: neighbours
             .policy()
             .trusted
@@ -83,6 +86,7 @@ pub fn build(
     for c in mesh.connections() {
         linked_addrs.insert(c.remote_addr);
         let (overlay, overlay_reason) = (view.overlay)(&c.peer);
+        let endpoint = (view.endpoint)(&c.peer);
         connections.push(ConnectionReport {
             address: c.remote_addr.to_string(),
             outbound: c.outbound,
@@ -100,6 +104,8 @@ pub fn build(
             error: None,
             retry: None,
             mtu: Some((view.mtu)(&c.peer)),
+            endpoint: endpoint.map(|(e, _)| e.to_string()),
+            endpoint_learnt: endpoint.is_some_and(|(_, learnt)| learnt),
         });
     }
     let mut targets = Vec::new();
@@ -133,6 +139,8 @@ pub fn build(
             error: t.last_error.clone(),
             retry,
             mtu: None,
+            endpoint: None,
+            endpoint_learnt: false,
         });
     }
     let relayed = relayed(info, mesh, view);
@@ -250,6 +258,7 @@ pub fn dataplane(stats: &crate::dataplane::Stats) -> crate::status::DataplaneRep
                 drops_unknown_index: p.unknown_index,
                 src_mismatch: p.src_mismatch,
                 rekeys: p.rekeys,
+                endpoint_changes: p.endpoint_changes,
             })
             .collect(),
         drops_malformed: d.malformed,

@@ -236,11 +236,16 @@ pub struct PeerTraffic {
     pub drops_malformed: u64,
     /// Datagrams for an expired key.
     pub drops_unknown_index: u64,
-    /// Authentic datagrams from an address other than the pinned endpoint.
+    /// Authentic datagrams from an address other than the endpoint that did not move it
+    /// (they arrived after a newer datagram).
     pub src_mismatch: u64,
     /// Sleeve key exchanges that replaced a working epoch.
     #[serde(default)]
     pub rekeys: u64,
+    /// Times the sleeve endpoint moved to the source of an authentic, fresh datagram
+    /// (roaming, a NAT's mapping).
+    #[serde(default)]
+    pub endpoint_changes: u64,
 }
 
 /// The router block of the report.
@@ -346,6 +351,14 @@ pub struct ConnectionReport {
     pub retry: Option<String>,
     /// The overlay MTU on this connection, once it carries traffic.
     pub mtu: Option<u32>,
+    /// Where the sleeve sends this neighbour's datagrams (`ip:port`): the control link's
+    /// address with the peer's announced port, or where its datagrams come from.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// Whether `endpoint` was learnt from the neighbour's authentic datagrams (roaming,
+    /// a NAT's address and port) rather than taken from the control link.
+    #[serde(default)]
+    pub endpoint_learnt: bool,
 }
 
 /// A peer in the topology.
@@ -507,6 +520,9 @@ pub fn format_connections(r: &Report) -> String {
                 );
                 if let Some(mtu) = c.mtu {
                     let _ = write!(info, " mtu={mtu}");
+                }
+                if let (Some(endpoint), true) = (&c.endpoint, c.endpoint_learnt) {
+                    let _ = write!(info, " endpoint={endpoint}");
                 }
                 if let Some(reason) = &c.overlay_reason {
                     let _ = write!(info, " fastdp: {reason}");

@@ -17,6 +17,27 @@ use std::time::Duration;
 
 static NEXT_NET: AtomicUsize = AtomicUsize::new(0);
 
+/// The public (switch-side) address of the NAT namespace of [`Net::add_nated_host`].
+pub const NAT_PUBLIC: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 253);
+
+/// The NAT namespace's nftables ruleset: masquerade from the private network out of
+/// `eth0`, and inwards only what conntrack knows as a reply (or related to one). The
+/// mapped port is random (`random`), as carrier-grade and cloud NATs choose it, rather
+/// than the source port kept where it is free: so the public port of a host's socket
+/// is (all but always) not the one it announced.
+const NAT_RULESET: &str = "flush ruleset
+table ip nat {
+    chain postrouting {
+        type nat hook postrouting priority srcnat; policy accept;
+        oifname \"eth0\" ip saddr 198.18.2.0/24 masquerade random
+    }
+    chain forward {
+        type filter hook forward priority filter; policy accept;
+        iifname \"eth0\" ct state != { established, related } drop
+    }
+}
+";
+
 /// Address ranges the tests may use: the underlay and the two overlay ranges.
 const ALLOWED: [(Ipv4Addr, u8); 3] = [
     (Ipv4Addr::new(198, 18, 0, 0), 15),
@@ -266,6 +287,119 @@ impl Net {
         self.register_host(index, ns, addr)
     }
 
+    /// Adds host `h{N+1}` behind a masquerading NAT namespace `nat` (made on first use),
+    /// as a home router or a cloud NAT gateway would put it: `nat` is [`NAT_PUBLIC`]/24
+    /// on the switch and 198.18.2.254/24 on bridge `lan`, whose port `hN` is a veth to
+    /// the new host's `eth0` (198.18.2.{N+1}/24, default route via 198.18.2.254). `nat`
+    /// forwards IPv4 and its nftables ruleset ([`Net::reload_nat`], `NAT_RULESET`)
+    /// masquerades what leaves by `eth0` from 198.18.2.0/24 to a random port, and
+    /// forwards nothing inwards that is not a reply. The switch's hosts
+    /// get no route to 198.18.2.0/24: they reach the new host only through mappings
+    /// that it opened.
+    pub fn add_nated_host(&mut self) -> usize {
+        let nat = self.nat_ns();
+        let gw_far = Ipv4Addr::new(198, 18, 2, 254);
+        if !self.created.contains(&nat) {
+            assert_allowed(NAT_PUBLIC);
+            assert_allowed(gw_far);
+            self.add_ns(&nat);
+            let sw = self.switch.clone();
+            ip(&[
+                "-n", &sw, "link", "add", "nat", "type", "veth", "peer", "name", "eth0", "netns",
+                &nat,
+            ]);
+            ip(&["-n", &sw, "link", "set", "nat", "master", "br0", "up"]);
+            ip(&[
+                "-n",
+                &nat,
+                "addr",
+                "add",
+                &format!("{NAT_PUBLIC}/24"),
+                "dev",
+                "eth0",
+            ]);
+            ip(&["-n", &nat, "link", "set", "eth0", "up"]);
+            // The private network: a bridge whose ports are the NATed hosts' links.
+            ip(&["-n", &nat, "link", "add", "lan", "type", "bridge"]);
+            ip(&[
+                "-n",
+                &nat,
+                "addr",
+                "add",
+                &format!("{gw_far}/24"),
+                "dev",
+                "lan",
+            ]);
+            ip(&["-n", &nat, "link", "set", "lan", "up"]);
+            let forward = self.exec(&nat, "sysctl", &["-qw", "net.ipv4.ip_forward=1"]);
+            assert!(forward.status.success(), "ip_forward in {nat}: {forward:?}");
+            let rules = self.dir.join("nat.nft");
+            std::fs::write(&rules, NAT_RULESET).expect("write the NAT's ruleset");
+            self.reload_nat();
+        }
+        let index = self.hosts.len() + 1;
+        let ns = format!("{}h{index}", self.prefix);
+        let addr = Ipv4Addr::new(198, 18, 2, index as u8);
+        assert_allowed(addr);
+        self.add_ns(&ns);
+        let port = format!("h{index}");
+        ip(&[
+            "-n", &nat, "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &ns,
+        ]);
+        ip(&["-n", &nat, "link", "set", &port, "master", "lan", "up"]);
+        ip(&[
+            "-n",
+            &ns,
+            "addr",
+            "add",
+            &format!("{addr}/24"),
+            "dev",
+            "eth0",
+        ]);
+        ip(&["-n", &ns, "link", "set", "eth0", "up"]);
+        ip(&[
+            "-n",
+            &ns,
+            "route",
+            "add",
+            "default",
+            "via",
+            &gw_far.to_string(),
+        ]);
+        self.register_host(index, ns, addr)
+    }
+
+    /// Name of the NAT namespace of [`Net::add_nated_host`].
+    pub fn nat_ns(&self) -> String {
+        format!("{}nat", self.prefix)
+    }
+
+    /// Loads the NAT namespace's nftables ruleset again (`nft -f`, inside that namespace
+    /// only; the ruleset starts with `flush ruleset`). Conntrack's mappings survive it.
+    pub fn reload_nat(&self) {
+        let rules = self.dir.join("nat.nft");
+        let out = self.exec(&self.nat_ns(), "nft", &["-f", &rules.display().to_string()]);
+        assert!(
+            out.status.success(),
+            "nft -f in {}: {}",
+            self.nat_ns(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Runs `conntrack ARGS` in the NAT namespace (the Debian package `conntrack`):
+    /// `-F` forgets every mapping, as a NAT that restarts; `-D -p udp` the UDP ones, as
+    /// a NAT that expired them. The next packet out gets a new mapping.
+    pub fn nat_conntrack(&self, args: &[&str]) {
+        let out = self.exec(&self.nat_ns(), "conntrack", args);
+        assert!(
+            out.status.success(),
+            "conntrack {args:?} in {}: {}",
+            self.nat_ns(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// Adds a pod namespace behind `host`: pod `eth0` <-> host `vpK`, both up, no
     /// address (see [`Net::pod_addr`]).
     pub fn add_pod(&mut self, host: usize) -> Pod {
@@ -488,7 +622,10 @@ fn remove_stale() {
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
             && parts[2].bytes().all(|b| b.is_ascii_digit())
-            && (parts[3] == "sw" || parts[3] == "r" || parts[3].starts_with(['h', 'p', 'q']));
+            && (parts[3] == "sw"
+                || parts[3] == "r"
+                || parts[3] == "nat"
+                || parts[3].starts_with(['h', 'p', 'q']));
         let pid_gone = parts.get(1).is_some_and(|pid| {
             pid.bytes().all(|b| b.is_ascii_digit()) && !Path::new("/proc").join(pid).exists()
         });

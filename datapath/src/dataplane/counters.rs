@@ -27,8 +27,11 @@ pub struct PeerCounters {
     pub malformed: u64,
     /// Datagrams for a receiver index that has expired.
     pub unknown_index: u64,
-    /// Authentic datagrams from an address other than the pinned endpoint.
+    /// Authentic datagrams from an address other than the endpoint that did not move it
+    /// (they arrived after a newer one).
     pub src_mismatch: u64,
+    /// Times the endpoint moved to the source of an authentic, fresh datagram (roaming).
+    pub endpoint_changes: u64,
     /// Key exchanges that replaced a working epoch (the first exchange of a session,
     /// which gives it its first keys, is not a rekey).
     pub rekeys: u64,

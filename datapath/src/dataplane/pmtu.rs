@@ -211,6 +211,14 @@ impl PathMtu {
         }
     }
 
+    /// The path changed (the neighbour's endpoint moved): a search starts now unless one
+    /// is running. The limit stays until the search ends.
+    pub fn restart(&mut self, now: Instant) {
+        if let State::Idle { .. } = self.state {
+            self.state = State::Idle { next: now };
+        }
+    }
+
     /// Ends a round that is over. Returns true when the limit changed.
     pub fn handle_timeout(&mut self, now: Instant) -> bool {
         let State::Round {

@@ -45,7 +45,9 @@ fn relay_seen(
             Event::SendOffer { offer, .. } => to.handle_offer(now, from_id, offer),
             Event::SendHeard { .. } => to.handle_heard(now, from_id),
             Event::SendProbeAck { size, .. } => to.handle_probe_ack(now, from_id, size),
-            Event::PathChanged { .. } | Event::MtuChanged { .. } => {}
+            Event::PathChanged { .. }
+            | Event::MtuChanged { .. }
+            | Event::EndpointChanged { .. } => {}
         }
     }
     n
@@ -461,4 +463,161 @@ fn superframes_are_cut_sealed_and_coalesced_back() {
     a.handle_tap_read(now, &mut [1, 2, 3], true, &ra, &mut tx);
     assert_eq!(a.counters().drops.offload_malformed, 2);
     assert!(tx.is_empty());
+}
+
+/// The datagrams `tx` holds, taken out of it.
+fn take(tx: &mut TxBuffer) -> Vec<(SocketAddr, Vec<u8>)> {
+    let out = tx.iter().map(|(a, d)| (a, d.to_vec())).collect();
+    tx.clear();
+    out
+}
+
+/// Hands `d` to `to` as if it came from `from`; returns the frames delivered.
+fn receive_from(
+    now: Instant,
+    to: &mut Dataplane,
+    from: SocketAddr,
+    d: &[u8],
+    routes: &Pair,
+) -> usize {
+    let mut scratch = TxBuffer::new(1 << 16, 8);
+    let mut copy = d.to_vec();
+    let mut delivered = 0;
+    to.handle_datagram(now, from, &mut copy, routes, &mut scratch, &mut |_| {
+        delivered += 1
+    });
+    delivered
+}
+
+fn endpoint_events(dp: &mut Dataplane) -> Vec<(SocketAddr, SocketAddr)> {
+    let mut moves = Vec::new();
+    while let Some(ev) = dp.poll_event() {
+        if let Event::EndpointChanged { from, to, .. } = ev {
+            moves.push((from, to));
+        }
+    }
+    moves
+}
+
+/// A host behind a NAT: its authentic datagrams come from the NAT's address and port,
+/// and the endpoint follows them (and is answered there), once per move.
+#[test]
+fn an_authentic_fresh_datagram_moves_the_endpoint() {
+    let now = Instant::now();
+    let (mut a, mut b) = connected(now);
+    let (ra, rb) = (Pair(B), Pair(A));
+    let nat = SocketAddr::from(([198, 18, 0, 254], 40_123));
+    let mut tx = TxBuffer::new(1 << 20, 64);
+    confirm_paths(now, &mut a, &mut b, &mut tx);
+    b.handle_local_frame(
+        now,
+        &frame(2, [0xff; 6], b"from behind the nat"),
+        &rb,
+        &mut tx,
+    );
+    b.flush(&mut tx);
+    let sent = take(&mut tx);
+    assert_eq!(sent.len(), 1);
+    endpoint_events(&mut a);
+    assert_eq!(receive_from(now, &mut a, nat, &sent[0].1, &ra), 1);
+    assert_eq!(a.endpoint(&B), Some(nat));
+    assert_eq!(endpoint_events(&mut a), vec![(addr(2), nat)]);
+    assert_eq!(a.counters().peers[0].1.endpoint_changes, 1);
+    // Our answer goes to the NAT.
+    a.handle_local_frame(now, &frame(1, [0xff; 6], b"back"), &ra, &mut tx);
+    a.flush(&mut tx);
+    assert_eq!(take(&mut tx)[0].0, nat);
+    // More datagrams from the same place change nothing.
+    b.handle_local_frame(now, &frame(2, [0xff; 6], b"again"), &rb, &mut tx);
+    b.flush(&mut tx);
+    let sent = take(&mut tx);
+    assert_eq!(receive_from(now, &mut a, nat, &sent[0].1, &ra), 1);
+    assert!(endpoint_events(&mut a).is_empty());
+    assert_eq!(a.counters().peers[0].1.endpoint_changes, 1);
+}
+
+/// Spoofed datagrams from another address never move the endpoint: garbage, a forged
+/// header with a live receiver index, a replay of a valid datagram, and a valid datagram
+/// that arrives after a newer one (delayed by whoever sends it from elsewhere).
+#[test]
+fn spoofed_replayed_and_late_datagrams_never_move_the_endpoint() {
+    let now = Instant::now();
+    let (mut a, mut b) = connected(now);
+    let (ra, rb) = (Pair(B), Pair(A));
+    let mut tx = TxBuffer::new(1 << 20, 64);
+    confirm_paths(now, &mut a, &mut b, &mut tx);
+    endpoint_events(&mut a);
+    let attacker = SocketAddr::from(([198, 18, 0, 66], 6783));
+
+    // Two genuine datagrams, in order: the first is held back by the attacker.
+    let mut genuine = Vec::new();
+    for text in [&b"first"[..], b"second"] {
+        b.handle_local_frame(now, &frame(2, [0xff; 6], text), &rb, &mut tx);
+        b.flush(&mut tx);
+        genuine.extend(take(&mut tx));
+    }
+    let (first, second) = (genuine[0].1.clone(), genuine[1].1.clone());
+
+    // Garbage of every length, and forged datagrams under a live receiver index.
+    for len in [0usize, 16, 31, 32, 48, 100, 1500] {
+        receive_from(now, &mut a, attacker, &vec![0x5a; len], &ra);
+        let mut forged = second.clone();
+        forged.resize(len.max(32) / 16 * 16, 0xa5);
+        forged[..16].copy_from_slice(&second[..16]);
+        receive_from(now, &mut a, attacker, &forged, &ra);
+    }
+    let mut flipped = second.clone();
+    let last = flipped.len() - 1;
+    flipped[last] ^= 1;
+    assert_eq!(receive_from(now, &mut a, attacker, &flipped, &ra), 0);
+    assert_eq!(
+        a.endpoint(&B),
+        Some(addr(2)),
+        "moved by an unauthenticated datagram"
+    );
+
+    // The second arrives from the real endpoint; then its replay from the attacker.
+    assert_eq!(receive_from(now, &mut a, addr(2), &second, &ra), 1);
+    assert_eq!(receive_from(now, &mut a, attacker, &second, &ra), 0);
+    assert_eq!(a.endpoint(&B), Some(addr(2)), "moved by a replay");
+
+    // The held-back first one is authentic and not a replay, but older: it is
+    // delivered, and counted as a mismatch, and the endpoint stays.
+    assert_eq!(receive_from(now, &mut a, attacker, &first, &ra), 1);
+    assert_eq!(a.endpoint(&B), Some(addr(2)), "moved by a late datagram");
+    assert!(endpoint_events(&mut a).is_empty());
+    let c = a.counters().peers[0].1;
+    assert_eq!(c.endpoint_changes, 0, "{c:?}");
+    assert_eq!(c.src_mismatch, 1, "{c:?}");
+    assert!(c.replay >= 1 && c.auth_failed >= 1, "{c:?}");
+}
+
+/// A confirmed path sends a keepalive only when nothing else went to the peer for the
+/// keepalive interval (25 s by default); a pending one probes every second.
+#[test]
+fn keepalives_hold_a_confirmed_path_and_no_more() {
+    let now = Instant::now();
+    let (mut a, mut b) = connected(now);
+    let mut tx = TxBuffer::new(1 << 20, 64);
+    confirm_paths(now, &mut a, &mut b, &mut tx);
+    assert!(a.is_established(&B));
+    assert_eq!(
+        DataplaneConfig::default().keepalive,
+        Duration::from_secs(25)
+    );
+    let mut sent = Vec::new();
+    for s in 1..=60u64 {
+        let t = now + Duration::from_secs(s);
+        a.poll_keepalives(t, &mut tx);
+        if !take(&mut tx).is_empty() {
+            sent.push(s);
+        }
+        // A frame at 30 s resets the clock.
+        if s == 30 {
+            a.handle_local_frame(t, &frame(1, [0xff; 6], b"data"), &Pair(B), &mut tx);
+            a.flush(&mut tx);
+            take(&mut tx);
+        }
+    }
+    assert_eq!(sent, vec![25, 55], "keepalives at");
 }

@@ -168,6 +168,10 @@ pub struct Opened<'a> {
     pub counter: u64,
     /// The epoch of the key that opened it.
     pub epoch: u32,
+    /// Whether its counter is above every counter received before under that key: the
+    /// newest datagram, not one that arrived late or out of order. Only such a datagram
+    /// may move the peer's endpoint (roaming).
+    pub newest: bool,
 }
 
 impl<'a> Opened<'a> {
@@ -454,6 +458,7 @@ impl Session {
         key.cipher
             .decrypt_in_place_detached(&nonce(repr.counter), head, body, Tag::from_slice(tag))
             .map_err(|_| OpenError::AuthFailed)?;
+        let newest = repr.counter >= key.window.next_expected();
         key.window.mark(repr.counter);
         let epoch = key.epoch;
         // Authentic, so the peer holds this epoch's keys, even if the inner list is bad.
@@ -465,6 +470,7 @@ impl Session {
             ends,
             counter: repr.counter,
             epoch,
+            newest,
         })
     }
 }

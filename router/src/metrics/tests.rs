@@ -31,7 +31,7 @@ fn report() -> Report {
             "peers": [{"name": "aa:aa:aa:aa:aa:02", "established": true, "tx_frames": 10,
                        "tx_bytes": 1000, "rx_frames": 20, "rx_bytes": 2000, "drops_replay": 3,
                        "drops_auth": 4, "drops_malformed": 5, "drops_unknown_index": 6,
-                       "src_mismatch": 0, "rekeys": 2}],
+                       "src_mismatch": 0, "rekeys": 2, "endpoint_changes": 1}],
             "drops_malformed": 7, "drops_unknown_index": 1, "drops_no_route": 8,
             "drops_spoofed_source": 0, "drops_loop": 0, "drops_unsendable": 0,
             "drops_queue_full": 0, "drops_mtu": 9, "rekeys_refused": 0, "mac_entries": 4,
@@ -149,6 +149,7 @@ fn figures_come_from_the_report() {
     assert_eq!(v("weft_peer_transmit_bytes_total", peer), 1000.0);
     assert_eq!(v("weft_peer_receive_frames_total", peer), 20.0);
     assert_eq!(v("weft_sleeve_rekeys_total", peer), 2.0);
+    assert_eq!(v("weft_sleeve_endpoint_changes_total", peer), 1.0);
     assert_eq!(
         v("weft_dataplane_drops_total", r#"reason="malformed""#),
         12.0

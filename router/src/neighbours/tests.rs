@@ -157,3 +157,42 @@ fn arriving_messages_become_commands_for_their_task() {
     assert_eq!(n.mtu(&peer(1)), 1200);
     assert_eq!(n.mtu(&peer(2)), 1376);
 }
+
+#[test]
+fn a_learnt_endpoint_is_shown_until_the_link_is_re_added() {
+    let mut n = neighbours(false);
+    n.handle_links(HashMap::from([(peer(1), endpoint(1))]));
+    drain(&mut n);
+    let (first, _) = endpoint(1);
+    assert_eq!(n.endpoint(&peer(1)), Some((first, false)));
+    let nat = SocketAddr::from(([198, 18, 0, 253], 40_000));
+    n.handle_dataplane(DpEvent::EndpointChanged {
+        peer: peer(1),
+        from: first,
+        to: nat,
+    });
+    assert!(drain(&mut n).is_empty(), "nothing to send or command");
+    assert_eq!(n.endpoint(&peer(1)), Some((nat, true)));
+    // Back to the first guess: nothing learnt any more.
+    n.handle_dataplane(DpEvent::EndpointChanged {
+        peer: peer(1),
+        from: nat,
+        to: first,
+    });
+    assert_eq!(n.endpoint(&peer(1)), Some((first, false)));
+    n.handle_dataplane(DpEvent::EndpointChanged {
+        peer: peer(1),
+        from: first,
+        to: nat,
+    });
+    // A new link (new hash) starts from the control link's address again.
+    n.handle_links(HashMap::from([(peer(1), (first, [9; 32]))]));
+    assert_eq!(n.endpoint(&peer(1)), Some((first, false)));
+    // Events about unknown neighbours are ignored.
+    n.handle_dataplane(DpEvent::EndpointChanged {
+        peer: peer(2),
+        from: first,
+        to: nat,
+    });
+    assert_eq!(n.endpoint(&peer(2)), None);
+}

@@ -15,6 +15,8 @@ fn conn(addr: &str, outbound: bool, state: &str, peer: Option<(&str, &str)>) -> 
         error: None,
         retry: None,
         mtu: peer.map(|_| 1376),
+        endpoint: None,
+        endpoint_learnt: false,
     }
 }
 
@@ -350,4 +352,32 @@ fn peer_chosen_text_cannot_drive_the_terminal() {
     let evil = "h2\u{1b}[2J\u{1b}]0;pwned\u{7}\r\u{202e}txet\tok\nnext";
     assert_eq!(printable(evil), "h2?[2J?]0;pwned???txet?ok\nnext");
     assert_eq!(printable("plain h1 (é)"), "plain h1 (é)");
+}
+
+#[test]
+fn a_learnt_endpoint_follows_the_mtu() {
+    let mut r = sample();
+    let mut nated = conn(
+        "198.18.0.253:41234",
+        false,
+        "established",
+        Some(("aa:bb", "h2")),
+    );
+    nated.endpoint = Some("198.18.0.253:1024".into());
+    nated.endpoint_learnt = true;
+    let mut plain = conn(
+        "198.18.0.3:6783",
+        true,
+        "established",
+        Some(("cc:dd", "h3")),
+    );
+    plain.endpoint = Some("198.18.0.3:6783".into());
+    r.router.connections = vec![nated, plain];
+    let text = format_connections(&r);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines[0].ends_with(" sleeve aa:bb(h2) mtu=1376 endpoint=198.18.0.253:1024"),
+        "{text}"
+    );
+    assert!(lines[1].ends_with(" sleeve cc:dd(h3) mtu=1376"), "{text}");
 }
