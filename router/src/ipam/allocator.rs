@@ -114,6 +114,8 @@ pub struct Ipam {
     pub(super) heir_notices: BTreeMap<PeerId, (PeerId, Instant, Instant)>,
     pub(super) reachable: Option<BTreeSet<PeerId>>,
     pub(super) foreign: BTreeMap<String, PeerId>,
+    /// When each peer was last handed our whole ring (see `channel::HANDOUT_EVERY`).
+    pub(super) handouts: BTreeMap<PeerId, Instant>,
     pub(super) rng: StdRng,
     pub(super) now: Instant,
     pub(super) outbox: Outbox<IpamOutput>,
@@ -150,6 +152,7 @@ impl Ipam {
             heir_notices: BTreeMap::new(),
             reachable: None,
             foreign: BTreeMap::new(),
+            handouts: BTreeMap::new(),
             rng: StdRng::seed_from_u64(rng_seed),
             now,
             outbox: Outbox::new(),

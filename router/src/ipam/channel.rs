@@ -24,6 +24,12 @@ use gossip::peer::PeerId;
 use rand::Rng;
 use std::time::Instant;
 
+/// How often one peer is handed our whole ring in answer to its bootstrap claims.
+pub(super) const HANDOUT_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+/// Peers remembered for [`HANDOUT_EVERY`]: past that, no ring is handed out until some
+/// expire.
+pub(super) const MAX_HANDOUTS: usize = 1_024;
+
 impl Ipam {
     fn refuse(&mut self, e: WireError) -> ChannelError {
         match e {
@@ -92,9 +98,13 @@ impl Ipam {
                     return Ok(None);
                 }
                 if self.ring.is_some() {
-                    // It lacks our ring: hand it over now rather than at the next round.
-                    let full = self.full_gossip();
-                    self.unicast(sender, &UnicastMsg::Gossip(full));
+                    // It lacks our ring: hand it over now rather than at the next round
+                    // (at most once per HANDOUT_EVERY per peer: `sender` is whatever the
+                    // message says, and every router would answer it).
+                    if self.may_hand_ring_to(sender) {
+                        let full = self.full_gossip();
+                        self.unicast(sender, &UnicastMsg::Gossip(full));
+                    }
                     return Ok(None);
                 }
                 let news = self.consensus.merge(&claims);
@@ -109,6 +119,25 @@ impl Ipam {
                 }))
             }
         }
+    }
+
+    /// Whether to hand our whole ring to `peer` now (see [`HANDOUT_EVERY`]).
+    fn may_hand_ring_to(&mut self, peer: PeerId) -> bool {
+        let now = self.now;
+        let recent = |at: &Instant| now.saturating_duration_since(*at) < HANDOUT_EVERY;
+        if self.handouts.get(&peer).is_some_and(recent) {
+            self.stats.handouts_limited += 1;
+            return false;
+        }
+        if self.handouts.len() >= MAX_HANDOUTS {
+            self.handouts.retain(|_, at| recent(at));
+            if self.handouts.len() >= MAX_HANDOUTS {
+                self.stats.handouts_limited += 1;
+                return false;
+            }
+        }
+        self.handouts.insert(peer, now);
+        true
     }
 
     fn ring_msg(&self, entries: Entries) -> Vec<u8> {
@@ -209,7 +238,16 @@ impl Ipam {
             }
             UnicastMsg::SpaceRequest { .. } => self.unicast(from, &UnicastMsg::Denied { ring }),
             UnicastMsg::Space { ring: r, entries } if r == ring => {
-                if let Some(news) = self.merge_entries(&entries) {
+                if !self.owned_by_sender(from, &entries) {
+                    // Space the sender does not own (as far as we know) is not its to
+                    // give. An honest donor whose own gain we have not heard of yet
+                    // loses nothing: its broadcast of the same entries reaches us.
+                    self.stats.inconsistent += entries.len() as u64;
+                    let event = IpamEvent::Inconsistent {
+                        entries: entries.len(),
+                    };
+                    self.outbox.push(IpamOutput::Event(event));
+                } else if let Some(news) = self.merge_entries(&entries) {
                     self.broadcast_entries(news);
                 }
             }
@@ -227,6 +265,18 @@ impl Ipam {
             }
         }
         Ok(())
+    }
+
+    /// Whether every token in a donation from `from` lies in space `from` owns in our
+    /// replica (a token it rewrites, or a new one inside its range).
+    fn owned_by_sender(&self, from: PeerId, entries: &Entries) -> bool {
+        let Some(ring) = self.ring.as_ref() else {
+            return false;
+        };
+        entries.keys().all(|t| match ring.entry(*t) {
+            Some(cur) => cur.owner == from,
+            None => ring.owner_of(*t).is_some_and(|(_, o)| o.owner == from),
+        })
     }
 
     /// Gives `to` part of our free space inside `within`, or says no.
@@ -406,7 +456,16 @@ impl Ipam {
                     self.send_takeover(from, dead, reply);
                 }
             }
-            TakeoverMsg::Chosen { heir } if heir == self.me => self.take_over(dead),
+            // A decision about a peer we can reach is forged (or stale): the space of a
+            // live peer is never taken.
+            TakeoverMsg::Chosen { heir }
+                if heir == self.me && dead != self.me && !self.is_reachable(&dead) =>
+            {
+                self.take_over(dead)
+            }
+            TakeoverMsg::Chosen { .. } if dead != self.me && self.is_reachable(&dead) => {
+                self.stats.takeover_refused += 1;
+            }
             TakeoverMsg::Chosen { .. } => {}
             TakeoverMsg::Alive => self.end_proposal(dead, Err(IpamError::PeerAlive(dead))),
             reply => {

@@ -226,11 +226,16 @@ impl Consensus {
                 }
                 Some(at) if now >= at => {
                     let round = self.claims.values().map(|c| c.promised.round).max();
-                    own.promised = Ballot {
-                        round: round.unwrap_or(0).saturating_add(1),
-                        proposer: self.me,
-                    };
-                    changed = true;
+                    // A round above [`MAX_ROUND`] would make our own claims undecodable
+                    // to every peer (and cost us our links): past it, propose no more.
+                    let next = round.unwrap_or(0).saturating_add(1);
+                    if next <= MAX_ROUND {
+                        own.promised = Ballot {
+                            round: next,
+                            proposer: self.me,
+                        };
+                        changed = true;
+                    }
                     let jitter = rng.gen_range(0..=self.retry.as_millis() as u64);
                     self.propose_at = Some(now + self.retry + Duration::from_millis(jitter));
                 }
@@ -241,11 +246,13 @@ impl Consensus {
         if own.promised.proposer == self.me && own.promised.round > 0 {
             changed |= self.phase2(&mut own);
         }
-        if changed {
-            own.version = own.version.saturating_add(1);
+        // Our version only grows by one per change; past the limit we stop changing.
+        if changed && own.version < MAX_CLAIMS_VERSION {
+            own.version += 1;
             self.claims.insert(self.me, own);
+            return true;
         }
-        changed
+        false
     }
 
     fn phase2(&self, own: &mut Claims) -> bool {
@@ -330,6 +337,35 @@ mod tests {
         c.step(t0, &mut rng);
         if let Some(at) = c.deadline() {
             c.step(at, &mut rng);
+        }
+    }
+
+    /// A forged participant at the highest *valid* round: our next proposal used to be
+    /// `MAX_ROUND + 1`, claims that every peer refuses as malformed, so each of our
+    /// gossip rounds cost us a link (found by the hostile simulation). Our own claims
+    /// now always pass the check the receivers apply.
+    #[test]
+    fn a_forged_top_round_never_makes_our_claims_invalid() {
+        let me = PeerId([7; 16]);
+        let evil = PeerId([9; 16]);
+        let forged = Claims {
+            version: MAX_CLAIMS_VERSION,
+            promised: Ballot {
+                round: MAX_ROUND,
+                proposer: evil,
+            },
+            accepted: None,
+        };
+        let claims = ClaimsMap::from([(evil, forged)]);
+        assert!(Consensus::check(&claims).is_ok(), "valid on the wire");
+        let mut c = Consensus::new(me, 2, true, Duration::from_secs(2));
+        c.merge(&claims);
+        let mut rng = StdRng::seed_from_u64(1);
+        let mut t = Instant::now();
+        for _ in 0..10 {
+            c.step(t, &mut rng);
+            assert_eq!(Consensus::check(c.claims()), Ok(()), "{:?}", c.own());
+            t = c.deadline().unwrap_or(t) + Duration::from_secs(1);
         }
     }
 

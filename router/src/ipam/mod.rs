@@ -316,4 +316,8 @@ pub struct IpamStats {
     /// [`ring::MAX_RING_ENTRIES`] tokens.
     #[serde(default)]
     pub ring_full: u64,
+    /// Bootstrap claims not answered with our whole ring: the peer they name was handed
+    /// it less than `channel::HANDOUT_EVERY` ago.
+    #[serde(default)]
+    pub handouts_limited: u64,
 }

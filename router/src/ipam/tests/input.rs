@@ -408,3 +408,125 @@ fn ring_tokens_past_the_total_cap_are_dropped() {
     );
     assert!(x.snapshot().encode().is_ok(), "a full ring still persists");
 }
+
+fn drain_unicasts(x: &mut Ipam) -> Vec<PeerId> {
+    let mut to = Vec::new();
+    while let Some(o) = x.poll_output() {
+        match o {
+            IpamOutput::Persist { seq, .. } => x.handle_persisted(seq),
+            IpamOutput::Unicast { to: p, .. } => to.push(p),
+            _ => {}
+        }
+    }
+    to
+}
+
+/// Bootstrap claims "from" a victim make every router with a ring unicast its whole
+/// ring to the victim: at most once per `HANDOUT_EVERY` per peer now.
+#[test]
+fn bootstrap_claims_get_the_ring_handed_out_once_per_interval() {
+    use crate::ipam::channel::HANDOUT_EVERY;
+    let me = PeerId([1; 16]);
+    let victim = PeerId([3; 16]);
+    let mut x = settled(me);
+    drain_unicasts(&mut x);
+    let claims = GossipMsg::Bootstrap {
+        sender: victim,
+        universe: x.universe(),
+        claims: Default::default(),
+    }
+    .encode();
+    let t0 = Instant::now();
+    for k in 0..100 {
+        let at = t0 + std::time::Duration::from_millis(k * 10);
+        x.merge(at, &claims).expect("valid claims");
+    }
+    assert_eq!(
+        drain_unicasts(&mut x),
+        vec![victim],
+        "one handout in a second"
+    );
+    assert_eq!(x.stats().handouts_limited, 99);
+    x.merge(t0 + HANDOUT_EVERY + HANDOUT_EVERY, &claims)
+        .expect("valid claims");
+    assert_eq!(
+        drain_unicasts(&mut x),
+        vec![victim],
+        "again after the interval"
+    );
+}
+
+/// A `Space` unicast is a donation: only the owner of that space may send it. A peer
+/// that "donates" someone else's range to us is refused, and nothing changes.
+#[test]
+fn a_donation_of_space_the_sender_does_not_own_is_refused() {
+    let me = PeerId([1; 16]);
+    let owner = PeerId([2; 16]);
+    let thief = PeerId([9; 16]);
+    let mut x = settled(me);
+    let ring = x.ring().cloned().expect("ring");
+    let (t, e) = ring
+        .entries()
+        .iter()
+        .find(|(_, e)| e.owner == owner)
+        .map(|(t, e)| (*t, *e))
+        .expect("the other seed owns a token");
+    let gift = UnicastMsg::Space {
+        ring: x.ring_id(),
+        entries: [(
+            t,
+            Entry {
+                owner: me,
+                version: e.version + 1,
+                free: 1,
+            },
+        )]
+        .into_iter()
+        .collect(),
+    }
+    .encode();
+    let before = x.own_ranges();
+    x.handle_unicast(Instant::now(), thief, &gift)
+        .expect("decodes");
+    assert_eq!(x.own_ranges(), before, "nothing taken from a non-owner");
+    assert!(x.stats().inconsistent > 0);
+    // The same entries from the owner are a real donation.
+    x.handle_unicast(Instant::now(), owner, &gift)
+        .expect("decodes");
+    assert_ne!(x.own_ranges(), before, "the owner's donation is taken");
+}
+
+/// A forged takeover decision naming us heir of a peer we can reach is refused: a live
+/// peer's space is never taken.
+#[test]
+fn a_takeover_decision_about_a_reachable_peer_is_refused() {
+    let me = PeerId([1; 16]);
+    let live = PeerId([2; 16]);
+    let mut x = settled(me);
+    let now = Instant::now();
+    x.handle_reachable(now, [live]);
+    let before = x.own_ranges();
+    let chosen = UnicastMsg::Takeover {
+        ring: x.ring_id(),
+        dead: live,
+        msg: TakeoverMsg::Chosen { heir: me },
+    }
+    .encode();
+    x.handle_unicast(now, PeerId([9; 16]), &chosen)
+        .expect("decodes");
+    assert_eq!(
+        x.own_ranges(),
+        before,
+        "the live peer's space stays its own"
+    );
+    assert_eq!(x.stats().takeover_refused, 1);
+    // Once it is unreachable, a decision is carried out.
+    x.handle_reachable(now, []);
+    x.handle_unicast(now, PeerId([9; 16]), &chosen)
+        .expect("decodes");
+    assert_ne!(
+        x.own_ranges(),
+        before,
+        "an unreachable peer's space is taken"
+    );
+}

@@ -2,6 +2,7 @@
 //! randomized invariant simulation ([`sim`]), and refusal of bad input ([`input`]).
 
 mod harness;
+mod hostile;
 mod input;
 mod scenarios;
 mod sim;
