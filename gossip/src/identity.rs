@@ -10,7 +10,15 @@
 //! This module also holds [`is_low_order`], the check that every X25519 public key
 //! received from the network must pass before we trust a Diffie-Hellman result with it.
 
+mod signing;
+pub use signing::{
+    key_binds, verify, x25519_of, ProofError, Signature, DOMAIN_RECORD, DOMAIN_UNICAST,
+    SIGNATURE_LEN,
+};
+
 use crate::peer::PeerId;
+#[cfg(any(test, feature = "sim"))]
+use blake2::Digest;
 use rand::rngs::OsRng;
 use std::fmt;
 use std::fs::{File, OpenOptions};
@@ -51,8 +59,19 @@ pub fn is_low_order(public_key: &[u8; KEY_LEN]) -> bool {
 pub struct Identity {
     secret: StaticSecret,
     public: [u8; KEY_LEN],
+    /// The Ed25519 public key of the same scalar (see [`signing`]).
+    signing_public: [u8; KEY_LEN],
     id: PeerId,
 }
+
+impl PartialEq for Identity {
+    /// Compares public keys only.
+    fn eq(&self, other: &Self) -> bool {
+        self.public == other.public
+    }
+}
+
+impl Eq for Identity {}
 
 impl Identity {
     /// Loads the key at `path`, or creates it (mode 0600) if the file does not exist.
@@ -84,6 +103,7 @@ impl Identity {
         Identity {
             secret,
             public,
+            signing_public: signing::signing_public(&bytes),
             id: PeerId::from_public_key(&public),
         }
     }
@@ -92,6 +112,17 @@ impl Identity {
     pub fn generate() -> Identity {
         let secret = StaticSecret::random_from_rng(OsRng);
         Self::from_secret_bytes(secret.to_bytes())
+    }
+
+    /// A deterministic identity for tests and the simulation: `n` picks the key.
+    #[cfg(any(test, feature = "sim"))]
+    pub fn for_test(n: u64) -> Identity {
+        let digest = blake2::Blake2s256::digest(
+            [b"weft test identity ".as_slice(), &n.to_le_bytes()].concat(),
+        );
+        let mut bytes = [0u8; KEY_LEN];
+        bytes.copy_from_slice(&digest);
+        Self::from_secret_bytes(bytes)
     }
 
     /// This router's peer id.

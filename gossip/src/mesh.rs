@@ -77,7 +77,13 @@ impl Mesh {
     /// A mesh that knows only itself. `rng_seed` drives every random choice it makes.
     pub fn new(mut local: LocalPeer, config: MeshConfig, rng_seed: u64, now: Instant) -> Mesh {
         truncate_nickname(&mut local.nickname);
-        let topology = Topology::new(local.id, local.uid, &local.nickname, local.listen_port);
+        local.id = local.identity.id();
+        let topology = Topology::new(
+            &local.identity,
+            local.uid,
+            &local.nickname,
+            local.listen_port,
+        );
         let mut rng = StdRng::seed_from_u64(rng_seed);
         let mut timers = TimerTable::default();
         // A random phase, so that routers started together do not gossip in lockstep.
@@ -256,7 +262,10 @@ impl Mesh {
 
     /// Counters.
     pub fn stats(&self) -> MeshStats {
-        self.stats
+        MeshStats {
+            rejected_records: self.topology.rejected(),
+            ..self.stats
+        }
     }
 
     /// `--peer-keys`: accepts topology only of these peers from now on (`None`: of

@@ -9,13 +9,15 @@
 //! every string and list bound before the mesh looks at the contents.
 
 use crate::codec::{self, DecodeError};
+use crate::identity::{self, Identity, ProofError, Signature};
 use crate::peer::{PeerId, PeerUid};
 use serde::{Deserialize, Serialize};
 
 /// First byte of every message; bumped on an incompatible change of the encoding.
 pub const WIRE_VERSION: u8 = 1;
-/// Control-protocol version announced in [`Hello`].
-pub const PROTOCOL_VERSION: u16 = 1;
+/// Control-protocol version announced in [`Hello`]. 2: signed topology records
+/// (`RecordDelta.base`, `.proof`) and signed unicasts ([`Unicast`]), issue 14.
+pub const PROTOCOL_VERSION: u16 = 2;
 /// Largest message accepted, in bytes.
 pub const MAX_MESSAGE_LEN: usize = codec::MAX_DECODE_LEN;
 /// Longest nickname accepted, in bytes.
@@ -95,19 +97,73 @@ pub enum Message {
         update: Vec<u8>,
     },
     /// A payload for one peer, relayed along unicast routes.
-    Unicast {
-        /// The sender.
-        source: PeerId,
-        /// The recipient.
-        dest: PeerId,
-        /// Relays so far.
-        hops: u8,
-        /// The gossip channel.
-        channel: String,
-        /// Channel-defined payload.
-        #[serde(with = "crate::codec::bytes")]
-        payload: Vec<u8>,
-    },
+    Unicast(Unicast),
+}
+
+/// A payload for one peer, relayed along unicast routes, signed by its source.
+///
+/// The destination checks the proof before the channel sees the payload, so a channel's
+/// `source` is always the peer that made the message, wherever it was relayed. The
+/// signature covers source, destination, channel and payload, not `hops` (relays raise
+/// it). It proves origin, not freshness: a relay can replay a unicast it saw, so
+/// channels treat repeats as repeats (their messages are idempotent or carry their own
+/// counters).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unicast {
+    /// The sender.
+    pub source: PeerId,
+    /// The recipient.
+    pub dest: PeerId,
+    /// Relays so far.
+    pub hops: u8,
+    /// The gossip channel.
+    pub channel: String,
+    /// Channel-defined payload.
+    #[serde(with = "crate::codec::bytes")]
+    pub payload: Vec<u8>,
+    /// The source's Ed25519 key (binds to `source`, see [`crate::identity`]).
+    pub key: [u8; 32],
+    /// The source's signature over [`Unicast::signed_bytes`].
+    pub signature: Signature,
+}
+
+impl Unicast {
+    /// A new unicast from `identity`, signed.
+    pub fn new(identity: &Identity, dest: PeerId, channel: &str, payload: Vec<u8>) -> Unicast {
+        let mut unicast = Unicast {
+            source: identity.id(),
+            dest,
+            hops: 0,
+            channel: channel.into(),
+            payload,
+            key: *identity.signing_key(),
+            signature: Signature([0; identity::SIGNATURE_LEN]),
+        };
+        unicast.signature = identity.sign(identity::DOMAIN_UNICAST, &unicast.signed_bytes());
+        unicast
+    }
+
+    /// What the source signs: source, destination, channel, payload.
+    pub fn signed_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(40 + self.channel.len() + self.payload.len());
+        out.extend_from_slice(&self.source.0);
+        out.extend_from_slice(&self.dest.0);
+        out.push(self.channel.len() as u8);
+        out.extend_from_slice(self.channel.as_bytes());
+        out.extend_from_slice(&self.payload);
+        out
+    }
+
+    /// Whether `source` made this message.
+    pub fn verify(&self) -> Result<(), ProofError> {
+        identity::verify(
+            &self.source,
+            &self.key,
+            identity::DOMAIN_UNICAST,
+            &self.signed_bytes(),
+            &self.signature,
+        )
+    }
 }
 
 /// Why received bytes are not a valid message.
@@ -164,7 +220,8 @@ impl Message {
             Message::Summary { channel, .. } | Message::Update { channel, .. } => {
                 check_channel(channel)
             }
-            Message::Broadcast { channel, hops, .. } | Message::Unicast { channel, hops, .. } => {
+            Message::Broadcast { channel, hops, .. }
+            | Message::Unicast(Unicast { channel, hops, .. }) => {
                 if *hops > MAX_HOPS {
                     return Err(MessageError::Invalid("hop count over the limit"));
                 }
@@ -233,13 +290,12 @@ mod tests {
                 channel: "topology".into(),
                 update: vec![0; 10],
             },
-            Message::Unicast {
-                source: id,
-                dest: PeerId([1; 16]),
-                hops: 0,
-                channel: "ipam".into(),
-                payload: vec![5],
-            },
+            Message::Unicast(Unicast::new(
+                &Identity::from_secret_bytes([2; 32]),
+                PeerId([1; 16]),
+                "ipam",
+                vec![5],
+            )),
         ]
     }
 

@@ -173,12 +173,12 @@ pub struct Net<A = ()> {
 
 /// The id of simulated node `i`.
 pub fn node_id(i: usize) -> PeerId {
-    let mut b = [0u8; 16];
-    // Spread ids so that their order differs from node order.
-    let mixed = (i as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    b[..8].copy_from_slice(&mixed.to_be_bytes());
-    b[8..].copy_from_slice(&(i as u64).to_be_bytes());
-    PeerId(b)
+    node_identity(i).id()
+}
+
+/// The key of node `i` (deterministic).
+pub fn node_identity(i: usize) -> crate::identity::Identity {
+    crate::identity::Identity::for_test(i as u64)
 }
 
 impl<A: Channels + Default> Net<A> {
@@ -254,6 +254,7 @@ impl<A: Channels + Default> Net<A> {
         let uid = uid.unwrap_or_else(|| PeerUid(self.rng.gen()));
         let local = LocalPeer {
             id: node_id(i),
+            identity: node_identity(i),
             uid,
             nickname: format!("node{i}"),
             listen_port: SIM_PORT,

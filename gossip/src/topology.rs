@@ -8,6 +8,22 @@
 //! per entry ([`record`] explains why that is a CRDT). The topology is gossiped through
 //! the same machinery as any channel: it implements [`GossipChannel`].
 //!
+//! **Provenance.** Every record is signed by its owner over its whole state
+//! ([`record`]); a delta carries the owner's proof of the record it completes and the
+//! version `base` above which it holds every entry. A receiver builds the record the
+//! delta would give, and keeps it only if the owner's key binds to the owner's id and
+//! the signature verifies; so a peer can only publish its own record, and no relay can
+//! forge, rewrite or inflate anybody's. A verified state is kept with its proof and
+//! never verified again (an identical delta changes nothing and costs no check). A
+//! delta that does not complete what we hold (we missed an earlier one) is a *gap*: not
+//! an offence; the mesh asks the neighbour that sent it for the record at once
+//! ([`Topology::take_gaps`]). Refused records are counted by reason
+//! ([`Topology::rejected`]) and never close a link: the neighbour may only be relaying.
+//!
+//! **Caps.** [`wire::MAX_PEERS`] peers, [`wire::MAX_LINKS_PER_PEER`] entries a record,
+//! [`wire::MAX_TOTAL_ENTRIES`] entries in all; a record beyond them is refused
+//! (`over_cap`).
+//!
 //! Peers unreachable from us along reported links are dropped by [`Topology::gc`], which
 //! the mesh runs a short grace period after a change. A record claiming our id but a
 //! different, higher incarnation is never stored; it is reported as a conflict so the
@@ -21,9 +37,10 @@ pub mod record;
 pub mod wire;
 
 pub use record::{Incarnation, LinkEntry, LinkInfo, PeerRecord};
-pub use wire::{RecordDelta, SummaryChunk, TopologyUpdate};
+pub use wire::{RecordDelta, RecordProof, SummaryChunk, TopologyUpdate};
 
 use crate::channel::{ChannelError, Fingerprint};
+use crate::identity::{self, Identity, ProofError};
 use crate::peer::{PeerId, PeerUid};
 use record::EntryChange;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -46,6 +63,51 @@ pub struct TopologyChange {
     pub conflict: Option<Incarnation>,
 }
 
+/// Records refused, by reason (see the module doc). Never reset.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Rejected {
+    /// No proof.
+    pub unsigned: u64,
+    /// The key is not a valid Ed25519 point.
+    pub bad_key: u64,
+    /// The key does not belong to the record's peer id.
+    pub key_mismatch: u64,
+    /// The signature does not verify over the record the delta would make.
+    pub bad_signature: u64,
+    /// The record would pass a topology cap.
+    pub over_cap: u64,
+    /// Deltas that did not complete what we hold (repaired by a pull; not an offence).
+    pub gaps: u64,
+}
+
+impl Rejected {
+    /// `(reason, count)` for each reason, for metrics.
+    pub fn by_reason(&self) -> [(&'static str, u64); 6] {
+        [
+            (ProofError::Unsigned.reason(), self.unsigned),
+            (ProofError::BadKey.reason(), self.bad_key),
+            (ProofError::KeyMismatch.reason(), self.key_mismatch),
+            (ProofError::BadSignature.reason(), self.bad_signature),
+            ("over_cap", self.over_cap),
+            ("gap", self.gaps),
+        ]
+    }
+
+    /// Counts one refusal.
+    pub fn count(&mut self, e: ProofError) {
+        let slot = match e {
+            ProofError::Unsigned => &mut self.unsigned,
+            ProofError::BadKey => &mut self.bad_key,
+            ProofError::KeyMismatch => &mut self.key_mismatch,
+            ProofError::BadSignature => &mut self.bad_signature,
+        };
+        *slot = slot.saturating_add(1);
+    }
+}
+
+/// Most gaps remembered between two [`Topology::take_gaps`].
+const MAX_GAPS: usize = 64;
+
 /// Every known peer's record, including our own.
 #[derive(Clone, Debug)]
 pub struct Topology {
@@ -54,6 +116,13 @@ pub struct Topology {
     change: TopologyChange,
     /// `--peer-keys`: only these peers' records, and links to them, are accepted.
     admitted: Option<Arc<BTreeSet<PeerId>>>,
+    /// Our key: signs our record.
+    signer: Identity,
+    /// Link entries in all records.
+    total_entries: usize,
+    rejected: Rejected,
+    /// Peers whose delta did not complete our copy, to pull from `gap_from`.
+    gaps: BTreeSet<PeerId>,
 }
 
 impl PartialEq for Topology {
@@ -63,16 +132,53 @@ impl PartialEq for Topology {
 }
 
 impl Topology {
-    /// A topology that knows only us.
-    pub fn new(local: PeerId, uid: PeerUid, nickname: &str, listen_port: u16) -> Topology {
+    /// A topology that knows only us; `identity` signs our record.
+    pub fn new(identity: &Identity, uid: PeerUid, nickname: &str, listen_port: u16) -> Topology {
+        let local = identity.id();
         let incarnation = Incarnation { epoch: 0, uid };
         let record = PeerRecord::new(incarnation, nickname.to_string(), listen_port);
-        Topology {
+        let mut topology = Topology {
             local,
             peers: BTreeMap::from([(local, Arc::new(record))]),
             change: TopologyChange::default(),
             admitted: None,
+            signer: identity.clone(),
+            total_entries: 0,
+            rejected: Rejected::default(),
+            gaps: BTreeSet::new(),
+        };
+        topology.sign_local();
+        topology
+    }
+
+    /// Re-signs our record after a change.
+    fn sign_local(&mut self) {
+        let local = self.local;
+        let signer = &self.signer;
+        if let Some(arc) = self.peers.get_mut(&local) {
+            let record = Arc::make_mut(arc);
+            let signature = signer.sign(identity::DOMAIN_RECORD, &record.signed_bytes(&local));
+            record.set_proof(Some(RecordProof {
+                key: *signer.signing_key(),
+                signature,
+            }));
         }
+    }
+
+    /// Records refused so far, by reason.
+    pub fn rejected(&self) -> Rejected {
+        self.rejected
+    }
+
+    /// Peers of which a delta could not be applied because we missed an earlier one;
+    /// the mesh asks the sender for their records.
+    pub fn take_gaps(&mut self) -> BTreeSet<PeerId> {
+        std::mem::take(&mut self.gaps)
+    }
+
+    /// Link entries in all records.
+    pub fn total_entries(&self) -> usize {
+        self.total_entries
     }
 
     /// Our id.
@@ -143,11 +249,21 @@ impl Topology {
         }
         let local = Arc::make_mut(arc);
         let entry = LinkEntry {
-            version: local.version() + 1,
+            version: local.version().saturating_add(1),
             link,
         };
+        let before = local.entries().len();
         let effect = local.merge_entry(remote, entry);
+        let after = local.entries().len();
+        self.total_entries = (self.total_entries + after).saturating_sub(before);
         self.note(effect);
+        if after > wire::MAX_LINKS_PER_PEER {
+            // Too many tombstones: a new epoch of our record drops them (and re-signs).
+            let inc = self.local_record().incarnation();
+            self.overtake(inc);
+        } else {
+            self.sign_local();
+        }
         true
     }
 
@@ -170,10 +286,14 @@ impl Topology {
             let mut inc = record.incarnation();
             inc.epoch = inc.epoch.max(rival.epoch.saturating_add(1));
             record.set_incarnation(inc);
+            let before = record.entries().len();
             record.drop_tombstones();
+            self.total_entries = self
+                .total_entries
+                .saturating_sub(before - record.entries().len());
             let live: Vec<(PeerId, LinkInfo)> = record.links().map(|(id, l)| (*id, *l)).collect();
             for (remote, link) in live {
-                let version = record.version() + 1;
+                let version = record.version().saturating_add(1);
                 record.merge_entry(
                     remote,
                     LinkEntry {
@@ -184,6 +304,7 @@ impl Topology {
             }
         }
         self.change.changed = true;
+        self.sign_local();
         let entries = self
             .local_record()
             .entries()
@@ -193,14 +314,26 @@ impl Topology {
         self.local_delta_with(entries)
     }
 
+    /// Our record's header with `links`; `base` is the highest version among the
+    /// entries left out, so that the delta completes any copy at that version or later.
     fn local_delta_with(&self, links: Vec<(PeerId, LinkEntry)>) -> RecordDelta {
         let r = self.local_record();
+        let included: BTreeSet<PeerId> = links.iter().map(|(id, _)| *id).collect();
+        let base = r
+            .entries()
+            .iter()
+            .filter(|(id, _)| !included.contains(id))
+            .map(|(_, e)| e.version)
+            .max()
+            .unwrap_or(0);
         RecordDelta {
             peer: self.local,
             incarnation: r.incarnation(),
             nickname: r.nickname().to_string(),
             listen_port: r.listen_port(),
+            base,
             links,
+            proof: r.proof().copied(),
         }
     }
 
@@ -239,6 +372,7 @@ impl Topology {
         let local = self.local;
         let before = self.peers.len();
         self.peers.retain(|id, _| *id == local || set.contains(id));
+        self.total_entries = self.peers.values().map(|r| r.entries().len()).sum();
         if self.peers.len() != before {
             self.change.changed = true;
             self.change.link_removed = true;
@@ -257,67 +391,101 @@ impl Topology {
             return Ok(None);
         }
         if delta.peer == self.local {
-            if delta.incarnation > self.local_record().incarnation() {
+            // Another run of our own id (it holds our key): only a whole, proven record
+            // may make us move to a higher epoch.
+            if delta.incarnation > self.local_record().incarnation()
+                && delta.base == 0
+                && self.candidate(None, &delta).is_some()
+            {
                 self.change.conflict = self.change.conflict.max(Some(delta.incarnation));
             }
             return Ok(None);
         }
-        let Some(arc) = self.peers.get_mut(&delta.peer) else {
-            if self.peers.len() >= wire::MAX_PEERS {
-                return Err(ChannelError::Invalid("topology over the peer limit"));
-            }
-            let record =
-                PeerRecord::new(delta.incarnation, delta.nickname.clone(), delta.listen_port);
-            self.peers.insert(delta.peer, Arc::new(record));
-            self.change.changed = true;
-            return Ok(Some(self.merge_entries(delta, true)));
-        };
-        match delta.incarnation.cmp(&arc.incarnation()) {
-            std::cmp::Ordering::Less => Ok(None),
-            std::cmp::Ordering::Greater => {
-                let had_links = arc.has_live_links();
-                *arc = Arc::new(PeerRecord::new(
-                    delta.incarnation,
-                    delta.nickname.clone(),
-                    delta.listen_port,
-                ));
-                self.change.changed = true;
-                self.change.link_removed |= had_links;
-                Ok(Some(self.merge_entries(delta, true)))
-            }
-            std::cmp::Ordering::Equal => {
-                let fresh = delta
-                    .links
-                    .iter()
-                    .filter(|(r, _)| !arc.entries().contains_key(r))
-                    .count();
-                if arc.entries().len() + fresh > wire::MAX_LINKS_PER_DELTA {
-                    return Err(ChannelError::Invalid("topology record over the link limit"));
+        let existing = self.peers.get(&delta.peer).cloned();
+        let base_record = match &existing {
+            None => {
+                if self.peers.len() >= wire::MAX_PEERS {
+                    self.rejected.over_cap = self.rejected.over_cap.saturating_add(1);
+                    return Ok(None);
                 }
-                let header_changed =
-                    Arc::make_mut(arc).merge_header(&delta.nickname, delta.listen_port);
-                self.change.changed |= header_changed;
-                let news = self.merge_entries(delta, header_changed);
-                Ok((header_changed || !news.links.is_empty()).then_some(news))
+                None
+            }
+            Some(r) => match delta.incarnation.cmp(&r.incarnation()) {
+                std::cmp::Ordering::Less => return Ok(None),
+                std::cmp::Ordering::Greater => None,
+                std::cmp::Ordering::Equal => Some(&**r),
+            },
+        };
+        let held = base_record.map_or(0, PeerRecord::version);
+        if delta.base > held {
+            // We lack entries at or below `base`: nothing here can be checked yet.
+            self.rejected.gaps = self.rejected.gaps.saturating_add(1);
+            if self.gaps.len() < MAX_GAPS {
+                self.gaps.insert(delta.peer);
+            }
+            return Ok(None);
+        }
+        let Some(candidate) = self.candidate(base_record, &delta) else {
+            return Ok(None);
+        };
+        let old_len = existing.as_ref().map_or(0, |r| r.entries().len());
+        let total = (self.total_entries + candidate.entries().len()).saturating_sub(old_len);
+        if total > wire::MAX_TOTAL_ENTRIES && candidate.entries().len() > old_len {
+            self.rejected.over_cap = self.rejected.over_cap.saturating_add(1);
+            return Ok(None);
+        }
+        self.total_entries = total;
+        self.change.changed = true;
+        match &existing {
+            None => self.change.link_added |= candidate.has_live_links(),
+            Some(old) => {
+                let removed = old.links().any(|(id, l)| candidate.link_to(id) != Some(l));
+                let added = candidate.links().any(|(id, l)| old.link_to(id) != Some(l));
+                self.change.link_removed |= removed;
+                self.change.link_added |= added;
             }
         }
+        self.peers.insert(delta.peer, Arc::new(candidate));
+        Ok(Some(delta))
     }
 
-    /// Merges `delta`'s entries into the (existing) record; returns the delta cut down to
-    /// the entries that were new (all of them when `whole` is set).
-    fn merge_entries(&mut self, mut delta: RecordDelta, whole: bool) -> RecordDelta {
-        let Some(arc) = self.peers.get_mut(&delta.peer) else {
-            return delta;
+    /// The record `delta` makes of `base` (`None`: a whole new record), if it is new
+    /// and proven by its owner; refusals are counted.
+    fn candidate(&mut self, base: Option<&PeerRecord>, delta: &RecordDelta) -> Option<PeerRecord> {
+        let mut candidate = match base {
+            Some(r) => r.clone(),
+            None => PeerRecord::new(delta.incarnation, delta.nickname.clone(), delta.listen_port),
         };
-        let record = Arc::make_mut(arc);
-        let mut effects = Vec::new();
-        delta.links.retain(|(remote, entry)| {
-            let effect = record.merge_entry(*remote, *entry);
-            effects.push(effect);
-            whole || effect != EntryChange::Unchanged
-        });
-        effects.into_iter().for_each(|e| self.note(e));
-        delta
+        candidate.set_header(&delta.nickname, delta.listen_port);
+        for (remote, entry) in &delta.links {
+            candidate.merge_entry(*remote, *entry);
+            if candidate.entries().len() > wire::MAX_LINKS_PER_PEER {
+                self.rejected.over_cap = self.rejected.over_cap.saturating_add(1);
+                return None;
+            }
+        }
+        if base.is_some_and(|b| b.same_state(&candidate)) {
+            // Nothing new: already verified, nothing to check.
+            return None;
+        }
+        let Some(proof) = delta.proof else {
+            self.rejected.count(ProofError::Unsigned);
+            return None;
+        };
+        let signed = candidate.signed_bytes(&delta.peer);
+        let verdict = identity::verify(
+            &delta.peer,
+            &proof.key,
+            identity::DOMAIN_RECORD,
+            &signed,
+            &proof.signature,
+        );
+        if let Err(e) = verdict {
+            self.rejected.count(e);
+            return None;
+        }
+        candidate.set_proof(Some(proof));
+        Some(candidate)
     }
 
     /// Peers not reachable from us along live reported links.
@@ -345,6 +513,7 @@ impl Topology {
     pub fn remove_peers(&mut self, ids: &[PeerId]) {
         for id in ids.iter().filter(|id| **id != self.local) {
             if let Some(r) = self.peers.remove(id) {
+                self.total_entries = self.total_entries.saturating_sub(r.entries().len());
                 self.change.link_removed |= r.has_live_links();
                 self.change.changed = true;
             }
@@ -384,6 +553,7 @@ impl Topology {
             match self.peers.get(id) {
                 None => {
                     self.peers.insert(*id, Arc::clone(record));
+                    self.total_entries += record.entries().len();
                     self.change.changed = true;
                     self.change.link_added |= record.has_live_links();
                 }
@@ -426,7 +596,9 @@ pub(crate) fn full_delta(id: &PeerId, record: &PeerRecord) -> RecordDelta {
         incarnation: record.incarnation(),
         nickname: record.nickname().to_string(),
         listen_port: record.listen_port(),
+        base: 0,
         links: record.entries().iter().map(|(k, v)| (*k, *v)).collect(),
+        proof: record.proof().copied(),
     }
 }
 

@@ -291,6 +291,7 @@ pub async fn run(config: Config, on_ready: impl FnOnce(&str)) -> Result<(), Rout
     let now = Instant::now();
     let local = LocalPeer {
         id,
+        identity: identity.clone(),
         uid,
         nickname: config.nickname.clone(),
         listen_port: config.port,

@@ -174,6 +174,18 @@ fn fastdp_families(e: &mut Exposition, report: &Report) {
 fn router_families(e: &mut Exposition, report: &Report) {
     let rt = &report.router;
     e.family(
+        "weft_gossip_rejected_total",
+        "counter",
+        "Gossip refused: topology records and unicasts without a valid proof of origin, or over a topology cap; by kind and reason.",
+    );
+    for g in &rt.gossip_rejected {
+        e.sample(
+            "weft_gossip_rejected_total",
+            &[("kind", &g.kind), ("reason", &g.reason)],
+            g.count,
+        );
+    }
+    e.family(
         "weft_connections",
         "gauge",
         "Local connections and connection attempts, by state, data-plane mode and encryption.",

@@ -185,6 +185,7 @@ pub fn build(
             peers,
             trusted_subnets: view.trusted_subnets.clone(),
             relayed,
+            gossip_rejected: gossip_rejected(&mesh.stats()),
         },
         dataplane: None,
         ipam: None,
@@ -349,4 +350,24 @@ pub fn fastdp(stats: &crate::fastdp::Stats, report: &Report) -> status::FastdpRe
         malformed_probes: stats.malformed_probes,
         admitted: stats.admitted.iter().map(|a| a.to_string()).collect(),
     }
+}
+
+/// The non-zero refusal counts of the mesh, by kind and reason.
+fn gossip_rejected(stats: &gossip::mesh::MeshStats) -> Vec<crate::status::GossipRejected> {
+    [
+        ("record", &stats.rejected_records),
+        ("unicast", &stats.rejected_unicasts),
+    ]
+    .into_iter()
+    .flat_map(|(kind, r)| {
+        r.by_reason()
+            .into_iter()
+            .filter(|(_, n)| *n > 0)
+            .map(move |(reason, count)| crate::status::GossipRejected {
+                kind: kind.into(),
+                reason: reason.into(),
+                count,
+            })
+    })
+    .collect()
 }

@@ -286,6 +286,21 @@ pub struct RouterReport {
     /// Peers with no direct data path, reached through another peer.
     #[serde(default)]
     pub relayed: Vec<RelayedReport>,
+    /// Gossip refused for want of a proof of origin or over a topology cap (issue 14):
+    /// one entry per `kind` (`record`, `unicast`) and reason with a non-zero count.
+    #[serde(default)]
+    pub gossip_rejected: Vec<GossipRejected>,
+}
+
+/// A count of refused gossip.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct GossipRejected {
+    /// `record` (a topology record) or `unicast`.
+    pub kind: String,
+    /// `unsigned`, `bad_key`, `key_mismatch`, `bad_signature`, `over_cap` or `gap`.
+    pub reason: String,
+    /// How many since the router started.
+    pub count: u64,
 }
 
 /// The kernel VXLAN fast path's numbers.

@@ -20,7 +20,7 @@
 
 use super::{ConnId, Mesh};
 use crate::channel::{ChannelError, Channels};
-use crate::message::{Message, MAX_HOPS};
+use crate::message::{Message, Unicast, MAX_HOPS};
 use crate::peer::PeerId;
 use crate::topology::TOPOLOGY_CHANNEL;
 use rand::Rng;
@@ -48,7 +48,9 @@ impl Mesh {
         if header.source == self.local.id || !self.seen.insert(now, (header.source, header.id)) {
             return Ok(());
         }
-        let new = self.merge(now, name, &update, channels)?.unwrap_or(false);
+        let new = self
+            .merge(now, conn, name, &update, channels)?
+            .unwrap_or(false);
         let from = self.conns.get(&conn).map(|c| c.remote_id);
         let header = BroadcastHeader {
             hops: header.hops.saturating_add(1),
@@ -126,53 +128,42 @@ impl Mesh {
         self.send_to_all(&conns, &message);
     }
 
-    /// A unicast for us from `source`: to application channel `name`.
+    /// A unicast for us: its source's proof is checked before channel `name` sees it.
     pub(super) fn deliver_unicast(
         &mut self,
         now: Instant,
-        source: PeerId,
-        name: &str,
-        payload: &[u8],
+        unicast: &Unicast,
         channels: &mut dyn Channels,
     ) {
-        let Some(channel) = channels.get_mut(name) else {
+        if let Err(e) = unicast.verify() {
+            self.stats.rejected_unicasts.count(e);
+            return;
+        }
+        let Some(channel) = channels.get_mut(&unicast.channel) else {
             return;
         };
         // The payload comes from a distant peer, not from the neighbour that relayed it:
         // count the failure, keep the link.
-        if channel.handle_unicast(now, source, payload).is_err() {
+        if channel
+            .handle_unicast(now, unicast.source, &unicast.payload)
+            .is_err()
+        {
             self.stats.malformed += 1;
         }
     }
 
-    pub(super) fn forward_unicast(
-        &mut self,
-        source: PeerId,
-        dest: PeerId,
-        hops: u8,
-        name: &str,
-        payload: Vec<u8>,
-    ) -> bool {
+    pub(super) fn forward_unicast(&mut self, unicast: Unicast) -> bool {
         let Some(&conn) = self
             .routes
-            .unicast(&dest)
+            .unicast(&unicast.dest)
             .and_then(|hop| self.active.get(&hop))
         else {
             return false;
         };
-        if hops > MAX_HOPS {
+        if unicast.hops > MAX_HOPS {
             return false;
         }
-        self.send(
-            conn,
-            &Message::Unicast {
-                source,
-                dest,
-                hops,
-                channel: name.into(),
-                payload,
-            },
-        );
+        self.send(conn, &Message::Unicast(unicast));
         true
     }
 
@@ -187,7 +178,11 @@ impl Mesh {
 
     /// Sends `payload` to channel `name` on peer `dest`; `false` if there is no route.
     pub fn send_unicast(&mut self, dest: PeerId, name: &str, payload: Vec<u8>) -> bool {
-        self.forward_unicast(self.local.id, dest, 0, name, payload)
+        if self.routes.unicast(&dest).is_none() {
+            return false;
+        }
+        let unicast = Unicast::new(&self.local.identity, dest, name, payload);
+        self.forward_unicast(unicast)
     }
 }
 

@@ -42,15 +42,16 @@ impl Mesh {
                 summary,
             } => self.on_summary(conn, &channel, reply_wanted, &summary, channels),
             Message::Update { channel, update } => {
-                self.merge(now, &channel, &update, channels).map(|news| {
-                    // A state exchange (a new link) taught us something: others may lack
-                    // it too, and an Update is never relayed. Run the next anti-entropy
-                    // round soon instead of up to a gossip interval later, so the news
-                    // spreads epidemically in about a second per round.
-                    if news == Some(true) {
-                        self.timers.set_earliest(Timer::Gossip, now + EARLY_ROUND);
-                    }
-                })
+                self.merge(now, conn, &channel, &update, channels)
+                    .map(|news| {
+                        // A state exchange (a new link) taught us something: others may lack
+                        // it too, and an Update is never relayed. Run the next anti-entropy
+                        // round soon instead of up to a gossip interval later, so the news
+                        // spreads epidemically in about a second per round.
+                        if news == Some(true) {
+                            self.timers.set_earliest(Timer::Gossip, now + EARLY_ROUND);
+                        }
+                    })
             }
             Message::Broadcast {
                 source,
@@ -62,18 +63,12 @@ impl Mesh {
                 let header = BroadcastHeader { source, id, hops };
                 self.on_broadcast(now, conn, header, &channel, update, channels)
             }
-            Message::Unicast {
-                source,
-                dest,
-                hops,
-                channel,
-                payload,
-            } => {
-                if dest == self.local.id {
-                    self.deliver_unicast(now, source, &channel, &payload, channels);
+            Message::Unicast(mut unicast) => {
+                if unicast.dest == self.local.id {
+                    self.deliver_unicast(now, &unicast, channels);
                 } else {
-                    let hops = hops.saturating_add(1);
-                    self.forward_unicast(source, dest, hops, &channel, payload);
+                    unicast.hops = unicast.hops.saturating_add(1);
+                    self.forward_unicast(unicast);
                 }
                 Ok(())
             }
@@ -182,6 +177,7 @@ impl Mesh {
     pub(super) fn merge(
         &mut self,
         now: Instant,
+        conn: ConnId,
         name: &str,
         update: &[u8],
         channels: &mut dyn Channels,
@@ -190,6 +186,9 @@ impl Mesh {
             // A refused update may have been merged in part: react to that part too.
             let merged = GossipChannel::merge(&mut self.topology, now, update);
             self.after_topology_change(now);
+            for peer in self.topology.take_gaps() {
+                self.pull_record(conn, peer);
+            }
             return merged.map(|news| Some(news.is_some()));
         }
         let Some(&static_name) = channels.names().iter().find(|n| **n == name) else {
@@ -205,6 +204,32 @@ impl Mesh {
             });
         }
         Ok(Some(new))
+    }
+
+    /// Asks `conn` for `peer`'s record: a one-peer summary of what we hold of it, which
+    /// the neighbour answers with the entries we lack (see [`crate::topology`]).
+    fn pull_record(&mut self, conn: ConnId, peer: PeerId) {
+        let mut next = peer.0;
+        let until = next
+            .iter_mut()
+            .rev()
+            .find_map(|b| {
+                let (v, carry) = b.overflowing_add(1);
+                *b = v;
+                (!carry).then_some(())
+            })
+            .map(|()| PeerId(next));
+        for chunk in self.topology.summary_range(Some(peer), until) {
+            let summary = crate::codec::encode(&chunk);
+            self.send(
+                conn,
+                &Message::Summary {
+                    channel: TOPOLOGY_CHANNEL.into(),
+                    reply_wanted: false,
+                    summary,
+                },
+            );
+        }
     }
 
     /// One anti-entropy round: digests to a random subset of neighbours.

@@ -7,8 +7,12 @@ use crate::peer::PeerUid;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+fn ident(n: usize) -> crate::identity::Identity {
+    crate::identity::Identity::for_test(n as u64)
+}
+
 fn id(n: usize) -> PeerId {
-    PeerId([n as u8 + 1; 16])
+    ident(n).id()
 }
 
 fn addr(n: usize) -> SocketAddr {
@@ -18,6 +22,7 @@ fn addr(n: usize) -> SocketAddr {
 fn mesh(n: usize, uid: u64, now: Instant) -> Mesh {
     let local = LocalPeer {
         id: id(n),
+        identity: ident(n),
         uid: PeerUid(uid),
         nickname: format!("p{n}"),
         listen_port: 6783,
@@ -143,6 +148,7 @@ fn dialling_ourselves_or_our_twin_is_closed_for_good() {
     let twin = {
         let local = LocalPeer {
             id: id(0),
+            identity: ident(0),
             uid: PeerUid(99),
             nickname: "twin".into(),
             listen_port: 1,
@@ -294,7 +300,7 @@ fn gossip_corpus() -> Vec<Vec<u8>> {
     use crate::channel::GossipChannel;
     use crate::message::ChannelDigest;
     use crate::topology::{LinkInfo, Topology, TOPOLOGY_CHANNEL};
-    let mut t = Topology::new(id(1), PeerUid(2), "p1", 6783);
+    let mut t = Topology::new(&ident(1), PeerUid(2), "p1", 6783);
     t.set_local_link(
         id(0),
         Some(LinkInfo {
@@ -333,13 +339,12 @@ fn gossip_corpus() -> Vec<Vec<u8>> {
             channel: channel.clone(),
             update,
         },
-        Message::Unicast {
-            source: id(1),
-            dest: id(0),
-            hops: 0,
-            channel,
-            payload: vec![1],
-        },
+        Message::Unicast(crate::message::Unicast::new(
+            &ident(1),
+            id(0),
+            &channel,
+            vec![1],
+        )),
         Message::Heartbeat,
     ]
     .iter()
@@ -378,4 +383,42 @@ fn fuzz_handle_message(now: Instant, data: &[u8]) {
         "a refusal closes the link and is counted"
     );
     m.handle_timeout(now + Duration::from_secs(60), &());
+}
+
+#[test]
+fn a_unicast_forged_as_from_another_peer_is_dropped_and_counted() {
+    // 0 and 1 linked; 1 (the forger) sends unicasts to 0 claiming to come from 2.
+    let now = Instant::now();
+    let mut m = mesh(0, 1, now);
+    m.handle_link_up(now, ConnId(1), id(1), false, addr(1));
+    let hello = Hello {
+        protocol_version: PROTOCOL_VERSION,
+        uid: PeerUid(2),
+        nickname: "p1".into(),
+        listen_port: 1,
+        link_seq: 1,
+    };
+    m.handle_message(now, ConnId(1), &Message::Hello(hello).encode(), &mut ());
+    let forger = ident(1);
+    // Signed by the forger under its own key, with 2 as the source.
+    let mut forged = crate::message::Unicast::new(&forger, id(0), "ipam", vec![1]);
+    forged.source = id(2);
+    forged.signature = forger.sign(crate::identity::DOMAIN_UNICAST, &forged.signed_bytes());
+    m.handle_message(now, ConnId(1), &Message::Unicast(forged).encode(), &mut ());
+    // 2's genuine message, its payload rewritten on the way.
+    let mut rewritten = crate::message::Unicast::new(&ident(2), id(0), "ipam", vec![1]);
+    rewritten.payload = vec![2];
+    m.handle_message(
+        now,
+        ConnId(1),
+        &Message::Unicast(rewritten).encode(),
+        &mut (),
+    );
+    // 2's genuine message.
+    let genuine = crate::message::Unicast::new(&ident(2), id(0), "ipam", vec![1]);
+    m.handle_message(now, ConnId(1), &Message::Unicast(genuine).encode(), &mut ());
+    let rejected = m.stats().rejected_unicasts;
+    assert_eq!((rejected.key_mismatch, rejected.bad_signature), (1, 1));
+    assert_eq!(m.stats().malformed, 0, "the relaying link is not blamed");
+    assert!(!std::iter::from_fn(|| m.poll_output()).any(|o| matches!(o, MeshOutput::Close { .. })));
 }

@@ -14,8 +14,10 @@ pub struct ConnId(pub u64);
 /// Who we are.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LocalPeer {
-    /// Our authenticated identity.
+    /// Our authenticated identity (`Mesh::new` sets it to `identity.id()`).
     pub id: PeerId,
+    /// Our key: signs our topology record and our unicasts.
+    pub identity: crate::identity::Identity,
     /// Random per process start.
     pub uid: PeerUid,
     /// Our nickname (at most 64 bytes; longer ones are cut at a character boundary).
@@ -257,4 +259,9 @@ pub struct MeshStats {
     pub malformed: u64,
     /// Times we moved our record to a new epoch to overtake another incarnation.
     pub incarnation_bumps: u64,
+    /// Topology records refused (forged, unproven, over a cap), by reason.
+    pub rejected_records: crate::topology::Rejected,
+    /// Unicasts for us whose source proof failed, by reason (dropped before any
+    /// channel saw them).
+    pub rejected_unicasts: crate::topology::Rejected,
 }

@@ -7,7 +7,7 @@ use crate::mesh::{LocalPeer, MeshConfig};
 use crate::peer::PeerUid;
 
 fn id(n: u8) -> PeerId {
-    PeerId([n; 16])
+    crate::identity::Identity::for_test(u64::from(n)).id()
 }
 
 fn addr(n: u8) -> SocketAddr {
@@ -17,6 +17,7 @@ fn addr(n: u8) -> SocketAddr {
 fn node(n: u8, now: Instant) -> Node {
     let local = LocalPeer {
         id: id(n),
+        identity: crate::identity::Identity::for_test(u64::from(n)),
         uid: PeerUid(u64::from(n)),
         nickname: format!("n{n}"),
         listen_port: 6783,

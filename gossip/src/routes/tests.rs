@@ -8,16 +8,18 @@ use rand::{Rng, SeedableRng};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
+fn ident(n: usize) -> crate::identity::Identity {
+    crate::identity::Identity::for_test(n as u64)
+}
+
 fn id(n: usize) -> PeerId {
-    let mut b = [0u8; 16];
-    b[..8].copy_from_slice(&(n as u64 + 1).to_be_bytes());
-    PeerId(b)
+    ident(n).id()
 }
 
 /// A topology (seen by peer 0) where each `(a, b)` is reported by `a` only when `one_way`.
 fn build(n: usize, edges: &[(usize, usize)], one_way: &[(usize, usize)]) -> Topology {
     let mut locals: Vec<Topology> = (0..n)
-        .map(|i| Topology::new(id(i), PeerUid(1), "p", 6783))
+        .map(|i| Topology::new(&ident(i), PeerUid(1), "p", 6783))
         .collect();
     let addr = SocketAddr::from(([198, 18, 0, 1], 6783));
     let info = Some(LinkInfo {
@@ -31,7 +33,7 @@ fn build(n: usize, edges: &[(usize, usize)], one_way: &[(usize, usize)]) -> Topo
     for &(a, b) in one_way {
         locals[a].set_local_link(id(b), info);
     }
-    let mut t = Topology::new(id(0), PeerUid(1), "p", 6783);
+    let mut t = Topology::new(&ident(0), PeerUid(1), "p", 6783);
     for l in &locals[1..] {
         let records = vec![crate::topology::full_delta(&l.local(), l.local_record())];
         t.merge_update(TopologyUpdate { records }).unwrap();
@@ -60,12 +62,14 @@ fn unicast_takes_shortest_paths_over_symmetric_links() {
 
 #[test]
 fn ties_break_by_lower_id() {
-    // Square 0-1-3, 0-2-3: both paths to 3 are two hops; 1 < 2 wins.
-    let t = build(4, &[(0, 1), (1, 3), (0, 2), (2, 3)], &[]);
+    // Square 0-a-3, 0-b-3 with a < b (ids are key hashes): both paths to 3 are two
+    // hops; a wins.
+    let (a, b) = if id(1) < id(2) { (1, 2) } else { (2, 1) };
+    let t = build(4, &[(0, a), (a, 3), (0, b), (b, 3)], &[]);
     let r = Routes::new(id(0), &t);
-    assert_eq!(r.unicast(&id(3)), Some(id(1)));
-    assert_eq!(r.broadcast_next_hops(&id(0)), &[id(1), id(2)]);
-    // In 3's tree, 0 is reached through 1, so 0 relays nothing.
+    assert_eq!(r.unicast(&id(3)), Some(id(a)));
+    assert_eq!(r.broadcast_next_hops(&id(0)), &[id(a), id(b)]);
+    // In 3's tree, 0 is reached through a, so 0 relays nothing.
     assert!(r.broadcast_next_hops(&id(3)).is_empty());
 }
 

@@ -369,8 +369,12 @@ impl<A: Channels + Default> Net<A> {
         let batch = self.config.mesh.topology_batch;
         self.run_for(batch * 2 + self.config.latency.1 * 4);
         self.mute_gossip = false;
-        let mut template =
-            Topology::new(PeerId([0xff; 16]), crate::peer::PeerUid(0), "template", 0);
+        let mut template = Topology::new(
+            &crate::identity::Identity::for_test(u64::MAX),
+            crate::peer::PeerUid(0),
+            "template",
+            0,
+        );
         for node in &self.nodes {
             template.merge_state(node.mesh().topology());
         }

@@ -472,3 +472,100 @@ fn unicasts_follow_routes_over_several_hops() {
         .sum();
     assert_eq!(others, 0);
 }
+
+/// Issue 14, point 2, in a running mesh: node 1 turns hostile. It broadcasts a forged
+/// record of node 3 (the highest incarnation, no links) and a unicast forged as from
+/// node 3 to node 2. Every node refuses the record (node 3 stays routable everywhere)
+/// and node 2's inbox never sees the forgery.
+#[test]
+fn forged_records_and_unicasts_from_a_hostile_peer_change_nothing() {
+    use crate::identity::DOMAIN_RECORD;
+    use crate::message::{Message, Unicast};
+    use crate::topology::{Incarnation, PeerRecord, RecordDelta, RecordProof, TopologyUpdate};
+    let n = 6;
+    let mut net = launch(0x1414, n);
+    settle(&mut net, Duration::from_secs(120), |n| {
+        full_mesh(n) && agree(n)
+    });
+    for i in 0..n {
+        net.node_mut(i).channels.inbox = Some(Inbox::default());
+    }
+    let (hostile, victim, target) = (1, 3, 2);
+    let forger = node_identity(hostile);
+    let top = Incarnation {
+        epoch: u32::MAX,
+        uid: crate::peer::PeerUid(u64::MAX),
+    };
+    let record = PeerRecord::new(top, "node3".into(), SIM_PORT);
+    let delta = RecordDelta {
+        peer: node_id(victim),
+        incarnation: top,
+        nickname: "node3".into(),
+        listen_port: SIM_PORT,
+        base: 0,
+        links: vec![],
+        proof: Some(RecordProof {
+            key: *forger.signing_key(),
+            signature: forger.sign(DOMAIN_RECORD, &record.signed_bytes(&node_id(victim))),
+        }),
+    };
+    let update = crate::codec::encode(&TopologyUpdate {
+        records: vec![delta],
+    });
+    let mut unicast = Unicast::new(&forger, node_id(target), INBOX, b"forged".to_vec());
+    unicast.source = node_id(victim);
+    // Every neighbour of the hostile node receives the forgeries on its link from it.
+    for i in (0..n).filter(|&i| i != hostile) {
+        let conn = net
+            .node(i)
+            .mesh()
+            .connections()
+            .into_iter()
+            .find(|c| c.peer == node_id(hostile))
+            .expect("linked to the hostile node")
+            .conn;
+        let broadcast = Message::Broadcast {
+            source: node_id(hostile),
+            id: 0x1414 + i as u64,
+            hops: 0,
+            channel: crate::topology::TOPOLOGY_CHANNEL.into(),
+            update: update.clone(),
+        };
+        let mut messages = vec![broadcast.encode()];
+        if i == target {
+            messages.push(Message::Unicast(unicast.clone()).encode());
+        }
+        net.with_node(i, |mesh, apps, now| {
+            for m in &messages {
+                mesh.handle_message(now, conn, m, apps);
+            }
+        });
+    }
+    net.run_for(Duration::from_secs(90));
+    for i in (0..n).filter(|&i| i != victim) {
+        let mesh = net.node(i).mesh();
+        let r = mesh
+            .topology()
+            .peer(&node_id(victim))
+            .expect("victim known");
+        assert_ne!(r.incarnation(), top, "node {i} took the forged record");
+        assert!(
+            mesh.routes().unicast(&node_id(victim)).is_some(),
+            "node {i} lost its route to the victim"
+        );
+        if i != hostile {
+            assert!(mesh.stats().rejected_records.key_mismatch >= 1, "node {i}");
+        }
+    }
+    let inbox = net.node(target).channels.inbox.as_ref().expect("inbox");
+    assert!(inbox.0.is_empty(), "{:?}", inbox.0);
+    assert_eq!(
+        net.node(target)
+            .mesh()
+            .stats()
+            .rejected_unicasts
+            .key_mismatch,
+        1
+    );
+    assert!(full_mesh(&net), "no link was closed over the forgeries");
+}

@@ -104,6 +104,7 @@ impl Topology {
 fn newer_than(id: &PeerId, record: &PeerRecord, version: u64) -> RecordDelta {
     let mut delta = full_delta(id, record);
     delta.links.retain(|(_, e)| e.version > version);
+    delta.base = version;
     delta
 }
 
@@ -155,7 +156,8 @@ impl GossipChannel for Topology {
 /// Fuzz entry point for the topology channel's decoders: feeds arbitrary bytes to every
 /// method that takes network input, on a small topology; never panics.
 pub fn fuzz_decode_topology(data: &[u8]) {
-    let mut topology = Topology::new(PeerId([1; 16]), crate::peer::PeerUid(1), "fuzz", 6783);
+    let identity = crate::identity::Identity::from_secret_bytes([1; 32]);
+    let mut topology = Topology::new(&identity, crate::peer::PeerUid(1), "fuzz", 6783);
     let _ = topology.updates_for(data);
     let _ = topology.missing_here(data);
     let _ = GossipChannel::merge(&mut topology, Instant::now(), data);

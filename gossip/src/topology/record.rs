@@ -7,9 +7,14 @@
 //! the whole record. That is a lexicographic product of a total order and a lattice,
 //! hence itself a join-semilattice: merges commute, associate and are idempotent.
 //!
+//! The owner signs the whole record (every field, tombstones included, in the
+//! canonical encoding of [`PeerRecord::signed_bytes`]); the proof travels with it, so a
+//! record relayed by anyone is believed only as its owner made it.
+//!
 //! The record keeps a fingerprint, the wrapping sum of its header's and entries'
 //! fingerprints, updated incrementally so that digests stay O(1) per change.
 
+use super::wire::RecordProof;
 use crate::channel::Fingerprint;
 use crate::peer::{PeerId, PeerUid};
 use serde::{Deserialize, Serialize};
@@ -72,6 +77,8 @@ pub struct PeerRecord {
     version: u64,
     header_fp: u64,
     fingerprint: u64,
+    /// The owner's signature over this exact state (`None` only while being built).
+    proof: Option<RecordProof>,
 }
 
 /// How setting one entry changed the link graph.
@@ -99,7 +106,77 @@ impl PeerRecord {
             version: 0,
             header_fp,
             fingerprint: header_fp,
+            proof: None,
         }
+    }
+
+    /// The owner's proof of this state.
+    pub fn proof(&self) -> Option<&RecordProof> {
+        self.proof.as_ref()
+    }
+
+    pub(crate) fn set_proof(&mut self, proof: Option<RecordProof>) {
+        self.proof = proof;
+    }
+
+    /// The canonical encoding that the owner `peer` signs: every field of the record,
+    /// fixed-width big-endian, entries in id order, tombstones included.
+    pub fn signed_bytes(&self, peer: &PeerId) -> Vec<u8> {
+        let mut out = Vec::with_capacity(64 + self.nickname.len() + self.links.len() * 44);
+        out.extend_from_slice(&peer.0);
+        out.extend_from_slice(&self.incarnation.epoch.to_be_bytes());
+        out.extend_from_slice(&self.incarnation.uid.0.to_be_bytes());
+        out.extend_from_slice(&(self.nickname.len() as u32).to_be_bytes());
+        out.extend_from_slice(self.nickname.as_bytes());
+        out.extend_from_slice(&self.listen_port.to_be_bytes());
+        out.extend_from_slice(&self.version.to_be_bytes());
+        out.extend_from_slice(&(self.links.len() as u32).to_be_bytes());
+        for (remote, entry) in &self.links {
+            out.extend_from_slice(&remote.0);
+            out.extend_from_slice(&entry.version.to_be_bytes());
+            match &entry.link {
+                None => out.push(0),
+                Some(link) => {
+                    out.push(1);
+                    out.push(u8::from(link.outbound));
+                    match link.remote_addr {
+                        SocketAddr::V4(a) => {
+                            out.push(4);
+                            out.extend_from_slice(&a.ip().octets());
+                        }
+                        SocketAddr::V6(a) => {
+                            out.push(6);
+                            out.extend_from_slice(&a.ip().octets());
+                        }
+                    }
+                    out.extend_from_slice(&link.remote_addr.port().to_be_bytes());
+                }
+            }
+        }
+        out
+    }
+
+    /// Same state, proof aside.
+    pub(crate) fn same_state(&self, other: &PeerRecord) -> bool {
+        self.incarnation == other.incarnation
+            && self.nickname == other.nickname
+            && self.listen_port == other.listen_port
+            && self.links == other.links
+    }
+
+    /// Sets the header (a candidate built from a delta; its signature decides).
+    pub(crate) fn set_header(&mut self, nickname: &str, listen_port: u16) {
+        if (nickname, listen_port) == (self.nickname.as_str(), self.listen_port) {
+            return;
+        }
+        self.nickname = nickname.to_string();
+        self.listen_port = listen_port;
+        let old = self.header_fp;
+        self.header_fp = header_fingerprint(&self.incarnation, &self.nickname, listen_port);
+        self.fingerprint = self
+            .fingerprint
+            .wrapping_sub(old)
+            .wrapping_add(self.header_fp);
     }
 
     /// The incarnation this record describes.
@@ -147,23 +224,6 @@ impl PeerRecord {
     /// Whether any entry is a live link.
     pub fn has_live_links(&self) -> bool {
         self.links.values().any(|e| e.link.is_some())
-    }
-
-    /// Keeps the larger `(nickname, port)`: only a misbehaving owner sends two headers
-    /// for one incarnation, and the choice must not depend on arrival order.
-    pub(crate) fn merge_header(&mut self, nickname: &str, listen_port: u16) -> bool {
-        if (nickname, listen_port) <= (self.nickname.as_str(), self.listen_port) {
-            return false;
-        }
-        self.nickname = nickname.to_string();
-        self.listen_port = listen_port;
-        let old = self.header_fp;
-        self.header_fp = header_fingerprint(&self.incarnation, &self.nickname, listen_port);
-        self.fingerprint = self
-            .fingerprint
-            .wrapping_sub(old)
-            .wrapping_add(self.header_fp);
-        true
     }
 
     /// Stores `entry` for `remote` if it is newer than what is there.

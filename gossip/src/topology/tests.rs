@@ -4,11 +4,16 @@ use super::*;
 use crate::channel::GossipChannel;
 use crate::codec::{self, fuzz};
 use crate::crdt::{laws, Crdt};
+use crate::identity::Identity;
 use proptest::prelude::*;
 use std::time::Instant;
 
+fn ident(n: u8) -> Identity {
+    Identity::for_test(u64::from(n))
+}
+
 fn id(n: u8) -> PeerId {
-    PeerId([n; 16])
+    ident(n).id()
 }
 
 fn link(port: u16) -> LinkInfo {
@@ -19,7 +24,7 @@ fn link(port: u16) -> LinkInfo {
 }
 
 fn topo(n: u8) -> Topology {
-    Topology::new(id(n), PeerUid(u64::from(n)), &format!("p{n}"), 6783)
+    Topology::new(&ident(n), PeerUid(u64::from(n)), &format!("p{n}"), 6783)
 }
 
 /// Changes a local link and returns the delta announcing it.
@@ -44,8 +49,9 @@ fn a_link_change_is_a_one_entry_delta() {
         "no change, no delta"
     );
     let encoded = codec::encode(&one(d.clone()));
+    // About 70 bytes of delta, and the owner's proof (32-byte key, 64-byte signature).
     assert!(
-        encoded.len() < 80,
+        encoded.len() < 180,
         "a one-link delta is {} bytes",
         encoded.len()
     );
@@ -79,7 +85,7 @@ fn a_new_incarnation_replaces_the_old_and_old_news_is_ignored() {
     b.merge_update(one(old_add.clone())).unwrap();
 
     // Restart: same id, higher uid here, so it already orders higher.
-    let mut new = Topology::new(id(1), PeerUid(99), "p1", 6783);
+    let mut new = Topology::new(&ident(1), PeerUid(99), "p1", 6783);
     let add = change(&mut new, id(3), Some(link(3)));
     b.merge_update(one(add)).unwrap();
     let r = b.peer(&id(1)).unwrap();
@@ -91,9 +97,9 @@ fn a_new_incarnation_replaces_the_old_and_old_news_is_ignored() {
 
 #[test]
 fn a_restart_that_orders_lower_overtakes_with_a_higher_epoch() {
-    let mut old = Topology::new(id(1), PeerUid(99), "p1", 6783);
+    let mut old = Topology::new(&ident(1), PeerUid(99), "p1", 6783);
     let old_add = change(&mut old, id(2), Some(link(2)));
-    let mut new = Topology::new(id(1), PeerUid(5), "p1", 6783);
+    let mut new = Topology::new(&ident(1), PeerUid(5), "p1", 6783);
     new.set_local_link(id(3), Some(link(3)));
     new.take_change();
     // The neighbour tells the new run about the old one.
@@ -192,9 +198,8 @@ fn anti_entropy_sends_only_what_differs() {
 fn summaries_chunk_into_contiguous_ranges() {
     let mut a = topo(0);
     for n in 0..2500u32 {
-        let mut bytes = [0u8; 16];
-        bytes[..4].copy_from_slice(&(n + 1).to_be_bytes());
-        let mut p = Topology::new(PeerId(bytes), PeerUid(1), "x", 1);
+        let owner = Identity::for_test(10_000 + u64::from(n));
+        let mut p = Topology::new(&owner, PeerUid(1), "x", 1);
         let d = change(&mut p, id(0), Some(link(1)));
         a.merge_update(one(d)).unwrap();
     }
@@ -211,36 +216,35 @@ fn summaries_chunk_into_contiguous_ranges() {
     assert_eq!(total, a.len());
 }
 
+/// A record as its owner signed it at some point of a random history: peers 2..5, two
+/// runs each, a few link changes (deltas from outside an owner's history are refused
+/// unless signed, so the merge laws are about what owners can actually send).
 fn arb_delta() -> impl Strategy<Value = RecordDelta> {
-    let entry = (2u8..6, 1u64..4, proptest::option::of(0u16..2));
-    (
-        2u8..5,
-        0u32..2,
-        1u64..3,
-        proptest::collection::vec(entry, 0..4),
-    )
-        .prop_map(|(peer, epoch, uid, entries)| RecordDelta {
-            peer: id(peer),
-            incarnation: Incarnation {
-                epoch,
-                uid: PeerUid(uid),
-            },
-            nickname: format!("p{peer}"),
-            listen_port: 6783,
-            links: entries
-                .into_iter()
-                .filter(|(remote, _, _)| *remote != peer)
-                .map(|(remote, version, l)| {
-                    (
-                        id(remote),
-                        LinkEntry {
-                            version,
-                            link: l.map(link),
-                        },
-                    )
-                })
-                .collect(),
-        })
+    (2u8..5, 1u64..3, 0usize..5, any::<bool>()).prop_map(|(peer, uid, cut, partial)| {
+        // One history per (peer, uid), as a real owner has; deltas are its prefixes.
+        let history = [
+            (2u8, Some(0u16)),
+            (3, Some(1)),
+            (4, Some(0)),
+            (2, None),
+            (5, Some(1)),
+        ];
+        let changes = history
+            .iter()
+            .map(|&(r, l)| (r.wrapping_add(peer).wrapping_add(uid as u8) % 4 + 2, l))
+            .take(cut);
+        let mut t = Topology::new(&ident(peer), PeerUid(uid), &format!("p{peer}"), 6783);
+        let mut last = None;
+        for (remote, l) in changes.filter(|(r, _)| *r != peer) {
+            if t.set_local_link(id(remote), l.map(link)) {
+                last = Some(id(remote));
+            }
+        }
+        match last {
+            Some(r) if partial => t.local_delta([&r]),
+            _ => full_delta(&t.local(), t.local_record()),
+        }
+    })
 }
 
 fn arb_topology() -> impl Strategy<Value = Topology> {
@@ -312,7 +316,135 @@ fn with_a_key_list_only_listed_peers_records_and_links_are_kept() {
     assert!(!b.unreachable().contains(&id(9)) && b.peer(&id(9)).is_none());
     // Without the list, 9 is accepted again.
     b.set_admitted(None);
-    b.merge_update(one(change(&mut nine, id(2), Some(link(2)))))
+    change(&mut nine, id(2), Some(link(2)));
+    // b holds nothing of 9 now: the one-entry delta is a gap, the whole record is news.
+    assert_eq!(
+        b.merge_update(one(nine.local_delta([&id(2)]))).unwrap(),
+        None
+    );
+    assert!(b.take_gaps().contains(&id(9)));
+    b.merge_update(one(full_delta(&nine.local(), nine.local_record())))
         .unwrap();
     assert!(b.peer(&id(9)).is_some());
+}
+
+/// Issue 14, point 2: V linked to W, as W's topology sees it; M is the forger.
+fn victim_seen_by_w() -> (Topology, Topology) {
+    let mut v = topo(1);
+    let mut w = topo(2);
+    let dv = change(&mut v, id(2), Some(link(2)));
+    let dw = change(&mut w, id(1), Some(link(1)));
+    w.merge_update(one(dv)).unwrap();
+    let _ = dw;
+    w.take_change();
+    assert!(w.is_symmetric(&id(1), &id(2)));
+    (v, w)
+}
+
+#[test]
+fn a_forged_record_with_the_highest_incarnation_is_refused_and_the_victim_stays_routable() {
+    let (v, mut w) = victim_seen_by_w();
+    let m = ident(7);
+    let top = Incarnation {
+        epoch: u32::MAX,
+        uid: PeerUid(u64::MAX),
+    };
+    let mut forged = RecordDelta {
+        peer: id(1),
+        incarnation: top,
+        nickname: "p1".into(),
+        listen_port: 6783,
+        base: 0,
+        links: vec![],
+        proof: None,
+    };
+    // Unsigned.
+    assert_eq!(w.merge_update(one(forged.clone())).unwrap(), None);
+    // Signed by M, over exactly this record: M's key is not V's.
+    let mut record = PeerRecord::new(top, "p1".into(), 6783);
+    record.set_proof(None);
+    forged.proof = Some(RecordProof {
+        key: *m.signing_key(),
+        signature: m.sign(crate::identity::DOMAIN_RECORD, &record.signed_bytes(&id(1))),
+    });
+    assert_eq!(w.merge_update(one(forged.clone())).unwrap(), None);
+    // V's own (genuine) proof of another state does not cover it either.
+    forged.proof = v.local_record().proof().copied();
+    assert_eq!(w.merge_update(one(forged)).unwrap(), None);
+    let r = w.peer(&id(1)).unwrap();
+    assert_eq!(r.incarnation(), v.local_record().incarnation());
+    assert!(w.is_symmetric(&id(1), &id(2)), "V is still routable");
+    assert!(!w.take_change().changed);
+    let rej = w.rejected();
+    assert_eq!(
+        (rej.unsigned, rej.key_mismatch, rej.bad_signature),
+        (1, 1, 1)
+    );
+}
+
+#[test]
+fn a_forged_nickname_and_port_at_an_equal_incarnation_are_refused() {
+    let (v, mut w) = victim_seen_by_w();
+    let mut forged = full_delta(&v.local(), v.local_record());
+    forged.nickname = "zzzz-larger".into();
+    forged.listen_port = 1;
+    assert_eq!(w.merge_update(one(forged)).unwrap(), None);
+    let r = w.peer(&id(1)).unwrap();
+    assert_eq!((r.nickname(), r.listen_port()), ("p1", 6783));
+    assert_eq!(w.rejected().bad_signature, 1);
+    // A forged link entry in a genuine header is refused the same way.
+    let mut forged = full_delta(&v.local(), v.local_record());
+    forged.links.push((
+        id(9),
+        LinkEntry {
+            version: 99,
+            link: Some(link(9)),
+        },
+    ));
+    assert_eq!(w.merge_update(one(forged)).unwrap(), None);
+    assert!(w.peer(&id(1)).unwrap().link_to(&id(9)).is_none());
+    assert_eq!(w.rejected().bad_signature, 2);
+}
+
+#[test]
+fn a_record_signed_by_a_key_that_does_not_bind_to_its_id_is_refused() {
+    let (_, mut w) = victim_seen_by_w();
+    // M publishes a record under the id of X (unknown to W), signed with M's key.
+    let m = ident(7);
+    let x = id(8);
+    let inc = Incarnation {
+        epoch: 0,
+        uid: PeerUid(1),
+    };
+    let record = PeerRecord::new(inc, "x".into(), 6783);
+    let delta = RecordDelta {
+        peer: x,
+        incarnation: inc,
+        nickname: "x".into(),
+        listen_port: 6783,
+        base: 0,
+        links: vec![],
+        proof: Some(RecordProof {
+            key: *m.signing_key(),
+            signature: m.sign(crate::identity::DOMAIN_RECORD, &record.signed_bytes(&x)),
+        }),
+    };
+    assert_eq!(w.merge_update(one(delta)).unwrap(), None);
+    assert!(w.peer(&x).is_none());
+    assert_eq!(w.rejected().key_mismatch, 1);
+}
+
+#[test]
+fn records_over_the_link_cap_are_refused_and_ours_compacts() {
+    let mut a = topo(1);
+    // Churn: every link up then down leaves a tombstone; past the cap a new epoch
+    // drops them.
+    for n in 0..(wire::MAX_LINKS_PER_PEER as u64 + 10) {
+        let remote = PeerId((u128::from(n) + 1000).to_be_bytes());
+        a.set_local_link(remote, Some(link(1)));
+        a.set_local_link(remote, None);
+    }
+    assert!(a.local_record().entries().len() <= wire::MAX_LINKS_PER_PEER);
+    assert!(a.local_record().incarnation().epoch >= 1);
+    assert_eq!(a.total_entries(), a.local_record().entries().len());
 }

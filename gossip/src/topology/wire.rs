@@ -8,15 +8,26 @@
 
 use super::record::{Incarnation, LinkEntry};
 use crate::channel::ChannelError;
+use crate::identity::Signature;
 use crate::message::MAX_NICKNAME_LEN;
 use crate::peer::PeerId;
 use serde::{Deserialize, Serialize};
 
 /// Most peers a topology may hold, and most records or summary entries in one message.
-pub const MAX_PEERS: usize = 16_384;
-/// Most link entries one record delta may carry, and one record may hold.
-pub const MAX_LINKS_PER_DELTA: usize = 16_384;
-/// Link entries per update chunk (about 35 bytes each, so chunks stay near 40 KiB).
+/// Above the largest mesh measured (1,000 peers, `sim::scale`) with room to spare, and
+/// equal to the IPAM reclaim's peer cap.
+pub const MAX_PEERS: usize = 4096;
+/// Most link entries (live links and tombstones) one record may hold and one delta may
+/// carry. Above the default connection limit (200) and a full mesh of the largest mesh
+/// measured (999 links); a router whose own record would pass it drops its tombstones
+/// by moving to a new epoch ([`super::Topology::set_local_link`]).
+pub const MAX_LINKS_PER_PEER: usize = 2048;
+/// Most link entries in all records together: a full mesh of 1,024 peers. Beyond it a
+/// record that would grow the total is refused (counted `over_cap`).
+pub const MAX_TOTAL_ENTRIES: usize = 1 << 20;
+/// Link entries per update chunk (about 40 bytes each). A record is never split (its
+/// signature covers it whole), so a chunk may hold one record of up to
+/// [`MAX_LINKS_PER_PEER`] entries, about 90 KiB.
 pub const UPDATE_CHUNK_LINKS: usize = 1024;
 /// Peers per summary chunk (about 40 bytes each).
 pub const SUMMARY_CHUNK_PEERS: usize = 1024;
@@ -32,8 +43,23 @@ pub struct RecordDelta {
     pub nickname: String,
     /// The owner's listen port.
     pub listen_port: u16,
+    /// The delta holds every entry whose version is above `base` (0: the whole record),
+    /// so that it completes a record held at version `base` or later.
+    pub base: u64,
     /// Entries, by remote peer.
     pub links: Vec<(PeerId, LinkEntry)>,
+    /// The owner's signature over the whole record that this delta completes.
+    pub proof: Option<RecordProof>,
+}
+
+/// An owner's proof of its record: its Ed25519 key (which must bind to its peer id, see
+/// [`crate::identity`]) and a signature over [`super::PeerRecord::signed_bytes`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordProof {
+    /// The owner's Ed25519 public key.
+    pub key: [u8; 32],
+    /// The signature.
+    pub signature: Signature,
 }
 
 /// A topology delta: the unit that is broadcast, exchanged and merged.
@@ -85,7 +111,7 @@ pub fn validate_update(update: &TopologyUpdate) -> Result<(), ChannelError> {
         if r.nickname.len() > MAX_NICKNAME_LEN {
             return Err(ChannelError::Invalid("nickname longer than 64 bytes"));
         }
-        if r.links.len() > MAX_LINKS_PER_DELTA {
+        if r.links.len() > MAX_LINKS_PER_PEER {
             return Err(ChannelError::Invalid("too many links in a topology record"));
         }
         if r.links.iter().any(|(remote, _)| *remote == r.peer) {
@@ -116,36 +142,20 @@ pub fn validate_summary(chunk: &SummaryChunk) -> Result<(), ChannelError> {
     Ok(())
 }
 
-/// Splits record deltas into updates of at most [`UPDATE_CHUNK_LINKS`] entries, cutting
-/// large records into several deltas with the same header.
+/// Groups record deltas into updates of about [`UPDATE_CHUNK_LINKS`] entries. A record
+/// is never cut: its owner's signature covers it whole.
 pub fn chunk_updates(records: Vec<RecordDelta>) -> Vec<TopologyUpdate> {
     let mut chunks = Vec::new();
     let mut current = TopologyUpdate::default();
     let mut links_in_current = 0;
-    for mut record in records {
-        loop {
-            let room = UPDATE_CHUNK_LINKS - links_in_current;
-            let rest = if record.links.len() > room {
-                let tail = record.links.split_off(room);
-                Some(RecordDelta {
-                    links: tail,
-                    nickname: record.nickname.clone(),
-                    ..record
-                })
-            } else {
-                None
-            };
-            links_in_current += record.links.len() + 1;
-            current.records.push(record);
-            if links_in_current >= UPDATE_CHUNK_LINKS || current.records.len() >= MAX_PEERS {
-                chunks.push(std::mem::take(&mut current));
-                links_in_current = 0;
-            }
-            match rest {
-                Some(r) => record = r,
-                None => break,
-            }
+    for record in records {
+        let size = record.links.len() + 1;
+        if !current.records.is_empty() && links_in_current + size > UPDATE_CHUNK_LINKS {
+            chunks.push(std::mem::take(&mut current));
+            links_in_current = 0;
         }
+        links_in_current += size;
+        current.records.push(record);
     }
     if !current.records.is_empty() {
         chunks.push(current);
@@ -168,6 +178,8 @@ mod tests {
             },
             nickname: "n".into(),
             listen_port: 6783,
+            base: 0,
+            proof: None,
             links: (0..links)
                 .map(|i| {
                     let mut id = [0xee; 16];
@@ -190,19 +202,19 @@ mod tests {
 
     #[test]
     fn chunking_keeps_every_entry_and_bounds_chunks() {
-        let records = vec![delta(1, 10), delta(2, 3000), delta(3, 0), delta(4, 700)];
+        let records = vec![delta(1, 10), delta(2, 2000), delta(3, 0), delta(4, 700)];
         let chunks = chunk_updates(records.clone());
-        assert!(chunks.len() >= 4);
+        assert!(chunks.len() >= 3);
         for c in &chunks {
-            let n: usize = c.records.iter().map(|r| r.links.len()).sum();
-            assert!(n <= UPDATE_CHUNK_LINKS);
+            let n: usize = c.records.iter().map(|r| r.links.len() + 1).sum();
+            assert!(n <= UPDATE_CHUNK_LINKS || c.records.len() == 1, "{n}");
         }
         let total: usize = chunks
             .iter()
             .flat_map(|c| &c.records)
             .map(|r| r.links.len())
             .sum();
-        assert_eq!(total, 3710);
+        assert_eq!(total, 2710);
         assert!(chunks
             .iter()
             .flat_map(|c| &c.records)

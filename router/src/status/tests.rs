@@ -79,6 +79,11 @@ fn sample() -> Report {
             ],
             trusted_subnets: vec![],
             relayed: vec![],
+            gossip_rejected: vec![crate::status::GossipRejected {
+                kind: "record".into(),
+                reason: "bad_signature".into(),
+                count: 2,
+            }],
         },
         dataplane: None,
         fastdp: None,
