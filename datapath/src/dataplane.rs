@@ -228,11 +228,7 @@ impl Dataplane {
     pub fn add_peer(&mut self, now: Instant, peer: PeerId, endpoint: SocketAddr, hash: [u8; 32]) {
         self.remove_peer(peer);
         let session = Session::new(now, self.config.session, self.us, peer, hash);
-        let ip = if endpoint.is_ipv4() {
-            IpVersion::V4
-        } else {
-            IpVersion::V6
-        };
+        let ip = IpVersion::of(&endpoint);
         let pmtu = PathMtu::new(now, self.config.pmtu, ip, self.config.mtu);
         self.peers.insert(
             peer,
@@ -551,7 +547,13 @@ impl Dataplane {
                 // mapping, a new address). Answer it there.
                 let old = std::mem::replace(&mut entry.endpoint, from);
                 entry.counters.endpoint_changes += 1;
-                entry.pmtu.restart(now);
+                if IpVersion::of(&old) == IpVersion::of(&from) {
+                    entry.pmtu.restart(now);
+                } else {
+                    // Another family: another header and floor; measure afresh.
+                    let ip = IpVersion::of(&from);
+                    entry.pmtu = PathMtu::new(now, self.config.pmtu, ip, self.config.mtu);
+                }
                 self.events.push_back(Event::EndpointChanged {
                     peer,
                     from: old,
