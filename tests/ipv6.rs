@@ -22,7 +22,7 @@
 
 mod common;
 
-use common::traffic::{ping, ping_series};
+use common::traffic::{ping, ping_series, transfer};
 use common::weft::{parse_connections, parse_peers, Auth, Router};
 use common::{wait_until, Net};
 use datapath::dataplane::pmtu::{datagram_for_path, mtu_for_datagram};
@@ -281,6 +281,56 @@ fn a_v4_only_and_a_v6_only_host_mesh_through_a_dual_stack_one() {
     assert_pods_talk(&net, &pods[1], &pods[0]);
     assert_pods_talk(&net, &pods[0], &pods[2]);
     assert_pods_talk(&net, &pods[1], &pods[2]);
+
+    // The relayed path h1 -> h3 -> h2 is narrower than its first hop (IPv4 then IPv6):
+    // a packet that fits h1's limit for a relayed frame (1408 - 32 = 1376) but not
+    // h3's onward one (1391 - 32 = 1359) is answered by h3 with an ICMP "too big"
+    // through the sleeve, so pod1 learns 1359 rather than losing such packets silently.
+    let hop_v6 = path_mtu(IpVersion::V6) - 32;
+    let df_ping = |size: u32| {
+        let s = (size - 28).to_string();
+        let args = [
+            "-4",
+            "-c",
+            "1",
+            "-W",
+            "1",
+            "-M",
+            "do",
+            "-s",
+            &s,
+            &pods[1].v4,
+        ];
+        let out = net.exec(&pods[0].ns, "ping", &args);
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    };
+    let mut told = String::new();
+    for _ in 0..3 {
+        let (ok, text) = df_ping(1376);
+        assert!(
+            !ok,
+            "a 1376-byte DF packet crossed the {hop_v6}-byte relayed hop:\n{text}"
+        );
+        told.push_str(&text);
+    }
+    assert!(
+        told.contains(&format!("mtu = {hop_v6}")) || told.contains(&format!("mtu={hop_v6}")),
+        "pod1 was never told the relayed path's MTU {hop_v6}:\n{told}"
+    );
+    let (ok, text) = df_ping(hop_v6);
+    assert!(
+        ok,
+        "a {hop_v6}-byte DF packet did not cross the relay:\n{text}"
+    );
+    // And TCP, whose segments pod1 sizes from its 1408-byte interface, gets through.
+    let (sent, received) = transfer(&pods[0].ns, &pods[1].ns, &pods[1].v4, 4 << 20);
+    assert_eq!(sent, received, "4 MiB pod1 -> pod2 via h3 arrived altered");
+    println!("e2e: ipv6 mixed: relayed path MTU {hop_v6} learnt by pod1 from h3's reply; 4 MiB pod1 -> pod2 intact");
 
     // h1 and h2 have no working direct link; status says the other is relayed via h3.
     for (host, far) in [(1, &r2), (2, &r1)] {
