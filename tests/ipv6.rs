@@ -162,6 +162,22 @@ fn three_hosts_on_an_ipv6_only_underlay_mesh_and_carry_v4_and_v6_pods() {
             );
         }
     }
+    // `weft forget` and `weft connect` take the bare, bracketed and port forms.
+    let forgot = net.weft_ok(3, &["forget", "fd00::1"]);
+    assert_eq!(
+        forgot.trim(),
+        "1",
+        "h3: weft forget fd00::1 printed {forgot:?}"
+    );
+    let targets = net.weft_ok(3, &["status", "targets"]);
+    assert!(
+        targets.trim().is_empty(),
+        "h3 targets after forget:\n{targets}"
+    );
+    net.weft_ok(3, &["connect", "[fd00::1]:6783"]);
+    let targets = net.weft_ok(3, &["status", "targets"]);
+    assert_eq!(targets.trim(), "[fd00::1]:6783", "h3 targets after connect");
+
     // The topology gossiped to h1: each peer reports its two links, at IPv6 addresses.
     let gossiped = wait_until(Duration::from_secs(20), Duration::from_millis(200), || {
         let peers = status(&net, 1, "peers");
