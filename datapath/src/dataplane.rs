@@ -58,6 +58,7 @@ use std::time::{Duration, Instant};
 
 mod counters;
 mod path_mtu;
+use path_mtu::RelayBack;
 pub mod pmtu;
 mod replies;
 mod superframes;
@@ -228,11 +229,7 @@ impl Dataplane {
     pub fn add_peer(&mut self, now: Instant, peer: PeerId, endpoint: SocketAddr, hash: [u8; 32]) {
         self.remove_peer(peer);
         let session = Session::new(now, self.config.session, self.us, peer, hash);
-        let ip = if endpoint.is_ipv4() {
-            IpVersion::V4
-        } else {
-            IpVersion::V6
-        };
+        let ip = IpVersion::of(&endpoint);
         let pmtu = PathMtu::new(now, self.config.pmtu, ip, self.config.mtu);
         self.peers.insert(
             peer,
@@ -551,7 +548,13 @@ impl Dataplane {
                 // mapping, a new address). Answer it there.
                 let old = std::mem::replace(&mut entry.endpoint, from);
                 entry.counters.endpoint_changes += 1;
-                entry.pmtu.restart(now);
+                if IpVersion::of(&old) == IpVersion::of(&from) {
+                    entry.pmtu.restart(now);
+                } else {
+                    // Another family: another header and floor; measure afresh.
+                    let ip = IpVersion::of(&from);
+                    entry.pmtu = PathMtu::new(now, self.config.pmtu, ip, self.config.mtu);
+                }
                 self.events.push_back(Event::EndpointChanged {
                     peer,
                     from: old,
@@ -575,6 +578,7 @@ impl Dataplane {
             self.ack_probe(peer, datagram_len);
         }
         // The frames borrow the datagram, not the session, so forwarding may use `self`.
+        let mut answered_too_big = false;
         for f in opened.frames() {
             if let Some(e) = self.peers.get_mut(&peer) {
                 e.counters.rx_frames += 1;
@@ -590,10 +594,21 @@ impl Dataplane {
             };
             match self.switch.forward(now, f.frame, ingress, routes) {
                 Forward::Deliver => deliver(f.frame),
-                // Relayed frames too large for the next hop are dropped and counted:
-                // their sender is behind another router, out of reach of our replies.
-                Forward::Unicast { next_hop, .. } if !self.fits(&next_hop, f.frame, true) => {
-                    self.drops.mtu += 1
+                // Relayed frames too large for the next hop (a narrower path than the
+                // sender's first hop, e.g. IPv6 after IPv4) are dropped and counted, and
+                // the sender's container is told, back through the sleeve (one reply
+                // per datagram).
+                Forward::Unicast { next_hop, dst_peer } if !self.fits(&next_hop, f.frame, true) => {
+                    self.drops.mtu += 1;
+                    if !answered_too_big {
+                        let back = RelayBack {
+                            from: peer,
+                            src: f.src,
+                            dst: dst_peer,
+                        };
+                        answered_too_big =
+                            self.answer_relayed_too_big(now, back, &next_hop, f.frame, tx);
+                    }
                 }
                 Forward::Unicast { next_hop, dst_peer } => {
                     self.send(now, next_hop, dst_peer, f.src, f.frame, tx)

@@ -9,6 +9,11 @@
 //! then falls back to one datagram per call, logs it once, and keeps working.
 //!
 //! All calls are non-blocking (`try_*`); the driver waits on readiness through tokio.
+//!
+//! The socket may be dual-stack (IPv6 with `IPV6_V6ONLY` off): IPv4 peers then appear
+//! to the kernel as IPv4-mapped IPv6 addresses (`::ffff:a.b.c.d`). This module keeps
+//! that out of sight: every address it returns is canonical (an IPv4 peer is a
+//! `SocketAddr::V4`), and an IPv4 destination is mapped on the way out ([`wire_addr`]).
 
 use nix::sys::socket::{
     recvmsg, sendmsg, setsockopt, sockopt, ControlMessage, ControlMessageOwned, MsgFlags,
@@ -42,6 +47,8 @@ pub struct Received {
 /// The sleeve socket.
 pub struct SleeveSocket {
     udp: UdpSocket,
+    /// The socket is IPv6 (so dual-stack, or IPv6 only): IPv4 destinations are mapped.
+    v6: bool,
     gso: bool,
     gso_failures: u32,
     gro: bool,
@@ -58,8 +65,10 @@ impl SleeveSocket {
         if !gro {
             info!("UDP GRO is not available; receiving one datagram per call");
         }
+        let v6 = udp.local_addr().is_ok_and(|a| a.is_ipv6());
         SleeveSocket {
             udp,
+            v6,
             gso: true,
             gso_failures: 0,
             gro,
@@ -83,7 +92,7 @@ impl SleeveSocket {
             let (len, from) = self.udp.try_recv_from(buf)?;
             return Ok(Received {
                 len,
-                from,
+                from: canonical(from),
                 segment: len.max(1),
             });
         }
@@ -122,6 +131,7 @@ impl SleeveSocket {
         segment: usize,
         count: usize,
     ) -> io::Result<usize> {
+        let to = wire_addr(to, self.v6);
         let mut gso_error = None;
         if count > 1 && self.gso {
             match self.send_gso(to, bytes, segment) {
@@ -171,6 +181,24 @@ impl SleeveSocket {
     }
 }
 
+/// A UDP socket on `port` of every local address of both families: IPv6 with
+/// `IPV6_V6ONLY` off, so IPv4 peers arrive as IPv4-mapped addresses (see the module
+/// doc). Fails where the kernel has no IPv6 (`EAFNOSUPPORT`); the caller then binds
+/// IPv4 alone. Blocking, close-on-exec.
+pub fn bind_dual_stack(port: u16) -> io::Result<std::net::UdpSocket> {
+    use nix::sys::socket::{bind, socket, AddressFamily, SockFlag, SockProtocol, SockType};
+    let fd = socket(
+        AddressFamily::Inet6,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        SockProtocol::Udp,
+    )?;
+    setsockopt(&fd, sockopt::Ipv6V6Only, &false)?;
+    let any = SocketAddrV6::new(std::net::Ipv6Addr::UNSPECIFIED, port, 0, 0);
+    bind(fd.as_raw_fd(), &nix::sys::socket::SockaddrIn6::from(any))?;
+    Ok(std::net::UdpSocket::from(fd))
+}
+
 /// Errors that mean "this kernel or device cannot segment UDP".
 fn is_gso_unsupported(e: &io::Error) -> bool {
     use nix::errno::Errno;
@@ -187,17 +215,87 @@ fn to_socket_addr(addr: &SockaddrStorage) -> Option<SocketAddr> {
         return Some(SocketAddr::V4(SocketAddrV4::new(v4.ip(), v4.port())));
     }
     let v6 = addr.as_sockaddr_in6()?;
-    Some(SocketAddr::V6(SocketAddrV6::new(
+    Some(canonical(SocketAddr::V6(SocketAddrV6::new(
         v6.ip(),
         v6.port(),
         v6.flowinfo(),
         v6.scope_id(),
-    )))
+    ))))
+}
+
+/// `addr` with an IPv4-mapped IPv6 address (what a dual-stack socket reports for an
+/// IPv4 peer) turned back into IPv4, so that one peer has one address whichever socket
+/// saw it. Other addresses are unchanged.
+pub fn canonical(addr: SocketAddr) -> SocketAddr {
+    match addr {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::V4(SocketAddrV4::new(v4, v6.port())),
+            None => addr,
+        },
+        SocketAddr::V4(_) => addr,
+    }
+}
+
+/// The destination as the socket wants it: on an IPv6 (dual-stack) socket an IPv4
+/// address is sent to as its IPv4-mapped IPv6 form.
+pub fn wire_addr(addr: SocketAddr, v6_socket: bool) -> SocketAddr {
+    match addr {
+        SocketAddr::V4(v4) if v6_socket => {
+            SocketAddr::V6(SocketAddrV6::new(v4.ip().to_ipv6_mapped(), v4.port(), 0, 0))
+        }
+        _ => addr,
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mapped_addresses_are_canonical_both_ways() {
+        let v4: SocketAddr = "198.18.0.1:6783".parse().unwrap();
+        let mapped: SocketAddr = "[::ffff:198.18.0.1]:6783".parse().unwrap();
+        let v6: SocketAddr = "[fd00::1]:6783".parse().unwrap();
+        assert_eq!(canonical(mapped), v4);
+        assert_eq!(canonical(v4), v4);
+        assert_eq!(canonical(v6), v6);
+        assert_eq!(wire_addr(v4, true), mapped);
+        assert_eq!(wire_addr(v4, false), v4);
+        assert_eq!(wire_addr(v6, true), v6);
+        assert_eq!(canonical(wire_addr(v4, true)), v4);
+    }
+
+    /// A dual-stack socket talks to an IPv4 socket and an IPv6 one; the addresses it
+    /// reports and takes are canonical (the IPv4 peer is `V4`, not `::ffff:…`).
+    #[tokio::test]
+    async fn a_dual_stack_socket_reports_ipv4_peers_as_ipv4() {
+        let Ok(dual) = bind_dual_stack_for_test() else {
+            eprintln!("no IPv6 loopback here; skipping the dual-stack half");
+            return;
+        };
+        let port = dual.local_addr().unwrap().port();
+        let mut dual = SleeveSocket::new(dual);
+        let v4 = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        v4.send_to(b"four", ("127.0.0.1", port)).await.unwrap();
+        let mut buf = [0u8; 64];
+        let r = loop {
+            dual.socket().readable().await.unwrap();
+            if let Ok(r) = dual.try_recv(&mut buf) {
+                break r;
+            }
+        };
+        assert_eq!(r.from, v4.local_addr().unwrap());
+        dual.socket().writable().await.unwrap();
+        assert_eq!(dual.try_send_run(r.from, b"back", 4, 1).unwrap(), 1);
+        let (n, from) = v4.recv_from(&mut buf).await.unwrap();
+        assert_eq!((&buf[..n], from.port()), (&b"back"[..], port));
+    }
+
+    fn bind_dual_stack_for_test() -> io::Result<UdpSocket> {
+        let s = bind_dual_stack(0)?;
+        s.set_nonblocking(true)?;
+        UdpSocket::from_std(s)
+    }
 
     /// Loopback, inside whatever namespace the test runs in: a run sent with GSO comes
     /// back as the same datagrams, however the receiver gets them.

@@ -215,17 +215,29 @@ pub fn store_path(data_dir: &std::path::Path) -> PathBuf {
 }
 
 /// Parses `HOST[:PORT]` into socket addresses, resolving names; the port defaults to 6783.
+/// An IPv6 address is written `[ADDR]:PORT` or `[ADDR]` (or bare, `ADDR`, without a
+/// port), as it is printed everywhere; an IPv4-mapped one is taken as the IPv4 address.
 pub fn resolve_peer(spec: &str) -> Result<Vec<SocketAddr>, String> {
     use std::net::{IpAddr, ToSocketAddrs};
     let spec = spec.trim();
     if spec.is_empty() {
         return Err("empty peer address".into());
     }
+    let canonical = crate::underlay::canonical;
     if let Ok(addr) = spec.parse::<SocketAddr>() {
-        return Ok(vec![addr]);
+        return Ok(vec![canonical(addr)]);
     }
-    if let Ok(ip) = spec.parse::<IpAddr>() {
-        return Ok(vec![SocketAddr::new(ip, DEFAULT_PORT)]);
+    let unbracketed = spec
+        .strip_prefix('[')
+        .and_then(|s| s.strip_suffix(']'))
+        .unwrap_or(spec);
+    if let Ok(ip) = unbracketed.parse::<IpAddr>() {
+        return Ok(vec![canonical(SocketAddr::new(ip, DEFAULT_PORT))]);
+    }
+    if spec.starts_with('[') {
+        return Err(format!(
+            "peer {spec:?}: expected an IPv6 address as [ADDR] or [ADDR]:PORT"
+        ));
     }
     let with_port = if spec.contains(':') {
         spec.to_string()
@@ -258,6 +270,32 @@ mod tests {
         );
         assert!(resolve_peer("").is_err());
         assert!(resolve_peer("no such host.invalid").is_err());
+    }
+
+    #[test]
+    fn ipv6_peers_are_bracketed_with_or_without_a_port() {
+        let want: SocketAddr = "[fd00::1]:6783".parse().unwrap();
+        for spec in ["[fd00::1]:6783", "[fd00::1]", "fd00::1", " [fd00::1] "] {
+            assert_eq!(resolve_peer(spec).unwrap(), vec![want], "{spec}");
+        }
+        let port: SocketAddr = "[fd00::2]:7000".parse().unwrap();
+        assert_eq!(resolve_peer("[fd00::2]:7000").unwrap(), vec![port]);
+        // Printed as it is parsed.
+        assert_eq!(port.to_string(), "[fd00::2]:7000");
+        // IPv4-mapped is the IPv4 peer.
+        assert_eq!(
+            resolve_peer("[::ffff:198.18.0.1]:6783").unwrap(),
+            vec!["198.18.0.1:6783".parse().unwrap()]
+        );
+        for bad in [
+            "[fd00::1",
+            "[fd00::1]:",
+            "[fd00::1]:x",
+            "[198.18.0.1]x",
+            "[]",
+        ] {
+            assert!(resolve_peer(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

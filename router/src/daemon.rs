@@ -29,7 +29,6 @@ use gossip::node::Node;
 use gossip::peer::{display_name, PeerUid};
 use gossip::psk::{self, PskError};
 use std::io;
-use std::net::SocketAddr;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -235,10 +234,9 @@ pub async fn run(config: Config, on_ready: impl FnOnce(&str)) -> Result<(), Rout
         }
         Security::NoEncryption => None,
     };
-    let tcp_addr = SocketAddr::from(([0, 0, 0, 0], config.port));
-    let tcp = TcpListener::bind(tcp_addr)
-        .await
-        .map_err(|e| listen_error("TCP", tcp_addr.to_string(), e))?;
+    let any = |port| format!("[::]:{port} (or 0.0.0.0:{port})");
+    let (tcp, tcp_addr) = crate::underlay::tcp_listener(config.port)
+        .map_err(|e| listen_error("TCP", any(config.port), e))?;
     if let Some(addr) = config.status_addr.filter(|a| !a.ip().is_loopback()) {
         warn!(
             %addr,
@@ -263,7 +261,10 @@ pub async fn run(config: Config, on_ready: impl FnOnce(&str)) -> Result<(), Rout
         ),
         None => None,
     };
-    let udp = bind_udp(tcp_addr).map_err(|e| listen_error("UDP", tcp_addr.to_string(), e))?;
+    let udp = crate::underlay::udp_socket(config.port)
+        .and_then(|(socket, dual)| configure_udp(socket, dual))
+        .map_err(|e| listen_error("UDP", any(config.port), e))?;
+    info!(%tcp_addr, "listening for peers");
     let mtu = config.mtu.unwrap_or_else(config::default_mtu);
     let tap = setup_bridge(mtu, !config.no_offloads).await?;
     let attachments = load_attachments(&config.data_dir).await;
@@ -539,8 +540,8 @@ fn restore_ipam(
 /// port) without the kernel dropping real datagrams; the default is about 208 KiB.
 const UDP_BUFFER_BYTES: usize = 4 * 1024 * 1024;
 
-/// Binds the sleeve socket with large buffers (forced past `rmem_max`, as root may),
-/// sending with DF.
+/// Readies the sleeve socket (`dual`: the dual-stack IPv6 one): large buffers
+/// (forced past `rmem_max`, as root may), sending with DF on both families.
 ///
 /// `IP_PMTUDISC_PROBE` (and its IPv6 twin) sets DF on every datagram but ignores the
 /// kernel's path-MTU cache: the data plane measures each path with its own
@@ -548,14 +549,13 @@ const UDP_BUFFER_BYTES: usize = 4 * 1024 * 1024;
 /// never shrinks the sleeve's datagrams, and the kernel never fragments them. A
 /// datagram larger than the local link still fails with `EMSGSIZE`, which the data
 /// plane takes as a reason to probe again.
-fn bind_udp(addr: SocketAddr) -> io::Result<tokio::net::UdpSocket> {
+fn configure_udp(socket: std::net::UdpSocket, dual: bool) -> io::Result<tokio::net::UdpSocket> {
     use nix::sys::socket::{setsockopt, sockopt};
     use rustix::net::sockopt as rsockopt;
-    let socket = std::net::UdpSocket::bind(addr)?;
     socket.set_nonblocking(true)?;
-    if addr.is_ipv4() {
-        rsockopt::set_ip_mtu_discover(&socket, rsockopt::Ipv4PathMtuDiscovery::PROBE)?;
-    } else {
+    // On a dual-stack socket the IPv4 option governs the IPv4-mapped peers.
+    rsockopt::set_ip_mtu_discover(&socket, rsockopt::Ipv4PathMtuDiscovery::PROBE)?;
+    if dual {
         rsockopt::set_ipv6_mtu_discover(&socket, rsockopt::Ipv6PathMtuDiscovery::PROBE)?;
     }
     let set = |r: nix::Result<()>| r.map_err(io::Error::from);

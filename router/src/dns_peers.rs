@@ -88,7 +88,8 @@ pub fn targets(
         .iter()
         .filter(|ip| !is_local(ip) && !ip.is_unspecified() && !ip.is_multicast())
         .take(MAX_ADDRS_PER_NAME)
-        .map(|ip| SocketAddr::new(*ip, name.port))
+        // An IPv4-mapped AAAA answer is the IPv4 peer (one spelling per peer).
+        .map(|ip| SocketAddr::new(ip.to_canonical(), name.port))
         .collect();
     set.into_iter().collect()
 }
@@ -273,6 +274,11 @@ mod tests {
         assert_eq!(
             targets(&b, &answer, local),
             vec![t("198.18.0.3:7000"), t("[fd00::2]:7000")]
+        );
+        assert_eq!(
+            targets(&b, &[ip("::ffff:198.18.0.5")], |_| false),
+            vec![t("198.18.0.5:7000")],
+            "an IPv4-mapped answer is the IPv4 peer"
         );
         let many: Vec<IpAddr> = (0..5000u32)
             .map(|i| IpAddr::from((0xc612_0000u32 + i).to_be_bytes()))

@@ -25,6 +25,7 @@
 //! - [`sleeve_channel`]: the gossip channel that carries the data plane's messages
 //!   ([`datapath::sleeve_message`]) to a neighbour.
 //! - [`listener`]: accept loop with pre-authentication limits.
+//! - [`underlay`]: the peer-facing TCP and UDP sockets, on both IP families.
 //! - [`api`], [`http`]: the local API (its contract is the `api` crate's) and the status
 //!   listener.
 //! - [`attachments`], [`host_net`]: what is attached and exposed (`ps`, `expose`, `hide`).
@@ -68,6 +69,7 @@ pub mod sleeve_channel;
 pub mod status;
 pub mod store;
 pub mod supervise;
+pub mod underlay;
 pub mod web;
 
 /// The weft version, as `weft version` prints it.

@@ -22,8 +22,9 @@ pub async fn run(listener: TcpListener, ctx: Arc<LinkContext>) {
     loop {
         tokio::select! {
             accepted = listener.accept() => {
+                // Dual-stack: an IPv4 peer has its IPv4 spelling from here on.
                 let (stream, remote) = match accepted {
-                    Ok(a) => a,
+                    Ok((stream, remote)) => (stream, crate::underlay::canonical(remote)),
                     Err(e) => {
                         warn!("accept failed: {e}");
                         tokio::time::sleep(std::time::Duration::from_millis(100)).await;

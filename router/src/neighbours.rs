@@ -278,6 +278,12 @@ impl Neighbours {
         };
         let ip = endpoint.ip();
         match self.policy.eligible(ip, hello) {
+            Ok(()) if ip.is_ipv6() => {
+                debug!(%peer, "connection to {peer} stays on sleeve: IPv6 underlay");
+                self.modes
+                    .insert(peer, (Mode::Sleeve, Some(Reason::Ipv6Underlay)));
+                self.push(Output::Fastdp(FpCommand::Remove(peer)));
+            }
             Ok(()) => {
                 if self.fastdp_running {
                     self.modes

@@ -226,7 +226,10 @@ mod tests {
         let opened = Store::open(&path, range).unwrap();
         assert!(opened.snapshot.is_none() && opened.targets.is_empty());
         opened.store.write_snapshot(b"abc").unwrap();
-        let targets: Vec<SocketAddr> = vec!["198.18.0.2:6783".parse().unwrap()];
+        let targets: Vec<SocketAddr> = vec![
+            "198.18.0.2:6783".parse().unwrap(),
+            "[fd00::2]:6783".parse().unwrap(),
+        ];
         opened.store.write_targets(&targets).unwrap();
         drop(opened);
         let opened = Store::open(&path, range).unwrap();

@@ -8,7 +8,7 @@
 //! still inside our namespaces (by PID) and deletes the namespaces and the test dir.
 
 use super::{require_root, run_ok, run_with_timeout};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -54,6 +54,19 @@ pub fn assert_allowed(addr: Ipv4Addr) {
     assert!(ok, "address {addr} is outside the ranges tests may use (198.18.0.0/15, 10.32.0.0/12, 10.40.0.0/16)");
 }
 
+/// The IPv6 range tests may use, inside namespaces only: ULA fd00::/8.
+const ALLOWED6: (Ipv6Addr, u8) = (Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 0), 8);
+
+/// Panics unless `addr` lies in fd00::/8 (ULA).
+pub fn assert_allowed6(addr: Ipv6Addr) {
+    let (net, len) = ALLOWED6;
+    let mask = u128::MAX << (128 - len);
+    assert!(
+        u128::from(addr) & mask == u128::from(net),
+        "address {addr} is outside the IPv6 range tests may use (fd00::/8)"
+    );
+}
+
 /// One host: a namespace with `eth0` on the underlay, and its router's directories.
 #[derive(Debug, Clone)]
 pub struct Host {
@@ -61,8 +74,13 @@ pub struct Host {
     pub index: usize,
     /// Namespace name.
     pub ns: String,
-    /// Underlay address of `eth0`.
+    /// Underlay address of `eth0` (removed by [`Net::set_underlay`] for an IPv6-only
+    /// host: see `has_v4`).
     pub addr: Ipv4Addr,
+    /// Whether `addr` is on `eth0` (false for an IPv6-only host).
+    pub has_v4: bool,
+    /// IPv6 underlay address of `eth0` (fd00::X/64), if [`Net::set_underlay`] gave one.
+    pub addr6: Option<Ipv6Addr>,
     /// `WEFT_RUN_DIR` for this host's router.
     pub run_dir: PathBuf,
     /// `WEFT_DATA_DIR` for this host's router (kept across relaunches).
@@ -196,10 +214,81 @@ impl Net {
             index,
             ns,
             addr,
+            has_v4: true,
+            addr6: None,
             run_dir,
             data_dir,
         });
         index
+    }
+
+    /// Sets which families host `hX` (one of [`Net::add_host`]'s, on the switch) has on
+    /// its underlay: `v6` adds fd00::X/64 to `eth0` (no duplicate detection, so it is
+    /// usable at once), `!v4` removes 198.18.0.X/24. The switch is a plain bridge, so
+    /// the IPv6 hosts reach each other on fd00::/64 and nothing routes between the
+    /// families. Returns the IPv6 address, if any.
+    pub fn set_underlay(&mut self, host: usize, v4: bool, v6: bool) -> Option<Ipv6Addr> {
+        let h = self.host(host).clone();
+        assert!(v4 || v6, "h{host} needs an underlay address");
+        assert_eq!(
+            h.addr.octets()[..3],
+            [198, 18, 0],
+            "h{host} is not on the switch"
+        );
+        let addr6 = v6.then(|| Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, host as u16));
+        if let Some(a6) = addr6 {
+            assert_allowed6(a6);
+            ip(&[
+                "-n",
+                &h.ns,
+                "addr",
+                "add",
+                &format!("{a6}/64"),
+                "dev",
+                "eth0",
+                "nodad",
+            ]);
+        }
+        if !v4 && h.has_v4 {
+            ip(&[
+                "-n",
+                &h.ns,
+                "addr",
+                "del",
+                &format!("{}/24", h.addr),
+                "dev",
+                "eth0",
+            ]);
+        }
+        let entry = &mut self.hosts[host - 1];
+        entry.has_v4 = v4 && h.has_v4;
+        entry.addr6 = addr6.or(h.addr6);
+        addr6
+    }
+
+    /// Gives interface `ifname` of namespace `ns` an IPv6 address, e.g. "fd40::1:2/64"
+    /// (checked to be in fd00::/8), without duplicate detection.
+    pub fn add_addr6(&self, ns: &str, ifname: &str, cidr: &str) {
+        let addr: Ipv6Addr = cidr
+            .split('/')
+            .next()
+            .unwrap_or("")
+            .parse()
+            .expect("cidr address");
+        assert_allowed6(addr);
+        ip(&["-n", ns, "addr", "add", cidr, "dev", ifname, "nodad"]);
+    }
+
+    /// One ping (2 s deadline) from namespace `ns` to an allowed IPv6 address.
+    pub fn ping6(&self, ns: &str, addr: Ipv6Addr) -> bool {
+        assert_allowed6(addr);
+        self.exec(
+            ns,
+            "ping",
+            &["-6", "-c", "1", "-W", "2", "-q", &addr.to_string()],
+        )
+        .status
+        .success()
     }
 
     /// Adds host `h{N+1}` behind an IP router namespace `r` (made on first use): `r` is

@@ -36,8 +36,9 @@ impl PingSeries {
     }
 }
 
-/// Runs `ping -4 -c count -i interval -W 1 [extra...] addr` in `ns` and parses the
-/// summary line. Panics if ping printed no summary (it did not run).
+/// Runs `ping -4 -c count -i interval -W 1 [extra...] addr` in `ns` (`-6` for an IPv6
+/// `addr`) and parses the summary line. Panics if ping printed no summary (it did not
+/// run).
 pub fn ping_series(
     net: &Net,
     ns: &str,
@@ -47,7 +48,8 @@ pub fn ping_series(
     extra: &[&str],
 ) -> PingSeries {
     let count_s = count.to_string();
-    let mut args = vec!["-4", "-c", &count_s, "-i", interval, "-W", "1", "-q"];
+    let family = if addr.contains(':') { "-6" } else { "-4" };
+    let mut args = vec![family, "-c", &count_s, "-i", interval, "-W", "1", "-q"];
     args.extend_from_slice(extra);
     args.push(addr);
     let secs = f64::from(count) * interval.parse::<f64>().unwrap_or(1.0) + 30.0;

@@ -107,6 +107,37 @@ impl Dataplane {
         self.replies.push(|out| too_big_reply(frame, mtu, out).ok());
     }
 
+    /// A frame relayed from `back.src` (whose datagram came from the neighbour
+    /// `back.from`) to `back.dst` did not fit `next_hop`: the ICMP "too big" reply
+    /// (with `next_hop`'s MTU less [`RELAY_OVERHEAD`]) goes back to the sender's
+    /// container through the sleeve, as a frame from `back.dst` (the peer the packet was
+    /// for, as a relay forwards it), so that its MAC stays learnt where it is. Without
+    /// it, packets between the two hops' limits would vanish with no signal. Returns
+    /// whether a reply was sent.
+    pub(super) fn answer_relayed_too_big(
+        &mut self,
+        now: Instant,
+        back: RelayBack,
+        next_hop: &PeerId,
+        frame: &[u8],
+        tx: &mut TxBuffer,
+    ) -> bool {
+        let Some(mtu) = self.path_mtu(next_hop) else {
+            return false;
+        };
+        let mtu = mtu.saturating_sub(RELAY_OVERHEAD as u16);
+        let mut out = [0u8; super::replies::SLOT_LEN];
+        let Ok(len) = too_big_reply(frame, mtu, &mut out) else {
+            return false;
+        };
+        let reply = &out[..len.min(out.len())];
+        if back.dst == self.us || !self.fits(&back.from, reply, true) {
+            return false;
+        }
+        self.send(now, back.from, back.src, back.dst, reply, tx);
+        true
+    }
+
     /// Acknowledges a probe: an authentic keepalive longer than a plain one.
     pub(super) fn ack_probe(&mut self, peer: PeerId, datagram_len: usize) {
         if datagram_len > MIN_DATAGRAM_LEN {
@@ -114,6 +145,18 @@ impl Dataplane {
             self.events.push_back(Event::SendProbeAck { peer, size });
         }
     }
+}
+
+/// Where a relayed frame came from: the neighbour that sent its datagram, and the
+/// peers its entry names.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct RelayBack {
+    /// The neighbour.
+    pub(super) from: PeerId,
+    /// The frame's source peer.
+    pub(super) src: PeerId,
+    /// The frame's destination peer.
+    pub(super) dst: PeerId,
 }
 
 /// Emits [`Event::MtuChanged`] once a path is measured and whenever its MTU changes.

@@ -57,6 +57,10 @@ pub enum Reason {
     NoAck,
     /// The peer's probes no longer arrive: VXLAN from the peer to us is lost.
     NoPeerProbe,
+    /// The control link runs over IPv6, and the VXLAN device is IPv4 only (Linux
+    /// gives one VXLAN device one address family): the connection is never a
+    /// candidate, and this says why. Not a fallback.
+    Ipv6Underlay,
 }
 
 impl Reason {
@@ -66,6 +70,7 @@ impl Reason {
             Reason::Probing => "probing",
             Reason::NoAck => "vxlan probes unacknowledged",
             Reason::NoPeerProbe => "no vxlan probes from peer",
+            Reason::Ipv6Underlay => "IPv6 underlay, the fast path is IPv4 only",
         }
     }
 
@@ -75,6 +80,7 @@ impl Reason {
             Reason::Probing => "probing",
             Reason::NoAck => "probe_unacknowledged",
             Reason::NoPeerProbe => "peer_probes_missing",
+            Reason::Ipv6Underlay => "ipv6_underlay",
         }
     }
 }

@@ -63,6 +63,16 @@ pub enum IpVersion {
 }
 
 impl IpVersion {
+    /// The version of the path to `addr` (an IPv4-mapped IPv6 address is IPv4 on the
+    /// wire, but the sleeve's addresses are canonical: see [`crate::udp::canonical`]).
+    pub fn of(addr: &std::net::SocketAddr) -> IpVersion {
+        if addr.is_ipv4() {
+            IpVersion::V4
+        } else {
+            IpVersion::V6
+        }
+    }
+
     /// The IP header length without options or extension headers.
     pub const fn header_len(self) -> usize {
         match self {

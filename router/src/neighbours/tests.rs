@@ -106,6 +106,36 @@ fn a_hello_before_the_endpoint_is_kept_until_the_neighbour_is_known() {
 }
 
 #[test]
+fn an_eligible_connection_over_ipv6_stays_on_sleeve_and_says_why() {
+    let mut n = neighbours(true);
+    let theirs = Hello {
+        enabled: true,
+        no_encryption: true,
+        trusts_you: false,
+    };
+    let v6 = (
+        SocketAddr::from(([0xfd00, 0, 0, 0, 0, 0, 0, 2], 6783)),
+        [2; 32],
+    );
+    n.handle_links(HashMap::from([(peer(2), v6)]));
+    drain(&mut n);
+    n.handle_message(peer(2), SleeveMessage::FastdpHello(theirs));
+    let out = drain(&mut n);
+    assert!(
+        !out.iter()
+            .any(|o| matches!(o, Output::Fastdp(FpCommand::Candidate { .. }))),
+        "{out:?}"
+    );
+    assert_eq!(
+        n.overlay(&peer(2)),
+        (
+            "sleeve",
+            Some("IPv6 underlay, the fast path is IPv4 only".into())
+        )
+    );
+}
+
+#[test]
 fn messages_without_a_route_wait_and_go_when_routes_change() {
     let mut n = neighbours(false);
     n.handle_links(HashMap::from([(peer(1), endpoint(1))]));

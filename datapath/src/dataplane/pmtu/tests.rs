@@ -165,3 +165,29 @@ fn acks_outside_a_search_or_above_the_ceiling_are_ignored() {
     search(&mut p, t, 1248, |_| false);
     assert_eq!(p.limit(), 1248);
 }
+
+/// Over IPv6 the header is 40 bytes, not 20: a 1500-byte IPv6 path carries a 1440-byte
+/// datagram (1500 − 40 − 8 = 1452, down to the 16-byte step) and an overlay MTU of
+/// 1391, below the 1408 that a 1500-byte IPv4 path allows; the floor is what the
+/// IPv6 minimum (1280) carries.
+#[test]
+fn an_ipv6_path_accounts_for_its_larger_header() {
+    assert_eq!(datagram_for_path(1500, IpVersion::V6), 1440);
+    assert_eq!(mtu_for_datagram(1440), 1391);
+    assert_eq!(crate::sleeve::overlay_mtu(1500, IpVersion::V6), 1388);
+    assert!(crate::sleeve::overlay_mtu(1500, IpVersion::V6) <= mtu_for_datagram(1440));
+    let now = Instant::now();
+    let mut p = PathMtu::new(now, PmtuConfig::default(), IpVersion::V6, MTU_1500);
+    assert_eq!(p.floor, datagram_for_path(1280, IpVersion::V6));
+    search(&mut p, now, datagram_for_path(1500, IpVersion::V6), |_| {
+        false
+    });
+    assert_eq!((p.limit(), p.mtu()), (1440, 1391));
+    // Every IPv6 path from the minimum up is found exactly.
+    for path_mtu in (1280..=1500).step_by(11) {
+        let mut p = PathMtu::new(now, PmtuConfig::default(), IpVersion::V6, MTU_1500);
+        let path = datagram_for_path(path_mtu, IpVersion::V6);
+        search(&mut p, now, path, |_| false);
+        assert_eq!(p.limit(), path, "IPv6 path MTU {path_mtu}");
+    }
+}
