@@ -29,6 +29,16 @@
 //! the NAT renumbers is followed. A datagram that fails authentication or the replay
 //! check, or an older one that arrives late, never moves it.
 //!
+//! TCP fallback ([`fallback`]): a neighbour whose UDP path does not confirm within
+//! [`DataplaneConfig::fallback_after`] of being added, or whose confirmed path is lost,
+//! gets its frames sealed exactly as for UDP but queued for the control link
+//! ([`Dataplane::poll_tcp`]) instead of the socket ([`Event::Fallback`] each switch).
+//! Keepalives and path MTU probes keep going by UDP, so the path comes back by itself
+//! once it confirms. Datagrams that arrive over the control link
+//! ([`Dataplane::handle_tcp_datagram`]) are opened and checked against the replay window
+//! like any other, but never move the endpoint and never confirm the UDP path. The
+//! fallback path allocates one buffer per datagram; the UDP path still allocates nothing.
+//!
 //! Path MTU: each neighbour's path is measured with padded probes ([`pmtu`]); the
 //! neighbour acknowledges each probe over the control link ([`Event::SendProbeAck`]).
 //! A frame larger than its next hop carries is dropped and counted as `mtu`; if it
@@ -57,6 +67,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 mod counters;
+pub mod fallback;
 mod path_mtu;
 use path_mtu::RelayBack;
 pub mod pmtu;
@@ -64,6 +75,7 @@ mod replies;
 mod superframes;
 mod tx;
 pub use counters::{Counters, DropCounts, PeerCounters};
+use fallback::{Change, Fallback, FallbackReason, TcpQueue};
 use pmtu::{PathMtu, PmtuConfig};
 use replies::Replies;
 pub use tx::TxBuffer;
@@ -89,6 +101,9 @@ pub struct DataplaneConfig {
     pub mtu: u16,
     /// Path MTU discovery timing.
     pub pmtu: PmtuConfig,
+    /// How long a new neighbour's UDP path may take to confirm before its frames travel
+    /// inside the control link (`None`: never).
+    pub fallback_after: Option<Duration>,
 }
 
 impl Default for DataplaneConfig {
@@ -101,6 +116,7 @@ impl Default for DataplaneConfig {
             max_datagram: 1500 - 20 - crate::sleeve::UDP_HEADER_LEN,
             mtu: crate::sleeve::overlay_mtu(1500, IpVersion::V4),
             pmtu: PmtuConfig::default(),
+            fallback_after: Some(fallback::DEFAULT_FALLBACK_AFTER),
         }
     }
 }
@@ -151,6 +167,14 @@ pub enum Event {
         /// The overlay (IP) MTU of the path.
         mtu: u16,
     },
+    /// `peer`'s frames now travel inside the control link, for this reason (`Some`), or
+    /// by UDP again (`None`).
+    Fallback {
+        /// The neighbour.
+        peer: PeerId,
+        /// Why it is on TCP, or `None` when back on UDP.
+        reason: Option<FallbackReason>,
+    },
     /// `peer`'s datagrams now come from, and ours now go to, `endpoint` (roaming).
     EndpointChanged {
         /// The neighbour.
@@ -178,6 +202,8 @@ struct PeerEntry {
     pmtu: PathMtu,
     /// The MTU last reported in [`Event::MtuChanged`] (0: none yet).
     reported_mtu: u16,
+    /// Whether its frames go by TCP.
+    fallback: Fallback,
 }
 
 /// The data plane state of one router.
@@ -200,6 +226,8 @@ pub struct Dataplane {
     scratch: Box<[u8]>,
     /// TCP superframes read from the TAP device.
     superframes: u64,
+    /// Sealed datagrams for neighbours in TCP fallback.
+    tcp_out: TcpQueue,
 }
 
 impl Dataplane {
@@ -219,6 +247,7 @@ impl Dataplane {
             flood_relay: true,
             scratch: vec![0; crate::offload::coalesce::MAX_SUPERFRAME].into_boxed_slice(),
             superframes: 0,
+            tcp_out: TcpQueue::new(fallback::TCP_QUEUE),
         }
     }
 
@@ -247,6 +276,7 @@ impl Dataplane {
                 staged: 0,
                 pmtu,
                 reported_mtu: 0,
+                fallback: Fallback::new(now),
             },
         );
         self.handle_timeout(now);
@@ -256,6 +286,7 @@ impl Dataplane {
     pub fn remove_peer(&mut self, peer: PeerId) {
         if let Some(entry) = self.peers.remove(&peer) {
             self.staged_peers.retain(|p| *p != peer);
+            self.tcp_out.forget(&peer);
             for idx in entry.indices {
                 self.index.remove(&idx);
             }
@@ -321,6 +352,16 @@ impl Dataplane {
         self.peers.get(peer).is_some_and(|e| e.established)
     }
 
+    /// Why `peer`'s frames travel inside the control link, if they do.
+    pub fn fallback(&self, peer: &PeerId) -> Option<FallbackReason> {
+        self.peers.get(peer).and_then(|e| e.fallback.reason())
+    }
+
+    /// The next sealed datagram for a neighbour in TCP fallback, for its control link.
+    pub fn poll_tcp(&mut self) -> Option<(PeerId, Vec<u8>)> {
+        self.tcp_out.pop()
+    }
+
     /// Where datagrams to `peer` go now.
     pub fn endpoint(&self, peer: &PeerId) -> Option<SocketAddr> {
         self.peers.get(peer).map(|e| e.endpoint)
@@ -333,6 +374,7 @@ impl Dataplane {
             drops: self.drops,
             mac_entries: self.switch.mac_len(),
             superframes: self.superframes,
+            tcp_queue_full: self.tcp_out.dropped(),
         }
     }
 
@@ -383,7 +425,9 @@ impl Dataplane {
                 || entry
                     .last_tx
                     .is_none_or(|t| now.saturating_duration_since(t) >= interval);
-            if due && entry.session.can_send() && seal_into(entry, &[], tx, &mut self.drops).is_ok()
+            if due
+                && entry.session.can_send()
+                && seal_into(entry, &[], tx, None, &mut self.drops).is_ok()
             {
                 entry.last_tx = Some(now);
             }
@@ -404,6 +448,21 @@ impl Dataplane {
                 peer,
                 established: up,
             });
+        }
+        match entry.fallback.update(now, up, self.config.fallback_after) {
+            Some(Change::ToTcp(reason)) => {
+                entry.counters.fallbacks += 1;
+                self.events.push_back(Event::Fallback {
+                    peer,
+                    reason: Some(reason),
+                });
+            }
+            Some(Change::ToUdp) => {
+                // Frames staged for TCP are sealed there; later ones go by UDP.
+                self.events
+                    .push_back(Event::Fallback { peer, reason: None });
+            }
+            None => {}
         }
     }
 
@@ -478,7 +537,7 @@ impl Dataplane {
             .session
             .append(&mut entry.stage, entry.staged, &f, max);
         if matches!(appended, Ok(None)) && entry.staged > 0 {
-            seal_stage(entry, tx, &mut self.drops);
+            seal_stage(next_hop, entry, tx, &mut self.tcp_out, &mut self.drops);
             appended = entry.session.append(&mut entry.stage, 0, &f, max);
         }
         let sent = match appended {
@@ -490,14 +549,20 @@ impl Dataplane {
                 true
             }
             // Larger than a staging datagram: it goes alone (the stage is empty now).
-            Ok(None) => seal_into(entry, &[f], tx, &mut self.drops).is_ok(),
+            Ok(None) => {
+                let tcp = Some((next_hop, &mut self.tcp_out));
+                seal_into(entry, &[f], tx, tcp, &mut self.drops).is_ok()
+            }
             Err(e) => {
                 self.drops.count_seal_error(e);
                 false
             }
         };
         if sent {
-            entry.last_tx = Some(now);
+            // Frames by TCP do not stand in for the UDP keepalive that retries the path.
+            if !entry.fallback.is_active() {
+                entry.last_tx = Some(now);
+            }
             entry.counters.tx_frames += 1;
             entry.counters.tx_bytes += frame.len() as u64;
         }
@@ -507,7 +572,7 @@ impl Dataplane {
     pub fn flush(&mut self, tx: &mut TxBuffer) {
         for peer in self.staged_peers.drain(..) {
             if let Some(entry) = self.peers.get_mut(&peer) {
-                seal_stage(entry, tx, &mut self.drops);
+                seal_stage(peer, entry, tx, &mut self.tcp_out, &mut self.drops);
             }
         }
     }
@@ -522,6 +587,33 @@ impl Dataplane {
         tx: &mut TxBuffer,
         deliver: &mut dyn FnMut(&[u8]),
     ) {
+        self.receive(now, Via::Udp(from), datagram, routes, tx, deliver);
+    }
+
+    /// A sleeve datagram that came inside the control link to `link_peer` (its TCP
+    /// fallback). Opened and replay-checked like one from the socket, it must be under
+    /// `link_peer`'s own keys; it never moves the endpoint and never confirms the UDP path.
+    pub fn handle_tcp_datagram<R: RouteView + ?Sized>(
+        &mut self,
+        now: Instant,
+        link_peer: PeerId,
+        datagram: &mut [u8],
+        routes: &R,
+        tx: &mut TxBuffer,
+        deliver: &mut dyn FnMut(&[u8]),
+    ) {
+        self.receive(now, Via::Tcp(link_peer), datagram, routes, tx, deliver);
+    }
+
+    fn receive<R: RouteView + ?Sized>(
+        &mut self,
+        now: Instant,
+        via: Via,
+        datagram: &mut [u8],
+        routes: &R,
+        tx: &mut TxBuffer,
+        deliver: &mut dyn FnMut(&[u8]),
+    ) {
         let Some(idx) = crate::sleeve::header::peek_receiver_index(datagram) else {
             self.drops.malformed += 1;
             return;
@@ -530,6 +622,11 @@ impl Dataplane {
             self.drops.unknown_index += 1;
             return;
         };
+        if matches!(via, Via::Tcp(link_peer) if link_peer != peer) {
+            // Another neighbour's keys inside this link: never accepted.
+            self.drops.tcp_wrong_peer += 1;
+            return;
+        }
         let Some(entry) = self.peers.get_mut(&peer) else {
             self.drops.unknown_index += 1;
             return;
@@ -539,6 +636,14 @@ impl Dataplane {
             Ok(opened) => opened,
             Err(e) => {
                 entry.counters.count_open_error(e);
+                return;
+            }
+        };
+        let from = match via {
+            Via::Udp(from) => from,
+            Via::Tcp(_) => {
+                entry.counters.tcp_rx_datagrams += 1;
+                self.deliver_frames(now, peer, &opened, routes, tx, deliver);
                 return;
             }
         };
@@ -577,6 +682,22 @@ impl Dataplane {
         if opened.is_keepalive() {
             self.ack_probe(peer, datagram_len);
         }
+        self.deliver_frames(now, peer, &opened, routes, tx, deliver);
+        // Opening only ever confirms a send key; receiver indices change with offers and
+        // expiry (handled there), so there is nothing to re-index per datagram.
+        self.update_path(now, peer);
+    }
+
+    /// Delivers or forwards the frames of an opened datagram from neighbour `peer`.
+    fn deliver_frames<R: RouteView + ?Sized>(
+        &mut self,
+        now: Instant,
+        peer: PeerId,
+        opened: &crate::sleeve::codec::Opened<'_>,
+        routes: &R,
+        tx: &mut TxBuffer,
+        deliver: &mut dyn FnMut(&[u8]),
+    ) {
         // The frames borrow the datagram, not the session, so forwarding may use `self`.
         let mut answered_too_big = false;
         for f in opened.frames() {
@@ -633,10 +754,16 @@ impl Dataplane {
                 Forward::Drop(reason) => self.drops.count(reason),
             }
         }
-        // Opening only ever confirms a send key; receiver indices change with offers and
-        // expiry (handled there), so there is nothing to re-index per datagram.
-        self.update_path(now, peer);
     }
+}
+
+/// Where a received datagram came from.
+#[derive(Clone, Copy)]
+enum Via {
+    /// The UDP socket, from this address.
+    Udp(SocketAddr),
+    /// Inside the control link to this neighbour.
+    Tcp(PeerId),
 }
 
 /// Whether `frame` is a fast-path probe (by its EtherType), which the sleeve never
@@ -645,13 +772,33 @@ fn is_probe(frame: &[u8]) -> bool {
     frame.get(12..14) == Some(&crate::fastdp::probe::ETHERTYPE.to_be_bytes()[..])
 }
 
-/// Seals `entry`'s staged frames into a slot of `tx` and empties the stage.
-fn seal_stage(entry: &mut PeerEntry, tx: &mut TxBuffer, drops: &mut DropCounts) {
+/// Seals `entry`'s staged frames into a slot of `tx` (or, in TCP fallback, into a
+/// datagram queued on `tcp`) and empties the stage.
+fn seal_stage(
+    peer: PeerId,
+    entry: &mut PeerEntry,
+    tx: &mut TxBuffer,
+    tcp: &mut TcpQueue,
+    drops: &mut DropCounts,
+) {
     let inner = std::mem::take(&mut entry.staged);
     if inner == 0 {
         return;
     }
     let len = datagram_len(inner);
+    if entry.fallback.is_active() {
+        let mut d = vec![0u8; len];
+        d[HEADER_LEN..HEADER_LEN + inner]
+            .copy_from_slice(&entry.stage[HEADER_LEN..HEADER_LEN + inner]);
+        match entry.session.seal_in_place(&mut d, inner) {
+            Ok(n) => {
+                d.truncate(n);
+                queue_tcp(peer, entry, tcp, d);
+            }
+            Err(e) => drops.count_seal_error(e),
+        }
+        return;
+    }
     let Some(slot) = tx.slot(len) else {
         drops.tx_full += 1;
         return;
@@ -664,10 +811,14 @@ fn seal_stage(entry: &mut PeerEntry, tx: &mut TxBuffer, drops: &mut DropCounts) 
     }
 }
 
+/// Seals `frames` for `entry` into a slot of `tx`; with `tcp` given and the neighbour in
+/// TCP fallback, into a datagram queued there instead (keepalives pass no `tcp`: they
+/// always go by UDP, to retry the path).
 fn seal_into(
     entry: &mut PeerEntry,
     frames: &[InnerFrame<'_>],
     tx: &mut TxBuffer,
+    tcp: Option<(PeerId, &mut TcpQueue)>,
     drops: &mut DropCounts,
 ) -> Result<(), SealError> {
     let len = entry.session.inner_len(frames).map(datagram_len);
@@ -678,6 +829,20 @@ fn seal_into(
             return Err(e);
         }
     };
+    if let Some((peer, tcp)) = tcp.filter(|_| entry.fallback.is_active()) {
+        let mut d = vec![0u8; len];
+        return match entry.session.seal(frames, &mut d) {
+            Ok(n) => {
+                d.truncate(n);
+                queue_tcp(peer, entry, tcp, d);
+                Ok(())
+            }
+            Err(e) => {
+                drops.count_seal_error(e);
+                Err(e)
+            }
+        };
+    }
     let Some(slot) = tx.slot(len) else {
         drops.tx_full += 1;
         return Err(SealError::BufferTooSmall { needed: len });
@@ -691,6 +856,14 @@ fn seal_into(
             drops.count_seal_error(e);
             Err(e)
         }
+    }
+}
+
+/// Queues a sealed datagram for `peer`'s control link; a full queue drops it (counted
+/// by the queue).
+fn queue_tcp(peer: PeerId, entry: &mut PeerEntry, tcp: &mut TcpQueue, datagram: Vec<u8>) {
+    if tcp.push(peer, datagram) {
+        entry.counters.tcp_tx_datagrams += 1;
     }
 }
 

@@ -339,7 +339,16 @@ pub async fn run(config: Config, on_ready: impl FnOnce(&str)) -> Result<(), Rout
     dp_config.max_datagram = max_datagram;
     dp_config.mtu = u16::try_from(mtu).unwrap_or(u16::MAX);
     let dp = Dataplane::new(id, dp_config);
-    let (dp_task, dp_handle) = dataplane::new(dp, tap, udp, routes_rx, dp_events_tx, max_datagram);
+    // Sleeve datagrams from inside control links (TCP fallback): bounded like a socket.
+    let (tcp_in_tx, tcp_in_rx) = mpsc::channel(4096);
+    let (dp_task, dp_handle) = dataplane::new(
+        dp,
+        (tap, udp),
+        routes_rx,
+        dp_events_tx,
+        tcp_in_rx,
+        max_datagram,
+    );
     let mut essential = Essential::new();
     essential.spawn("data plane", dp_task.run());
     let (fp_events_tx, fp_events_rx) = mpsc::unbounded_channel();
@@ -406,7 +415,7 @@ pub async fn run(config: Config, on_ready: impl FnOnce(&str)) -> Result<(), Rout
     let persist = crate::store::spawn_writer(store, move |seq| {
         persisted.send(owner::Input::IpamPersisted(seq));
     });
-    let ctx = LinkContext::new(identity, psk, handle.clone(), peer_keys.clone());
+    let ctx = LinkContext::new(identity, psk, handle.clone(), peer_keys.clone(), tcp_in_tx);
     if let Some(list) = &peer_keys {
         handle.send(owner::Input::PeerKeys(list.current().ids().clone()));
         info!(

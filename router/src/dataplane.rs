@@ -19,6 +19,7 @@
 //! A send refused with `EMSGSIZE` tells the data plane that path is narrower than it
 //! thought; ICMP "too big" replies the data plane builds go back out of the TAP device.
 
+use datapath::dataplane::fallback::FallbackReason;
 use datapath::dataplane::{Counters, Dataplane, Event, TxBuffer};
 use datapath::offload::coalesce::{Coalescer, MAX_SUPERFRAME};
 use datapath::offload::vnet::VNET_HDR_LEN;
@@ -27,6 +28,7 @@ use datapath::tap::{OffloadMode, Tap};
 use datapath::udp::{SleeveSocket, GSO_MAX_BYTES, GSO_MAX_SEGMENTS};
 use gossip::peer::PeerId;
 use gossip::routes::Routes;
+use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -64,6 +66,9 @@ pub enum Command {
     ProbeAck(PeerId, u16),
     /// Whether a neighbour's own frames now travel by the kernel fast path.
     SetFastdp(PeerId, bool),
+    /// The queue of the neighbour's control link for sleeve datagrams in TCP fallback
+    /// (`None`: it has none now).
+    TcpLink(PeerId, Option<mpsc::Sender<Vec<u8>>>),
     /// Read the counters and path states.
     Stats(oneshot::Sender<Stats>),
 }
@@ -87,6 +92,10 @@ pub struct Stats {
     pub coalesced: u64,
     /// Segments that went into them.
     pub coalesced_segments: u64,
+    /// Neighbours whose frames travel inside the control link, and why.
+    pub fallback: Vec<(PeerId, FallbackReason)>,
+    /// Sleeve datagrams for the TCP fallback that a link's queue could not take.
+    pub tcp_link_drops: u64,
 }
 
 /// A cheap handle to the task.
@@ -123,15 +132,21 @@ pub struct DataplaneTask {
     max_segment: usize,
     udp_too_big: u64,
     coalescer: Coalescer,
+    /// Sleeve datagrams that came inside control links, with the link's peer.
+    tcp_in: mpsc::Receiver<(PeerId, Vec<u8>)>,
+    /// Each neighbour's control-link queue, for its TCP fallback.
+    tcp_links: HashMap<PeerId, mpsc::Sender<Vec<u8>>>,
+    tcp_link_drops: u64,
 }
 
-/// Builds the task and its handle. `events` carries what the control link must send.
+/// Builds the task and its handle. `events` carries what the control link must send;
+/// `tcp_in` the sleeve datagrams that arrive inside control links (TCP fallback).
 pub fn new(
     dp: Dataplane,
-    tap: Tap,
-    udp: UdpSocket,
+    (tap, udp): (Tap, UdpSocket),
     routes: watch::Receiver<Arc<Routes>>,
     events: mpsc::UnboundedSender<Event>,
+    tcp_in: mpsc::Receiver<(PeerId, Vec<u8>)>,
     max_segment: usize,
 ) -> (DataplaneTask, DataplaneHandle) {
     let (tx, commands) = mpsc::unbounded_channel();
@@ -147,6 +162,9 @@ pub fn new(
         max_segment,
         udp_too_big: 0,
         coalescer: Coalescer::new(),
+        tcp_in,
+        tcp_links: HashMap::new(),
+        tcp_link_drops: 0,
     };
     (task, DataplaneHandle { tx })
 }
@@ -185,6 +203,9 @@ impl DataplaneTask {
                     self.receive(&mut datagram, &routes, &mut tx);
                 }
                 _ = self.udp.socket().writable(), if blocked => {}
+                Some((peer, mut d)) = self.tcp_in.recv() => {
+                    self.receive_tcp(peer, &mut d, &routes, &mut tx);
+                }
                 command = self.commands.recv() => match command {
                     Some(c) => self.command(Instant::now(), c),
                     None => return,
@@ -204,6 +225,7 @@ impl DataplaneTask {
             }
             self.dp.flush(&mut tx);
             self.send(&mut tx);
+            self.send_tcp();
             while let Some(event) = self.dp.poll_event() {
                 let _ = self.events.send(event);
             }
@@ -262,6 +284,41 @@ impl DataplaneTask {
             }
         });
     }
+    /// A sleeve datagram from inside `peer`'s control link, and up to a batch more.
+    fn receive_tcp(&mut self, peer: PeerId, d: &mut [u8], routes: &Routes, tx: &mut TxBuffer) {
+        let now = Instant::now();
+        let tap = &self.tap;
+        let drops = &mut self.tap_drops;
+        let mut deliver = |f: &[u8]| {
+            if tap.try_send(f).is_err() {
+                *drops += 1;
+            }
+        };
+        self.dp
+            .handle_tcp_datagram(now, peer, d, routes, tx, &mut deliver);
+        for _ in 1..BATCH {
+            let Ok((peer, mut d)) = self.tcp_in.try_recv() else {
+                break;
+            };
+            self.dp
+                .handle_tcp_datagram(now, peer, &mut d, routes, tx, &mut deliver);
+        }
+    }
+
+    /// Hands the datagrams of neighbours in TCP fallback to their control links; a
+    /// full (or gone) link queue drops and counts.
+    fn send_tcp(&mut self) {
+        while let Some((peer, datagram)) = self.dp.poll_tcp() {
+            let sent = self
+                .tcp_links
+                .get(&peer)
+                .is_some_and(|link| link.try_send(datagram).is_ok());
+            if !sent {
+                self.tcp_link_drops += 1;
+            }
+        }
+    }
+
     fn command(&mut self, now: Instant, command: Command) {
         match command {
             Command::AddPeer {
@@ -274,6 +331,12 @@ impl DataplaneTask {
             Command::Heard(peer) => self.dp.handle_heard(now, peer),
             Command::ProbeAck(peer, size) => self.dp.handle_probe_ack(now, peer, size),
             Command::SetFastdp(peer, on) => self.dp.set_fastdp(peer, on),
+            Command::TcpLink(peer, Some(link)) => {
+                self.tcp_links.insert(peer, link);
+            }
+            Command::TcpLink(peer, None) => {
+                self.tcp_links.remove(&peer);
+            }
             Command::Stats(reply) => {
                 let counters = self.dp.counters();
                 let established = counters
@@ -291,6 +354,8 @@ impl DataplaneTask {
                     offload_mode: Some(self.tap.mode()),
                     coalesced: self.coalescer.merged,
                     coalesced_segments: self.coalescer.merged_segments,
+                    fallback: fallbacks(&self.dp),
+                    tcp_link_drops: self.tcp_link_drops,
                 });
             }
         }
@@ -335,4 +400,13 @@ impl DataplaneTask {
             }
         });
     }
+}
+
+/// The neighbours in TCP fallback, with the reason.
+fn fallbacks(dp: &Dataplane) -> Vec<(PeerId, FallbackReason)> {
+    dp.counters()
+        .peers
+        .iter()
+        .filter_map(|(p, _)| dp.fallback(p).map(|r| (*p, r)))
+        .collect()
 }

@@ -42,6 +42,9 @@ pub enum Input {
         link: LinkUp,
         /// Where to send link commands.
         tx: mpsc::Sender<LinkCmd>,
+        /// The link's own bounded queue of sealed sleeve datagrams (TCP fallback),
+        /// written after every control message waiting.
+        data: mpsc::Sender<Vec<u8>>,
     },
     /// What the control plane takes as it is: a link down, a message on a link, a
     /// failed dial, targets from `weft connect`.

@@ -4,6 +4,13 @@
 //! authenticated message to the mesh owner and writes what the owner sends it. It holds
 //! no mesh state. Pre-authentication work is bounded: one small read buffer, the
 //! handshake's own exact-size checks, and a hard deadline.
+//!
+//! TCP fallback: a link also carries sealed sleeve datagrams for a neighbour whose UDP
+//! path does not work, as messages that start with [`DATA_TAG`] (a byte no control
+//! message starts with: those start with the wire version). They have their own
+//! bounded queue, written only when no control message waits, so control is never
+//! starved; a full queue drops the datagram (the data plane counts it). Received ones
+//! go straight to the data plane task, bounded likewise, never to the mesh.
 
 use crate::handle::{Input, LinkCmd, OwnerHandle};
 use crate::handshakes::RefusedReason;
@@ -27,6 +34,15 @@ use tracing::{debug, info, warn};
 pub const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Queue of messages waiting to be written to one link.
 const LINK_QUEUE: usize = 4096;
+/// Queue of sleeve datagrams (TCP fallback) waiting to be written to one link.
+pub const LINK_DATA_QUEUE: usize = 256;
+/// First byte of a link message that carries a sealed sleeve datagram.
+pub const DATA_TAG: u8 = 0xd7;
+const _: () = assert!(DATA_TAG != gossip::message::WIRE_VERSION);
+
+/// Sealed sleeve datagrams that arrived inside a control link, with the link's
+/// authenticated peer, for the data plane task.
+pub type TcpDatagrams = mpsc::Sender<(PeerId, Vec<u8>)>;
 
 /// What every link task needs to run a handshake.
 pub struct LinkContext {
@@ -38,6 +54,10 @@ pub struct LinkContext {
     pub owner: OwnerHandle,
     /// `--peer-keys`: only listed keys complete a handshake.
     pub peer_keys: Option<Arc<crate::peer_keys::KeyList>>,
+    /// Where received sleeve datagrams go (the data plane task).
+    pub tcp_datagrams: TcpDatagrams,
+    /// Received sleeve datagrams dropped because the data plane task was behind.
+    pub tcp_rx_dropped: AtomicU64,
     next_conn: AtomicU64,
 }
 
@@ -48,12 +68,15 @@ impl LinkContext {
         psk: Option<Psk>,
         owner: OwnerHandle,
         peer_keys: Option<Arc<crate::peer_keys::KeyList>>,
+        tcp_datagrams: TcpDatagrams,
     ) -> Arc<LinkContext> {
         Arc::new(LinkContext {
             identity,
             psk,
             owner,
             peer_keys,
+            tcp_datagrams,
+            tcp_rx_dropped: AtomicU64::new(0),
             next_conn: AtomicU64::new(1),
         })
     }
@@ -157,6 +180,7 @@ async fn run<S>(
     };
     let conn = ConnId(ctx.next_conn.fetch_add(1, Ordering::Relaxed));
     let (tx, rx) = mpsc::channel(LINK_QUEUE);
+    let (data, data_rx) = mpsc::channel(LINK_DATA_QUEUE);
     debug!(%remote, peer = %established.remote_id, conn = conn.0, "handshake complete");
     let link = LinkUp {
         conn,
@@ -167,14 +191,15 @@ async fn run<S>(
         encrypted: established.encrypted,
         hash: established.handshake_hash,
     };
-    ctx.owner.send(Input::LinkUp { link, tx });
+    let peer = link.remote_id;
+    ctx.owner.send(Input::LinkUp { link, tx, data });
     let error = records(
         &mut stream,
         established.link,
         leftover,
-        conn,
-        &ctx.owner,
-        rx,
+        (conn, peer),
+        &ctx,
+        (rx, data_rx),
     )
     .await;
     ctx.owner
@@ -254,25 +279,43 @@ async fn handshake(
     }
 }
 
-/// The record loop: decrypt what arrives, encrypt what the owner sends. Returns why it ended.
+/// The record loop: decrypt what arrives, encrypt what the owner sends (control messages
+/// before sleeve datagrams). Returns why it ended.
 async fn records(
     stream: &mut TcpStream,
     mut link: gossip::link::Link,
     leftover: Vec<u8>,
-    conn: ConnId,
-    owner: &OwnerHandle,
-    mut rx: mpsc::Receiver<LinkCmd>,
+    (conn, peer): (ConnId, PeerId),
+    ctx: &LinkContext,
+    (mut rx, mut data_rx): (mpsc::Receiver<LinkCmd>, mpsc::Receiver<Vec<u8>>),
 ) -> Option<String> {
+    let owner = &ctx.owner;
     let mut buf = vec![0u8; 64 * 1024];
     let mut pending = leftover;
+    let mut framed = Vec::new();
     loop {
         if !pending.is_empty() {
+            // Each read gives one waiting datagram its turn, so a peer that keeps our
+            // reads busy cannot starve our datagrams (control messages still go first).
+            if let Ok(datagram) = data_rx.try_recv() {
+                if let Err(e) = write_datagram(stream, &mut link, &mut framed, &datagram).await {
+                    return Some(e);
+                }
+            }
             if let Err(e) = link.open(&pending) {
                 warn!(conn = conn.0, "closing link: {e}");
                 return Some(e.to_string());
             }
             pending.clear();
             while let Some(message) = link.poll_message() {
+                if message.first() == Some(&DATA_TAG) {
+                    let mut datagram = message;
+                    datagram.remove(0);
+                    if ctx.tcp_datagrams.try_send((peer, datagram)).is_err() {
+                        ctx.tcp_rx_dropped.fetch_add(1, Ordering::Relaxed);
+                    }
+                    continue;
+                }
                 owner.send(Input::Node(NodeInput::Message {
                     conn,
                     bytes: message,
@@ -280,11 +323,7 @@ async fn records(
             }
         }
         tokio::select! {
-            read = stream.read(&mut buf) => match read {
-                Ok(0) => return Some("connection closed by remote".into()),
-                Ok(n) => pending.extend_from_slice(&buf[..n]),
-                Err(e) => return Some(format!("read: {e}")),
-            },
+            biased;
             cmd = rx.recv() => match cmd {
                 Some(LinkCmd::Send(message)) => {
                     let sealed = match link.seal(&message) {
@@ -302,6 +341,33 @@ async fn records(
                 }
                 None => return None,
             },
+            read = stream.read(&mut buf) => match read {
+                Ok(0) => return Some("connection closed by remote".into()),
+                Ok(n) => pending.extend_from_slice(&buf[..n]),
+                Err(e) => return Some(format!("read: {e}")),
+            },
+            Some(datagram) = data_rx.recv() => {
+                if let Err(e) = write_datagram(stream, &mut link, &mut framed, &datagram).await {
+                    return Some(e);
+                }
+            }
         }
     }
+}
+
+/// Seals and writes one sleeve datagram as a [`DATA_TAG`] message.
+async fn write_datagram(
+    stream: &mut TcpStream,
+    link: &mut gossip::link::Link,
+    framed: &mut Vec<u8>,
+    datagram: &[u8],
+) -> Result<(), String> {
+    framed.clear();
+    framed.push(DATA_TAG);
+    framed.extend_from_slice(datagram);
+    let sealed = link.seal(framed).map_err(|e| e.to_string())?;
+    stream
+        .write_all(&sealed)
+        .await
+        .map_err(|e| format!("write: {e}"))
 }

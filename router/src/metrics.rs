@@ -226,6 +226,7 @@ fn router_families(e: &mut Exposition, report: &Report) {
             n,
         );
     }
+    path_family(e, report);
     e.single(
         "weft_relayed_peers",
         "gauge",
@@ -329,6 +330,35 @@ fn ipam_families(e: &mut Exposition, report: &Report) {
     }
 }
 
+/// Path kinds of `weft_peer_path`, always all written for each peer.
+const PATH_KINDS: [&str; 5] = ["direct", "fastdp", "tcp fallback", "pending", "relayed"];
+
+/// `weft_peer_path`: 1 for the path each peer's frames take, 0 for the other kinds.
+fn path_family(e: &mut Exposition, report: &Report) {
+    let rt = &report.router;
+    e.family(
+        "weft_peer_path",
+        "gauge",
+        "The path each peer's frames take (1), by kind: direct (UDP sleeve confirmed), fastdp, \
+         tcp fallback (inside the control link), pending, relayed (through a neighbour).",
+    );
+    let neighbours = rt.connections.iter().filter_map(|c| {
+        let name = c.peer_name.as_deref()?;
+        let kind = c.path.as_deref()?;
+        Some((name, c.peer_nickname.as_deref().unwrap_or(""), kind))
+    });
+    let relayed = rt
+        .relayed
+        .iter()
+        .map(|r| (r.peer_name.as_str(), r.peer_nickname.as_str(), "relayed"));
+    for (peer, nickname, current) in neighbours.chain(relayed) {
+        for kind in PATH_KINDS {
+            let labels = [("peer", peer), ("nickname", nickname), ("kind", kind)];
+            e.sample("weft_peer_path", &labels, u8::from(kind == current));
+        }
+    }
+}
+
 fn dataplane_families(e: &mut Exposition, report: &Report) {
     let Some(dp) = &report.dataplane else { return };
     let nickname = |name: &str| {
@@ -340,7 +370,7 @@ fn dataplane_families(e: &mut Exposition, report: &Report) {
             .map_or("", |p| p.nickname.as_str())
     };
     type Field = fn(&crate::status::PeerTraffic) -> u64;
-    let per_peer: [(&str, &str, Field); 6] = [
+    let per_peer: [(&str, &str, Field); 9] = [
         (
             "weft_peer_transmit_bytes_total",
             "Bytes of frames sent to each neighbour.",
@@ -371,6 +401,21 @@ fn dataplane_families(e: &mut Exposition, report: &Report) {
             "Times a neighbour's sleeve endpoint moved to the source of its authentic, fresh \
              datagrams (roaming, NAT).",
             |p| p.endpoint_changes,
+        ),
+        (
+            "weft_sleeve_fallbacks_total",
+            "Times a neighbour's frames went to the TCP fallback (inside the control link).",
+            |p| p.fallbacks,
+        ),
+        (
+            "weft_sleeve_tcp_transmit_datagrams_total",
+            "Sealed sleeve datagrams sent to each neighbour inside the control link.",
+            |p| p.tcp_tx_datagrams,
+        ),
+        (
+            "weft_sleeve_tcp_receive_datagrams_total",
+            "Authentic sleeve datagrams received from each neighbour inside the control link.",
+            |p| p.tcp_rx_datagrams,
         ),
     ];
     for (name, help, field) in per_peer {

@@ -15,12 +15,14 @@
 //! - the **relay queue**: a message for a neighbour the mesh has no route to yet (the
 //!   link is up, routes are computed a moment later) waits, bounded, and is retried
 //!   when routes change;
-//! - what the status report shows: confirmed UDP paths, path MTUs, fast-path modes, and
-//!   the endpoints the sleeve task learnt from a neighbour's datagrams (roaming, NAT).
+//! - what the status report shows: confirmed UDP paths, path MTUs, fast-path modes, the
+//!   endpoints the sleeve task learnt from a neighbour's datagrams (roaming, NAT), and
+//!   which path each neighbour's frames take ([`PathKind`]: direct, fastdp, tcp fallback).
 
 use crate::dataplane::Command as DpCommand;
 use crate::fastdp::{Command as FpCommand, Event as FpEvent};
 use crate::mtu::OverlayMtu;
+use datapath::dataplane::fallback::FallbackReason;
 use datapath::dataplane::Event as DpEvent;
 use datapath::fastdp::link::{Mode, Reason};
 use datapath::fastdp::{Hello, Policy};
@@ -55,6 +57,42 @@ pub enum Output {
     },
 }
 
+/// Which path a neighbour's frames take. (Hole punching will add `punched`.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathKind {
+    /// The UDP sleeve, confirmed both ways.
+    Direct,
+    /// The kernel fast path (VXLAN).
+    Fastdp,
+    /// Inside the control link, for this reason.
+    TcpFallback(FallbackReason),
+    /// Neither yet: the UDP path is being tried.
+    Pending,
+}
+
+impl PathKind {
+    /// The name status, report and metrics use.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            PathKind::Direct => "direct",
+            PathKind::Fastdp => "fastdp",
+            PathKind::TcpFallback(_) => "tcp fallback",
+            PathKind::Pending => "pending",
+        }
+    }
+
+    /// Every kind's name, for metrics.
+    pub const NAMES: [&'static str; 4] = ["direct", "fastdp", "tcp fallback", "pending"];
+
+    /// Why, for `tcp fallback`.
+    pub fn reason(&self) -> Option<&'static str> {
+        match self {
+            PathKind::TcpFallback(r) => Some(r.as_str()),
+            _ => None,
+        }
+    }
+}
+
 /// The neighbours the control plane has: every established control link whose peer's
 /// listen port is known, with the UDP endpoint and hash the sleeve task gets.
 pub fn endpoints(node: &Node) -> HashMap<PeerId, Endpoint> {
@@ -83,6 +121,8 @@ pub struct Neighbours {
     paths: HashSet<PeerId>,
     /// Endpoints the sleeve task moved to (roaming), where they differ from `known`.
     learnt: HashMap<PeerId, SocketAddr>,
+    /// Neighbours whose frames travel inside the control link, and why.
+    fallback: HashMap<PeerId, FallbackReason>,
     /// Each fast-path candidate's mode.
     modes: HashMap<PeerId, (Mode, Option<Reason>)>,
     /// The last hello from each neighbour.
@@ -102,6 +142,7 @@ impl Neighbours {
             known: HashMap::new(),
             paths: HashSet::new(),
             learnt: HashMap::new(),
+            fallback: HashMap::new(),
             modes: HashMap::new(),
             hellos: HashMap::new(),
             unrouted: VecDeque::new(),
@@ -122,6 +163,7 @@ impl Neighbours {
             self.known.remove(&peer);
             self.paths.remove(&peer);
             self.learnt.remove(&peer);
+            self.fallback.remove(&peer);
             self.mtu.remove(&peer);
             self.modes.remove(&peer);
             self.hellos.remove(&peer);
@@ -134,6 +176,7 @@ impl Neighbours {
                 self.known.insert(peer, (endpoint, hash));
                 self.paths.remove(&peer);
                 self.learnt.remove(&peer);
+                self.fallback.remove(&peer);
                 let add = DpCommand::AddPeer {
                     peer,
                     endpoint,
@@ -184,6 +227,21 @@ impl Neighbours {
                     self.learnt.remove(&peer);
                 } else if self.known.contains_key(&peer) {
                     self.learnt.insert(peer, to);
+                }
+                return;
+            }
+            DpEvent::Fallback { peer, reason } => {
+                match reason {
+                    Some(why) => {
+                        warn!(%peer, "frames to {peer} now travel inside the encrypted control link (tcp fallback): {}", why.as_str());
+                        if self.known.contains_key(&peer) {
+                            self.fallback.insert(peer, why);
+                        }
+                    }
+                    None => {
+                        info!(%peer, "frames to {peer} are back on the UDP sleeve: its path confirmed");
+                        self.fallback.remove(&peer);
+                    }
                 }
                 return;
             }
@@ -240,6 +298,19 @@ impl Neighbours {
     /// Whether the UDP path to `peer` is confirmed both ways.
     pub fn is_path_established(&self, peer: &PeerId) -> bool {
         self.paths.contains(peer)
+    }
+
+    /// Which path `peer`'s frames take.
+    pub fn path(&self, peer: &PeerId) -> PathKind {
+        if matches!(self.modes.get(peer), Some((Mode::Fastdp, _))) {
+            PathKind::Fastdp
+        } else if self.paths.contains(peer) {
+            PathKind::Direct
+        } else if let Some(why) = self.fallback.get(peer) {
+            PathKind::TcpFallback(*why)
+        } else {
+            PathKind::Pending
+        }
     }
 
     /// Where the sleeve sends to `peer` now, and whether that was learnt from its

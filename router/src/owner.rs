@@ -56,6 +56,10 @@ pub struct Owner {
     node: Node,
     /// Where to send each authenticated link's commands.
     links: HashMap<ConnId, mpsc::Sender<LinkCmd>>,
+    /// Each authenticated link's queue of sleeve datagrams (TCP fallback).
+    data_links: HashMap<ConnId, mpsc::Sender<Vec<u8>>>,
+    /// The link whose datagram queue the sleeve task has for each neighbour.
+    tcp_paths: HashMap<PeerId, ConnId>,
     ctx: Weak<LinkContext>,
     rx: mpsc::UnboundedReceiver<Input>,
     tasks: DataplaneTasks,
@@ -85,6 +89,8 @@ impl Owner {
             info,
             node,
             links: HashMap::new(),
+            data_links: HashMap::new(),
+            tcp_paths: HashMap::new(),
             ctx: Arc::downgrade(ctx),
             rx,
             tasks,
@@ -131,10 +137,11 @@ impl Owner {
 
     fn handle(&mut self, now: Instant, input: Input) {
         let input = match input {
-            Input::LinkUp { link, tx } => {
+            Input::LinkUp { link, tx, data } => {
                 self.handshakes.accepted(link.outbound);
                 self.reclaim_link_up(&link);
                 self.links.insert(link.conn, tx);
+                self.data_links.insert(link.conn, data);
                 NodeInput::LinkUp(link)
             }
             Input::Node(input) => input,
@@ -156,6 +163,7 @@ impl Owner {
         };
         if let NodeInput::LinkDown { conn, .. } = &input {
             self.links.remove(conn);
+            self.data_links.remove(conn);
         }
         let connect = matches!(input, NodeInput::Connect { .. });
         self.node.handle(now, input, &mut self.channels);
@@ -204,6 +212,7 @@ impl Owner {
             if neighbours_changed {
                 let endpoints = neighbours::endpoints(&self.node);
                 self.neighbours.handle_links(endpoints);
+                self.update_tcp_paths();
             }
             self.take_sleeve_messages();
             self.reclaim_step(now);
@@ -260,6 +269,29 @@ impl Owner {
         sent
     }
 
+    /// Gives the sleeve task each neighbour's established link for its TCP fallback,
+    /// and takes back those gone.
+    fn update_tcp_paths(&mut self) {
+        let mut now: HashMap<PeerId, ConnId> = HashMap::new();
+        for (conn, l) in self.node.links() {
+            if l.established && self.data_links.contains_key(conn) {
+                now.insert(l.peer, *conn);
+            }
+        }
+        for (peer, conn) in &now {
+            if self.tcp_paths.get(peer) != Some(conn) {
+                let data = self.data_links.get(conn).cloned();
+                let command = crate::dataplane::Command::TcpLink(*peer, data);
+                self.tasks.sleeve.send(command);
+            }
+        }
+        for peer in self.tcp_paths.keys().filter(|p| !now.contains_key(p)) {
+            let command = crate::dataplane::Command::TcpLink(*peer, None);
+            self.tasks.sleeve.send(command);
+        }
+        self.tcp_paths = now;
+    }
+
     fn send(&mut self, conn: ConnId, message: Vec<u8>) {
         if let Some(tx) = self.links.get(&conn) {
             crate::handle::send_to_link(tx, conn, message);
@@ -268,6 +300,7 @@ impl Owner {
 
     /// The node closed a link (and has forgotten it): tell the link task.
     fn close(&mut self, conn: ConnId, peer: PeerId, addr: SocketAddr, reason: CloseReason) {
+        self.data_links.remove(&conn);
         if let Some(tx) = self.links.remove(&conn) {
             links::log_close(conn, peer, addr, &reason);
             let _ = tx.try_send(LinkCmd::Close(reason.to_string()));

@@ -3,7 +3,7 @@
 //! Called only by the owner task, which holds both machines; the result is plain data
 //! that the API formats and serializes without touching protocol state.
 
-use crate::neighbours::Neighbours;
+use crate::neighbours::{Neighbours, PathKind};
 use crate::status::{
     self, ConnectionReport, PeerConnectionReport, PeerReport, RelayedReport, Report, RouterReport,
 };
@@ -48,6 +48,8 @@ pub struct LinkView<'a> {
     pub overlay: &'a dyn Fn(&PeerId) -> (&'static str, Option<String>),
     /// A neighbour's sleeve endpoint, and whether it was learnt from its datagrams.
     pub endpoint: &'a dyn Fn(&PeerId) -> Option<(std::net::SocketAddr, bool)>,
+    /// The path a neighbour's frames take.
+    pub path: &'a dyn Fn(&PeerId) -> PathKind,
     /// `--trusted-subnets`.
     pub trusted_subnets: Vec<String>,
 }
@@ -62,6 +64,7 @@ pub fn of_node(info: &RouterInfo, node: &Node, neighbours: &Neighbours) -> Repor
         mtu: &|peer| neighbours.mtu(peer),
         overlay: &|peer| neighbours.overlay(peer),
         endpoint: &|peer| neighbours.endpoint(peer),
+        path: &|peer| neighbours.path(peer),
         trusted_subnets: neighbours
             .policy()
             .trusted
@@ -73,7 +76,7 @@ pub fn of_node(info: &RouterInfo, node: &Node, neighbours: &Neighbours) -> Repor
 }
 
 /// Builds the report. A connection is `established` once its control link is up and
-/// its UDP path works both ways; `pending` before.
+/// its frames have a path: UDP confirmed both ways, or the TCP fallback; `pending` before.
 pub fn build(
     info: &RouterInfo,
     mesh: &Mesh,
@@ -87,10 +90,12 @@ pub fn build(
         linked_addrs.insert(c.remote_addr);
         let (overlay, overlay_reason) = (view.overlay)(&c.peer);
         let endpoint = (view.endpoint)(&c.peer);
+        let path = (view.path)(&c.peer);
+        let carried = (view.path_established)(&c.peer) || path.reason().is_some();
         connections.push(ConnectionReport {
             address: c.remote_addr.to_string(),
             outbound: c.outbound,
-            state: if c.is_established() && (view.path_established)(&c.peer) {
+            state: if c.is_established() && carried {
                 "established"
             } else {
                 "pending"
@@ -106,6 +111,8 @@ pub fn build(
             mtu: Some((view.mtu)(&c.peer)),
             endpoint: endpoint.map(|(e, _)| e.to_string()),
             endpoint_learnt: endpoint.is_some_and(|(_, learnt)| learnt),
+            path: Some(path.as_str().to_string()),
+            path_reason: path.reason().map(str::to_string),
         });
     }
     let mut targets = Vec::new();
@@ -141,6 +148,8 @@ pub fn build(
             mtu: None,
             endpoint: None,
             endpoint_learnt: false,
+            path: None,
+            path_reason: None,
         });
     }
     let relayed = relayed(info, mesh, view);
@@ -225,6 +234,7 @@ fn relayed(info: &RouterInfo, mesh: &Mesh, view: &LinkView<'_>) -> Vec<RelayedRe
             outbound: link.outbound,
             encrypted: (view.encrypted)(link.conn).unwrap_or(info.encryption),
             mtu: Some((view.mtu)(&via)),
+            path: format!("relayed via {}({})", via.short(), nickname(&via)),
         });
     }
     out
@@ -260,15 +270,22 @@ pub fn dataplane(stats: &crate::dataplane::Stats) -> crate::status::DataplaneRep
                 src_mismatch: p.src_mismatch,
                 rekeys: p.rekeys,
                 endpoint_changes: p.endpoint_changes,
+                fallbacks: p.fallbacks,
+                tcp_tx_datagrams: p.tcp_tx_datagrams,
+                tcp_rx_datagrams: p.tcp_rx_datagrams,
             })
             .collect(),
         drops_malformed: d.malformed,
-        drops_unknown_index: d.unknown_index,
+        drops_unknown_index: d.unknown_index + d.tcp_wrong_peer,
         drops_no_route: d.no_route,
         drops_spoofed_source: d.spoofed_source,
         drops_loop: d.looped,
         drops_unsendable: d.unsendable,
-        drops_queue_full: d.tx_full + stats.tap_drops + stats.udp_drops,
+        drops_queue_full: d.tx_full
+            + stats.tap_drops
+            + stats.udp_drops
+            + c.tcp_queue_full
+            + stats.tcp_link_drops,
         drops_mtu: d.mtu + stats.udp_too_big,
         rekeys_refused: d.rekey_refused,
         mac_entries: c.mac_entries as u64,

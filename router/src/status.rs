@@ -246,6 +246,15 @@ pub struct PeerTraffic {
     /// (roaming, a NAT's mapping).
     #[serde(default)]
     pub endpoint_changes: u64,
+    /// Times its frames went to the TCP fallback (inside the control link).
+    #[serde(default)]
+    pub fallbacks: u64,
+    /// Sealed datagrams sent to it inside the control link (TCP fallback).
+    #[serde(default)]
+    pub tcp_tx_datagrams: u64,
+    /// Authentic datagrams received from it inside the control link.
+    #[serde(default)]
+    pub tcp_rx_datagrams: u64,
 }
 
 /// The router block of the report.
@@ -338,6 +347,9 @@ pub struct RelayedReport {
     pub encrypted: bool,
     /// The overlay MTU of the first hop.
     pub mtu: Option<u32>,
+    /// The path its frames take: `relayed via NAME(NICKNAME)`.
+    #[serde(default)]
+    pub path: String,
 }
 
 /// One local connection, or one attempt at a target.
@@ -374,6 +386,13 @@ pub struct ConnectionReport {
     /// a NAT's address and port) rather than taken from the control link.
     #[serde(default)]
     pub endpoint_learnt: bool,
+    /// The path this neighbour's frames take: `direct` (UDP sleeve confirmed), `fastdp`,
+    /// `tcp fallback` (inside the control link) or `pending`; none for a target.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Why, for `tcp fallback`.
+    #[serde(default)]
+    pub path_reason: Option<String>,
 }
 
 /// A peer in the topology.
@@ -542,6 +561,12 @@ pub fn format_connections(r: &Report) -> String {
                 if let Some(reason) = &c.overlay_reason {
                     let _ = write!(info, " fastdp: {reason}");
                 }
+                if let Some(path) = &c.path {
+                    let _ = write!(info, " path: {path}");
+                    if let Some(why) = &c.path_reason {
+                        let _ = write!(info, " ({why})");
+                    }
+                }
                 info
             }
             (None, _) => String::new(),
@@ -590,6 +615,9 @@ fn relayed_line(r: &RelayedReport) -> String {
     );
     if let Some(mtu) = r.mtu {
         let _ = write!(l, " mtu={mtu}");
+    }
+    if !r.path.is_empty() {
+        let _ = write!(l, " path: {}", r.path);
     }
     l
 }

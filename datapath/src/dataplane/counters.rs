@@ -35,6 +35,12 @@ pub struct PeerCounters {
     /// Key exchanges that replaced a working epoch (the first exchange of a session,
     /// which gives it its first keys, is not a rekey).
     pub rekeys: u64,
+    /// Times its frames went to the TCP fallback.
+    pub fallbacks: u64,
+    /// Datagrams sent to it inside the control link (TCP fallback).
+    pub tcp_tx_datagrams: u64,
+    /// Authentic datagrams received from it inside the control link.
+    pub tcp_rx_datagrams: u64,
 }
 
 impl PeerCounters {
@@ -74,6 +80,8 @@ pub struct DropCounts {
     /// Frames from the TAP device with a malformed `virtio_net_hdr` (gso_size 0,
     /// lengths or offsets past the frame, a GSO type never asked for).
     pub offload_malformed: u64,
+    /// Datagrams inside a control link under another neighbour's keys.
+    pub tcp_wrong_peer: u64,
 }
 
 impl DropCounts {
@@ -106,4 +114,6 @@ pub struct Counters {
     pub mac_entries: usize,
     /// TCP superframes read from the TAP device (and cut into segments).
     pub superframes: u64,
+    /// Datagrams for the TCP fallback dropped because its queue was full.
+    pub tcp_queue_full: u64,
 }

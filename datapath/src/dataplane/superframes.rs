@@ -113,7 +113,17 @@ impl Dataplane {
             self.drops.count_seal_error(SealError::NoKey);
             return;
         }
-        seal_stage(entry, tx, &mut self.drops);
+        if entry.fallback.is_active() {
+            // TCP fallback: each segment goes the ordinary way, into the control link.
+            let mut scratch = std::mem::take(&mut self.scratch);
+            for i in 0..sf.count(mss) {
+                let n = sf.write_segment(i, mss, &mut scratch);
+                self.send(now, next_hop, dst, self.us, &scratch[..n], tx);
+            }
+            self.scratch = scratch;
+            return;
+        }
+        seal_stage(next_hop, entry, tx, &mut self.tcp_out, &mut self.drops);
         let ends = entry.session.seal_ends();
         for i in 0..sf.count(mss) {
             let len = sf.segment_len(i, mss);

@@ -47,7 +47,8 @@ fn relay_seen(
             Event::SendProbeAck { size, .. } => to.handle_probe_ack(now, from_id, size),
             Event::PathChanged { .. }
             | Event::MtuChanged { .. }
-            | Event::EndpointChanged { .. } => {}
+            | Event::EndpointChanged { .. }
+            | Event::Fallback { .. } => {}
         }
     }
     n
@@ -620,4 +621,121 @@ fn keepalives_hold_a_confirmed_path_and_no_more() {
         }
     }
     assert_eq!(sent, vec![25, 55], "keepalives at");
+}
+
+/// Every `Event::Fallback` of `dp` (other events are dropped).
+fn fallback_events(dp: &mut Dataplane) -> Vec<Option<FallbackReason>> {
+    let mut out = Vec::new();
+    while let Some(ev) = dp.poll_event() {
+        if let Event::Fallback { reason, .. } = ev {
+            out.push(reason);
+        }
+    }
+    out
+}
+
+#[test]
+fn unconfirmed_udp_falls_back_to_tcp_and_comes_back() {
+    let t0 = Instant::now();
+    let (mut a, mut b) = connected(t0);
+    let (ra, rb) = (Pair(B), Pair(A));
+    let mut tx = TxBuffer::new(1 << 20, 64);
+    // UDP is dropped: keepalives leave, nothing arrives.
+    let t9 = t0 + Duration::from_secs(9);
+    a.handle_timeout(t9);
+    assert_eq!(fallback_events(&mut a), vec![]);
+    assert_eq!(a.fallback(&B), None);
+    let t10 = t0 + Duration::from_secs(10);
+    a.handle_timeout(t10);
+    b.handle_timeout(t10);
+    assert_eq!(
+        fallback_events(&mut a),
+        vec![Some(FallbackReason::NotConfirmed)]
+    );
+    assert_eq!(a.fallback(&B), Some(FallbackReason::NotConfirmed));
+    fallback_events(&mut b);
+    tx.clear();
+
+    // A frame for B is sealed for the control link, not the socket.
+    let f = frame(1, [0xff; 6], b"over tcp");
+    a.handle_local_frame(t10, &f, &ra, &mut tx);
+    a.flush(&mut tx);
+    assert!(tx.is_empty(), "nothing for the socket");
+    let (peer, mut d) = a.poll_tcp().expect("a datagram for the control link");
+    assert_eq!(peer, B);
+    assert!(!d.windows(8).any(|w| w == b"over tcp"), "sealed");
+    let replayed = d.clone();
+    // Keepalives still go by UDP, to retry the path.
+    a.poll_keepalives(t10 + Duration::from_secs(1), &mut tx);
+    assert_eq!(take(&mut tx).len(), 1);
+
+    // b opens it as a datagram from A's link: delivered, no endpoint move, no UDP path.
+    let mut got = Vec::new();
+    b.handle_tcp_datagram(t10, A, &mut d, &rb, &mut tx, &mut |fr| {
+        got.push(fr.to_vec())
+    });
+    assert_eq!(got, vec![f.clone()]);
+    assert_eq!(b.endpoint(&A), Some(addr(1)));
+    assert!(!b.is_established(&A));
+    assert!(
+        !std::iter::from_fn(|| b.poll_event()).any(|e| matches!(e, Event::SendHeard { .. })),
+        "a datagram by TCP never confirms the UDP path"
+    );
+    // Replayed inside the link: refused by the replay window.
+    let mut again = replayed.clone();
+    b.handle_tcp_datagram(t10, A, &mut again, &rb, &mut tx, &mut |fr| {
+        got.push(fr.to_vec())
+    });
+    assert_eq!(got.len(), 1);
+    assert_eq!(b.counters().peers[0].1.replay, 1);
+    // Under A's keys but inside some other neighbour's link: refused.
+    let mut wrong = replayed;
+    b.handle_tcp_datagram(t10, PeerId([9; 16]), &mut wrong, &rb, &mut tx, &mut |_| {
+        panic!("delivered from the wrong link")
+    });
+    assert_eq!(b.counters().drops.tcp_wrong_peer, 1);
+    assert_eq!(a.counters().peers[0].1.tcp_tx_datagrams, 1);
+    assert_eq!(b.counters().peers[0].1.tcp_rx_datagrams, 1);
+
+    // UDP is unblocked: the path confirms and frames go by UDP again.
+    let t20 = t0 + Duration::from_secs(20);
+    confirm_paths(t20, &mut a, &mut b, &mut tx);
+    assert!(a.is_established(&B));
+    // (The `Fallback { reason: None }` event went by in the relay.)
+    assert_eq!(a.fallback(&B), None);
+    a.handle_local_frame(t20, &f, &ra, &mut tx);
+    a.flush(&mut tx);
+    assert!(a.poll_tcp().is_none());
+    assert_eq!(deliver_all(t20, &mut tx, &mut b, &rb), vec![f]);
+    assert_eq!(a.counters().peers[0].1.fallbacks, 1);
+}
+
+#[test]
+fn a_lost_path_falls_back_at_once_and_the_tcp_queue_is_bounded() {
+    let t0 = Instant::now();
+    let (mut a, mut b) = connected(t0);
+    let ra = Pair(B);
+    let mut tx = TxBuffer::new(1 << 20, 64);
+    confirm_paths(t0, &mut a, &mut b, &mut tx);
+    assert!(a.is_established(&B));
+    fallback_events(&mut a);
+    // Nothing heard for the path timeout: lost, and TCP at once.
+    let later = t0 + DataplaneConfig::default().path_timeout + Duration::from_secs(1);
+    a.handle_timeout(later);
+    assert_eq!(
+        fallback_events(&mut a),
+        vec![Some(FallbackReason::PathLost)]
+    );
+    // Nobody takes the datagrams: the queue stops at its bound and counts the rest.
+    let n = fallback::TCP_QUEUE + 10;
+    for i in 0..n {
+        let f = frame(1, [0xff; 6], format!("frame {i}").as_bytes());
+        a.handle_local_frame(later, &f, &ra, &mut tx);
+        a.flush(&mut tx);
+    }
+    assert_eq!(a.counters().tcp_queue_full, 10);
+    assert_eq!(
+        std::iter::from_fn(|| a.poll_tcp()).count(),
+        fallback::TCP_QUEUE
+    );
 }

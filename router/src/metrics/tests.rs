@@ -16,7 +16,8 @@ fn report() -> Report {
             "connections": [
                 {"address": "198.18.0.2:6783", "outbound": true, "state": "established",
                  "encrypted": true, "overlay": "sleeve", "peer_name": "aa:aa:aa:aa:aa:02",
-                 "peer_nickname": "h\"2", "error": null, "retry": null, "mtu": 1408},
+                 "peer_nickname": "h\"2", "error": null, "retry": null, "mtu": 1408,
+                 "path": "tcp fallback", "path_reason": "no UDP path confirmed"},
                 {"address": "198.18.0.9:6783", "outbound": true, "state": "failed",
                  "encrypted": true, "overlay": "sleeve", "peer_name": null,
                  "peer_nickname": null, "error": "refused", "retry": "never", "mtu": null}
@@ -31,7 +32,8 @@ fn report() -> Report {
             "peers": [{"name": "aa:aa:aa:aa:aa:02", "established": true, "tx_frames": 10,
                        "tx_bytes": 1000, "rx_frames": 20, "rx_bytes": 2000, "drops_replay": 3,
                        "drops_auth": 4, "drops_malformed": 5, "drops_unknown_index": 6,
-                       "src_mismatch": 0, "rekeys": 2, "endpoint_changes": 1}],
+                       "src_mismatch": 0, "rekeys": 2, "endpoint_changes": 1,
+                       "fallbacks": 1, "tcp_tx_datagrams": 30, "tcp_rx_datagrams": 40}],
             "drops_malformed": 7, "drops_unknown_index": 1, "drops_no_route": 8,
             "drops_spoofed_source": 0, "drops_loop": 0, "drops_unsendable": 0,
             "drops_queue_full": 0, "drops_mtu": 9, "rekeys_refused": 0, "mac_entries": 4,
@@ -150,6 +152,16 @@ fn figures_come_from_the_report() {
     assert_eq!(v("weft_peer_receive_frames_total", peer), 20.0);
     assert_eq!(v("weft_sleeve_rekeys_total", peer), 2.0);
     assert_eq!(v("weft_sleeve_endpoint_changes_total", peer), 1.0);
+    assert_eq!(v("weft_sleeve_fallbacks_total", peer), 1.0);
+    assert_eq!(v("weft_sleeve_tcp_transmit_datagrams_total", peer), 30.0);
+    assert_eq!(v("weft_sleeve_tcp_receive_datagrams_total", peer), 40.0);
+    let path = |kind: &str| {
+        let labels = format!(r#"{peer},kind="{kind}""#);
+        value(&text, "weft_peer_path", &labels)
+    };
+    assert_eq!(path("tcp fallback"), 1.0);
+    assert_eq!(path("direct"), 0.0);
+    assert_eq!(path("relayed"), 0.0);
     assert_eq!(
         v("weft_dataplane_drops_total", r#"reason="malformed""#),
         12.0

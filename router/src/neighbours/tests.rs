@@ -226,3 +226,41 @@ fn a_learnt_endpoint_is_shown_until_the_link_is_re_added() {
     });
     assert_eq!(n.endpoint(&peer(2)), None);
 }
+
+#[test]
+fn the_path_kind_follows_the_fallback_and_the_udp_path() {
+    let mut n = neighbours(false);
+    n.handle_links(HashMap::from([(peer(1), endpoint(1))]));
+    drain(&mut n);
+    assert_eq!(n.path(&peer(1)), PathKind::Pending);
+    n.handle_dataplane(DpEvent::Fallback {
+        peer: peer(1),
+        reason: Some(FallbackReason::NotConfirmed),
+    });
+    let kind = n.path(&peer(1));
+    assert_eq!(kind, PathKind::TcpFallback(FallbackReason::NotConfirmed));
+    assert_eq!(
+        (kind.as_str(), kind.reason()),
+        ("tcp fallback", Some("no UDP path confirmed"))
+    );
+    n.handle_dataplane(DpEvent::PathChanged {
+        peer: peer(1),
+        established: true,
+    });
+    n.handle_dataplane(DpEvent::Fallback {
+        peer: peer(1),
+        reason: None,
+    });
+    assert_eq!(n.path(&peer(1)), PathKind::Direct);
+    assert!(
+        drain(&mut n).is_empty(),
+        "nothing to send for a path change"
+    );
+    // A fallback for a neighbour that is gone is not kept.
+    n.handle_links(HashMap::new());
+    n.handle_dataplane(DpEvent::Fallback {
+        peer: peer(1),
+        reason: Some(FallbackReason::PathLost),
+    });
+    assert_eq!(n.path(&peer(1)), PathKind::Pending);
+}

@@ -17,6 +17,8 @@ fn conn(addr: &str, outbound: bool, state: &str, peer: Option<(&str, &str)>) -> 
         mtu: peer.map(|_| 1376),
         endpoint: None,
         endpoint_learnt: false,
+        path: None,
+        path_reason: None,
     }
 }
 
@@ -186,6 +188,7 @@ fn with_relay() -> Report {
         outbound: true,
         encrypted: true,
         mtu: Some(1168),
+        path: String::new(),
     });
     r
 }
@@ -288,6 +291,7 @@ fn report_fields_match_the_schema() {
         outbound: true,
         encrypted: true,
         mtu: Some(1400),
+        path: "relayed via 7e:21:4a:70:2f:46(h3)".into(),
     }];
     r.router.dns_targets = vec![DnsTarget {
         address: "198.18.0.4:6783".into(),
@@ -385,4 +389,32 @@ fn a_learnt_endpoint_follows_the_mtu() {
         "{text}"
     );
     assert!(lines[1].ends_with(" sleeve cc:dd(h3) mtu=1376"), "{text}");
+}
+
+#[test]
+fn the_path_kind_ends_a_connection_line() {
+    let mut r = sample();
+    let c = &mut r.router.connections[0];
+    c.path = Some("tcp fallback".into());
+    c.path_reason = Some("no UDP path confirmed".into());
+    let text = format_connections(&r);
+    let first = text.lines().next().unwrap();
+    assert!(
+        first.ends_with("mtu=1376 path: tcp fallback (no UDP path confirmed)"),
+        "{first}"
+    );
+    r.router.connections[0].path = Some("direct".into());
+    r.router.connections[0].path_reason = None;
+    assert!(format_connections(&r)
+        .lines()
+        .next()
+        .unwrap()
+        .ends_with(" path: direct"));
+    let mut relayed = with_relay();
+    relayed.router.relayed[0].path = "relayed via 7e:21:4a:70:2f:45(h2)".into();
+    let text = format_connections(&relayed);
+    assert!(
+        text.contains("mtu=1168 path: relayed via 7e:21:4a:70:2f:45(h2)"),
+        "{text}"
+    );
 }
