@@ -167,7 +167,7 @@ async fn run<S>(
         encrypted: established.encrypted,
         hash: established.handshake_hash,
     };
-    ctx.owner.send(Input::LinkUp { link, tx });
+    ctx.owner.send_link(Input::LinkUp { link, tx }).await;
     let error = records(
         &mut stream,
         established.link,
@@ -178,7 +178,8 @@ async fn run<S>(
     )
     .await;
     ctx.owner
-        .send(Input::Node(NodeInput::LinkDown { conn, error }));
+        .send_link(Input::Node(NodeInput::LinkDown { conn, error }))
+        .await;
 }
 
 fn handshake_failed(
@@ -272,11 +273,10 @@ async fn records(
                 return Some(e.to_string());
             }
             pending.clear();
+            // Waits while the owner's queue is full: no more is read meanwhile, so
+            // TCP pushes back on the peer.
             while let Some(message) = link.poll_message() {
-                owner.send(Input::Node(NodeInput::Message {
-                    conn,
-                    bytes: message,
-                }));
+                owner.message(conn, message).await;
             }
         }
         tokio::select! {
