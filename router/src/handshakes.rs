@@ -136,6 +136,7 @@ impl HandshakeStats {
                     count,
                 })
                 .collect(),
+            gossip_throttled: 0,
         }
     }
 }
@@ -157,6 +158,10 @@ pub struct HandshakeReport {
     pub accepted_outbound: u64,
     /// Handshakes refused or failed, by direction and reason (only non-zero ones).
     pub refused: Vec<HandshakeRefusal>,
+    /// Messages read late because their peer had spent its gossip budget (bytes per
+    /// second per link, `gossip::budget`).
+    #[serde(default)]
+    pub gossip_throttled: u64,
 }
 
 /// One (direction, reason) count of refused handshakes.

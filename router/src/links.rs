@@ -7,6 +7,7 @@
 
 use crate::handle::{Input, LinkCmd, OwnerHandle};
 use crate::handshakes::RefusedReason;
+use gossip::budget::GossipBudget;
 use gossip::handshake::{Handshake, HandshakeConfig, HandshakeError};
 use gossip::identity::Identity;
 use gossip::mesh::CloseReason;
@@ -39,6 +40,8 @@ pub struct LinkContext {
     /// `--peer-keys`: only listed keys complete a handshake.
     pub peer_keys: Option<Arc<crate::peer_keys::KeyList>>,
     next_conn: AtomicU64,
+    /// Messages a link had to wait for, past its peer's gossip budget.
+    throttled: AtomicU64,
 }
 
 impl LinkContext {
@@ -55,7 +58,14 @@ impl LinkContext {
             owner,
             peer_keys,
             next_conn: AtomicU64::new(1),
+            throttled: AtomicU64::new(0),
         })
+    }
+
+    /// Messages read late because their peer had spent its gossip budget
+    /// ([`gossip::budget`]), over all links.
+    pub fn throttled(&self) -> u64 {
+        self.throttled.load(Ordering::Relaxed)
     }
 
     /// The allow-list in force, if any.
@@ -168,15 +178,7 @@ async fn run<S>(
         hash: established.handshake_hash,
     };
     ctx.owner.send_link(Input::LinkUp { link, tx }).await;
-    let error = records(
-        &mut stream,
-        established.link,
-        leftover,
-        conn,
-        &ctx.owner,
-        rx,
-    )
-    .await;
+    let error = records(&mut stream, established.link, leftover, conn, &ctx, rx).await;
     ctx.owner
         .send_link(Input::Node(NodeInput::LinkDown { conn, error }))
         .await;
@@ -261,11 +263,12 @@ async fn records(
     mut link: gossip::link::Link,
     leftover: Vec<u8>,
     conn: ConnId,
-    owner: &OwnerHandle,
+    ctx: &LinkContext,
     mut rx: mpsc::Receiver<LinkCmd>,
 ) -> Option<String> {
     let mut buf = vec![0u8; 64 * 1024];
     let mut pending = leftover;
+    let mut budget = GossipBudget::default();
     loop {
         if !pending.is_empty() {
             if let Err(e) = link.open(&pending) {
@@ -276,7 +279,20 @@ async fn records(
             // Waits while the owner's queue is full: no more is read meanwhile, so
             // TCP pushes back on the peer.
             while let Some(message) = link.poll_message() {
-                owner.message(conn, message).await;
+                // Past the peer's gossip budget: read on only after the debt is paid.
+                if let Some(wait) = budget.charge(Instant::now(), message.len()) {
+                    ctx.throttled.fetch_add(1, Ordering::Relaxed);
+                    if budget.throttled() == 1 {
+                        warn!(
+                            conn = conn.0,
+                            "peer sends more than {} KiB/s of gossip; slowing this link \
+                             (counted in weft_gossip_throttled_total; logged once per link)",
+                            gossip::budget::DEFAULT_RATE / 1024
+                        );
+                    }
+                    tokio::time::sleep(wait).await;
+                }
+                ctx.owner.message(conn, message).await;
             }
         }
         tokio::select! {

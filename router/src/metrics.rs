@@ -472,6 +472,13 @@ fn handshake_families(e: &mut Exposition, report: &Report) {
         h.accepted_outbound,
     );
     e.family(
+        "weft_gossip_throttled_total",
+        "counter",
+        "Gossip messages read late because their peer had spent its budget of bytes per \
+         second on that link.",
+    );
+    e.sample("weft_gossip_throttled_total", &[], h.gossip_throttled);
+    e.family(
         "weft_handshakes_refused_total",
         "counter",
         "Control-link handshakes refused or failed, by direction and reason.",

@@ -317,7 +317,9 @@ impl Owner {
             self.ipam
                 .report(&self.channels.ipam, self.node.mesh(), nickname),
         );
-        r.handshakes = Some(self.handshakes.report());
+        let mut handshakes = self.handshakes.report();
+        handshakes.gossip_throttled = self.ctx.upgrade().map_or(0, |c| c.throttled());
+        r.handshakes = Some(handshakes);
         self.dns_report(Instant::now(), &mut r);
         r
     }
