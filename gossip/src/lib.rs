@@ -11,7 +11,8 @@
 //! - [`psk`]: the network secret stretched with Argon2id.
 //! - [`handshake`]: version header + `Noise_XXpsk3_25519_ChaChaPoly_BLAKE2s`, sans-IO.
 //! - [`link`]: the length-framed, encrypted record layer after the handshake.
-//! - [`ratelimit`]: pre-authentication token buckets and pending caps.
+//! - [`ratelimit`]: pre-authentication token buckets and pending caps; [`budget`]: the
+//!   per-link budget of gossip bytes per second.
 //! - [`codec`]: the one place that serializes (bincode).
 //! - [`message`]: control messages carried in link records.
 //! - [`topology`]: peers, their incarnations and their connections; merge and GC.
@@ -27,6 +28,7 @@
 #![forbid(unsafe_code)]
 
 pub mod backoff;
+pub mod budget;
 pub mod channel;
 pub mod codec;
 pub mod connection_maker;

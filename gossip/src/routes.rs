@@ -12,6 +12,11 @@
 //!   every peer computes the same tree, a broadcast from `S` relayed along it reaches
 //!   every peer in `S`'s component exactly once on a stable topology (mesh `routes.go`
 //!   states the same invariant). Trees are computed lazily, per source, on first use.
+//! - **Relays**: a frame that entered the overlay at `S` only ever travels away from `S`
+//!   along a shortest path (a unicast path from `S` is a shortest path, and so is every
+//!   branch of `S`'s tree), so the neighbour that hands it to us is one hop closer to `S`
+//!   than we are. [`Routes::may_relay`] says whether a neighbour is; the data plane drops
+//!   relayed frames from any other (a forged or stale source peer).
 
 use crate::peer::PeerId;
 use crate::topology::Topology;
@@ -28,8 +33,8 @@ pub struct Routes {
     adjacency: Vec<Vec<u32>>,
     /// Next hop (index) towards each peer, if reachable.
     next_hop: Vec<Option<u32>>,
-    /// Our children in each source's broadcast tree, computed on first use.
-    trees: Vec<OnceLock<Vec<PeerId>>>,
+    /// Our children and our possible relays in each source's tree, computed on first use.
+    trees: Vec<OnceLock<Tree>>,
 }
 
 impl Routes {
@@ -102,11 +107,25 @@ impl Routes {
     /// Empty if we are a leaf or `source` is not in our component.
     pub fn broadcast_next_hops(&self, source: &PeerId) -> &[PeerId] {
         match self.index(source) {
-            Some(s) if self.has_tree(source) => {
-                self.trees[s].get_or_init(|| self.children_in_tree(s))
-            }
+            Some(s) if self.has_tree(source) => &self.tree(s).children,
             _ => &[],
         }
+    }
+
+    /// Whether neighbour `from` may hand us a frame that entered the overlay at `source`:
+    /// `from` is a symmetric neighbour one hop closer to `source` than we are (see the
+    /// module doc). False for an unreachable or unknown `source`, and for `source` = us.
+    pub fn may_relay(&self, source: &PeerId, from: &PeerId) -> bool {
+        match self.index(source) {
+            Some(s) if *source != self.local() && self.has_tree(source) => {
+                self.tree(s).relays.binary_search(from).is_ok()
+            }
+            _ => false,
+        }
+    }
+
+    fn tree(&self, source: usize) -> &Tree {
+        self.trees[source].get_or_init(|| self.compute_tree(source))
     }
 
     /// Our symmetric neighbours, by id.
@@ -149,13 +168,30 @@ impl Routes {
         next_hop
     }
 
-    fn children_in_tree(&self, source: usize) -> Vec<PeerId> {
+    fn compute_tree(&self, source: usize) -> Tree {
         let tree = self.bfs(source);
-        tree.order
+        let children = tree
+            .order
             .iter()
             .filter(|&&v| tree.parent[v as usize] == Some(self.local))
             .map(|&v| self.ids[v as usize])
-            .collect()
+            .collect();
+        // Depths from the BFS order: a parent is always visited before its children.
+        let mut depth = vec![u32::MAX; self.ids.len()];
+        depth[source] = 0;
+        for &v in &tree.order {
+            if let Some(p) = tree.parent[v as usize] {
+                depth[v as usize] = depth[p as usize].saturating_add(1);
+            }
+        }
+        let ours = depth[self.local as usize];
+        let mut relays: Vec<PeerId> = self.adjacency[self.local as usize]
+            .iter()
+            .filter(|&&n| ours != u32::MAX && depth[n as usize].saturating_add(1) == ours)
+            .map(|&n| self.ids[n as usize])
+            .collect();
+        relays.sort_unstable();
+        Tree { children, relays }
     }
 
     /// Breadth-first search from `root`; neighbours in id order.
@@ -177,6 +213,15 @@ impl Routes {
         }
         Bfs { parent, order }
     }
+}
+
+/// What one source's tree means to us.
+#[derive(Clone, Debug)]
+struct Tree {
+    /// Our children in the tree, in visiting order.
+    children: Vec<PeerId>,
+    /// Our symmetric neighbours one hop closer to the source than we are, sorted.
+    relays: Vec<PeerId>,
 }
 
 struct Bfs {

@@ -410,7 +410,7 @@ pub async fn run(config: Config, on_ready: impl FnOnce(&str)) -> Result<(), Rout
     };
     let node = Node::new(mesh, maker, now);
 
-    let (handle, rx) = owner::channel();
+    let (handle, queues) = owner::channel();
     let persisted = handle.clone();
     let persist = crate::store::spawn_writer(store, move |seq| {
         persisted.send(owner::Input::IpamPersisted(seq));
@@ -445,11 +445,12 @@ pub async fn run(config: Config, on_ready: impl FnOnce(&str)) -> Result<(), Rout
             info,
             node,
             &ctx,
-            rx,
+            queues,
             (tasks, neighbours),
             (Box::new(ipam), persist),
         )
         .with_dns(dns.clone(), reclaim)
+        .with_conn_limit(config.conn_limit)
         .run(),
     );
     let (stop_tx, mut stop_rx) = mpsc::channel(1);

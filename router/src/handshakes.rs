@@ -33,11 +33,14 @@ pub enum RefusedReason {
     Closed,
     /// A bug on our side (snow refused its inputs).
     Internal,
+    /// Authenticated, but as many inbound links as allowed are open
+    /// ([`crate::inbound::InboundLinks`]).
+    TooManyLinks,
 }
 
 impl RefusedReason {
     /// Every reason, in the order `/metrics` lists them.
-    pub const ALL: [RefusedReason; 10] = [
+    pub const ALL: [RefusedReason; 11] = [
         RefusedReason::RateLimit,
         RefusedReason::TooManyPending,
         RefusedReason::Auth,
@@ -48,6 +51,7 @@ impl RefusedReason {
         RefusedReason::Timeout,
         RefusedReason::Closed,
         RefusedReason::Internal,
+        RefusedReason::TooManyLinks,
     ];
 
     /// The label value.
@@ -63,6 +67,7 @@ impl RefusedReason {
             RefusedReason::Timeout => "timeout",
             RefusedReason::Closed => "closed",
             RefusedReason::Internal => "internal",
+            RefusedReason::TooManyLinks => "too_many_links",
         }
     }
 
@@ -131,6 +136,7 @@ impl HandshakeStats {
                     count,
                 })
                 .collect(),
+            gossip_throttled: 0,
         }
     }
 }
@@ -152,6 +158,10 @@ pub struct HandshakeReport {
     pub accepted_outbound: u64,
     /// Handshakes refused or failed, by direction and reason (only non-zero ones).
     pub refused: Vec<HandshakeRefusal>,
+    /// Messages read late because their peer had spent its gossip budget (bytes per
+    /// second per link, `gossip::budget`).
+    #[serde(default)]
+    pub gossip_throttled: u64,
 }
 
 /// One (direction, reason) count of refused handshakes.

@@ -24,7 +24,8 @@
 //! - [`firewall`]: the task that owns the nftables table: the fast path's guard, masquerade.
 //! - [`sleeve_channel`]: the gossip channel that carries the data plane's messages
 //!   ([`datapath::sleeve_message`]) to a neighbour.
-//! - [`listener`]: accept loop with pre-authentication limits.
+//! - [`listener`]: accept loop with pre-authentication limits; [`inbound`]: the cap on
+//!   authenticated inbound links.
 //! - [`underlay`]: the peer-facing TCP and UDP sockets, on both IP families.
 //! - [`api`], [`http`]: the local API (its contract is the `api` crate's) and the status
 //!   listener.
@@ -53,6 +54,7 @@ pub mod handle;
 pub mod handshakes;
 pub mod host_net;
 pub mod http;
+pub mod inbound;
 pub mod ipam;
 pub mod ipam_driver;
 pub mod links;

@@ -14,6 +14,7 @@
 
 use crate::handle::{Input, LinkCmd, OwnerHandle};
 use crate::handshakes::RefusedReason;
+use gossip::budget::GossipBudget;
 use gossip::handshake::{Handshake, HandshakeConfig, HandshakeError};
 use gossip::identity::Identity;
 use gossip::mesh::CloseReason;
@@ -59,6 +60,8 @@ pub struct LinkContext {
     /// Received sleeve datagrams dropped because the data plane task was behind.
     pub tcp_rx_dropped: AtomicU64,
     next_conn: AtomicU64,
+    /// Messages a link had to wait for, past its peer's gossip budget.
+    throttled: AtomicU64,
 }
 
 impl LinkContext {
@@ -78,7 +81,14 @@ impl LinkContext {
             tcp_datagrams,
             tcp_rx_dropped: AtomicU64::new(0),
             next_conn: AtomicU64::new(1),
+            throttled: AtomicU64::new(0),
         })
+    }
+
+    /// Messages read late because their peer had spent its gossip budget
+    /// ([`gossip::budget`]), over all links.
+    pub fn throttled(&self) -> u64 {
+        self.throttled.load(Ordering::Relaxed)
     }
 
     /// The allow-list in force, if any.
@@ -192,7 +202,7 @@ async fn run<S>(
         hash: established.handshake_hash,
     };
     let peer = link.remote_id;
-    ctx.owner.send(Input::LinkUp { link, tx, data });
+    ctx.owner.send_link(Input::LinkUp { link, tx, data }).await;
     let error = records(
         &mut stream,
         established.link,
@@ -203,7 +213,8 @@ async fn run<S>(
     )
     .await;
     ctx.owner
-        .send(Input::Node(NodeInput::LinkDown { conn, error }));
+        .send_link(Input::Node(NodeInput::LinkDown { conn, error }))
+        .await;
 }
 
 fn handshake_failed(
@@ -289,10 +300,10 @@ async fn records(
     ctx: &LinkContext,
     (mut rx, mut data_rx): (mpsc::Receiver<LinkCmd>, mpsc::Receiver<Vec<u8>>),
 ) -> Option<String> {
-    let owner = &ctx.owner;
     let mut buf = vec![0u8; 64 * 1024];
     let mut pending = leftover;
     let mut framed = Vec::new();
+    let mut budget = GossipBudget::default();
     loop {
         if !pending.is_empty() {
             // Each read gives one waiting datagram its turn, so a peer that keeps our
@@ -307,6 +318,8 @@ async fn records(
                 return Some(e.to_string());
             }
             pending.clear();
+            // Waits while the owner's queue is full: no more is read meanwhile, so
+            // TCP pushes back on the peer.
             while let Some(message) = link.poll_message() {
                 if message.first() == Some(&DATA_TAG) {
                     let mut datagram = message;
@@ -316,10 +329,20 @@ async fn records(
                     }
                     continue;
                 }
-                owner.send(Input::Node(NodeInput::Message {
-                    conn,
-                    bytes: message,
-                }));
+                // Past the peer's gossip budget: read on only after the debt is paid.
+                if let Some(wait) = budget.charge(Instant::now(), message.len()) {
+                    ctx.throttled.fetch_add(1, Ordering::Relaxed);
+                    if budget.throttled() == 1 {
+                        warn!(
+                            conn = conn.0,
+                            "peer sends more than {} KiB/s of gossip; slowing this link \
+                             (counted in weft_gossip_throttled_total; logged once per link)",
+                            gossip::budget::DEFAULT_RATE / 1024
+                        );
+                    }
+                    tokio::time::sleep(wait).await;
+                }
+                ctx.owner.message(conn, message).await;
             }
         }
         tokio::select! {

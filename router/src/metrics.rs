@@ -15,7 +15,7 @@ use std::fmt::{Display, Write as _};
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Data-plane drop reasons, always present as `reason` label values.
-pub const DROP_REASONS: [&str; 12] = [
+pub const DROP_REASONS: [&str; 13] = [
     "replay",
     "auth",
     "malformed",
@@ -25,6 +25,7 @@ pub const DROP_REASONS: [&str; 12] = [
     "mtu",
     "spoofed_source",
     "loop",
+    "wrong_relay",
     "unsendable",
     "queue_full",
     "offload_malformed",
@@ -439,7 +440,7 @@ fn dataplane_families(e: &mut Exposition, report: &Report) {
         );
     }
     let sum = |f: fn(&crate::status::PeerTraffic) -> u64| dp.peers.iter().map(f).sum::<u64>();
-    let drops: [u64; 12] = [
+    let drops: [u64; 13] = [
         sum(|p| p.drops_replay),
         sum(|p| p.drops_auth),
         dp.drops_malformed + sum(|p| p.drops_malformed),
@@ -449,6 +450,7 @@ fn dataplane_families(e: &mut Exposition, report: &Report) {
         dp.drops_mtu,
         dp.drops_spoofed_source,
         dp.drops_loop,
+        dp.drops_wrong_relay,
         dp.drops_unsendable,
         dp.drops_queue_full,
         dp.drops_offload_malformed,
@@ -526,6 +528,13 @@ fn handshake_families(e: &mut Exposition, report: &Report) {
         &[("direction", "outbound")],
         h.accepted_outbound,
     );
+    e.family(
+        "weft_gossip_throttled_total",
+        "counter",
+        "Gossip messages read late because their peer had spent its budget of bytes per \
+         second on that link.",
+    );
+    e.sample("weft_gossip_throttled_total", &[], h.gossip_throttled);
     e.family(
         "weft_handshakes_refused_total",
         "counter",

@@ -14,6 +14,7 @@ use crate::channels::RouterChannels;
 use crate::dataplane::DataplaneHandle;
 use crate::fastdp::{Event as FpEvent, FastdpHandle};
 use crate::handshakes::HandshakeStats;
+use crate::inbound::InboundLinks;
 use crate::ipam::Ipam;
 use crate::ipam_driver::IpamDriver;
 use crate::links::{self, LinkContext};
@@ -34,7 +35,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
-pub use crate::handle::{channel, Input, LinkCmd, OwnerHandle};
+pub use crate::handle::{channel, Input, LinkCmd, OwnerHandle, OwnerQueues};
 
 /// The ends of the data-plane tasks that the owner talks to.
 pub struct DataplaneTasks {
@@ -61,7 +62,7 @@ pub struct Owner {
     /// The link whose datagram queue the sleeve task has for each neighbour.
     tcp_paths: HashMap<PeerId, ConnId>,
     ctx: Weak<LinkContext>,
-    rx: mpsc::UnboundedReceiver<Input>,
+    rx: OwnerQueues,
     tasks: DataplaneTasks,
     neighbours: Neighbours,
     channels: RouterChannels,
@@ -69,6 +70,7 @@ pub struct Owner {
     /// The store thread (for the user's connection targets).
     store: std::sync::mpsc::Sender<Write>,
     handshakes: HandshakeStats,
+    inbound: InboundLinks,
     peers: peers::Peers,
 }
 
@@ -78,7 +80,7 @@ impl Owner {
         info: RouterInfo,
         node: Node,
         ctx: &Arc<LinkContext>,
-        rx: mpsc::UnboundedReceiver<Input>,
+        rx: OwnerQueues,
         (tasks, neighbours): (DataplaneTasks, Neighbours),
         (ipam, store): (Box<Ipam>, std::sync::mpsc::Sender<Write>),
     ) -> Owner {
@@ -99,8 +101,16 @@ impl Owner {
             ipam,
             store,
             handshakes: HandshakeStats::default(),
+            inbound: InboundLinks::new(gossip::connection_maker::MakerConfig::default().conn_limit),
             peers: peers::Peers::default(),
         }
+    }
+
+    /// Caps authenticated inbound links at connection limit `conn_limit`
+    /// ([`InboundLinks`]).
+    pub fn with_conn_limit(mut self, conn_limit: usize) -> Owner {
+        self.inbound = InboundLinks::new(conn_limit);
+        self
     }
 
     /// Runs until every handle is dropped.
@@ -116,7 +126,10 @@ impl Owner {
                 .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
             let sleep = tokio::time::sleep_until(tokio::time::Instant::from_std(next));
             tokio::select! {
-                input = self.rx.recv() => match input {
+                // In this order, so that a link queue that is never empty (a peer that
+                // sends as fast as the owner reads) delays no local input and no timer.
+                biased;
+                input = self.rx.control.recv() => match input {
                     Some(input) => self.handle(Instant::now(), input),
                     None => return,
                 },
@@ -131,6 +144,11 @@ impl Owner {
                     self.node.handle_timeout(now, &self.channels);
                     self.channels.ipam.handle_timeout(now);
                 }
+                // The permit (the message's share of the byte budget) is given back
+                // once the message is handled.
+                Some(queued) = self.rx.links.recv() => {
+                    self.handle(Instant::now(), queued.input);
+                }
             }
         }
     }
@@ -138,6 +156,22 @@ impl Owner {
     fn handle(&mut self, now: Instant, input: Input) {
         let input = match input {
             Input::LinkUp { link, tx, data } => {
+                if !self.inbound.admit(link.conn, link.outbound) {
+                    // The node never hears of it; its messages and LinkDown are ignored.
+                    self.handshakes
+                        .refused(false, crate::handshakes::RefusedReason::TooManyLinks);
+                    if self.inbound.refused() == 1 {
+                        warn!(
+                            peer = %link.remote_id,
+                            limit = self.inbound.limit(),
+                            "refusing inbound links past the limit of {} (counted as \
+                             too_many_links; logged once)",
+                            self.inbound.limit()
+                        );
+                    }
+                    let _ = tx.try_send(LinkCmd::Close("too many inbound links".into()));
+                    return;
+                }
                 self.handshakes.accepted(link.outbound);
                 self.reclaim_link_up(&link);
                 self.links.insert(link.conn, tx);
@@ -164,6 +198,7 @@ impl Owner {
         if let NodeInput::LinkDown { conn, .. } = &input {
             self.links.remove(conn);
             self.data_links.remove(conn);
+            self.inbound.gone(*conn);
         }
         let connect = matches!(input, NodeInput::Connect { .. });
         self.node.handle(now, input, &mut self.channels);
@@ -301,6 +336,7 @@ impl Owner {
     /// The node closed a link (and has forgotten it): tell the link task.
     fn close(&mut self, conn: ConnId, peer: PeerId, addr: SocketAddr, reason: CloseReason) {
         self.data_links.remove(&conn);
+        self.inbound.gone(conn);
         if let Some(tx) = self.links.remove(&conn) {
             links::log_close(conn, peer, addr, &reason);
             let _ = tx.try_send(LinkCmd::Close(reason.to_string()));
@@ -314,7 +350,9 @@ impl Owner {
             self.ipam
                 .report(&self.channels.ipam, self.node.mesh(), nickname),
         );
-        r.handshakes = Some(self.handshakes.report());
+        let mut handshakes = self.handshakes.report();
+        handshakes.gossip_throttled = self.ctx.upgrade().map_or(0, |c| c.throttled());
+        r.handshakes = Some(handshakes);
         self.dns_report(Instant::now(), &mut r);
         r
     }

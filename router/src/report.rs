@@ -280,6 +280,7 @@ pub fn dataplane(stats: &crate::dataplane::Stats) -> crate::status::DataplaneRep
         drops_no_route: d.no_route,
         drops_spoofed_source: d.spoofed_source,
         drops_loop: d.looped,
+        drops_wrong_relay: d.wrong_relay,
         drops_unsendable: d.unsendable,
         drops_queue_full: d.tx_full
             + stats.tap_drops

@@ -183,6 +183,10 @@ pub struct DataplaneReport {
     pub drops_spoofed_source: u64,
     /// Frames that would have looped.
     pub drops_loop: u64,
+    /// Relayed frames from a neighbour not on a path from their source peer (forged or
+    /// stale `src_peer`).
+    #[serde(default)]
+    pub drops_wrong_relay: u64,
     /// Frames that could not be sealed (no key yet, too large).
     pub drops_unsendable: u64,
     /// Frames dropped because a transmit batch, the TAP queue or the socket was full.

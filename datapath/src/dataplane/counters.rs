@@ -69,6 +69,9 @@ pub struct DropCounts {
     pub spoofed_source: u64,
     /// Frames that would have looped.
     pub looped: u64,
+    /// Relayed frames from a neighbour not on a path from their `src_peer` (forged or
+    /// stale source peer).
+    pub wrong_relay: u64,
     /// Frames too large for a datagram, or with no key to seal with yet.
     pub unsendable: u64,
     /// Frames dropped because the transmit batch was full.
@@ -93,6 +96,7 @@ impl DropCounts {
             }
             DropReason::NoRoute => self.no_route += 1,
             DropReason::Loop => self.looped += 1,
+            DropReason::WrongRelay => self.wrong_relay += 1,
             // The bridge has delivered it already: not an error.
             DropReason::LocalDestination => {}
         }

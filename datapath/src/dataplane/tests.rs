@@ -13,6 +13,9 @@ impl RouteView for Pair {
     fn broadcast_next_hops(&self, _source: &PeerId) -> &[PeerId] {
         std::slice::from_ref(&self.0)
     }
+    fn may_relay(&self, source: &PeerId, from: &PeerId) -> bool {
+        source == &self.0 && from == &self.0
+    }
 }
 
 const A: PeerId = PeerId([1; 16]);
@@ -738,4 +741,28 @@ fn a_lost_path_falls_back_at_once_and_the_tcp_queue_is_bounded() {
         std::iter::from_fn(|| a.poll_tcp()).count(),
         fallback::TCP_QUEUE
     );
+}
+
+/// B seals a full entry naming X (whom A knows nothing of) as the frame's source peer:
+/// authentic, fresh, yet A drops the frame and counts it, and learns nothing from it.
+#[test]
+fn a_forged_source_peer_is_dropped_and_counted() {
+    let now = Instant::now();
+    let (mut a, mut b) = connected(now);
+    let (ra, rb) = (Pair(B), Pair(A));
+    let mut tx = TxBuffer::new(1 << 20, 64);
+    confirm_paths(now, &mut a, &mut b, &mut tx);
+    let x = PeerId([9; 16]);
+    for dst in [A, BROADCAST] {
+        b.send(now, A, dst, x, &frame(7, [0xff; 6], b"forged"), &mut tx);
+        b.flush(&mut tx);
+        assert!(deliver_all(now, &mut tx, &mut a, &ra).is_empty(), "{dst:?}");
+    }
+    let c = a.counters();
+    assert_eq!(c.drops.wrong_relay, 2);
+    assert_eq!(c.mac_entries, 0, "no MAC learnt from a forged source");
+    // B's own frames still pass.
+    b.handle_local_frame(now, &frame(2, [0xff; 6], b"own"), &rb, &mut tx);
+    b.flush(&mut tx);
+    assert_eq!(deliver_all(now, &mut tx, &mut a, &ra).len(), 1);
 }

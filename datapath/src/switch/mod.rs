@@ -18,7 +18,8 @@
 //! remote one. Nor may a remote peer claim a local container's MAC: a frame from a peer
 //! whose source MAC was seen on our bridge within [`LOCAL_HOLD`] is dropped and counted
 //! ([`DropReason::SpoofedRemoteSource`]), so the local container keeps its traffic; a
-//! MAC silent here for longer may move (a container that moved to another host). Flooding never sends a frame back to the neighbour it came from, and a
+//! MAC silent here for longer may move (a container that moved to another host). Flooding
+//! never sends a frame back to the neighbour it came from, and a
 //! frame that comes back to its source peer is a loop.
 
 use crate::mac_table::{is_group, Mac, MacTable, MacTableConfig, Owner};
@@ -37,6 +38,9 @@ pub trait RouteView {
     fn unicast_next_hop(&self, dest: &PeerId) -> Option<PeerId>;
     /// Our children in `source`'s broadcast tree: where to relay its broadcasts.
     fn broadcast_next_hops(&self, source: &PeerId) -> &[PeerId];
+    /// Whether neighbour `from` may hand us a frame that entered the overlay at `source`
+    /// (it lies one hop closer to `source` than we do).
+    fn may_relay(&self, source: &PeerId, from: &PeerId) -> bool;
 }
 
 impl RouteView for Routes {
@@ -46,6 +50,10 @@ impl RouteView for Routes {
 
     fn broadcast_next_hops(&self, source: &PeerId) -> &[PeerId] {
         Routes::broadcast_next_hops(self, source)
+    }
+
+    fn may_relay(&self, source: &PeerId, from: &PeerId) -> bool {
+        Routes::may_relay(self, source, from)
     }
 }
 
@@ -74,6 +82,8 @@ pub enum DropReason {
     SpoofedLocalSource,
     /// Received from a peer with a source MAC seen on our bridge within [`LOCAL_HOLD`].
     SpoofedRemoteSource,
+    /// Relayed by a neighbour that is not on a path from its `src_peer` (forged or stale).
+    WrongRelay,
     /// No route to the destination peer.
     NoRoute,
     /// The frame came back to its source, or would go back where it came from.
@@ -219,6 +229,9 @@ impl Switch {
     ) -> Forward<'r> {
         if src_peer == self.us || src_peer == BROADCAST {
             return Forward::Drop(DropReason::Loop);
+        }
+        if src_peer != from && !routes.may_relay(&src_peer, &from) {
+            return Forward::Drop(DropReason::WrongRelay);
         }
         if self
             .macs

@@ -36,6 +36,9 @@ impl RouteView for FakeRoutes {
     fn broadcast_next_hops(&self, source: &PeerId) -> &[PeerId] {
         self.trees.get(source).map_or(&[], |v| v.as_slice())
     }
+    fn may_relay(&self, source: &PeerId, from: &PeerId) -> bool {
+        self.unicast.get(source) == Some(from)
+    }
 }
 
 fn eth(dst: Mac, src: Mac) -> Vec<u8> {
@@ -174,7 +177,7 @@ fn received_from_peers() {
     );
     // Relaying back where it came from, or a frame back at its source, is a loop.
     assert_eq!(
-        sw.forward(now, &eth(M_LOCAL, M_X), from(N2, X, Y), &r),
+        sw.forward(now, &eth(M_LOCAL, M_X), from(N1, X, X), &r),
         Forward::Drop(DropReason::Loop)
     );
     assert_eq!(
@@ -186,6 +189,39 @@ fn received_from_peers() {
     assert_eq!(
         sw.forward(now, &eth(M_LOCAL, M_X), from(N1, X, z), &r),
         Forward::Drop(DropReason::NoRoute)
+    );
+}
+
+/// A neighbour cannot speak for another peer: a relayed frame whose `src_peer` the
+/// sender is not on a path from is dropped before its MAC is learnt.
+#[test]
+fn a_neighbour_cannot_forge_the_source_peer() {
+    let (now, r) = (Instant::now(), routes());
+    let mut sw = Switch::new(US, MacTableConfig::default());
+    // X lives behind N1; N2 claims to relay X's broadcast and unicast.
+    assert_eq!(
+        sw.forward(now, &eth(BCAST, M_X), from(N2, X, BROADCAST), &r),
+        Forward::Drop(DropReason::WrongRelay)
+    );
+    assert_eq!(
+        sw.forward(now, &eth(M_LOCAL, M_X), from(N2, X, US), &r),
+        Forward::Drop(DropReason::WrongRelay)
+    );
+    // A source peer nobody knows.
+    let z = PeerId([9; 16]);
+    assert_eq!(
+        sw.forward(now, &eth(M_LOCAL, M_X), from(N1, z, US), &r),
+        Forward::Drop(DropReason::WrongRelay)
+    );
+    assert_eq!(sw.macs().lookup(now, &M_X), None, "nothing learnt");
+    // A neighbour's own frames, and X's through N1, pass.
+    assert_eq!(
+        sw.forward(now, &eth(M_LOCAL, M_X), from(N2, N2, US), &r),
+        Forward::Deliver
+    );
+    assert_eq!(
+        sw.forward(now, &eth(M_LOCAL, M_X), from(N1, X, US), &r),
+        Forward::Deliver
     );
 }
 

@@ -115,3 +115,64 @@ fn every_broadcast_reaches_every_peer_exactly_once() {
         assert!(!deliveries.contains_key(&id(s)));
     }
 }
+
+#[test]
+fn only_a_neighbour_closer_to_the_source_may_relay() {
+    // 0-1-2-3 line, and 0-4 a leaf: frames from 3 reach 0 through 1 only.
+    let t = build(5, &[(0, 1), (1, 2), (2, 3), (0, 4)], &[]);
+    let r = Routes::new(id(0), &t);
+    assert!(r.may_relay(&id(3), &id(1)));
+    assert!(
+        !r.may_relay(&id(3), &id(4)),
+        "4 is farther from 3 than we are"
+    );
+    assert!(r.may_relay(&id(4), &id(4)), "a neighbour's own frames");
+    assert!(
+        !r.may_relay(&id(0), &id(1)),
+        "our own frames never come back"
+    );
+    assert!(!r.may_relay(&id(99), &id(1)), "an unknown source");
+    // Square 0-1-3, 0-2-3: both 1 and 2 lie on a shortest path from 3.
+    let t = build(4, &[(0, 1), (1, 3), (0, 2), (2, 3)], &[]);
+    let r = Routes::new(id(0), &t);
+    assert!(r.may_relay(&id(3), &id(1)) && r.may_relay(&id(3), &id(2)));
+    // Unreachable sources have no relays.
+    let t = build(4, &[(0, 1), (2, 3)], &[]);
+    assert!(!Routes::new(id(0), &t).may_relay(&id(2), &id(1)));
+}
+
+#[test]
+fn every_honest_relay_is_allowed() {
+    let mut rng = StdRng::seed_from_u64(12);
+    let n = 30;
+    let mut edges: Vec<(usize, usize)> = (1..n).map(|i| (rng.gen_range(0..i), i)).collect();
+    for _ in 0..40 {
+        let (a, b) = (rng.gen_range(0..n), rng.gen_range(0..n));
+        if a != b && !edges.contains(&(a, b)) && !edges.contains(&(b, a)) {
+            edges.push((a, b));
+        }
+    }
+    let t = build(n, &edges, &[]);
+    let views: BTreeMap<PeerId, Routes> = (0..n).map(|i| (id(i), Routes::new(id(i), &t))).collect();
+    for s in 0..n {
+        // Every hop of every unicast path from s is allowed at its receiver.
+        for d in (0..n).filter(|&d| d != s) {
+            let mut at = id(s);
+            while at != id(d) {
+                let next = views[&at].unicast(&id(d)).expect("connected");
+                if at != id(s) {
+                    assert!(views[&next].may_relay(&id(s), &at), "unicast {s}->{d}");
+                }
+                at = next;
+            }
+        }
+        // Every edge of s's broadcast tree is allowed at its child.
+        let mut queue = vec![id(s)];
+        while let Some(at) = queue.pop() {
+            for next in views[&at].broadcast_next_hops(&id(s)) {
+                assert!(views[next].may_relay(&id(s), &at), "broadcast from {s}");
+                queue.push(*next);
+            }
+        }
+    }
+}

@@ -35,7 +35,7 @@ fn report() -> Report {
                        "src_mismatch": 0, "rekeys": 2, "endpoint_changes": 1,
                        "fallbacks": 1, "tcp_tx_datagrams": 30, "tcp_rx_datagrams": 40}],
             "drops_malformed": 7, "drops_unknown_index": 1, "drops_no_route": 8,
-            "drops_spoofed_source": 0, "drops_loop": 0, "drops_unsendable": 0,
+            "drops_spoofed_source": 0, "drops_loop": 0, "drops_wrong_relay": 0, "drops_unsendable": 0,
             "drops_queue_full": 0, "drops_mtu": 9, "rekeys_refused": 0, "mac_entries": 4,
             "offload_mode": "tso", "drops_offload_malformed": 11, "superframes_tx": 12,
             "superframes_rx": 13, "superframes_rx_segments": 14
