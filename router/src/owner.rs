@@ -8,7 +8,9 @@
 //! machines; their outputs go to link tasks (send, close), new dial tasks, the data-plane
 //! tasks, the route snapshot and the store. Queries are answered with oneshot replies.
 
+mod link_table;
 mod peers;
+mod relay;
 
 use crate::channels::RouterChannels;
 use crate::dataplane::DataplaneHandle;
@@ -18,18 +20,16 @@ use crate::inbound::InboundLinks;
 use crate::ipam::Ipam;
 use crate::ipam_driver::IpamDriver;
 use crate::links::{self, LinkContext};
-use crate::neighbours::{self, Neighbours, Output as NbOutput};
+use crate::neighbours::{self, Neighbours};
 use crate::report::{self, RouterInfo};
-use crate::sleeve_channel::SLEEVE_CHANNEL;
 use crate::status::Report;
 use crate::store::Write;
 use datapath::dataplane::Event as DpEvent;
-use gossip::mesh::{CloseReason, ConnId, MeshEvent};
+use gossip::mesh::{ConnId, MeshEvent};
 use gossip::node::{Event, Input as NodeInput, Node, Output};
 use gossip::peer::PeerId;
 use gossip::routes::Routes;
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
@@ -155,29 +155,10 @@ impl Owner {
 
     fn handle(&mut self, now: Instant, input: Input) {
         let input = match input {
-            Input::LinkUp { link, tx, data } => {
-                if !self.inbound.admit(link.conn, link.outbound) {
-                    // The node never hears of it; its messages and LinkDown are ignored.
-                    self.handshakes
-                        .refused(false, crate::handshakes::RefusedReason::TooManyLinks);
-                    if self.inbound.refused() == 1 {
-                        warn!(
-                            peer = %link.remote_id,
-                            limit = self.inbound.limit(),
-                            "refusing inbound links past the limit of {} (counted as \
-                             too_many_links; logged once)",
-                            self.inbound.limit()
-                        );
-                    }
-                    let _ = tx.try_send(LinkCmd::Close("too many inbound links".into()));
-                    return;
-                }
-                self.handshakes.accepted(link.outbound);
-                self.reclaim_link_up(&link);
-                self.links.insert(link.conn, tx);
-                self.data_links.insert(link.conn, data);
-                NodeInput::LinkUp(link)
-            }
+            Input::LinkUp { link, tx, data } => match self.link_up(link, tx, data) {
+                Some(up) => up,
+                None => return,
+            },
             Input::Node(input) => input,
             Input::Forget { targets, reply } => {
                 let _ = reply.send(self.node.forget(&targets));
@@ -272,74 +253,6 @@ impl Owner {
             }
             MeshEvent::PeerRemoved(peer) => info!(%peer, "peer {peer} removed from topology"),
             _ => {}
-        }
-    }
-
-    /// Hands the neighbours the data plane's messages that arrived over the mesh.
-    fn take_sleeve_messages(&mut self) {
-        while let Some((peer, message)) = self.channels.sleeve.pop() {
-            self.neighbours.handle_message(peer, message);
-        }
-    }
-
-    /// Carries out the neighbours' outputs; true if a message went to the mesh.
-    fn relay(&mut self) -> bool {
-        let mut sent = false;
-        while let Some(out) = self.neighbours.poll_output() {
-            match out {
-                NbOutput::Dataplane(command) => self.tasks.sleeve.send(command),
-                NbOutput::Fastdp(command) => self.tasks.fastdp.send(command),
-                NbOutput::Send { peer, payload } => {
-                    if self
-                        .node
-                        .send_unicast(peer, SLEEVE_CHANNEL, payload.clone())
-                    {
-                        sent = true;
-                    } else {
-                        self.neighbours.handle_unrouted(peer, payload);
-                    }
-                }
-            }
-        }
-        sent
-    }
-
-    /// Gives the sleeve task each neighbour's established link for its TCP fallback,
-    /// and takes back those gone.
-    fn update_tcp_paths(&mut self) {
-        let mut now: HashMap<PeerId, ConnId> = HashMap::new();
-        for (conn, l) in self.node.links() {
-            if l.established && self.data_links.contains_key(conn) {
-                now.insert(l.peer, *conn);
-            }
-        }
-        for (peer, conn) in &now {
-            if self.tcp_paths.get(peer) != Some(conn) {
-                let data = self.data_links.get(conn).cloned();
-                let command = crate::dataplane::Command::TcpLink(*peer, data);
-                self.tasks.sleeve.send(command);
-            }
-        }
-        for peer in self.tcp_paths.keys().filter(|p| !now.contains_key(p)) {
-            let command = crate::dataplane::Command::TcpLink(*peer, None);
-            self.tasks.sleeve.send(command);
-        }
-        self.tcp_paths = now;
-    }
-
-    fn send(&mut self, conn: ConnId, message: Vec<u8>) {
-        if let Some(tx) = self.links.get(&conn) {
-            crate::handle::send_to_link(tx, conn, message);
-        }
-    }
-
-    /// The node closed a link (and has forgotten it): tell the link task.
-    fn close(&mut self, conn: ConnId, peer: PeerId, addr: SocketAddr, reason: CloseReason) {
-        self.data_links.remove(&conn);
-        self.inbound.gone(conn);
-        if let Some(tx) = self.links.remove(&conn) {
-            links::log_close(conn, peer, addr, &reason);
-            let _ = tx.try_send(LinkCmd::Close(reason.to_string()));
         }
     }
 
