@@ -52,5 +52,7 @@ echo "==> cargo fmt --all -- --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
+echo "==> scripts/check-security-tests.sh (every test docs/security.md names exists)"
+sh scripts/check-security-tests.sh
 echo "==> cargo test --workspace"
 cargo test --workspace
