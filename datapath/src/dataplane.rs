@@ -204,6 +204,8 @@ struct PeerEntry {
     reported_mtu: u16,
     /// Whether its frames go by TCP.
     fallback: Fallback,
+    /// Reached by hole punching: no control link, so no TCP fallback.
+    punched: bool,
 }
 
 /// The data plane state of one router.
@@ -277,9 +279,29 @@ impl Dataplane {
                 pmtu,
                 reported_mtu: 0,
                 fallback: Fallback::new(now),
+                punched: false,
             },
         );
         self.handle_timeout(now);
+    }
+
+    /// A peer we have no control link to, reached by hole punching: its endpoint as a
+    /// common neighbour sees it, and a salt both ends derived from the attempt. Like a
+    /// neighbour, except that its frames never fall back to TCP (there is no control
+    /// link to carry them); its messages travel as mesh unicasts through the relay.
+    /// While its path is established, unicast frames for it go to it directly, whatever
+    /// the mesh's routes say.
+    pub fn add_punched_peer(
+        &mut self,
+        now: Instant,
+        peer: PeerId,
+        endpoint: SocketAddr,
+        salt: [u8; 32],
+    ) {
+        self.add_peer(now, peer, endpoint, salt);
+        if let Some(entry) = self.peers.get_mut(&peer) {
+            entry.punched = true;
+        }
     }
 
     /// The control link to `peer` is gone: drop its session and the MACs behind it.
@@ -449,7 +471,8 @@ impl Dataplane {
                 established: up,
             });
         }
-        match entry.fallback.update(now, up, self.config.fallback_after) {
+        let after = self.config.fallback_after.filter(|_| !entry.punched);
+        match entry.fallback.update(now, up, after) {
             Some(Change::ToTcp(reason)) => {
                 entry.counters.fallbacks += 1;
                 self.events.push_back(Event::Fallback {
@@ -479,7 +502,7 @@ impl Dataplane {
         if is_probe(frame) {
             return;
         }
-        match self.switch.forward(now, frame, Ingress::Local, routes) {
+        match self.forward(now, frame, Ingress::Local, routes) {
             // The kernel carries frames to a fast-path neighbour's own MACs.
             Forward::Unicast { next_hop, dst_peer }
                 if next_hop == dst_peer && self.fastdp.contains(&dst_peer) => {}
@@ -510,6 +533,30 @@ impl Dataplane {
             }
             Forward::Deliver => {}
             Forward::Drop(reason) => self.drops.count(reason),
+        }
+    }
+
+    /// The switch's decision, with one change: a unicast frame that the mesh routes
+    /// through a relay goes straight to its peer when we have an established UDP path
+    /// to it (a punched one: the routes only know control links).
+    fn forward<'r, R: RouteView + ?Sized>(
+        &mut self,
+        now: Instant,
+        frame: &[u8],
+        ingress: Ingress,
+        routes: &'r R,
+    ) -> Forward<'r> {
+        match self.switch.forward(now, frame, ingress, routes) {
+            Forward::Unicast { next_hop, dst_peer }
+                if next_hop != dst_peer
+                    && self.peers.get(&dst_peer).is_some_and(|e| e.established) =>
+            {
+                Forward::Unicast {
+                    next_hop: dst_peer,
+                    dst_peer,
+                }
+            }
+            other => other,
         }
     }
 
@@ -713,7 +760,7 @@ impl Dataplane {
                 src_peer: f.src,
                 dst_peer: f.dst,
             };
-            match self.switch.forward(now, f.frame, ingress, routes) {
+            match self.forward(now, f.frame, ingress, routes) {
                 Forward::Deliver => deliver(f.frame),
                 // Relayed frames too large for the next hop (a narrower path than the
                 // sender's first hop, e.g. IPv6 after IPv4) are dropped and counted, and

@@ -47,14 +47,17 @@ const TICK: Duration = Duration::from_millis(250);
 /// A command for the data-plane task.
 #[derive(Debug)]
 pub enum Command {
-    /// A neighbour with an established control link.
+    /// A neighbour with an established control link, or a punched peer.
     AddPeer {
         /// The neighbour.
         peer: PeerId,
-        /// Its UDP endpoint (control-link IP, announced port).
+        /// Its UDP endpoint (control-link IP and announced port; for a punched peer,
+        /// where the coordinator sees it).
         endpoint: SocketAddr,
-        /// The control link's handshake hash.
+        /// The control link's handshake hash (for a punched peer, the attempt's salt).
         hash: [u8; 32],
+        /// Reached by hole punching, without a control link.
+        punched: bool,
     },
     /// The control link to this neighbour is gone.
     RemovePeer(PeerId),
@@ -325,7 +328,14 @@ impl DataplaneTask {
                 peer,
                 endpoint,
                 hash,
+                punched: false,
             } => self.dp.add_peer(now, peer, endpoint, hash),
+            Command::AddPeer {
+                peer,
+                endpoint,
+                hash,
+                punched: true,
+            } => self.dp.add_punched_peer(now, peer, endpoint, hash),
             Command::RemovePeer(peer) => self.dp.remove_peer(peer),
             Command::Offer(peer, offer) => self.dp.handle_offer(now, peer, offer),
             Command::Heard(peer) => self.dp.handle_heard(now, peer),

@@ -231,9 +231,26 @@ fn router_families(e: &mut Exposition, report: &Report) {
     e.single(
         "weft_relayed_peers",
         "gauge",
-        "Peers reached through another peer (no direct data path).",
+        "Peers with no control link of ours, reached through another peer or by a punched path.",
         rt.relayed.len(),
     );
+    e.family(
+        "weft_punch_total",
+        "counter",
+        "Hole punching: requests sent as coordinator, and attempts started, succeeded, \
+         failed (unconfirmed), lost (after working) and refused, by outcome.",
+    );
+    let p = &rt.punch;
+    for (outcome, n) in [
+        ("coordinated", p.coordinated),
+        ("started", p.started),
+        ("succeeded", p.succeeded),
+        ("failed", p.failed),
+        ("lost", p.lost),
+        ("refused", p.refused),
+    ] {
+        e.sample("weft_punch_total", &[("outcome", outcome)], n);
+    }
     e.single(
         "weft_targets",
         "gauge",
@@ -332,7 +349,14 @@ fn ipam_families(e: &mut Exposition, report: &Report) {
 }
 
 /// Path kinds of `weft_peer_path`, always all written for each peer.
-const PATH_KINDS: [&str; 5] = ["direct", "fastdp", "tcp fallback", "pending", "relayed"];
+const PATH_KINDS: [&str; 6] = [
+    "direct",
+    "fastdp",
+    "tcp fallback",
+    "pending",
+    "relayed",
+    "punched",
+];
 
 /// `weft_peer_path`: 1 for the path each peer's frames take, 0 for the other kinds.
 fn path_family(e: &mut Exposition, report: &Report) {
@@ -341,17 +365,22 @@ fn path_family(e: &mut Exposition, report: &Report) {
         "weft_peer_path",
         "gauge",
         "The path each peer's frames take (1), by kind: direct (UDP sleeve confirmed), fastdp, \
-         tcp fallback (inside the control link), pending, relayed (through a neighbour).",
+         tcp fallback (inside the control link), pending, relayed (through a neighbour), \
+         punched (UDP through two NATs, no control link).",
     );
     let neighbours = rt.connections.iter().filter_map(|c| {
         let name = c.peer_name.as_deref()?;
         let kind = c.path.as_deref()?;
         Some((name, c.peer_nickname.as_deref().unwrap_or(""), kind))
     });
-    let relayed = rt
-        .relayed
-        .iter()
-        .map(|r| (r.peer_name.as_str(), r.peer_nickname.as_str(), "relayed"));
+    let relayed = rt.relayed.iter().map(|r| {
+        let kind = if r.endpoint.is_some() {
+            "punched"
+        } else {
+            "relayed"
+        };
+        (r.peer_name.as_str(), r.peer_nickname.as_str(), kind)
+    });
     for (peer, nickname, current) in neighbours.chain(relayed) {
         for kind in PATH_KINDS {
             let labels = [("peer", peer), ("nickname", nickname), ("kind", kind)];

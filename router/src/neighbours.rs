@@ -15,6 +15,9 @@
 //! - the **relay queue**: a message for a neighbour the mesh has no route to yet (the
 //!   link is up, routes are computed a moment later) waits, bounded, and is retried
 //!   when routes change;
+//! - **hole punching** ([`punch`]): as coordinator, requests to both ends of an unlinked
+//!   pair of neighbours; as an end, the punched peers the sleeve task is given, reached
+//!   without a control link;
 //! - what the status report shows: confirmed UDP paths, path MTUs, fast-path modes, the
 //!   endpoints the sleeve task learnt from a neighbour's datagrams (roaming, NAT), and
 //!   which path each neighbour's frames take ([`PathKind`]: direct, fastdp, tcp fallback).
@@ -26,15 +29,22 @@ use datapath::dataplane::fallback::FallbackReason;
 use datapath::dataplane::Event as DpEvent;
 use datapath::fastdp::link::{Mode, Reason};
 use datapath::fastdp::{Hello, Policy};
-use datapath::sleeve_message::SleeveMessage;
+use datapath::sleeve_message::{PunchRequest, SleeveMessage};
 use gossip::node::Node;
 use gossip::peer::PeerId;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
+
+pub mod punch;
+use punch::{Candidate, PunchStats, Punches, RequestContext};
 
 /// Bound on messages waiting for a route.
 const MAX_UNROUTED: usize = 256;
+
+/// How often the coordinator looks for unlinked pairs.
+const PUNCH_STEP: Duration = Duration::from_secs(1);
 
 /// A neighbour as the sleeve task is told about it: its UDP endpoint (the control
 /// link's IP, the announced listen port) and the control link's handshake hash.
@@ -57,7 +67,7 @@ pub enum Output {
     },
 }
 
-/// Which path a neighbour's frames take. (Hole punching will add `punched`.)
+/// Which path a neighbour's frames take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PathKind {
     /// The UDP sleeve, confirmed both ways.
@@ -68,6 +78,8 @@ pub enum PathKind {
     TcpFallback(FallbackReason),
     /// Neither yet: the UDP path is being tried.
     Pending,
+    /// No control link, but a UDP path opened by hole punching.
+    Punched,
 }
 
 impl PathKind {
@@ -78,11 +90,12 @@ impl PathKind {
             PathKind::Fastdp => "fastdp",
             PathKind::TcpFallback(_) => "tcp fallback",
             PathKind::Pending => "pending",
+            PathKind::Punched => "punched",
         }
     }
 
     /// Every kind's name, for metrics.
-    pub const NAMES: [&'static str; 4] = ["direct", "fastdp", "tcp fallback", "pending"];
+    pub const NAMES: [&'static str; 5] = ["direct", "fastdp", "tcp fallback", "pending", "punched"];
 
     /// Why, for `tcp fallback`.
     pub fn reason(&self) -> Option<&'static str> {
@@ -107,6 +120,45 @@ pub fn endpoints(node: &Node) -> HashMap<PeerId, Endpoint> {
         .collect()
 }
 
+/// The pairs this router coordinates now: neighbours with confirmed UDP paths that
+/// have no link to each other (in either's record), where no peer with a lower id than
+/// ours is linked to both. Pairs in id order, at most [`punch::MAX_PAIRS`].
+pub fn candidates(node: &Node, n: &Neighbours) -> Vec<Candidate> {
+    let topology = node.mesh().topology();
+    let us = topology.local();
+    let mut direct: Vec<(PeerId, SocketAddr)> = n
+        .paths
+        .iter()
+        .filter_map(|p| Some((*p, n.endpoint(p)?.0)))
+        .collect();
+    direct.sort();
+    let linked = |x: &PeerId, y: &PeerId| {
+        let lists =
+            |a: &PeerId, b: &PeerId| topology.peer(a).is_some_and(|r| r.link_to(b).is_some());
+        lists(x, y) || lists(y, x)
+    };
+    let mut out = Vec::new();
+    for (i, a) in direct.iter().enumerate() {
+        for b in &direct[i + 1..] {
+            if out.len() >= punch::MAX_PAIRS {
+                return out;
+            }
+            if linked(&a.0, &b.0) {
+                continue;
+            }
+            let lower = topology.peers().map(|(p, _)| p).take_while(|p| **p < us);
+            if lower
+                .into_iter()
+                .any(|p| topology.is_symmetric(p, &a.0) && topology.is_symmetric(p, &b.0))
+            {
+                continue;
+            }
+            out.push(Candidate { a: *a, b: *b });
+        }
+    }
+    out
+}
+
 /// The data plane's view of the neighbours.
 pub struct Neighbours {
     /// Our fast-path policy; `enabled` is false when the fast path is off.
@@ -129,6 +181,10 @@ pub struct Neighbours {
     hellos: HashMap<PeerId, Hello>,
     /// Messages waiting for a route to their neighbour.
     unrouted: VecDeque<(PeerId, Vec<u8>)>,
+    /// Hole punching, both roles.
+    punches: Punches,
+    /// When the coordinator looks for pairs next.
+    punch_step: Option<Instant>,
     outputs: VecDeque<Output>,
 }
 
@@ -146,6 +202,8 @@ impl Neighbours {
             modes: HashMap::new(),
             hellos: HashMap::new(),
             unrouted: VecDeque::new(),
+            punches: Punches::default(),
+            punch_step: None,
             outputs: VecDeque::new(),
         }
     }
@@ -177,10 +235,14 @@ impl Neighbours {
                 self.paths.remove(&peer);
                 self.learnt.remove(&peer);
                 self.fallback.remove(&peer);
+                if self.punches.forget(&peer) {
+                    info!(%peer, "a control link to {peer} is up: its session replaces the punched one");
+                }
                 let add = DpCommand::AddPeer {
                     peer,
                     endpoint,
                     hash,
+                    punched: false,
                 };
                 self.push(Output::Dataplane(add));
                 added.push((peer, endpoint.ip()));
@@ -206,12 +268,86 @@ impl Neighbours {
             SleeveMessage::FastdpAck(nonce) => {
                 return self.push(Output::Fastdp(FpCommand::Ack(peer, nonce)));
             }
+            SleeveMessage::Punch(_) => {
+                debug!(%peer, "punch request from {peer} ignored: it needs the mesh's view (handle_punch)");
+                return;
+            }
         };
         self.push(Output::Dataplane(command));
     }
 
+    /// A punch request from `from` (see [`punch`]): the sleeve task gets the punched
+    /// peer, or the request is refused and counted.
+    pub fn handle_punch(
+        &mut self,
+        now: Instant,
+        from: PeerId,
+        req: PunchRequest,
+        ctx: RequestContext,
+    ) {
+        let peer = req.peer;
+        match self.punches.handle_request(now, from, req, ctx) {
+            Ok(Some(start)) => {
+                info!(%peer, via = %from, endpoint = %start.endpoint, "punching a hole to {peer} at {} (asked by {from})", start.endpoint);
+                self.push(Output::Dataplane(DpCommand::AddPeer {
+                    peer,
+                    endpoint: start.endpoint,
+                    hash: start.salt,
+                    punched: true,
+                }));
+            }
+            Ok(None) => {}
+            Err(why) => {
+                debug!(%peer, %from, "punch request from {from} about {peer} refused: {}", why.as_str())
+            }
+        }
+    }
+
+    /// Hole punching's timers at `now`: attempts that failed or were lost go (frames to
+    /// those peers take the relay again), and as coordinator, requests for `pairs` (see
+    /// [`candidates`]) that are due go out, each with an id from `attempt_id`.
+    pub fn handle_timeout(
+        &mut self,
+        now: Instant,
+        reachable: impl Fn(&PeerId) -> bool,
+        pairs: &[Candidate],
+        attempt_id: &mut dyn FnMut() -> u64,
+    ) {
+        self.punch_step = Some(now + PUNCH_STEP);
+        for peer in self.punches.poll_expired(now, reachable) {
+            info!(%peer, "punched path to {peer} given up; its frames take the relay");
+            self.mtu.remove(&peer);
+            self.push(Output::Dataplane(DpCommand::RemovePeer(peer)));
+        }
+        for (to, req) in self.punches.coordinate(now, pairs, attempt_id) {
+            debug!(%to, peer = %req.peer, "asking {to} to punch a hole to {}", req.peer);
+            self.send(to, SleeveMessage::Punch(req));
+        }
+    }
+
+    /// When [`Neighbours::handle_timeout`] is due (`None`: now, it never ran).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let step = self.punch_step?;
+        Some(self.punches.poll_timeout().map_or(step, |t| t.min(step)))
+    }
+
+    /// Whether `peer` is a neighbour (an established control link with a known port).
+    pub fn is_neighbour(&self, peer: &PeerId) -> bool {
+        self.known.contains_key(peer)
+    }
+
+    /// `peer`'s endpoint, if a punched path reaches it.
+    pub fn punched(&self, peer: &PeerId) -> Option<SocketAddr> {
+        self.punches.up(peer)
+    }
+
+    /// Hole punching's counts.
+    pub fn punch_stats(&self) -> PunchStats {
+        self.punches.stats()
+    }
+
     /// An event of the sleeve task: a message to carry, or a path change.
-    pub fn handle_dataplane(&mut self, event: DpEvent) {
+    pub fn handle_dataplane(&mut self, now: Instant, event: DpEvent) {
         let (peer, message) = match event {
             DpEvent::SendOffer { peer, offer } => (peer, SleeveMessage::Offer(offer)),
             DpEvent::SendHeard { peer } => (peer, SleeveMessage::Heard),
@@ -222,6 +358,10 @@ impl Neighbours {
                 return;
             }
             DpEvent::EndpointChanged { peer, from, to } => {
+                if self.punches.handle_endpoint(&peer, to) {
+                    info!(%peer, %from, %to, "punched endpoint of {peer} moved from {from} to {to}");
+                    return;
+                }
                 info!(%peer, %from, %to, "sleeve endpoint of {peer} moved from {from} to {to}: its authentic datagrams now come from there");
                 if self.known.get(&peer).is_some_and(|(first, _)| *first == to) {
                     self.learnt.remove(&peer);
@@ -246,6 +386,14 @@ impl Neighbours {
                 return;
             }
             DpEvent::PathChanged { peer, established } => {
+                if self.punches.handle_path(now, &peer, established) {
+                    if established {
+                        info!(%peer, "punched path to {peer} established: its frames go directly");
+                    } else {
+                        warn!(%peer, "punched path to {peer} stopped working; its frames take the relay");
+                    }
+                    return;
+                }
                 if established {
                     info!(%peer, "UDP path to {peer} established");
                     self.paths.insert(peer);
@@ -283,7 +431,7 @@ impl Neighbours {
     /// Routes changed: the waiting messages to current neighbours go out again.
     pub fn handle_routes_changed(&mut self) {
         for (peer, payload) in std::mem::take(&mut self.unrouted) {
-            if self.known.contains_key(&peer) {
+            if self.known.contains_key(&peer) || self.punches.contains(&peer) {
                 self.push(Output::Send { peer, payload });
             }
         }

@@ -119,11 +119,16 @@ impl Owner {
         loop {
             self.drain(Instant::now());
             let ipam_next = self.channels.ipam.poll_timeout();
-            let next = [self.node.poll_timeout(), ipam_next, self.reclaim_timeout()]
-                .into_iter()
-                .flatten()
-                .min()
-                .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            let next = [
+                self.node.poll_timeout(),
+                ipam_next,
+                self.reclaim_timeout(),
+                self.neighbours.poll_timeout(),
+            ]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
             let sleep = tokio::time::sleep_until(tokio::time::Instant::from_std(next));
             tokio::select! {
                 // In this order, so that a link queue that is never empty (a peer that
@@ -134,7 +139,7 @@ impl Owner {
                     None => return,
                 },
                 Some(event) = self.tasks.sleeve_events.recv() => {
-                    self.neighbours.handle_dataplane(event);
+                    self.neighbours.handle_dataplane(Instant::now(), event);
                 }
                 Some(event) = self.tasks.fastdp_events.recv() => {
                     self.neighbours.handle_fastdp(event);
@@ -143,6 +148,7 @@ impl Owner {
                     let now = Instant::now();
                     self.node.handle_timeout(now, &self.channels);
                     self.channels.ipam.handle_timeout(now);
+                    self.neighbours_timeout(now);
                 }
                 // The permit (the message's share of the byte budget) is given back
                 // once the message is handled.
@@ -230,7 +236,7 @@ impl Owner {
                 self.neighbours.handle_links(endpoints);
                 self.update_tcp_paths();
             }
-            self.take_sleeve_messages();
+            self.take_sleeve_messages(now);
             self.reclaim_step(now);
             // Relayed messages and IPAM's gossip give the node output: go round again.
             let relayed = self.relay();

@@ -5,7 +5,8 @@
 
 use crate::neighbours::{Neighbours, PathKind};
 use crate::status::{
-    self, ConnectionReport, PeerConnectionReport, PeerReport, RelayedReport, Report, RouterReport,
+    self, ConnectionReport, PeerConnectionReport, PeerReport, PunchReport, RelayedReport, Report,
+    RouterReport,
 };
 use gossip::connection_maker::{ConnectionMaker, TargetState};
 use gossip::mesh::{ConnId, Mesh};
@@ -50,6 +51,8 @@ pub struct LinkView<'a> {
     pub endpoint: &'a dyn Fn(&PeerId) -> Option<(std::net::SocketAddr, bool)>,
     /// The path a neighbour's frames take.
     pub path: &'a dyn Fn(&PeerId) -> PathKind,
+    /// A peer's endpoint, if a punched path reaches it.
+    pub punched: &'a dyn Fn(&PeerId) -> Option<std::net::SocketAddr>,
     /// `--trusted-subnets`.
     pub trusted_subnets: Vec<String>,
 }
@@ -65,6 +68,7 @@ pub fn of_node(info: &RouterInfo, node: &Node, neighbours: &Neighbours) -> Repor
         overlay: &|peer| neighbours.overlay(peer),
         endpoint: &|peer| neighbours.endpoint(peer),
         path: &|peer| neighbours.path(peer),
+        punched: &|peer| neighbours.punched(peer),
         trusted_subnets: neighbours
             .policy()
             .trusted
@@ -72,7 +76,17 @@ pub fn of_node(info: &RouterInfo, node: &Node, neighbours: &Neighbours) -> Repor
             .map(|s| s.to_string())
             .collect(),
     };
-    build(info, node.mesh(), node.maker(), &view)
+    let mut r = build(info, node.mesh(), node.maker(), &view);
+    let s = neighbours.punch_stats();
+    r.router.punch = PunchReport {
+        coordinated: s.coordinated,
+        started: s.started,
+        succeeded: s.succeeded,
+        failed: s.failed,
+        lost: s.lost,
+        refused: s.refused,
+    };
+    r
 }
 
 /// Builds the report. A connection is `established` once its control link is up and
@@ -195,6 +209,7 @@ pub fn build(
             trusted_subnets: view.trusted_subnets.clone(),
             relayed,
             gossip_rejected: gossip_rejected(&mesh.stats()),
+            punch: PunchReport::default(),
         },
         dataplane: None,
         ipam: None,
@@ -225,6 +240,21 @@ fn relayed(info: &RouterInfo, mesh: &Mesh, view: &LinkView<'_>) -> Vec<RelayedRe
         let Some(link) = conns.iter().find(|c| c.peer == via && c.is_established()) else {
             continue;
         };
+        if let Some(endpoint) = (view.punched)(&peer) {
+            out.push(RelayedReport {
+                peer_name: peer.short().to_string(),
+                peer_nickname: nickname(&peer),
+                via_name: via.short().to_string(),
+                via_nickname: nickname(&via),
+                address: endpoint.to_string(),
+                outbound: link.outbound,
+                encrypted: (view.encrypted)(link.conn).unwrap_or(info.encryption),
+                mtu: Some((view.mtu)(&peer)),
+                path: PathKind::Punched.as_str().to_string(),
+                endpoint: Some(endpoint.to_string()),
+            });
+            continue;
+        }
         out.push(RelayedReport {
             peer_name: peer.short().to_string(),
             peer_nickname: nickname(&peer),
@@ -235,6 +265,7 @@ fn relayed(info: &RouterInfo, mesh: &Mesh, view: &LinkView<'_>) -> Vec<RelayedRe
             encrypted: (view.encrypted)(link.conn).unwrap_or(info.encryption),
             mtu: Some((view.mtu)(&via)),
             path: format!("relayed via {}({})", via.short(), nickname(&via)),
+            endpoint: None,
         });
     }
     out

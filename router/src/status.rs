@@ -303,6 +303,28 @@ pub struct RouterReport {
     /// one entry per `kind` (`record`, `unicast`) and reason with a non-zero count.
     #[serde(default)]
     pub gossip_rejected: Vec<GossipRejected>,
+    /// Hole punching's counts.
+    #[serde(default)]
+    pub punch: PunchReport,
+}
+
+/// Hole punching: requests sent as the common neighbour of an unlinked pair, and the
+/// attempts this router took part in as one end.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PunchReport {
+    /// Requests sent as coordinator (two per pair and round).
+    pub coordinated: u64,
+    /// Attempts started.
+    pub started: u64,
+    /// Attempts whose path confirmed.
+    pub succeeded: u64,
+    /// Attempts abandoned unconfirmed (the relay kept carrying the frames).
+    pub failed: u64,
+    /// Punched paths given up after they stopped working.
+    pub lost: u64,
+    /// Requests refused (not from a neighbour, about a linked or unreachable peer, an
+    /// unusable endpoint, too many attempts).
+    pub refused: u64,
 }
 
 /// A count of refused gossip.
@@ -351,9 +373,13 @@ pub struct RelayedReport {
     pub encrypted: bool,
     /// The overlay MTU of the first hop.
     pub mtu: Option<u32>,
-    /// The path its frames take: `relayed via NAME(NICKNAME)`.
+    /// The path its frames take: `relayed via NAME(NICKNAME)`, or `punched` (then
+    /// `address` is the peer's endpoint, and `mtu` that path's).
     #[serde(default)]
     pub path: String,
+    /// The endpoint a punched path sends to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
 }
 
 /// One local connection, or one attempt at a target.
@@ -599,24 +625,27 @@ pub fn format_connections(r: &Report) -> String {
 }
 
 /// A relayed peer as a connection line: the address is our link to the relay, the
-/// state `relayed`, and the info names the peer, then `via` the relay.
+/// state `relayed`, and the info names the peer, then `via` the relay. A punched peer's
+/// line has its endpoint, the state `punched` and no relay.
 fn relayed_line(r: &RelayedReport) -> String {
     let enc = if r.encrypted {
         "encrypted"
     } else {
         "unencrypted"
     };
+    let punched = r.endpoint.is_some();
+    let state = if punched { "punched" } else { "relayed" };
     let mut l = format!(
-        "{} {:<21} {:<11} {enc:<11} {:<6} {}({}) via {}({})",
+        "{} {:<21} {state:<11} {enc:<11} {:<6} {}({})",
         arrow(r.outbound),
         r.address,
-        "relayed",
         "sleeve",
         r.peer_name,
         r.peer_nickname,
-        r.via_name,
-        r.via_nickname
     );
+    if !punched {
+        let _ = write!(l, " via {}({})", r.via_name, r.via_nickname);
+    }
     if let Some(mtu) = r.mtu {
         let _ = write!(l, " mtu={mtu}");
     }

@@ -61,7 +61,7 @@ impl Dataplane {
             return;
         }
         self.superframes += 1;
-        match self.switch.forward(now, sf.frame(), Ingress::Local, routes) {
+        match self.forward(now, sf.frame(), Ingress::Local, routes) {
             Forward::Unicast { next_hop, dst_peer }
                 if next_hop == dst_peer && self.fastdp.contains(&dst_peer) => {}
             Forward::Unicast { next_hop, dst_peer } => {

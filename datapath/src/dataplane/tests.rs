@@ -18,6 +18,21 @@ impl RouteView for Pair {
     }
 }
 
+/// Routes that send everything through a relay (which the data plane need not know).
+struct Via(PeerId);
+
+impl RouteView for Via {
+    fn unicast_next_hop(&self, _dest: &PeerId) -> Option<PeerId> {
+        Some(self.0)
+    }
+    fn broadcast_next_hops(&self, _source: &PeerId) -> &[PeerId] {
+        std::slice::from_ref(&self.0)
+    }
+    fn may_relay(&self, _source: &PeerId, from: &PeerId) -> bool {
+        from == &self.0
+    }
+}
+
 const A: PeerId = PeerId([1; 16]);
 const B: PeerId = PeerId([2; 16]);
 
@@ -58,7 +73,12 @@ fn relay_seen(
 }
 
 /// Delivers every datagram in `tx` to `to`, returning the frames it delivered.
-fn deliver_all(now: Instant, tx: &mut TxBuffer, to: &mut Dataplane, routes: &Pair) -> Vec<Vec<u8>> {
+fn deliver_all<R: RouteView>(
+    now: Instant,
+    tx: &mut TxBuffer,
+    to: &mut Dataplane,
+    routes: &R,
+) -> Vec<Vec<u8>> {
     let mut got = Vec::new();
     let mut scratch = TxBuffer::new(1 << 20, 64);
     let datagrams: Vec<(SocketAddr, Vec<u8>)> = tx.iter().map(|(a, d)| (a, d.to_vec())).collect();
@@ -765,4 +785,53 @@ fn a_forged_source_peer_is_dropped_and_counted() {
     b.handle_local_frame(now, &frame(2, [0xff; 6], b"own"), &rb, &mut tx);
     b.flush(&mut tx);
     assert_eq!(deliver_all(now, &mut tx, &mut a, &ra).len(), 1);
+}
+
+#[test]
+fn a_punched_peer_gets_frames_directly_once_its_path_confirms_and_never_falls_back() {
+    let now = Instant::now();
+    let mut a = Dataplane::new(A, DataplaneConfig::default());
+    let mut b = Dataplane::new(B, DataplaneConfig::default());
+    a.add_punched_peer(now, B, addr(2), [9; 32]);
+    b.add_punched_peer(now, A, addr(1), [9; 32]);
+    for _ in 0..4 {
+        relay(now, &mut a, A, &mut b);
+        relay(now, &mut b, B, &mut a);
+    }
+    // Long past the TCP fallback's bound, unconfirmed: a punched peer has no control
+    // link to fall back to.
+    let later = now + Duration::from_secs(60);
+    a.handle_timeout(later);
+    b.handle_timeout(later);
+    assert_eq!(a.fallback(&B), None);
+    assert_eq!(b.fallback(&A), None);
+    while let Some(ev) = a.poll_event() {
+        assert!(!matches!(ev, Event::Fallback { .. }), "{ev:?}");
+    }
+    // a's routes reach B only through relay R; b's broadcast comes straight to a and
+    // teaches it B's MAC.
+    let routes = Via(PeerId([3; 16]));
+    let mut tx = TxBuffer::new(1 << 20, 64);
+    b.handle_local_frame(later, &frame(2, [0xff; 6], b"who"), &Pair(A), &mut tx);
+    b.flush(&mut tx);
+    let got = deliver_all(later, &mut tx, &mut a, &routes);
+    assert_eq!(got.len(), 1, "the broadcast is delivered");
+    tx.clear();
+    let unicast = frame(1, [0x02, 0, 0, 0, 0, 2], b"direct");
+    let no_route = a.counters().drops.no_route;
+    a.handle_local_frame(later, &unicast, &routes, &mut tx);
+    a.flush(&mut tx);
+    assert!(
+        tx.is_empty(),
+        "unconfirmed: the frame follows the route, to R"
+    );
+    assert_eq!(a.counters().drops.no_route, no_route + 1);
+    confirm_paths(later, &mut a, &mut b, &mut tx);
+    assert!(a.is_established(&B) && b.is_established(&A));
+    tx.clear();
+    a.handle_local_frame(later, &unicast, &routes, &mut tx);
+    a.flush(&mut tx);
+    let to: Vec<SocketAddr> = tx.iter().map(|(to, _)| to).collect();
+    assert_eq!(to, vec![addr(2)], "confirmed: straight to B");
+    assert_eq!(deliver_all(later, &mut tx, &mut b, &Pair(A)), vec![unicast]);
 }

@@ -42,7 +42,7 @@ fn a_new_neighbour_is_added_and_greeted_then_removed_from_both_tasks() {
     let out = drain(&mut n);
     assert!(matches!(
         out[0],
-        Output::Dataplane(DpCommand::AddPeer { peer: p, endpoint: e, hash: h })
+        Output::Dataplane(DpCommand::AddPeer { peer: p, endpoint: e, hash: h, punched: false })
             if p == peer(1) && (e, h) == endpoint(1)
     ));
     let hello = n.policy().hello(endpoint(1).0.ip());
@@ -64,10 +64,13 @@ fn a_new_hash_re_adds_the_neighbour_and_forgets_its_path() {
     let mut n = neighbours(false);
     n.handle_links(HashMap::from([(peer(1), endpoint(1))]));
     drain(&mut n);
-    n.handle_dataplane(DpEvent::PathChanged {
-        peer: peer(1),
-        established: true,
-    });
+    n.handle_dataplane(
+        Instant::now(),
+        DpEvent::PathChanged {
+            peer: peer(1),
+            established: true,
+        },
+    );
     assert!(n.is_path_established(&peer(1)));
     let (addr, _) = endpoint(1);
     n.handle_links(HashMap::from([(peer(1), (addr, [9; 32]))]));
@@ -140,7 +143,7 @@ fn messages_without_a_route_wait_and_go_when_routes_change() {
     let mut n = neighbours(false);
     n.handle_links(HashMap::from([(peer(1), endpoint(1))]));
     drain(&mut n);
-    n.handle_dataplane(DpEvent::SendHeard { peer: peer(1) });
+    n.handle_dataplane(Instant::now(), DpEvent::SendHeard { peer: peer(1) });
     let out = drain(&mut n);
     assert_eq!(sent(&out), vec![(peer(1), SleeveMessage::Heard)]);
     let payload = SleeveMessage::Heard.encode();
@@ -180,10 +183,13 @@ fn arriving_messages_become_commands_for_their_task() {
         Output::Dataplane(DpCommand::ProbeAck(_, 1248))
     ));
     assert!(matches!(out[2], Output::Fastdp(FpCommand::Ack(_, 77))));
-    n.handle_dataplane(DpEvent::MtuChanged {
-        peer: peer(1),
-        mtu: 1200,
-    });
+    n.handle_dataplane(
+        Instant::now(),
+        DpEvent::MtuChanged {
+            peer: peer(1),
+            mtu: 1200,
+        },
+    );
     assert_eq!(n.mtu(&peer(1)), 1200);
     assert_eq!(n.mtu(&peer(2)), 1376);
 }
@@ -196,34 +202,46 @@ fn a_learnt_endpoint_is_shown_until_the_link_is_re_added() {
     let (first, _) = endpoint(1);
     assert_eq!(n.endpoint(&peer(1)), Some((first, false)));
     let nat = SocketAddr::from(([198, 18, 0, 253], 40_000));
-    n.handle_dataplane(DpEvent::EndpointChanged {
-        peer: peer(1),
-        from: first,
-        to: nat,
-    });
+    n.handle_dataplane(
+        Instant::now(),
+        DpEvent::EndpointChanged {
+            peer: peer(1),
+            from: first,
+            to: nat,
+        },
+    );
     assert!(drain(&mut n).is_empty(), "nothing to send or command");
     assert_eq!(n.endpoint(&peer(1)), Some((nat, true)));
     // Back to the first guess: nothing learnt any more.
-    n.handle_dataplane(DpEvent::EndpointChanged {
-        peer: peer(1),
-        from: nat,
-        to: first,
-    });
+    n.handle_dataplane(
+        Instant::now(),
+        DpEvent::EndpointChanged {
+            peer: peer(1),
+            from: nat,
+            to: first,
+        },
+    );
     assert_eq!(n.endpoint(&peer(1)), Some((first, false)));
-    n.handle_dataplane(DpEvent::EndpointChanged {
-        peer: peer(1),
-        from: first,
-        to: nat,
-    });
+    n.handle_dataplane(
+        Instant::now(),
+        DpEvent::EndpointChanged {
+            peer: peer(1),
+            from: first,
+            to: nat,
+        },
+    );
     // A new link (new hash) starts from the control link's address again.
     n.handle_links(HashMap::from([(peer(1), (first, [9; 32]))]));
     assert_eq!(n.endpoint(&peer(1)), Some((first, false)));
     // Events about unknown neighbours are ignored.
-    n.handle_dataplane(DpEvent::EndpointChanged {
-        peer: peer(2),
-        from: first,
-        to: nat,
-    });
+    n.handle_dataplane(
+        Instant::now(),
+        DpEvent::EndpointChanged {
+            peer: peer(2),
+            from: first,
+            to: nat,
+        },
+    );
     assert_eq!(n.endpoint(&peer(2)), None);
 }
 
@@ -233,24 +251,33 @@ fn the_path_kind_follows_the_fallback_and_the_udp_path() {
     n.handle_links(HashMap::from([(peer(1), endpoint(1))]));
     drain(&mut n);
     assert_eq!(n.path(&peer(1)), PathKind::Pending);
-    n.handle_dataplane(DpEvent::Fallback {
-        peer: peer(1),
-        reason: Some(FallbackReason::NotConfirmed),
-    });
+    n.handle_dataplane(
+        Instant::now(),
+        DpEvent::Fallback {
+            peer: peer(1),
+            reason: Some(FallbackReason::NotConfirmed),
+        },
+    );
     let kind = n.path(&peer(1));
     assert_eq!(kind, PathKind::TcpFallback(FallbackReason::NotConfirmed));
     assert_eq!(
         (kind.as_str(), kind.reason()),
         ("tcp fallback", Some("no UDP path confirmed"))
     );
-    n.handle_dataplane(DpEvent::PathChanged {
-        peer: peer(1),
-        established: true,
-    });
-    n.handle_dataplane(DpEvent::Fallback {
-        peer: peer(1),
-        reason: None,
-    });
+    n.handle_dataplane(
+        Instant::now(),
+        DpEvent::PathChanged {
+            peer: peer(1),
+            established: true,
+        },
+    );
+    n.handle_dataplane(
+        Instant::now(),
+        DpEvent::Fallback {
+            peer: peer(1),
+            reason: None,
+        },
+    );
     assert_eq!(n.path(&peer(1)), PathKind::Direct);
     assert!(
         drain(&mut n).is_empty(),
@@ -258,9 +285,12 @@ fn the_path_kind_follows_the_fallback_and_the_udp_path() {
     );
     // A fallback for a neighbour that is gone is not kept.
     n.handle_links(HashMap::new());
-    n.handle_dataplane(DpEvent::Fallback {
-        peer: peer(1),
-        reason: Some(FallbackReason::PathLost),
-    });
+    n.handle_dataplane(
+        Instant::now(),
+        DpEvent::Fallback {
+            peer: peer(1),
+            reason: Some(FallbackReason::PathLost),
+        },
+    );
     assert_eq!(n.path(&peer(1)), PathKind::Pending);
 }

@@ -86,6 +86,12 @@ fn sample() -> Report {
                 reason: "bad_signature".into(),
                 count: 2,
             }],
+            punch: crate::status::PunchReport {
+                coordinated: 2,
+                started: 1,
+                succeeded: 1,
+                ..Default::default()
+            },
         },
         dataplane: None,
         fastdp: None,
@@ -189,6 +195,7 @@ fn with_relay() -> Report {
         encrypted: true,
         mtu: Some(1168),
         path: String::new(),
+        endpoint: None,
     });
     r
 }
@@ -292,6 +299,7 @@ fn report_fields_match_the_schema() {
         encrypted: true,
         mtu: Some(1400),
         path: "relayed via 7e:21:4a:70:2f:46(h3)".into(),
+        endpoint: None,
     }];
     r.router.dns_targets = vec![DnsTarget {
         address: "198.18.0.4:6783".into(),
@@ -416,5 +424,16 @@ fn the_path_kind_ends_a_connection_line() {
     assert!(
         text.contains("mtu=1168 path: relayed via 7e:21:4a:70:2f:45(h2)"),
         "{text}"
+    );
+    // Punched: the endpoint in the address column, the state `punched`, no relay.
+    let mut punched = with_relay();
+    punched.router.relayed[0].path = "punched".into();
+    punched.router.relayed[0].address = "198.18.0.252:6783".into();
+    punched.router.relayed[0].endpoint = Some("198.18.0.252:6783".into());
+    let text = format_connections(&punched);
+    let line = text.lines().last().unwrap();
+    assert_eq!(
+        line,
+        "-> 198.18.0.252:6783     punched     encrypted   sleeve 9a:3c:00:11:22:33(h3) mtu=1168 path: punched"
     );
 }
