@@ -120,9 +120,9 @@ pub fn endpoints(node: &Node) -> HashMap<PeerId, Endpoint> {
         .collect()
 }
 
-/// The pairs this router coordinates now: neighbours with confirmed UDP paths that
-/// have no link to each other (in either's record), where no peer with a lower id than
-/// ours is linked to both. Pairs in id order, at most [`punch::MAX_PAIRS`].
+/// The pairs this router coordinates now: neighbours with confirmed UDP paths of one
+/// address family that have no link to each other (in either's record), where no peer
+/// with a lower id than ours is linked to both. Pairs in id order, at most [`punch::MAX_PAIRS`].
 pub fn candidates(node: &Node, n: &Neighbours) -> Vec<Candidate> {
     let topology = node.mesh().topology();
     let us = topology.local();
@@ -143,7 +143,8 @@ pub fn candidates(node: &Node, n: &Neighbours) -> Vec<Candidate> {
             if out.len() >= punch::MAX_PAIRS {
                 return out;
             }
-            if linked(&a.0, &b.0) {
+            // Linked already, or of two families: nothing to punch.
+            if linked(&a.0, &b.0) || a.1.is_ipv4() != b.1.is_ipv4() {
                 continue;
             }
             let lower = topology.peers().map(|(p, _)| p).take_while(|p| **p < us);
