@@ -44,6 +44,8 @@ pub struct Api {
     pub attachments: Arc<Attachments>,
     /// `--peer-keys`, reloaded by `POST /peers/reload`.
     pub peer_keys: Option<Arc<crate::peer_keys::KeyList>>,
+    /// TCP-fallback datagrams the link tasks dropped for a full data-plane queue.
+    pub tcp_rx_dropped: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Reloads the `--peer-keys` list (SIGHUP, `weft peers reload`): on success the owner
@@ -220,7 +222,12 @@ impl Api {
             "/report" | "/metrics" => {
                 // Only these carry counters: ask the data plane for them then.
                 if let Some(stats) = self.dataplane.stats().await {
-                    report.dataplane = Some(crate::report::dataplane(&stats));
+                    let mut dp = crate::report::dataplane(&stats);
+                    let rx_dropped = self
+                        .tcp_rx_dropped
+                        .load(std::sync::atomic::Ordering::Relaxed);
+                    dp.drops_queue_full = dp.drops_queue_full.saturating_add(rx_dropped);
+                    report.dataplane = Some(dp);
                 }
                 if let Some(stats) = self.fastdp.stats().await {
                     report.fastdp = Some(crate::report::fastdp(&stats, &report));

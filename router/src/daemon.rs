@@ -463,6 +463,7 @@ pub async fn run(config: Config, on_ready: impl FnOnce(&str)) -> Result<(), Rout
         firewall: firewall.clone(),
         attachments,
         peer_keys: peer_keys.clone(),
+        tcp_rx_dropped: ctx.tcp_rx_dropped.clone(),
     };
     essential.spawn("peer listener", listener::run(tcp, ctx));
     essential.spawn("API server", api::serve_unix(unix, api.clone()));

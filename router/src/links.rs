@@ -58,7 +58,8 @@ pub struct LinkContext {
     /// Where received sleeve datagrams go (the data plane task).
     pub tcp_datagrams: TcpDatagrams,
     /// Received sleeve datagrams dropped because the data plane task was behind.
-    pub tcp_rx_dropped: AtomicU64,
+    /// (Shared with the API, which adds it to the report's `drops_queue_full`.)
+    pub tcp_rx_dropped: Arc<AtomicU64>,
     next_conn: AtomicU64,
     /// Messages a link had to wait for, past its peer's gossip budget.
     throttled: AtomicU64,
@@ -79,7 +80,7 @@ impl LinkContext {
             owner,
             peer_keys,
             tcp_datagrams,
-            tcp_rx_dropped: AtomicU64::new(0),
+            tcp_rx_dropped: Arc::new(AtomicU64::new(0)),
             next_conn: AtomicU64::new(1),
             throttled: AtomicU64::new(0),
         })
