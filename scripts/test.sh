@@ -15,7 +15,8 @@ fi
 # The C toolchain (BUILD_PACKAGES), then what the tests run:
 # iproute2 (ip, ss), iputils-ping, tcpdump (captures), iperf3, procps (sysctl),
 # iptables and nftables (the fast path's guard, masquerade; `nft` checks; the NAT
-# namespace of tests/nat.rs, the UDP drop of tests/tcp_fallback.rs), conntrack (tests/nat.rs flushes the NAT's mappings),
+# namespaces of tests/nat.rs and tests/punch.rs, the UDP drop of tests/tcp_fallback.rs), conntrack (tests/nat.rs
+# flushes the NAT's mappings, tests/punch.rs reads them),
 # containernetworking-plugins (the reference CNI plugins chained with weft-net),
 # python3-jsonschema (tests/operator.rs validates `weft report` against its schema),
 # python3-prometheus-client (parses /metrics), chromium (renders the status page);

@@ -4,11 +4,13 @@
 
 mod common;
 
-use common::netns::{netns_list, root_links};
+use common::netns::{netns_list, root_links, Mapping, Nat, NatSpec};
 use common::weft::{bare_name, parse_connections, parse_peers, status_field};
 use common::{wait_until, Net};
-use std::net::Ipv4Addr;
-use std::time::Duration;
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::path::Path;
+use std::thread;
+use std::time::{Duration, Instant};
 
 fn ours(prefix: &str) -> Vec<String> {
     let mut names: Vec<String> = netns_list()
@@ -148,9 +150,23 @@ fn status_layout_parsers() {
 -> 198.18.0.2:6783       established encrypted   sleeve 4a:0f:f6:ec:1c:93(h2)
 <- 198.18.0.3:40112      established unencrypted sleeve 7e:21:4a:70:2f:45(h3) mtu=1410
 -> 198.18.0.9:6783       failed      dial tcp 198.18.0.9:6783: no route to host, retry: never
+-> 198.18.0.252:6783     punched     encrypted   sleeve 7e:21:4a:70:2f:45(h3) mtu=1376 path: punched
+-> 198.18.0.1:6783       relayed     encrypted   sleeve 7e:21:4a:70:2f:45(h3) via 4a:0f:f6:ec:1c:93(h1) mtu=1376 path: relayed via 4a:0f:f6:ec:1c:93(h1)
 ";
     let c = parse_connections(conns).expect("valid layout");
-    assert_eq!(c.len(), 3);
+    assert_eq!(c.len(), 5);
+    for relay_or_punch in &c[3..] {
+        assert_eq!(relay_or_punch.encrypted, Some(true));
+        assert_eq!(
+            relay_or_punch.peer.as_deref(),
+            Some("7e:21:4a:70:2f:45(h3)")
+        );
+    }
+    assert_eq!(
+        (c[3].state.as_str(), c[3].address.as_str()),
+        ("punched", "198.18.0.252:6783")
+    );
+    assert_eq!(c[4].state, "relayed");
     assert!(c[0].outbound && c[0].state == "established" && c[0].encrypted == Some(true));
     assert_eq!(c[0].peer.as_deref(), Some("4a:0f:f6:ec:1c:93(h2)"));
     assert!(!c[1].outbound && c[1].encrypted == Some(false));
@@ -177,4 +193,104 @@ ea:2d:b2:e6:e4:f5(h2)
     assert_eq!(p[1].name, "ea:2d:b2:e6:e4:f5(h2)");
     assert!(p[0].connections[0].ends_with("established"));
     assert!(parse_peers("   -> 198.18.0.1:6783  x(h1)  established").is_err());
+}
+
+/// In host `host`'s namespace: a UDP socket on port 6783 that, after `delay`, sends to
+/// `to` every 100 ms for up to `limit`, and goes on for 1 s more once a datagram from
+/// `to` has arrived. Returns whether one did.
+fn probe(net: &Net, host: usize, to: SocketAddr, delay: Duration, limit: Duration) -> bool {
+    let ns = net.host(host).ns.clone();
+    let file = datapath::netns::NetnsRef::Name(ns.clone())
+        .open()
+        .expect("open the host's netns");
+    datapath::netns::run_in(&file, Path::new(&ns), move || {
+        let sock = UdpSocket::bind("0.0.0.0:6783").expect("bind UDP 6783");
+        sock.set_read_timeout(Some(Duration::from_millis(100)))
+            .expect("read timeout");
+        thread::sleep(delay);
+        let start = Instant::now();
+        let mut got: Option<Instant> = None;
+        let mut buf = [0u8; 64];
+        while start.elapsed() < limit && got.is_none_or(|t| t.elapsed() < Duration::from_secs(1)) {
+            // Errors (an ICMP error reported on the socket) count as nothing received.
+            let _ = sock.send_to(b"punch", to);
+            if let Ok((_, from)) = sock.recv_from(&mut buf) {
+                if from == to && got.is_none() {
+                    got = Some(Instant::now());
+                }
+            }
+        }
+        got.is_some()
+    })
+    .expect("probe thread")
+}
+
+#[test]
+fn two_nats_let_a_hole_be_punched_only_when_they_keep_the_port() {
+    for mapping in [Mapping::PortPreserving, Mapping::Random] {
+        let mut net = Net::new("nsnat", 1);
+        let a = net.add_host_behind(NatSpec {
+            nat: Nat::A,
+            mapping,
+        });
+        let b = net.add_host_behind(NatSpec {
+            nat: Nat::B,
+            mapping,
+        });
+        let prefix = net.prefix().to_string();
+        let mut expected: Vec<String> = ["sw", "h1", "h2", "h3", "nat", "natb"]
+            .iter()
+            .map(|s| format!("{prefix}{s}"))
+            .collect();
+        expected.sort();
+        assert_eq!(ours(&prefix), expected);
+        assert_eq!(net.host(a).addr, Ipv4Addr::new(198, 18, 2, 2));
+        assert_eq!(net.host(b).addr, Ipv4Addr::new(198, 18, 3, 3));
+        let h1 = net.host(1).addr;
+        for h in [a, b] {
+            assert!(net.ping(&net.host(h).ns, h1), "h{h} cannot reach h1");
+            assert!(
+                !net.ping(&net.host(1).ns, net.host(h).addr),
+                "h1 reaches h{h}'s private address"
+            );
+        }
+        assert!(!net.ping(&net.host(a).ns, net.host(b).addr));
+        assert!(!net.ping(&net.host(b).ns, net.host(a).addr));
+        if mapping == Mapping::PortPreserving {
+            // Its firewall: nothing unsolicited reaches the NAT itself either.
+            assert!(
+                !net.ping(&net.host(1).ns, Nat::B.public()),
+                "NAT b answers an unsolicited ping: no input filter"
+            );
+        }
+
+        // Both send from port 6783 to the other NAT's address, port 6783 (b starts a
+        // little later, so a's first probes reach NAT b unsolicited, as they would).
+        let to_b = SocketAddr::from((Nat::B.public(), 6783));
+        let to_a = SocketAddr::from((Nat::A.public(), 6783));
+        let limit = Duration::from_secs(4);
+        let (got_a, got_b) = thread::scope(|s| {
+            let at_a = s.spawn(|| probe(&net, a, to_b, Duration::ZERO, limit));
+            let at_b = s.spawn(|| probe(&net, b, to_a, Duration::from_millis(500), limit));
+            (at_a.join().expect("a"), at_b.join().expect("b"))
+        });
+        let flows = net.nat_conntrack_of(Nat::B, &["-L", "-p", "udp", "--orig-src", "198.18.3.3"]);
+        println!("e2e: harness: {mapping:?} NATs: a received {got_a}, b received {got_b}; NAT b:\n{flows}");
+        match mapping {
+            Mapping::PortPreserving => {
+                assert!(
+                    got_a && got_b,
+                    "no hole punched through port-preserving NATs"
+                );
+                assert!(
+                    flows.lines().any(|l| l.contains("sport=6783 dport=6783")
+                        && l.matches("dport=6783").count() == 2),
+                    "NAT b did not keep port 6783:\n{flows}"
+                );
+            }
+            Mapping::Random => {
+                assert!(!got_a && !got_b, "a hole punched through random-port NATs");
+            }
+        }
+    }
 }

@@ -17,26 +17,116 @@ use std::time::Duration;
 
 static NEXT_NET: AtomicUsize = AtomicUsize::new(0);
 
-/// The public (switch-side) address of the NAT namespace of [`Net::add_nated_host`].
+/// The public (switch-side) address of the NAT namespace of [`Net::add_nated_host`]
+/// ([`Nat::A`]).
 pub const NAT_PUBLIC: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 253);
 
-/// The NAT namespace's nftables ruleset: masquerade from the private network out of
-/// `eth0`, and inwards only what conntrack knows as a reply (or related to one). The
-/// mapped port is random (`random`), as carrier-grade and cloud NATs choose it, rather
-/// than the source port kept where it is free: so the public port of a host's socket
-/// is (all but always) not the one it announced.
-const NAT_RULESET: &str = "flush ruleset
-table ip nat {
-    chain postrouting {
-        type nat hook postrouting priority srcnat; policy accept;
-        oifname \"eth0\" ip saddr 198.18.2.0/24 masquerade random
+/// The public address of the second NAT namespace ([`Nat::B`]).
+pub const NAT_B_PUBLIC: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 252);
+
+/// One of the (at most two) NAT namespaces of a test, each with its own public address
+/// on the switch and its own private /24.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Nat {
+    /// Namespace `{prefix}nat`: [`NAT_PUBLIC`], private 198.18.2.0/24.
+    A,
+    /// Namespace `{prefix}natb`: [`NAT_B_PUBLIC`], private 198.18.3.0/24.
+    B,
+}
+
+impl Nat {
+    /// The namespace name's suffix after the test's prefix.
+    fn suffix(self) -> &'static str {
+        match self {
+            Nat::A => "nat",
+            Nat::B => "natb",
+        }
     }
-    chain forward {
-        type filter hook forward priority filter; policy accept;
-        iifname \"eth0\" ct state != { established, related } drop
+
+    /// Its address on the switch.
+    pub fn public(self) -> Ipv4Addr {
+        match self {
+            Nat::A => NAT_PUBLIC,
+            Nat::B => NAT_B_PUBLIC,
+        }
+    }
+
+    /// The third octet of its private 198.18.X.0/24.
+    fn lan(self) -> u8 {
+        match self {
+            Nat::A => 2,
+            Nat::B => 3,
+        }
+    }
+
+    /// Its address on the private network (the NATed hosts' default gateway).
+    pub fn gateway(self) -> Ipv4Addr {
+        Ipv4Addr::new(198, 18, self.lan(), 254)
     }
 }
-";
+
+/// How a NAT maps a private host's flows to public ports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mapping {
+    /// `masquerade random`: each flow (each destination) gets a random public port, as
+    /// carrier-grade and cloud NATs choose it; a "symmetric" NAT, through which no hole
+    /// can be punched.
+    Random,
+    /// `masquerade`: the source port is kept where it is free, so one socket has the
+    /// same public port towards every destination (endpoint-independent mapping, as
+    /// most home routers do), and inbound is still filtered by destination. The NAT
+    /// also drops new inbound flows to its own address (a gateway's firewall): without
+    /// that, an unsolicited probe arriving before the host's own first datagram to its
+    /// sender would leave a conntrack entry holding the tuple, and the host's flow
+    /// would be mapped to another port.
+    PortPreserving,
+}
+
+/// Where [`Net::add_host_behind`] puts a host: behind which NAT, mapping how (all hosts
+/// behind one NAT share its mapping kind).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NatSpec {
+    /// Which NAT namespace.
+    pub nat: Nat,
+    /// Its mapping kind.
+    pub mapping: Mapping,
+}
+
+/// The NAT namespace's nftables ruleset: masquerade from the private network out of
+/// `eth0`, and inwards only what conntrack knows as a reply (or related to one). With
+/// [`Mapping::Random`] the mapped port is random (`random`), as carrier-grade and cloud
+/// NATs choose it, rather than the source port kept where it is free: so the public
+/// port of a host's socket is (all but always) not the one it announced, and differs
+/// per destination. With [`Mapping::PortPreserving`] the port is kept, and new inbound
+/// flows to the NAT itself are dropped as well.
+fn nat_ruleset(nat: Nat, mapping: Mapping) -> String {
+    let lan = nat.lan();
+    let (random, input) = match mapping {
+        Mapping::Random => (" random", ""),
+        Mapping::PortPreserving => (
+            "",
+            "    chain input {
+        type filter hook input priority filter; policy accept;
+        iifname \"eth0\" ct state != { established, related } drop
+    }
+",
+        ),
+    };
+    format!(
+        "flush ruleset
+table ip nat {{
+    chain postrouting {{
+        type nat hook postrouting priority srcnat; policy accept;
+        oifname \"eth0\" ip saddr 198.18.{lan}.0/24 masquerade{random}
+    }}
+    chain forward {{
+        type filter hook forward priority filter; policy accept;
+        iifname \"eth0\" ct state != {{ established, related }} drop
+    }}
+{input}}}
+"
+    )
+}
 
 /// Address ranges the tests may use: the underlay and the two overlay ranges.
 const ALLOWED: [(Ipv4Addr, u8); 3] = [
@@ -105,6 +195,8 @@ pub struct Net {
     switch: String,
     hosts: Vec<Host>,
     pods: Vec<Pod>,
+    /// The NAT namespaces made so far, with their mapping kind.
+    nats: Vec<NatSpec>,
     created: Vec<String>,
     /// `/etc/netns/NS` directories made for per-namespace files (`ip netns exec`
     /// bind-mounts them over `/etc`), removed on drop.
@@ -140,6 +232,7 @@ impl Net {
             dir,
             hosts: Vec::new(),
             pods: Vec::new(),
+            nats: Vec::new(),
             created: Vec::new(),
             etc: Vec::new(),
         };
@@ -380,30 +473,49 @@ impl Net {
     /// as a home router or a cloud NAT gateway would put it: `nat` is [`NAT_PUBLIC`]/24
     /// on the switch and 198.18.2.254/24 on bridge `lan`, whose port `hN` is a veth to
     /// the new host's `eth0` (198.18.2.{N+1}/24, default route via 198.18.2.254). `nat`
-    /// forwards IPv4 and its nftables ruleset ([`Net::reload_nat`], `NAT_RULESET`)
-    /// masquerades what leaves by `eth0` from 198.18.2.0/24 to a random port, and
-    /// forwards nothing inwards that is not a reply. The switch's hosts
-    /// get no route to 198.18.2.0/24: they reach the new host only through mappings
-    /// that it opened.
+    /// forwards IPv4 and its nftables ruleset ([`Net::reload_nat`]) masquerades what
+    /// leaves by `eth0` from 198.18.2.0/24 to a random port ([`Mapping::Random`]), and
+    /// forwards nothing inwards that is not a reply. The switch's hosts get no route to
+    /// 198.18.2.0/24: they reach the new host only through mappings that it opened.
     pub fn add_nated_host(&mut self) -> usize {
-        let nat = self.nat_ns();
-        let gw_far = Ipv4Addr::new(198, 18, 2, 254);
-        if !self.created.contains(&nat) {
-            assert_allowed(NAT_PUBLIC);
+        self.add_host_behind(NatSpec {
+            nat: Nat::A,
+            mapping: Mapping::Random,
+        })
+    }
+
+    /// Adds host `h{N+1}` behind NAT `spec.nat` (made on first use with `spec.mapping`;
+    /// a later host must ask for the same mapping): as [`Net::add_nated_host`] describes,
+    /// with that NAT's public address ([`Nat::public`]) and private 198.18.X.0/24 (X = 2
+    /// for [`Nat::A`], 3 for [`Nat::B`]); the host is 198.18.X.{N+1}. The two NATs are
+    /// both on the switch and know no route to each other's private network.
+    pub fn add_host_behind(&mut self, spec: NatSpec) -> usize {
+        let nat = self.nat_ns_of(spec.nat);
+        let gw_far = spec.nat.gateway();
+        let public = spec.nat.public();
+        if let Some(made) = self.nats.iter().find(|n| n.nat == spec.nat) {
+            assert_eq!(
+                made.mapping, spec.mapping,
+                "NAT {:?} was made with another mapping",
+                spec.nat
+            );
+        } else {
+            assert_allowed(public);
             assert_allowed(gw_far);
             self.add_ns(&nat);
             let sw = self.switch.clone();
+            let port = spec.nat.suffix();
             ip(&[
-                "-n", &sw, "link", "add", "nat", "type", "veth", "peer", "name", "eth0", "netns",
+                "-n", &sw, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns",
                 &nat,
             ]);
-            ip(&["-n", &sw, "link", "set", "nat", "master", "br0", "up"]);
+            ip(&["-n", &sw, "link", "set", port, "master", "br0", "up"]);
             ip(&[
                 "-n",
                 &nat,
                 "addr",
                 "add",
-                &format!("{NAT_PUBLIC}/24"),
+                &format!("{public}/24"),
                 "dev",
                 "eth0",
             ]);
@@ -422,13 +534,16 @@ impl Net {
             ip(&["-n", &nat, "link", "set", "lan", "up"]);
             let forward = self.exec(&nat, "sysctl", &["-qw", "net.ipv4.ip_forward=1"]);
             assert!(forward.status.success(), "ip_forward in {nat}: {forward:?}");
-            let rules = self.dir.join("nat.nft");
-            std::fs::write(&rules, NAT_RULESET).expect("write the NAT's ruleset");
-            self.reload_nat();
+            let rules = self.nat_rules(spec.nat);
+            std::fs::write(&rules, nat_ruleset(spec.nat, spec.mapping))
+                .expect("write the NAT's ruleset");
+            self.nats.push(spec);
+            self.reload_nat_of(spec.nat);
         }
         let index = self.hosts.len() + 1;
+        assert!(index <= 253, "at most 253 hosts");
         let ns = format!("{}h{index}", self.prefix);
-        let addr = Ipv4Addr::new(198, 18, 2, index as u8);
+        let addr = Ipv4Addr::new(198, 18, spec.nat.lan(), index as u8);
         assert_allowed(addr);
         self.add_ns(&ns);
         let port = format!("h{index}");
@@ -458,35 +573,57 @@ impl Net {
         self.register_host(index, ns, addr)
     }
 
-    /// Name of the NAT namespace of [`Net::add_nated_host`].
+    /// Name of the NAT namespace of [`Net::add_nated_host`] ([`Nat::A`]).
     pub fn nat_ns(&self) -> String {
-        format!("{}nat", self.prefix)
+        self.nat_ns_of(Nat::A)
+    }
+
+    /// Name of NAT `nat`'s namespace.
+    pub fn nat_ns_of(&self, nat: Nat) -> String {
+        format!("{}{}", self.prefix, nat.suffix())
+    }
+
+    /// The file holding NAT `nat`'s ruleset.
+    fn nat_rules(&self, nat: Nat) -> PathBuf {
+        self.dir.join(format!("{}.nft", nat.suffix()))
     }
 
     /// Loads the NAT namespace's nftables ruleset again (`nft -f`, inside that namespace
     /// only; the ruleset starts with `flush ruleset`). Conntrack's mappings survive it.
     pub fn reload_nat(&self) {
-        let rules = self.dir.join("nat.nft");
-        let out = self.exec(&self.nat_ns(), "nft", &["-f", &rules.display().to_string()]);
+        self.reload_nat_of(Nat::A);
+    }
+
+    /// [`Net::reload_nat`] for NAT `nat`.
+    pub fn reload_nat_of(&self, nat: Nat) {
+        let rules = self.nat_rules(nat);
+        let ns = self.nat_ns_of(nat);
+        let out = self.exec(&ns, "nft", &["-f", &rules.display().to_string()]);
         assert!(
             out.status.success(),
-            "nft -f in {}: {}",
-            self.nat_ns(),
+            "nft -f in {ns}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
     }
 
-    /// Runs `conntrack ARGS` in the NAT namespace (the Debian package `conntrack`):
-    /// `-F` forgets every mapping, as a NAT that restarts; `-D -p udp` the UDP ones, as
-    /// a NAT that expired them. The next packet out gets a new mapping.
+    /// Runs `conntrack ARGS` in the NAT namespace of [`Net::add_nated_host`] (the Debian
+    /// package `conntrack`): `-F` forgets every mapping, as a NAT that restarts; `-D -p
+    /// udp` the UDP ones, as a NAT that expired them. The next packet out gets a new
+    /// mapping.
     pub fn nat_conntrack(&self, args: &[&str]) {
-        let out = self.exec(&self.nat_ns(), "conntrack", args);
+        self.nat_conntrack_of(Nat::A, args);
+    }
+
+    /// [`Net::nat_conntrack`] in NAT `nat`; returns what it printed (`-L` lists).
+    pub fn nat_conntrack_of(&self, nat: Nat, args: &[&str]) -> String {
+        let ns = self.nat_ns_of(nat);
+        let out = self.exec(&ns, "conntrack", args);
         assert!(
             out.status.success(),
-            "conntrack {args:?} in {}: {}",
-            self.nat_ns(),
+            "conntrack {args:?} in {ns}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     /// Adds a pod namespace behind `host`: pod `eth0` <-> host `vpK`, both up, no
@@ -714,6 +851,7 @@ fn remove_stale() {
             && (parts[3] == "sw"
                 || parts[3] == "r"
                 || parts[3] == "nat"
+                || parts[3] == "natb"
                 || parts[3].starts_with(['h', 'p', 'q']));
         let pid_gone = parts.get(1).is_some_and(|pid| {
             pid.bytes().all(|b| b.is_ascii_digit()) && !Path::new("/proc").join(pid).exists()

@@ -384,11 +384,13 @@ pub struct Conn {
     pub outbound: bool,
     /// Remote address and port.
     pub address: String,
-    /// connecting, failed, retrying, pending or established.
+    /// connecting, failed, retrying, pending, established, relayed (through a
+    /// neighbour) or punched (directly, through a hole punched in both NATs).
     pub state: String,
     /// `Some(true)` for `encrypted`, `Some(false)` for `unencrypted`, `None` if absent.
     pub encrypted: Option<bool>,
-    /// Peer `name(nick)` at the end of an established/pending line.
+    /// Peer `name(nick)` of an established, pending, punched or relayed line (for a
+    /// relayed one, the peer reached, not the relay).
     pub peer: Option<String>,
     /// The whole line.
     pub line: String,
@@ -446,11 +448,13 @@ fn parse_connection(line: &str) -> Result<Conn, String> {
         }
     }
     let peer = match state.as_str() {
-        "established" | "pending" => rest
+        "established" | "pending" | "punched" => rest
             .iter()
             .rev()
             .find(|w| w.contains('('))
             .map(|w| w.to_string()),
+        // `sleeve PEER(nick) via RELAY(nick) ... path: relayed via RELAY(nick)`.
+        "relayed" => rest.iter().find(|w| w.contains('(')).map(|w| w.to_string()),
         _ => None,
     };
     Ok(Conn {
