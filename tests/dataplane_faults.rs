@@ -526,6 +526,13 @@ fn replayed_datagrams_are_not_delivered() {
         "{replays} replays counted, {sent} re-injected"
     );
     assert_eq!(from_h1["src_mismatch"], 0, "{from_h1}");
+    // Nor did they move h1's endpoint (issue 16: only fresh authentic datagrams roam).
+    assert_eq!(from_h1["endpoint_changes"], 0, "{from_h1}");
+    assert_eq!(
+        sleeve_endpoint(&report, routers[0].bare_name()),
+        format!("{a1}:{SLEEVE_PORT}"),
+        "h2 moved h1's endpoint after the replays"
+    );
 
     // The router on h2 still works, and the pod capture still sees new requests.
     assert!(net.weft(2, &["status"]).status.success(), "h2 router gone");
@@ -533,6 +540,17 @@ fn replayed_datagrams_are_not_delivered() {
     thread::sleep(Duration::from_millis(300));
     assert_eq!(echo_requests(&pod_cap.stop()).len(), before.len() + 1);
     drop(routers);
+}
+
+/// The sleeve endpoint `report` holds for the peer named `peer` (its connection's
+/// `endpoint`).
+fn sleeve_endpoint(report: &serde_json::Value, peer: &str) -> String {
+    report["router"]["connections"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["peer_name"] == peer))
+        .and_then(|c| c["endpoint"].as_str())
+        .unwrap_or_else(|| panic!("no endpoint for {peer} in {report}"))
+        .to_string()
 }
 
 /// Kinds of garbage sent at the sleeve port.
@@ -681,6 +699,15 @@ fn garbage_flood_leaves_the_router_working() {
         "h2 RSS grew from {rss_before} to {rss_after} KiB"
     );
     assert_eq!(reply_packets, 0, "h2 sent packets to the flooder");
+    // Forged datagrams from the flooder's address, with real headers or none, never
+    // moved h1's endpoint there (issue 16).
+    let report: serde_json::Value =
+        serde_json::from_slice(&net.weft(2, &["report"]).stdout).expect("weft report is JSON");
+    assert_eq!(
+        sleeve_endpoint(&report, routers[0].bare_name()),
+        format!("{a1}:{SLEEVE_PORT}"),
+        "the flood moved h1's endpoint"
+    );
     net.wait_established(&[(1, 1), (2, 1)]);
     assert!(ping(&net, &pod1.ns, &pod2.v4), "no ping after the flood");
 }
