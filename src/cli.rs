@@ -4,7 +4,7 @@ pub use crate::shared::{hostname, Dirs, UsageError};
 use anyhow::{bail, Context, Result};
 use api::{AttachBody, Client, ClientError, PeersRequest};
 use clap::{Parser, Subcommand};
-use datapath::netlink::LinkAddr;
+use datapath::cidr::LinkAddr;
 use std::path::{Path, PathBuf};
 
 /// Weft: an encrypted layer-2 mesh network for containers.
@@ -389,7 +389,7 @@ const EX_LAUNCH: &str = "Examples:
 Launch returns once the router answers; on a terminal it shows what it waits for
 (connecting to peers, IPAM consensus) on one redrawn line, otherwise as plain lines.";
 
-fn parse_cidr(s: &str) -> Result<LinkAddr, datapath::netlink::BadCidr> {
+fn parse_cidr(s: &str) -> Result<LinkAddr, datapath::cidr::BadCidr> {
     s.parse()
 }
 

@@ -97,7 +97,7 @@ pub struct LaunchArgs {
     /// Underlay subnets whose peers may use the unencrypted kernel VXLAN fast path with
     /// this host, as CIDRs separated by commas; both ends must trust each other.
     #[arg(long, value_name = "CIDR,..", value_delimiter = ',')]
-    pub trusted_subnets: Vec<datapath::netlink::LinkAddr>,
+    pub trusted_subnets: Vec<datapath::cidr::LinkAddr>,
     /// Never use the kernel VXLAN fast path: every connection uses the sleeve.
     #[arg(long)]
     pub no_fastpath: bool,
@@ -317,7 +317,7 @@ impl LogLevel {
 }
 
 /// `--expose=CIDR,..`: empty for an address from IPAM.
-fn parse_expose(spec: &str) -> Result<Vec<datapath::netlink::LinkAddr>, UsageError> {
+fn parse_expose(spec: &str) -> Result<Vec<datapath::cidr::LinkAddr>, UsageError> {
     spec.split(',')
         .map(str::trim)
         .filter(|c| !c.is_empty())

@@ -6,7 +6,7 @@ use crate::error::{CniError, CniResult, INTERNAL, INVALID_CONFIG};
 use crate::ipam::Ipam;
 use crate::types::{CniOutput, Interface, IpConfig, Route};
 use crate::veth::{self, Plan};
-use datapath::netlink::LinkAddr;
+use datapath::cidr::LinkAddr;
 use std::net::IpAddr;
 
 fn cidr(s: &str, what: &str) -> CniResult<LinkAddr> {

@@ -133,7 +133,7 @@ impl NetConf {
                 )));
             }
             if let Some(s) = &ipam.subnet {
-                s.parse::<datapath::netlink::LinkAddr>()
+                s.parse::<datapath::cidr::LinkAddr>()
                     .map_err(|e| invalid(format!("ipam.subnet: {e}")))?;
             }
             if let Some(g) = &ipam.gateway {
@@ -142,7 +142,7 @@ impl NetConf {
             }
         }
         for ip in &self.runtime_config.ips {
-            ip.parse::<datapath::netlink::LinkAddr>()
+            ip.parse::<datapath::cidr::LinkAddr>()
                 .map_err(|e| invalid(format!("runtimeConfig.ips: {e}")))?;
         }
         if let Some(mac) = &self.runtime_config.mac {

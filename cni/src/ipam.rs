@@ -241,7 +241,7 @@ impl Ipam<'_> {
 }
 
 fn addr_of(a: &str) -> CniResult<String> {
-    a.parse::<datapath::netlink::LinkAddr>()
+    a.parse::<datapath::cidr::LinkAddr>()
         .map(|a| a.to_string())
         .map_err(|e| CniError::new(INTERNAL, "the router returned a bad address", e.to_string()))
 }

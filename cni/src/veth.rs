@@ -5,7 +5,8 @@
 
 use crate::error::{CniError, CniResult, INTERNAL, INVALID_ENV, INVALID_NETNS, TRY_AGAIN};
 use blake2::{Blake2s256, Digest};
-use datapath::netlink::{self, LinkAddr, Netlink};
+use datapath::cidr::LinkAddr;
+use datapath::netlink::{self, Netlink};
 use datapath::netns;
 use std::fs::File;
 use std::net::IpAddr;

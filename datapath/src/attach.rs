@@ -6,7 +6,8 @@
 //! steps already done are undone: no veth is left behind. Attaching again with more
 //! addresses adds them to the existing interface, as `weave attach` does.
 
-use crate::netlink::{self, LinkAddr, Netlink};
+use crate::cidr::LinkAddr;
+use crate::netlink::{self, Netlink};
 use crate::netns::{self, NetnsError, NetnsRef};
 use blake2::{Blake2s256, Digest};
 use std::os::fd::AsRawFd;

@@ -20,7 +20,7 @@ pub mod desired;
 pub mod link;
 pub mod probe;
 
-use crate::netlink::LinkAddr;
+use crate::cidr::LinkAddr;
 use gossip::peer::PeerId;
 use link::{Mode, ProbeConfig, ProbeLink, Reason};
 use std::collections::{BTreeMap, VecDeque};

@@ -31,6 +31,7 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod attach;
+pub mod cidr;
 pub mod dataplane;
 pub mod fastdp;
 pub mod icmp;

@@ -67,7 +67,7 @@ pub struct Config {
     pub ipalloc_init: InitMode,
     /// `--trusted-subnets`: underlay subnets whose peers may share the unencrypted
     /// kernel fast path with us, if they trust us too.
-    pub trusted_subnets: Vec<datapath::netlink::LinkAddr>,
+    pub trusted_subnets: Vec<datapath::cidr::LinkAddr>,
     /// `--no-fastpath`: never use the kernel VXLAN fast path.
     pub no_fastpath: bool,
     /// `--no-offloads`: open the TAP device for plain frames (no `virtio_net_hdr`, no
@@ -85,7 +85,7 @@ pub struct Config {
     pub masquerade: bool,
     /// `--expose`: expose the host at start, with these addresses (none: one from
     /// IPAM), as `weft expose` would.
-    pub expose: Option<Vec<datapath::netlink::LinkAddr>>,
+    pub expose: Option<Vec<datapath::cidr::LinkAddr>>,
     /// `--metrics-addr`: a listener that serves `/metrics` only, to any Host.
     pub metrics_addr: Option<SocketAddr>,
     /// `--peers-from-dns`: each name with its answer at launch, this host's own

@@ -359,7 +359,7 @@ pub async fn run(config: Config, on_ready: impl FnOnce(&str)) -> Result<(), Rout
     };
     let (fw_task, firewall) = crate::firewall::new(crate::firewall::FirewallConfig {
         masquerade: config.masquerade,
-        range: datapath::netlink::LinkAddr {
+        range: datapath::cidr::LinkAddr {
             ip: range.addr.into(),
             prefix: range.prefix,
         },

@@ -12,7 +12,8 @@
 pub mod nft;
 pub mod ruleset;
 
-use datapath::netlink::{LinkAddr, Netlink};
+use datapath::cidr::LinkAddr;
+use datapath::netlink::Netlink;
 use nft::NftError;
 use ruleset::Desired;
 use std::collections::BTreeSet;

@@ -12,7 +12,8 @@
 use crate::attachments::Attachments;
 use crate::config;
 use datapath::attach::{self, HOST_VETH_PREFIX};
-use datapath::netlink::{LinkAddr, Netlink};
+use datapath::cidr::LinkAddr;
+use datapath::netlink::Netlink;
 use datapath::netns::NetnsRef;
 use std::future::Future;
 

@@ -12,7 +12,7 @@ use crate::host_net::{self, with_netlink};
 use crate::http::{Request, Response};
 use ::api::{AttachAnswer, AttachBody, CidrsBody};
 use datapath::attach::{self, AttachError, AttachRequest};
-use datapath::netlink::LinkAddr;
+use datapath::cidr::LinkAddr;
 use datapath::netns::NetnsRef;
 use tracing::warn;
 

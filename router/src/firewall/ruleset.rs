@@ -13,7 +13,7 @@
 //! copy (a crash, an operator's edit, a deleted table) never lingers half-applied.
 //! Pure: unit-tested without root.
 
-use datapath::netlink::LinkAddr;
+use datapath::cidr::LinkAddr;
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::net::IpAddr;
