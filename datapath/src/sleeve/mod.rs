@@ -20,11 +20,7 @@ pub mod replay;
 pub mod session;
 
 #[cfg(test)]
-mod codec_tests;
-#[cfg(test)]
-mod session_tests;
-#[cfg(test)]
-mod test_util;
+mod tests;
 
 pub use codec::{
     datagram_len, validate_inner, Ends, Frames, InnerFrame, OpenError, Opened, SealError,

@@ -1,7 +1,7 @@
 //! Session tests: rekey exchanges, confirmation, expiry and limits.
 
-use super::test_util::{frame, open_frames};
-use super::*;
+use super::util::{frame, open_frames};
+use crate::sleeve::*;
 use gossip::peer::PeerId;
 use rand::rngs::StdRng;
 use rand::SeedableRng;

@@ -1,7 +1,7 @@
 //! Codec tests: round trips, tampering, replay, malformed inner lists, fuzzing.
 
-use super::test_util::{frame, open_frames};
-use super::*;
+use super::util::{frame, open_frames};
+use crate::sleeve::*;
 use gossip::peer::PeerId;
 use proptest::prelude::*;
 use rand::rngs::StdRng;

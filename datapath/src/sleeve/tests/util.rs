@@ -1,7 +1,7 @@
 //! Helpers shared by the sleeve's test modules.
 
-use super::codec::{InnerFrame, OpenError};
-use super::Session;
+use crate::sleeve::codec::{InnerFrame, OpenError};
+use crate::sleeve::Session;
 use gossip::peer::PeerId;
 use std::time::Instant;
 
