@@ -1,29 +1,29 @@
-//! The IPAM state machine: requests, space, and the persist barrier.
+//! The IPAM state machine's core: [`Ipam`] and its timers, the ring it installs, the
+//! reachable peers, and the persist barrier.
 //!
 //! [`Ipam`] owns the ring replica, this peer's allocations, the bootstrap state and the
-//! rmpeer votes. Requests come in with `now` and get a [`RequestId`]; each completes
-//! exactly once through [`IpamOutput::Completed`]: at once, when a ring or space
-//! arrives, or at its deadline with the reason it waited. Gossip and unicast input comes
-//! through the mesh (see the `channel` module). Only the outbox ([`super::persist`])
-//! releases output.
+//! rmpeer votes. Its protocols live beside it, one module each: requests from this host
+//! (`requests`), donation of free space (`donation`), takeover of a dead peer's space
+//! with `rmpeer` and leave ([`super::takeover`]), and the gossip channel (`channel`). Requests come in with `now` and get a [`RequestId`];
+//! each completes exactly once through [`IpamOutput::Completed`]: at once, when a ring or
+//! space arrives, or at its deadline with the reason it waited. Only the outbox
+//! ([`super::persist`]) releases output.
 
-use super::addr::{from_ip, to_ip, AddrRange, Cidr};
+use super::addr::{AddrRange, Cidr};
 use super::consensus::Consensus;
 use super::persist::{Next, Outbox, PersistSeq, Snapshot, SnapshotError, SNAPSHOT_FORMAT};
-use super::ring::{Entries, Entry, Ring};
-use super::space::{self, first_free, free_count};
+use super::ring::{Entries, Ring};
 use super::takeover::{AcceptorState, Proposal};
 use super::wire::{GossipMsg, UnicastMsg};
 use super::{
     ContainerId, InitMode, IpamConfig, IpamError, IpamEvent, IpamOutput, IpamStats, Reply,
-    RequestId, MAX_CONTAINER_ID_LEN,
+    RequestId,
 };
 use gossip::channel::Fingerprint;
 use gossip::peer::PeerId;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::Ipv4Addr;
 use std::time::Instant;
 
 /// A request waiting for a ring, space or a quorum.
@@ -245,203 +245,10 @@ impl Ipam {
         self.outbox.push(IpamOutput::Completed { request, result });
     }
 
-    fn wait(&mut self, request: RequestId, kind: PendingKind) {
+    pub(super) fn wait(&mut self, request: RequestId, kind: PendingKind) {
         let deadline = self.now + self.config.request_timeout;
         self.pending.insert(request, Pending { kind, deadline });
         self.serve_pending();
-    }
-
-    /// Allocates an address for `container` inside `subnet` (default: the whole range).
-    /// Idempotent: a container that has an address there gets it again.
-    pub fn allocate(
-        &mut self,
-        now: Instant,
-        container: ContainerId,
-        subnet: Option<Cidr>,
-    ) -> RequestId {
-        let id = self.new_request(now);
-        let subnet = subnet.unwrap_or(self.config.range);
-        if let Err(e) = self.check_request(&container, subnet.range()) {
-            self.complete(id, Err(e));
-            return id;
-        }
-        self.wait(id, PendingKind::Allocate { container, subnet });
-        id
-    }
-
-    /// Claims `addr` for `container` (fails if another container or peer holds it).
-    pub fn claim(&mut self, now: Instant, container: ContainerId, addr: Ipv4Addr) -> RequestId {
-        let id = self.new_request(now);
-        let a = from_ip(addr);
-        let single = AddrRange {
-            start: a,
-            end: a + 1,
-        };
-        if let Err(e) = self.check_request(&container, single) {
-            self.complete(id, Err(e));
-            return id;
-        }
-        self.wait(id, PendingKind::Claim { container, addr: a });
-        id
-    }
-
-    /// Releases `addr` of `container` (releasing what it does not hold is not an error).
-    pub fn release(&mut self, now: Instant, container: ContainerId, addr: Ipv4Addr) -> RequestId {
-        let id = self.new_request(now);
-        let n = usize::from(self.free_addr(&container, from_ip(addr)));
-        self.complete(id, Ok(Reply::Released(n)));
-        id
-    }
-
-    /// Releases every address of `container`.
-    pub fn release_all(&mut self, now: Instant, container: ContainerId) -> RequestId {
-        let id = self.new_request(now);
-        let addrs: Vec<u64> = self
-            .by_container
-            .get(&container)
-            .map(|s| s.iter().copied().collect())
-            .unwrap_or_default();
-        let n = addrs
-            .iter()
-            .filter(|a| self.free_addr(&container, **a))
-            .count();
-        self.complete(id, Ok(Reply::Released(n)));
-        id
-    }
-
-    fn check_request(&self, container: &ContainerId, r: AddrRange) -> Result<(), IpamError> {
-        if self.leaving {
-            return Err(IpamError::Leaving);
-        }
-        if container.0.is_empty() || container.0.len() > MAX_CONTAINER_ID_LEN {
-            return Err(IpamError::Invalid(format!(
-                "container id must be 1..={MAX_CONTAINER_ID_LEN} bytes"
-            )));
-        }
-        if !self.universe.covers(&r) {
-            let what = if r.len() == 1 {
-                to_ip(r.start).to_string()
-            } else {
-                format!("subnet {r}")
-            };
-            return Err(IpamError::OutOfRange(what, self.config.range));
-        }
-        Ok(())
-    }
-
-    /// Tries every waiting request again (after a ring, space or reachability change).
-    pub(super) fn serve_pending(&mut self) {
-        let ids: Vec<RequestId> = self.pending.keys().copied().collect();
-        for id in ids {
-            let Some(p) = self.pending.get(&id).cloned() else {
-                continue;
-            };
-            let result = match p.kind {
-                PendingKind::Allocate { container, subnet } => {
-                    self.try_allocate(&container, subnet)
-                }
-                PendingKind::Claim { container, addr } => self.try_claim(&container, addr),
-                PendingKind::Remove { .. } => None,
-            };
-            if let Some(result) = result {
-                self.pending.remove(&id);
-                self.complete(id, result);
-            }
-        }
-    }
-
-    fn try_allocate(&mut self, c: &ContainerId, subnet: Cidr) -> Option<Result<Reply, IpamError>> {
-        let within = subnet.usable();
-        if let Some(a) = self
-            .by_container
-            .get(c)
-            .and_then(|s| s.range(within.start..within.end).next())
-        {
-            return Some(Ok(Reply::Allocated(to_ip(*a), subnet)));
-        }
-        let ring = self.ring.as_ref()?;
-        let mine = ring.owned_by(&self.me);
-        match first_free(&mine, &self.by_addr, within) {
-            Some(a) => {
-                self.record(c, a);
-                Some(Ok(Reply::Allocated(to_ip(a), subnet)))
-            }
-            None => {
-                self.ask_for_space(within);
-                None
-            }
-        }
-    }
-
-    fn try_claim(&mut self, c: &ContainerId, a: u64) -> Option<Result<Reply, IpamError>> {
-        if let Some(holder) = self.by_addr.get(&a) {
-            return Some(if holder == c {
-                Ok(Reply::Claimed(to_ip(a)))
-            } else {
-                Err(IpamError::InUse(to_ip(a), holder.clone()))
-            });
-        }
-        let owner = self.ring.as_ref()?.owner_of(a).map(|(_, e)| e.owner)?;
-        if owner != self.me {
-            return Some(Err(IpamError::OwnedElsewhere(to_ip(a), owner)));
-        }
-        self.record(c, a);
-        Some(Ok(Reply::Claimed(to_ip(a))))
-    }
-
-    fn record(&mut self, c: &ContainerId, a: u64) {
-        self.by_addr.insert(a, c.clone());
-        self.by_container.entry(c.clone()).or_default().insert(a);
-        self.outbox.dirty();
-        self.refresh_free(&[a]);
-    }
-
-    fn free_addr(&mut self, c: &ContainerId, a: u64) -> bool {
-        if self.by_addr.get(&a) != Some(c) {
-            return false;
-        }
-        self.by_addr.remove(&a);
-        if let Some(set) = self.by_container.get_mut(c) {
-            set.remove(&a);
-            if set.is_empty() {
-                self.by_container.remove(c);
-            }
-        }
-        self.outbox.dirty();
-        self.refresh_free(&[a]);
-        self.serve_pending();
-        true
-    }
-
-    /// Re-advertises the free counts of our tokens holding `addrs`; gossips the change.
-    fn refresh_free(&mut self, addrs: &[u64]) {
-        let Some(ring) = self.ring.as_mut() else {
-            return;
-        };
-        let mut delta = Entries::new();
-        for &a in addrs {
-            let Some((r, e)) = ring.owner_of(a) else {
-                continue;
-            };
-            let free = free_count(r, &self.by_addr);
-            if e.owner == self.me && e.free != free {
-                let Some(version) = super::ring::next_version(e.version) else {
-                    self.stats.version_exhausted += 1;
-                    continue;
-                };
-                let entry = Entry {
-                    free,
-                    version,
-                    ..*e
-                };
-                ring.set(r.start, entry);
-                delta.insert(r.start, entry);
-            }
-        }
-        if !delta.is_empty() {
-            self.outbox.dirty();
-            self.broadcast_entries(delta);
-        }
     }
 
     pub(super) fn broadcast_entries(&mut self, entries: Entries) {
@@ -463,47 +270,6 @@ impl Ipam {
 
     pub(super) fn ring_id(&self) -> u64 {
         self.ring.as_ref().map_or(0, |r| r.id().0)
-    }
-
-    /// Asks a donor for space inside `within`, unless a request is already out.
-    pub(super) fn ask_for_space(&mut self, within: AddrRange) {
-        if self.asking.is_some() {
-            return;
-        }
-        self.ask_next(within, BTreeSet::new());
-    }
-
-    pub(super) fn ask_next(&mut self, within: AddrRange, mut tried: BTreeSet<PeerId>) {
-        let Some(ring) = self.ring.as_ref() else {
-            return;
-        };
-        let reach = self.reachable.as_ref();
-        let retry_at = self.now + self.config.donation_retry;
-        let Some(donor) = space::choose_donor(ring, &self.me, reach, &tried, within, &mut self.rng)
-        else {
-            // Every candidate was asked this round (or there is none). Starting over at
-            // once would make peers that keep their last address answer "no" in a tight
-            // loop; wait a retry interval (or a donation) before the next round.
-            self.asking = (!tried.is_empty()).then_some(Asking {
-                donor: None,
-                within,
-                retry_at,
-                tried: BTreeSet::new(),
-            });
-            return;
-        };
-        tried.insert(donor);
-        let msg = UnicastMsg::SpaceRequest {
-            ring: ring.id().0,
-            within,
-        };
-        self.unicast(donor, &msg);
-        self.asking = Some(Asking {
-            donor: Some(donor),
-            within,
-            retry_at,
-            tried,
-        });
     }
 
     // ---- ring and consensus ----
@@ -628,7 +394,7 @@ impl Ipam {
 
     /// With `seed=NAME,..`: seeds the ring once each name is this peer or exactly one
     /// reachable peer (a ring gossiped by others first is adopted instead).
-    fn resolve_seed_names(&mut self) {
+    pub(super) fn resolve_seed_names(&mut self) {
         let InitMode::SeedNames(names) = &self.config.init else {
             return;
         };
@@ -664,6 +430,23 @@ impl Ipam {
 
     pub(super) fn is_reachable(&self, p: &PeerId) -> bool {
         self.reachable.as_ref().is_none_or(|r| r.contains(p))
+    }
+
+    /// How many of the seed names are this peer or a reachable peer.
+    pub(super) fn seed_names_known(&self, names: &[gossip::peer::ShortName]) -> usize {
+        names
+            .iter()
+            .filter(|n| self.known_peers().any(|p| n.matches(&p)))
+            .count()
+    }
+
+    pub(super) fn expected_peers(&self) -> usize {
+        match &self.config.init {
+            super::InitMode::Consensus { peers } => *peers,
+            super::InitMode::Seed(s) => s.len(),
+            super::InitMode::SeedNames(s) => s.len(),
+            super::InitMode::Observer => 0,
+        }
     }
 
     /// The driver durably wrote snapshot `seq`.

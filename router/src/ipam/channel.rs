@@ -1,5 +1,5 @@
-//! IPAM as a gossip channel, and its peer-to-peer protocols: ring merge with
-//! self-protection, donation, foreign-ring detection, `rmpeer` and leave.
+//! IPAM as a gossip channel: ring merge with self-protection, foreign-ring detection,
+//! the bootstrap ring handouts, and the unicasts it dispatches to the other protocols.
 //!
 //! What anti-entropy serves ([`GossipChannel::updates_for`]) is the state of the last
 //! *persisted* snapshot, so nothing this peer wrote is ever seen by others before it is on
@@ -10,18 +10,13 @@
 //! (seeded separately, or over another range) is refused whole and reported once per
 //! foreign ring; the merge still succeeds, so the mesh keeps the link.
 
-use super::allocator::{Ipam, Pending, PendingKind, MAX_FOREIGN_RINGS};
-use super::ring::{
-    next_version, takeover_version, Entries, Entry, Ring, MAX_RING_ENTRIES, MAX_VERSION_STEP,
-};
-use super::space::{self, free_count};
-use super::takeover::{Proposal, ProposerAction, TakeoverMsg};
+use super::allocator::{Ipam, MAX_FOREIGN_RINGS};
+use super::ring::{Entries, Ring, MAX_RING_ENTRIES, MAX_VERSION_STEP};
 use super::wire::{GossipMsg, UnicastMsg, WireError};
-use super::{IpamConfig, IpamError, IpamEvent, IpamOutput, Reply, RequestId};
+use super::{IpamConfig, IpamEvent, IpamOutput};
 use gossip::channel::{ChannelError, GossipChannel};
 use gossip::codec;
 use gossip::peer::PeerId;
-use rand::Rng;
 use std::time::Instant;
 
 /// How often one peer is handed our whole ring in answer to its bootstrap claims.
@@ -31,7 +26,7 @@ pub(super) const HANDOUT_EVERY: std::time::Duration = std::time::Duration::from_
 pub(super) const MAX_HANDOUTS: usize = 1_024;
 
 impl Ipam {
-    fn refuse(&mut self, e: WireError) -> ChannelError {
+    pub(super) fn refuse(&mut self, e: WireError) -> ChannelError {
         match e {
             WireError::Decode(d) => {
                 self.stats.malformed += 1;
@@ -122,7 +117,7 @@ impl Ipam {
     }
 
     /// Whether to hand our whole ring to `peer` now (see [`HANDOUT_EVERY`]).
-    fn may_hand_ring_to(&mut self, peer: PeerId) -> bool {
+    pub(super) fn may_hand_ring_to(&mut self, peer: PeerId) -> bool {
         let now = self.now;
         let recent = |at: &Instant| now.saturating_duration_since(*at) < HANDOUT_EVERY;
         if self.handouts.get(&peer).is_some_and(recent) {
@@ -140,7 +135,7 @@ impl Ipam {
         true
     }
 
-    fn ring_msg(&self, entries: Entries) -> Vec<u8> {
+    pub(super) fn ring_msg(&self, entries: Entries) -> Vec<u8> {
         GossipMsg::Ring {
             sender: self.me,
             universe: self.universe,
@@ -154,7 +149,7 @@ impl Ipam {
         .encode()
     }
 
-    fn report_foreign(&mut self, peer: PeerId, theirs: String, ring: &Ring) {
+    pub(super) fn report_foreign(&mut self, peer: PeerId, theirs: String, ring: &Ring) {
         self.stats.foreign_ring += 1;
         let key = format!("{} {}", ring.id(), ring.universe());
         if self.foreign.contains_key(&key) || self.foreign.len() >= MAX_FOREIGN_RINGS {
@@ -265,458 +260,6 @@ impl Ipam {
             }
         }
         Ok(())
-    }
-
-    /// Whether every token in a donation from `from` lies in space `from` owns in our
-    /// replica (a token it rewrites, or a new one inside its range).
-    fn owned_by_sender(&self, from: PeerId, entries: &Entries) -> bool {
-        let Some(ring) = self.ring.as_ref() else {
-            return false;
-        };
-        entries.keys().all(|t| match ring.entry(*t) {
-            Some(cur) => cur.owner == from,
-            None => ring.owner_of(*t).is_some_and(|(_, o)| o.owner == from),
-        })
-    }
-
-    /// Gives `to` part of our free space inside `within`, or says no.
-    fn donate(&mut self, to: PeerId, within: super::AddrRange) {
-        let ring_id = self.ring_id();
-        let Some(ring) = self.ring.as_mut() else {
-            return;
-        };
-        let mine = ring.owned_by(&self.me);
-        let Some(chunk) = space::donation(&mine, &self.by_addr, within) else {
-            self.unicast(to, &UnicastMsg::Denied { ring: ring_id });
-            return;
-        };
-        let Some((r, cur)) = ring.owner_of(chunk.start).map(|(r, e)| (r, *e)) else {
-            return;
-        };
-        let mut delta = Entries::new();
-        let tail = super::AddrRange {
-            start: chunk.end,
-            end: r.end,
-        };
-        if !tail.is_empty() {
-            let free = free_count(tail, &self.by_addr);
-            delta.insert(
-                tail.start,
-                Entry {
-                    owner: self.me,
-                    version: 1,
-                    free,
-                },
-            );
-        }
-        let given = Entry {
-            owner: to,
-            version: 1,
-            free: chunk.len(),
-        };
-        // A donation may add two tokens; a full ring takes none.
-        let new_tokens = usize::from(chunk.start != r.start) + usize::from(chunk.end != r.end);
-        if ring.entries().len() + new_tokens > MAX_RING_ENTRIES {
-            self.stats.ring_full += 1;
-            self.unicast(to, &UnicastMsg::Denied { ring: ring_id });
-            return;
-        }
-        // The head token is rewritten: at the version limit it cannot be, so say no.
-        let Some(bumped) = next_version(cur.version) else {
-            self.stats.version_exhausted += 1;
-            self.unicast(to, &UnicastMsg::Denied { ring: ring_id });
-            return;
-        };
-        if chunk.start == r.start {
-            delta.insert(
-                r.start,
-                Entry {
-                    version: bumped,
-                    ..given
-                },
-            );
-        } else {
-            delta.insert(chunk.start, given);
-            let head = super::AddrRange {
-                start: r.start,
-                end: chunk.start,
-            };
-            let free = free_count(head, &self.by_addr);
-            delta.insert(
-                r.start,
-                Entry {
-                    version: bumped,
-                    free,
-                    ..cur
-                },
-            );
-        }
-        for (t, e) in &delta {
-            ring.set(*t, *e);
-        }
-        self.outbox.dirty();
-        self.stats.donations_given += 1;
-        self.unicast(
-            to,
-            &UnicastMsg::Space {
-                ring: ring_id,
-                entries: delta.clone(),
-            },
-        );
-        self.broadcast_entries(delta);
-    }
-
-    // ---- rmpeer ----
-
-    /// Removes dead peer `dead`: a quorum of the ring's voters picks one heir, who takes
-    /// over its space. Refused for ourselves and for peers the mesh can reach.
-    pub fn rmpeer(&mut self, now: Instant, dead: PeerId) -> RequestId {
-        let id = self.new_request(now);
-        let refuse = if dead == self.me || (self.reachable.is_some() && self.is_reachable(&dead)) {
-            Some(IpamError::PeerAlive(dead))
-        } else if self.leaving {
-            Some(IpamError::Leaving)
-        } else if self.ring.is_none() {
-            Some(IpamError::NoRing("nothing to remove".into()))
-        } else {
-            None
-        };
-        if let Some(e) = refuse {
-            self.complete(id, Err(e));
-            return id;
-        }
-        let ring = self
-            .ring
-            .as_ref()
-            .map(|r| (r.owned_by(&dead).is_empty(), r.seeds().to_vec()));
-        let Some((owns_nothing, seeds)) = ring else {
-            return id;
-        };
-        if owns_nothing {
-            self.complete(id, Ok(Reply::Removed { heir: None }));
-            return id;
-        }
-        let round = self
-            .votes
-            .get(&dead)
-            .map_or(0, |v| v.promised.round)
-            .saturating_add(1);
-        let proposal = Proposal::new(self.me, dead, &seeds, round);
-        let first = proposal.prepare();
-        let resend = now + self.config.donation_retry;
-        self.proposals.insert(dead, (proposal, id, resend));
-        let deadline = now + self.config.request_timeout;
-        let kind = PendingKind::Remove { dead };
-        self.pending.insert(id, Pending { kind, deadline });
-        self.send_to_voters(dead, first);
-        id
-    }
-
-    fn send_to_voters(&mut self, dead: PeerId, msg: TakeoverMsg) {
-        let voters: Vec<PeerId> = match self.proposals.get(&dead) {
-            Some(p) => p.0.voters.iter().copied().collect(),
-            None => return,
-        };
-        for v in voters {
-            self.send_takeover(v, dead, msg.clone());
-        }
-    }
-
-    fn send_takeover(&mut self, to: PeerId, dead: PeerId, msg: TakeoverMsg) {
-        if to == self.me {
-            self.on_takeover(self.me, dead, msg);
-        } else {
-            let ring = self.ring_id();
-            self.unicast(to, &UnicastMsg::Takeover { ring, dead, msg });
-        }
-    }
-
-    fn on_takeover(&mut self, from: PeerId, dead: PeerId, msg: TakeoverMsg) {
-        match msg {
-            TakeoverMsg::Prepare { .. } | TakeoverMsg::Accept { .. } => {
-                let alive =
-                    dead == self.me || (self.reachable.is_some() && self.is_reachable(&dead));
-                let full = !self.votes.contains_key(&dead)
-                    && self.votes.len() >= super::allocator::MAX_VOTES;
-                let reply = if alive {
-                    Some(TakeoverMsg::Alive)
-                } else if full {
-                    self.stats.takeover_refused += 1;
-                    None
-                } else {
-                    let state = self.votes.entry(dead).or_default();
-                    let before = *state;
-                    let reply = state.handle(&msg);
-                    if *state != before {
-                        self.outbox.dirty();
-                    }
-                    reply
-                };
-                if let Some(reply) = reply {
-                    self.send_takeover(from, dead, reply);
-                }
-            }
-            // A decision about a peer we can reach is forged (or stale): the space of a
-            // live peer is never taken.
-            TakeoverMsg::Chosen { heir }
-                if heir == self.me && dead != self.me && !self.is_reachable(&dead) =>
-            {
-                self.take_over(dead)
-            }
-            TakeoverMsg::Chosen { .. } if dead != self.me && self.is_reachable(&dead) => {
-                self.stats.takeover_refused += 1;
-            }
-            TakeoverMsg::Chosen { .. } => {}
-            TakeoverMsg::Alive => self.end_proposal(dead, Err(IpamError::PeerAlive(dead))),
-            reply => {
-                let Some((p, _, at)) = self.proposals.get_mut(&dead) else {
-                    return;
-                };
-                let nack = matches!(reply, TakeoverMsg::Nack { .. });
-                match p.handle(from, &reply) {
-                    // Another proposer holds a higher ballot. Restarting at once would
-                    // duel with it forever when every voter is needed (two of three
-                    // seeds left): back off a random while, and let it finish.
-                    Some(ProposerAction::ToVoters(_)) if nack => {
-                        let most = self.config.donation_retry.as_millis() as u64 / 2;
-                        let jitter = self.rng.gen_range(most / 4..=most.max(1));
-                        *at = self.now + std::time::Duration::from_millis(jitter);
-                    }
-                    Some(ProposerAction::ToVoters(m)) => self.send_to_voters(dead, m),
-                    Some(ProposerAction::Chosen(heir)) => {
-                        self.send_takeover(heir, dead, TakeoverMsg::Chosen { heir });
-                        if heir != self.me {
-                            // Resent until the heir's takeover reaches our ring: a lost
-                            // notice must not leave the space stranded.
-                            let retry = self.now + self.config.donation_retry;
-                            let give_up = self.now + self.config.request_timeout * 6;
-                            self.heir_notices.insert(dead, (heir, retry, give_up));
-                        }
-                        self.end_proposal(dead, Ok(Reply::Removed { heir: Some(heir) }));
-                    }
-                    None => {}
-                }
-            }
-        }
-    }
-
-    fn end_proposal(&mut self, dead: PeerId, result: Result<Reply, IpamError>) {
-        if let Some((_, id, _)) = self.proposals.remove(&dead) {
-            self.pending.remove(&id);
-            self.complete(id, result);
-        }
-    }
-
-    /// Tells chosen heirs again until their takeover of the dead peer's space shows in
-    /// our ring (or a minute passes: then the heir is likely gone too, and a new `rmpeer`
-    /// finds the same decision and delivers it).
-    pub(super) fn renotify_heirs(&mut self, now: Instant) {
-        let due: Vec<(PeerId, PeerId, Instant)> = self
-            .heir_notices
-            .iter()
-            .filter(|(_, n)| n.1 <= now)
-            .map(|(dead, n)| (*dead, n.0, n.2))
-            .collect();
-        for (dead, heir, give_up) in due {
-            let taken = self
-                .ring
-                .as_ref()
-                .is_none_or(|r| r.owned_by(&dead).is_empty());
-            if taken || give_up <= now {
-                self.heir_notices.remove(&dead);
-                continue;
-            }
-            self.stats.heir_renotified += 1;
-            self.send_takeover(heir, dead, TakeoverMsg::Chosen { heir });
-            let next = now + self.config.donation_retry;
-            self.heir_notices.insert(dead, (heir, next, give_up));
-        }
-    }
-
-    /// Restarts stalled rmpeer proposals with a higher ballot (messages may have been
-    /// lost while routes were missing).
-    pub(super) fn retry_proposals(&mut self, now: Instant) {
-        let due: Vec<PeerId> = self
-            .proposals
-            .iter()
-            .filter(|(_, p)| p.2 <= now)
-            .map(|(d, _)| *d)
-            .collect();
-        for dead in due {
-            let retry = self.config.donation_retry;
-            let Some((p, _, at)) = self.proposals.get_mut(&dead) else {
-                continue;
-            };
-            *at = now + retry;
-            let seen = p.ballot;
-            let msg = p.retry_above(seen);
-            self.send_to_voters(dead, msg);
-        }
-    }
-
-    /// Writes the dead peer's tokens as ours (we are the chosen heir).
-    fn take_over(&mut self, dead: PeerId) {
-        let Some(ring) = self.ring.as_mut() else {
-            return;
-        };
-        let mut delta = Entries::new();
-        let mut total = 0;
-        for (r, e) in ring.ranges().filter(|(_, e)| e.owner == dead) {
-            let Some(version) = takeover_version(e.version) else {
-                self.stats.version_exhausted += 1;
-                continue;
-            };
-            let free = free_count(r, &self.by_addr);
-            total += r.len();
-            delta.insert(
-                r.start,
-                Entry {
-                    owner: self.me,
-                    version,
-                    free,
-                },
-            );
-        }
-        if delta.is_empty() {
-            return;
-        }
-        for (t, e) in &delta {
-            ring.set(*t, *e);
-        }
-        self.outbox.dirty();
-        let event = IpamEvent::TookOver {
-            dead,
-            addresses: total,
-        };
-        self.outbox.push(IpamOutput::Event(event));
-        self.broadcast_entries(delta);
-        self.serve_pending();
-    }
-
-    // ---- leave ----
-
-    /// `weft reset`: hands all our space to a reachable peer, forgets our allocations,
-    /// and takes no more requests. Exit once the completion is out.
-    pub fn leave(&mut self, now: Instant) -> RequestId {
-        let id = self.new_request(now);
-        let heir = self.ring.as_ref().and_then(|ring| {
-            let owners = ring.shares().into_keys();
-            let mut others: Vec<PeerId> = owners
-                .filter(|p| *p != self.me && self.is_reachable(p))
-                .collect();
-            if others.is_empty() {
-                others = self.reachable.iter().flatten().copied().collect();
-            }
-            others.first().copied()
-        });
-        let Some(heir) = heir else {
-            let why = "no reachable peer to hand this router's space to".to_string();
-            self.complete(id, Err(IpamError::NoRing(why)));
-            return id;
-        };
-        self.leaving = true;
-        self.by_addr.clear();
-        self.by_container.clear();
-        let mut delta = Entries::new();
-        if let Some(ring) = self.ring.as_mut() {
-            for (r, e) in ring.ranges().filter(|(_, e)| e.owner == self.me) {
-                let Some(version) = next_version(e.version) else {
-                    self.stats.version_exhausted += 1;
-                    continue;
-                };
-                delta.insert(
-                    r.start,
-                    Entry {
-                        owner: heir,
-                        version,
-                        free: r.len(),
-                    },
-                );
-            }
-            for (t, e) in &delta {
-                ring.set(*t, *e);
-            }
-        }
-        self.outbox.dirty();
-        let waiting: Vec<RequestId> = self.pending.keys().copied().collect();
-        for w in waiting {
-            self.pending.remove(&w);
-            self.complete(w, Err(IpamError::Leaving));
-        }
-        let ring = self.ring_id();
-        self.unicast(
-            heir,
-            &UnicastMsg::Space {
-                ring,
-                entries: delta.clone(),
-            },
-        );
-        self.broadcast_entries(delta);
-        self.complete(id, Ok(Reply::Left { heir }));
-        id
-    }
-
-    /// Why a request waits, for its timeout error and the status.
-    pub(super) fn waiting_reason(&self, kind: &PendingKind) -> String {
-        let Some(ring) = &self.ring else {
-            return match self.config.init {
-                super::InitMode::Observer => {
-                    "awaiting the IP allocation ring from another peer (this peer is an observer)"
-                        .to_string()
-                }
-                super::InitMode::SeedNames(ref names) => format!(
-                    "awaiting the seed peers: {} of {} known",
-                    self.seed_names_known(names),
-                    names.len()
-                ),
-                _ => format!(
-                    "awaiting consensus: {} of {} peers known",
-                    self.consensus.known(),
-                    self.expected_peers()
-                ),
-            };
-        };
-        match kind {
-            PendingKind::Remove { dead } => match self.proposals.get(dead) {
-                Some((p, _, _)) => format!(
-                    "rmpeer {dead}: {} of the {} votes needed (a majority of the ring's {} seed \
-                     peers other than {dead}); bring more of them back",
-                    p.answered(),
-                    p.quorum(),
-                    p.voters.len()
-                ),
-                None => format!("rmpeer {dead}: no vote"),
-            },
-            _ => {
-                let unreachable = ring
-                    .advertised_free()
-                    .into_iter()
-                    .filter(|(p, free)| *p != self.me && *free > 0)
-                    .all(|(p, _)| !self.is_reachable(&p));
-                if unreachable {
-                    "no free address here and every peer with free space is unreachable".into()
-                } else {
-                    "no free address here; waiting for a donation from another peer".into()
-                }
-            }
-        }
-    }
-
-    /// How many of the seed names are this peer or a reachable peer.
-    pub(super) fn seed_names_known(&self, names: &[gossip::peer::ShortName]) -> usize {
-        names
-            .iter()
-            .filter(|n| self.known_peers().any(|p| n.matches(&p)))
-            .count()
-    }
-
-    pub(super) fn expected_peers(&self) -> usize {
-        match &self.config.init {
-            super::InitMode::Consensus { peers } => *peers,
-            super::InitMode::Seed(s) => s.len(),
-            super::InitMode::SeedNames(s) => s.len(),
-            super::InitMode::Observer => 0,
-        }
     }
 }
 

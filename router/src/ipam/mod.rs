@@ -22,21 +22,29 @@
 //!   [`IpamError::TimedOut`] naming what it waited for.
 //!
 //! # Layout
-//! - [`addr`]: CIDR and range math.
-//! - [`ring`]: the token ring CRDT and ring identity.
-//! - [`space`]: free space, donation and donor choice.
+//! By protocol, each an `impl Ipam` block beside the state it needs:
+//! - [`allocator`]: the state machine's core (timers, ring install, reachability, the
+//!   persist barrier's output).
+//! - `requests`: allocate, claim and release for this host, and why a request waits.
+//! - `donation`: asking for free space and giving it.
+//! - [`takeover`]: `rmpeer` by a quorum vote on one heir (the Paxos instance, and the
+//!   proposer, heir and voter sides), and leave.
+//! - `channel`: the gossip channel (ring merge with self-protection, foreign rings,
+//!   handouts) and the dispatch of unicasts.
 //! - [`consensus`]: bootstrap by gossiped Paxos.
-//! - [`takeover`]: `rmpeer` by a quorum vote on one heir.
-//! - [`wire`]: gossip and unicast messages.
-//! - [`persist`]: the snapshot and the persist barrier.
-//! - [`allocator`] (with `channel`): the state machine and its gossip channel.
-//! - [`status`]: `weft status ipam` and the status line.
+//!
+//! And what they share: [`addr`] (CIDR and range math), [`ring`] (the token ring CRDT
+//! and ring identity), [`space`] (free space and donor choice), [`wire`] (gossip and
+//! unicast messages), [`persist`] (the snapshot and the persist barrier), [`status`]
+//! (`weft status ipam` and the status line).
 
 pub mod addr;
 pub mod allocator;
 mod channel;
 pub mod consensus;
+mod donation;
 pub mod persist;
+mod requests;
 pub mod ring;
 pub mod space;
 pub mod status;

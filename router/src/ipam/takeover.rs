@@ -25,9 +25,16 @@
 //! 3. *One writer.* Only the chosen heir writes `D`'s tokens, so no two peers ever write
 //!    the same token version; both `rmpeer`s end naming the same heir.
 
+use super::allocator::{Ipam, Pending, PendingKind};
+use super::ring::{next_version, takeover_version, Entries, Entry};
+use super::space::free_count;
+use super::wire::UnicastMsg;
+use super::{IpamError, IpamEvent, IpamOutput, Reply, RequestId};
 use gossip::peer::PeerId;
+use rand::Rng;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Instant;
 
 pub use super::consensus::Ballot;
 
@@ -220,6 +227,298 @@ impl Proposal {
             }
             _ => None,
         }
+    }
+}
+
+impl Ipam {
+    // ---- rmpeer ----
+
+    /// Removes dead peer `dead`: a quorum of the ring's voters picks one heir, who takes
+    /// over its space. Refused for ourselves and for peers the mesh can reach.
+    pub fn rmpeer(&mut self, now: Instant, dead: PeerId) -> RequestId {
+        let id = self.new_request(now);
+        let refuse = if dead == self.me || (self.reachable.is_some() && self.is_reachable(&dead)) {
+            Some(IpamError::PeerAlive(dead))
+        } else if self.leaving {
+            Some(IpamError::Leaving)
+        } else if self.ring.is_none() {
+            Some(IpamError::NoRing("nothing to remove".into()))
+        } else {
+            None
+        };
+        if let Some(e) = refuse {
+            self.complete(id, Err(e));
+            return id;
+        }
+        let ring = self
+            .ring
+            .as_ref()
+            .map(|r| (r.owned_by(&dead).is_empty(), r.seeds().to_vec()));
+        let Some((owns_nothing, seeds)) = ring else {
+            return id;
+        };
+        if owns_nothing {
+            self.complete(id, Ok(Reply::Removed { heir: None }));
+            return id;
+        }
+        let round = self
+            .votes
+            .get(&dead)
+            .map_or(0, |v| v.promised.round)
+            .saturating_add(1);
+        let proposal = Proposal::new(self.me, dead, &seeds, round);
+        let first = proposal.prepare();
+        let resend = now + self.config.donation_retry;
+        self.proposals.insert(dead, (proposal, id, resend));
+        let deadline = now + self.config.request_timeout;
+        let kind = PendingKind::Remove { dead };
+        self.pending.insert(id, Pending { kind, deadline });
+        self.send_to_voters(dead, first);
+        id
+    }
+
+    pub(super) fn send_to_voters(&mut self, dead: PeerId, msg: TakeoverMsg) {
+        let voters: Vec<PeerId> = match self.proposals.get(&dead) {
+            Some(p) => p.0.voters.iter().copied().collect(),
+            None => return,
+        };
+        for v in voters {
+            self.send_takeover(v, dead, msg.clone());
+        }
+    }
+
+    pub(super) fn send_takeover(&mut self, to: PeerId, dead: PeerId, msg: TakeoverMsg) {
+        if to == self.me {
+            self.on_takeover(self.me, dead, msg);
+        } else {
+            let ring = self.ring_id();
+            self.unicast(to, &UnicastMsg::Takeover { ring, dead, msg });
+        }
+    }
+
+    pub(super) fn on_takeover(&mut self, from: PeerId, dead: PeerId, msg: TakeoverMsg) {
+        match msg {
+            TakeoverMsg::Prepare { .. } | TakeoverMsg::Accept { .. } => {
+                let alive =
+                    dead == self.me || (self.reachable.is_some() && self.is_reachable(&dead));
+                let full = !self.votes.contains_key(&dead)
+                    && self.votes.len() >= super::allocator::MAX_VOTES;
+                let reply = if alive {
+                    Some(TakeoverMsg::Alive)
+                } else if full {
+                    self.stats.takeover_refused += 1;
+                    None
+                } else {
+                    let state = self.votes.entry(dead).or_default();
+                    let before = *state;
+                    let reply = state.handle(&msg);
+                    if *state != before {
+                        self.outbox.dirty();
+                    }
+                    reply
+                };
+                if let Some(reply) = reply {
+                    self.send_takeover(from, dead, reply);
+                }
+            }
+            // A decision about a peer we can reach is forged (or stale): the space of a
+            // live peer is never taken.
+            TakeoverMsg::Chosen { heir }
+                if heir == self.me && dead != self.me && !self.is_reachable(&dead) =>
+            {
+                self.take_over(dead)
+            }
+            TakeoverMsg::Chosen { .. } if dead != self.me && self.is_reachable(&dead) => {
+                self.stats.takeover_refused += 1;
+            }
+            TakeoverMsg::Chosen { .. } => {}
+            TakeoverMsg::Alive => self.end_proposal(dead, Err(IpamError::PeerAlive(dead))),
+            reply => {
+                let Some((p, _, at)) = self.proposals.get_mut(&dead) else {
+                    return;
+                };
+                let nack = matches!(reply, TakeoverMsg::Nack { .. });
+                match p.handle(from, &reply) {
+                    // Another proposer holds a higher ballot. Restarting at once would
+                    // duel with it forever when every voter is needed (two of three
+                    // seeds left): back off a random while, and let it finish.
+                    Some(ProposerAction::ToVoters(_)) if nack => {
+                        let most = self.config.donation_retry.as_millis() as u64 / 2;
+                        let jitter = self.rng.gen_range(most / 4..=most.max(1));
+                        *at = self.now + std::time::Duration::from_millis(jitter);
+                    }
+                    Some(ProposerAction::ToVoters(m)) => self.send_to_voters(dead, m),
+                    Some(ProposerAction::Chosen(heir)) => {
+                        self.send_takeover(heir, dead, TakeoverMsg::Chosen { heir });
+                        if heir != self.me {
+                            // Resent until the heir's takeover reaches our ring: a lost
+                            // notice must not leave the space stranded.
+                            let retry = self.now + self.config.donation_retry;
+                            let give_up = self.now + self.config.request_timeout * 6;
+                            self.heir_notices.insert(dead, (heir, retry, give_up));
+                        }
+                        self.end_proposal(dead, Ok(Reply::Removed { heir: Some(heir) }));
+                    }
+                    None => {}
+                }
+            }
+        }
+    }
+
+    pub(super) fn end_proposal(&mut self, dead: PeerId, result: Result<Reply, IpamError>) {
+        if let Some((_, id, _)) = self.proposals.remove(&dead) {
+            self.pending.remove(&id);
+            self.complete(id, result);
+        }
+    }
+
+    /// Tells chosen heirs again until their takeover of the dead peer's space shows in
+    /// our ring (or a minute passes: then the heir is likely gone too, and a new `rmpeer`
+    /// finds the same decision and delivers it).
+    pub(super) fn renotify_heirs(&mut self, now: Instant) {
+        let due: Vec<(PeerId, PeerId, Instant)> = self
+            .heir_notices
+            .iter()
+            .filter(|(_, n)| n.1 <= now)
+            .map(|(dead, n)| (*dead, n.0, n.2))
+            .collect();
+        for (dead, heir, give_up) in due {
+            let taken = self
+                .ring
+                .as_ref()
+                .is_none_or(|r| r.owned_by(&dead).is_empty());
+            if taken || give_up <= now {
+                self.heir_notices.remove(&dead);
+                continue;
+            }
+            self.stats.heir_renotified += 1;
+            self.send_takeover(heir, dead, TakeoverMsg::Chosen { heir });
+            let next = now + self.config.donation_retry;
+            self.heir_notices.insert(dead, (heir, next, give_up));
+        }
+    }
+
+    /// Restarts stalled rmpeer proposals with a higher ballot (messages may have been
+    /// lost while routes were missing).
+    pub(super) fn retry_proposals(&mut self, now: Instant) {
+        let due: Vec<PeerId> = self
+            .proposals
+            .iter()
+            .filter(|(_, p)| p.2 <= now)
+            .map(|(d, _)| *d)
+            .collect();
+        for dead in due {
+            let retry = self.config.donation_retry;
+            let Some((p, _, at)) = self.proposals.get_mut(&dead) else {
+                continue;
+            };
+            *at = now + retry;
+            let seen = p.ballot;
+            let msg = p.retry_above(seen);
+            self.send_to_voters(dead, msg);
+        }
+    }
+
+    /// Writes the dead peer's tokens as ours (we are the chosen heir).
+    pub(super) fn take_over(&mut self, dead: PeerId) {
+        let Some(ring) = self.ring.as_mut() else {
+            return;
+        };
+        let mut delta = Entries::new();
+        let mut total = 0;
+        for (r, e) in ring.ranges().filter(|(_, e)| e.owner == dead) {
+            let Some(version) = takeover_version(e.version) else {
+                self.stats.version_exhausted += 1;
+                continue;
+            };
+            let free = free_count(r, &self.by_addr);
+            total += r.len();
+            delta.insert(
+                r.start,
+                Entry {
+                    owner: self.me,
+                    version,
+                    free,
+                },
+            );
+        }
+        if delta.is_empty() {
+            return;
+        }
+        for (t, e) in &delta {
+            ring.set(*t, *e);
+        }
+        self.outbox.dirty();
+        let event = IpamEvent::TookOver {
+            dead,
+            addresses: total,
+        };
+        self.outbox.push(IpamOutput::Event(event));
+        self.broadcast_entries(delta);
+        self.serve_pending();
+    }
+
+    // ---- leave ----
+
+    /// `weft reset`: hands all our space to a reachable peer, forgets our allocations,
+    /// and takes no more requests. Exit once the completion is out.
+    pub fn leave(&mut self, now: Instant) -> RequestId {
+        let id = self.new_request(now);
+        let heir = self.ring.as_ref().and_then(|ring| {
+            let owners = ring.shares().into_keys();
+            let mut others: Vec<PeerId> = owners
+                .filter(|p| *p != self.me && self.is_reachable(p))
+                .collect();
+            if others.is_empty() {
+                others = self.reachable.iter().flatten().copied().collect();
+            }
+            others.first().copied()
+        });
+        let Some(heir) = heir else {
+            let why = "no reachable peer to hand this router's space to".to_string();
+            self.complete(id, Err(IpamError::NoRing(why)));
+            return id;
+        };
+        self.leaving = true;
+        self.by_addr.clear();
+        self.by_container.clear();
+        let mut delta = Entries::new();
+        if let Some(ring) = self.ring.as_mut() {
+            for (r, e) in ring.ranges().filter(|(_, e)| e.owner == self.me) {
+                let Some(version) = next_version(e.version) else {
+                    self.stats.version_exhausted += 1;
+                    continue;
+                };
+                delta.insert(
+                    r.start,
+                    Entry {
+                        owner: heir,
+                        version,
+                        free: r.len(),
+                    },
+                );
+            }
+            for (t, e) in &delta {
+                ring.set(*t, *e);
+            }
+        }
+        self.outbox.dirty();
+        let waiting: Vec<RequestId> = self.pending.keys().copied().collect();
+        for w in waiting {
+            self.pending.remove(&w);
+            self.complete(w, Err(IpamError::Leaving));
+        }
+        let ring = self.ring_id();
+        self.unicast(
+            heir,
+            &UnicastMsg::Space {
+                ring,
+                entries: delta.clone(),
+            },
+        );
+        self.broadcast_entries(delta);
+        self.complete(id, Ok(Reply::Left { heir }));
+        id
     }
 }
 
