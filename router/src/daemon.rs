@@ -415,7 +415,7 @@ pub async fn run(config: Config, on_ready: impl FnOnce(&str)) -> Result<(), Rout
 
     let (handle, queues) = owner::channel();
     let persisted = handle.clone();
-    let persist = crate::store::spawn_writer(store, move |seq| {
+    let (persist, store_thread) = crate::store::spawn_writer(store, move |seq| {
         persisted.send(owner::Input::IpamPersisted(seq));
     });
     let ctx = LinkContext::new(identity, psk, handle.clone(), peer_keys.clone(), tcp_in_tx);
@@ -506,6 +506,15 @@ pub async fn run(config: Config, on_ready: impl FnOnce(&str)) -> Result<(), Rout
         }
     };
     essential.abort("owner");
+    // The owner held the store thread's only sender: the thread ends with the writes
+    // left and closes weft.redb cleanly (else redb repairs it at every start).
+    let closed = tokio::task::spawn_blocking(move || store_thread.join());
+    if tokio::time::timeout(STORE_CLOSE_WAIT, closed)
+        .await
+        .is_err()
+    {
+        warn!("the state database did not close within {STORE_CLOSE_WAIT:?}; redb repairs it at the next start");
+    }
     firewall.shutdown().await;
     if let Ok(nl) = Netlink::new() {
         crate::fastdp::teardown(&nl).await;
@@ -518,6 +527,9 @@ pub async fn run(config: Config, on_ready: impl FnOnce(&str)) -> Result<(), Rout
     info!("router stopped");
     Ok(())
 }
+
+/// How long a stopping router waits for the store thread to close `weft.redb`.
+const STORE_CLOSE_WAIT: Duration = Duration::from_secs(5);
 
 /// IPAM from the stored snapshot. A snapshot that cannot be read (corrupt, over the size
 /// limit, an unknown format) is moved aside in the store with an error logged, and IPAM

@@ -332,13 +332,15 @@ fn db_err(path: &Path, e: impl std::fmt::Display) -> StoreError {
 
 /// Starts the writer thread: writes sent to the returned sender are made in order, and
 /// `done(seq)` is called after each IPAM snapshot commits. A failed write is logged and
-/// not confirmed, so nothing that depends on it is acknowledged.
+/// not confirmed, so nothing that depends on it is acknowledged. Once every sender is
+/// dropped the thread makes the writes left and closes the database (which redb then
+/// need not repair at the next open); the returned handle lets the daemon wait for that.
 pub fn spawn_writer(
     store: Store,
     done: impl Fn(PersistSeq) + Send + 'static,
-) -> std::sync::mpsc::Sender<Write> {
+) -> (std::sync::mpsc::Sender<Write>, std::thread::JoinHandle<()>) {
     let (tx, rx) = std::sync::mpsc::channel::<Write>();
-    std::thread::Builder::new()
+    let thread = std::thread::Builder::new()
         .name("weft-store".into())
         .spawn(move || {
             while let Ok(first) = rx.recv() {
@@ -362,9 +364,10 @@ pub fn spawn_writer(
                     }
                 }
             }
+            drop(store);
         })
         .expect("cannot start the store thread");
-    tx
+    (tx, thread)
 }
 
 #[cfg(test)]
