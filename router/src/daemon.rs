@@ -219,11 +219,14 @@ pub async fn run(config: Config, on_ready: impl FnOnce(&str)) -> Result<(), Rout
         store,
         snapshot,
         targets: stored_targets,
+        lost_ipam,
     } = opened;
     // The state file is the router's alone, whatever the umask.
     let _ = std::fs::set_permissions(&store_path, std::fs::Permissions::from_mode(0o600));
     let ipam_config = IpamConfig::new(range, config.ipalloc_init.clone());
-    let ipam = restore_ipam(&store, &store_path, identity.id(), ipam_config, snapshot)?;
+    let (ipam, snapshot_unloadable) =
+        restore_ipam(&store, &store_path, identity.id(), ipam_config, snapshot)?;
+    let relearn = lost_ipam || snapshot_unloadable;
     let psk = match &config.security {
         Security::Secret(secret) => {
             let secret = secret.clone();
@@ -412,7 +415,7 @@ pub async fn run(config: Config, on_ready: impl FnOnce(&str)) -> Result<(), Rout
 
     let (handle, queues) = owner::channel();
     let persisted = handle.clone();
-    let persist = crate::store::spawn_writer(store, move |seq| {
+    let (persist, store_thread) = crate::store::spawn_writer(store, move |seq| {
         persisted.send(owner::Input::IpamPersisted(seq));
     });
     let ctx = LinkContext::new(identity, psk, handle.clone(), peer_keys.clone(), tcp_in_tx);
@@ -470,6 +473,9 @@ pub async fn run(config: Config, on_ready: impl FnOnce(&str)) -> Result<(), Rout
     if let Some(metrics) = metrics {
         essential.spawn("metrics server", api::serve_metrics(metrics, api.clone()));
     }
+    if relearn {
+        tokio::spawn(api::host::reclaim_attached(api.clone()));
+    }
     if let Some(cidrs) = config.expose.clone() {
         tokio::spawn(api::host::expose_at_start(api.clone(), cidrs));
     }
@@ -500,6 +506,15 @@ pub async fn run(config: Config, on_ready: impl FnOnce(&str)) -> Result<(), Rout
         }
     };
     essential.abort("owner");
+    // The owner held the store thread's only sender: the thread ends with the writes
+    // left and closes weft.redb cleanly (else redb repairs it at every start).
+    let closed = tokio::task::spawn_blocking(move || store_thread.join());
+    if tokio::time::timeout(STORE_CLOSE_WAIT, closed)
+        .await
+        .is_err()
+    {
+        warn!("the state database did not close within {STORE_CLOSE_WAIT:?}; redb repairs it at the next start");
+    }
     firewall.shutdown().await;
     if let Ok(nl) = Netlink::new() {
         crate::fastdp::teardown(&nl).await;
@@ -513,9 +528,13 @@ pub async fn run(config: Config, on_ready: impl FnOnce(&str)) -> Result<(), Rout
     Ok(())
 }
 
+/// How long a stopping router waits for the store thread to close `weft.redb`.
+const STORE_CLOSE_WAIT: Duration = Duration::from_secs(5);
+
 /// IPAM from the stored snapshot. A snapshot that cannot be read (corrupt, over the size
 /// limit, an unknown format) is moved aside in the store with an error logged, and IPAM
-/// starts without it, rather than the router refusing to start for good. A snapshot of
+/// starts without it (`true` in the answer: the attached containers' addresses are
+/// claimed again), rather than the router refusing to start for good. A snapshot of
 /// another identity or range is still refused: that is a configuration to fix.
 fn restore_ipam(
     store: &crate::store::Store,
@@ -523,22 +542,22 @@ fn restore_ipam(
     me: gossip::peer::PeerId,
     config: IpamConfig,
     snapshot: Option<Vec<u8>>,
-) -> Result<Ipam, RouterError> {
+) -> Result<(Ipam, bool), RouterError> {
     let Some(snap) = snapshot else {
-        return Ok(Ipam::new(me, config, Instant::now(), rand::random()));
+        return Ok((Ipam::new(me, config, Instant::now(), rand::random()), false));
     };
     match Ipam::restore(me, config.clone(), &snap, Instant::now(), rand::random()) {
-        Ok(ipam) => Ok(ipam),
+        Ok(ipam) => Ok((ipam, false)),
         Err(RestoreError::Corrupt(why)) => {
             let kept = store.set_aside_snapshot()?;
             error!(
                 "the IPAM state in {} cannot be loaded ({why}); it was moved aside (kept \
-                 under the key {kept:?} of that file) and IPAM starts afresh: this \
-                 router's allocations are forgotten, so release or restart the containers \
-                 attached before, or they may share an address with a new one",
+                 under the key {kept:?} of that file) and IPAM starts afresh: the ring \
+                 is re-learnt from the peers and the addresses of the containers still \
+                 attached here are claimed again",
                 path.display()
             );
-            Ok(Ipam::new(me, config, Instant::now(), rand::random()))
+            Ok((Ipam::new(me, config, Instant::now(), rand::random()), true))
         }
         Err(e) => Err(RouterError::Ipam {
             path: path.to_path_buf(),
@@ -669,7 +688,7 @@ mod tests {
             let opened = crate::store::Store::open(&path, range).unwrap();
             let snap = opened.snapshot.clone();
             let ipam = restore_ipam(&opened.store, &path, me, config.clone(), snap);
-            assert!(ipam.is_ok(), "{:?}", ipam.err());
+            assert!(matches!(ipam, Ok((_, true))), "{:?}", ipam.err());
             drop(opened);
             let opened = crate::store::Store::open(&path, range).unwrap();
             assert!(opened.snapshot.is_none(), "moved aside");

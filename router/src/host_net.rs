@@ -9,7 +9,7 @@
 //! Every function here blocks (netlink on its own current-thread runtime, namespace
 //! work on its own thread): call them with `spawn_blocking`.
 
-use crate::attachments::Attachments;
+use crate::attachments::{Attachments, Entry};
 use crate::config;
 use datapath::attach::{self, HOST_VETH_PREFIX};
 use datapath::cidr::LinkAddr;
@@ -69,6 +69,17 @@ pub fn ps(registry: &Attachments) -> Result<String, String> {
         out.push_str(&ps_line(EXPOSE_ID, &mac, &addrs));
         out.push('\n');
     }
+    for (id, mac, addrs) in live(&entries, &ports) {
+        out.push_str(&ps_line(&id, &mac, &addrs));
+        out.push('\n');
+    }
+    Ok(out)
+}
+
+/// The registry's entries whose veth is still a port of the bridge, as found live in
+/// their namespaces: (id, MAC, addresses).
+fn live(entries: &[Entry], ports: &[String]) -> Vec<(String, [u8; 6], Vec<LinkAddr>)> {
+    let mut found = Vec::new();
     for entry in entries.iter().filter(|e| ports.contains(&e.host_ifname)) {
         let Ok(netns) = entry.id.parse::<NetnsRef>() else {
             continue;
@@ -77,14 +88,35 @@ pub fn ps(registry: &Attachments) -> Result<String, String> {
         // another namespace (other veth name), is not listed.
         match attach::inspect(&netns, &entry.ifname) {
             Ok(Some(a)) if a.host_ifname == entry.host_ifname => {
-                out.push_str(&ps_line(&entry.id, &a.mac, &a.addrs));
-                out.push('\n');
+                found.push((entry.id.clone(), a.mac, a.addrs));
             }
             Ok(_) => {}
             Err(e) => tracing::debug!(id = %entry.id, "ps: {e}"),
         }
     }
-    Ok(out)
+    found
+}
+
+/// What is attached now (as `ps` lists it, the exposed host under [`EXPOSE_ID`]):
+/// (id, addresses), link-local ones left out.
+pub fn attached(registry: &Attachments) -> Result<Vec<(String, Vec<LinkAddr>)>, String> {
+    let entries = registry.list();
+    let (exposed, ports) = with_netlink(|nl| async move {
+        let ports = nl.ports(config::BRIDGE).await.map_err(|e| e.to_string())?;
+        let addrs = if bridge_exists(&nl).await? {
+            exposed(&nl).await?
+        } else {
+            Vec::new()
+        };
+        Ok((addrs, ports))
+    })?;
+    let mut all = vec![(EXPOSE_ID.to_string(), exposed)];
+    all.extend(live(&entries, &ports).into_iter().map(|(id, _, a)| (id, a)));
+    all.retain(|(_, a)| !a.is_empty());
+    for (_, addrs) in &mut all {
+        addrs.retain(|a| !a.is_link_local());
+    }
+    Ok(all)
 }
 
 /// The bridge's addresses that are exposed (all but link-local ones).

@@ -15,6 +15,15 @@
 //! moved aside at open ([`Store::set_aside_snapshot`]) and logged at error level; IPAM
 //! starts without it, as for a snapshot it cannot decode. A snapshot written before the
 //! sum existed (no magic) is read as it is.
+//!
+//! A file redb cannot open or read at all (a garbage header, a broken tree) is not a
+//! reason to refuse to start for good, nor to lose it: it is renamed to
+//! `weft.redb.corrupt-<unix seconds>` next to itself ([`set_aside_file`]), an error says
+//! so, and the router starts with a fresh store. What that file held is re-learnt: the
+//! ring from the peers by gossip, the addresses of the containers still attached by
+//! claiming them again ([`Opened::lost_ipam`]); the connection targets added with
+//! `weft connect` are lost (the launch arguments still apply). An I/O error (permissions,
+//! a full disk) is still a refusal with the reason: the file is not corrupt.
 
 use crate::ipam::{Cidr, PersistSeq};
 use redb::{Database, TableDefinition};
@@ -61,6 +70,9 @@ pub struct Opened {
     pub snapshot: Option<Vec<u8>>,
     /// The connection targets the user gave (unparsable lines are skipped, and logged).
     pub targets: Vec<SocketAddr>,
+    /// IPAM state this router had was not usable (its snapshot or the whole file was
+    /// moved aside): the daemon claims the attached containers' addresses again.
+    pub lost_ipam: bool,
 }
 
 /// One write for the store thread.
@@ -104,43 +116,85 @@ impl Store {
     /// Opens (or creates) the database and checks the range against the persisted one,
     /// recording it if none is. Returns the store, the last IPAM snapshot and the targets.
     pub fn open(path: &Path, range: Cidr) -> Result<Opened, StoreError> {
-        let db = Database::create(path).map_err(|e| db_err(path, e))?;
+        match Store::open_once(path, range) {
+            Err(Unreadable::Corrupt(why)) => {
+                let aside = set_aside_file(path)?;
+                tracing::error!(
+                    path = %path.display(),
+                    "the state database {} cannot be read ({why}): it was moved aside to {} \
+                     and the router starts with a fresh one; IPAM state is re-learnt from \
+                     the peers (the ring by gossip, attached containers' addresses claimed \
+                     again); connection targets added with `weft connect` are lost",
+                    path.display(),
+                    aside.display()
+                );
+                let mut opened = Store::open_once(path, range).map_err(|e| match e {
+                    Unreadable::Corrupt(why) => db_err(path, why),
+                    Unreadable::Other(e) => e,
+                })?;
+                opened.lost_ipam = true;
+                Ok(opened)
+            }
+            Err(Unreadable::Other(e)) => Err(e),
+            Ok(opened) => Ok(opened),
+        }
+    }
+
+    fn open_once(path: &Path, range: Cidr) -> Result<Opened, Unreadable> {
+        // redb asserts on some inconsistencies: a panic while reading the file is a
+        // corrupt file too, not a crash loop.
+        let opened = std::panic::catch_unwind(|| Store::open_checked(path, range));
+        opened.unwrap_or_else(|_| Err(Unreadable::Corrupt("redb panicked reading it".into())))
+    }
+
+    fn open_checked(path: &Path, range: Cidr) -> Result<Opened, Unreadable> {
+        let db = Database::create(path).map_err(|e| classify(path, Box::new(e.into())))?;
         let store = Store {
             db,
             path: path.to_path_buf(),
         };
         let persisted = store
-            .get(KEY_RANGE)?
+            .get_raw(KEY_RANGE)
+            .map_err(|e| classify(path, e))?
             .map(|b| String::from_utf8_lossy(&b).into_owned());
         match persisted {
             Some(p) if p != range.to_string() => {
-                return Err(StoreError::RangeMismatch {
+                return Err(Unreadable::Other(StoreError::RangeMismatch {
                     persisted: p,
                     configured: range,
                     path: path.to_path_buf(),
-                })
+                }))
             }
             Some(_) => {}
-            None => store.write(KEY_RANGE, range.to_string().as_bytes())?,
+            None => store
+                .write(KEY_RANGE, range.to_string().as_bytes())
+                .map_err(Unreadable::Other)?,
         }
-        let snapshot = match store.get(KEY_SNAPSHOT)? {
+        let mut lost_ipam = false;
+        let snapshot = match store.get_raw(KEY_SNAPSHOT).map_err(|e| classify(path, e))? {
             None => None,
             Some(stored) => match open_snapshot(&stored) {
                 Some(s) => Some(s.to_vec()),
                 None => {
-                    let kept = store.set_aside_snapshot()?;
+                    lost_ipam = true;
+                    let kept = store.set_aside_snapshot().map_err(Unreadable::Other)?;
                     tracing::error!(
                         path = %path.display(),
                         "the IPAM snapshot in {} fails its checksum (the file was corrupted \
-                         on disk); moved aside under the key {kept}, starting without it: this \
-                         router relearns the ring from its peers",
+                         on disk); moved aside under the key {kept} of that file, starting \
+                         without it: IPAM state is re-learnt from the peers (the ring by \
+                         gossip, attached containers' addresses claimed again)",
                         path.display()
                     );
                     None
                 }
             },
         };
-        let targets = String::from_utf8_lossy(&store.get(KEY_TARGETS)?.unwrap_or_default())
+        let stored_targets = store
+            .get_raw(KEY_TARGETS)
+            .map_err(|e| classify(path, e))?
+            .unwrap_or_default();
+        let targets = String::from_utf8_lossy(&stored_targets)
             .lines()
             .filter_map(|l| match l.parse() {
                 Ok(a) => Some(a),
@@ -154,19 +208,26 @@ impl Store {
             store,
             snapshot,
             targets,
+            lost_ipam,
         })
     }
 
     /// The value stored under `key`, if any.
+    #[cfg(test)]
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let err = |e: &dyn std::fmt::Display| db_err(&self.path, e);
-        let tx = self.db.begin_read().map_err(|e| err(&e))?;
+        self.get_raw(key).map_err(|e| db_err(&self.path, e))
+    }
+
+    /// The value stored under `key`, if any, with redb's own error.
+    fn get_raw(&self, key: &str) -> Result<Option<Vec<u8>>, Box<redb::Error>> {
+        let boxed = |e: redb::Error| Box::new(e);
+        let tx = self.db.begin_read().map_err(|e| boxed(e.into()))?;
         let table = match tx.open_table(IPAM) {
             Ok(t) => t,
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-            Err(e) => return Err(err(&e)),
+            Err(e) => return Err(boxed(e.into())),
         };
-        let value = table.get(key).map_err(|e| err(&e))?;
+        let value = table.get(key).map_err(|e| boxed(e.into()))?;
         Ok(value.map(|v| v.value().to_vec()))
     }
 
@@ -218,6 +279,50 @@ impl Store {
     }
 }
 
+/// Why a first open failed: the file is corrupt (it is moved aside), or anything else.
+enum Unreadable {
+    Corrupt(String),
+    Other(StoreError),
+}
+
+/// A corrupt file (redb says so, or its header is not redb's) versus any other failure
+/// (permissions, I/O, the file in use), which must not cost the file.
+fn classify(path: &Path, e: Box<redb::Error>) -> Unreadable {
+    use redb::Error;
+    let corrupt = match &*e {
+        Error::Corrupted(_) => true,
+        // redb answers InvalidData for a file whose header is not its own.
+        Error::Io(io) => io.kind() == std::io::ErrorKind::InvalidData,
+        _ => false,
+    };
+    if corrupt {
+        Unreadable::Corrupt(e.to_string())
+    } else {
+        Unreadable::Other(db_err(path, e))
+    }
+}
+
+/// Renames the file at `path` to `<path>.corrupt-<unix seconds>` (a suffix `.N` if that
+/// exists already) and syncs the directory. Returns the new path.
+pub fn set_aside_file(path: &Path) -> Result<PathBuf, StoreError> {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let base = format!("{}.corrupt-{secs}", path.display());
+    let mut aside = PathBuf::from(&base);
+    let mut n = 1;
+    while aside.exists() {
+        aside = PathBuf::from(format!("{base}.{n}"));
+        n += 1;
+    }
+    std::fs::rename(path, &aside)
+        .map_err(|e| db_err(path, format!("cannot move it aside: {e}")))?;
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
+    }
+    Ok(aside)
+}
+
 fn db_err(path: &Path, e: impl std::fmt::Display) -> StoreError {
     StoreError::Db {
         path: path.to_path_buf(),
@@ -227,13 +332,15 @@ fn db_err(path: &Path, e: impl std::fmt::Display) -> StoreError {
 
 /// Starts the writer thread: writes sent to the returned sender are made in order, and
 /// `done(seq)` is called after each IPAM snapshot commits. A failed write is logged and
-/// not confirmed, so nothing that depends on it is acknowledged.
+/// not confirmed, so nothing that depends on it is acknowledged. Once every sender is
+/// dropped the thread makes the writes left and closes the database (which redb then
+/// need not repair at the next open); the returned handle lets the daemon wait for that.
 pub fn spawn_writer(
     store: Store,
     done: impl Fn(PersistSeq) + Send + 'static,
-) -> std::sync::mpsc::Sender<Write> {
+) -> (std::sync::mpsc::Sender<Write>, std::thread::JoinHandle<()>) {
     let (tx, rx) = std::sync::mpsc::channel::<Write>();
-    std::thread::Builder::new()
+    let thread = std::thread::Builder::new()
         .name("weft-store".into())
         .spawn(move || {
             while let Ok(first) = rx.recv() {
@@ -257,9 +364,10 @@ pub fn spawn_writer(
                     }
                 }
             }
+            drop(store);
         })
         .expect("cannot start the store thread");
-    tx
+    (tx, thread)
 }
 
 #[cfg(test)]
@@ -320,11 +428,12 @@ mod corrupt_tests {
     use super::*;
     use std::io::{Seek, SeekFrom, Write as _};
 
-    /// Bytes overwritten in the middle of the stored snapshot: the open fails with a
-    /// message that names the file and the way out, or reads back exactly what was
-    /// written; never a panic, never other data.
+    /// Bytes overwritten in the middle of the stored snapshot: the router still opens
+    /// its store, without that snapshot, which is kept for a post-mortem (under another
+    /// key if the checksum caught it, in the moved-aside file if redb did); never a
+    /// panic, never other data.
     #[test]
-    fn a_corrupted_file_is_refused_with_the_way_out_or_read_intact() {
+    fn a_corrupted_snapshot_is_moved_aside_in_the_file_or_with_it() {
         let dir = std::env::temp_dir().join(format!("weft-store-corrupt-{}", std::process::id()));
         let _ = std::fs::create_dir_all(&dir);
         let path = dir.join("weft.redb");
@@ -345,33 +454,85 @@ mod corrupt_tests {
         f.seek(SeekFrom::Start(at as u64)).unwrap();
         f.write_all(&[0xAA; 4096]).unwrap();
         drop(f);
-        match Store::open(&path, range) {
-            Ok(o) => {
-                assert_eq!(o.snapshot, None, "the corrupted snapshot is not used");
-                // Moved aside, not lost: its bytes are kept for a post-mortem.
-                use redb::ReadableTable;
-                let kept = o.store.db.begin_read().unwrap();
-                let table = kept.open_table(IPAM).unwrap();
-                let aside = table
-                    .iter()
-                    .unwrap()
-                    .filter_map(Result::ok)
-                    .filter(|(k, _)| k.value().starts_with("snapshot.bad-"))
-                    .count();
-                assert_eq!(aside, 1);
-            }
-            Err(e) => {
-                let e = e.to_string();
-                assert!(
-                    e.contains("weft.redb") && e.contains("move the file away"),
-                    "{e}"
-                );
-            }
-        }
+        let o = Store::open(&path, range).expect("a corrupted file is not a refusal to start");
+        assert_eq!(o.snapshot, None, "the corrupted snapshot is not used");
+        assert!(o.lost_ipam);
+        // Moved aside, not lost: its bytes are kept for a post-mortem, under another key
+        // (the checksum caught it) or in a file next to it (redb caught it).
+        use redb::ReadableTable;
+        let kept = o.store.db.begin_read().unwrap();
+        let table = kept.open_table(IPAM).unwrap();
+        let aside = table
+            .iter()
+            .unwrap()
+            .filter_map(Result::ok)
+            .filter(|(k, _)| k.value().starts_with("snapshot.bad-"))
+            .count();
+        let files = corrupt_files(&dir);
+        assert_eq!(aside + files.len(), 1, "{aside} keys, files {files:?}");
         // A snapshot without the magic (an older store) is read as it is.
         assert_eq!(open_snapshot(b"old"), Some(&b"old"[..]));
         assert_eq!(open_snapshot(&seal_snapshot(b"new")), Some(&b"new"[..]));
         assert_eq!(open_snapshot(b"WSS1short"), None);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn corrupt_files(dir: &Path) -> Vec<PathBuf> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("weft.redb.corrupt-"))
+            })
+            .collect()
+    }
+
+    /// A file redb cannot open at all (its header overwritten with garbage) is moved
+    /// aside to `weft.redb.corrupt-<secs>`, bytes intact, and a fresh store opens in its
+    /// place, saying IPAM state was lost; an unreadable file for another reason (a
+    /// directory in its place) is still a refusal, and nothing is moved.
+    #[test]
+    fn a_file_redb_cannot_open_is_moved_aside_and_a_fresh_store_opens() {
+        let dir = std::env::temp_dir().join(format!("weft-store-garbage-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("weft.redb");
+        let range: Cidr = "10.32.0.0/16".parse().unwrap();
+        let opened = Store::open(&path, range).unwrap();
+        assert!(!opened.lost_ipam);
+        opened.store.write_snapshot(b"state").unwrap();
+        opened
+            .store
+            .write_targets(&["198.18.0.2:6783".parse().unwrap()])
+            .unwrap();
+        drop(opened);
+        let len = std::fs::metadata(&path).unwrap().len() as usize;
+        let garbage: Vec<u8> = (0..len).map(|i| (i * 131 % 253) as u8).collect();
+        std::fs::write(&path, &garbage).unwrap();
+
+        let opened = Store::open(&path, range).expect("a garbage file is moved aside");
+        assert!(opened.lost_ipam);
+        assert!(opened.snapshot.is_none() && opened.targets.is_empty());
+        let files = corrupt_files(&dir);
+        assert_eq!(files.len(), 1, "{files:?}");
+        assert_eq!(std::fs::read(&files[0]).unwrap(), garbage, "kept as it was");
+        // The fresh store works and persists.
+        opened.store.write_snapshot(b"fresh").unwrap();
+        drop(opened);
+        let opened = Store::open(&path, range).unwrap();
+        assert!(!opened.lost_ipam);
+        assert_eq!(opened.snapshot.as_deref(), Some(&b"fresh"[..]));
+        drop(opened);
+
+        // Not corrupt, just unusable: refused with the reason, nothing moved.
+        let other = dir.join("sub");
+        std::fs::create_dir_all(other.join("weft.redb")).unwrap();
+        let e = Store::open(&other.join("weft.redb"), range).err().unwrap();
+        assert!(e.to_string().contains("weft.redb"), "{e}");
+        assert!(corrupt_files(&other).is_empty());
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -146,6 +146,69 @@ impl Api {
     }
 }
 
+/// After IPAM state was lost (its snapshot or the whole state file moved aside at
+/// start), claims again the addresses of what is still attached here (the containers
+/// `ps` lists and the exposed host), so that a new allocation cannot hand one of them
+/// out a second time. Each claim waits for the ring (re-learnt from the peers); a claim
+/// refused (another container or peer holds the address) is logged, not retried
+/// forever.
+pub async fn reclaim_attached(api: Api) {
+    use crate::ipam::ContainerId;
+    use crate::ipam_driver::{IpamAnswer, IpamOp};
+    const RETRY: std::time::Duration = std::time::Duration::from_secs(2);
+    const TRIES: u32 = 30;
+    let registry = api.attachments.clone();
+    let attached = match blocking(move || host_net::attached(&registry)).await {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::error!("IPAM state was lost and the attached containers cannot be listed ({e}): their addresses are not claimed again, a new allocation may repeat one");
+            return;
+        }
+    };
+    let (mut claimed, mut failed) = (0usize, 0usize);
+    for (id, addrs) in attached {
+        for a in addrs {
+            let std::net::IpAddr::V4(ip) = a.ip else {
+                continue;
+            };
+            let mut tries = 0;
+            loop {
+                let op = IpamOp::Claim {
+                    id: ContainerId(id.clone()),
+                    addr: ip,
+                    prefix: a.prefix,
+                };
+                match api.owner.ipam(op).await {
+                    Some(Ok(IpamAnswer::Addr(..))) => {
+                        claimed += 1;
+                        break;
+                    }
+                    Some(Ok(other)) => {
+                        warn!("claiming {ip} again for {id}: unexpected IPAM answer {other:?}");
+                        failed += 1;
+                        break;
+                    }
+                    Some(Err(e)) if tries + 1 < TRIES => {
+                        tracing::debug!("claiming {ip} again for {id}: {}", e.message);
+                        tries += 1;
+                        tokio::time::sleep(RETRY).await;
+                    }
+                    Some(Err(e)) => {
+                        tracing::error!(
+                            "cannot claim {ip} again for {id} after the IPAM state was lost: {}",
+                            e.message
+                        );
+                        failed += 1;
+                        break;
+                    }
+                    None => return,
+                }
+            }
+        }
+    }
+    tracing::info!("IPAM state re-learnt: claimed again {claimed} addresses of attached containers ({failed} failed)");
+}
+
 /// `launch --expose`: exposes the host once the router runs, with `cidrs` or, when
 /// none are given, the address IPAM allocates to `weft:expose` (as `weft expose`
 /// does), retrying until it works (IPAM may wait for consensus). Idempotent, like
