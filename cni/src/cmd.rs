@@ -165,10 +165,7 @@ pub fn add(conf: &NetConf, env: &Env, raw: &[u8]) -> CniResult<CniOutput> {
             &plan,
             conf.mtu.unwrap_or(bridge_mtu),
         )?;
-        let mut out = match &conf.prev_result {
-            Some(v) if !v.is_null() => CniOutput::from_value(v)?,
-            _ => CniOutput::default(),
-        };
+        let mut out = prev_result(conf)?.unwrap_or_default();
         let base = out.interfaces.len();
         out.interfaces.push(Interface {
             name: conf.bridge().to_string(),
@@ -220,10 +217,18 @@ pub fn del(conf: &NetConf, env: &Env, raw: &[u8]) -> CniResult<()> {
     Ipam { conf, env, raw }.del()
 }
 
-fn prev(conf: &NetConf) -> CniResult<CniOutput> {
+/// The configuration's `prevResult`, decoded, if it has one.
+pub fn prev_result(conf: &NetConf) -> CniResult<Option<CniOutput>> {
     match &conf.prev_result {
-        Some(v) if !v.is_null() => CniOutput::from_value(v),
-        _ => Err(CniError::new(
+        Some(v) if !v.is_null() => CniOutput::from_value(v).map(Some),
+        _ => Ok(None),
+    }
+}
+
+fn prev(conf: &NetConf) -> CniResult<CniOutput> {
+    match prev_result(conf)? {
+        Some(out) => Ok(out),
+        None => Err(CniError::new(
             INVALID_CONFIG,
             "CHECK needs prevResult",
             "the runtime must pass the ADD result as prevResult",

@@ -52,11 +52,30 @@ fn name(mode: Mode) -> &'static str {
     }
 }
 
-fn run_inner(
+/// One invocation, its environment and configuration read and checked, before anything
+/// is done.
+enum Invocation {
+    /// VERSION: the answer to print.
+    Version(String),
+    /// Any other verb.
+    Run {
+        env: Env,
+        conf: Box<NetConf>,
+        raw: Vec<u8>,
+        /// The configuration's `cniVersion`.
+        version: String,
+        /// The version errors are reported in.
+        in_use: String,
+    },
+}
+
+/// Reads and checks the environment and stdin (errors come with the version to report
+/// them in).
+fn decode(
     mode: Mode,
     get: impl Fn(&str) -> Option<String>,
     stdin: impl std::io::Read,
-) -> Result<String, (String, CniError)> {
+) -> Result<Invocation, (String, CniError)> {
     let current = || version::CURRENT.to_string();
     let env = Env::from_lookup(get).map_err(|e| (current(), e))?;
     let raw = config::read_bounded(stdin).map_err(|e| (current(), e))?;
@@ -64,7 +83,7 @@ fn run_inner(
         let asked: Option<String> = serde_json::from_slice::<serde_json::Value>(&raw)
             .ok()
             .and_then(|v| v["cniVersion"].as_str().map(str::to_string));
-        return Ok(version::answer(asked.as_deref()));
+        return Ok(Invocation::Version(version::answer(asked.as_deref())));
     }
     let mut conf = NetConf::parse(&raw).map_err(|e| (current(), e))?;
     if matches!(env.verb, Verb::Add | Verb::Check) {
@@ -82,8 +101,32 @@ fn run_inner(
     } else {
         current()
     };
+    version::check(&v, env.verb).map_err(|e| (in_use.clone(), e))?;
+    Ok(Invocation::Run {
+        env,
+        conf: Box::new(conf),
+        raw,
+        version: v,
+        in_use,
+    })
+}
+
+fn run_inner(
+    mode: Mode,
+    get: impl Fn(&str) -> Option<String>,
+    stdin: impl std::io::Read,
+) -> Result<String, (String, CniError)> {
+    let (env, conf, raw, v, in_use) = match decode(mode, get, stdin)? {
+        Invocation::Version(answer) => return Ok(answer),
+        Invocation::Run {
+            env,
+            conf,
+            raw,
+            version,
+            in_use,
+        } => (env, conf, raw, version, in_use),
+    };
     let fail = |e| (in_use.clone(), e);
-    version::check(&v, env.verb).map_err(fail)?;
     let quiet = |r: error::CniResult<()>| r.map(|()| String::new());
     match (mode, env.verb) {
         (Mode::Net, Verb::Add) => cmd::add(&conf, &env, &raw).map(|o| o.to_json(&v).to_string()),
@@ -132,6 +175,57 @@ pub fn main(mode: Mode) -> i32 {
     code
 }
 
+/// Fuzz entry: one invocation from arbitrary bytes, `ENV` then a NUL byte then stdin,
+/// where `ENV` is `KEY=VALUE` lines (the CNI_* variables) and the first byte's low bit
+/// picks the plugin. Runs everything the plugin does before it touches the system: the
+/// environment, the bounded stdin read, the network configuration, `CNI_ARGS`, the
+/// version checks, and the `prevResult` that ADD extends and CHECK compares; then the
+/// answer or error JSON. Never panics.
+pub fn fuzz_invocation(data: &[u8]) {
+    let Some((&first, rest)) = data.split_first() else {
+        return;
+    };
+    let mode = if first & 1 == 0 {
+        Mode::Net
+    } else {
+        Mode::Ipam
+    };
+    let (env_part, stdin) = match rest.iter().position(|&b| b == 0) {
+        Some(i) => (&rest[..i], &rest[i + 1..]),
+        None => (rest, &[][..]),
+    };
+    let env_text = String::from_utf8_lossy(env_part);
+    let vars: Vec<(&str, &str)> = env_text.lines().filter_map(|l| l.split_once('=')).collect();
+    let get = |k: &str| {
+        vars.iter()
+            .rev()
+            .find(|(key, _)| *key == k)
+            .map(|(_, v)| v.to_string())
+    };
+    match decode(mode, get, stdin) {
+        Ok(Invocation::Version(answer)) => {
+            assert!(serde_json::from_str::<serde_json::Value>(&answer).is_ok());
+        }
+        Ok(Invocation::Run {
+            conf,
+            version,
+            in_use,
+            ..
+        }) => match cmd::prev_result(&conf) {
+            Ok(Some(prev)) => {
+                let _ = prev.to_json(&version);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                let _ = e.to_json(&in_use);
+            }
+        },
+        Err((version, e)) => {
+            let _ = e.to_json(&version);
+        }
+    }
+}
+
 /// Seeded mutations of a valid input, for the fuzz entry points' tests.
 #[cfg(test)]
 pub(crate) fn for_each_mutation(
@@ -177,6 +271,45 @@ mod tests {
         ("CNI_IFNAME", "eth0"),
         ("CNI_PATH", "/nonexistent"),
     ];
+
+    #[test]
+    fn fuzz_invocation_replay_never_panics() {
+        let env = "CNI_COMMAND=ADD\nCNI_CONTAINERID=c1\nCNI_NETNS=/run/netns/x\nCNI_IFNAME=eth0\nCNI_PATH=/opt/cni/bin\nCNI_ARGS=IgnoreUnknown=1;IP=10.40.0.9";
+        let conf = r#"{"cniVersion":"1.0.0","name":"weft","type":"weft-net","mtu":1376,
+            "ipam":{"subnet":"10.40.0.0/16","routes":[{"dst":"10.32.0.0/12"}]},
+            "prevResult":{"cniVersion":"1.0.0","interfaces":[{"name":"eth0","mac":"c2:11:22:33:44:55","sandbox":"/run/netns/x"}],
+            "ips":[{"address":"10.40.0.2/16","gateway":"10.40.0.1","interface":0}],"routes":[{"dst":"0.0.0.0/0"}],
+            "dns":{"nameservers":["10.40.0.1"]}}}"#;
+        let mut seeds = Vec::new();
+        for (mode, verb) in [
+            (0u8, "ADD"),
+            (1, "CHECK"),
+            (0, "DEL"),
+            (1, "VERSION"),
+            (0, "GC"),
+        ] {
+            let mut s = vec![mode];
+            s.extend_from_slice(env.replace("ADD", verb).as_bytes());
+            s.push(0);
+            s.extend_from_slice(conf.as_bytes());
+            seeds.push(s);
+        }
+        let get = |k: &str| {
+            env.lines()
+                .find_map(|l| l.strip_prefix(k)?.strip_prefix('='))
+                .map(str::to_string)
+        };
+        assert!(
+            matches!(
+                decode(Mode::Net, get, conf.as_bytes()),
+                Ok(Invocation::Run { ref conf, .. }) if cmd::prev_result(conf).is_ok_and(|p| p.is_some())
+            ),
+            "the seed is accepted, so the replay reaches prevResult"
+        );
+        for (n, seed) in seeds.iter().enumerate() {
+            for_each_mutation(seed, 800, 0x5eed_0000 + n as u64, fuzz_invocation);
+        }
+    }
 
     #[test]
     fn version_verb_answers_without_env() {

@@ -1,4 +1,4 @@
-//! Fuzz target: `router::sleeve_channel::fuzz_decode_sleeve_message` (rekey offers,
+//! Fuzz target: `datapath::sleeve_message::fuzz_decode_sleeve_message` (rekey offers,
 //! "heard" notices, path MTU probe acknowledgements) must never panic.
 #![no_main]
-libfuzzer_sys::fuzz_target!(|data: &[u8]| router::sleeve_channel::fuzz_decode_sleeve_message(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| datapath::sleeve_message::fuzz_decode_sleeve_message(data));

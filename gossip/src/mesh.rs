@@ -18,10 +18,12 @@
 //! - `broadcast`: broadcasts along per-source trees, unicasts along routes.
 
 mod broadcast;
+mod fuzz;
 mod gossip;
 mod links;
 mod types;
 
+pub use fuzz::{fuzz_mesh_session, fuzz_session_input};
 pub use types::*;
 
 use crate::channel::Channels;

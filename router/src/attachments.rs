@@ -53,17 +53,10 @@ impl Attachments {
     /// unreadable or corrupt one is logged and treated as empty.
     pub fn load(path: &Path) -> Attachments {
         let entries = match std::fs::read(path) {
-            Ok(bytes) => match serde_json::from_slice::<File>(&bytes) {
-                Ok(f) if f.version == VERSION => f.attachments,
-                Ok(f) => {
-                    warn!(path = %path.display(), version = f.version, "unknown attachments file version; ignored");
-                    Vec::new()
-                }
-                Err(e) => {
-                    warn!(path = %path.display(), "corrupt attachments file ignored: {e}");
-                    Vec::new()
-                }
-            },
+            Ok(bytes) => decode_file(&bytes).unwrap_or_else(|e| {
+                warn!(path = %path.display(), "{e}");
+                Vec::new()
+            }),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
             Err(e) => {
                 warn!(path = %path.display(), "cannot read the attachments file: {e}");
@@ -142,12 +135,49 @@ impl Attachments {
     /// Writes the list to a temp file, fsyncs it, renames it over the file and fsyncs
     /// the directory.
     fn persist(&self, entries: &[Entry]) -> io::Result<()> {
-        let file = File {
-            version: VERSION,
-            attachments: entries.to_vec(),
-        };
-        let bytes = serde_json::to_vec_pretty(&file).map_err(io::Error::other)?;
-        write_atomically(&self.path, &bytes)
+        write_atomically(&self.path, &encode_file(entries)?)
+    }
+}
+
+/// The entries in the file's bytes, or why the file is ignored.
+fn decode_file(bytes: &[u8]) -> Result<Vec<Entry>, String> {
+    match serde_json::from_slice::<File>(bytes) {
+        Ok(f) if f.version == VERSION => Ok(f.attachments),
+        Ok(f) => Err(format!(
+            "unknown attachments file version {}; ignored",
+            f.version
+        )),
+        Err(e) => Err(format!("corrupt attachments file ignored: {e}")),
+    }
+}
+
+/// The file's bytes for `entries`, as [`Attachments`] writes them.
+fn encode_file(entries: &[Entry]) -> io::Result<Vec<u8>> {
+    let file = File {
+        version: VERSION,
+        attachments: entries.to_vec(),
+    };
+    serde_json::to_vec_pretty(&file).map_err(io::Error::other)
+}
+
+/// Fuzz entry: arbitrary bytes as the attachments file, decoded as [`Attachments::load`]
+/// does; never panics, and what is read is written back in a form that reads the same.
+pub fn fuzz_attachments_file(data: &[u8]) {
+    let Ok(entries) = decode_file(data) else {
+        return;
+    };
+    let registry = Attachments {
+        path: PathBuf::from("/nonexistent/weft-fuzz/attachments.json"),
+        entries: Mutex::new(entries.clone()),
+    };
+    let ports: Vec<String> = entries.iter().map(|e| e.host_ifname.clone()).collect();
+    assert!(registry.unknown_ports(&ports, "").is_empty());
+    if let Ok(bytes) = encode_file(&registry.list()) {
+        assert_eq!(
+            decode_file(&bytes),
+            Ok(entries),
+            "write then read changed it"
+        );
     }
 }
 
@@ -184,6 +214,26 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fuzz_attachments_file_replay_never_panics() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(53);
+        let seed =
+            encode_file(&[entry("pod1", "vethwe1"), entry("/proc/9/ns/net", "vethwe2")]).unwrap();
+        assert_eq!(decode_file(&seed).map(|e| e.len()), Ok(2));
+        for i in 0..3000 {
+            let mut d = seed.clone();
+            for _ in 0..rng.gen_range(0..(1 + i % 5)) {
+                let j = rng.gen_range(0..d.len());
+                d[j] = rng.gen();
+            }
+            if i % 4 == 0 {
+                d.truncate(rng.gen_range(0..=d.len()));
+            }
+            fuzz_attachments_file(&d);
+        }
+    }
 
     fn temp_dir(tag: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("weft-att-{tag}-{}", std::process::id()));

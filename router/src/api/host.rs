@@ -273,7 +273,7 @@ fn cidrs_answer(result: Result<Vec<LinkAddr>, String>) -> Response {
     }
 }
 
-fn parse_cidrs(req: &Request) -> Result<Vec<LinkAddr>, Response> {
+pub(super) fn parse_cidrs(req: &Request) -> Result<Vec<LinkAddr>, Response> {
     let bad = |m: String| Response::text(400, format!("{m}\n"));
     let body: CidrsBody =
         serde_json::from_slice(&req.body).map_err(|e| bad(format!("bad request body: {e}")))?;
@@ -286,9 +286,9 @@ fn parse_cidrs(req: &Request) -> Result<Vec<LinkAddr>, Response> {
         .collect()
 }
 
-type AttachParts = (NetnsRef, String, Vec<LinkAddr>);
+pub(super) type AttachParts = (NetnsRef, String, Vec<LinkAddr>);
 
-fn parse_attach(req: &Request, need_cidr: bool) -> Result<AttachParts, Response> {
+pub(super) fn parse_attach(req: &Request, need_cidr: bool) -> Result<AttachParts, Response> {
     let bad = |m: String| Response::text(400, format!("{m}\n"));
     let body: AttachBody =
         serde_json::from_slice(&req.body).map_err(|e| bad(format!("bad request body: {e}")))?;

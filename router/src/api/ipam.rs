@@ -47,6 +47,58 @@ fn parse_body(req: &Request) -> Result<IpamBody, Response> {
     Ok(body)
 }
 
+/// `POST /ipam/allocate`'s body as the operation to run.
+pub(super) fn parse_allocate(req: &Request) -> Result<IpamOp, Response> {
+    let body = parse_body(req)?;
+    let subnet = match body.subnet.as_deref().map(str::parse::<Cidr>) {
+        None => None,
+        Some(Ok(c)) => Some(c),
+        Some(Err(e)) => return Err(error(400, e.to_string())),
+    };
+    Ok(IpamOp::Allocate {
+        id: ContainerId(body.id),
+        subnet,
+    })
+}
+
+/// `POST /ipam/claim`'s body as the operation to run.
+pub(super) fn parse_claim(req: &Request) -> Result<IpamOp, Response> {
+    let body = parse_body(req)?;
+    let Some(addr) = body.addr.as_deref() else {
+        return Err(error(400, "\"addr\" is required: A.B.C.D/len"));
+    };
+    let (addr, prefix) = parse_addr(addr).map_err(|e| error(400, e))?;
+    Ok(IpamOp::Claim {
+        id: ContainerId(body.id),
+        addr,
+        prefix: prefix.unwrap_or(32),
+    })
+}
+
+/// `POST /ipam/release`'s body as the operation to run.
+pub(super) fn parse_release(req: &Request) -> Result<IpamOp, Response> {
+    let body = parse_body(req)?;
+    let addr = match body.addr.as_deref().map(parse_addr) {
+        None => None,
+        Some(Ok((a, _))) => Some(a),
+        Some(Err(e)) => return Err(error(400, e)),
+    };
+    Ok(IpamOp::Release {
+        id: ContainerId(body.id),
+        addr,
+    })
+}
+
+/// `POST /ipam/rmpeer`'s body: the peers to remove, 1 to 64 of them.
+pub(super) fn parse_rmpeer(req: &Request) -> Result<Vec<String>, Response> {
+    let body: RmpeerBody = serde_json::from_slice(&req.body)
+        .map_err(|e| error(400, format!("bad request body: {e}")))?;
+    if body.peers.is_empty() || body.peers.len() > 64 {
+        return Err(error(400, "give between 1 and 64 peers"));
+    }
+    Ok(body.peers)
+}
+
 impl Api {
     async fn run_ipam(&self, op: IpamOp) -> Result<IpamAnswer, Response> {
         match self.owner.ipam(op).await {
@@ -57,55 +109,25 @@ impl Api {
     }
 
     pub(super) async fn ipam_allocate(&self, req: &Request) -> Response {
-        let body = match parse_body(req) {
-            Ok(b) => b,
+        let op = match parse_allocate(req) {
+            Ok(op) => op,
             Err(r) => return r,
-        };
-        let subnet = match body.subnet.as_deref().map(str::parse::<Cidr>) {
-            None => None,
-            Some(Ok(c)) => Some(c),
-            Some(Err(e)) => return error(400, e.to_string()),
-        };
-        let op = IpamOp::Allocate {
-            id: ContainerId(body.id),
-            subnet,
         };
         addr_answer(self.run_ipam(op).await)
     }
 
     pub(super) async fn ipam_claim(&self, req: &Request) -> Response {
-        let body = match parse_body(req) {
-            Ok(b) => b,
+        let op = match parse_claim(req) {
+            Ok(op) => op,
             Err(r) => return r,
-        };
-        let Some(addr) = body.addr.as_deref() else {
-            return error(400, "\"addr\" is required: A.B.C.D/len");
-        };
-        let (addr, prefix) = match parse_addr(addr) {
-            Ok(a) => a,
-            Err(e) => return error(400, e),
-        };
-        let op = IpamOp::Claim {
-            id: ContainerId(body.id),
-            addr,
-            prefix: prefix.unwrap_or(32),
         };
         addr_answer(self.run_ipam(op).await)
     }
 
     pub(super) async fn ipam_release(&self, req: &Request) -> Response {
-        let body = match parse_body(req) {
-            Ok(b) => b,
+        let op = match parse_release(req) {
+            Ok(op) => op,
             Err(r) => return r,
-        };
-        let addr = match body.addr.as_deref().map(parse_addr) {
-            None => None,
-            Some(Ok((a, _))) => Some(a),
-            Some(Err(e)) => return error(400, e),
-        };
-        let op = IpamOp::Release {
-            id: ContainerId(body.id),
-            addr,
         };
         match self.run_ipam(op).await {
             Ok(IpamAnswer::Released(list)) => Response::json(
@@ -120,15 +142,12 @@ impl Api {
     }
 
     pub(super) async fn ipam_rmpeer(&self, req: &Request) -> Response {
-        let body: RmpeerBody = match serde_json::from_slice(&req.body) {
-            Ok(b) => b,
-            Err(e) => return error(400, format!("bad request body: {e}")),
+        let peers = match parse_rmpeer(req) {
+            Ok(p) => p,
+            Err(r) => return r,
         };
-        if body.peers.is_empty() || body.peers.len() > 64 {
-            return error(400, "give between 1 and 64 peers");
-        }
         let mut lines = String::new();
-        for peer in body.peers {
+        for peer in peers {
             match self.run_ipam(IpamOp::Rmpeer(peer)).await {
                 Ok(IpamAnswer::Removed(line)) => {
                     lines.push_str(&line);

@@ -57,7 +57,7 @@ mod tests;
 pub use addr::{AddrRange, Cidr};
 pub use allocator::Ipam;
 pub use channel::fuzz_ipam_gossip;
-pub use persist::{PersistSeq, Snapshot};
+pub use persist::{fuzz_restore, PersistSeq, Snapshot};
 pub use wire::IPAM_CHANNEL;
 
 use gossip::peer::PeerId;
