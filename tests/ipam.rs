@@ -127,9 +127,15 @@ fn ipam_end_to_end() {
         Some(launch(&net, 3, &[H1])),
     ];
     let runs: Vec<_> = (1..=3).map(|h| net.host(h).run_dir.clone()).collect();
+    // Ready in the API, and the ring's log line written (the event leaves IPAM once
+    // the ring is persisted, a moment after the status shows it).
     let ready = wait_until(Duration::from_secs(60), Duration::from_millis(50), || {
         runs.iter()
             .all(|r| json(&api(r, "GET", "/ipam", "").1)["status"] == "ready")
+            && routers
+                .iter()
+                .flatten()
+                .all(|r| r.log().contains("IP allocation ring"))
     });
     assert!(ready.is_some(), "IPAM not ready on all 3 hosts within 60 s");
     // From the logs: the first router's start to the last host's ring.
@@ -459,9 +465,13 @@ fn consensus_with_ten_hosts() {
         })
         .collect();
     let runs: Vec<_> = (1..=N).map(|h| net.host(h).run_dir.clone()).collect();
+    // Ready in the API, and the ring's log line written (see `ipam_end_to_end`).
     let ready = wait_until(Duration::from_secs(90), Duration::from_millis(50), || {
         runs.iter()
             .all(|r| json(&api(r, "GET", "/ipam", "").1)["status"] == "ready")
+            && routers
+                .iter()
+                .all(|r| r.log().contains("IP allocation ring"))
     });
     assert!(
         ready.is_some(),
