@@ -15,7 +15,7 @@
 //! (`links`, `listener`, `api`) and the owner itself depend on it, not on each other.
 
 use crate::ipam::PersistSeq;
-use crate::ipam_driver::{IpamOp, IpamResult};
+use crate::ipam_driver::{Answer, IpamFailure, IpamOp, Removal};
 use crate::status::Report;
 use gossip::mesh::ConnId;
 use gossip::node::{Input as NodeInput, LinkUp};
@@ -76,12 +76,7 @@ pub enum Input {
     /// A status snapshot.
     Report(oneshot::Sender<Report>),
     /// An IPAM request; answered when it completes.
-    Ipam {
-        /// What to do.
-        op: IpamOp,
-        /// Reply channel.
-        reply: oneshot::Sender<IpamResult>,
-    },
+    Ipam(IpamOp),
     /// The store committed this IPAM snapshot.
     IpamPersisted(PersistSeq),
     /// A good answer for a `--peers-from-dns` name (this host's addresses left out).
@@ -98,7 +93,7 @@ pub enum Input {
         /// The departed peer.
         dead: PeerId,
         /// How it ended.
-        result: IpamResult,
+        result: Result<Removal, IpamFailure>,
     },
 }
 
@@ -184,10 +179,14 @@ impl OwnerHandle {
         rx.await.ok()
     }
 
-    /// Runs an IPAM request to completion; `None` if the router is stopping.
-    pub async fn ipam(&self, op: IpamOp) -> Option<IpamResult> {
+    /// Runs the IPAM request `op` makes with its answer channel to completion; `None` if
+    /// the router is stopping.
+    pub async fn ipam<T>(
+        &self,
+        op: impl FnOnce(Answer<T>) -> IpamOp,
+    ) -> Option<Result<T, IpamFailure>> {
         let (tx, rx) = oneshot::channel();
-        self.send(Input::Ipam { op, reply: tx });
+        self.send(Input::Ipam(op(tx)));
         rx.await.ok()
     }
 }

@@ -16,8 +16,15 @@ use std::time::Instant;
 use tokio::sync::oneshot;
 use tracing::{error, info, warn};
 
-/// An IPAM request from the API.
-#[derive(Debug, Clone)]
+/// Where one request's answer goes, typed by the request: a caller only ever gets the
+/// kind of answer it asked for.
+pub type Answer<T> = oneshot::Sender<Result<T, IpamFailure>>;
+
+/// An address with its prefix length, as allocated or claimed.
+pub type Assigned = (Ipv4Addr, u8);
+
+/// An IPAM request from the API, with where its answer goes.
+#[derive(Debug)]
 pub enum IpamOp {
     /// Allocate for a container, in the range or a subnet of it.
     Allocate {
@@ -25,6 +32,8 @@ pub enum IpamOp {
         id: ContainerId,
         /// Subnet.
         subnet: Option<Cidr>,
+        /// The address and the subnet's prefix length.
+        answer: Answer<Assigned>,
     },
     /// Take a given address.
     Claim {
@@ -32,8 +41,10 @@ pub enum IpamOp {
         id: ContainerId,
         /// Address.
         addr: Ipv4Addr,
-        /// Prefix length echoed back.
+        /// Prefix length given back with the address.
         prefix: u8,
+        /// The address and `prefix`.
+        answer: Answer<Assigned>,
     },
     /// Release one address of a container, or all of them.
     Release {
@@ -41,59 +52,70 @@ pub enum IpamOp {
         id: ContainerId,
         /// Address; all if none.
         addr: Option<Ipv4Addr>,
+        /// The addresses released.
+        answer: Answer<Vec<Ipv4Addr>>,
     },
     /// `rmpeer` by name, nickname or id.
-    Rmpeer(String),
+    Rmpeer {
+        /// The peer as the user named it.
+        name: String,
+        /// The decision.
+        answer: Answer<Removal>,
+    },
     /// `reset`: hand our space to a live peer.
-    Leave,
+    Leave {
+        /// The heir, as `weft status` names it.
+        answer: Answer<String>,
+    },
     /// `--reclaim-after`: `rmpeer` of this departed peer ([`crate::reclaim`]).
-    Reclaim(PeerId),
+    Reclaim {
+        /// The departed peer.
+        dead: PeerId,
+        /// The decision.
+        answer: Answer<Removal>,
+    },
 }
 
-/// A successful answer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum IpamAnswer {
-    /// An address with its prefix length.
-    Addr(Ipv4Addr, u8),
-    /// Addresses released.
-    Released(Vec<Ipv4Addr>),
-    /// weave's `N IPs taken over from X` line.
-    Removed(String),
-    /// Space handed to this peer.
-    Left(String),
-    /// A reclaim's decision: the heir (none if the peer owned nothing any more) and the
-    /// addresses the peer held.
-    Reclaimed {
-        /// The heir.
-        heir: Option<PeerId>,
-        /// Addresses it held.
-        ips: u64,
-    },
+/// What `rmpeer` (or a reclaim) decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Removal {
+    /// The heir; none if the peer owned nothing any more.
+    pub heir: Option<PeerId>,
+    /// The addresses the peer owned.
+    pub ips: u64,
 }
 
 /// A failure, with the HTTP status the API answers with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IpamFailure {
-    /// 400, 409 or 503.
+    /// 400, 409, 503, or 500 for a bug.
     pub status: u16,
     /// What failed and what to do.
     pub message: String,
 }
 
-/// What an API caller gets back.
-pub type IpamResult = Result<IpamAnswer, IpamFailure>;
+/// A request waiting for IPAM, by the kind of answer its caller wants.
+enum Waiter {
+    Assigned(Answer<Assigned>),
+    Released(Answer<Vec<Ipv4Addr>>),
+    Removed(Answer<Removal>),
+    Left(Answer<String>),
+}
 
-enum Ctx {
-    Addr(Option<u8>),
-    Release(Vec<Ipv4Addr>),
-    Removed { ips: u64, name: String },
-    Reclaimed { ips: u64 },
-    Left,
+impl Waiter {
+    fn fail(self, f: IpamFailure) {
+        let _ = match self {
+            Waiter::Assigned(tx) => tx.send(Err(f)).is_ok(),
+            Waiter::Released(tx) => tx.send(Err(f)).is_ok(),
+            Waiter::Removed(tx) => tx.send(Err(f)).is_ok(),
+            Waiter::Left(tx) => tx.send(Err(f)).is_ok(),
+        };
+    }
 }
 
 /// The driver state kept by the owner beside IPAM.
 pub struct IpamDriver {
-    pending: HashMap<RequestId, (Ctx, oneshot::Sender<IpamResult>)>,
+    pending: HashMap<RequestId, Waiter>,
     persist: std::sync::mpsc::Sender<crate::store::Write>,
     nicknames: HashMap<PeerId, String>,
 }
@@ -128,60 +150,33 @@ impl IpamDriver {
         }
     }
 
-    /// Starts a request; the answer comes on `reply` once it completes.
-    pub fn request(
-        &mut self,
-        ipam: &mut Ipam,
-        now: Instant,
-        op: IpamOp,
-        reply: oneshot::Sender<IpamResult>,
-    ) {
-        let (id, ctx) = match op {
-            IpamOp::Allocate { id, subnet } => (ipam.allocate(now, id, subnet), Ctx::Addr(None)),
-            IpamOp::Claim { id, addr, prefix } => {
-                (ipam.claim(now, id, addr), Ctx::Addr(Some(prefix)))
+    /// Starts a request; the answer goes where the request says once it completes.
+    pub fn request(&mut self, ipam: &mut Ipam, now: Instant, op: IpamOp) {
+        let (id, waiter) = match op {
+            IpamOp::Allocate { id, subnet, answer } => {
+                (ipam.allocate(now, id, subnet), Waiter::Assigned(answer))
             }
-            IpamOp::Release { id, addr } => {
-                let held: Vec<Ipv4Addr> = ipam
-                    .allocations()
-                    .into_iter()
-                    .find(|(c, _)| *c == id)
-                    .map(|(_, a)| a)
-                    .unwrap_or_default();
-                match addr {
-                    Some(a) => {
-                        let list = held.into_iter().filter(|h| *h == a).collect();
-                        (ipam.release(now, id, a), Ctx::Release(list))
-                    }
-                    None => (ipam.release_all(now, id), Ctx::Release(held)),
-                }
-            }
-            IpamOp::Rmpeer(name) => {
-                let dead = match self.resolve(ipam, &name) {
-                    Ok(p) => p,
-                    Err(e) => {
-                        let _ = reply.send(Err(e));
-                        return;
-                    }
+            IpamOp::Claim {
+                id,
+                addr,
+                prefix,
+                answer,
+            } => (ipam.claim(now, id, addr, prefix), Waiter::Assigned(answer)),
+            IpamOp::Release { id, addr, answer } => {
+                let request = match addr {
+                    Some(a) => ipam.release(now, id, a),
+                    None => ipam.release_all(now, id),
                 };
-                let ips = ipam
-                    .shares()
-                    .iter()
-                    .find(|s| s.peer == dead)
-                    .map_or(0, |s| s.ips);
-                (ipam.rmpeer(now, dead), Ctx::Removed { ips, name })
+                (request, Waiter::Released(answer))
             }
-            IpamOp::Reclaim(dead) => {
-                let ips = ipam
-                    .shares()
-                    .iter()
-                    .find(|s| s.peer == dead)
-                    .map_or(0, |s| s.ips);
-                (ipam.rmpeer(now, dead), Ctx::Reclaimed { ips })
-            }
-            IpamOp::Leave => (ipam.leave(now), Ctx::Left),
+            IpamOp::Rmpeer { name, answer } => match self.resolve(ipam, &name) {
+                Ok(dead) => (ipam.rmpeer(now, dead), Waiter::Removed(answer)),
+                Err(e) => return drop(answer.send(Err(e))),
+            },
+            IpamOp::Reclaim { dead, answer } => (ipam.rmpeer(now, dead), Waiter::Removed(answer)),
+            IpamOp::Leave { answer } => (ipam.leave(now), Waiter::Left(answer)),
         };
-        self.pending.insert(id, (ctx, reply));
+        self.pending.insert(id, waiter);
     }
 
     /// A peer by nickname, short name or full id, among the ring's owners and the
@@ -250,26 +245,33 @@ impl IpamDriver {
     }
 
     fn complete(&mut self, request: RequestId, result: Result<Reply, IpamError>) {
-        let Some((ctx, reply)) = self.pending.remove(&request) else {
+        let Some(waiter) = self.pending.remove(&request) else {
             return;
         };
-        let answer = match (result, ctx) {
-            (Err(e), _) => Err(failure(e)),
-            (Ok(Reply::Allocated(a, cidr)), _) => Ok(IpamAnswer::Addr(a, cidr.prefix)),
-            (Ok(Reply::Claimed(a)), Ctx::Addr(p)) => Ok(IpamAnswer::Addr(a, p.unwrap_or(32))),
-            (Ok(Reply::Released(n)), Ctx::Release(list)) => {
-                Ok(IpamAnswer::Released(list.into_iter().take(n).collect()))
-            }
-            (Ok(Reply::Removed { .. }), Ctx::Removed { ips, name }) => Ok(IpamAnswer::Removed(
-                format!("{ips} IPs taken over from {name}"),
-            )),
-            (Ok(Reply::Removed { heir }), Ctx::Reclaimed { ips }) => {
-                Ok(IpamAnswer::Reclaimed { heir, ips })
-            }
-            (Ok(Reply::Left { heir }), _) => Ok(IpamAnswer::Left(self.name(&heir))),
-            (Ok(other), _) => Ok(IpamAnswer::Removed(format!("{other:?}"))),
+        let reply = match result {
+            Ok(reply) => reply,
+            Err(e) => return waiter.fail(failure(e)),
         };
-        let _ = reply.send(answer);
+        let _ = match (waiter, reply) {
+            (Waiter::Assigned(tx), Reply::Allocated(a, subnet)) => {
+                tx.send(Ok((a, subnet.prefix))).is_ok()
+            }
+            (Waiter::Assigned(tx), Reply::Claimed(a, prefix)) => tx.send(Ok((a, prefix))).is_ok(),
+            (Waiter::Released(tx), Reply::Released(list)) => tx.send(Ok(list)).is_ok(),
+            (Waiter::Removed(tx), Reply::Removed { heir, ips }) => {
+                tx.send(Ok(Removal { heir, ips })).is_ok()
+            }
+            (Waiter::Left(tx), Reply::Left { heir }) => tx.send(Ok(self.name(&heir))).is_ok(),
+            // Each IPAM entry point completes with its own kind of reply; this is a bug.
+            (waiter, reply) => {
+                error!("IPAM request {request:?} completed with {reply:?}, not its kind of reply");
+                waiter.fail(IpamFailure {
+                    status: 500,
+                    message: format!("internal error: IPAM answered {reply:?}"),
+                });
+                false
+            }
+        };
     }
 
     /// `p` as `weft status` names it (short id and nickname, when known).

@@ -174,9 +174,7 @@ impl Owner {
                 return self.handshakes.refused(outbound, reason);
             }
             Input::Report(reply) => return drop(reply.send(self.report())),
-            Input::Ipam { op, reply } => {
-                return self.ipam.request(&mut self.channels.ipam, now, op, reply);
-            }
+            Input::Ipam(op) => return self.ipam.request(&mut self.channels.ipam, now, op),
             Input::IpamPersisted(seq) => return self.channels.ipam.handle_persisted(seq),
             Input::DnsAnswer { name, ips } => return self.dns_answer(now, name, ips),
             Input::PeerKeys(ids) => return self.peer_keys(now, ids),

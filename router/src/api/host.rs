@@ -154,7 +154,7 @@ impl Api {
 /// forever.
 pub async fn reclaim_attached(api: Api) {
     use crate::ipam::ContainerId;
-    use crate::ipam_driver::{IpamAnswer, IpamOp};
+    use crate::ipam_driver::IpamOp;
     const RETRY: std::time::Duration = std::time::Duration::from_secs(2);
     const TRIES: u32 = 30;
     let registry = api.attachments.clone();
@@ -173,19 +173,15 @@ pub async fn reclaim_attached(api: Api) {
             };
             let mut tries = 0;
             loop {
-                let op = IpamOp::Claim {
+                let op = |answer| IpamOp::Claim {
                     id: ContainerId(id.clone()),
                     addr: ip,
                     prefix: a.prefix,
+                    answer,
                 };
                 match api.owner.ipam(op).await {
-                    Some(Ok(IpamAnswer::Addr(..))) => {
+                    Some(Ok(_)) => {
                         claimed += 1;
-                        break;
-                    }
-                    Some(Ok(other)) => {
-                        warn!("claiming {ip} again for {id}: unexpected IPAM answer {other:?}");
-                        failed += 1;
                         break;
                     }
                     Some(Err(e)) if tries + 1 < TRIES => {
@@ -215,24 +211,21 @@ pub async fn reclaim_attached(api: Api) {
 /// `weft expose`: a restarted router finds the address there already.
 pub async fn expose_at_start(api: Api, cidrs: Vec<LinkAddr>) {
     use crate::ipam::ContainerId;
-    use crate::ipam_driver::{IpamAnswer, IpamOp};
+    use crate::ipam_driver::IpamOp;
     const RETRY: std::time::Duration = std::time::Duration::from_secs(2);
     let mut told = false;
     loop {
         let addrs = if cidrs.is_empty() {
-            let op = IpamOp::Allocate {
+            let op = |answer| IpamOp::Allocate {
                 id: ContainerId(host_net::EXPOSE_ID.to_string()),
                 subnet: None,
+                answer,
             };
             match api.owner.ipam(op).await {
-                Some(Ok(IpamAnswer::Addr(ip, prefix))) => vec![LinkAddr {
+                Some(Ok((ip, prefix))) => vec![LinkAddr {
                     ip: ip.into(),
                     prefix,
                 }],
-                Some(Ok(other)) => {
-                    warn!("--expose: unexpected IPAM answer {other:?}");
-                    return;
-                }
                 Some(Err(e)) => {
                     if !std::mem::replace(&mut told, true) {
                         tracing::info!("--expose: waiting for an address from IPAM: {}", e.message);

@@ -9,7 +9,7 @@
 use super::Api;
 use crate::http::{Request, Response};
 use crate::ipam::{Cidr, ContainerId, MAX_CONTAINER_ID_LEN};
-use crate::ipam_driver::{IpamAnswer, IpamFailure, IpamOp};
+use crate::ipam_driver::{Answer, Assigned, IpamFailure, IpamOp};
 use ::api::{AddrAnswer, ErrorBody, IpamBody, IpamList, ReleasedAnswer, RmpeerBody};
 use std::net::Ipv4Addr;
 use std::time::Duration;
@@ -47,45 +47,54 @@ fn parse_body(req: &Request) -> Result<IpamBody, Response> {
     Ok(body)
 }
 
-/// `POST /ipam/allocate`'s body as the operation to run.
-pub(super) fn parse_allocate(req: &Request) -> Result<IpamOp, Response> {
+/// `POST /ipam/allocate`'s body as the operation to run (given its answer channel).
+pub(super) fn parse_allocate(
+    req: &Request,
+) -> Result<impl FnOnce(Answer<Assigned>) -> IpamOp, Response> {
     let body = parse_body(req)?;
     let subnet = match body.subnet.as_deref().map(str::parse::<Cidr>) {
         None => None,
         Some(Ok(c)) => Some(c),
         Some(Err(e)) => return Err(error(400, e.to_string())),
     };
-    Ok(IpamOp::Allocate {
+    Ok(move |answer| IpamOp::Allocate {
         id: ContainerId(body.id),
         subnet,
+        answer,
     })
 }
 
-/// `POST /ipam/claim`'s body as the operation to run.
-pub(super) fn parse_claim(req: &Request) -> Result<IpamOp, Response> {
+/// `POST /ipam/claim`'s body as the operation to run (given its answer channel).
+pub(super) fn parse_claim(
+    req: &Request,
+) -> Result<impl FnOnce(Answer<Assigned>) -> IpamOp, Response> {
     let body = parse_body(req)?;
     let Some(addr) = body.addr.as_deref() else {
         return Err(error(400, "\"addr\" is required: A.B.C.D/len"));
     };
     let (addr, prefix) = parse_addr(addr).map_err(|e| error(400, e))?;
-    Ok(IpamOp::Claim {
+    Ok(move |answer| IpamOp::Claim {
         id: ContainerId(body.id),
         addr,
         prefix: prefix.unwrap_or(32),
+        answer,
     })
 }
 
-/// `POST /ipam/release`'s body as the operation to run.
-pub(super) fn parse_release(req: &Request) -> Result<IpamOp, Response> {
+/// `POST /ipam/release`'s body as the operation to run (given its answer channel).
+pub(super) fn parse_release(
+    req: &Request,
+) -> Result<impl FnOnce(Answer<Vec<Ipv4Addr>>) -> IpamOp, Response> {
     let body = parse_body(req)?;
     let addr = match body.addr.as_deref().map(parse_addr) {
         None => None,
         Some(Ok((a, _))) => Some(a),
         Some(Err(e)) => return Err(error(400, e)),
     };
-    Ok(IpamOp::Release {
+    Ok(move |answer| IpamOp::Release {
         id: ContainerId(body.id),
         addr,
+        answer,
     })
 }
 
@@ -100,7 +109,7 @@ pub(super) fn parse_rmpeer(req: &Request) -> Result<Vec<String>, Response> {
 }
 
 impl Api {
-    async fn run_ipam(&self, op: IpamOp) -> Result<IpamAnswer, Response> {
+    async fn run_ipam<T>(&self, op: impl FnOnce(Answer<T>) -> IpamOp) -> Result<T, Response> {
         match self.owner.ipam(op).await {
             Some(Ok(a)) => Ok(a),
             Some(Err(f)) => Err(fail(f)),
@@ -109,19 +118,17 @@ impl Api {
     }
 
     pub(super) async fn ipam_allocate(&self, req: &Request) -> Response {
-        let op = match parse_allocate(req) {
-            Ok(op) => op,
-            Err(r) => return r,
-        };
-        addr_answer(self.run_ipam(op).await)
+        match parse_allocate(req) {
+            Ok(op) => addr_answer(self.run_ipam(op).await),
+            Err(r) => r,
+        }
     }
 
     pub(super) async fn ipam_claim(&self, req: &Request) -> Response {
-        let op = match parse_claim(req) {
-            Ok(op) => op,
-            Err(r) => return r,
-        };
-        addr_answer(self.run_ipam(op).await)
+        match parse_claim(req) {
+            Ok(op) => addr_answer(self.run_ipam(op).await),
+            Err(r) => r,
+        }
     }
 
     pub(super) async fn ipam_release(&self, req: &Request) -> Response {
@@ -130,13 +137,12 @@ impl Api {
             Err(r) => return r,
         };
         match self.run_ipam(op).await {
-            Ok(IpamAnswer::Released(list)) => Response::json(
+            Ok(list) => Response::json(
                 200,
                 &ReleasedAnswer {
                     released: list.iter().map(|a| a.to_string()).collect(),
                 },
             ),
-            Ok(other) => error(500, format!("unexpected answer {other:?}")),
             Err(r) => r,
         }
     }
@@ -147,13 +153,16 @@ impl Api {
             Err(r) => return r,
         };
         let mut lines = String::new();
-        for peer in peers {
-            match self.run_ipam(IpamOp::Rmpeer(peer)).await {
-                Ok(IpamAnswer::Removed(line)) => {
-                    lines.push_str(&line);
-                    lines.push('\n');
+        for name in peers {
+            let op = |answer| IpamOp::Rmpeer {
+                name: name.clone(),
+                answer,
+            };
+            match self.run_ipam(op).await {
+                // weave's line.
+                Ok(removal) => {
+                    lines.push_str(&format!("{} IPs taken over from {name}\n", removal.ips))
                 }
-                Ok(other) => return error(500, format!("unexpected answer {other:?}")),
                 Err(r) => return r,
             }
         }
@@ -162,9 +171,9 @@ impl Api {
 
     /// `weft reset`: hand our space over, waiting a few seconds at most.
     pub(super) async fn ipam_leave(&self) -> Response {
-        match tokio::time::timeout(Duration::from_secs(5), self.run_ipam(IpamOp::Leave)).await {
-            Ok(Ok(IpamAnswer::Left(heir))) => Response::text(200, format!("{heir}\n")),
-            Ok(Ok(other)) => error(500, format!("unexpected answer {other:?}")),
+        let op = |answer| IpamOp::Leave { answer };
+        match tokio::time::timeout(Duration::from_secs(5), self.run_ipam(op)).await {
+            Ok(Ok(heir)) => Response::text(200, format!("{heir}\n")),
             Ok(Err(r)) => r,
             Err(_) => error(503, "no peer took this router's space within 5 s"),
         }
@@ -186,15 +195,14 @@ impl Api {
     }
 }
 
-fn addr_answer(r: Result<IpamAnswer, Response>) -> Response {
+fn addr_answer(r: Result<Assigned, Response>) -> Response {
     match r {
-        Ok(IpamAnswer::Addr(a, len)) => Response::json(
+        Ok((a, len)) => Response::json(
             200,
             &AddrAnswer {
                 addr: format!("{a}/{len}"),
             },
         ),
-        Ok(other) => error(500, format!("unexpected answer {other:?}")),
         Err(r) => r,
     }
 }

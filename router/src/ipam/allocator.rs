@@ -42,9 +42,11 @@ pub(super) enum PendingKind {
     Claim {
         container: ContainerId,
         addr: u64,
+        prefix: u8,
     },
     Remove {
         dead: PeerId,
+        ips: u64,
     },
 }
 
@@ -329,7 +331,7 @@ impl Ipam {
         for id in expired {
             if let Some(p) = self.pending.remove(&id) {
                 let reason = self.waiting_reason(&p.kind);
-                if let PendingKind::Remove { dead } = p.kind {
+                if let PendingKind::Remove { dead, .. } = p.kind {
                     self.proposals.remove(&dead);
                 }
                 self.stats.timeouts += 1;

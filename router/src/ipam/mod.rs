@@ -129,19 +129,22 @@ impl IpamConfig {
     }
 }
 
-/// What a request achieved.
+/// What a request achieved: everything its caller reports, so no caller keeps a side
+/// table of what it asked.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub enum Reply {
-    /// The container's address (new, or the one it already had).
+    /// The container's address (new, or the one it already had) in its subnet.
     Allocated(Ipv4Addr, Cidr),
-    /// The claimed address is the container's.
-    Claimed(Ipv4Addr),
-    /// This many addresses were released.
-    Released(usize),
+    /// The claimed address is the container's; the prefix length the claim gave.
+    Claimed(Ipv4Addr, u8),
+    /// The addresses released (none when the container held none of them).
+    Released(Vec<Ipv4Addr>),
     /// The dead peer's space went to `heir` (`None`: it owned nothing any more).
     Removed {
         /// The heir.
         heir: Option<PeerId>,
+        /// The addresses the dead peer owned when `rmpeer` started.
+        ips: u64,
     },
     /// All our space was handed to `heir`; the router may exit.
     Left {

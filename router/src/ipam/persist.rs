@@ -106,7 +106,7 @@ fn exercise_restored(mut ipam: super::Ipam, now: std::time::Instant) {
     use super::IpamOutput;
     let c = |s: &str| ContainerId(s.into());
     ipam.allocate(now, c("fuzz-a"), None);
-    ipam.claim(now, c("fuzz-b"), std::net::Ipv4Addr::new(10, 32, 0, 7));
+    ipam.claim(now, c("fuzz-b"), std::net::Ipv4Addr::new(10, 32, 0, 7), 12);
     ipam.release(now, c("fuzz-b"), std::net::Ipv4Addr::new(10, 32, 0, 7));
     ipam.release_all(now, c("fuzz-a"));
     ipam.handle_timeout(now + std::time::Duration::from_secs(120));

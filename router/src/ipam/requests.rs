@@ -29,8 +29,15 @@ impl Ipam {
         id
     }
 
-    /// Claims `addr` for `container` (fails if another container or peer holds it).
-    pub fn claim(&mut self, now: Instant, container: ContainerId, addr: Ipv4Addr) -> RequestId {
+    /// Claims `addr` for `container` (fails if another container or peer holds it); the
+    /// reply gives `prefix` back with the address.
+    pub fn claim(
+        &mut self,
+        now: Instant,
+        container: ContainerId,
+        addr: Ipv4Addr,
+        prefix: u8,
+    ) -> RequestId {
         let id = self.new_request(now);
         let a = from_ip(addr);
         let single = AddrRange {
@@ -41,15 +48,23 @@ impl Ipam {
             self.complete(id, Err(e));
             return id;
         }
-        self.wait(id, PendingKind::Claim { container, addr: a });
+        self.wait(
+            id,
+            PendingKind::Claim {
+                container,
+                addr: a,
+                prefix,
+            },
+        );
         id
     }
 
     /// Releases `addr` of `container` (releasing what it does not hold is not an error).
     pub fn release(&mut self, now: Instant, container: ContainerId, addr: Ipv4Addr) -> RequestId {
         let id = self.new_request(now);
-        let n = usize::from(self.free_addr(&container, from_ip(addr)));
-        self.complete(id, Ok(Reply::Released(n)));
+        let freed = self.free_addr(&container, from_ip(addr));
+        let released = if freed { vec![addr] } else { Vec::new() };
+        self.complete(id, Ok(Reply::Released(released)));
         id
     }
 
@@ -61,11 +76,12 @@ impl Ipam {
             .get(&container)
             .map(|s| s.iter().copied().collect())
             .unwrap_or_default();
-        let n = addrs
-            .iter()
-            .filter(|a| self.free_addr(&container, **a))
-            .count();
-        self.complete(id, Ok(Reply::Released(n)));
+        let released = addrs
+            .into_iter()
+            .filter(|a| self.free_addr(&container, *a))
+            .map(to_ip)
+            .collect();
+        self.complete(id, Ok(Reply::Released(released)));
         id
     }
 
@@ -104,7 +120,11 @@ impl Ipam {
                 PendingKind::Allocate { container, subnet } => {
                     self.try_allocate(&container, subnet)
                 }
-                PendingKind::Claim { container, addr } => self.try_claim(&container, addr),
+                PendingKind::Claim {
+                    container,
+                    addr,
+                    prefix,
+                } => self.try_claim(&container, addr, prefix),
                 PendingKind::Remove { .. } => None,
             };
             if let Some(result) = result {
@@ -145,10 +165,11 @@ impl Ipam {
         &mut self,
         c: &ContainerId,
         a: u64,
+        prefix: u8,
     ) -> Option<Result<Reply, IpamError>> {
         if let Some(holder) = self.by_addr.get(&a) {
             return Some(if holder == c {
-                Ok(Reply::Claimed(to_ip(a)))
+                Ok(Reply::Claimed(to_ip(a), prefix))
             } else {
                 Err(IpamError::InUse(to_ip(a), holder.clone()))
             });
@@ -158,7 +179,7 @@ impl Ipam {
             return Some(Err(IpamError::OwnedElsewhere(to_ip(a), owner)));
         }
         self.record(c, a);
-        Some(Ok(Reply::Claimed(to_ip(a))))
+        Some(Ok(Reply::Claimed(to_ip(a), prefix)))
     }
 
     pub(super) fn record(&mut self, c: &ContainerId, a: u64) {
@@ -237,7 +258,7 @@ impl Ipam {
             };
         };
         match kind {
-            PendingKind::Remove { dead } => match self.proposals.get(dead) {
+            PendingKind::Remove { dead, .. } => match self.proposals.get(dead) {
                 Some((p, _, _)) => format!(
                     "rmpeer {dead}: {} of the {} votes needed (a majority of the ring's {} seed \
                      peers other than {dead}); bring more of them back",

@@ -129,10 +129,12 @@ impl Ipam {
                     PendingKind::Allocate { container, subnet } => {
                         format!("allocate {container} in {subnet}")
                     }
-                    PendingKind::Claim { container, addr } => {
+                    PendingKind::Claim {
+                        container, addr, ..
+                    } => {
                         format!("claim {} for {container}", super::addr::to_ip(*addr))
                     }
-                    PendingKind::Remove { dead } => format!("rmpeer {dead}"),
+                    PendingKind::Remove { dead, .. } => format!("rmpeer {dead}"),
                 },
                 waiting_for: self.waiting_reason(&p.kind),
                 deadline: p.deadline,

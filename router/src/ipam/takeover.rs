@@ -250,15 +250,15 @@ impl Ipam {
             self.complete(id, Err(e));
             return id;
         }
-        let ring = self
-            .ring
-            .as_ref()
-            .map(|r| (r.owned_by(&dead).is_empty(), r.seeds().to_vec()));
-        let Some((owns_nothing, seeds)) = ring else {
+        let ring = self.ring.as_ref().map(|r| {
+            let ips = r.shares().get(&dead).copied().unwrap_or(0);
+            (r.owned_by(&dead).is_empty(), ips, r.seeds().to_vec())
+        });
+        let Some((owns_nothing, ips, seeds)) = ring else {
             return id;
         };
         if owns_nothing {
-            self.complete(id, Ok(Reply::Removed { heir: None }));
+            self.complete(id, Ok(Reply::Removed { heir: None, ips }));
             return id;
         }
         let round = self
@@ -271,7 +271,7 @@ impl Ipam {
         let resend = now + self.config.donation_retry;
         self.proposals.insert(dead, (proposal, id, resend));
         let deadline = now + self.config.request_timeout;
-        let kind = PendingKind::Remove { dead };
+        let kind = PendingKind::Remove { dead, ips };
         self.pending.insert(id, Pending { kind, deadline });
         self.send_to_voters(dead, first);
         id
@@ -357,7 +357,7 @@ impl Ipam {
                             let give_up = self.now + self.config.request_timeout * 6;
                             self.heir_notices.insert(dead, (heir, retry, give_up));
                         }
-                        self.end_proposal(dead, Ok(Reply::Removed { heir: Some(heir) }));
+                        self.end_proposal(dead, Ok(heir));
                     }
                     None => {}
                 }
@@ -365,9 +365,17 @@ impl Ipam {
         }
     }
 
-    pub(super) fn end_proposal(&mut self, dead: PeerId, result: Result<Reply, IpamError>) {
+    /// Ends the `rmpeer` of `dead`: `heir` chosen, or why not.
+    pub(super) fn end_proposal(&mut self, dead: PeerId, heir: Result<PeerId, IpamError>) {
         if let Some((_, id, _)) = self.proposals.remove(&dead) {
-            self.pending.remove(&id);
+            let ips = match self.pending.remove(&id).map(|p| p.kind) {
+                Some(PendingKind::Remove { ips, .. }) => ips,
+                _ => 0,
+            };
+            let result = heir.map(|heir| Reply::Removed {
+                heir: Some(heir),
+                ips,
+            });
             self.complete(id, result);
         }
     }

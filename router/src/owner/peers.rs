@@ -7,7 +7,7 @@
 use super::Owner;
 use crate::dns_peers::{DnsName, DnsTargets};
 use crate::handle::{Input, LinkCmd};
-use crate::ipam_driver::{IpamAnswer, IpamOp, IpamResult};
+use crate::ipam_driver::{IpamFailure, IpamOp, Removal};
 use crate::reclaim::{Outcome, Reclaim};
 use crate::status::{DnsTarget, ReclaimDone, ReclaimReport, ReclaimWaiting, Report};
 use gossip::mesh::ConnId;
@@ -92,9 +92,9 @@ impl Owner {
         while let Some(dead) = reclaim.poll_due(now, |ip| self.peers.dns.names(ip)) {
             let name = self.ipam.name(&dead);
             info!(peer = %dead, "reclaiming the address space of {name}: unreachable for longer than --reclaim-after and named by no DNS answer");
-            let (tx, rx) = oneshot::channel();
-            self.ipam
-                .request(&mut self.channels.ipam, now, IpamOp::Reclaim(dead), tx);
+            let (answer, rx) = oneshot::channel();
+            let op = IpamOp::Reclaim { dead, answer };
+            self.ipam.request(&mut self.channels.ipam, now, op);
             if let Some(ctx) = self.ctx.upgrade() {
                 let owner = ctx.owner.clone();
                 tokio::spawn(async move {
@@ -112,16 +112,17 @@ impl Owner {
     }
 
     /// A reclaim ended.
-    pub(super) fn reclaimed(&mut self, now: Instant, dead: PeerId, result: IpamResult) {
+    pub(super) fn reclaimed(
+        &mut self,
+        now: Instant,
+        dead: PeerId,
+        result: Result<Removal, IpamFailure>,
+    ) {
         let Some(reclaim) = self.peers.reclaim.as_mut() else {
             return;
         };
         let name = self.ipam.name(&dead);
-        let result = match result {
-            Ok(IpamAnswer::Reclaimed { heir, ips }) => Ok((heir, ips)),
-            Ok(other) => Err(format!("unexpected answer {other:?}")),
-            Err(e) => Err(e.message),
-        };
+        let result = result.map(|r| (r.heir, r.ips)).map_err(|e| e.message);
         match &result {
             Ok((Some(heir), ips)) => {
                 info!(peer = %dead, "reclaimed {name}: {ips} IPs, heir {}", self.ipam.name(heir))

@@ -166,19 +166,27 @@ fn rmpeer_hands_a_dead_peers_space_to_one_heir() {
     let seeds: Vec<_> = (0..5).map(node_id).collect();
     let (mut net, log) = network(21, 5, "10.32.0.0/16", |_| InitMode::Seed(seeds.clone()));
     net.run_for(Duration::from_secs(5));
+    let dead = node_id(4);
+    let share = ipam(net.node(0))
+        .and_then(|x| x.ring().map(|r| r.shares()[&dead]))
+        .expect("a ring");
     net.crash(4);
     net.run_for(Duration::from_secs(10));
-    let dead = node_id(4);
     let r1 = request(&mut net, 0, |x, now| x.rmpeer(now, dead));
     let r2 = request(&mut net, 2, |x, now| x.rmpeer(now, dead));
     let a = await_result(&mut net, &log, 0, r1, Duration::from_secs(20));
     let b = await_result(&mut net, &log, 2, r2, Duration::from_secs(20));
     let heir = |r: &Option<Result<Reply, IpamError>>| match r {
-        Some(Ok(Reply::Removed { heir })) => *heir,
+        Some(Ok(Reply::Removed { heir, .. })) => *heir,
         _ => None,
     };
     let (ha, hb) = (heir(&a), heir(&b));
     assert!(ha.is_some() || hb.is_some(), "{a:?} {b:?}");
+    for r in [&a, &b] {
+        if let Some(Ok(Reply::Removed { ips, .. })) = r {
+            assert_eq!(*ips, share, "the reply names the addresses taken over");
+        }
+    }
     if let (Some(x), Some(y)) = (ha, hb) {
         assert_eq!(x, y, "two heirs");
     }
@@ -211,7 +219,7 @@ fn concurrent_rmpeer_with_two_voters_completes() {
     let a = await_result(&mut net, &log, 0, r1, Duration::from_secs(20));
     let b = await_result(&mut net, &log, 1, r2, Duration::from_secs(20));
     let heir = |r: &Option<Result<Reply, IpamError>>| match r {
-        Some(Ok(Reply::Removed { heir })) => *heir,
+        Some(Ok(Reply::Removed { heir, .. })) => *heir,
         _ => None,
     };
     assert!(heir(&a).is_some() && heir(&a) == heir(&b), "{a:?} {b:?}");
@@ -276,4 +284,41 @@ fn completions_wait_for_the_persist_confirmation() {
         "{text}"
     );
     assert!(Ipam::restore(node_id(1), cfg, &snapshot, now, 0).is_err());
+}
+
+/// Each reply carries what its caller reports (the claim's prefix, the released
+/// addresses), so the driver needs no table of what it asked.
+#[test]
+fn replies_carry_the_claimed_prefix_and_the_released_addresses() {
+    let me = node_id(0);
+    let cfg = ipam_config("10.32.0.0/24", InitMode::Seed(vec![me]));
+    let now = Instant::now();
+    let mut x = Ipam::new(me, cfg, now, 0);
+    let run = |x: &mut Ipam, id| {
+        let mut got = None;
+        while let Some(out) = x.poll_output() {
+            match out {
+                IpamOutput::Persist { seq, .. } => x.handle_persisted(seq),
+                IpamOutput::Completed { request, result } if request == id => got = Some(result),
+                _ => {}
+            }
+        }
+        got
+    };
+    let c = || ContainerId("c".into());
+    let a: std::net::Ipv4Addr = "10.32.0.9".parse().expect("ip");
+    let b: std::net::Ipv4Addr = "10.32.0.10".parse().expect("ip");
+    let id = x.claim(now, c(), a, 24);
+    assert_eq!(run(&mut x, id), Some(Ok(Reply::Claimed(a, 24))));
+    let id = x.claim(now, c(), b, 32);
+    assert_eq!(run(&mut x, id), Some(Ok(Reply::Claimed(b, 32))));
+    let id = x.release(now, c(), "10.32.0.77".parse().expect("ip"));
+    assert_eq!(run(&mut x, id), Some(Ok(Reply::Released(vec![]))));
+    let id = x.release(now, c(), a);
+    assert_eq!(run(&mut x, id), Some(Ok(Reply::Released(vec![a]))));
+    let id = x.claim(now, c(), a, 24);
+    assert_eq!(run(&mut x, id), Some(Ok(Reply::Claimed(a, 24))));
+    let id = x.release_all(now, c());
+    assert_eq!(run(&mut x, id), Some(Ok(Reply::Released(vec![a, b]))));
+    assert!(x.allocations().is_empty());
 }
