@@ -41,6 +41,26 @@ fn seal_open(c: &mut Criterion) {
     group.finish();
 }
 
+/// The sleeve's AEAD (AWS-LC) on the same sizes, beside the `chacha20poly1305` crate.
+fn sleeve_aead(c: &mut Criterion) {
+    use datapath::sleeve::aead::{Cipher, TAG_LEN};
+    let cipher = Cipher::new(&[7u8; 32]);
+    let mut group = c.benchmark_group("sleeve_aead_in_place");
+    for len in [1400usize, 64] {
+        let mut buf = vec![0u8; len + TAG_LEN];
+        group.throughput(Throughput::Bytes(len as u64));
+        group.bench_function(format!("{len}B"), |b| {
+            b.iter(|| {
+                let tag = cipher.seal(0, b"header", &mut buf[..len]);
+                buf[len..].copy_from_slice(&tag);
+                cipher.open(0, b"header", &mut buf).expect("opened");
+                black_box(buf[0])
+            })
+        });
+    }
+    group.finish();
+}
+
 /// The bare AEAD on the same sizes, as a baseline for the codec's own cost.
 fn raw_aead(c: &mut Criterion) {
     use chacha20poly1305::aead::{AeadInPlace, KeyInit};
@@ -118,5 +138,5 @@ fn offload(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, seal_open, raw_aead, offload);
+criterion_group!(benches, seal_open, sleeve_aead, raw_aead, offload);
 criterion_main!(benches);

@@ -29,8 +29,6 @@
 use super::header::{HeaderError, Packet, Repr, HEADER_LEN, TAG_LEN};
 use super::replay::REJECT_AFTER_MESSAGES;
 use super::session::Session;
-use chacha20poly1305::aead::AeadInPlace;
-use chacha20poly1305::{Nonce, Tag};
 use gossip::peer::{PeerId, PEER_ID_LEN};
 use std::time::Instant;
 use thiserror::Error;
@@ -264,12 +262,6 @@ pub const fn datagram_len(inner_len: usize) -> usize {
 }
 
 /// The AEAD nonce for `counter`: four zero bytes, then the counter little-endian.
-fn nonce(counter: u64) -> Nonce {
-    let mut nonce = Nonce::default();
-    nonce[4..].copy_from_slice(&counter.to_le_bytes());
-    nonce
-}
-
 impl Session {
     /// The ends of datagrams this session seals.
     pub fn seal_ends(&self) -> Ends {
@@ -418,10 +410,7 @@ impl Session {
             counter: tx.counter,
         };
         repr.emit(&mut Packet::new_unchecked(&mut *head));
-        let tag = tx
-            .cipher
-            .encrypt_in_place_detached(&nonce(tx.counter), head, body)
-            .map_err(|_| SealError::BufferTooSmall { needed })?;
+        let tag = tx.cipher.seal(tx.counter, head, body);
         tag_out.copy_from_slice(&tag);
         tx.counter += 1;
         Ok(needed)
@@ -454,10 +443,11 @@ impl Session {
             return Err(OpenError::Replay);
         }
         let (head, rest) = datagram.split_at_mut(HEADER_LEN);
-        let (body, tag) = rest.split_at_mut(rest.len() - TAG_LEN);
         key.cipher
-            .decrypt_in_place_detached(&nonce(repr.counter), head, body, Tag::from_slice(tag))
+            .open(repr.counter, head, rest)
             .map_err(|_| OpenError::AuthFailed)?;
+        let body_len = rest.len() - TAG_LEN;
+        let body = &mut rest[..body_len];
         let newest = repr.counter >= key.window.next_expected();
         key.window.mark(repr.counter);
         let epoch = key.epoch;

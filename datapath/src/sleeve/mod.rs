@@ -13,6 +13,7 @@
 //!
 //! Nothing here does I/O or reads the clock; the router passes datagrams and `now` in.
 
+pub mod aead;
 pub mod codec;
 pub mod header;
 pub mod keys;

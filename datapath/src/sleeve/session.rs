@@ -25,11 +25,10 @@
 //! [`SessionConfig::reject_after_time`] has passed since they were made; an expired key
 //! is never used even if [`Session::handle_timeout`] has not run yet.
 
+use super::aead::Cipher;
 use super::keys::{LocalOffer, RekeyError, RekeyOffer, Role};
 use super::replay::ReplayWindow;
 use super::SessionConfig;
-use chacha20poly1305::aead::KeyInit;
-use chacha20poly1305::ChaCha20Poly1305;
 use gossip::peer::PeerId;
 use rand::rngs::OsRng;
 use rand::{CryptoRng, RngCore};
@@ -38,7 +37,7 @@ use zeroize::Zeroizing;
 
 /// A send key: the peer's index for it and our counter under it.
 pub(super) struct TxKey {
-    pub(super) cipher: ChaCha20Poly1305,
+    pub(super) cipher: Cipher,
     pub(super) remote_index: u32,
     pub(super) counter: u64,
     pub(super) created: Instant,
@@ -47,7 +46,7 @@ pub(super) struct TxKey {
 
 /// A receive key: our index for it and its replay window.
 pub(super) struct RxKey {
-    pub(super) cipher: ChaCha20Poly1305,
+    pub(super) cipher: Cipher,
     pub(super) index: u32,
     pub(super) window: ReplayWindow,
     pub(super) created: Instant,
@@ -342,7 +341,7 @@ impl Session {
     ) {
         let (tx_key, rx_key) = keys.for_role(self.role);
         let rx = RxKey {
-            cipher: ChaCha20Poly1305::new((&*rx_key).into()),
+            cipher: Cipher::new(&rx_key),
             index: local_index,
             window: ReplayWindow::new(),
             created: now,
@@ -351,7 +350,7 @@ impl Session {
         self.rx[1] = self.rx[0].take();
         self.rx[0] = Some(rx);
         let tx = TxKey {
-            cipher: ChaCha20Poly1305::new((&*tx_key).into()),
+            cipher: Cipher::new(&tx_key),
             remote_index,
             counter: 0,
             created: now,
