@@ -27,16 +27,16 @@
 //! proves to the initiator that the responder knew the secret (msg2 does not depend on
 //! it). So the responder answers a valid msg3 with one empty transport record, and the
 //! initiator's handshake finishes only once that record authenticates. Until then there
-//! is no [`Link`] on the initiator side, so it cannot send application data to an
+//! is no [`RecordLayer`] on the initiator side, so it cannot send application data to an
 //! impersonator. The responder may send right after its confirm record.
 //!
 //! [`Handshake::handle_input`] stops consuming exactly where the handshake ends; whatever
-//! follows in the stream belongs to the [`Link`].
+//! follows in the stream belongs to the [`RecordLayer`].
 
 use crate::identity::{Identity, KEY_LEN};
-use crate::link::{Link, Record, RECORD_HEADER_LEN, TAG_LEN};
 use crate::peer::PeerId;
 use crate::psk::Psk;
+use crate::record_layer::{Record, RecordLayer, RECORD_HEADER_LEN, TAG_LEN};
 use snow::{HandshakeState, StatelessTransportState};
 use std::time::{Duration, Instant};
 use zeroize::Zeroizing;
@@ -125,7 +125,7 @@ pub enum Stage {
 #[derive(Debug)]
 pub struct Established {
     /// The record layer for everything that follows.
-    pub link: Link,
+    pub records: RecordLayer,
     /// The remote's peer id, derived from its static key.
     pub remote_id: PeerId,
     /// The remote's static public key.
@@ -277,7 +277,7 @@ impl Handshake {
     }
 
     /// Consumes bytes read from the connection and returns how many were used. It stops
-    /// exactly at the end of the handshake: unused bytes belong to the [`Link`].
+    /// exactly at the end of the handshake: unused bytes belong to the [`RecordLayer`].
     pub fn handle_input(&mut self, data: &[u8]) -> Result<usize, HandshakeError> {
         if self.stage == Stage::Failed {
             return Err(HandshakeError::Aborted);
@@ -324,7 +324,7 @@ impl Handshake {
             Role::Responder => (1, 0),
         };
         Ok(Established {
-            link: Link::new(transport, send, recv),
+            records: RecordLayer::new(transport, send, recv),
             remote_id: PeerId::from_public_key(&self.remote_static),
             remote_static: self.remote_static,
             handshake_hash: self.handshake_hash,

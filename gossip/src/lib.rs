@@ -10,7 +10,7 @@
 //! - [`identity`]: the static X25519 key in the data dir.
 //! - [`psk`]: the network secret stretched with Argon2id.
 //! - [`handshake`]: version header + `Noise_XXpsk3_25519_ChaChaPoly_BLAKE2s`, sans-IO.
-//! - [`link`]: the length-framed, encrypted record layer after the handshake.
+//! - [`record_layer`]: the length-framed, encrypted record layer after the handshake.
 //! - [`ratelimit`]: pre-authentication token buckets and pending caps; [`budget`]: the
 //!   per-link budget of gossip bytes per second.
 //! - [`codec`]: the one place that serializes (bincode).
@@ -35,7 +35,6 @@ pub mod connection_maker;
 pub mod crdt;
 pub mod handshake;
 pub mod identity;
-pub mod link;
 pub mod mesh;
 pub mod message;
 pub mod node;
@@ -43,6 +42,7 @@ pub mod peer;
 pub mod peer_keys;
 pub mod psk;
 pub mod ratelimit;
+pub mod record_layer;
 pub mod routes;
 #[cfg(any(test, feature = "sim"))]
 pub mod sim;

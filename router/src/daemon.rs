@@ -8,11 +8,11 @@
 use crate::api::{self, Api};
 use crate::attachments::Attachments;
 use crate::config::{self, Config, Security};
+use crate::control_links::LinkContext;
 use crate::dataplane;
 use crate::fastdp::{Availability, FastdpHandle};
 use crate::ipam::allocator::RestoreError;
 use crate::ipam::{Ipam, IpamConfig};
-use crate::links::LinkContext;
 use crate::listener;
 use crate::mtu::OverlayMtu;
 use crate::neighbours::Neighbours;

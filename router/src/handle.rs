@@ -100,7 +100,7 @@ pub enum Input {
 /// The most inputs waiting in the link queue (link ups, messages, link downs).
 pub const OWNER_LINK_QUEUE: usize = 1024;
 /// The most message bytes waiting in the link queue: 16 of the largest messages
-/// (`gossip::link::MAX_MESSAGE_LEN`), or thousands of usual ones.
+/// (`gossip::record_layer::MAX_MESSAGE_LEN`), or thousands of usual ones.
 pub const OWNER_QUEUE_BYTES: usize = 16 << 20;
 
 /// An input from a link, with the share of [`OWNER_QUEUE_BYTES`] it holds until the

@@ -5,9 +5,9 @@
 //! runs. The handshake task gives its slot back through a channel when it ends, however
 //! it ends, so the count of pending handshakes stays exact.
 
+use crate::control_links::{self, LinkContext};
 use crate::handle::Input;
 use crate::handshakes::RefusedReason;
-use crate::links::{self, LinkContext};
 use gossip::ratelimit::{Admission, PreAuthLimiter};
 use std::sync::Arc;
 use std::time::Instant;
@@ -45,7 +45,7 @@ pub async fn run(listener: TcpListener, ctx: Arc<LinkContext>) {
                     }
                 };
                 let slot = PendingSlot { admission: Some(admission), done: done_tx.clone() };
-                tokio::spawn(links::accept(ctx.clone(), stream, remote, slot));
+                tokio::spawn(control_links::accept(ctx.clone(), stream, remote, slot));
             }
             Some(admission) = done_rx.recv() => limiter.release(admission),
         }

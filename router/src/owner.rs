@@ -13,13 +13,13 @@ mod peers;
 mod relay;
 
 use crate::channels::RouterChannels;
+use crate::control_links::{self, LinkContext};
 use crate::dataplane::DataplaneHandle;
 use crate::fastdp::{Event as FpEvent, FastdpHandle};
 use crate::handshakes::HandshakeStats;
 use crate::inbound::InboundLinks;
 use crate::ipam::Ipam;
 use crate::ipam_driver::IpamDriver;
-use crate::links::{self, LinkContext};
 use crate::neighbours::{self, Neighbours};
 use crate::report::{self, RouterInfo};
 use crate::status::Report;
@@ -208,7 +208,7 @@ impl Owner {
                     } => self.close(conn, peer, addr, reason),
                     Output::Dial(target) => {
                         if let Some(ctx) = self.ctx.upgrade() {
-                            tokio::spawn(links::dial(ctx, target));
+                            tokio::spawn(control_links::dial(ctx, target));
                         }
                     }
                     Output::Event(Event::Mesh(event)) => {
@@ -222,7 +222,7 @@ impl Owner {
                         );
                         self.mesh_event(event);
                     }
-                    Output::Event(event) => links::log_down(&event),
+                    Output::Event(event) => control_links::log_down(&event),
                 }
             }
             if reachability {

@@ -57,9 +57,9 @@ impl<T: AsRef<[u8]>> Header<T> {
     }
 
     /// Wraps a buffer of at least [`HEADER_LEN`] bytes.
-    pub fn new_checked(buffer: T) -> Result<Header<T>, crate::link::Truncated> {
+    pub fn new_checked(buffer: T) -> Result<Header<T>, crate::record_layer::Truncated> {
         if buffer.as_ref().len() < HEADER_LEN {
-            return Err(crate::link::Truncated);
+            return Err(crate::record_layer::Truncated);
         }
         Ok(Header { buffer })
     }

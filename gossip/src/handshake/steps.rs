@@ -10,7 +10,7 @@ use super::{
     HEADER_LEN, NOISE_NO_ENCRYPTION, NOISE_SECRET, PROLOGUE_LABEL,
 };
 use crate::identity::{is_low_order, KEY_LEN};
-use crate::link::RECORD_HEADER_LEN;
+use crate::record_layer::RECORD_HEADER_LEN;
 use snow::HandshakeState;
 use std::ops::Range;
 

@@ -68,12 +68,12 @@ fn completes_in_both_modes_and_carries_messages() {
         let mut big = vec![0u8; 1 << 20];
         StdRng::seed_from_u64(5).fill_bytes(&mut big);
         for message in [&b"ping"[..], &[], &big] {
-            let wire = i.link.seal(message).expect("seal");
-            r.link.open(&wire).expect("open");
-            assert_eq!(r.link.poll_message().as_deref(), Some(message));
-            let wire = r.link.seal(message).expect("seal");
-            i.link.open(&wire).expect("open");
-            assert_eq!(i.link.poll_message().as_deref(), Some(message));
+            let wire = i.records.seal(message).expect("seal");
+            r.records.open(&wire).expect("open");
+            assert_eq!(r.records.poll_message().as_deref(), Some(message));
+            let wire = r.records.seal(message).expect("seal");
+            i.records.open(&wire).expect("open");
+            assert_eq!(i.records.poll_message().as_deref(), Some(message));
         }
     }
 }
@@ -288,12 +288,17 @@ fn stops_exactly_at_the_end_of_the_handshake() {
     assert_eq!(resp.handle_input(&msg3).expect("msg3"), msg3.len() - 8);
     let mut confirm = resp.poll_transmit().expect("confirm");
     let mut r = resp.finish().expect("responder finished");
-    confirm.extend(r.link.seal(b"first record").expect("seal"));
+    confirm.extend(r.records.seal(b"first record").expect("seal"));
     let used = init.handle_input(&confirm).expect("confirm");
     assert_eq!(used, 2 + CONFIRM_LEN);
     let mut i = init.finish().expect("initiator finished");
-    i.link.open(&confirm[used..]).expect("rest is the link's");
-    assert_eq!(i.link.poll_message().as_deref(), Some(&b"first record"[..]));
+    i.records
+        .open(&confirm[used..])
+        .expect("rest is the link's");
+    assert_eq!(
+        i.records.poll_message().as_deref(),
+        Some(&b"first record"[..])
+    );
 }
 
 /// T36: a huge declared length is refused after the two length bytes.

@@ -3,9 +3,9 @@
 //! TCP fallback uses, and closing.
 
 use super::Owner;
+use crate::control_links;
 use crate::handle::LinkCmd;
 use crate::handshakes::RefusedReason;
-use crate::links;
 use gossip::mesh::{CloseReason, ConnId};
 use gossip::node::{Input as NodeInput, LinkUp};
 use gossip::peer::PeerId;
@@ -84,7 +84,7 @@ impl Owner {
         self.data_links.remove(&conn);
         self.inbound.gone(conn);
         if let Some(tx) = self.links.remove(&conn) {
-            links::log_close(conn, peer, addr, &reason);
+            control_links::log_close(conn, peer, addr, &reason);
             let _ = tx.try_send(LinkCmd::Close(reason.to_string()));
         }
     }

@@ -17,10 +17,10 @@
 //! The keys come from the Noise handshake, one per direction. Nonces are implicit: each
 //! direction counts its records from 0, and the receiver must see exactly the next count.
 //! A flipped bit, a dropped record or a reordered record therefore fails authentication
-//! ([`LinkError::Tampered`]); TCP does not lose or reorder on its own, so the only right
+//! ([`RecordError::Tampered`]); TCP does not lose or reorder on its own, so the only right
 //! reaction is to close the connection. After any error the receiver refuses further input.
 //!
-//! [`Link::split`] gives independent send and receive halves for a driver that reads and
+//! [`RecordLayer::split`] gives independent send and receive halves for a driver that reads and
 //! writes on different tasks. Each half owns its own counter; they share only the
 //! immutable key schedule (`snow::StatelessTransportState`).
 //!
@@ -41,7 +41,7 @@ pub const MAX_RECORD_LEN: usize = 65535;
 pub const TAG_LEN: usize = 16;
 /// Largest message chunk in one record: the record minus tag and flag byte.
 pub const MAX_CHUNK_LEN: usize = MAX_RECORD_LEN - TAG_LEN - 1;
-/// Largest message that [`Link::seal`] sends and [`Link::open`] reassembles: the
+/// Largest message that [`RecordLayer::seal`] sends and [`RecordLayer::open`] reassembles: the
 /// largest message that can decode (its version byte and a body at the codec's cap,
 /// [`crate::message::MAX_MESSAGE_LEN`], 1 MiB). It was 4 MiB: a peer could make each
 /// link buffer 3 MiB that could only be refused once complete.
@@ -133,7 +133,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Record<T> {
 
 /// Why a record could not be sealed or opened. Every receive error means: close the link.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum LinkError {
+pub enum RecordError {
     /// A record failed authentication.
     #[error(
         "a control record failed authentication: the connection was tampered with, or a \
@@ -155,42 +155,42 @@ pub enum LinkError {
 }
 
 /// Both directions of an established control link.
-pub struct Link {
-    sender: LinkSender,
-    receiver: LinkReceiver,
+pub struct RecordLayer {
+    sender: RecordSender,
+    receiver: RecordReceiver,
 }
 
-impl Link {
+impl RecordLayer {
     /// Wraps a finished Noise session. The counters are where the handshake left them
     /// (the key-confirmation record uses number 0 from responder to initiator).
     pub(crate) fn new(
         transport: StatelessTransportState,
         send_nonce: u64,
         recv_nonce: u64,
-    ) -> Link {
+    ) -> RecordLayer {
         let transport = Arc::new(transport);
-        Link {
-            sender: LinkSender {
+        RecordLayer {
+            sender: RecordSender {
                 transport: Arc::clone(&transport),
                 nonce: send_nonce,
             },
-            receiver: LinkReceiver::new(transport, recv_nonce),
+            receiver: RecordReceiver::new(transport, recv_nonce),
         }
     }
 
     /// Encrypts `message` into one or more records, ready to write to the stream.
-    pub fn seal(&mut self, message: &[u8]) -> Result<Vec<u8>, LinkError> {
+    pub fn seal(&mut self, message: &[u8]) -> Result<Vec<u8>, RecordError> {
         self.sender.seal(message)
     }
 
-    /// Like [`Link::seal`], appending to `out`.
-    pub fn seal_into(&mut self, message: &[u8], out: &mut Vec<u8>) -> Result<(), LinkError> {
+    /// Like [`RecordLayer::seal`], appending to `out`.
+    pub fn seal_into(&mut self, message: &[u8], out: &mut Vec<u8>) -> Result<(), RecordError> {
         self.sender.seal_into(message, out)
     }
 
     /// Feeds bytes read from the stream; complete messages become available from
-    /// [`Link::poll_message`].
-    pub fn open(&mut self, data: &[u8]) -> Result<(), LinkError> {
+    /// [`RecordLayer::poll_message`].
+    pub fn open(&mut self, data: &[u8]) -> Result<(), RecordError> {
         self.receiver.open(data)
     }
 
@@ -201,40 +201,43 @@ impl Link {
     }
 
     /// Splits into halves that can live on different tasks.
-    pub fn split(self) -> (LinkSender, LinkReceiver) {
+    pub fn split(self) -> (RecordSender, RecordReceiver) {
         (self.sender, self.receiver)
     }
 
     /// A second copy of this link with the same keys and counters (fuzzing only).
-    pub(crate) fn duplicate(&self) -> Link {
-        Link {
-            sender: LinkSender {
+    pub(crate) fn duplicate(&self) -> RecordLayer {
+        RecordLayer {
+            sender: RecordSender {
                 transport: Arc::clone(&self.sender.transport),
                 nonce: self.sender.nonce,
             },
-            receiver: LinkReceiver::new(Arc::clone(&self.receiver.transport), self.receiver.nonce),
+            receiver: RecordReceiver::new(
+                Arc::clone(&self.receiver.transport),
+                self.receiver.nonce,
+            ),
         }
     }
 }
 
-impl fmt::Debug for Link {
+impl fmt::Debug for RecordLayer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Link")
+        f.debug_struct("RecordLayer")
             .field("sender", &self.sender)
             .field("receiver", &self.receiver)
             .finish()
     }
 }
 
-/// The sending half of a [`Link`].
-pub struct LinkSender {
+/// The sending half of a [`RecordLayer`].
+pub struct RecordSender {
     transport: Arc<StatelessTransportState>,
     nonce: u64,
 }
 
-impl LinkSender {
+impl RecordSender {
     /// Encrypts `message` into one or more records.
-    pub fn seal(&mut self, message: &[u8]) -> Result<Vec<u8>, LinkError> {
+    pub fn seal(&mut self, message: &[u8]) -> Result<Vec<u8>, RecordError> {
         let records = message.len().div_ceil(MAX_CHUNK_LEN).max(1);
         let mut out =
             Vec::with_capacity(message.len() + records * (RECORD_HEADER_LEN + TAG_LEN + 1));
@@ -243,9 +246,9 @@ impl LinkSender {
     }
 
     /// Encrypts `message` into one or more records appended to `out`.
-    pub fn seal_into(&mut self, message: &[u8], out: &mut Vec<u8>) -> Result<(), LinkError> {
+    pub fn seal_into(&mut self, message: &[u8], out: &mut Vec<u8>) -> Result<(), RecordError> {
         if message.len() > MAX_MESSAGE_LEN {
-            return Err(LinkError::MessageTooLarge);
+            return Err(RecordError::MessageTooLarge);
         }
         let mut plain = Vec::with_capacity(1 + message.len().min(MAX_CHUNK_LEN));
         let mut chunks = message.chunks(MAX_CHUNK_LEN).peekable();
@@ -267,36 +270,40 @@ impl LinkSender {
     }
 
     /// Encrypts one record's plaintext (which may be empty) and appends the record.
-    pub(crate) fn seal_record(&mut self, plain: &[u8], out: &mut Vec<u8>) -> Result<(), LinkError> {
+    pub(crate) fn seal_record(
+        &mut self,
+        plain: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), RecordError> {
         // u64::MAX is reserved by Noise; refuse before snow would.
         if self.nonce == u64::MAX {
-            return Err(LinkError::Exhausted);
+            return Err(RecordError::Exhausted);
         }
         let body_len = plain.len() + TAG_LEN;
-        let wire_len = u16::try_from(body_len).map_err(|_| LinkError::MessageTooLarge)?;
+        let wire_len = u16::try_from(body_len).map_err(|_| RecordError::MessageTooLarge)?;
         out.extend_from_slice(&wire_len.to_be_bytes());
         let start = out.len();
         out.resize(start + body_len, 0);
         let written = self
             .transport
             .write_message(self.nonce, plain, &mut out[start..])
-            .map_err(|_| LinkError::Exhausted)?;
+            .map_err(|_| RecordError::Exhausted)?;
         debug_assert_eq!(written, body_len);
         self.nonce += 1;
         Ok(())
     }
 }
 
-impl fmt::Debug for LinkSender {
+impl fmt::Debug for RecordSender {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("LinkSender")
+        f.debug_struct("RecordSender")
             .field("records_sent", &self.nonce)
             .finish()
     }
 }
 
-/// The receiving half of a [`Link`].
-pub struct LinkReceiver {
+/// The receiving half of a [`RecordLayer`].
+pub struct RecordReceiver {
     transport: Arc<StatelessTransportState>,
     nonce: u64,
     /// Bytes of a record whose end has not arrived yet (at most one record).
@@ -309,9 +316,9 @@ pub struct LinkReceiver {
     failed: bool,
 }
 
-impl LinkReceiver {
-    fn new(transport: Arc<StatelessTransportState>, nonce: u64) -> LinkReceiver {
-        LinkReceiver {
+impl RecordReceiver {
+    fn new(transport: Arc<StatelessTransportState>, nonce: u64) -> RecordReceiver {
+        RecordReceiver {
             transport,
             nonce,
             partial: Vec::new(),
@@ -323,9 +330,9 @@ impl LinkReceiver {
     }
 
     /// Feeds bytes read from the stream. On error the link is dead: close it.
-    pub fn open(&mut self, data: &[u8]) -> Result<(), LinkError> {
+    pub fn open(&mut self, data: &[u8]) -> Result<(), RecordError> {
         if self.failed {
-            return Err(LinkError::Closed);
+            return Err(RecordError::Closed);
         }
         let result = self.open_inner(data);
         if result.is_err() {
@@ -347,7 +354,7 @@ impl LinkReceiver {
         self.partial.len() + self.assembling.len()
     }
 
-    fn open_inner(&mut self, mut rest: &[u8]) -> Result<(), LinkError> {
+    fn open_inner(&mut self, mut rest: &[u8]) -> Result<(), RecordError> {
         while !rest.is_empty() {
             if self.partial.is_empty() {
                 // Fast path: whole records straight from the caller's buffer.
@@ -386,27 +393,27 @@ impl LinkReceiver {
         Ok(())
     }
 
-    fn open_record(&mut self, ciphertext: &[u8]) -> Result<(), LinkError> {
+    fn open_record(&mut self, ciphertext: &[u8]) -> Result<(), RecordError> {
         if ciphertext.len() < TAG_LEN {
-            return Err(LinkError::Tampered);
+            return Err(RecordError::Tampered);
         }
         if self.nonce == u64::MAX {
-            return Err(LinkError::Exhausted);
+            return Err(RecordError::Exhausted);
         }
         self.plain.resize(ciphertext.len() - TAG_LEN, 0);
         let n = self
             .transport
             .read_message(self.nonce, ciphertext, &mut self.plain)
-            .map_err(|_| LinkError::Tampered)?;
+            .map_err(|_| RecordError::Tampered)?;
         self.nonce += 1;
         let Some((&flags, chunk)) = self.plain[..n].split_first() else {
-            return Err(LinkError::Malformed("record without a flag byte"));
+            return Err(RecordError::Malformed("record without a flag byte"));
         };
         if flags & !FLAG_MORE != 0 {
-            return Err(LinkError::Malformed("unknown flag bits"));
+            return Err(RecordError::Malformed("unknown flag bits"));
         }
         if self.assembling.len() + chunk.len() > MAX_MESSAGE_LEN {
-            return Err(LinkError::MessageTooLarge);
+            return Err(RecordError::MessageTooLarge);
         }
         self.assembling.extend_from_slice(chunk);
         if flags & FLAG_MORE == 0 {
@@ -416,9 +423,9 @@ impl LinkReceiver {
     }
 }
 
-impl fmt::Debug for LinkReceiver {
+impl fmt::Debug for RecordReceiver {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("LinkReceiver")
+        f.debug_struct("RecordReceiver")
             .field("records_received", &self.nonce)
             .field("buffered", &self.buffered_len())
             .field("failed", &self.failed)
@@ -433,11 +440,12 @@ impl fmt::Debug for LinkReceiver {
 /// which bit 1 flips one data-chosen bit. The stream is fed in data-derived pieces.
 /// Genuine, untampered streams must round-trip exactly; nothing may panic.
 #[doc(hidden)]
-pub fn fuzz_link_open(data: &[u8]) {
-    static PAIR: std::sync::OnceLock<Option<(Link, Link)>> = std::sync::OnceLock::new();
+pub fn fuzz_record_open(data: &[u8]) {
+    static PAIR: std::sync::OnceLock<Option<(RecordLayer, RecordLayer)>> =
+        std::sync::OnceLock::new();
     let pair = PAIR.get_or_init(|| {
         let psk = crate::psk::Psk::from_bytes([0x42; 32]);
-        crate::handshake::in_memory_pair(Some(&psk)).map(|(i, r)| (i.link, r.link))
+        crate::handshake::in_memory_pair(Some(&psk)).map(|(i, r)| (i.records, r.records))
     });
     let (Some((initiator, responder)), Some((&control, rest))) = (pair, data.split_first()) else {
         return;
@@ -478,7 +486,7 @@ pub fn fuzz_link_open(data: &[u8]) {
         let end = stream.len().min(pos + step);
         if rx.open(&stream[pos..end]).is_err() {
             failed = true;
-            assert_eq!(rx.open(&[0]), Err(LinkError::Closed));
+            assert_eq!(rx.open(&[0]), Err(RecordError::Closed));
             break;
         }
         assert!(rx.receiver.partial.len() <= RECORD_HEADER_LEN + MAX_RECORD_LEN);
@@ -502,13 +510,13 @@ mod tests {
     use rand::rngs::StdRng;
     use rand::{Rng, RngCore, SeedableRng};
 
-    fn links() -> (Link, Link) {
+    fn links() -> (RecordLayer, RecordLayer) {
         let psk = Psk::from_bytes([9; 32]);
         let (i, r) = in_memory_pair(Some(&psk)).expect("handshake");
-        (i.link, r.link)
+        (i.records, r.records)
     }
 
-    fn roundtrip(tx: &mut Link, rx: &mut Link, message: &[u8]) {
+    fn roundtrip(tx: &mut RecordLayer, rx: &mut RecordLayer, message: &[u8]) {
         let wire = tx.seal(message).expect("seal");
         rx.open(&wire).expect("open");
         assert_eq!(rx.poll_message().as_deref(), Some(message));
@@ -591,11 +599,15 @@ mod tests {
         let first = a.seal(b"first").expect("seal");
         let second = a.seal(b"second").expect("seal");
         let mut rx = b.duplicate();
-        assert_eq!(rx.open(&second), Err(LinkError::Tampered), "first dropped");
-        assert_eq!(rx.open(&first), Err(LinkError::Closed));
+        assert_eq!(
+            rx.open(&second),
+            Err(RecordError::Tampered),
+            "first dropped"
+        );
+        assert_eq!(rx.open(&first), Err(RecordError::Closed));
         let mut rx = b.duplicate();
         rx.open(&first).expect("first");
-        assert_eq!(rx.open(&first), Err(LinkError::Tampered), "replayed");
+        assert_eq!(rx.open(&first), Err(RecordError::Tampered), "replayed");
         let mut rx = b.duplicate();
         rx.open(&first).expect("first");
         rx.open(&second).expect("second in order");
@@ -612,14 +624,14 @@ mod tests {
         b.open(&wire).expect("and reassembled");
         assert_eq!(b.poll_message().map(|m| m.len()), Some(MAX_MESSAGE_LEN));
         let over = vec![7u8; MAX_MESSAGE_LEN + 1];
-        assert_eq!(a.seal(&over), Err(LinkError::MessageTooLarge));
+        assert_eq!(a.seal(&over), Err(RecordError::MessageTooLarge));
     }
 
     #[test]
     fn oversized_messages_are_refused() {
         let (mut a, mut b) = links();
         let too_big = vec![0u8; MAX_MESSAGE_LEN + 1];
-        assert_eq!(a.seal(&too_big), Err(LinkError::MessageTooLarge));
+        assert_eq!(a.seal(&too_big), Err(RecordError::MessageTooLarge));
         // A peer that keeps setting "more" must hit the reassembly cap.
         let chunk = vec![0u8; MAX_CHUNK_LEN];
         let mut plain = vec![FLAG_MORE];
@@ -633,7 +645,7 @@ mod tests {
                 break;
             }
         }
-        assert_eq!(result, Err(LinkError::MessageTooLarge));
+        assert_eq!(result, Err(RecordError::MessageTooLarge));
         assert!(
             b.receiver.buffered_len() == 0,
             "buffers are dropped after an error"
@@ -647,7 +659,7 @@ mod tests {
             let mut wire = Vec::new();
             a.sender.seal_record(plain, &mut wire).expect("seal");
             assert!(
-                matches!(b.open(&wire), Err(LinkError::Malformed(_))),
+                matches!(b.open(&wire), Err(RecordError::Malformed(_))),
                 "{plain:?}"
             );
         }
@@ -656,11 +668,11 @@ mod tests {
     #[test]
     fn short_records_are_tampering() {
         let (_, mut b) = links();
-        assert_eq!(b.open(&[0, 3, 1, 2, 3]), Err(LinkError::Tampered));
+        assert_eq!(b.open(&[0, 3, 1, 2, 3]), Err(RecordError::Tampered));
     }
 
     #[test]
-    fn fuzz_link_open_edge_cases() {
+    fn fuzz_record_open_edge_cases() {
         let cases: [&[u8]; 8] = [
             &[],
             &[0],
@@ -672,18 +684,18 @@ mod tests {
             &[0, 1, 2, 3, 4, 5, 6, 7, 8, 9],
         ];
         for case in cases {
-            fuzz_link_open(case);
+            fuzz_record_open(case);
         }
     }
 
     #[test]
-    fn fuzz_link_open_random_inputs() {
+    fn fuzz_record_open_random_inputs() {
         let mut rng = StdRng::seed_from_u64(0x11ee);
         for _ in 0..3000 {
             let len = rng.gen_range(0..600);
             let mut data = vec![0u8; len];
             rng.fill_bytes(&mut data);
-            fuzz_link_open(&data);
+            fuzz_record_open(&data);
         }
     }
 }

@@ -206,7 +206,7 @@ async fn run<S>(
     ctx.owner.send_link(Input::LinkUp { link, tx, data }).await;
     let error = records(
         &mut stream,
-        established.link,
+        established.records,
         leftover,
         (conn, peer),
         &ctx,
@@ -295,7 +295,7 @@ async fn handshake(
 /// before sleeve datagrams). Returns why it ended.
 async fn records(
     stream: &mut TcpStream,
-    mut link: gossip::link::Link,
+    mut link: gossip::record_layer::RecordLayer,
     leftover: Vec<u8>,
     (conn, peer): (ConnId, PeerId),
     ctx: &LinkContext,
@@ -382,7 +382,7 @@ async fn records(
 /// Seals and writes one sleeve datagram as a [`DATA_TAG`] message.
 async fn write_datagram(
     stream: &mut TcpStream,
-    link: &mut gossip::link::Link,
+    link: &mut gossip::record_layer::RecordLayer,
     framed: &mut Vec<u8>,
     datagram: &[u8],
 ) -> Result<(), String> {
