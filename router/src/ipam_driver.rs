@@ -103,13 +103,14 @@ enum Waiter {
 }
 
 impl Waiter {
+    /// Answers with `f` (a caller that went away needs no answer).
     fn fail(self, f: IpamFailure) {
-        let _ = match self {
-            Waiter::Assigned(tx) => tx.send(Err(f)).is_ok(),
-            Waiter::Released(tx) => tx.send(Err(f)).is_ok(),
-            Waiter::Removed(tx) => tx.send(Err(f)).is_ok(),
-            Waiter::Left(tx) => tx.send(Err(f)).is_ok(),
-        };
+        match self {
+            Waiter::Assigned(tx) => drop(tx.send(Err(f))),
+            Waiter::Released(tx) => drop(tx.send(Err(f))),
+            Waiter::Removed(tx) => drop(tx.send(Err(f))),
+            Waiter::Left(tx) => drop(tx.send(Err(f))),
+        }
     }
 }
 
@@ -252,16 +253,17 @@ impl IpamDriver {
             Ok(reply) => reply,
             Err(e) => return waiter.fail(failure(e)),
         };
-        let _ = match (waiter, reply) {
+        // A caller that went away needs no answer: send errors are dropped.
+        match (waiter, reply) {
             (Waiter::Assigned(tx), Reply::Allocated(a, subnet)) => {
-                tx.send(Ok((a, subnet.prefix))).is_ok()
+                drop(tx.send(Ok((a, subnet.prefix))))
             }
-            (Waiter::Assigned(tx), Reply::Claimed(a, prefix)) => tx.send(Ok((a, prefix))).is_ok(),
-            (Waiter::Released(tx), Reply::Released(list)) => tx.send(Ok(list)).is_ok(),
+            (Waiter::Assigned(tx), Reply::Claimed(a, prefix)) => drop(tx.send(Ok((a, prefix)))),
+            (Waiter::Released(tx), Reply::Released(list)) => drop(tx.send(Ok(list))),
             (Waiter::Removed(tx), Reply::Removed { heir, ips }) => {
-                tx.send(Ok(Removal { heir, ips })).is_ok()
+                drop(tx.send(Ok(Removal { heir, ips })))
             }
-            (Waiter::Left(tx), Reply::Left { heir }) => tx.send(Ok(self.name(&heir))).is_ok(),
+            (Waiter::Left(tx), Reply::Left { heir }) => drop(tx.send(Ok(self.name(&heir)))),
             // Each IPAM entry point completes with its own kind of reply; this is a bug.
             (waiter, reply) => {
                 error!("IPAM request {request:?} completed with {reply:?}, not its kind of reply");
@@ -269,9 +271,8 @@ impl IpamDriver {
                     status: 500,
                     message: format!("internal error: IPAM answered {reply:?}"),
                 });
-                false
             }
-        };
+        }
     }
 
     /// `p` as `weft status` names it (short id and nickname, when known).

@@ -250,14 +250,15 @@ impl Ipam {
             self.complete(id, Err(e));
             return id;
         }
+        // Ranges are never empty, so a peer that owns no address owns no token.
         let ring = self.ring.as_ref().map(|r| {
             let ips = r.shares().get(&dead).copied().unwrap_or(0);
-            (r.owned_by(&dead).is_empty(), ips, r.seeds().to_vec())
+            (ips, r.seeds().to_vec())
         });
-        let Some((owns_nothing, ips, seeds)) = ring else {
+        let Some((ips, seeds)) = ring else {
             return id;
         };
-        if owns_nothing {
+        if ips == 0 {
             self.complete(id, Ok(Reply::Removed { heir: None, ips }));
             return id;
         }
