@@ -32,7 +32,7 @@ mod field {
 /// Length of the cleartext header.
 pub const HEADER_LEN: usize = field::PAYLOAD.start;
 /// Length of the Poly1305 tag that ends every datagram.
-pub const TAG_LEN: usize = 16;
+pub const TAG_LEN: usize = super::aead::TAG_LEN;
 /// The shortest datagram that can be valid: a header and a tag (a keepalive with no
 /// inner bytes at all would be this long; ours always pad to at least 16 inner bytes).
 pub const MIN_DATAGRAM_LEN: usize = HEADER_LEN + TAG_LEN;
