@@ -156,17 +156,21 @@ impl Tap {
                 return Err(context(io::Error::last_os_error()));
             }
         }
-        let interest = Interest::READABLE | Interest::WRITABLE;
-        // SAFETY: `File` owns its descriptor and closes it only when dropped; the
-        // `AsyncFd` owns the `File`, never replaces or closes the descriptor, and
-        // deregisters it before dropping the `File`. So the registered descriptor stays
-        // valid and unique for as long as tokio watches it (tokio#8587).
-        #[allow(unsafe_code)]
-        let fd = unsafe { AsyncFd::register_with_interest(file, interest) }
-            .map_err(|e| e.into_parts().1)?;
         Ok(Tap {
-            fd,
+            fd: register(file)?,
             name: name.to_owned(),
+            mode,
+        })
+    }
+
+    /// The same device, registered with the reactor of the runtime this is called in
+    /// (the data plane moves to a thread of its own after the device is opened): the
+    /// frames are then waited for on the thread that handles them.
+    pub fn reregister(self) -> io::Result<Tap> {
+        let Tap { fd, name, mode } = self;
+        Ok(Tap {
+            fd: register(fd.into_inner())?,
+            name,
             mode,
         })
     }
@@ -227,4 +231,17 @@ impl Tap {
             }
         }
     }
+}
+
+/// Registers the device's descriptor with the current runtime's reactor.
+fn register(file: File) -> io::Result<AsyncFd<File>> {
+    let interest = Interest::READABLE | Interest::WRITABLE;
+    // SAFETY: `File` owns its descriptor and closes it only when dropped; the
+    // `AsyncFd` owns the `File`, never replaces or closes the descriptor, and
+    // deregisters it before dropping the `File`. So the registered descriptor stays
+    // valid and unique for as long as tokio watches it (tokio#8587).
+    #[allow(unsafe_code)]
+    let fd =
+        unsafe { AsyncFd::register_with_interest(file, interest) }.map_err(|e| e.into_parts().1)?;
+    Ok(fd)
 }

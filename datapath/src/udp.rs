@@ -76,6 +76,13 @@ impl SleeveSocket {
         }
     }
 
+    /// The same socket, registered with the reactor of the runtime this is called in
+    /// (the data plane moves to a thread of its own after the socket is made).
+    pub fn reregister(self) -> io::Result<SleeveSocket> {
+        let udp = UdpSocket::from_std(self.udp.into_std()?)?;
+        Ok(SleeveSocket { udp, ..self })
+    }
+
     /// The tokio socket, to wait for readiness.
     pub fn socket(&self) -> &UdpSocket {
         &self.udp

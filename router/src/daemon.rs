@@ -353,7 +353,18 @@ pub async fn run(config: Config, on_ready: impl FnOnce(&str)) -> Result<(), Rout
         max_datagram,
     );
     let mut essential = Essential::new();
-    essential.spawn("data plane", dp_task.run());
+    // The data plane runs on a thread of its own: each packet is waited for and
+    // handled there, with no hand-over between the runtime's workers.
+    essential
+        .spawn_thread("data plane", move || async move {
+            match dp_task.reregister() {
+                Ok(task) => task.run().await,
+                Err(e) => {
+                    panic!("cannot move the TAP device and socket to the data-plane thread: {e}")
+                }
+            }
+        })
+        .map_err(|e| RouterError::Dataplane(format!("cannot start its thread: {e}")))?;
     let (fp_events_tx, fp_events_rx) = mpsc::unbounded_channel();
     let mut policy = datapath::fastdp::Policy {
         enabled: false,

@@ -173,6 +173,17 @@ pub fn new(
 }
 
 impl DataplaneTask {
+    /// The task with its TAP device and socket registered with the reactor of the
+    /// runtime this is called in: the daemon builds the task, then moves it to a
+    /// thread of its own ([`Essential::spawn_thread`]) and calls this there.
+    ///
+    /// [`Essential::spawn_thread`]: crate::supervise::Essential::spawn_thread
+    pub fn reregister(mut self) -> io::Result<DataplaneTask> {
+        self.tap = self.tap.reregister()?;
+        self.udp = self.udp.reregister()?;
+        Ok(self)
+    }
+
     /// Runs until the command channel closes.
     pub async fn run(mut self) {
         // A superframe is at most an IP packet's 64 KiB plus Ethernet; a read that does

@@ -8,6 +8,8 @@
 use std::any::Any;
 use std::collections::HashMap;
 use std::future::Future;
+use std::io;
+use std::panic::AssertUnwindSafe;
 use tokio::task::{AbortHandle, Id, JoinSet};
 
 /// The essential tasks of one router.
@@ -47,6 +49,39 @@ impl Essential {
         let handle = self.set.spawn(task);
         self.names.insert(handle.id(), name);
         self.handles.insert(name, handle);
+    }
+
+    /// Runs the essential task `name` on a thread of its own, in a single-threaded
+    /// runtime, and supervises it like the others (a panic there ends the router with
+    /// its message). `make` builds the task on that thread, so the I/O it registers is
+    /// waited for, and handled, there: no hop between worker threads per packet. The
+    /// thread ends when the task returns.
+    pub fn spawn_thread<M, F>(&mut self, name: &'static str, make: M) -> io::Result<()>
+    where
+        M: FnOnce() -> F + Send + 'static,
+        F: Future<Output = ()> + 'static,
+    {
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name(format!("weft {name}"))
+            .spawn(move || {
+                let ran = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                    tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .map(|runtime| runtime.block_on(make()))
+                        .map_err(|e| format!("cannot start its runtime: {e}"))
+                }));
+                let _ = done_tx.send(ran.unwrap_or_else(|p| Err(panic_message(p))));
+            })?;
+        self.spawn(name, async move {
+            match done_rx.await {
+                Ok(Ok(())) => {}
+                Ok(Err(why)) => panic!("{why}"),
+                Err(_) => panic!("its thread ended without a word"),
+            }
+        });
+        Ok(())
     }
 
     /// Stops the task `name` on purpose (at shutdown); it is no longer supervised.
@@ -99,6 +134,30 @@ mod tests {
 
     /// The owner task used to be a bare `tokio::spawn`: a panic in it left the process
     /// running, half-dead. The supervisor reports which task ended, with the message.
+    /// A task on a thread of its own runs in that thread's runtime (its timers work)
+    /// and is supervised the same way: its panic ends it with the message.
+    #[tokio::test]
+    async fn a_task_on_its_own_thread_is_supervised_with_its_message() {
+        let mut e = Essential::new();
+        e.spawn("owner", std::future::pending());
+        let main = std::thread::current().id();
+        e.spawn_thread("data plane", move || async move {
+            assert_ne!(std::thread::current().id(), main, "a thread of its own");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            let v: u64 = std::hint::black_box(u64::MAX);
+            let _ = v.checked_add(1).expect("attempt to add with overflow");
+        })
+        .expect("thread started");
+        let ended = tokio::time::timeout(Duration::from_secs(5), e.first_end())
+            .await
+            .expect("the panic is seen");
+        assert_eq!(ended.task, "data plane");
+        assert!(
+            ended.why.contains("panicked") && ended.why.contains("attempt to add with overflow"),
+            "{ended}"
+        );
+    }
+
     #[tokio::test]
     async fn essential_task_that_panics_is_reported_with_its_message() {
         let mut e = Essential::new();
