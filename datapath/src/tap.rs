@@ -12,7 +12,10 @@
 //! TUN_F_TSO6`), which the data plane cuts into segments itself. Where the kernel
 //! refuses, the device falls back to what it takes, down to plain frames; [`Tap::mode`]
 //! says which. UDP segmentation (`TUN_F_USO4/6`) is not asked for: the data plane cuts
-//! TCP only.
+//! TCP only. But whether the kernel would take it is probed (and the offloads set back):
+//! a kernel that knows USO for TUN (Linux 6.2 and later) also takes UDP superframes
+//! written to the device, which the coalescer then builds
+//! ([`Tap::takes_udp_superframes`]).
 //!
 //! This is the one module of the crate allowed `unsafe`: the three ioctls, each with
 //! its SAFETY argument, and registering the descriptor with tokio.
@@ -71,6 +74,7 @@ pub struct Tap {
     fd: AsyncFd<File>,
     name: String,
     mode: OffloadMode,
+    udp_superframes: bool,
 }
 
 impl Tap {
@@ -89,6 +93,7 @@ impl Tap {
                 Ok(tap) => {
                     info!(
                         mode = mode.as_str(),
+                        udp_superframes = tap.udp_superframes,
                         "TAP device {name} opened with offloads"
                     );
                     return Ok(tap);
@@ -118,6 +123,7 @@ impl Tap {
             .open("/dev/net/tun")
             .map_err(context)?;
         let fd = file.as_raw_fd();
+        let mut udp_superframes = false;
         let mut ifr = IfReq {
             name: [0; libc::IFNAMSIZ],
             flags: (libc::IFF_TAP | libc::IFF_NO_PI) as libc::c_short,
@@ -148,18 +154,18 @@ impl Tap {
                 OffloadMode::Tso => libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6,
                 _ => libc::TUN_F_CSUM,
             };
-            // SAFETY: TUNSETOFFLOAD takes its argument by value (an unsigned long of
-            // TUN_F_* bits) and dereferences nothing; `fd` is owned by `file`.
-            #[allow(unsafe_code)]
-            let r = unsafe { libc::ioctl(fd, libc::TUNSETOFFLOAD, libc::c_ulong::from(offloads)) };
-            if r < 0 {
-                return Err(context(io::Error::last_os_error()));
+            if mode == OffloadMode::Tso {
+                // The probe: USO too; then back to what we cut ourselves, below.
+                udp_superframes =
+                    set_offload(fd, offloads | libc::TUN_F_USO4 | libc::TUN_F_USO6).is_ok();
             }
+            set_offload(fd, offloads).map_err(context)?;
         }
         Ok(Tap {
             fd: register(file)?,
             name: name.to_owned(),
             mode,
+            udp_superframes,
         })
     }
 
@@ -167,11 +173,17 @@ impl Tap {
     /// (the data plane moves to a thread of its own after the device is opened): the
     /// frames are then waited for on the thread that handles them.
     pub fn reregister(self) -> io::Result<Tap> {
-        let Tap { fd, name, mode } = self;
+        let Tap {
+            fd,
+            name,
+            mode,
+            udp_superframes,
+        } = self;
         Ok(Tap {
             fd: register(fd.into_inner())?,
             name,
             mode,
+            udp_superframes,
         })
     }
 
@@ -183,6 +195,12 @@ impl Tap {
     /// What the device hands over and takes.
     pub fn mode(&self) -> OffloadMode {
         self.mode
+    }
+
+    /// Whether UDP superframes (`GSO_UDP_L4`) may be written to the device: the kernel
+    /// took `TUN_F_USO4 | TUN_F_USO6` when probed.
+    pub fn takes_udp_superframes(&self) -> bool {
+        self.udp_superframes
     }
 
     /// Waits for a frame and reads it into `buf`: in a `virtio_net_hdr` mode, the header
@@ -230,6 +248,19 @@ impl Tap {
                 Err(_would_block) => continue,
             }
         }
+    }
+}
+
+/// `TUNSETOFFLOAD`: which offloads the kernel may use in frames it hands us.
+fn set_offload(fd: libc::c_int, offloads: libc::c_uint) -> io::Result<()> {
+    // SAFETY: TUNSETOFFLOAD takes its argument by value (an unsigned long of TUN_F_*
+    // bits) and dereferences nothing; `fd` is an open TUN descriptor the caller owns.
+    #[allow(unsafe_code)]
+    let r = unsafe { libc::ioctl(fd, libc::TUNSETOFFLOAD, libc::c_ulong::from(offloads)) };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
     }
 }
 

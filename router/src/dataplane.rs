@@ -12,7 +12,7 @@
 //!
 //! Offloads: when the TAP device hands over a `virtio_net_hdr` ([`OffloadMode`]), each
 //! read goes to the data plane whole (a TCP superframe is cut into segments there), and
-//! received frames go through a [`Coalescer`], which writes runs of one TCP flow as one
+//! received frames go through a [`Coalescer`], which writes runs of one TCP (or UDP) flow as one
 //! superframe; it is flushed after each batch of received datagrams.
 //!
 //! Path MTU: the sleeve socket sends with DF (set where it is made, in the daemon).
@@ -153,6 +153,11 @@ pub fn new(
     max_segment: usize,
 ) -> (DataplaneTask, DataplaneHandle) {
     let (tx, commands) = mpsc::unbounded_channel();
+    let coalescer = if tap.takes_udp_superframes() {
+        Coalescer::new()
+    } else {
+        Coalescer::new().without_udp()
+    };
     let task = DataplaneTask {
         dp,
         tap,
@@ -164,7 +169,7 @@ pub fn new(
         udp_drops: 0,
         max_segment,
         udp_too_big: 0,
-        coalescer: Coalescer::new(),
+        coalescer,
         tcp_in,
         tcp_links: HashMap::new(),
         tcp_link_drops: 0,

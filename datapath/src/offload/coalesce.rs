@@ -1,6 +1,9 @@
 //! The receiver's side: TCP segments that arrived together merged into superframes
 //! before they are written to the TAP device, so that the bridge, the veth and the
-//! container's TCP see one 64 KiB frame instead of ~45.
+//! container's TCP see one 64 KiB frame instead of ~45; and UDP datagrams of one flow
+//! merged the same way into UDP superframes (`GSO_UDP_L4`), which the kernel cuts back
+//! into the same datagrams at the container's socket, so that the bridge and the veth
+//! carry one frame instead of up to [`MAX_UDP_SEGMENTS`].
 //!
 //! A segment joins the superframe being built for its flow (same Ethernet header, IP
 //! addresses, ports) only if it continues it exactly: next sequence number, same
@@ -9,20 +12,29 @@
 //! allowed if the first had it) with PSH only on the last, a payload of the first's
 //! size (the last may be shorter, and ends it), a TCP checksum that verifies, and room
 //! left under 64 KiB. Anything else ends the flow's superframe, which is written first,
-//! so a flow's frames keep their order; non-TCP frames are written as they came.
+//! so a flow's frames keep their order; frames that are neither are written as they came.
+//!
+//! A UDP datagram joins its flow's superframe only if the kernel's segmentation will
+//! give it back byte for byte: a payload of the first's size (the last may be shorter,
+//! and ends it), the same IP fields as for TCP and the next IPv4 identification, a
+//! UDP checksum that is present and verifies (the kernel writes one in every segment),
+//! and at most [`MAX_UDP_SEGMENTS`] datagrams.
 //!
 //! Sans-IO: frames go in through [`Coalescer::push`], and out (a `virtio_net_hdr` and
 //! a frame) through a callback; [`Coalescer::flush`] writes what is held at the end of
 //! a batch. The buffers are allocated once, in [`Coalescer::new`].
 
 use super::checksum;
-use super::tcp::{flags, Ip, Layout, ETHERNET_LEN};
-use super::vnet::{Repr, F_NEEDS_CSUM, GSO_TCPV4, GSO_TCPV6, VNET_HDR_LEN};
+use super::tcp::{flags, Ip, Layout, ETHERNET_LEN, PROTO_TCP, PROTO_UDP};
+use super::vnet::{Repr, F_NEEDS_CSUM, GSO_TCPV4, GSO_TCPV6, GSO_UDP_L4, VNET_HDR_LEN};
 
 /// Flows held at once; a further flow writes out the oldest.
 pub const MAX_FLOWS: usize = 8;
 /// The longest superframe built: the IP length field's limit, plus Ethernet.
 pub const MAX_SUPERFRAME: usize = ETHERNET_LEN + u16::MAX as usize;
+/// The most datagrams in one UDP superframe (the kernel's own limit for UDP GSO sends,
+/// `UDP_MAX_SEGMENTS`, is 128).
+pub const MAX_UDP_SEGMENTS: u32 = 64;
 
 /// Where a coalesced frame goes: its `virtio_net_hdr` and the frame.
 pub type Output<'o> = dyn FnMut(&[u8; VNET_HDR_LEN], &[u8]) + 'o;
@@ -45,6 +57,8 @@ struct Flow {
 /// Merges runs of TCP segments into superframes.
 pub struct Coalescer {
     flows: Vec<Flow>,
+    /// Whether UDP datagrams are merged too (the TAP device takes UDP superframes).
+    udp: bool,
     used: usize,
     clock: u64,
     /// Superframes written (of two or more segments).
@@ -68,7 +82,8 @@ impl Coalescer {
                 len: 0,
                 layout: Layout {
                     ip: Ip::V4,
-                    tcp: 0,
+                    proto: PROTO_TCP,
+                    l4: 0,
                     payload: 0,
                     end: 0,
                 },
@@ -82,6 +97,7 @@ impl Coalescer {
             .collect();
         Coalescer {
             flows,
+            udp: true,
             used: 0,
             clock: 0,
             merged: 0,
@@ -89,9 +105,18 @@ impl Coalescer {
         }
     }
 
+    /// The same, merging TCP only: for a kernel that does not take UDP superframes
+    /// ([`Tap::takes_udp_superframes`](crate::tap::Tap::takes_udp_superframes)).
+    pub fn without_udp(mut self) -> Coalescer {
+        self.udp = false;
+        self
+    }
+
     /// Takes one received frame; writes out through `out` what can no longer grow.
     pub fn push(&mut self, frame: &[u8], out: &mut Output<'_>) {
-        let Some(layout) = Layout::parse(frame, true) else {
+        let layout = Layout::parse(frame, true)
+            .or_else(|| self.udp.then(|| Layout::parse_udp(frame)).flatten());
+        let Some(layout) = layout else {
             out(&Repr::PLAIN.to_bytes(), frame);
             return;
         };
@@ -136,9 +161,14 @@ impl Coalescer {
         f.layout = layout;
         f.gso_size = layout.end - layout.payload;
         f.segments = 1;
-        f.next_seq = layout.seq(frame).wrapping_add(f.gso_size as u32);
         f.next_id = ipv4_id(frame, &layout).wrapping_add(1);
-        f.closed = layout.flags(frame) & flags::PSH != 0;
+        if layout.proto == PROTO_TCP {
+            f.next_seq = layout.seq(frame).wrapping_add(f.gso_size as u32);
+            f.closed = layout.flags(frame) & flags::PSH != 0;
+        } else {
+            f.next_seq = 0;
+            f.closed = false;
+        }
         f.started = self.clock;
     }
 
@@ -148,27 +178,38 @@ impl Coalescer {
         let head = &f.buf[..f.layout.payload];
         let ok = !f.closed
             && l.payload == f.layout.payload
-            && l.tcp == f.layout.tcp
+            && l.l4 == f.layout.l4
             && payload <= f.gso_size
             && f.len + payload <= MAX_SUPERFRAME
-            && l.seq(frame) == f.next_seq
             && ipv4_id(frame, l) == if l.ip == Ip::V4 { f.next_id } else { 0 }
             && same_ip_fields(head, frame, l)
-            // Acknowledgement, header length, the flags but PSH, and the options.
-            && head[l.tcp + 8..l.tcp + 13] == frame[l.tcp + 8..l.tcp + 13]
-            && head[l.tcp + 13] == frame[l.tcp + 13] & !flags::PSH
-            && head[l.tcp + 20..l.payload] == frame[l.tcp + 20..l.payload];
+            && match l.proto {
+                // Sequence, acknowledgement, header length, the flags but PSH, and the
+                // options.
+                PROTO_TCP => {
+                    l.seq(frame) == f.next_seq
+                        && head[l.l4 + 8..l.l4 + 13] == frame[l.l4 + 8..l.l4 + 13]
+                        && head[l.l4 + 13] == frame[l.l4 + 13] & !flags::PSH
+                        && head[l.l4 + 20..l.payload] == frame[l.l4 + 20..l.payload]
+                }
+                _ => f.segments < MAX_UDP_SEGMENTS,
+            };
         if !ok {
             return false;
         }
         f.buf[f.len..f.len + payload].copy_from_slice(&frame[l.payload..]);
         f.len += payload;
         f.segments += 1;
-        f.next_seq = f.next_seq.wrapping_add(payload as u32);
         f.next_id = f.next_id.wrapping_add(1);
-        if frame[l.tcp + 13] & flags::PSH != 0 || payload < f.gso_size {
+        if l.proto == PROTO_TCP {
+            f.next_seq = f.next_seq.wrapping_add(payload as u32);
+            if frame[l.l4 + 13] & flags::PSH != 0 {
+                f.closed = true;
+                f.buf[l.l4 + 13] |= flags::PSH;
+            }
+        }
+        if payload < f.gso_size {
             f.closed = true;
-            f.buf[l.tcp + 13] |= frame[l.tcp + 13] & flags::PSH;
         }
         true
     }
@@ -182,16 +223,27 @@ impl Coalescer {
         } else {
             let l = f.layout;
             l.set_ip_len(frame, f.len);
+            let (gso_type, csum_offset) = match (l.proto, l.ip) {
+                (PROTO_TCP, Ip::V4) => (GSO_TCPV4, 16),
+                (PROTO_TCP, Ip::V6) => (GSO_TCPV6, 16),
+                _ => {
+                    // The UDP length of the whole; the kernel writes each segment's.
+                    let len = (f.len - l.l4) as u16;
+                    frame[l.l4 + 4..l.l4 + 6].copy_from_slice(&len.to_be_bytes());
+                    (GSO_UDP_L4, 6)
+                }
+            };
             // The checksum field holds the pseudo-header sum; the kernel adds the rest.
-            let partial = checksum::fold(l.pseudo_header(frame, f.len - l.tcp));
-            frame[l.tcp + 16..l.tcp + 18].copy_from_slice(&partial.to_be_bytes());
+            let partial = checksum::fold(l.pseudo_header(frame, f.len - l.l4));
+            frame[l.l4 + csum_offset..l.l4 + csum_offset + 2]
+                .copy_from_slice(&partial.to_be_bytes());
             let vnet = Repr {
                 flags: F_NEEDS_CSUM,
-                gso_type: if l.ip == Ip::V4 { GSO_TCPV4 } else { GSO_TCPV6 },
+                gso_type,
                 hdr_len: l.payload as u16,
                 gso_size: f.gso_size as u16,
-                csum_start: l.tcp as u16,
-                csum_offset: 16,
+                csum_start: l.l4 as u16,
+                csum_offset: csum_offset as u16,
             };
             self.merged += 1;
             self.merged_segments += u64::from(f.segments);
@@ -202,23 +254,32 @@ impl Coalescer {
     }
 }
 
-/// Whether a TCP segment may start or join a superframe at all.
+/// Whether a TCP segment or UDP datagram may start or join a superframe at all.
 fn is_candidate(frame: &[u8], l: &Layout) -> bool {
+    let plain_ip = l.ip == Ip::V6 || l.l4 == ETHERNET_LEN + 20;
+    if l.proto == PROTO_UDP {
+        // A zero checksum is "none" (IPv4): the kernel's segments would carry one.
+        return l.payload < l.end
+            && plain_ip
+            && frame[l.l4 + 6..l.l4 + 8] != [0, 0]
+            && l.checksum_ok(frame);
+    }
     let f = l.flags(frame);
     l.payload < l.end
         && f & flags::ACK != 0
         && f & !(flags::ACK | flags::PSH | flags::ECE) == 0
-        && (l.ip == Ip::V6 || l.tcp == ETHERNET_LEN + 20)
-        && l.tcp_checksum_ok(frame)
+        && plain_ip
+        && l.checksum_ok(frame)
 }
 
 /// Whether `frame` belongs to the flow `f` holds: Ethernet header, addresses, ports.
 fn same_flow(f: &Flow, frame: &[u8], l: &Layout) -> bool {
     let head = &f.buf[..f.layout.payload];
     f.layout.ip == l.ip
+        && f.layout.proto == l.proto
         && head[..ETHERNET_LEN] == frame[..ETHERNET_LEN]
         && f.layout.addresses(head) == l.addresses(frame)
-        && head[f.layout.tcp..f.layout.tcp + 4] == frame[l.tcp..l.tcp + 4]
+        && head[f.layout.l4..f.layout.l4 + 4] == frame[l.l4..l.l4 + 4]
 }
 
 /// The IP fields that must not change within a superframe.

@@ -21,6 +21,8 @@ pub mod vnet;
 
 #[cfg(test)]
 pub(crate) mod tests;
+#[cfg(test)]
+mod udp_tests;
 
 use thiserror::Error;
 
@@ -79,7 +81,7 @@ pub fn fuzz_offload(data: &[u8]) {
                 let n = sf.write_segment(i, mss, &mut seg);
                 assert_eq!(n, sf.segment_len(i, mss));
                 let l = tcp::Layout::parse(&seg[..n], true).expect("a segment parses");
-                assert!(l.tcp_checksum_ok(&seg[..n]), "segment checksum");
+                assert!(l.checksum_ok(&seg[..n]), "segment checksum");
                 coalescer.push(&seg[..n], &mut out);
             }
         }

@@ -144,7 +144,7 @@ impl<'a> Superframe<'a> {
         }
         l.set_ip_len(seg, len);
 
-        let t = l.tcp;
+        let t = l.l4;
         // Sequence numbers are modulo 2^32 by definition.
         let seq = l.seq(self.frame).wrapping_add((from - l.payload) as u32);
         seg[t + 4..t + 8].copy_from_slice(&seq.to_be_bytes());

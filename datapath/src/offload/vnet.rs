@@ -27,6 +27,9 @@ pub const GSO_NONE: u8 = 0;
 pub const GSO_TCPV4: u8 = 1;
 /// `VIRTIO_NET_HDR_GSO_TCPV6`: an IPv6 TCP superframe.
 pub const GSO_TCPV6: u8 = 4;
+/// `VIRTIO_NET_HDR_GSO_UDP_L4`: a UDP superframe, cut into datagrams of `gso_size`
+/// payload bytes (written by the coalescer, never asked of the kernel).
+pub const GSO_UDP_L4: u8 = 5;
 /// `VIRTIO_NET_HDR_GSO_ECN`: the superframe carries ECN (CWR) — never requested by us.
 pub const GSO_ECN: u8 = 0x80;
 
