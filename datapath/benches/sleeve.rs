@@ -107,7 +107,7 @@ fn offload(c: &mut Criterion) {
         csum_start: 34,
         csum_offset: 16,
     };
-    let Ok(Prepared::Tcp { layout, gso_size }) = prepare(&vnet, &mut frame) else {
+    let Ok(Prepared::Superframe { layout, gso_size }) = prepare(&vnet, &mut frame) else {
         panic!("the bench superframe does not parse");
     };
     let sf = Superframe::new(&frame, layout, gso_size);

@@ -9,13 +9,12 @@
 //! frame read or written starts with a [`virtio_net_hdr`](crate::offload::vnet), and
 //! `TUNSETOFFLOAD` tells the kernel it may hand us frames whose checksum is still to be
 //! completed (`TUN_F_CSUM`) and TCP superframes of up to 64 KiB (`TUN_F_TSO4 |
-//! TUN_F_TSO6`), which the data plane cuts into segments itself. Where the kernel
-//! refuses, the device falls back to what it takes, down to plain frames; [`Tap::mode`]
-//! says which. UDP segmentation (`TUN_F_USO4/6`) is not asked for: the data plane cuts
-//! TCP only. But whether the kernel would take it is probed (and the offloads set back):
-//! a kernel that knows USO for TUN (Linux 6.2 and later) also takes UDP superframes
-//! written to the device, which the coalescer then builds
-//! ([`Tap::takes_udp_superframes`]).
+//! TUN_F_TSO6`), which the data plane cuts into segments itself; where the kernel has
+//! them (Linux 6.2), UDP superframes too (`TUN_F_USO4 | TUN_F_USO6`: a pod that sends
+//! with `UDP_SEGMENT`), which the data plane cuts into the pod's datagrams, and which
+//! the coalescer then also builds for the other direction
+//! ([`OffloadMode::TsoUso`]). Where the kernel refuses, the device falls back
+//! to what it takes, down to plain frames; [`Tap::mode`] says which.
 //!
 //! This is the one module of the crate allowed `unsafe`: the three ioctls, each with
 //! its SAFETY argument, and registering the descriptor with tokio.
@@ -36,6 +35,8 @@ pub const TAP_NAME: &str = "weft-tap";
 /// What the TAP device hands over and takes, from most to least offloaded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OffloadMode {
+    /// As [`OffloadMode::Tso`], and UDP superframes both ways (USO, Linux 6.2).
+    TsoUso,
     /// `virtio_net_hdr`, checksum offload and TCP segmentation (IPv4 and IPv6).
     Tso,
     /// `virtio_net_hdr` and checksum offload only.
@@ -48,6 +49,7 @@ impl OffloadMode {
     /// The name used in the log, `weft report` and `/metrics`.
     pub fn as_str(self) -> &'static str {
         match self {
+            OffloadMode::TsoUso => "tso_uso",
             OffloadMode::Tso => "tso",
             OffloadMode::Checksum => "checksum",
             OffloadMode::Plain => "plain",
@@ -74,7 +76,6 @@ pub struct Tap {
     fd: AsyncFd<File>,
     name: String,
     mode: OffloadMode,
-    udp_superframes: bool,
 }
 
 impl Tap {
@@ -88,12 +89,11 @@ impl Tap {
     /// and logs the mode in use.
     pub fn open_with_offloads(name: &str) -> io::Result<Tap> {
         let mut last = None;
-        for mode in [OffloadMode::Tso, OffloadMode::Checksum] {
+        for mode in [OffloadMode::TsoUso, OffloadMode::Tso, OffloadMode::Checksum] {
             match Tap::open_mode(name, mode) {
                 Ok(tap) => {
                     info!(
                         mode = mode.as_str(),
-                        udp_superframes = tap.udp_superframes,
                         "TAP device {name} opened with offloads"
                     );
                     return Ok(tap);
@@ -123,7 +123,6 @@ impl Tap {
             .open("/dev/net/tun")
             .map_err(context)?;
         let fd = file.as_raw_fd();
-        let mut udp_superframes = false;
         let mut ifr = IfReq {
             name: [0; libc::IFNAMSIZ],
             flags: (libc::IFF_TAP | libc::IFF_NO_PI) as libc::c_short,
@@ -150,22 +149,18 @@ impl Tap {
             if r < 0 {
                 return Err(context(io::Error::last_os_error()));
             }
+            let tso = libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6;
             let offloads = match mode {
-                OffloadMode::Tso => libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6,
+                OffloadMode::TsoUso => tso | libc::TUN_F_USO4 | libc::TUN_F_USO6,
+                OffloadMode::Tso => tso,
                 _ => libc::TUN_F_CSUM,
             };
-            if mode == OffloadMode::Tso {
-                // The probe: USO too; then back to what we cut ourselves, below.
-                udp_superframes =
-                    set_offload(fd, offloads | libc::TUN_F_USO4 | libc::TUN_F_USO6).is_ok();
-            }
             set_offload(fd, offloads).map_err(context)?;
         }
         Ok(Tap {
             fd: register(file)?,
             name: name.to_owned(),
             mode,
-            udp_superframes,
         })
     }
 
@@ -173,17 +168,11 @@ impl Tap {
     /// (the data plane moves to a thread of its own after the device is opened): the
     /// frames are then waited for on the thread that handles them.
     pub fn reregister(self) -> io::Result<Tap> {
-        let Tap {
-            fd,
-            name,
-            mode,
-            udp_superframes,
-        } = self;
+        let Tap { fd, name, mode } = self;
         Ok(Tap {
             fd: register(fd.into_inner())?,
             name,
             mode,
-            udp_superframes,
         })
     }
 
@@ -197,10 +186,10 @@ impl Tap {
         self.mode
     }
 
-    /// Whether UDP superframes (`GSO_UDP_L4`) may be written to the device: the kernel
-    /// took `TUN_F_USO4 | TUN_F_USO6` when probed.
+    /// Whether UDP superframes (`GSO_UDP_L4`) pass through the device both ways: the
+    /// kernel took `TUN_F_USO4 | TUN_F_USO6`.
     pub fn takes_udp_superframes(&self) -> bool {
-        self.udp_superframes
+        self.mode == OffloadMode::TsoUso
     }
 
     /// Waits for a frame and reads it into `buf`: in a `virtio_net_hdr` mode, the header

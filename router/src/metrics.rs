@@ -32,7 +32,7 @@ pub const DROP_REASONS: [&str; 13] = [
 ];
 
 /// Modes of the TAP device, always all written.
-const OFFLOAD_MODES: [&str; 3] = ["tso", "checksum", "plain"];
+const OFFLOAD_MODES: [&str; 4] = ["tso_uso", "tso", "checksum", "plain"];
 
 /// Connection states of `weft status connections`.
 const STATES: [&str; 5] = ["established", "pending", "retrying", "failed", "connecting"];

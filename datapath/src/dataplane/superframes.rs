@@ -1,10 +1,12 @@
 //! Frames read from a TAP device with a `virtio_net_hdr`: checked, checksums
-//! completed, and TCP superframes cut into segments that fit the next hop's path,
-//! each sealed straight into the transmit buffer ([`Session::seal_with`]).
+//! completed, and TCP or UDP superframes cut into segments that fit the next hop's
+//! path, each sealed straight into the transmit buffer ([`Session::seal_with`]).
 //!
 //! A superframe is switched once, on its Ethernet header (every segment has the same);
 //! its segments take the path MTU of the next hop into account, so a path narrower
-//! than the sender's segment size gets smaller segments rather than ICMP replies.
+//! than the sender's TCP segment size gets smaller segments rather than ICMP replies.
+//! A UDP superframe's segments are the pod's own datagrams and are never cut smaller:
+//! one that does not fit the path is dropped and counted (`drops_mtu`).
 //! Segments of a superframe each fill a datagram of their own, and datagrams of equal
 //! length for one peer leave in one GSO call.
 //!
@@ -42,7 +44,7 @@ impl Dataplane {
         let frame = &mut read[VNET_HDR_LEN..];
         match prepare(&vnet, frame) {
             Ok(Prepared::Frame) => self.handle_local_frame(now, frame, routes, tx),
-            Ok(Prepared::Tcp { layout, gso_size }) => {
+            Ok(Prepared::Superframe { layout, gso_size }) => {
                 let sf = Superframe::new(frame, layout, gso_size);
                 self.handle_superframe(now, &sf, routes, tx);
             }

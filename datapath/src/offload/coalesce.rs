@@ -115,7 +115,7 @@ impl Coalescer {
     /// Takes one received frame; writes out through `out` what can no longer grow.
     pub fn push(&mut self, frame: &[u8], out: &mut Output<'_>) {
         let layout = Layout::parse(frame, true)
-            .or_else(|| self.udp.then(|| Layout::parse_udp(frame)).flatten());
+            .or_else(|| self.udp.then(|| Layout::parse_udp(frame, true)).flatten());
         let Some(layout) = layout else {
             out(&Repr::PLAIN.to_bytes(), frame);
             return;

@@ -1,15 +1,17 @@
-//! TAP offloads in userspace: the `virtio_net_hdr`, TCP segmentation before sealing and
-//! coalescing after opening (issue 15).
+//! TAP offloads in userspace: the `virtio_net_hdr`, TCP and UDP segmentation before
+//! sealing and coalescing after opening (issue 15).
 //!
 //! With `IFF_VNET_HDR` and TSO turned on, the kernel hands the router TCP superframes
-//! of up to 64 KiB and takes them back. The sleeve still carries frames that fit the
-//! path, so the sender cuts superframes into segments ([`segment`]) and the receiver
-//! merges the segments that arrive together back into superframes ([`coalesce`]). The
-//! wire format does not change, and a router with offloads talks to one without.
+//! of up to 64 KiB and takes them back; with USO too, UDP superframes (a pod's
+//! `UDP_SEGMENT` sends, and runs of one UDP flow on the way in). The sleeve still
+//! carries frames that fit the path, so the sender cuts superframes into segments
+//! ([`segment`]) and the receiver merges the segments that arrive together back into
+//! superframes ([`coalesce`]). The wire format does not change, and a router with
+//! offloads talks to one without.
 //!
 //! - [`vnet`]: the `virtio_net_hdr` wire view and its `Repr`.
 //! - [`checksum`]: the Internet checksum.
-//! - [`tcp`]: where the IP and TCP headers of a frame are.
+//! - [`tcp`]: where the IP and TCP (or UDP) headers of a frame are.
 //! - [`segment`]: checking a frame from the TAP device, and cutting a superframe.
 //! - [`coalesce`]: merging received segments into superframes.
 
@@ -58,7 +60,7 @@ const FUZZ_MAX_LEN: usize = 70_000;
 /// `data` is read as a `virtio_net_hdr` and a frame, as the TAP device would hand it
 /// over. It is prepared; a superframe is split at its own size and at a smaller one
 /// (as for a narrower path), each segment checked to be within bounds and to carry a
-/// TCP checksum that verifies; and the segments, then the raw frame, go through a
+/// TCP or UDP checksum that verifies; and the segments, then the raw frame, go through a
 /// coalescer, whose output must be within [`coalesce::MAX_SUPERFRAME`].
 pub fn fuzz_offload(data: &[u8]) {
     let data = &data[..data.len().min(FUZZ_MAX_LEN)];
@@ -72,7 +74,7 @@ pub fn fuzz_offload(data: &[u8]) {
     let mut out = |_: &[u8; vnet::VNET_HDR_LEN], f: &[u8]| {
         assert!(f.len() <= coalesce::MAX_SUPERFRAME, "superframe too long");
     };
-    if let Ok(segment::Prepared::Tcp { layout, gso_size }) = segment::prepare(&repr, frame) {
+    if let Ok(segment::Prepared::Superframe { layout, gso_size }) = segment::prepare(&repr, frame) {
         let sf = segment::Superframe::new(frame, layout, gso_size);
         let mut seg = vec![0u8; coalesce::MAX_SUPERFRAME];
         for max in [usize::MAX, sf.header_len() + 7] {
@@ -80,7 +82,9 @@ pub fn fuzz_offload(data: &[u8]) {
             for i in 0..sf.count(mss).min(200) {
                 let n = sf.write_segment(i, mss, &mut seg);
                 assert_eq!(n, sf.segment_len(i, mss));
-                let l = tcp::Layout::parse(&seg[..n], true).expect("a segment parses");
+                let l = tcp::Layout::parse(&seg[..n], true)
+                    .or_else(|| tcp::Layout::parse_udp(&seg[..n], true))
+                    .expect("a segment parses");
                 assert!(l.checksum_ok(&seg[..n]), "segment checksum");
                 coalescer.push(&seg[..n], &mut out);
             }

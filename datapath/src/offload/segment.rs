@@ -1,10 +1,10 @@
 //! The sender's side: what a frame read from the TAP device needs before it is sealed.
 //!
 //! [`prepare`] checks the `virtio_net_hdr` against the frame. An ordinary frame with
-//! [`F_NEEDS_CSUM`] gets its checksum completed in place; a TCP superframe becomes a
-//! [`Superframe`], which writes its segments one at a time straight into the buffer
-//! they are sealed in ([`Superframe::write_segment`]), as the kernel's TCP segmentation
-//! would cut them:
+//! [`F_NEEDS_CSUM`] gets its checksum completed in place; a TCP or UDP superframe
+//! becomes a [`Superframe`], which writes its segments one at a time straight into the
+//! buffer they are sealed in ([`Superframe::write_segment`]), as the kernel's
+//! segmentation would cut them. TCP:
 //!
 //! - each segment carries the headers of the superframe and `mss` bytes of its payload
 //!   (the last one the rest);
@@ -12,12 +12,18 @@
 //!   segment; IPv4 total length and header checksum, IPv6 payload length are rewritten;
 //! - FIN, PSH and RST stay only on the last segment, CWR only on the first;
 //! - the TCP checksum is computed in full (the superframe's partial one is not trusted).
+//!
+//! UDP (`GSO_UDP_L4`, from a pod that sends with `UDP_SEGMENT`): every `gso_size`
+//! payload bytes are one datagram of the application's, so they are never cut
+//! smaller (a path too narrow for them drops and counts, as for a frame too large);
+//! each gets the next IPv4 identification, its own IP and UDP lengths, and a UDP
+//! checksum computed in full (a computed zero is sent as `0xffff`).
 
-use super::tcp::{flags, Ip, Layout, ETHERNET_LEN};
-use super::vnet::{Repr, F_NEEDS_CSUM, GSO_NONE, GSO_TCPV4, GSO_TCPV6};
+use super::tcp::{flags, Ip, Layout, ETHERNET_LEN, PROTO_UDP};
+use super::vnet::{Repr, F_NEEDS_CSUM, GSO_NONE, GSO_TCPV4, GSO_TCPV6, GSO_UDP_L4};
 use super::{checksum, OffloadError};
 
-/// A TCP superframe with the segment size the kernel asked for.
+/// A TCP or UDP superframe with the segment size the kernel asked for.
 #[derive(Debug, Clone, Copy)]
 pub struct Superframe<'a> {
     frame: &'a [u8],
@@ -30,8 +36,9 @@ pub struct Superframe<'a> {
 pub enum Prepared {
     /// An ordinary frame, checksums complete: send it as it is.
     Frame,
-    /// A TCP superframe: make a [`Superframe`] of it with [`Superframe::new`].
-    Tcp {
+    /// A TCP or UDP superframe (`layout.proto` says which): make a [`Superframe`] of
+    /// it with [`Superframe::new`].
+    Superframe {
         /// Where its headers are.
         layout: Layout,
         /// The payload bytes per segment the sender chose.
@@ -49,6 +56,7 @@ pub fn prepare(vnet: &Repr, frame: &mut [u8]) -> Result<Prepared, OffloadError> 
         return Err(OffloadError::ChecksumPastEnd);
     }
     let ip = match vnet.gso_type {
+        GSO_UDP_L4 => None,
         GSO_NONE => {
             if needs_csum {
                 let start = usize::from(vnet.csum_start);
@@ -58,9 +66,9 @@ pub fn prepare(vnet: &Repr, frame: &mut [u8]) -> Result<Prepared, OffloadError> 
             }
             return Ok(Prepared::Frame);
         }
-        GSO_TCPV4 => Ip::V4,
-        GSO_TCPV6 => Ip::V6,
-        // UDP fragmentation/segmentation and TCP with ECN: never requested from the kernel.
+        GSO_TCPV4 => Some(Ip::V4),
+        GSO_TCPV6 => Some(Ip::V6),
+        // UDP fragmentation (UFO) and TCP with ECN: never requested from the kernel.
         _ => return Err(OffloadError::Unsupported),
     };
     if vnet.gso_size == 0 {
@@ -69,11 +77,15 @@ pub fn prepare(vnet: &Repr, frame: &mut [u8]) -> Result<Prepared, OffloadError> 
     if usize::from(vnet.hdr_len) > frame.len() {
         return Err(OffloadError::HeaderPastEnd);
     }
-    let layout = Layout::parse(frame, false).ok_or(OffloadError::Malformed)?;
-    if layout.ip != ip || layout.payload == layout.end {
+    let layout = match ip {
+        Some(ip) => Layout::parse(frame, false).filter(|l| l.ip == ip),
+        None => Layout::parse_udp(frame, false),
+    };
+    let layout = layout.ok_or(OffloadError::Malformed)?;
+    if layout.payload == layout.end {
         return Err(OffloadError::Malformed);
     }
-    Ok(Prepared::Tcp {
+    Ok(Prepared::Superframe {
         layout,
         gso_size: vnet.gso_size,
     })
@@ -94,21 +106,25 @@ impl<'a> Superframe<'a> {
         self.frame
     }
 
-    /// The headers (Ethernet, IP, TCP) every segment starts with.
+    /// The headers (Ethernet, IP, TCP or UDP) every segment starts with.
     pub fn header_len(&self) -> usize {
         self.layout.payload
     }
 
-    /// The TCP payload bytes in all.
+    /// The TCP or UDP payload bytes in all.
     pub fn payload_len(&self) -> usize {
         self.layout.end - self.layout.payload
     }
 
     /// The segment payload size for frames of at most `max_frame` bytes: the sender's
-    /// own size or less. `None` if not even one payload byte fits.
+    /// own size or, for TCP, less. `None` if not even one payload byte fits, or (UDP)
+    /// if one datagram of the sender's size does not.
     pub fn mss_for(&self, max_frame: usize) -> Option<usize> {
         let max_frame = max_frame.min(super::coalesce::MAX_SUPERFRAME);
         let room = max_frame.checked_sub(self.header_len())?;
+        if self.layout.proto == PROTO_UDP {
+            return (room >= self.gso_size).then_some(self.gso_size);
+        }
         (room > 0).then_some(room.min(self.gso_size))
     }
 
@@ -145,6 +161,18 @@ impl<'a> Superframe<'a> {
         l.set_ip_len(seg, len);
 
         let t = l.l4;
+        if l.proto == PROTO_UDP {
+            let udp_len = (len - t) as u16;
+            seg[t + 4..t + 6].copy_from_slice(&udp_len.to_be_bytes());
+            seg[t + 6..t + 8].fill(0);
+            let acc = checksum::sum(&seg[t..], l.pseudo_header(seg, len - t));
+            let c = match !checksum::fold(acc) {
+                0 => 0xffff,
+                c => c,
+            };
+            seg[t + 6..t + 8].copy_from_slice(&c.to_be_bytes());
+            return len;
+        }
         // Sequence numbers are modulo 2^32 by definition.
         let seq = l.seq(self.frame).wrapping_add((from - l.payload) as u32);
         seg[t + 4..t + 8].copy_from_slice(&seq.to_be_bytes());

@@ -83,12 +83,17 @@ impl Layout {
         })
     }
 
-    /// The layout of `frame` if it is one whole UDP datagram in Ethernet + IPv4/IPv6
-    /// (the IP length ends the frame exactly, and the UDP length agrees with it).
-    pub fn parse_udp(frame: &[u8]) -> Option<Layout> {
-        let (ip, l4, end) = ip_header(frame, true, PROTO_UDP)?;
+    /// The layout of `frame` if it carries UDP in Ethernet + IPv4/IPv6. With `exact`,
+    /// one whole datagram: the IP length ends the frame exactly and the UDP length
+    /// agrees with it. Without, a UDP superframe: the frame's own length is the end,
+    /// and the lengths (which the kernel may leave at any value) are not read.
+    pub fn parse_udp(frame: &[u8], exact: bool) -> Option<Layout> {
+        let (ip, l4, end) = ip_header(frame, exact, PROTO_UDP)?;
         let header = frame.get(l4..l4 + UDP_HEADER_LEN)?;
-        if usize::from(u16::from_be_bytes([header[4], header[5]])) != end - l4 {
+        if exact && usize::from(u16::from_be_bytes([header[4], header[5]])) != end - l4 {
+            return None;
+        }
+        if l4 + UDP_HEADER_LEN > end {
             return None;
         }
         Some(Layout {

@@ -99,7 +99,7 @@ pub(crate) fn superframe(s: &Spec, gso_size: u16) -> (Repr, Vec<u8>) {
 /// Splits with the superframe's own size (or `mss`); returns the segments.
 fn split(repr: &Repr, frame: &[u8], mss: Option<usize>) -> Vec<Vec<u8>> {
     let mut frame = frame.to_vec();
-    let Ok(Prepared::Tcp { layout, gso_size }) = prepare(repr, &mut frame) else {
+    let Ok(Prepared::Superframe { layout, gso_size }) = prepare(repr, &mut frame) else {
         panic!("not a TCP superframe");
     };
     let sf = Superframe::new(&frame, layout, gso_size);
@@ -433,6 +433,13 @@ fn malformed_vnet_headers_are_refused() {
         (
             Repr {
                 gso_type: GSO_TCPV6,
+                ..repr
+            },
+            OffloadError::Malformed,
+        ),
+        (
+            Repr {
+                gso_type: vnet::GSO_UDP_L4,
                 ..repr
             },
             OffloadError::Malformed,

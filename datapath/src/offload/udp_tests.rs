@@ -1,9 +1,12 @@
-//! UDP coalescing: runs of one flow's datagrams become `GSO_UDP_L4` superframes that
-//! the kernel's segmentation (modelled independently here, with its own checksum
-//! routine) turns back into the same datagrams, byte for byte; what must not be merged
-//! is not.
+//! UDP superframes both ways. Receiving: runs of one flow's datagrams become
+//! `GSO_UDP_L4` superframes that the kernel's segmentation (modelled independently
+//! here, with its own checksum routine) turns back into the same datagrams, byte for
+//! byte; what must not be merged is not. Sending: a superframe as a pod's
+//! `UDP_SEGMENT` send hands it over is cut into exactly the datagrams the kernel would
+//! have sent, never smaller, and coalescing them gives the superframe back.
 
 use super::coalesce::{MAX_SUPERFRAME, MAX_UDP_SEGMENTS};
+use super::segment::{prepare, Prepared, Superframe};
 use super::tcp::ETHERNET_LEN;
 use super::tests::coalesce;
 use super::vnet::{Repr, F_NEEDS_CSUM, GSO_UDP_L4};
@@ -115,6 +118,55 @@ impl Flow {
     }
 }
 
+impl Flow {
+    /// A superframe as the TAP device hands one over from a pod that sent `payload`
+    /// with `UDP_SEGMENT` = `gso_size`: the first datagram's headers with the lengths
+    /// of the whole, and the UDP checksum field holding the pseudo-header sum.
+    fn superframe(&self, gso_size: u16, payload: &[u8]) -> (Repr, Vec<u8>) {
+        let mut f = self.datagram(0, payload);
+        let l4 = self.l4();
+        let mut acc = naive_sum(
+            if self.v6 {
+                &self.addrs[..]
+            } else {
+                &self.addrs[..8]
+            },
+            0,
+        );
+        acc = naive_sum(&[0, 17], acc);
+        acc = naive_sum(&((8 + payload.len()) as u16).to_be_bytes(), acc);
+        f[l4 + 6..l4 + 8].copy_from_slice(&(acc as u16).to_be_bytes());
+        let repr = Repr {
+            flags: F_NEEDS_CSUM,
+            gso_type: GSO_UDP_L4,
+            hdr_len: (l4 + 8) as u16,
+            gso_size,
+            csum_start: l4 as u16,
+            csum_offset: 6,
+        };
+        (repr, f)
+    }
+}
+
+/// Prepares and cuts a superframe for frames of at most `max_frame` bytes.
+fn split(repr: &Repr, frame: &[u8], max_frame: usize) -> Option<Vec<Vec<u8>>> {
+    let mut frame = frame.to_vec();
+    let Ok(Prepared::Superframe { layout, gso_size }) = prepare(repr, &mut frame) else {
+        panic!("not a superframe");
+    };
+    let sf = Superframe::new(&frame, layout, gso_size);
+    let mss = sf.mss_for(max_frame)?;
+    Some(
+        (0..sf.count(mss))
+            .map(|i| {
+                let mut out = vec![0; sf.segment_len(i, mss)];
+                assert_eq!(sf.write_segment(i, mss, &mut out), out.len());
+                out
+            })
+            .collect(),
+    )
+}
+
 fn flow() -> impl Strategy<Value = Flow> {
     (
         any::<bool>(),
@@ -174,6 +226,39 @@ proptest! {
             prop_assert_ne!(got[0].0, Repr::PLAIN);
         }
         prop_assert!(back == datagrams, "segments differ from the datagrams sent");
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    /// A pod's UDP superframe is cut into the datagrams its kernel would have sent
+    /// (the model's, byte for byte, checksums computed independently), and they
+    /// coalesce back into the superframe; a path too narrow for one datagram of the
+    /// pod's size refuses the superframe rather than cut its datagrams smaller.
+    #[test]
+    fn a_pods_superframe_splits_into_its_datagrams_and_back(
+        f in flow(),
+        size in 1usize..1400,
+        count in 2usize..60,
+        last in 1usize..1400,
+    ) {
+        let last = last.min(size);
+        let payload: Vec<u8> = (0..size * (count - 1) + last).map(|j| (j * 7) as u8).collect();
+        prop_assume!(f.l4() + 8 + payload.len() <= MAX_SUPERFRAME);
+        let (repr, frame) = f.superframe(size as u16, &payload);
+        let segs = split(&repr, &frame, usize::MAX).expect("fits");
+        let want: Vec<Vec<u8>> = payload
+            .chunks(size)
+            .enumerate()
+            .map(|(i, p)| f.datagram(i as u16, p))
+            .collect();
+        prop_assert!(segs == want, "segments differ from the pod's datagrams");
+        let got = coalesce(&segs);
+        prop_assert_eq!(got.len(), 1);
+        prop_assert_eq!(got[0].0, repr);
+        prop_assert!(got[0].1 == frame, "coalesced superframe differs");
+        prop_assert!(split(&repr, &frame, f.l4() + 8 + size - 1).is_none());
     }
 }
 
