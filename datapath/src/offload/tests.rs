@@ -9,7 +9,7 @@ use super::{fuzz_offload, OffloadError};
 use proptest::prelude::*;
 
 /// RFC 1071 the slow way: 16-bit words into a 32-bit sum, carries folded each time.
-fn naive_sum(data: &[u8], mut acc: u32) -> u32 {
+pub(crate) fn naive_sum(data: &[u8], mut acc: u32) -> u32 {
     for c in data.chunks(2) {
         let w = (u32::from(c[0]) << 8) | u32::from(*c.get(1).unwrap_or(&0));
         acc += w;

@@ -8,19 +8,9 @@
 use super::coalesce::{MAX_SUPERFRAME, MAX_UDP_SEGMENTS};
 use super::segment::{prepare, Prepared, Superframe};
 use super::tcp::ETHERNET_LEN;
-use super::tests::coalesce;
+use super::tests::{coalesce, naive_sum};
 use super::vnet::{Repr, F_NEEDS_CSUM, GSO_UDP_L4};
 use proptest::prelude::*;
-
-/// RFC 1071 the slow way (as in the TCP tests, kept separate from the code under test).
-fn naive_sum(data: &[u8], mut acc: u32) -> u32 {
-    for c in data.chunks(2) {
-        let w = (u32::from(c[0]) << 8) | u32::from(*c.get(1).unwrap_or(&0));
-        acc += w;
-        acc = (acc & 0xffff) + (acc >> 16);
-    }
-    acc
-}
 
 #[derive(Debug, Clone)]
 struct Flow {
