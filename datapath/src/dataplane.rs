@@ -55,7 +55,7 @@
 //! VXLAN copy has been delivered. Relayed frames are never held back.
 
 use crate::mac_table::MacTableConfig;
-use crate::sleeve::codec::{InnerFrame, SealError, BROADCAST};
+use crate::sleeve::codec::{InnerFrame, OpenError, OpenJob, SealError, BROADCAST};
 use crate::sleeve::keys::RekeyOffer;
 use crate::sleeve::{
     datagram_len, IpVersion, Session, SessionConfig, HEADER_LEN, MIN_DATAGRAM_LEN,
@@ -652,6 +652,40 @@ impl Dataplane {
         self.receive(now, Via::Tcp(link_peer), datagram, routes, tx, deliver);
     }
 
+    /// The first step of receiving a datagram from the UDP socket, for a driver that
+    /// decrypts without holding the data plane: the checks before decryption (header,
+    /// receiver index, replay window), each refusal counted as by
+    /// [`Dataplane::handle_datagram`]. Then [`Decryption::run`], without the data plane,
+    /// then [`Dataplane::handle_decrypted`].
+    pub fn prepare_datagram(&mut self, now: Instant, datagram: &[u8]) -> Option<Decryption> {
+        let (peer, job) = self.prepare(now, None, datagram)?;
+        Some(Decryption {
+            peer,
+            job,
+            result: None,
+        })
+    }
+
+    /// The last step of receiving a datagram from `from` whose decryption `d` ran (it
+    /// runs here if it has not): as [`Dataplane::handle_datagram`] from there on.
+    #[allow(clippy::too_many_arguments)]
+    pub fn handle_decrypted<R: RouteView + ?Sized>(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        mut d: Decryption,
+        datagram: &mut [u8],
+        routes: &R,
+        tx: &mut TxBuffer,
+        deliver: &mut dyn FnMut(&[u8]),
+    ) {
+        let decrypted = d.result.take().unwrap_or_else(|| d.job.run(datagram));
+        let via = Via::Udp(from);
+        self.finish(
+            now, via, d.peer, &d.job, decrypted, datagram, routes, tx, deliver,
+        );
+    }
+
     fn receive<R: RouteView + ?Sized>(
         &mut self,
         now: Instant,
@@ -661,25 +695,75 @@ impl Dataplane {
         tx: &mut TxBuffer,
         deliver: &mut dyn FnMut(&[u8]),
     ) {
+        let link_peer = match via {
+            Via::Tcp(peer) => Some(peer),
+            Via::Udp(_) => None,
+        };
+        let Some((peer, job)) = self.prepare(now, link_peer, datagram) else {
+            return;
+        };
+        let decrypted = job.run(datagram);
+        self.finish(
+            now, via, peer, &job, decrypted, datagram, routes, tx, deliver,
+        );
+    }
+
+    /// The checks before decryption; `link_peer`: the datagram came inside that
+    /// neighbour's control link.
+    fn prepare(
+        &mut self,
+        now: Instant,
+        link_peer: Option<PeerId>,
+        datagram: &[u8],
+    ) -> Option<(PeerId, OpenJob)> {
         let Some(idx) = crate::sleeve::header::peek_receiver_index(datagram) else {
             self.drops.malformed += 1;
-            return;
+            return None;
         };
         let Some(&peer) = self.index.get(&idx) else {
             self.drops.unknown_index += 1;
-            return;
+            return None;
         };
-        if matches!(via, Via::Tcp(link_peer) if link_peer != peer) {
+        if link_peer.is_some_and(|link_peer| link_peer != peer) {
             // Another neighbour's keys inside this link: never accepted.
             self.drops.tcp_wrong_peer += 1;
-            return;
+            return None;
         }
         let Some(entry) = self.peers.get_mut(&peer) else {
+            self.drops.unknown_index += 1;
+            return None;
+        };
+        match entry.session.prepare_open(now, datagram) {
+            Ok(job) => Some((peer, job)),
+            Err(e) => {
+                entry.counters.count_open_error(e);
+                None
+            }
+        }
+    }
+
+    /// Everything after the decryption (`decrypted`, its result): the replay mark, the
+    /// endpoint, path confirmation, delivery.
+    #[allow(clippy::too_many_arguments)]
+    fn finish<R: RouteView + ?Sized>(
+        &mut self,
+        now: Instant,
+        via: Via,
+        peer: PeerId,
+        job: &OpenJob,
+        decrypted: Result<(), OpenError>,
+        datagram: &mut [u8],
+        routes: &R,
+        tx: &mut TxBuffer,
+        deliver: &mut dyn FnMut(&[u8]),
+    ) {
+        let Some(entry) = self.peers.get_mut(&peer) else {
+            // Removed while the datagram was decrypted.
             self.drops.unknown_index += 1;
             return;
         };
         let datagram_len = datagram.len();
-        let opened = match entry.session.open(now, datagram) {
+        let opened = match decrypted.and_then(|()| entry.session.finish_open(job, datagram)) {
             Ok(opened) => opened,
             Err(e) => {
                 entry.counters.count_open_error(e);
@@ -804,6 +888,23 @@ impl Dataplane {
     }
 }
 
+/// A received datagram between the checks before its decryption and the rest
+/// ([`Dataplane::prepare_datagram`]): whose it is, and the decryption to run.
+pub struct Decryption {
+    peer: PeerId,
+    job: OpenJob,
+    /// The decryption's result, once it has run.
+    result: Option<Result<(), OpenError>>,
+}
+
+impl Decryption {
+    /// Decrypts `datagram` (the one [`Dataplane::prepare_datagram`] saw) in place; needs
+    /// no data plane, so it may run on any thread, outside the owner's lock.
+    pub fn run(&mut self, datagram: &mut [u8]) {
+        self.result = Some(self.job.run(datagram));
+    }
+}
+
 /// Where a received datagram came from.
 #[derive(Clone, Copy)]
 enum Via {
@@ -852,8 +953,8 @@ fn seal_stage(
     };
     slot[HEADER_LEN..HEADER_LEN + inner]
         .copy_from_slice(&entry.stage[HEADER_LEN..HEADER_LEN + inner]);
-    match entry.session.seal_in_place(slot, inner) {
-        Ok(n) => tx.commit(entry.endpoint, n),
+    match entry.session.prepare_in_place(slot, inner) {
+        Ok((n, job)) => tx.commit_prepared(entry.endpoint, n, job),
         Err(e) => drops.count_seal_error(e),
     }
 }
@@ -894,9 +995,13 @@ fn seal_into(
         drops.tx_full += 1;
         return Err(SealError::BufferTooSmall { needed: len });
     };
-    match entry.session.seal(frames, slot) {
-        Ok(n) => {
-            tx.commit(entry.endpoint, n);
+    let prepared = entry
+        .session
+        .write(frames, slot)
+        .and_then(|inner| entry.session.prepare_in_place(slot, inner));
+    match prepared {
+        Ok((n, job)) => {
+            tx.commit_prepared(entry.endpoint, n, job);
             Ok(())
         }
         Err(e) => {

@@ -25,9 +25,13 @@ impl Dataplane {
                     self.drops.tx_full += 1;
                     continue;
                 };
-                match entry.session.seal_padded_keepalive(size, slot) {
-                    Ok(n) => {
-                        tx.commit(entry.endpoint, n);
+                let prepared = entry
+                    .session
+                    .write_padded_keepalive(size, slot)
+                    .and_then(|inner| entry.session.prepare_in_place(slot, inner));
+                match prepared {
+                    Ok((n, job)) => {
+                        tx.commit_prepared(entry.endpoint, n, job);
                         entry.last_tx = Some(now);
                     }
                     Err(e) => self.drops.count_seal_error(e),

@@ -1,6 +1,6 @@
 //! Frames read from a TAP device with a `virtio_net_hdr`: checked, checksums
 //! completed, and TCP or UDP superframes cut into segments that fit the next hop's
-//! path, each sealed straight into the transmit buffer ([`Session::seal_with`]).
+//! path, each written straight into the transmit buffer ([`Session::write_with`]) and sealed there.
 //!
 //! A superframe is switched once, on its Ethernet header (every segment has the same);
 //! its segments take the path MTU of the next hop into account, so a path narrower
@@ -10,7 +10,7 @@
 //! Segments of a superframe each fill a datagram of their own, and datagrams of equal
 //! length for one peer leave in one GSO call.
 //!
-//! [`Session::seal_with`]: crate::sleeve::Session::seal_with
+//! [`Session::write_with`]: crate::sleeve::Session::write_with
 
 use super::{is_probe, seal_stage, Dataplane, TxBuffer};
 use crate::offload::segment::{prepare, Prepared, Superframe};
@@ -134,12 +134,15 @@ impl Dataplane {
                 self.drops.tx_full += 1;
                 return;
             };
-            let sealed = entry.session.seal_with(slot, dst, self.us, len, |out| {
-                sf.write_segment(i, mss, out);
-            });
-            match sealed {
-                Ok(n) => {
-                    tx.commit(entry.endpoint, n);
+            let prepared = entry
+                .session
+                .write_with(slot, dst, self.us, len, |out| {
+                    sf.write_segment(i, mss, out);
+                })
+                .and_then(|inner| entry.session.prepare_in_place(slot, inner));
+            match prepared {
+                Ok((n, job)) => {
+                    tx.commit_prepared(entry.endpoint, n, job);
                     entry.last_tx = Some(now);
                     entry.counters.tx_frames += 1;
                     entry.counters.tx_bytes += len as u64;

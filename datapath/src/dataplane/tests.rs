@@ -126,6 +126,41 @@ fn confirm_paths(now: Instant, a: &mut Dataplane, b: &mut Dataplane, tx: &mut Tx
     }
 }
 
+/// With encryption deferred, the data plane only frames: the frame is still in clear
+/// in the batch until `encrypt` (or the first `next_run`), and what then leaves opens
+/// at the peer exactly as an at-once seal does.
+#[test]
+fn deferred_encryption_leaves_nothing_in_clear() {
+    let now = Instant::now();
+    let (mut a, mut b) = connected(now);
+    let (ra, rb) = (Pair(B), Pair(A));
+    let mut tx = TxBuffer::new(1 << 20, 64);
+    confirm_paths(now, &mut a, &mut b, &mut tx);
+    let mut deferred = TxBuffer::new(1 << 20, 64).deferring_encryption();
+    let bcast = frame(1, [0xff; 6], b"deferred-secret");
+    a.handle_local_frame(now, &bcast, &ra, &mut deferred);
+    a.flush(&mut deferred);
+    assert_eq!(deferred.len(), 1);
+    let framed = deferred.framed_for_test().to_vec();
+    assert!(
+        framed.windows(15).any(|w| w == b"deferred-secret"),
+        "framed, not encrypted yet"
+    );
+    let (_, run, _, n) = deferred.next_run(64, 65_000, 1500).unwrap();
+    assert_eq!(n, 1);
+    assert!(
+        !run.windows(15).any(|w| w == b"deferred-secret"),
+        "encrypted before it leaves"
+    );
+    let mut d = run.to_vec();
+    let mut scratch = TxBuffer::new(1 << 16, 8);
+    let mut got = Vec::new();
+    b.handle_datagram(now, addr(1), &mut d, &rb, &mut scratch, &mut |f| {
+        got.push(f.to_vec())
+    });
+    assert_eq!(got, vec![bcast]);
+}
+
 #[test]
 fn keys_then_paths_then_frames() {
     let now = Instant::now();

@@ -6,7 +6,14 @@
 //! so a run of them for one address is one contiguous slice, which the driver can hand
 //! to the kernel in one call (UDP GSO). Filling it never allocates: when it is full, the
 //! data plane drops and counts.
+//!
+//! Encryption may be deferred ([`TxBuffer::deferring_encryption`]): the data plane then
+//! only frames each datagram and records its [`SealJob`], and the driver runs the jobs
+//! with [`TxBuffer::encrypt`] after it has let go of the data plane, so that several
+//! drivers sharing one data plane encrypt at the same time. Nothing leaves unencrypted:
+//! [`TxBuffer::next_run`] runs what is still pending first.
 
+use crate::sleeve::SealJob;
 use std::net::SocketAddr;
 use std::ops::Range;
 
@@ -21,6 +28,10 @@ pub struct TxBuffer {
     max_items: usize,
     /// Items before this one have been sent.
     sent: usize,
+    /// Whether [`TxBuffer::commit_prepared`] leaves the encryption to [`TxBuffer::encrypt`].
+    defer: bool,
+    /// Datagrams framed but not encrypted yet.
+    jobs: Vec<(Range<usize>, SealJob)>,
 }
 
 impl TxBuffer {
@@ -32,7 +43,16 @@ impl TxBuffer {
             items: Vec::with_capacity(max_items),
             max_items,
             sent: 0,
+            defer: false,
+            jobs: Vec::new(),
         }
+    }
+
+    /// The same batch, with encryption deferred to [`TxBuffer::encrypt`].
+    pub fn deferring_encryption(mut self) -> TxBuffer {
+        self.defer = true;
+        self.jobs = Vec::with_capacity(self.max_items);
+        self
     }
 
     /// Space for a datagram of `len` bytes, if the batch has room.
@@ -49,8 +69,31 @@ impl TxBuffer {
         self.used += len;
     }
 
-    /// The datagrams not sent yet, in order.
+    /// Records that the last slot now holds a framed datagram of `len` bytes for `to`,
+    /// which `job` encrypts: at once, or with encryption deferred, at
+    /// [`TxBuffer::encrypt`].
+    pub fn commit_prepared(&mut self, to: SocketAddr, len: usize, job: SealJob) {
+        let range = self.used..self.used + len;
+        if self.defer {
+            self.jobs.push((range.clone(), job));
+        } else {
+            job.run(&mut self.buf[range.clone()]);
+        }
+        self.items.push((to, range));
+        self.used += len;
+    }
+
+    /// Encrypts the datagrams whose encryption was deferred.
+    pub fn encrypt(&mut self) {
+        for (range, job) in self.jobs.drain(..) {
+            job.run(&mut self.buf[range]);
+        }
+    }
+
+    /// The datagrams not sent yet, in order (encrypted: with encryption deferred, after
+    /// [`TxBuffer::encrypt`]).
     pub fn iter(&self) -> impl Iterator<Item = (SocketAddr, &[u8])> + '_ {
+        debug_assert!(self.jobs.is_empty(), "datagrams not encrypted yet");
         self.items[self.sent..]
             .iter()
             .map(|(a, r)| (*a, &self.buf[r.clone()]))
@@ -62,11 +105,12 @@ impl TxBuffer {
     /// longer than `max_segment` is a run of its own. Returns the address, the
     /// datagrams' bytes back to back, the segment length and the count.
     pub fn next_run(
-        &self,
+        &mut self,
         max_segments: usize,
         max_bytes: usize,
         max_segment: usize,
     ) -> Option<(SocketAddr, &[u8], usize, usize)> {
+        self.encrypt();
         let (to, first) = self.items.get(self.sent)?;
         let seg = first.len();
         if seg > max_segment {
@@ -116,8 +160,17 @@ impl TxBuffer {
         self.items.len() + ROOM_ITEMS > self.max_items || self.buf.len() - self.used < 4 * 65_536
     }
 
+    /// The bytes of the first unsent datagram as they stand (encrypted or not).
+    #[cfg(test)]
+    pub(crate) fn framed_for_test(&self) -> &[u8] {
+        self.items
+            .get(self.sent)
+            .map_or(&[][..], |(_, r)| &self.buf[r.clone()])
+    }
+
     /// Empties the batch, keeping its memory.
     pub fn clear(&mut self) {
+        self.jobs.clear();
         self.items.clear();
         self.used = 0;
         self.sent = 0;

@@ -21,15 +21,20 @@
 //!
 //! [`Session::open`] works in the order of the security design: length and header
 //! checks, receiver-index lookup, replay check (no crypto yet), AEAD open in place, replay
-//! mark, inner parse. Neither [`Session::seal`] nor [`Session::open`] allocates: both work
+//! mark, inner parse; it may be taken in three steps ([`Session::prepare_open`],
+//! [`OpenJob::run`], [`Session::finish_open`]) so that the decryption runs without the
+//! session, and the replay mark is still made after it, refusing a counter taken
+//! meanwhile. Neither [`Session::seal`] nor [`Session::open`] allocates: both work
 //! in the caller's buffer, and the AEAD runs in place with a detached tag.
 //! [`Session::append`] builds a datagram's plaintext one frame at a time, so that frames
 //! which queue up can share a datagram.
 
+use super::aead::Cipher;
 use super::header::{HeaderError, Packet, Repr, HEADER_LEN, TAG_LEN};
 use super::replay::REJECT_AFTER_MESSAGES;
 use super::session::Session;
 use gossip::peer::{PeerId, PEER_ID_LEN};
+use std::sync::Arc;
 use std::time::Instant;
 use thiserror::Error;
 
@@ -261,7 +266,53 @@ pub const fn datagram_len(inner_len: usize) -> usize {
     HEADER_LEN + inner_len.next_multiple_of(PADDING_MULTIPLE) + TAG_LEN
 }
 
-/// The AEAD nonce for `counter`: four zero bytes, then the counter little-endian.
+/// The encryption of one datagram whose header, plaintext and padding are in place
+/// ([`Session::prepare_in_place`]): the key and the counter it was given. Running it
+/// needs no session, so many may run at once, on several threads.
+pub struct SealJob {
+    cipher: Arc<Cipher>,
+    counter: u64,
+}
+
+impl SealJob {
+    /// Encrypts `datagram` (exactly the length [`Session::prepare_in_place`] returned)
+    /// in place and writes its tag.
+    pub fn run(&self, datagram: &mut [u8]) {
+        encrypt(&self.cipher, self.counter, datagram);
+    }
+}
+
+/// The decryption of one received datagram that passed the checks before it
+/// ([`Session::prepare_open`]): the key and the counter. Running it needs no session.
+pub struct OpenJob {
+    cipher: Arc<Cipher>,
+    counter: u64,
+}
+
+impl OpenJob {
+    /// Checks and decrypts `datagram` (the one [`Session::prepare_open`] saw) in place.
+    pub fn run(&self, datagram: &mut [u8]) -> Result<(), OpenError> {
+        if datagram.len() < HEADER_LEN + TAG_LEN {
+            return Err(OpenError::TooShort);
+        }
+        let (head, rest) = datagram.split_at_mut(HEADER_LEN);
+        self.cipher
+            .open(self.counter, head, rest)
+            .map_err(|_| OpenError::AuthFailed)
+    }
+}
+
+/// Encrypts a framed datagram (header, padded plaintext, room for the tag) in place.
+fn encrypt(cipher: &Cipher, counter: u64, datagram: &mut [u8]) {
+    if datagram.len() < HEADER_LEN + TAG_LEN {
+        return;
+    }
+    let (head, rest) = datagram.split_at_mut(HEADER_LEN);
+    let (body, tag_out) = rest.split_at_mut(rest.len() - TAG_LEN);
+    let tag = cipher.seal(counter, head, body);
+    tag_out.copy_from_slice(&tag);
+}
+
 impl Session {
     /// The ends of datagrams this session seals.
     pub fn seal_ends(&self) -> Ends {
@@ -322,25 +373,34 @@ impl Session {
     /// Seals `frames` (none for a keepalive) into `out` and returns the datagram length.
     /// Writes the header, the frames and the padding, then encrypts in place.
     pub fn seal(&mut self, frames: &[InnerFrame<'_>], out: &mut [u8]) -> Result<usize, SealError> {
+        let inner = self.write(frames, out)?;
+        self.seal_in_place(out, inner)
+    }
+
+    /// Writes `frames` (none for a keepalive) as the plaintext of a datagram in `out`,
+    /// which must have room for the whole datagram; returns the plaintext length, to seal
+    /// as [`Session::write_with`]'s.
+    pub fn write(&self, frames: &[InnerFrame<'_>], out: &mut [u8]) -> Result<usize, SealError> {
         let needed = datagram_len(self.inner_len(frames)?);
+        if out.len() < needed {
+            return Err(SealError::BufferTooSmall { needed });
+        }
         let mut inner = 0;
         for f in frames {
             inner = self
                 .append(out, inner, f, usize::MAX)?
                 .ok_or(SealError::BufferTooSmall { needed })?;
         }
-        if out.len() < needed {
-            return Err(SealError::BufferTooSmall { needed });
-        }
-        self.seal_in_place(out, inner)
+        Ok(inner)
     }
 
-    /// Seals one frame of `len` bytes from `src` for `dst` into `out`, as the only entry
-    /// of a datagram, with `fill` writing the frame itself straight into its place (so a
-    /// segment cut from a superframe is written once, where it is encrypted). Returns
-    /// the datagram length, [`datagram_len`] of the entry's length.
-    pub fn seal_with(
-        &mut self,
+    /// Writes one frame of `len` bytes from `src` for `dst` into `out` as the only entry
+    /// of a datagram's plaintext, with `fill` writing the frame itself straight into its
+    /// place (so a segment cut from a superframe is written once, where it is
+    /// encrypted). Returns the plaintext length, to seal with [`Session::seal_in_place`]
+    /// or [`Session::prepare_in_place`]; the datagram is [`datagram_len`] of it.
+    pub fn write_with(
+        &self,
         out: &mut [u8],
         dst: PeerId,
         src: PeerId,
@@ -370,30 +430,57 @@ impl Session {
         }
         out[at..at + 2].copy_from_slice(&(len as u16).to_be_bytes());
         fill(&mut out[at + 2..at + 2 + len]);
-        self.seal_in_place(out, inner)
+        Ok(inner)
     }
 
-    /// Seals a keepalive padded with zeros into a datagram of `len` bytes (rounded down
-    /// to `32 + 16·k`), a path MTU probe; returns the datagram length. The plaintext is
-    /// all zeros: a frame list that ends at once, which every receiver opens as a
-    /// keepalive.
-    pub fn seal_padded_keepalive(
-        &mut self,
-        len: usize,
-        out: &mut [u8],
-    ) -> Result<usize, SealError> {
+    /// Writes the plaintext of a keepalive padded with zeros into a datagram of `len`
+    /// bytes (rounded down to `32 + 16·k`), a path MTU probe; returns the plaintext
+    /// length, to seal as [`Session::write_with`]'s. The plaintext is all zeros: a frame
+    /// list that ends at once, which every receiver opens as a keepalive.
+    pub fn write_padded_keepalive(&self, len: usize, out: &mut [u8]) -> Result<usize, SealError> {
         let body = len.saturating_sub(HEADER_LEN + TAG_LEN) / PADDING_MULTIPLE * PADDING_MULTIPLE;
         let needed = datagram_len(body);
         out.get_mut(HEADER_LEN..HEADER_LEN + body)
             .ok_or(SealError::BufferTooSmall { needed })?
             .fill(0);
-        self.seal_in_place(out, body)
+        Ok(body)
     }
 
     /// Pads the `inner_len` plaintext bytes after the header with zeros, writes the
     /// header, encrypts, appends the tag, and counts the message. Returns the datagram
     /// length.
     pub fn seal_in_place(&mut self, out: &mut [u8], inner_len: usize) -> Result<usize, SealError> {
+        let (needed, counter) = self.frame_in_place(out, inner_len)?;
+        let tx = self.tx.as_ref().ok_or(SealError::NoKey)?;
+        encrypt(&tx.cipher, counter, &mut out[..needed]);
+        Ok(needed)
+    }
+
+    /// As [`Session::seal_in_place`], but leaves the encryption to the returned
+    /// [`SealJob`]: the header, the padding and the counter are settled here (under
+    /// whatever owns the session), the expensive part may run later, elsewhere, on the
+    /// same bytes. Returns the datagram length and the job.
+    pub fn prepare_in_place(
+        &mut self,
+        out: &mut [u8],
+        inner_len: usize,
+    ) -> Result<(usize, SealJob), SealError> {
+        let (needed, counter) = self.frame_in_place(out, inner_len)?;
+        let tx = self.tx.as_ref().ok_or(SealError::NoKey)?;
+        let job = SealJob {
+            cipher: Arc::clone(&tx.cipher),
+            counter,
+        };
+        Ok((needed, job))
+    }
+
+    /// Pads the plaintext, writes the header and takes a counter: everything of a seal
+    /// but the encryption. Returns the datagram length and the counter.
+    fn frame_in_place(
+        &mut self,
+        out: &mut [u8],
+        inner_len: usize,
+    ) -> Result<(usize, u64), SealError> {
         let needed = datagram_len(inner_len);
         let tx = self.tx.as_mut().ok_or(SealError::NoKey)?;
         if tx.counter >= REJECT_AFTER_MESSAGES {
@@ -403,62 +490,91 @@ impl Session {
             .get_mut(..needed)
             .ok_or(SealError::BufferTooSmall { needed })?;
         let (head, rest) = datagram.split_at_mut(HEADER_LEN);
-        let (body, tag_out) = rest.split_at_mut(rest.len() - TAG_LEN);
-        body[inner_len..].fill(0);
+        let body_len = rest.len() - TAG_LEN;
+        rest[inner_len..body_len].fill(0);
         let repr = Repr {
             receiver_index: tx.remote_index,
             counter: tx.counter,
         };
-        repr.emit(&mut Packet::new_unchecked(&mut *head));
-        let tag = tx.cipher.seal(tx.counter, head, body);
-        tag_out.copy_from_slice(&tag);
+        repr.emit(&mut Packet::new_unchecked(head));
+        let counter = tx.counter;
         tx.counter += 1;
-        Ok(needed)
+        Ok((needed, counter))
     }
 
     /// Opens a received datagram in place (see the module doc for the order of checks).
-    /// On success the frames borrow from `datagram`.
+    /// On success the frames borrow from `datagram`. The three steps of
+    /// [`Session::prepare_open`], [`OpenJob::run`] and [`Session::finish_open`] in one.
     pub fn open<'a>(
         &mut self,
         now: Instant,
         datagram: &'a mut [u8],
     ) -> Result<Opened<'a>, OpenError> {
-        let packet = Packet::new_checked(&*datagram)?;
+        let job = self.prepare_open(now, datagram)?;
+        job.run(datagram)?;
+        self.finish_open(&job, datagram)
+    }
+
+    /// The checks before decryption: length and header, receiver index (a live key),
+    /// replay window. Returns the decryption to run ([`OpenJob::run`]), which needs no
+    /// session, so it may run later, elsewhere; then [`Session::finish_open`].
+    pub fn prepare_open(&self, now: Instant, datagram: &[u8]) -> Result<OpenJob, OpenError> {
+        let packet = Packet::new_checked(datagram)?;
         let repr = Repr::parse(&packet)?;
         if (datagram.len() - HEADER_LEN - TAG_LEN) % PADDING_MULTIPLE != 0 {
             return Err(OpenError::BadHeader);
         }
-        let slot = self
+        let key = self
             .rx
             .iter()
-            .position(|k| {
-                k.as_ref()
-                    .is_some_and(|k| k.index == repr.receiver_index && self.rx_live(k.created, now))
-            })
+            .flatten()
+            .find(|k| k.index == repr.receiver_index && self.rx_live(k.created, now))
             .ok_or(OpenError::UnknownIndex)?;
-        let Some(key) = self.rx[slot].as_mut() else {
-            return Err(OpenError::UnknownIndex);
-        };
         if !key.window.will_accept(repr.counter) {
             return Err(OpenError::Replay);
         }
-        let (head, rest) = datagram.split_at_mut(HEADER_LEN);
-        key.cipher
-            .open(repr.counter, head, rest)
-            .map_err(|_| OpenError::AuthFailed)?;
-        let body_len = rest.len() - TAG_LEN;
-        let body = &mut rest[..body_len];
-        let newest = repr.counter >= key.window.next_expected();
-        key.window.mark(repr.counter);
+        Ok(OpenJob {
+            cipher: Arc::clone(&key.cipher),
+            counter: repr.counter,
+        })
+    }
+
+    /// The rest of opening, once `job` decrypted `datagram` (its [`OpenJob::run`]
+    /// succeeded): the replay mark (refused if the counter was taken meanwhile, or if
+    /// the key is gone), the epoch's confirmation, the inner parse.
+    pub fn finish_open<'a>(
+        &mut self,
+        job: &OpenJob,
+        datagram: &'a mut [u8],
+    ) -> Result<Opened<'a>, OpenError> {
+        if datagram.len() < HEADER_LEN + TAG_LEN {
+            return Err(OpenError::TooShort);
+        }
+        let Some(key) = self
+            .rx
+            .iter_mut()
+            .flatten()
+            .find(|k| Arc::ptr_eq(&k.cipher, &job.cipher))
+        else {
+            // Dropped (expired or replaced) while the datagram was decrypted.
+            return Err(OpenError::UnknownIndex);
+        };
+        let newest = job.counter >= key.window.next_expected();
+        if !key.window.mark(job.counter) {
+            // The same counter, on another thread, since the check before decryption.
+            return Err(OpenError::Replay);
+        }
         let epoch = key.epoch;
         // Authentic, so the peer holds this epoch's keys, even if the inner list is bad.
         self.confirm(epoch);
         let ends = self.open_ends();
+        let body_len = datagram.len() - HEADER_LEN - TAG_LEN;
+        let body = &mut datagram[HEADER_LEN..HEADER_LEN + body_len];
         validate_inner(body, &ends)?;
         Ok(Opened {
             plaintext: body,
             ends,
-            counter: repr.counter,
+            counter: job.counter,
             epoch,
             newest,
         })

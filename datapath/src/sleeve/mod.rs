@@ -24,8 +24,8 @@ pub mod session;
 mod tests;
 
 pub use codec::{
-    datagram_len, validate_inner, Ends, Frames, InnerFrame, OpenError, Opened, SealError,
-    BROADCAST, DIRECT_HEADER_LEN, FULL_HEADER_LEN,
+    datagram_len, validate_inner, Ends, Frames, InnerFrame, OpenError, OpenJob, Opened, SealError,
+    SealJob, BROADCAST, DIRECT_HEADER_LEN, FULL_HEADER_LEN,
 };
 pub use header::{peek_receiver_index, HEADER_LEN, MIN_DATAGRAM_LEN, TAG_LEN};
 pub use keys::{RekeyError, RekeyOffer, Role};

@@ -32,12 +32,13 @@ use super::SessionConfig;
 use gossip::peer::PeerId;
 use rand::rngs::OsRng;
 use rand::{CryptoRng, RngCore};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use zeroize::Zeroizing;
 
 /// A send key: the peer's index for it and our counter under it.
 pub(super) struct TxKey {
-    pub(super) cipher: Cipher,
+    pub(super) cipher: Arc<Cipher>,
     pub(super) remote_index: u32,
     pub(super) counter: u64,
     pub(super) created: Instant,
@@ -46,7 +47,7 @@ pub(super) struct TxKey {
 
 /// A receive key: our index for it and its replay window.
 pub(super) struct RxKey {
-    pub(super) cipher: Cipher,
+    pub(super) cipher: Arc<Cipher>,
     pub(super) index: u32,
     pub(super) window: ReplayWindow,
     pub(super) created: Instant,
@@ -341,7 +342,7 @@ impl Session {
     ) {
         let (tx_key, rx_key) = keys.for_role(self.role);
         let rx = RxKey {
-            cipher: Cipher::new(&rx_key),
+            cipher: Arc::new(Cipher::new(&rx_key)),
             index: local_index,
             window: ReplayWindow::new(),
             created: now,
@@ -350,7 +351,7 @@ impl Session {
         self.rx[1] = self.rx[0].take();
         self.rx[0] = Some(rx);
         let tx = TxKey {
-            cipher: Cipher::new(&tx_key),
+            cipher: Arc::new(Cipher::new(&tx_key)),
             remote_index,
             counter: 0,
             created: now,

@@ -350,21 +350,23 @@ fn padded_keepalives_open_as_keepalives_of_their_size() {
     let (mut a, mut b) = pair(now);
     let mut out = [0xffu8; 2048];
     for (asked, got) in [(1472, 1472), (1480, 1472), (1250, 1248), (32, 32), (0, 32)] {
-        let len = a.seal_padded_keepalive(asked, &mut out).expect("sealed");
+        let inner = a.write_padded_keepalive(asked, &mut out).expect("written");
+        let len = a.seal_in_place(&mut out, inner).expect("sealed");
         assert_eq!(len, got, "asked {asked}");
         let opened = b.open(now, &mut out[..len]).expect("opens");
         assert!(opened.is_keepalive());
     }
     assert!(matches!(
-        a.seal_padded_keepalive(4096, &mut out),
+        a.write_padded_keepalive(4096, &mut out),
         Err(SealError::BufferTooSmall { needed: 4096 })
     ));
 }
 
-/// `seal_with` writes the same datagram as `seal` of the one frame, for direct,
-/// broadcast and relayed frames, and refuses empty or oversized ones.
+/// `write_with`, then `seal_in_place`, writes the same datagram as `seal` of the one
+/// frame, for direct, broadcast and relayed frames, and refuses empty or oversized ones;
+/// so does `prepare_in_place` once its job has run.
 #[test]
-fn seal_with_matches_seal() {
+fn write_with_matches_seal() {
     let now = Instant::now();
     let c = PeerId([3; 16]);
     let body: Vec<u8> = (0..1400u32).map(|i| i as u8).collect();
@@ -376,9 +378,24 @@ fn seal_with_matches_seal() {
             .seal(&[frame(dst, src, &body)], &mut want)
             .expect("sealed");
         let mut got = [0u8; 2048];
-        let n2 = a2
-            .seal_with(&mut got, dst, src, body.len(), |b| b.copy_from_slice(&body))
+        let inner = a2
+            .write_with(&mut got, dst, src, body.len(), |b| b.copy_from_slice(&body))
+            .expect("written");
+        let n2 = a2.seal_in_place(&mut got, inner).expect("sealed");
+        assert_eq!(&got[..n2], &want[..n1]);
+        let opened = open_frames(&mut b2, now, &got[..n2]).expect("opens");
+        assert_eq!(opened, vec![(dst, src, body.clone())]);
+        // The next datagram, prepared now and encrypted later, as `seal` of it.
+        let n1 = a1
+            .seal(&[frame(dst, src, &body)], &mut want)
             .expect("sealed");
+        let inner = a2
+            .write_with(&mut got, dst, src, body.len(), |b| b.copy_from_slice(&body))
+            .expect("written");
+        let (n2, job) = a2.prepare_in_place(&mut got, inner).expect("prepared");
+        assert_eq!(n2, n1);
+        assert_ne!(&got[..n2], &want[..n1], "not encrypted before the job runs");
+        job.run(&mut got[..n2]);
         assert_eq!(&got[..n2], &want[..n1]);
         let opened = open_frames(&mut b2, now, &got[..n2]).expect("opens");
         assert_eq!(opened, vec![(dst, src, body.clone())]);
@@ -386,15 +403,62 @@ fn seal_with_matches_seal() {
     let (mut a, _) = pair(now);
     let mut out = [0u8; 128];
     assert_eq!(
-        a.seal_with(&mut out, B, A, 0, |_| {}),
+        a.write_with(&mut out, B, A, 0, |_| {}),
         Err(SealError::EmptyFrame)
     );
     assert!(matches!(
-        a.seal_with(&mut out, B, A, 200, |_| {}),
+        a.write_with(&mut out, B, A, 200, |_| {}),
         Err(SealError::BufferTooSmall { .. })
     ));
     assert_eq!(
-        a.seal_with(&mut out, B, A, 70_000, |_| {}),
+        a.write_with(&mut out, B, A, 70_000, |_| {}),
         Err(SealError::FrameTooLarge(70_000))
+    );
+}
+
+/// Opening in three steps, as two threads of one router do: the same datagram prepared
+/// twice (it arrived twice, on two sockets) passes both checks before decryption, but
+/// only the first to finish is accepted; the second is a replay. A datagram whose key
+/// was dropped while it was decrypted is refused; a failed decryption is refused.
+#[test]
+fn opening_in_steps_accepts_a_counter_once() {
+    let now = Instant::now();
+    let (mut a, mut b) = pair(now);
+    let body = [0x5au8; 100];
+    let mut out = [0u8; 256];
+    let len = a.seal(&[frame(B, A, &body)], &mut out).expect("sealed");
+    let (mut one, mut two) = (out[..len].to_vec(), out[..len].to_vec());
+    let job1 = b.prepare_open(now, &one).expect("passes the checks");
+    let job2 = b.prepare_open(now, &two).expect("passes the checks too");
+    job1.run(&mut one).expect("authentic");
+    job2.run(&mut two).expect("authentic");
+    let opened = b
+        .finish_open(&job1, &mut one)
+        .expect("the first is accepted");
+    assert_eq!(opened.frames().count(), 1);
+    assert_eq!(
+        b.finish_open(&job2, &mut two).err(),
+        Some(OpenError::Replay),
+        "the second is a replay"
+    );
+    // Tampered: the decryption fails, and nothing is marked.
+    let len = a.seal(&[frame(B, A, &body)], &mut out).expect("sealed");
+    let mut bad = out[..len].to_vec();
+    bad[HEADER_LEN + 3] ^= 1;
+    let job = b.prepare_open(now, &bad).expect("the header is fine");
+    assert_eq!(job.run(&mut bad), Err(OpenError::AuthFailed));
+    let mut good = out[..len].to_vec();
+    assert!(b.open(now, &mut good).is_ok(), "its counter is still free");
+    // The key is gone (the session replaced) between the check and the finish.
+    let len = a.seal(&[frame(B, A, &body)], &mut out).expect("sealed");
+    let mut late = out[..len].to_vec();
+    let job = b.prepare_open(now, &late).expect("passes the checks");
+    job.run(&mut late).expect("authentic");
+    let (_, mut fresh) = pair(now);
+    std::mem::swap(&mut b, &mut fresh);
+    assert_eq!(
+        b.finish_open(&job, &mut late).err(),
+        Some(OpenError::UnknownIndex),
+        "another session's keys never accept it"
     );
 }
