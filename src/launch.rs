@@ -105,6 +105,11 @@ pub struct LaunchArgs {
     /// TCP superframes that the sleeve segments and coalesces.
     #[arg(long)]
     pub no_offloads: bool,
+    /// Data-plane threads, each with a queue of the TAP device and a sleeve socket: one
+    /// flow is handled on one thread, different flows on several (default: one per
+    /// core, at most 8).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=8))]
+    pub dataplane_threads: Option<u8>,
     /// Admit hosts that run no Weft onto the overlay through a hand-made kernel VXLAN
     /// device (UDP 6784, VNI 6784): their addresses may send VXLAN here, and this
     /// host's VXLAN device floods to them. Comma-separated addresses.
@@ -230,6 +235,9 @@ impl LaunchArgs {
             trusted_subnets: self.trusted_subnets,
             no_fastpath: self.no_fastpath,
             no_offloads: self.no_offloads,
+            dataplane_threads: self
+                .dataplane_threads
+                .map_or_else(router::config::default_dataplane_threads, usize::from),
             plaintext_dataplane: self.no_encryption,
             fastdp_admit: self.fastdp_admit,
             masquerade: !self.no_masquerade,

@@ -2,7 +2,8 @@
 //! to pod across two hosts, over IPv4 and IPv6, with 1 and 8 TCP connections, arrive
 //! intact (BLAKE2s of what was sent = of what arrived, per connection), with offloads
 //! (TCP superframes cut and coalesced) and with `--no-offloads`, at the default MTU and
-//! with the underlay narrowed in the middle of a transfer.
+//! with the underlay narrowed in the middle of a transfer, and with several data-plane
+//! threads (a multi-queue TAP device).
 //!
 //! Real `weft` routers, TAP devices, bridges and veths in test namespaces; needs root.
 //! The figure is `SLEEVE_E2E_MIB` MiB per transfer (default 256: debug builds move it
@@ -173,6 +174,34 @@ fn no_offloads_carries_large_files_intact() {
     let (tx, rx) = (dataplane(&s.net, 1), dataplane(&s.net, 2));
     assert_eq!(count(&tx, "superframes_tx"), 0);
     assert_eq!(count(&rx, "superframes_rx"), 0);
+}
+
+/// Four data-plane threads (`--dataplane-threads 4`: four TAP queues, four sockets on
+/// one port): eight parallel connections each way of both families arrive intact, and
+/// the sender's flows are spread over more than one of its threads.
+#[test]
+fn several_dataplane_threads_carry_many_flows_intact() {
+    let s = setup("offmq", &["--dataplane-threads", "4"]);
+    for h in [1, 2] {
+        assert_eq!(count(&dataplane(&s.net, h), "dataplane_threads"), 4, "h{h}");
+    }
+    let (v4, v6) = (s.pods[1].1.clone(), s.pods[1].2.clone());
+    for addr in [&v4, &v6] {
+        transfer(&s, addr, 8, mib() << 20, || {});
+    }
+    // The kernel's comm keeps 15 bytes: every data-plane thread is "weft data plane".
+    let busy = s._routers[0].thread_cpu_times("weft data plan");
+    println!("e2e: sleeve: h1's data-plane threads used {busy:?} of CPU");
+    assert_eq!(busy.len(), 4, "h1 runs four data-plane threads: {busy:?}");
+    assert!(
+        busy[1] >= Duration::from_millis(100),
+        "h1's flows all went through one thread: {busy:?}"
+    );
+    let tx = dataplane(&s.net, 1);
+    assert!(
+        count(&tx, "superframes_tx") > 0,
+        "h1 never read a superframe"
+    );
 }
 
 /// The underlay narrows in the middle of each transfer (a step at a time, 1500 down to

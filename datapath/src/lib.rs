@@ -23,6 +23,7 @@
 //! - [`netns`]: running code inside another network namespace, on its own thread.
 //! - [`tap`]: the TAP device between the bridge and the router (the one module allowed a
 //!   documented `unsafe`).
+//! - [`flow`]: which queue of a multi-queue TAP device carries a frame's flow.
 //! - [`udp`]: the sleeve socket, sending and receiving runs of datagrams with UDP GSO/GRO.
 //!
 //! It depends only on `gossip`'s identity ([`gossip::peer::PeerId`]) and routes, never on
@@ -34,6 +35,7 @@ pub mod attach;
 pub mod cidr;
 pub mod dataplane;
 pub mod fastdp;
+pub mod flow;
 pub mod icmp;
 pub mod mac_table;
 pub mod netlink;

@@ -16,6 +16,11 @@
 //! ([`OffloadMode::TsoUso`]). Where the kernel refuses, the device falls back
 //! to what it takes, down to plain frames; [`Tap::mode`] says which.
 //!
+//! With several queues ([`Tap::open_queues`], `IFF_MULTI_QUEUE`), the device has one
+//! descriptor per data-plane thread: the kernel spreads the frames the bridge sends by
+//! their flow hash, so each flow is read on one queue, in order; a frame written on any
+//! queue enters the bridge the same way.
+//!
 //! This is the one module of the crate allowed `unsafe`: the three ioctls, each with
 //! its SAFETY argument, and registering the descriptor with tokio.
 
@@ -28,6 +33,9 @@ use std::os::unix::fs::OpenOptionsExt;
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 use tracing::info;
+
+/// The most queues a TAP device is opened with (`--dataplane-threads` at most).
+pub const MAX_QUEUES: usize = 8;
 
 /// Name of the TAP device on every host.
 pub const TAP_NAME: &str = "weft-tap";
@@ -82,35 +90,64 @@ impl Tap {
     /// Creates (or opens) TAP device `name` in the current network namespace, for plain
     /// frames.
     pub fn open(name: &str) -> io::Result<Tap> {
-        Tap::open_mode(name, OffloadMode::Plain)
+        Tap::open_mode(name, OffloadMode::Plain, false)
     }
 
     /// Creates (or opens) TAP device `name` with as many offloads as the kernel takes,
     /// and logs the mode in use.
     pub fn open_with_offloads(name: &str) -> io::Result<Tap> {
-        let mut last = None;
-        for mode in [OffloadMode::TsoUso, OffloadMode::Tso, OffloadMode::Checksum] {
-            match Tap::open_mode(name, mode) {
-                Ok(tap) => {
-                    info!(
-                        mode = mode.as_str(),
-                        "TAP device {name} opened with offloads"
-                    );
-                    return Ok(tap);
-                }
-                Err(e) => last = Some(e),
-            }
-        }
-        let tap = Tap::open_mode(name, OffloadMode::Plain)?;
-        info!(
-            mode = "plain",
-            "TAP device {name}: the kernel refused offloads ({}); plain frames",
-            last.map(|e| e.to_string()).unwrap_or_default()
-        );
-        Ok(tap)
+        let mut queues = Tap::open_queues(name, 1, true)?;
+        queues
+            .pop()
+            .ok_or_else(|| io::Error::other("no queue opened"))
     }
 
-    fn open_mode(name: &str, mode: OffloadMode) -> io::Result<Tap> {
+    /// Creates TAP device `name` with `queues` queues (`IFF_MULTI_QUEUE` when more than
+    /// one; at most [`MAX_QUEUES`]), one descriptor each, all in one offload mode: with
+    /// `offloads`, as many as the kernel takes, else plain frames. The kernel hands each
+    /// flow's frames to one queue (by its flow hash), so a flow stays in order. Logs the
+    /// mode in use.
+    pub fn open_queues(name: &str, queues: usize, offloads: bool) -> io::Result<Vec<Tap>> {
+        let queues = queues.clamp(1, MAX_QUEUES);
+        let modes: &[OffloadMode] = if offloads {
+            &[
+                OffloadMode::TsoUso,
+                OffloadMode::Tso,
+                OffloadMode::Checksum,
+                OffloadMode::Plain,
+            ]
+        } else {
+            &[OffloadMode::Plain]
+        };
+        let mut refused = None;
+        for &mode in modes {
+            // Each queue is one more descriptor on the same device; dropping the ones
+            // opened so far (on a refusal) closes the device again.
+            let opened: io::Result<Vec<Tap>> = (0..queues)
+                .map(|_| Tap::open_mode(name, mode, queues > 1))
+                .collect();
+            match opened {
+                Ok(taps) => {
+                    match (&refused, offloads) {
+                        (None, true) => info!(
+                            mode = mode.as_str(),
+                            queues, "TAP device {name} opened with offloads"
+                        ),
+                        (Some(e), true) => info!(
+                            mode = mode.as_str(),
+                            queues, "TAP device {name}: the kernel refused more offloads ({e})"
+                        ),
+                        (_, false) => info!(queues, "TAP device {name} opened for plain frames"),
+                    }
+                    return Ok(taps);
+                }
+                Err(e) => refused = Some(e),
+            }
+        }
+        Err(refused.unwrap_or_else(|| io::Error::other("no offload mode to try")))
+    }
+
+    fn open_mode(name: &str, mode: OffloadMode, multi_queue: bool) -> io::Result<Tap> {
         let context =
             |e: io::Error| io::Error::new(e.kind(), format!("cannot open TAP device {name}: {e}"));
         if name.is_empty() || name.len() >= libc::IFNAMSIZ {
@@ -131,6 +168,9 @@ impl Tap {
         ifr.name[..name.len()].copy_from_slice(name.as_bytes());
         if mode.vnet_hdr() {
             ifr.flags |= libc::IFF_VNET_HDR as libc::c_short;
+        }
+        if multi_queue {
+            ifr.flags |= libc::IFF_MULTI_QUEUE as libc::c_short;
         }
         // SAFETY: `fd` is the open /dev/net/tun descriptor `file` owns; TUNSETIFF reads
         // and writes one `struct ifreq`, and `ifr` is a live, exclusively borrowed
@@ -212,20 +252,24 @@ impl Tap {
     /// Writes one ordinary frame if the device can take it now; `WouldBlock` otherwise
     /// (the caller drops and counts, as a switch does when a port's queue is full).
     pub fn try_send(&self, frame: &[u8]) -> io::Result<usize> {
-        if self.mode.vnet_hdr() {
-            self.try_send_vnet(&Repr::PLAIN.to_bytes(), frame)
-        } else {
-            self.fd.get_ref().write(frame)
-        }
+        write_frame(self.fd.get_ref(), self.mode, frame)
     }
 
     /// Writes a frame with its `virtio_net_hdr` (a superframe from the coalescer) in one
     /// call. Only in a `virtio_net_hdr` mode.
     pub fn try_send_vnet(&self, vnet: &[u8; VNET_HDR_LEN], frame: &[u8]) -> io::Result<usize> {
         debug_assert!(self.mode.vnet_hdr());
-        self.fd
-            .get_ref()
-            .write_vectored(&[IoSlice::new(vnet), IoSlice::new(frame)])
+        write_vnet(self.fd.get_ref(), vnet, frame)
+    }
+
+    /// A second descriptor for this queue, for writing only, that any thread may use:
+    /// the data plane writes each received frame on its flow's queue
+    /// ([`crate::flow`]), whichever thread received it.
+    pub fn writer(&self) -> io::Result<TapWriter> {
+        Ok(TapWriter {
+            file: self.fd.get_ref().try_clone()?,
+            mode: self.mode,
+        })
     }
 
     /// Writes one ordinary frame, waiting while the device queue is full.
@@ -238,6 +282,41 @@ impl Tap {
             }
         }
     }
+}
+
+/// A write-only handle on one queue of the TAP device ([`Tap::writer`]): a duplicate of
+/// its descriptor (non-blocking, like the queue's own).
+pub struct TapWriter {
+    file: File,
+    mode: OffloadMode,
+}
+
+impl TapWriter {
+    /// As [`Tap::try_send`].
+    pub fn try_send(&self, frame: &[u8]) -> io::Result<usize> {
+        write_frame(&self.file, self.mode, frame)
+    }
+
+    /// As [`Tap::try_send_vnet`].
+    pub fn try_send_vnet(&self, vnet: &[u8; VNET_HDR_LEN], frame: &[u8]) -> io::Result<usize> {
+        debug_assert!(self.mode.vnet_hdr());
+        write_vnet(&self.file, vnet, frame)
+    }
+}
+
+/// Writes one ordinary frame to a queue in `mode` (with a plain `virtio_net_hdr` first
+/// where the mode has one).
+fn write_frame(mut file: &File, mode: OffloadMode, frame: &[u8]) -> io::Result<usize> {
+    if mode.vnet_hdr() {
+        write_vnet(file, &Repr::PLAIN.to_bytes(), frame)
+    } else {
+        file.write(frame)
+    }
+}
+
+/// Writes a `virtio_net_hdr` and a frame to a queue in one call.
+fn write_vnet(mut file: &File, vnet: &[u8; VNET_HDR_LEN], frame: &[u8]) -> io::Result<usize> {
+    file.write_vectored(&[IoSlice::new(vnet), IoSlice::new(frame)])
 }
 
 /// `TUNSETOFFLOAD`: which offloads the kernel may use in frames it hands us.

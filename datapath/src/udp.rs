@@ -191,18 +191,42 @@ impl SleeveSocket {
 /// A UDP socket on `port` of every local address of both families: IPv6 with
 /// `IPV6_V6ONLY` off, so IPv4 peers arrive as IPv4-mapped addresses (see the module
 /// doc). Fails where the kernel has no IPv6 (`EAFNOSUPPORT`); the caller then binds
-/// IPv4 alone. Blocking, close-on-exec.
-pub fn bind_dual_stack(port: u16) -> io::Result<std::net::UdpSocket> {
+/// IPv4 alone ([`bind_v4`]). With `reuse_port`, `SO_REUSEPORT`: several sockets of
+/// this user share the port, and the kernel gives each sender's datagrams (by their
+/// addresses' hash) to one of them. Blocking, close-on-exec.
+pub fn bind_dual_stack(port: u16, reuse_port: bool) -> io::Result<std::net::UdpSocket> {
+    bind_any(true, port, reuse_port)
+}
+
+/// As [`bind_dual_stack`], IPv4 only.
+pub fn bind_v4(port: u16, reuse_port: bool) -> io::Result<std::net::UdpSocket> {
+    bind_any(false, port, reuse_port)
+}
+
+fn bind_any(v6: bool, port: u16, reuse_port: bool) -> io::Result<std::net::UdpSocket> {
     use nix::sys::socket::{bind, socket, AddressFamily, SockFlag, SockProtocol, SockType};
+    let family = if v6 {
+        AddressFamily::Inet6
+    } else {
+        AddressFamily::Inet
+    };
     let fd = socket(
-        AddressFamily::Inet6,
+        family,
         SockType::Datagram,
         SockFlag::SOCK_CLOEXEC,
         SockProtocol::Udp,
     )?;
-    setsockopt(&fd, sockopt::Ipv6V6Only, &false)?;
-    let any = SocketAddrV6::new(std::net::Ipv6Addr::UNSPECIFIED, port, 0, 0);
-    bind(fd.as_raw_fd(), &nix::sys::socket::SockaddrIn6::from(any))?;
+    if reuse_port {
+        setsockopt(&fd, sockopt::ReusePort, &true)?;
+    }
+    if v6 {
+        setsockopt(&fd, sockopt::Ipv6V6Only, &false)?;
+        let any = SocketAddrV6::new(std::net::Ipv6Addr::UNSPECIFIED, port, 0, 0);
+        bind(fd.as_raw_fd(), &nix::sys::socket::SockaddrIn6::from(any))?;
+    } else {
+        let any = SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, port);
+        bind(fd.as_raw_fd(), &nix::sys::socket::SockaddrIn::from(any))?;
+    }
     Ok(std::net::UdpSocket::from(fd))
 }
 
@@ -299,7 +323,7 @@ mod tests {
     }
 
     fn bind_dual_stack_for_test() -> io::Result<UdpSocket> {
-        let s = bind_dual_stack(0)?;
+        let s = bind_dual_stack(0, false)?;
         s.set_nonblocking(true)?;
         UdpSocket::from_std(s)
     }

@@ -73,6 +73,9 @@ pub struct Config {
     /// `--no-offloads`: open the TAP device for plain frames (no `virtio_net_hdr`, no
     /// checksum or segmentation offloads).
     pub no_offloads: bool,
+    /// `--dataplane-threads`: data-plane threads, each with a queue of the TAP device and
+    /// a sleeve socket (1 to [`datapath::tap::MAX_QUEUES`]).
+    pub dataplane_threads: usize,
     /// `--no-encryption` (also with a secret, which then guards the control links
     /// only): the data plane may be unencrypted, so the fast path may be used with
     /// peers that say the same.
@@ -332,4 +335,11 @@ mod tests {
             assert!(parse_ipalloc_init(bad, 0).is_err(), "{bad}");
         }
     }
+}
+
+/// The default `--dataplane-threads`: one per core, at most [`datapath::tap::MAX_QUEUES`].
+pub fn default_dataplane_threads() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .clamp(1, datapath::tap::MAX_QUEUES)
 }

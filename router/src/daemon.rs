@@ -264,12 +264,21 @@ pub async fn run(config: Config, on_ready: impl FnOnce(&str)) -> Result<(), Rout
         ),
         None => None,
     };
-    let udp = crate::underlay::udp_socket(config.port)
-        .and_then(|(socket, dual)| configure_udp(socket, dual))
+    let threads = config.dataplane_threads.clamp(1, datapath::tap::MAX_QUEUES);
+    let mut udp = crate::underlay::udp_sockets(config.port, threads)
+        .and_then(|(sockets, dual)| {
+            sockets
+                .into_iter()
+                .map(|socket| configure_udp(socket, dual))
+                .collect::<io::Result<Vec<_>>>()
+        })
         .map_err(|e| listen_error("UDP", any(config.port), e))?;
     info!(%tcp_addr, "listening for peers");
     let mtu = config.mtu.unwrap_or_else(config::default_mtu);
-    let tap = setup_bridge(mtu, !config.no_offloads).await?;
+    let taps = setup_bridge(mtu, !config.no_offloads, threads).await?;
+    // One socket per TAP queue (fewer queues if the kernel refused several).
+    udp.truncate(taps.len());
+    info!(threads = taps.len(), "data-plane threads");
     let attachments = load_attachments(&config.data_dir).await;
     let unix = UnixListener::bind(&socket_path).map_err(|e| RouterError::Dir {
         path: socket_path.clone(),
@@ -344,19 +353,36 @@ pub async fn run(config: Config, on_ready: impl FnOnce(&str)) -> Result<(), Rout
     let dp = Dataplane::new(id, dp_config);
     // Sleeve datagrams from inside control links (TCP fallback): bounded like a socket.
     let (tcp_in_tx, tcp_in_rx) = mpsc::channel(4096);
-    let (dp_task, dp_handle) = dataplane::new(
+    let (mut dp_task, dp_handle) = dataplane::new(
         dp,
-        (tap, udp),
+        taps.into_iter().zip(udp).collect(),
         routes_rx,
         dp_events_tx,
         tcp_in_rx,
         max_datagram,
-    );
+    )
+    .map_err(|e| RouterError::Dataplane(e.to_string()))?;
     let mut essential = Essential::new();
-    // The data plane runs on a thread of its own: each packet is waited for and
+    // Each data-plane thread runs on a thread of its own: each packet is waited for and
     // handled there, with no hand-over between the runtime's workers.
+    let not_started =
+        |e: io::Error| RouterError::Dataplane(format!("cannot start its thread: {e}"));
+    for (task, name) in dp_task
+        .take_others()
+        .into_iter()
+        .zip(&DATAPLANE_THREADS[1..])
+    {
+        essential
+            .spawn_thread(name, move || async move {
+                match task.reregister() {
+                    Ok(task) => task.run().await,
+                    Err(e) => panic!("cannot move a TAP queue and socket to its thread: {e}"),
+                }
+            })
+            .map_err(not_started)?;
+    }
     essential
-        .spawn_thread("data plane", move || async move {
+        .spawn_thread(DATAPLANE_THREADS[0], move || async move {
             match dp_task.reregister() {
                 Ok(task) => task.run().await,
                 Err(e) => {
@@ -364,7 +390,7 @@ pub async fn run(config: Config, on_ready: impl FnOnce(&str)) -> Result<(), Rout
                 }
             }
         })
-        .map_err(|e| RouterError::Dataplane(format!("cannot start its thread: {e}")))?;
+        .map_err(not_started)?;
     let (fp_events_tx, fp_events_rx) = mpsc::unbounded_channel();
     let mut policy = datapath::fastdp::Policy {
         enabled: false,
@@ -609,27 +635,44 @@ fn configure_udp(socket: std::net::UdpSocket, dual: bool) -> io::Result<tokio::n
     tokio::net::UdpSocket::from_std(socket)
 }
 
-/// Creates the bridge (if missing) and the TAP device on it, both with the overlay MTU.
-/// The bridge outlives the router, so that a restart does not cut attached containers
-/// off; the TAP device lives as long as the router holds it open.
-async fn setup_bridge(mtu: u32, offloads: bool) -> Result<Tap, RouterError> {
+/// The names of the data-plane threads (as essential tasks), the first one's first.
+const DATAPLANE_THREADS: [&str; datapath::tap::MAX_QUEUES] = [
+    "data plane",
+    "data plane 2",
+    "data plane 3",
+    "data plane 4",
+    "data plane 5",
+    "data plane 6",
+    "data plane 7",
+    "data plane 8",
+];
+
+/// Creates the bridge (if missing) and the TAP device on it, both with the overlay MTU,
+/// with `queues` queues (one, if the kernel refuses several). The bridge outlives the
+/// router, so that a restart does not cut attached containers off; the TAP device
+/// lives as long as the router holds it open.
+async fn setup_bridge(mtu: u32, offloads: bool, queues: usize) -> Result<Vec<Tap>, RouterError> {
     let fail = |e: &dyn std::fmt::Display| RouterError::Dataplane(e.to_string());
     let nl = Netlink::new().map_err(|e| fail(&e))?;
     let bridge = nl
         .ensure_bridge(config::BRIDGE, mtu)
         .await
         .map_err(|e| fail(&e))?;
-    let tap = if offloads {
-        Tap::open_with_offloads(TAP_NAME)
-    } else {
+    if !offloads {
         info!("offloads off (--no-offloads): the TAP device carries plain frames");
-        Tap::open(TAP_NAME)
+    }
+    let taps = match Tap::open_queues(TAP_NAME, queues, offloads) {
+        Err(e) if queues > 1 => {
+            warn!("the TAP device cannot have {queues} queues ({e}); one data-plane thread");
+            Tap::open_queues(TAP_NAME, 1, offloads)
+        }
+        opened => opened,
     }
     .map_err(|e| fail(&e))?;
     nl.enslave(TAP_NAME, bridge, mtu)
         .await
         .map_err(|e| fail(&e))?;
-    Ok(tap)
+    Ok(taps)
 }
 
 /// Loads the attachments registry and drops what left the bridge while we were down.

@@ -1,37 +1,53 @@
-//! The data-plane task: the one owner of the [`Dataplane`], the TAP device and the UDP
-//! socket.
+//! The data-plane threads: the owners of the TAP device's queues and the sleeve
+//! sockets, sharing one [`Dataplane`].
 //!
-//! It waits on the TAP device, the socket, its command channel, route snapshots and a
-//! tick. Each wake-up drains what is queued (up to a batch) before sending: frames that
+//! Each thread ([`QueueTask`]; the first, [`DataplaneTask`], also takes the commands,
+//! the timer tick and the datagrams that arrive inside control links) owns one queue of
+//! the TAP device and one UDP socket on the sleeve port (`SO_REUSEPORT`). The kernel
+//! hands each flow's frames to one TAP queue, and each sender's datagrams to one
+//! socket, so a flow is handled on one thread, in order. The [`Dataplane`] (sessions,
+//! counters, replay windows, the switch) is shared behind one lock, held for the
+//! bookkeeping only: a thread frames the datagrams of a batch under the lock, then
+//! lets go of it and encrypts them ([`TxBuffer::deferring_encryption`]) and sends them
+//! while the others go on; it checks a received run's headers under the lock, decrypts
+//! the run without it ([`Decryption`]), and takes it again for the replay marks and the
+//! switching. Counters (nonces) are taken under the lock, so they stay unique; the
+//! receiver's replay window tolerates the reordering between threads, and a counter
+//! marked by another thread while a datagram was decrypted is refused as a replay.
+//!
+//! Each wake-up drains what is queued (up to a batch) before sending: frames that
 //! queued up share datagrams, and the datagrams for one peer leave in one GSO call
 //! ([`SleeveSocket`]); received runs arrive in one GRO call. When the socket's buffer is
-//! full, the rest of the batch waits for it and the TAP device is not read meanwhile,
-//! so back-pressure reaches the senders instead of datagrams being dropped. It takes no
-//! lock: routes arrive as `Arc` snapshots through a `watch` channel and are kept locally
-//! between changes; counters are read by asking the task.
+//! full, the rest of the batch waits for it and that queue of the TAP device is not
+//! read meanwhile, so back-pressure reaches the senders instead of datagrams being
+//! dropped. Routes arrive as `Arc` snapshots through a `watch` channel and are kept
+//! locally between changes; counters are read by asking the first thread.
 //!
 //! Offloads: when the TAP device hands over a `virtio_net_hdr` ([`OffloadMode`]), each
 //! read goes to the data plane whole (a TCP superframe is cut into segments there), and
-//! received frames go through a [`Coalescer`], which writes runs of one TCP (or UDP) flow as one
-//! superframe; it is flushed after each batch of received datagrams.
+//! received frames go through each queue's [`Coalescer`], which writes runs of one TCP
+//! (or UDP) flow as one superframe; it is flushed after each batch of received
+//! datagrams.
 //!
-//! Path MTU: the sleeve socket sends with DF (set where it is made, in the daemon).
+//! Path MTU: the sleeve sockets send with DF (set where they are made, in the daemon).
 //! A send refused with `EMSGSIZE` tells the data plane that path is narrower than it
 //! thought; ICMP "too big" replies the data plane builds go back out of the TAP device.
 
 use datapath::dataplane::fallback::FallbackReason;
-use datapath::dataplane::{Counters, Dataplane, Event, TxBuffer};
+use datapath::dataplane::{Counters, Dataplane, Decryption, Event, TxBuffer};
+use datapath::flow::queue_for;
 use datapath::offload::coalesce::{Coalescer, MAX_SUPERFRAME};
 use datapath::offload::vnet::VNET_HDR_LEN;
 use datapath::sleeve::keys::RekeyOffer;
-use datapath::tap::{OffloadMode, Tap};
+use datapath::tap::{OffloadMode, Tap, TapWriter};
 use datapath::udp::{SleeveSocket, GSO_MAX_BYTES, GSO_MAX_SEGMENTS};
 use gossip::peer::PeerId;
 use gossip::routes::Routes;
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -99,6 +115,8 @@ pub struct Stats {
     pub fallback: Vec<(PeerId, FallbackReason)>,
     /// Sleeve datagrams for the TCP fallback that a link's queue could not take.
     pub tcp_link_drops: u64,
+    /// Data-plane threads, each with its queue of the TAP device and its socket.
+    pub queues: usize,
 }
 
 /// A cheap handle to the task.
@@ -121,139 +139,136 @@ impl DataplaneHandle {
     }
 }
 
-/// The task's parts, before it runs.
-pub struct DataplaneTask {
+/// What the data-plane threads share, behind one lock.
+struct Shared {
     dp: Dataplane,
-    tap: Tap,
-    udp: SleeveSocket,
-    routes: watch::Receiver<Arc<Routes>>,
-    commands: mpsc::UnboundedReceiver<Command>,
-    events: mpsc::UnboundedSender<Event>,
-    tap_drops: u64,
-    udp_drops: u64,
-    /// Datagrams larger than this go out alone (the kernel fragments them; GSO may not).
-    max_segment: usize,
-    udp_too_big: u64,
-    coalescer: Coalescer,
-    /// Sleeve datagrams that came inside control links, with the link's peer.
-    tcp_in: mpsc::Receiver<(PeerId, Vec<u8>)>,
     /// Each neighbour's control-link queue, for its TCP fallback.
     tcp_links: HashMap<PeerId, mpsc::Sender<Vec<u8>>>,
     tcp_link_drops: u64,
 }
 
-/// Builds the task and its handle. `events` carries what the control link must send;
-/// `tcp_in` the sleeve datagrams that arrive inside control links (TCP fallback).
-pub fn new(
-    dp: Dataplane,
-    (tap, udp): (Tap, UdpSocket),
-    routes: watch::Receiver<Arc<Routes>>,
-    events: mpsc::UnboundedSender<Event>,
-    tcp_in: mpsc::Receiver<(PeerId, Vec<u8>)>,
-    max_segment: usize,
-) -> (DataplaneTask, DataplaneHandle) {
-    let (tx, commands) = mpsc::unbounded_channel();
-    let coalescer = if tap.takes_udp_superframes() {
-        Coalescer::new()
-    } else {
-        Coalescer::new().without_udp()
-    };
-    let task = DataplaneTask {
-        dp,
-        tap,
-        udp: SleeveSocket::new(udp),
-        routes,
-        commands,
-        events,
-        tap_drops: 0,
-        udp_drops: 0,
-        max_segment,
-        udp_too_big: 0,
-        coalescer,
-        tcp_in,
-        tcp_links: HashMap::new(),
-        tcp_link_drops: 0,
-    };
-    (task, DataplaneHandle { tx })
+/// Takes the lock. A thread that panicked while holding it ends the router (the
+/// threads are essential tasks), so a poisoned lock is only ever seen on the way out.
+fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
+    shared.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-impl DataplaneTask {
-    /// The task with its TAP device and socket registered with the reactor of the
-    /// runtime this is called in: the daemon builds the task, then moves it to a
-    /// thread of its own ([`Essential::spawn_thread`]) and calls this there.
-    ///
-    /// [`Essential::spawn_thread`]: crate::supervise::Essential::spawn_thread
-    pub fn reregister(mut self) -> io::Result<DataplaneTask> {
+/// What one queue counts, read by the first thread for [`Stats`].
+#[derive(Debug, Default)]
+struct QueueCounts {
+    tap_drops: AtomicU64,
+    udp_drops: AtomicU64,
+    udp_too_big: AtomicU64,
+    coalesced: AtomicU64,
+    coalesced_segments: AtomicU64,
+}
+
+/// Every queue of the TAP device, for writing: a received frame goes out on its flow's
+/// queue ([`datapath::flow`]), so that the frames the pod sends back in that flow are
+/// read by the same thread.
+struct Writers {
+    all: Vec<TapWriter>,
+}
+
+impl Writers {
+    /// The writer for `frame`'s flow; a frame with no flow goes on queue `own`.
+    fn for_frame(&self, frame: &[u8], own: usize) -> &TapWriter {
+        let q = queue_for(frame, self.all.len()).unwrap_or(own);
+        &self.all[q.min(self.all.len() - 1)]
+    }
+}
+
+/// One queue of the TAP device, its sleeve socket, and its batch.
+struct Queue {
+    tap: Tap,
+    /// This queue's number, among `writers`.
+    index: usize,
+    writers: Arc<Writers>,
+    udp: SleeveSocket,
+    coalescer: Coalescer,
+    /// Datagrams larger than this go out alone (the kernel fragments them; GSO may not).
+    max_segment: usize,
+    counts: Arc<QueueCounts>,
+    tx: TxBuffer,
+    /// The decryptions of one received run (kept, not reallocated per run).
+    decryptions: Vec<Option<Decryption>>,
+}
+
+impl Queue {
+    fn new(
+        (index, tap): (usize, Tap),
+        udp: UdpSocket,
+        writers: Arc<Writers>,
+        max_segment: usize,
+    ) -> Queue {
+        let coalescer = if tap.takes_udp_superframes() {
+            Coalescer::new()
+        } else {
+            Coalescer::new().without_udp()
+        };
+        Queue {
+            tap,
+            index,
+            writers,
+            udp: SleeveSocket::new(udp),
+            coalescer,
+            max_segment,
+            counts: Arc::default(),
+            tx: TxBuffer::new(8 * 1024 * 1024, 16 * BATCH).deferring_encryption(),
+            decryptions: Vec::with_capacity(GSO_MAX_SEGMENTS),
+        }
+    }
+
+    /// The queue with its TAP descriptor and socket registered with the reactor of the
+    /// runtime this is called in.
+    fn reregister(mut self) -> io::Result<Queue> {
         self.tap = self.tap.reregister()?;
         self.udp = self.udp.reregister()?;
         Ok(self)
     }
 
-    /// Runs until the command channel closes.
-    pub async fn run(mut self) {
-        // A superframe is at most an IP packet's 64 KiB plus Ethernet; a read that does
-        // not fit would fail, not shorten.
-        let mut frame = vec![0u8; VNET_HDR_LEN + MAX_SUPERFRAME];
-        let mut datagram = vec![0u8; MAX_PACKET];
+    /// Handles `first` (the result of a TAP read into `frame`) and up to a batch more.
+    fn read_tap(
+        &mut self,
+        shared: &Mutex<Shared>,
+        routes: &Routes,
+        frame: &mut [u8],
+        first: io::Result<usize>,
+    ) {
+        let now = Instant::now();
         let vnet_hdr = self.tap.mode().vnet_hdr();
-        let mut tx = TxBuffer::new(8 * 1024 * 1024, 16 * BATCH);
-        let mut routes = self.routes.borrow().clone();
-        let mut tick = tokio::time::interval(TICK);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            let blocked = !tx.is_empty();
-            tokio::select! {
-                read = self.tap.recv(&mut frame), if !blocked => {
-                    let now = Instant::now();
-                    let mut n = read;
-                    for _ in 0..BATCH {
-                        match n {
-                            Ok(len) => self.dp.handle_tap_read(now, &mut frame[..len], vnet_hdr, &*routes, &mut tx),
-                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                            Err(e) => { warn!("reading the TAP device: {e}"); break; }
-                        }
-                        if tx.is_nearly_full() { break; }
-                        n = self.tap.try_recv(&mut frame);
-                    }
-                    self.deliver_replies();
+        let mut s = lock(shared);
+        let mut n = first;
+        for _ in 0..BATCH {
+            match n {
+                Ok(len) => {
+                    s.dp.handle_tap_read(now, &mut frame[..len], vnet_hdr, routes, &mut self.tx)
                 }
-                ready = self.udp.socket().readable() => {
-                    if let Err(e) = ready { warn!("waiting on the UDP socket: {e}"); }
-                    self.receive(&mut datagram, &routes, &mut tx);
-                }
-                _ = self.udp.socket().writable(), if blocked => {}
-                Some((peer, mut d)) = self.tcp_in.recv() => {
-                    self.receive_tcp(peer, &mut d, &routes, &mut tx);
-                }
-                command = self.commands.recv() => match command {
-                    Some(c) => self.command(Instant::now(), c),
-                    None => return,
-                },
-                changed = self.routes.changed() => {
-                    if changed.is_err() { return; }
-                    routes = self.routes.borrow_and_update().clone();
-                    let full_mesh = routes.reachable().all(|p| routes.is_neighbour(&p));
-                    self.dp.set_flood_relay(!full_mesh);
-                }
-                _ = tick.tick() => {
-                    let now = Instant::now();
-                    self.dp.handle_timeout(now);
-                    self.dp.poll_keepalives(now, &mut tx);
-                    self.dp.poll_probes(now, &mut tx);
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    warn!("reading the TAP device: {e}");
+                    break;
                 }
             }
-            self.dp.flush(&mut tx);
-            self.send(&mut tx);
-            self.send_tcp();
-            while let Some(event) = self.dp.poll_event() {
-                let _ = self.events.send(event);
+            if self.tx.is_nearly_full() {
+                break;
             }
+            n = self.tap.try_recv(frame);
         }
+        // ICMP "too big" replies, back to the containers.
+        let tap = &self.tap;
+        let drops = &self.counts.tap_drops;
+        s.dp.poll_local_frames(&mut |f| {
+            if tap.try_send(f).is_err() {
+                drops.fetch_add(1, Relaxed);
+            }
+        });
     }
 
     /// Receives up to a batch of datagrams (each GRO run counts once) and handles them.
-    fn receive(&mut self, buf: &mut [u8], routes: &Routes, tx: &mut TxBuffer) {
+    fn receive(&mut self, shared: &Mutex<Shared>, routes: &Routes, buf: &mut [u8]) {
         let now = Instant::now();
+        let vnet_hdr = self.tap.mode().vnet_hdr();
         for _ in 0..BATCH {
             let r = match self.udp.try_recv(buf) {
                 Ok(r) => r,
@@ -263,67 +278,121 @@ impl DataplaneTask {
                     break;
                 }
             };
-            let tap = &self.tap;
-            let drops = &mut self.tap_drops;
-            let coalescer = &mut self.coalescer;
-            let vnet_hdr = tap.mode().vnet_hdr();
-            let mut deliver = |f: &[u8]| {
-                if vnet_hdr {
-                    coalescer.push(f, &mut |h, f| {
-                        if tap.try_send_vnet(h, f).is_err() {
-                            *drops += 1;
-                        }
-                    });
-                } else if tap.try_send(f).is_err() {
-                    *drops += 1;
+            {
+                let (writers, own) = (&*self.writers, self.index);
+                let drops = &self.counts.tap_drops;
+                let coalescer = &mut self.coalescer;
+                let mut deliver = |f: &[u8]| {
+                    if vnet_hdr {
+                        coalescer.push(f, &mut |h, f| {
+                            if writers.for_frame(f, own).try_send_vnet(h, f).is_err() {
+                                drops.fetch_add(1, Relaxed);
+                            }
+                        });
+                    } else if writers.for_frame(f, own).try_send(f).is_err() {
+                        drops.fetch_add(1, Relaxed);
+                    }
+                };
+                let segment = r.segment.max(1);
+                let datagrams = &mut buf[..r.len];
+                // The checks before decryption, under the lock (an empty datagram is
+                // counted as malformed like any other short one)...
+                let jobs = &mut self.decryptions;
+                {
+                    let mut s = lock(shared);
+                    if r.len == 0 {
+                        s.dp.prepare_datagram(now, &[]);
+                    }
+                    for d in datagrams.chunks(segment) {
+                        jobs.push(s.dp.prepare_datagram(now, d));
+                    }
                 }
-            };
-            if r.len == 0 {
-                // An empty datagram: counted as malformed like any other short one.
-                self.dp
-                    .handle_datagram(now, r.from, &mut [], routes, tx, &mut deliver);
-            }
-            for d in buf[..r.len].chunks_mut(r.segment.max(1)) {
-                self.dp
-                    .handle_datagram(now, r.from, d, routes, tx, &mut deliver);
-            }
-            if tx.is_nearly_full() {
-                self.dp.flush(tx);
-                self.send(tx);
-                if !tx.is_empty() {
-                    break;
+                // ...the decryption without it, while the other threads go on...
+                for (d, job) in datagrams.chunks_mut(segment).zip(jobs.iter_mut()) {
+                    if let Some(job) = job {
+                        job.run(d);
+                    }
                 }
+                // ...and the rest (replay mark, switching, delivery) under it again.
+                let mut s = lock(shared);
+                let tx = &mut self.tx;
+                for (d, job) in datagrams.chunks_mut(segment).zip(jobs.drain(..)) {
+                    if let Some(job) = job {
+                        s.dp.handle_decrypted(now, r.from, job, d, routes, tx, &mut deliver);
+                    }
+                }
+                if self.tx.is_nearly_full() {
+                    s.dp.flush(&mut self.tx);
+                } else {
+                    continue;
+                }
+            }
+            self.send(shared);
+            if !self.tx.is_empty() {
+                break;
             }
         }
-        let tap = &self.tap;
-        let drops = &mut self.tap_drops;
+        let (writers, own) = (&*self.writers, self.index);
+        let drops = &self.counts.tap_drops;
         self.coalescer.flush(&mut |h, f| {
-            if tap.try_send_vnet(h, f).is_err() {
-                *drops += 1;
+            if writers.for_frame(f, own).try_send_vnet(h, f).is_err() {
+                drops.fetch_add(1, Relaxed);
             }
         });
+        let c = &self.counts;
+        c.coalesced.store(self.coalescer.merged, Relaxed);
+        c.coalesced_segments
+            .store(self.coalescer.merged_segments, Relaxed);
     }
-    /// A sleeve datagram from inside `peer`'s control link, and up to a batch more.
-    fn receive_tcp(&mut self, peer: PeerId, d: &mut [u8], routes: &Routes, tx: &mut TxBuffer) {
-        let now = Instant::now();
-        let tap = &self.tap;
-        let drops = &mut self.tap_drops;
-        let mut deliver = |f: &[u8]| {
-            if tap.try_send(f).is_err() {
-                *drops += 1;
+
+    /// The end of a wake-up: seals what is staged, hands events and TCP-fallback
+    /// datagrams on (under the lock), then encrypts and sends the batch (without it).
+    fn finish(&mut self, shared: &Mutex<Shared>, events: &mpsc::UnboundedSender<Event>) {
+        {
+            let mut s = lock(shared);
+            s.dp.flush(&mut self.tx);
+            while let Some(event) = s.dp.poll_event() {
+                let _ = events.send(event);
             }
-        };
-        self.dp
-            .handle_tcp_datagram(now, peer, d, routes, tx, &mut deliver);
-        for _ in 1..BATCH {
-            let Ok((peer, mut d)) = self.tcp_in.try_recv() else {
-                break;
-            };
-            self.dp
-                .handle_tcp_datagram(now, peer, &mut d, routes, tx, &mut deliver);
+            s.send_tcp();
+        }
+        self.send(shared);
+    }
+
+    /// Encrypts what is framed and sends what is queued, one run per call. Stops at a
+    /// full socket buffer, leaving the rest queued for when it drains; a datagram the
+    /// kernel refuses is dropped and counted.
+    fn send(&mut self, shared: &Mutex<Shared>) {
+        self.tx.encrypt();
+        while let Some((to, bytes, segment, count)) =
+            self.tx
+                .next_run(GSO_MAX_SEGMENTS, GSO_MAX_BYTES, self.max_segment)
+        {
+            match self.udp.try_send_run(to, bytes, segment, count) {
+                Ok(0) => return,
+                Ok(sent) => self.tx.advance(sent),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    self.send_failed(shared, to, segment, &e);
+                    self.tx.advance(1);
+                }
+            }
         }
     }
 
+    /// Counts a failed send; `EMSGSIZE` (the datagram is larger than the local link or
+    /// the path allows) goes to path MTU discovery.
+    fn send_failed(&self, shared: &Mutex<Shared>, to: SocketAddr, len: usize, e: &io::Error) {
+        if e.raw_os_error() == Some(nix::libc::EMSGSIZE) {
+            self.counts.udp_too_big.fetch_add(1, Relaxed);
+            lock(shared).dp.handle_send_too_big(Instant::now(), to, len);
+        } else {
+            self.counts.udp_drops.fetch_add(1, Relaxed);
+        }
+    }
+}
+
+impl Shared {
     /// Hands the datagrams of neighbours in TCP fallback to their control links; a
     /// full (or gone) link queue drops and counts.
     fn send_tcp(&mut self) {
@@ -337,94 +406,257 @@ impl DataplaneTask {
             }
         }
     }
+}
+
+/// The first data-plane thread: a queue, and the commands, the tick and the datagrams
+/// from control links.
+pub struct DataplaneTask {
+    shared: Arc<Mutex<Shared>>,
+    queue: Queue,
+    routes: watch::Receiver<Arc<Routes>>,
+    commands: mpsc::UnboundedReceiver<Command>,
+    events: mpsc::UnboundedSender<Event>,
+    /// Sleeve datagrams that came inside control links, with the link's peer.
+    tcp_in: mpsc::Receiver<(PeerId, Vec<u8>)>,
+    /// Every queue's counts, this one's first.
+    counts: Vec<Arc<QueueCounts>>,
+    /// The other threads, until the daemon starts them.
+    others: Vec<QueueTask>,
+}
+
+/// Another data-plane thread: a queue of its own.
+pub struct QueueTask {
+    shared: Arc<Mutex<Shared>>,
+    queue: Queue,
+    routes: watch::Receiver<Arc<Routes>>,
+    events: mpsc::UnboundedSender<Event>,
+}
+
+/// Builds the data-plane threads' tasks and the handle: one per TAP queue, each with
+/// its socket (`queues` pairs them up; there must be at least one). `events` carries
+/// what the control link must send; `tcp_in` the sleeve datagrams that arrive inside
+/// control links (TCP fallback).
+pub fn new(
+    dp: Dataplane,
+    queues: Vec<(Tap, UdpSocket)>,
+    routes: watch::Receiver<Arc<Routes>>,
+    events: mpsc::UnboundedSender<Event>,
+    tcp_in: mpsc::Receiver<(PeerId, Vec<u8>)>,
+    max_segment: usize,
+) -> io::Result<(DataplaneTask, DataplaneHandle)> {
+    let shared = Arc::new(Mutex::new(Shared {
+        dp,
+        tcp_links: HashMap::new(),
+        tcp_link_drops: 0,
+    }));
+    let writers = Arc::new(Writers {
+        all: queues
+            .iter()
+            .map(|(tap, _)| tap.writer())
+            .collect::<io::Result<_>>()?,
+    });
+    let mut queues = queues
+        .into_iter()
+        .enumerate()
+        .map(|(i, (tap, udp))| Queue::new((i, tap), udp, Arc::clone(&writers), max_segment));
+    let first = queues
+        .next()
+        .ok_or_else(|| io::Error::other("the data plane needs at least one TAP queue"))?;
+    let others: Vec<QueueTask> = queues
+        .map(|queue| QueueTask {
+            shared: Arc::clone(&shared),
+            queue,
+            routes: routes.clone(),
+            events: events.clone(),
+        })
+        .collect();
+    let counts = std::iter::once(Arc::clone(&first.counts))
+        .chain(others.iter().map(|o| Arc::clone(&o.queue.counts)))
+        .collect();
+    let (tx, commands) = mpsc::unbounded_channel();
+    let task = DataplaneTask {
+        shared,
+        queue: first,
+        routes,
+        commands,
+        events,
+        tcp_in,
+        counts,
+        others,
+    };
+    Ok((task, DataplaneHandle { tx }))
+}
+
+impl QueueTask {
+    /// The task with its TAP queue and socket registered with the reactor of the
+    /// runtime this is called in (see [`DataplaneTask::reregister`]).
+    pub fn reregister(mut self) -> io::Result<QueueTask> {
+        self.queue = self.queue.reregister()?;
+        Ok(self)
+    }
+
+    /// Runs until the routes channel closes (the router is stopping).
+    pub async fn run(mut self) {
+        let mut frame = vec![0u8; VNET_HDR_LEN + MAX_SUPERFRAME];
+        let mut datagram = vec![0u8; MAX_PACKET];
+        let mut routes = self.routes.borrow().clone();
+        loop {
+            let q = &mut self.queue;
+            let blocked = !q.tx.is_empty();
+            tokio::select! {
+                read = q.tap.recv(&mut frame), if !blocked => {
+                    q.read_tap(&self.shared, &routes, &mut frame, read);
+                }
+                ready = q.udp.socket().readable() => {
+                    if let Err(e) = ready { warn!("waiting on the UDP socket: {e}"); }
+                    q.receive(&self.shared, &routes, &mut datagram);
+                }
+                _ = q.udp.socket().writable(), if blocked => {}
+                changed = self.routes.changed() => {
+                    if changed.is_err() { return; }
+                    routes = self.routes.borrow_and_update().clone();
+                }
+            }
+            self.queue.finish(&self.shared, &self.events);
+        }
+    }
+}
+
+impl DataplaneTask {
+    /// The other threads' tasks, for the daemon to start each on a thread of its own.
+    pub fn take_others(&mut self) -> Vec<QueueTask> {
+        std::mem::take(&mut self.others)
+    }
+
+    /// The task with its TAP queue and socket registered with the reactor of the
+    /// runtime this is called in: the daemon builds the task, then moves it to a
+    /// thread of its own ([`Essential::spawn_thread`]) and calls this there.
+    ///
+    /// [`Essential::spawn_thread`]: crate::supervise::Essential::spawn_thread
+    pub fn reregister(mut self) -> io::Result<DataplaneTask> {
+        self.queue = self.queue.reregister()?;
+        Ok(self)
+    }
+
+    /// Runs until the command channel closes.
+    pub async fn run(mut self) {
+        // A superframe is at most an IP packet's 64 KiB plus Ethernet; a read that does
+        // not fit would fail, not shorten.
+        let mut frame = vec![0u8; VNET_HDR_LEN + MAX_SUPERFRAME];
+        let mut datagram = vec![0u8; MAX_PACKET];
+        let mut routes = self.routes.borrow().clone();
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let q = &mut self.queue;
+            let blocked = !q.tx.is_empty();
+            tokio::select! {
+                read = q.tap.recv(&mut frame), if !blocked => {
+                    q.read_tap(&self.shared, &routes, &mut frame, read);
+                }
+                ready = q.udp.socket().readable() => {
+                    if let Err(e) = ready { warn!("waiting on the UDP socket: {e}"); }
+                    q.receive(&self.shared, &routes, &mut datagram);
+                }
+                _ = q.udp.socket().writable(), if blocked => {}
+                Some((peer, mut d)) = self.tcp_in.recv() => {
+                    self.receive_tcp(peer, &mut d, &routes);
+                }
+                command = self.commands.recv() => match command {
+                    Some(c) => self.command(Instant::now(), c),
+                    None => return,
+                },
+                changed = self.routes.changed() => {
+                    if changed.is_err() { return; }
+                    routes = self.routes.borrow_and_update().clone();
+                    let full_mesh = routes.reachable().all(|p| routes.is_neighbour(&p));
+                    lock(&self.shared).dp.set_flood_relay(!full_mesh);
+                }
+                _ = tick.tick() => {
+                    let now = Instant::now();
+                    let mut s = lock(&self.shared);
+                    s.dp.handle_timeout(now);
+                    s.dp.poll_keepalives(now, &mut q.tx);
+                    s.dp.poll_probes(now, &mut q.tx);
+                }
+            }
+            self.queue.finish(&self.shared, &self.events);
+        }
+    }
+
+    /// A sleeve datagram from inside `peer`'s control link, and up to a batch more.
+    fn receive_tcp(&mut self, peer: PeerId, d: &mut [u8], routes: &Routes) {
+        let now = Instant::now();
+        let (writers, own) = (&*self.queue.writers, self.queue.index);
+        let drops = &self.queue.counts.tap_drops;
+        let mut deliver = |f: &[u8]| {
+            if writers.for_frame(f, own).try_send(f).is_err() {
+                drops.fetch_add(1, Relaxed);
+            }
+        };
+        let tx = &mut self.queue.tx;
+        let mut s = lock(&self.shared);
+        s.dp.handle_tcp_datagram(now, peer, d, routes, tx, &mut deliver);
+        for _ in 1..BATCH {
+            let Ok((peer, mut d)) = self.tcp_in.try_recv() else {
+                break;
+            };
+            s.dp.handle_tcp_datagram(now, peer, &mut d, routes, tx, &mut deliver);
+        }
+    }
 
     fn command(&mut self, now: Instant, command: Command) {
+        let mut s = lock(&self.shared);
         match command {
             Command::AddPeer {
                 peer,
                 endpoint,
                 hash,
                 punched: false,
-            } => self.dp.add_peer(now, peer, endpoint, hash),
+            } => s.dp.add_peer(now, peer, endpoint, hash),
             Command::AddPeer {
                 peer,
                 endpoint,
                 hash,
                 punched: true,
-            } => self.dp.add_punched_peer(now, peer, endpoint, hash),
-            Command::RemovePeer(peer) => self.dp.remove_peer(peer),
-            Command::Offer(peer, offer) => self.dp.handle_offer(now, peer, offer),
-            Command::Heard(peer) => self.dp.handle_heard(now, peer),
-            Command::ProbeAck(peer, size) => self.dp.handle_probe_ack(now, peer, size),
-            Command::SetFastdp(peer, on) => self.dp.set_fastdp(peer, on),
+            } => s.dp.add_punched_peer(now, peer, endpoint, hash),
+            Command::RemovePeer(peer) => s.dp.remove_peer(peer),
+            Command::Offer(peer, offer) => s.dp.handle_offer(now, peer, offer),
+            Command::Heard(peer) => s.dp.handle_heard(now, peer),
+            Command::ProbeAck(peer, size) => s.dp.handle_probe_ack(now, peer, size),
+            Command::SetFastdp(peer, on) => s.dp.set_fastdp(peer, on),
             Command::TcpLink(peer, Some(link)) => {
-                self.tcp_links.insert(peer, link);
+                s.tcp_links.insert(peer, link);
             }
             Command::TcpLink(peer, None) => {
-                self.tcp_links.remove(&peer);
+                s.tcp_links.remove(&peer);
             }
             Command::Stats(reply) => {
-                let counters = self.dp.counters();
+                let counters = s.dp.counters();
                 let established = counters
                     .peers
                     .iter()
                     .map(|(p, _)| *p)
-                    .filter(|p| self.dp.is_established(p))
+                    .filter(|p| s.dp.is_established(p))
                     .collect();
+                let sum = |f: fn(&QueueCounts) -> &AtomicU64| -> u64 {
+                    self.counts.iter().map(|c| f(c).load(Relaxed)).sum()
+                };
                 let _ = reply.send(Stats {
                     counters,
                     established,
-                    tap_drops: self.tap_drops,
-                    udp_drops: self.udp_drops,
-                    udp_too_big: self.udp_too_big,
-                    offload_mode: Some(self.tap.mode()),
-                    coalesced: self.coalescer.merged,
-                    coalesced_segments: self.coalescer.merged_segments,
-                    fallback: fallbacks(&self.dp),
-                    tcp_link_drops: self.tcp_link_drops,
+                    tap_drops: sum(|c| &c.tap_drops),
+                    udp_drops: sum(|c| &c.udp_drops),
+                    udp_too_big: sum(|c| &c.udp_too_big),
+                    offload_mode: Some(self.queue.tap.mode()),
+                    coalesced: sum(|c| &c.coalesced),
+                    coalesced_segments: sum(|c| &c.coalesced_segments),
+                    fallback: fallbacks(&s.dp),
+                    tcp_link_drops: s.tcp_link_drops,
+                    queues: self.counts.len(),
                 });
             }
         }
-    }
-
-    /// Sends what is queued, one run per call. Stops at a full socket buffer, leaving the
-    /// rest queued for when it drains; a datagram the kernel refuses is dropped and counted.
-    fn send(&mut self, tx: &mut TxBuffer) {
-        while let Some((to, bytes, segment, count)) =
-            tx.next_run(GSO_MAX_SEGMENTS, GSO_MAX_BYTES, self.max_segment)
-        {
-            match self.udp.try_send_run(to, bytes, segment, count) {
-                Ok(0) => return,
-                Ok(sent) => tx.advance(sent),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) => {
-                    self.send_failed(Instant::now(), to, segment, &e);
-                    tx.advance(1);
-                }
-            }
-        }
-    }
-
-    /// Counts a failed send; `EMSGSIZE` (the datagram is larger than the local link or
-    /// the path allows) goes to path MTU discovery.
-    fn send_failed(&mut self, now: Instant, to: SocketAddr, len: usize, e: &io::Error) {
-        if e.raw_os_error() == Some(nix::libc::EMSGSIZE) {
-            self.udp_too_big += 1;
-            self.dp.handle_send_too_big(now, to, len);
-        } else {
-            self.udp_drops += 1;
-        }
-    }
-
-    /// ICMP "too big" replies from the data plane, back to the containers.
-    fn deliver_replies(&mut self) {
-        let tap = &self.tap;
-        let drops = &mut self.tap_drops;
-        self.dp.poll_local_frames(&mut |f| {
-            if tap.try_send(f).is_err() {
-                *drops += 1;
-            }
-        });
     }
 }
 

@@ -508,7 +508,7 @@ fn dataplane_families(e: &mut Exposition, report: &Report) {
     e.family(
         "weft_tap_offload_mode",
         "gauge",
-        "1 for the mode the TAP device is in: tso, checksum or plain.",
+        "1 for the mode the TAP device is in: tso_uso, tso, checksum or plain.",
     );
     for mode in OFFLOAD_MODES {
         e.sample(
@@ -517,6 +517,12 @@ fn dataplane_families(e: &mut Exposition, report: &Report) {
             u8::from(dp.offload_mode == mode),
         );
     }
+    e.single(
+        "weft_dataplane_threads",
+        "gauge",
+        "Data-plane threads, each with a queue of the TAP device and a sleeve socket.",
+        dp.dataplane_threads,
+    );
     e.family(
         "weft_superframes_total",
         "counter",

@@ -325,6 +325,7 @@ pub fn dataplane(stats: &crate::dataplane::Stats) -> crate::status::DataplaneRep
             .offload_mode
             .map(|m| m.as_str().to_string())
             .unwrap_or_default(),
+        dataplane_threads: stats.queues as u64,
         drops_offload_malformed: d.offload_malformed,
         superframes_tx: c.superframes,
         superframes_rx: stats.coalesced,

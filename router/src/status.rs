@@ -199,10 +199,14 @@ pub struct DataplaneReport {
     pub rekeys_refused: u64,
     /// MAC addresses learnt.
     pub mac_entries: u64,
-    /// What the TAP device hands over and takes: `tso` (TCP superframes and checksum
+    /// What the TAP device hands over and takes: `tso_uso` (TCP and UDP superframes),
+    /// `tso` (TCP superframes and checksum
     /// offload), `checksum`, or `plain` (`--no-offloads`, or refused by the kernel).
     #[serde(default)]
     pub offload_mode: String,
+    /// Data-plane threads, each with a queue of the TAP device and a sleeve socket.
+    #[serde(default)]
+    pub dataplane_threads: u64,
     /// Frames from the TAP device dropped for a malformed `virtio_net_hdr`.
     #[serde(default)]
     pub drops_offload_malformed: u64,

@@ -43,20 +43,30 @@ fn dual_stack_tcp(port: u16) -> io::Result<TcpListener> {
     socket.listen(BACKLOG)
 }
 
-/// The sleeve's UDP socket on `port` of both families (blocking; the caller sets its
-/// options), and whether it is the dual-stack one.
-pub fn udp_socket(port: u16) -> io::Result<(std::net::UdpSocket, bool)> {
-    match datapath::udp::bind_dual_stack(port) {
-        Ok(s) => Ok((s, true)),
+/// The sleeve's UDP sockets: `count` of them on `port` of both families (blocking; the
+/// caller sets their options), or, for port 0, on the port the first one got,
+/// sharing it with `SO_REUSEPORT` when there are several: one per data-plane thread.
+/// Returns them and whether they are dual-stack.
+pub fn udp_sockets(port: u16, count: usize) -> io::Result<(Vec<std::net::UdpSocket>, bool)> {
+    let reuse = count > 1;
+    let (first, dual) = match datapath::udp::bind_dual_stack(port, reuse) {
+        Ok(s) => (s, true),
         Err(e) if no_ipv6(&e) => {
             info!("no IPv6 on this host ({e}); the sleeve on IPv4 only");
-            Ok((
-                std::net::UdpSocket::bind(SocketAddr::from(([0, 0, 0, 0], port)))?,
-                false,
-            ))
+            (datapath::udp::bind_v4(port, reuse)?, false)
         }
-        Err(e) => Err(e),
+        Err(e) => return Err(e),
+    };
+    let port = first.local_addr()?.port();
+    let mut sockets = vec![first];
+    for _ in 1..count {
+        sockets.push(if dual {
+            datapath::udp::bind_dual_stack(port, true)?
+        } else {
+            datapath::udp::bind_v4(port, true)?
+        });
     }
+    Ok((sockets, dual))
 }
 
 /// Errors that mean "this kernel has no IPv6" (built without it, or `ipv6.disable=1`).

@@ -347,6 +347,36 @@ impl Router {
     }
 }
 
+impl Router {
+    /// CPU time used so far by each of the process's threads whose name starts with
+    /// `prefix` (as the kernel keeps it: the first 15 bytes), busiest first.
+    pub fn thread_cpu_times(&self, prefix: &str) -> Vec<Duration> {
+        let dir = format!("/proc/{}/task", self.pid());
+        let mut times: Vec<Duration> = std::fs::read_dir(&dir)
+            .expect("read /proc/PID/task")
+            .filter_map(|t| {
+                let path = t.ok()?.path();
+                let comm = std::fs::read_to_string(path.join("comm")).ok()?;
+                if !comm.starts_with(prefix) {
+                    return None;
+                }
+                let stat = std::fs::read_to_string(path.join("stat")).ok()?;
+                let rest = &stat[stat.rfind(')')? + 1..];
+                let f: Vec<u64> = rest
+                    .split_whitespace()
+                    .skip(11)
+                    .take(2)
+                    .filter_map(|v| v.parse().ok())
+                    .collect();
+                let ticks = f.first()? + f.get(1)?;
+                Some(Duration::from_secs_f64(ticks as f64 / clock_ticks() as f64))
+            })
+            .collect();
+        times.sort_unstable_by(|a, b| b.cmp(a));
+        times
+    }
+}
+
 impl Drop for Router {
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
