@@ -257,6 +257,13 @@ pub fn resolve_peer(spec: &str) -> Result<Vec<SocketAddr>, String> {
     Ok(addrs)
 }
 
+/// The default `--dataplane-threads`: one per core, at most [`datapath::tap::MAX_QUEUES`].
+pub fn default_dataplane_threads() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .clamp(1, datapath::tap::MAX_QUEUES)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -335,11 +342,4 @@ mod tests {
             assert!(parse_ipalloc_init(bad, 0).is_err(), "{bad}");
         }
     }
-}
-
-/// The default `--dataplane-threads`: one per core, at most [`datapath::tap::MAX_QUEUES`].
-pub fn default_dataplane_threads() -> usize {
-    std::thread::available_parallelism()
-        .map_or(1, usize::from)
-        .clamp(1, datapath::tap::MAX_QUEUES)
 }

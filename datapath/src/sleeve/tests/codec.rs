@@ -400,7 +400,7 @@ fn write_with_matches_seal() {
         let opened = open_frames(&mut b2, now, &got[..n2]).expect("opens");
         assert_eq!(opened, vec![(dst, src, body.clone())]);
     }
-    let (mut a, _) = pair(now);
+    let (a, _) = pair(now);
     let mut out = [0u8; 128];
     assert_eq!(
         a.write_with(&mut out, B, A, 0, |_| {}),
