@@ -363,7 +363,7 @@ impl Queue {
     /// full socket buffer, leaving the rest queued for when it drains; a datagram the
     /// kernel refuses is dropped and counted.
     fn send(&mut self, shared: &Mutex<Shared>) {
-        self.tx.encrypt();
+        // `next_run` encrypts what is still framed first; this runs without the lock.
         while let Some((to, bytes, segment, count)) =
             self.tx
                 .next_run(GSO_MAX_SEGMENTS, GSO_MAX_BYTES, self.max_segment)
