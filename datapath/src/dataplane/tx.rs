@@ -8,10 +8,10 @@
 //! data plane drops and counts.
 //!
 //! Encryption may be deferred ([`TxBuffer::deferring_encryption`]): the data plane then
-//! only frames each datagram and records its [`SealJob`], and the driver runs the jobs
-//! with [`TxBuffer::encrypt`] after it has let go of the data plane, so that several
-//! drivers sharing one data plane encrypt at the same time. Nothing leaves unencrypted:
-//! [`TxBuffer::next_run`] runs what is still pending first.
+//! only frames each datagram and records its [`SealJob`]. The jobs run at
+//! [`TxBuffer::encrypt`], or at the first [`TxBuffer::next_run`], which the driver calls
+//! after it has let go of the data plane, so that several drivers sharing one data plane
+//! encrypt at the same time. Nothing leaves unencrypted.
 
 use crate::sleeve::SealJob;
 use std::net::SocketAddr;
