@@ -25,7 +25,7 @@ mod common;
 use common::traffic::{ping, ping_series, transfer};
 use common::weft::{parse_connections, parse_peers, Auth, Router};
 use common::{wait_until, Net};
-use datapath::dataplane::pmtu::{datagram_for_path, mtu_for_datagram};
+use datapath::dataplane::path_mtu::{datagram_for_path, mtu_for_datagram};
 use datapath::sleeve::IpVersion;
 use std::time::Duration;
 

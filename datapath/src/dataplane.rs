@@ -39,7 +39,7 @@
 //! like any other, but never move the endpoint and never confirm the UDP path. The
 //! fallback path allocates one buffer per datagram; the UDP path still allocates nothing.
 //!
-//! Path MTU: each neighbour's path is measured with padded probes ([`pmtu`]); the
+//! Path MTU: each neighbour's path is measured with padded probes ([`path_mtu`]); the
 //! neighbour acknowledges each probe over the control link ([`Event::SendProbeAck`]).
 //! A frame larger than its next hop carries is dropped and counted as `mtu`; if it
 //! was captured here and is IPv4 with DF, or IPv6, an ICMP "fragmentation needed" /
@@ -68,15 +68,15 @@ use std::time::{Duration, Instant};
 
 mod counters;
 pub mod fallback;
-mod path_mtu;
-use path_mtu::RelayBack;
-pub mod pmtu;
+mod mtu_probes;
+use mtu_probes::RelayBack;
+pub mod path_mtu;
 mod replies;
 mod superframes;
 mod tx;
 pub use counters::{Counters, DropCounts, PeerCounters};
 use fallback::{Change, Fallback, FallbackReason, TcpQueue};
-use pmtu::{PathMtu, PmtuConfig};
+use path_mtu::{PathMtu, PmtuConfig};
 use replies::Replies;
 pub use tx::TxBuffer;
 

@@ -13,7 +13,7 @@ pub mod serve;
 
 use crate::attachments::Attachments;
 use crate::config;
-use crate::dataplane::DataplaneHandle;
+use crate::dataplane_driver::DataplaneHandle;
 use crate::handle::{Input, OwnerHandle};
 use crate::http::{Request, Response};
 use crate::status;
@@ -37,7 +37,7 @@ pub struct Api {
     /// The data-plane task, for counters.
     pub dataplane: DataplaneHandle,
     /// The fast-path task.
-    pub fastdp: crate::fastdp::FastdpHandle,
+    pub fastdp: crate::fastdp_driver::FastdpHandle,
     /// The firewall task (masquerade, the fast path's guard).
     pub firewall: crate::firewall::FirewallHandle,
     /// What was attached through this router (`weft ps`).

@@ -9,8 +9,8 @@ use crate::api::{self, Api};
 use crate::attachments::Attachments;
 use crate::config::{self, Config, Security};
 use crate::control_links::LinkContext;
-use crate::dataplane;
-use crate::fastdp::{Availability, FastdpHandle};
+use crate::dataplane_driver as dataplane;
+use crate::fastdp_driver::{Availability, FastdpHandle};
 use crate::ipam::allocator::RestoreError;
 use crate::ipam::{Ipam, IpamConfig};
 use crate::listener;
@@ -409,16 +409,21 @@ pub async fn run(config: Config, on_ready: impl FnOnce(&str)) -> Result<(), Rout
         info!("fast path off (--no-fastpath): every connection uses the sleeve");
         // What a router before us (killed, or with the fast path on) left behind.
         if let Ok(nl) = Netlink::new() {
-            crate::fastdp::teardown(&nl).await;
+            crate::fastdp_driver::teardown(&nl).await;
         }
         FastdpHandle::off(Availability::Disabled)
     } else {
-        match crate::fastdp::setup(config::BRIDGE, mtu, &config.fastdp_admit, firewall.clone())
-            .await
+        match crate::fastdp_driver::setup(
+            config::BRIDGE,
+            mtu,
+            &config.fastdp_admit,
+            firewall.clone(),
+        )
+        .await
         {
             Ok(kernel) => {
                 policy.enabled = true;
-                let (task, handle) = crate::fastdp::new(
+                let (task, handle) = crate::fastdp_driver::new(
                     id,
                     kernel,
                     mtu,
@@ -554,7 +559,7 @@ pub async fn run(config: Config, on_ready: impl FnOnce(&str)) -> Result<(), Rout
     }
     firewall.shutdown().await;
     if let Ok(nl) = Netlink::new() {
-        crate::fastdp::teardown(&nl).await;
+        crate::fastdp_driver::teardown(&nl).await;
     }
     let _ = std::fs::remove_file(&socket_path);
     let _ = std::fs::remove_file(&pid_path);

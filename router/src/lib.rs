@@ -17,10 +17,12 @@
 //! - [`handle`]: what the owner is told and asked ([`handle::Input`]), and its handle.
 //! - [`neighbours`]: sans-IO: what the data plane knows of each neighbour (the diff it is
 //!   told, fast-path hellos, messages waiting for a route).
-//! - [`links`]: one task per control link.
-//! - [`dataplane`]: the task that owns the TAP device, the UDP socket and the sessions.
+//! - [`control_links`]: one task per control link.
+//! - [`dataplane_driver`]: the data-plane threads that drive [`datapath::dataplane`]:
+//!   the TAP device's queues, the sleeve sockets, sealing and opening.
 //! - [`dns_peers`]: connection targets from DNS names (`--peers-from-dns`).
-//! - [`fastdp`]: the task that owns the kernel VXLAN fast path: probes, FDB.
+//! - [`fastdp_driver`]: the task that drives [`datapath::fastdp`]: the kernel VXLAN
+//!   fast path's probes, VXLAN device and FDB.
 //! - [`firewall`]: the task that owns the nftables table: the fast path's guard, masquerade.
 //! - [`sleeve_channel`]: the gossip channel that carries the data plane's messages
 //!   ([`datapath::sleeve_message`]) to a neighbour.
@@ -47,9 +49,9 @@ pub mod channels;
 pub mod config;
 pub mod control_links;
 pub mod daemon;
-pub mod dataplane;
+pub mod dataplane_driver;
 pub mod dns_peers;
-pub mod fastdp;
+pub mod fastdp_driver;
 pub mod firewall;
 pub mod handle;
 pub mod handshakes;

@@ -22,8 +22,8 @@
 //!   endpoints the sleeve task learnt from a neighbour's datagrams (roaming, NAT), and
 //!   which path each neighbour's frames take ([`PathKind`]: direct, fastdp, tcp fallback).
 
-use crate::dataplane::Command as DpCommand;
-use crate::fastdp::{Command as FpCommand, Event as FpEvent};
+use crate::dataplane_driver::Command as DpCommand;
+use crate::fastdp_driver::{Command as FpCommand, Event as FpEvent};
 use crate::mtu::OverlayMtu;
 use datapath::dataplane::fallback::FallbackReason;
 use datapath::dataplane::Event as DpEvent;

@@ -14,8 +14,8 @@ mod relay;
 
 use crate::channels::RouterChannels;
 use crate::control_links::{self, LinkContext};
-use crate::dataplane::DataplaneHandle;
-use crate::fastdp::{Event as FpEvent, FastdpHandle};
+use crate::dataplane_driver::DataplaneHandle;
+use crate::fastdp_driver::{Event as FpEvent, FastdpHandle};
 use crate::handshakes::HandshakeStats;
 use crate::inbound::InboundLinks;
 use crate::ipam::Ipam;

@@ -280,7 +280,7 @@ fn wall_clock(now: Instant, at: Instant) -> String {
 }
 
 /// The data plane's counters in report form.
-pub fn dataplane(stats: &crate::dataplane::Stats) -> crate::status::DataplaneReport {
+pub fn dataplane(stats: &crate::dataplane_driver::Stats) -> crate::status::DataplaneReport {
     let c = &stats.counters;
     let d = &c.drops;
     crate::status::DataplaneReport {
@@ -334,8 +334,8 @@ pub fn dataplane(stats: &crate::dataplane::Stats) -> crate::status::DataplaneRep
 }
 
 /// Whether the fast path runs, for the report.
-pub fn fast_path(a: &crate::fastdp::Availability) -> status::StateReport {
-    use crate::fastdp::Availability;
+pub fn fast_path(a: &crate::fastdp_driver::Availability) -> status::StateReport {
+    use crate::fastdp_driver::Availability;
     let (state, reason) = match a {
         Availability::Enabled => ("enabled", None),
         Availability::Disabled => ("disabled", Some("--no-fastpath".to_string())),
@@ -370,7 +370,7 @@ pub fn masquerade(m: &crate::firewall::Masquerade) -> status::MasqueradeReport {
 }
 
 /// The fast path's numbers, with the connections of `report` counted per mode.
-pub fn fastdp(stats: &crate::fastdp::Stats, report: &Report) -> status::FastdpReport {
+pub fn fastdp(stats: &crate::fastdp_driver::Stats, report: &Report) -> status::FastdpReport {
     let mut connections = std::collections::BTreeMap::new();
     for mode in ["fastdp", "sleeve"] {
         connections.insert(mode.to_string(), 0);

@@ -387,11 +387,11 @@ fn emsgsize_lowers_the_limit_at_once() {
     a.handle_send_too_big(t, addr(2), 1472);
     assert_eq!(a.path_mtu(&B), Some(1407), "1456 carries 1407");
     a.handle_send_too_big(t, addr(2), 1400);
-    assert_eq!(a.path_mtu(&B), Some(pmtu::mtu_for_datagram(1384)));
+    assert_eq!(a.path_mtu(&B), Some(path_mtu::mtu_for_datagram(1384)));
     a.handle_send_too_big(t, addr(9), 600);
     assert_eq!(
         a.path_mtu(&B),
-        Some(pmtu::mtu_for_datagram(1384)),
+        Some(path_mtu::mtu_for_datagram(1384)),
         "other endpoint"
     );
     let mut tx = TxBuffer::new(1 << 20, 64);

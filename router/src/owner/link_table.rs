@@ -56,12 +56,12 @@ impl Owner {
         for (peer, conn) in &now {
             if self.tcp_paths.get(peer) != Some(conn) {
                 let data = self.data_links.get(conn).cloned();
-                let command = crate::dataplane::Command::TcpLink(*peer, data);
+                let command = crate::dataplane_driver::Command::TcpLink(*peer, data);
                 self.tasks.sleeve.send(command);
             }
         }
         for peer in self.tcp_paths.keys().filter(|p| !now.contains_key(p)) {
-            let command = crate::dataplane::Command::TcpLink(*peer, None);
+            let command = crate::dataplane_driver::Command::TcpLink(*peer, None);
             self.tasks.sleeve.send(command);
         }
         self.tcp_paths = now;

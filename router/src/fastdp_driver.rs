@@ -15,7 +15,7 @@
 //! kernel and relayed by the router); containers' ports and the probe port are not, so
 //! they reach both.
 
-use crate::dataplane::{Command as DpCommand, DataplaneHandle};
+use crate::dataplane_driver::{Command as DpCommand, DataplaneHandle};
 use crate::firewall::FirewallHandle;
 use datapath::fastdp::desired::{self, Desired};
 use datapath::fastdp::link::{Mode, ProbeConfig, Reason};
