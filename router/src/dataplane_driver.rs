@@ -1,8 +1,8 @@
 //! The data-plane threads: the owners of the TAP device's queues and the sleeve
 //! sockets, sharing one [`Dataplane`].
 //!
-//! Each thread ([`QueueTask`]; the first, [`DataplaneTask`], also takes the commands,
-//! the timer tick and the datagrams that arrive inside control links) owns one queue of
+//! Each thread ([`DataplaneThread`]; the first also takes the commands, the timer tick
+//! and the datagrams that arrive inside control links) owns one queue of
 //! the TAP device and one UDP socket on the sleeve port (`SO_REUSEPORT`). The kernel
 //! hands each flow's frames to one TAP queue, and each sender's datagrams to one
 //! socket, so a flow is handled on one thread, in order. The [`Dataplane`] (sessions,
@@ -46,6 +46,7 @@ use gossip::routes::Routes;
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
+use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -408,34 +409,42 @@ impl Shared {
     }
 }
 
-/// The first data-plane thread: a queue, and the commands, the tick and the datagrams
-/// from control links.
-pub struct DataplaneTask {
+/// One data-plane thread: a queue of the TAP device with its socket, and for the first
+/// thread ([`Lead`]) also the commands, the timer tick and the datagrams from control
+/// links.
+pub struct DataplaneThread {
     shared: Arc<Mutex<Shared>>,
     queue: Queue,
     routes: watch::Receiver<Arc<Routes>>,
-    commands: mpsc::UnboundedReceiver<Command>,
     events: mpsc::UnboundedSender<Event>,
+    lead: Option<Lead>,
+}
+
+/// What only the first thread does.
+struct Lead {
+    commands: mpsc::UnboundedReceiver<Command>,
     /// Sleeve datagrams that came inside control links, with the link's peer.
     tcp_in: mpsc::Receiver<(PeerId, Vec<u8>)>,
     /// Every queue's counts, this one's first.
     counts: Vec<Arc<QueueCounts>>,
     /// The other threads, until the daemon starts them.
-    others: Vec<QueueTask>,
+    others: Vec<DataplaneThread>,
 }
 
-/// Another data-plane thread: a queue of its own.
-pub struct QueueTask {
-    shared: Arc<Mutex<Shared>>,
-    queue: Queue,
-    routes: watch::Receiver<Arc<Routes>>,
-    events: mpsc::UnboundedSender<Event>,
+/// What woke the first thread, besides its queue and the routes.
+enum LeadInput {
+    /// A command (`None`: the handle is gone, the router stops).
+    Command(Option<Command>),
+    /// A sleeve datagram from inside a control link.
+    Tcp(PeerId, Vec<u8>),
+    Tick,
 }
 
-/// Builds the data-plane threads' tasks and the handle: one per TAP queue, each with
-/// its socket (`queues` pairs them up; there must be at least one). `events` carries
-/// what the control link must send; `tcp_in` the sleeve datagrams that arrive inside
-/// control links (TCP fallback).
+/// Builds the data-plane threads and the handle: one thread per TAP queue, each with
+/// its socket (`queues` pairs them up; there must be at least one). The first thread is
+/// returned, holding the others until [`DataplaneThread::take_others`]. `events`
+/// carries what the control link must send; `tcp_in` the sleeve datagrams that arrive
+/// inside control links (TCP fallback).
 pub fn new(
     dp: Dataplane,
     queues: Vec<(Tap, UdpSocket)>,
@@ -443,7 +452,7 @@ pub fn new(
     events: mpsc::UnboundedSender<Event>,
     tcp_in: mpsc::Receiver<(PeerId, Vec<u8>)>,
     max_segment: usize,
-) -> io::Result<(DataplaneTask, DataplaneHandle)> {
+) -> io::Result<(DataplaneThread, DataplaneHandle)> {
     let shared = Arc::new(Mutex::new(Shared {
         dp,
         tcp_links: HashMap::new(),
@@ -455,96 +464,66 @@ pub fn new(
             .map(|(tap, _)| tap.writer())
             .collect::<io::Result<_>>()?,
     });
-    let mut queues = queues
+    let mut threads: Vec<DataplaneThread> = queues
         .into_iter()
         .enumerate()
-        .map(|(i, (tap, udp))| Queue::new((i, tap), udp, Arc::clone(&writers), max_segment));
-    let first = queues
-        .next()
-        .ok_or_else(|| io::Error::other("the data plane needs at least one TAP queue"))?;
-    let others: Vec<QueueTask> = queues
-        .map(|queue| QueueTask {
+        .map(|(i, (tap, udp))| DataplaneThread {
             shared: Arc::clone(&shared),
-            queue,
+            queue: Queue::new((i, tap), udp, Arc::clone(&writers), max_segment),
             routes: routes.clone(),
             events: events.clone(),
+            lead: None,
         })
         .collect();
-    let counts = std::iter::once(Arc::clone(&first.counts))
-        .chain(others.iter().map(|o| Arc::clone(&o.queue.counts)))
+    if threads.is_empty() {
+        return Err(io::Error::other(
+            "the data plane needs at least one TAP queue",
+        ));
+    }
+    let counts = threads
+        .iter()
+        .map(|t| Arc::clone(&t.queue.counts))
         .collect();
+    let mut first = threads.remove(0);
     let (tx, commands) = mpsc::unbounded_channel();
-    let task = DataplaneTask {
-        shared,
-        queue: first,
-        routes,
+    first.lead = Some(Lead {
         commands,
-        events,
         tcp_in,
         counts,
-        others,
-    };
-    Ok((task, DataplaneHandle { tx }))
+        others: threads,
+    });
+    Ok((first, DataplaneHandle { tx }))
 }
 
-impl QueueTask {
-    /// The task with its TAP queue and socket registered with the reactor of the
-    /// runtime this is called in (see [`DataplaneTask::reregister`]).
-    pub fn reregister(mut self) -> io::Result<QueueTask> {
-        self.queue = self.queue.reregister()?;
-        Ok(self)
+impl DataplaneThread {
+    /// The other threads, for the daemon to start each on a thread of its own (none
+    /// but on the first thread).
+    pub fn take_others(&mut self) -> Vec<DataplaneThread> {
+        self.lead
+            .as_mut()
+            .map(|lead| std::mem::take(&mut lead.others))
+            .unwrap_or_default()
     }
 
-    /// Runs until the routes channel closes (the router is stopping).
-    pub async fn run(mut self) {
-        let mut frame = vec![0u8; VNET_HDR_LEN + MAX_SUPERFRAME];
-        let mut datagram = vec![0u8; MAX_PACKET];
-        let mut routes = self.routes.borrow().clone();
-        loop {
-            let q = &mut self.queue;
-            let blocked = !q.tx.is_empty();
-            tokio::select! {
-                read = q.tap.recv(&mut frame), if !blocked => {
-                    q.read_tap(&self.shared, &routes, &mut frame, read);
-                }
-                ready = q.udp.socket().readable() => {
-                    if let Err(e) = ready { warn!("waiting on the UDP socket: {e}"); }
-                    q.receive(&self.shared, &routes, &mut datagram);
-                }
-                _ = q.udp.socket().writable(), if blocked => {}
-                changed = self.routes.changed() => {
-                    if changed.is_err() { return; }
-                    routes = self.routes.borrow_and_update().clone();
-                }
-            }
-            self.queue.finish(&self.shared, &self.events);
-        }
-    }
-}
-
-impl DataplaneTask {
-    /// The other threads' tasks, for the daemon to start each on a thread of its own.
-    pub fn take_others(&mut self) -> Vec<QueueTask> {
-        std::mem::take(&mut self.others)
-    }
-
-    /// The task with its TAP queue and socket registered with the reactor of the
-    /// runtime this is called in: the daemon builds the task, then moves it to a
+    /// The thread with its TAP queue and socket registered with the reactor of the
+    /// runtime this is called in: the daemon builds the threads, then moves each to a
     /// thread of its own ([`Essential::spawn_thread`]) and calls this there.
     ///
     /// [`Essential::spawn_thread`]: crate::supervise::Essential::spawn_thread
-    pub fn reregister(mut self) -> io::Result<DataplaneTask> {
+    pub fn reregister(mut self) -> io::Result<DataplaneThread> {
         self.queue = self.queue.reregister()?;
         Ok(self)
     }
 
-    /// Runs until the command channel closes.
+    /// Runs until the routes channel closes (the router is stopping) or, on the first
+    /// thread, the command channel.
     pub async fn run(mut self) {
         // A superframe is at most an IP packet's 64 KiB plus Ethernet; a read that does
         // not fit would fail, not shorten.
         let mut frame = vec![0u8; VNET_HDR_LEN + MAX_SUPERFRAME];
         let mut datagram = vec![0u8; MAX_PACKET];
         let mut routes = self.routes.borrow().clone();
+        // Only ever polled on the first thread.
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -559,43 +538,80 @@ impl DataplaneTask {
                     q.receive(&self.shared, &routes, &mut datagram);
                 }
                 _ = q.udp.socket().writable(), if blocked => {}
-                Some((peer, mut d)) = self.tcp_in.recv() => {
-                    self.receive_tcp(peer, &mut d, &routes);
-                }
-                command = self.commands.recv() => match command {
-                    Some(c) => self.command(Instant::now(), c),
-                    None => return,
-                },
                 changed = self.routes.changed() => {
                     if changed.is_err() { return; }
                     routes = self.routes.borrow_and_update().clone();
-                    let full_mesh = routes.reachable().all(|p| routes.is_neighbour(&p));
-                    lock(&self.shared).dp.set_flood_relay(!full_mesh);
+                    if self.lead.is_some() {
+                        let full_mesh = routes.reachable().all(|p| routes.is_neighbour(&p));
+                        lock(&self.shared).dp.set_flood_relay(!full_mesh);
+                    }
                 }
-                _ = tick.tick() => {
-                    let now = Instant::now();
-                    let mut s = lock(&self.shared);
-                    s.dp.handle_timeout(now);
-                    s.dp.poll_keepalives(now, &mut q.tx);
-                    s.dp.poll_probes(now, &mut q.tx);
+                input = Lead::next(self.lead.as_mut(), &mut tick) => {
+                    if self.lead_input(input, &routes).is_break() {
+                        return;
+                    }
                 }
             }
             self.queue.finish(&self.shared, &self.events);
         }
     }
 
+    /// Handles what woke the first thread; `Break` when the router stops.
+    fn lead_input(&mut self, input: LeadInput, routes: &Routes) -> ControlFlow<()> {
+        let Some(lead) = self.lead.as_mut() else {
+            return ControlFlow::Continue(());
+        };
+        let queue = &mut self.queue;
+        match input {
+            LeadInput::Command(Some(c)) => lead.command(&self.shared, queue, Instant::now(), c),
+            LeadInput::Command(None) => return ControlFlow::Break(()),
+            LeadInput::Tcp(peer, mut d) => {
+                lead.receive_tcp(&self.shared, queue, peer, &mut d, routes)
+            }
+            LeadInput::Tick => {
+                let now = Instant::now();
+                let mut s = lock(&self.shared);
+                s.dp.handle_timeout(now);
+                s.dp.poll_keepalives(now, &mut queue.tx);
+                s.dp.poll_probes(now, &mut queue.tx);
+            }
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+impl Lead {
+    /// The first thread's next input; never ready on the other threads.
+    async fn next(lead: Option<&mut Lead>, tick: &mut tokio::time::Interval) -> LeadInput {
+        let Some(lead) = lead else {
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            Some((peer, d)) = lead.tcp_in.recv() => LeadInput::Tcp(peer, d),
+            command = lead.commands.recv() => LeadInput::Command(command),
+            _ = tick.tick() => LeadInput::Tick,
+        }
+    }
+
     /// A sleeve datagram from inside `peer`'s control link, and up to a batch more.
-    fn receive_tcp(&mut self, peer: PeerId, d: &mut [u8], routes: &Routes) {
+    fn receive_tcp(
+        &mut self,
+        shared: &Mutex<Shared>,
+        queue: &mut Queue,
+        peer: PeerId,
+        d: &mut [u8],
+        routes: &Routes,
+    ) {
         let now = Instant::now();
-        let (writers, own) = (&*self.queue.writers, self.queue.index);
-        let drops = &self.queue.counts.tap_drops;
+        let (writers, own) = (&*queue.writers, queue.index);
+        let drops = &queue.counts.tap_drops;
         let mut deliver = |f: &[u8]| {
             if writers.for_frame(f, own).try_send(f).is_err() {
                 drops.fetch_add(1, Relaxed);
             }
         };
-        let tx = &mut self.queue.tx;
-        let mut s = lock(&self.shared);
+        let tx = &mut queue.tx;
+        let mut s = lock(shared);
         s.dp.handle_tcp_datagram(now, peer, d, routes, tx, &mut deliver);
         for _ in 1..BATCH {
             let Ok((peer, mut d)) = self.tcp_in.try_recv() else {
@@ -605,8 +621,8 @@ impl DataplaneTask {
         }
     }
 
-    fn command(&mut self, now: Instant, command: Command) {
-        let mut s = lock(&self.shared);
+    fn command(&self, shared: &Mutex<Shared>, queue: &Queue, now: Instant, command: Command) {
+        let mut s = lock(shared);
         match command {
             Command::AddPeer {
                 peer,
@@ -648,7 +664,7 @@ impl DataplaneTask {
                     tap_drops: sum(|c| &c.tap_drops),
                     udp_drops: sum(|c| &c.udp_drops),
                     udp_too_big: sum(|c| &c.udp_too_big),
-                    offload_mode: Some(self.queue.tap.mode()),
+                    offload_mode: Some(queue.tap.mode()),
                     coalesced: sum(|c| &c.coalesced),
                     coalesced_segments: sum(|c| &c.coalesced_segments),
                     fallback: fallbacks(&s.dp),
