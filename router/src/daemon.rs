@@ -226,6 +226,7 @@ pub async fn run(config: Config, on_ready: impl FnOnce(&str)) -> Result<(), Rout
     let ipam_config = IpamConfig::new(range, config.ipalloc_init.clone());
     let (ipam, snapshot_unloadable) =
         restore_ipam(&store, &store_path, identity.id(), ipam_config, snapshot)?;
+    let ipam = ipam.with_identity(identity.clone());
     let relearn = lost_ipam || snapshot_unloadable;
     let psk = match &config.security {
         Security::Secret(secret) => {

@@ -18,9 +18,9 @@
 //! only the prefix is derived; what matters is that the prefix is secret and fixed per
 //! key, so that two messages never share a nonce under one key.
 //!
-//! Every signed message starts with a domain tag ([`DOMAIN_RECORD`], [`DOMAIN_UNICAST`]),
-//! so that a signature made for one purpose can never be replayed as another; the
-//! handshake never signs, it only does Diffie-Hellman.
+//! Every signed message starts with a domain tag ([`DOMAIN_RECORD`], [`DOMAIN_UNICAST`],
+//! [`DOMAIN_TAKEOVER_VOTE`]), so that a signature made for one purpose can never be
+//! replayed as another; the handshake never signs, it only does Diffie-Hellman.
 //!
 //! Verification uses `verify_strict`: non-canonical and small-order keys and `R` values
 //! are refused (no malleability).
@@ -40,6 +40,8 @@ pub const SIGNATURE_LEN: usize = 64;
 pub const DOMAIN_RECORD: &[u8] = b"weft/topology-record/v1\0";
 /// Domain tag of a unicast's signature.
 pub const DOMAIN_UNICAST: &[u8] = b"weft/unicast/v1\0";
+/// Domain tag of an IPAM takeover vote (a voter's acceptance of an heir).
+pub const DOMAIN_TAKEOVER_VOTE: &[u8] = b"weft/takeover-vote/v1\0";
 /// Domain tag of the nonce prefix derivation (never a signed message).
 const DOMAIN_PREFIX: &[u8] = b"weft/ed25519-nonce-prefix/v1\0";
 

@@ -13,13 +13,14 @@ use super::addr::{AddrRange, Cidr};
 use super::consensus::Consensus;
 use super::persist::{Next, Outbox, PersistSeq, Snapshot, SnapshotError, SNAPSHOT_FORMAT};
 use super::ring::{Entries, Ring};
-use super::takeover::{AcceptorState, Proposal};
+use super::takeover::{AcceptorState, HeirNotice, Proposal};
 use super::wire::{GossipMsg, UnicastMsg};
 use super::{
     ContainerId, InitMode, IpamConfig, IpamError, IpamEvent, IpamOutput, IpamStats, Reply,
     RequestId,
 };
 use gossip::channel::Fingerprint;
+use gossip::identity::Identity;
 use gossip::peer::PeerId;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -112,8 +113,11 @@ pub struct Ipam {
     pub(super) asking: Option<Asking>,
     pub(super) votes: BTreeMap<PeerId, AcceptorState>,
     pub(super) proposals: BTreeMap<PeerId, (Proposal, RequestId, Instant)>,
-    /// Chosen heirs not yet seen taking over: dead peer → (heir, resend at, give up at).
-    pub(super) heir_notices: BTreeMap<PeerId, (PeerId, Instant, Instant)>,
+    /// Chosen heirs not yet seen taking over, by dead peer.
+    pub(super) heir_notices: BTreeMap<PeerId, HeirNotice>,
+    /// Our key, to sign takeover votes with (a router always has one; without it, this
+    /// IPAM does not vote).
+    pub(super) identity: Option<Identity>,
     pub(super) reachable: Option<BTreeSet<PeerId>>,
     pub(super) foreign: BTreeMap<String, PeerId>,
     /// When each peer was last handed our whole ring (see `channel::HANDOUT_EVERY`).
@@ -129,6 +133,18 @@ pub struct Ipam {
 }
 
 impl Ipam {
+    /// This IPAM with the key it signs its takeover votes with; `identity` must be
+    /// `me`'s (another key's votes would not verify, so it would vote for nothing).
+    pub fn with_identity(mut self, identity: Identity) -> Ipam {
+        debug_assert_eq!(
+            identity.id(),
+            self.me,
+            "the IPAM's identity must be its own"
+        );
+        self.identity = (identity.id() == self.me).then_some(identity);
+        self
+    }
+
     /// A fresh IPAM for peer `me`. With `seed=`, the ring exists at once.
     pub fn new(me: PeerId, config: IpamConfig, now: Instant, rng_seed: u64) -> Ipam {
         let universe = config.range.range();
@@ -152,6 +168,7 @@ impl Ipam {
             votes: BTreeMap::new(),
             proposals: BTreeMap::new(),
             heir_notices: BTreeMap::new(),
+            identity: None,
             reachable: None,
             foreign: BTreeMap::new(),
             handouts: BTreeMap::new(),
@@ -366,7 +383,7 @@ impl Ipam {
             None
         };
         let proposals = self.proposals.values().map(|p| p.2);
-        let notices = self.heir_notices.values().map(|n| n.1);
+        let notices = self.heir_notices.values().map(|n| n.retry);
         pending
             .chain(asking)
             .chain(consensus)

@@ -320,6 +320,10 @@ pub struct IpamStats {
     /// instance past [`allocator::MAX_VOTES`].
     #[serde(default)]
     pub takeover_refused: u64,
+    /// Takeover decisions naming us heir refused for want of proof: not a quorum of
+    /// distinct voters of this ring, each with a good signature on this decision.
+    #[serde(default)]
+    pub takeover_unproven: u64,
     /// Snapshots not written because they were over [`persist::MAX_SNAPSHOT_BYTES`].
     #[serde(default)]
     pub snapshot_too_big: u64,

@@ -8,6 +8,17 @@
 //! chosen; the proposer tells the heir, and only the heir writes `D`'s tokens, with a
 //! takeover version ([`super::ring::takeover_version`]).
 //!
+//! # The decision carries its proof
+//!
+//! Each acceptance is a [`Vote`]: the voter's Ed25519 signature (its identity key, see
+//! `gossip::identity::signing`) over the ring, the dead peer, the ballot and the heir.
+//! The proposer counts only votes that verify, and the decision it sends the heir
+//! ([`TakeoverMsg::Chosen`]) carries a quorum of them. The heir takes over only after it
+//! checked them itself: a quorum of distinct voters of this ring (the seeds but the dead
+//! peer), each signature good for this very decision. So a peer that holds the network
+//! secret cannot make another take a space no quorum gave it (refused, counted
+//! `takeover_unproven`); it could only forge the votes with the voters' keys.
+//!
 //! # Why two `rmpeer`s on both sides of a partition cannot create two owners
 //!
 //! 1. *Same voters everywhere.* The voter set is a function of the ring's seed set, which
@@ -30,6 +41,7 @@ use super::ring::{next_version, takeover_version, Entries, Entry};
 use super::space::free_count;
 use super::wire::UnicastMsg;
 use super::{IpamError, IpamEvent, IpamOutput, Reply, RequestId};
+use gossip::identity::{self, Identity, ProofError, Signature, DOMAIN_TAKEOVER_VOTE, KEY_LEN};
 use gossip::peer::PeerId;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -45,6 +57,52 @@ pub struct AcceptorState {
     pub promised: Ballot,
     /// The last accepted ballot and heir.
     pub accepted: Option<(Ballot, PeerId)>,
+}
+
+/// A voter's signed acceptance of `heir` as the heir of `dead`, at a ballot, in a ring.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct Vote {
+    /// Who voted.
+    pub voter: PeerId,
+    /// The voter's Ed25519 key (it must bind to `voter`).
+    pub key: [u8; KEY_LEN],
+    /// Over [`vote_statement`].
+    pub signature: Signature,
+}
+
+/// What a voter signs: the decision it accepts, whole.
+fn vote_statement(ring: u64, dead: PeerId, ballot: Ballot, heir: PeerId) -> Vec<u8> {
+    gossip::codec::encode(&(ring, dead, ballot, heir))
+}
+
+impl Vote {
+    /// `identity`'s vote for `heir` as the heir of `dead` at `ballot` in ring `ring`.
+    pub fn new(identity: &Identity, ring: u64, dead: PeerId, ballot: Ballot, heir: PeerId) -> Vote {
+        let statement = vote_statement(ring, dead, ballot, heir);
+        Vote {
+            voter: identity.id(),
+            key: *identity.signing_key(),
+            signature: identity.sign(DOMAIN_TAKEOVER_VOTE, &statement),
+        }
+    }
+
+    /// Whether this is `voter`'s good vote for exactly this decision.
+    pub fn verify(
+        &self,
+        ring: u64,
+        dead: PeerId,
+        ballot: Ballot,
+        heir: PeerId,
+    ) -> Result<(), ProofError> {
+        let statement = vote_statement(ring, dead, ballot, heir);
+        identity::verify(
+            &self.voter,
+            &self.key,
+            DOMAIN_TAKEOVER_VOTE,
+            &statement,
+            &self.signature,
+        )
+    }
 }
 
 /// One step of the protocol, unicast between proposer and voters.
@@ -73,16 +131,23 @@ pub enum TakeoverMsg {
     Accepted {
         /// The ballot accepted.
         ballot: Ballot,
+        /// The voter's signature on what it accepted.
+        vote: Vote,
     },
     /// The voter promised a higher ballot.
     Nack {
         /// What it promised.
         promised: Ballot,
     },
-    /// The heir is chosen; sent to the heir (it writes the tokens).
+    /// The heir is chosen; sent to the heir (it writes the tokens once it checked the
+    /// votes).
     Chosen {
         /// The heir.
         heir: PeerId,
+        /// The ballot a quorum accepted.
+        ballot: Ballot,
+        /// That quorum's votes.
+        votes: Vec<Vote>,
     },
     /// The voter refuses: it is the peer to remove, or that peer is alive to it.
     Alive,
@@ -94,19 +159,25 @@ impl TakeoverMsg {
         match self {
             TakeoverMsg::Prepare { ballot }
             | TakeoverMsg::Accept { ballot, .. }
-            | TakeoverMsg::Accepted { ballot } => ballot.round,
+            | TakeoverMsg::Accepted { ballot, .. }
+            | TakeoverMsg::Chosen { ballot, .. } => ballot.round,
             TakeoverMsg::Promise { ballot, accepted } => {
                 ballot.round.max(accepted.map_or(0, |a| a.0.round))
             }
             TakeoverMsg::Nack { promised } => promised.round,
-            TakeoverMsg::Chosen { .. } | TakeoverMsg::Alive => 0,
+            TakeoverMsg::Alive => 0,
         }
     }
 }
 
 impl AcceptorState {
-    /// The reply to `msg` (a Prepare or Accept), updating the state.
-    pub fn handle(&mut self, msg: &TakeoverMsg) -> Option<TakeoverMsg> {
+    /// The reply to `msg` (a Prepare or Accept), updating the state; `vote` signs an
+    /// acceptance (ballot, heir).
+    pub fn handle(
+        &mut self,
+        msg: &TakeoverMsg,
+        vote: impl FnOnce(Ballot, PeerId) -> Option<Vote>,
+    ) -> Option<TakeoverMsg> {
         match *msg {
             TakeoverMsg::Prepare { ballot } if ballot > self.promised => {
                 self.promised = ballot;
@@ -116,9 +187,11 @@ impl AcceptorState {
                 })
             }
             TakeoverMsg::Accept { ballot, heir } if ballot >= self.promised => {
+                // No key, no vote: nothing is accepted.
+                let vote = vote(ballot, heir)?;
                 self.promised = ballot;
                 self.accepted = Some((ballot, heir));
-                Some(TakeoverMsg::Accepted { ballot })
+                Some(TakeoverMsg::Accepted { ballot, vote })
             }
             TakeoverMsg::Prepare { .. } | TakeoverMsg::Accept { .. } => Some(TakeoverMsg::Nack {
                 promised: self.promised,
@@ -128,9 +201,34 @@ impl AcceptorState {
     }
 }
 
+/// The voters of an instance about `dead`: the ring's seeds but `dead`.
+fn voters_of(seeds: &[PeerId], dead: PeerId) -> BTreeSet<PeerId> {
+    seeds.iter().copied().filter(|s| *s != dead).collect()
+}
+
+/// The votes that decide among `voters` voters: a majority.
+fn quorum_of(voters: usize) -> usize {
+    voters / 2 + 1
+}
+
+/// A decision told to its heir, told again until the heir's takeover shows.
+#[derive(Clone, Debug)]
+pub struct HeirNotice {
+    /// The heir.
+    pub heir: PeerId,
+    /// The [`TakeoverMsg::Chosen`], with its votes.
+    pub decision: TakeoverMsg,
+    /// When to tell it again.
+    pub retry: Instant,
+    /// When to stop.
+    pub give_up: Instant,
+}
+
 /// The proposer side of one `rmpeer`.
 #[derive(Clone, Debug)]
 pub struct Proposal {
+    /// The ring.
+    pub ring: u64,
     /// The peer being removed.
     pub dead: PeerId,
     /// The current ballot.
@@ -138,7 +236,8 @@ pub struct Proposal {
     /// The voters.
     pub voters: BTreeSet<PeerId>,
     promises: BTreeMap<PeerId, Option<(Ballot, PeerId)>>,
-    accepted: BTreeSet<PeerId>,
+    /// The good votes for the current ballot.
+    accepted: BTreeMap<PeerId, Vote>,
     /// The heir proposed in phase 2, once there.
     pub heir: Option<PeerId>,
 }
@@ -148,29 +247,30 @@ pub struct Proposal {
 pub enum ProposerAction {
     /// Send this to every voter.
     ToVoters(TakeoverMsg),
-    /// The heir is chosen.
-    Chosen(PeerId),
+    /// The heir is chosen: tell it (a [`TakeoverMsg::Chosen`] with the votes).
+    Chosen(PeerId, TakeoverMsg),
 }
 
 impl Proposal {
-    /// A proposal by `me` to remove `dead`, with ballot round `round`.
-    pub fn new(me: PeerId, dead: PeerId, seeds: &[PeerId], round: u64) -> Proposal {
+    /// A proposal by `me` to remove `dead` from ring `ring`, with ballot round `round`.
+    pub fn new(me: PeerId, ring: u64, dead: PeerId, seeds: &[PeerId], round: u64) -> Proposal {
         Proposal {
+            ring,
             dead,
             ballot: Ballot {
                 round,
                 proposer: me,
             },
-            voters: seeds.iter().copied().filter(|s| *s != dead).collect(),
+            voters: voters_of(seeds, dead),
             promises: BTreeMap::new(),
-            accepted: BTreeSet::new(),
+            accepted: BTreeMap::new(),
             heir: None,
         }
     }
 
     /// Voters needed.
     pub fn quorum(&self) -> usize {
-        self.voters.len() / 2 + 1
+        quorum_of(self.voters.len())
     }
 
     /// Voters that answered the current phase.
@@ -217,10 +317,24 @@ impl Proposal {
                     heir,
                 }))
             }
-            TakeoverMsg::Accepted { ballot } if ballot == self.ballot => {
-                self.accepted.insert(from);
+            TakeoverMsg::Accepted { ballot, ref vote } if ballot == self.ballot => {
                 let heir = self.heir?;
-                (self.accepted.len() == self.quorum()).then_some(ProposerAction::Chosen(heir))
+                // A vote that does not prove this decision is not counted.
+                if vote.voter != from || vote.verify(self.ring, self.dead, ballot, heir).is_err() {
+                    return None;
+                }
+                self.accepted.insert(from, vote.clone());
+                (self.accepted.len() == self.quorum()).then(|| {
+                    let votes = self.accepted.values().cloned().collect();
+                    ProposerAction::Chosen(
+                        heir,
+                        TakeoverMsg::Chosen {
+                            heir,
+                            ballot,
+                            votes,
+                        },
+                    )
+                })
             }
             TakeoverMsg::Nack { promised } if promised > self.ballot => {
                 Some(ProposerAction::ToVoters(self.retry_above(promised)))
@@ -267,7 +381,7 @@ impl Ipam {
             .get(&dead)
             .map_or(0, |v| v.promised.round)
             .saturating_add(1);
-        let proposal = Proposal::new(self.me, dead, &seeds, round);
+        let proposal = Proposal::new(self.me, self.ring_id(), dead, &seeds, round);
         let first = proposal.prepare();
         let resend = now + self.config.donation_retry;
         self.proposals.insert(dead, (proposal, id, resend));
@@ -310,9 +424,13 @@ impl Ipam {
                     self.stats.takeover_refused += 1;
                     None
                 } else {
+                    let ring = self.ring_id();
+                    let identity = self.identity.as_ref();
                     let state = self.votes.entry(dead).or_default();
                     let before = *state;
-                    let reply = state.handle(&msg);
+                    let reply = state.handle(&msg, |ballot, heir| {
+                        identity.map(|id| Vote::new(id, ring, dead, ballot, heir))
+                    });
                     if *state != before {
                         self.outbox.dirty();
                     }
@@ -324,10 +442,16 @@ impl Ipam {
             }
             // A decision about a peer we can reach is forged (or stale): the space of a
             // live peer is never taken.
-            TakeoverMsg::Chosen { heir }
-                if heir == self.me && dead != self.me && !self.is_reachable(&dead) =>
-            {
-                self.take_over(dead)
+            TakeoverMsg::Chosen {
+                heir,
+                ballot,
+                ref votes,
+            } if heir == self.me && dead != self.me && !self.is_reachable(&dead) => {
+                if self.decision_proven(dead, ballot, heir, votes) {
+                    self.take_over(dead)
+                } else {
+                    self.stats.takeover_unproven += 1;
+                }
             }
             TakeoverMsg::Chosen { .. } if dead != self.me && self.is_reachable(&dead) => {
                 self.stats.takeover_refused += 1;
@@ -349,14 +473,18 @@ impl Ipam {
                         *at = self.now + std::time::Duration::from_millis(jitter);
                     }
                     Some(ProposerAction::ToVoters(m)) => self.send_to_voters(dead, m),
-                    Some(ProposerAction::Chosen(heir)) => {
-                        self.send_takeover(heir, dead, TakeoverMsg::Chosen { heir });
+                    Some(ProposerAction::Chosen(heir, decision)) => {
+                        self.send_takeover(heir, dead, decision.clone());
                         if heir != self.me {
                             // Resent until the heir's takeover reaches our ring: a lost
                             // notice must not leave the space stranded.
-                            let retry = self.now + self.config.donation_retry;
-                            let give_up = self.now + self.config.request_timeout * 6;
-                            self.heir_notices.insert(dead, (heir, retry, give_up));
+                            let notice = HeirNotice {
+                                heir,
+                                decision,
+                                retry: self.now + self.config.donation_retry,
+                                give_up: self.now + self.config.request_timeout * 6,
+                            };
+                            self.heir_notices.insert(dead, notice);
                         }
                         self.end_proposal(dead, Ok(heir));
                     }
@@ -385,25 +513,27 @@ impl Ipam {
     /// our ring (or a minute passes: then the heir is likely gone too, and a new `rmpeer`
     /// finds the same decision and delivers it).
     pub(super) fn renotify_heirs(&mut self, now: Instant) {
-        let due: Vec<(PeerId, PeerId, Instant)> = self
+        let due: Vec<PeerId> = self
             .heir_notices
             .iter()
-            .filter(|(_, n)| n.1 <= now)
-            .map(|(dead, n)| (*dead, n.0, n.2))
+            .filter(|(_, n)| n.retry <= now)
+            .map(|(dead, _)| *dead)
             .collect();
-        for (dead, heir, give_up) in due {
+        for dead in due {
             let taken = self
                 .ring
                 .as_ref()
                 .is_none_or(|r| r.owned_by(&dead).is_empty());
-            if taken || give_up <= now {
-                self.heir_notices.remove(&dead);
+            let Some(mut notice) = self.heir_notices.remove(&dead) else {
+                continue;
+            };
+            if taken || notice.give_up <= now {
                 continue;
             }
             self.stats.heir_renotified += 1;
-            self.send_takeover(heir, dead, TakeoverMsg::Chosen { heir });
-            let next = now + self.config.donation_retry;
-            self.heir_notices.insert(dead, (heir, next, give_up));
+            self.send_takeover(notice.heir, dead, notice.decision.clone());
+            notice.retry = now + self.config.donation_retry;
+            self.heir_notices.insert(dead, notice);
         }
     }
 
@@ -465,6 +595,26 @@ impl Ipam {
         self.outbox.push(IpamOutput::Event(event));
         self.broadcast_entries(delta);
         self.serve_pending();
+    }
+
+    /// Whether `votes` prove that a quorum of this ring's voters accepted `heir` as the
+    /// heir of `dead` at `ballot`: distinct voters, each vote good for exactly that.
+    /// Stops at the first vote that is not (an honest proposer sends only good ones).
+    fn decision_proven(&self, dead: PeerId, ballot: Ballot, heir: PeerId, votes: &[Vote]) -> bool {
+        let Some(ring) = self.ring.as_ref() else {
+            return false;
+        };
+        let voters = voters_of(ring.seeds(), dead);
+        if votes.len() < quorum_of(voters.len()) || votes.len() > voters.len() {
+            return false;
+        }
+        let ring = self.ring_id();
+        let mut counted = BTreeSet::new();
+        votes.iter().all(|v| {
+            voters.contains(&v.voter)
+                && counted.insert(v.voter)
+                && v.verify(ring, dead, ballot, heir).is_ok()
+        })
     }
 
     // ---- leave ----
@@ -534,17 +684,21 @@ impl Ipam {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use gossip::sim::node_identity;
+
+    const RING: u64 = 7;
 
     fn p(i: u8) -> PeerId {
-        PeerId([i; 16])
+        node_identity(i as usize).id()
     }
 
-    /// Runs a proposal against the given voters' states, delivering to `reach` only.
+    /// Runs a proposal against the given voters' states, delivering to `reach` only;
+    /// each voter signs with its own key. The decision, if one is reached.
     fn run(
         prop: &mut Proposal,
-        voters: &mut BTreeMap<PeerId, AcceptorState>,
-        reach: &[PeerId],
-    ) -> Option<PeerId> {
+        voters: &mut BTreeMap<u8, AcceptorState>,
+        reach: &[u8],
+    ) -> Option<TakeoverMsg> {
         let mut msgs = vec![prop.prepare()];
         for _ in 0..10 {
             let mut next = Vec::new();
@@ -553,10 +707,14 @@ mod tests {
                     let Some(state) = voters.get_mut(v) else {
                         continue;
                     };
-                    if let Some(reply) = state.handle(&m) {
-                        match prop.handle(*v, &reply) {
+                    let identity = node_identity(*v as usize);
+                    let reply = state.handle(&m, |ballot, heir| {
+                        Some(Vote::new(&identity, RING, prop.dead, ballot, heir))
+                    });
+                    if let Some(reply) = reply {
+                        match prop.handle(p(*v), &reply) {
                             Some(ProposerAction::ToVoters(m)) => next.push(m),
-                            Some(ProposerAction::Chosen(h)) => return Some(h),
+                            Some(ProposerAction::Chosen(_, decision)) => return Some(decision),
                             None => {}
                         }
                     }
@@ -567,11 +725,18 @@ mod tests {
         None
     }
 
+    fn heir(decision: Option<TakeoverMsg>) -> Option<PeerId> {
+        match decision? {
+            TakeoverMsg::Chosen { heir, .. } => Some(heir),
+            _ => None,
+        }
+    }
+
     /// A Nack naming round `u64::MAX` used to overflow `round + 1` in the proposer.
     #[test]
     fn takeover_nack_with_max_round_does_not_panic() {
         let seeds: Vec<PeerId> = (1..=3).map(p).collect();
-        let mut prop = Proposal::new(p(1), p(3), &seeds, 1);
+        let mut prop = Proposal::new(p(1), RING, p(3), &seeds, 1);
         let promised = Ballot {
             round: u64::MAX,
             proposer: p(2),
@@ -584,16 +749,94 @@ mod tests {
     fn partition_sides_cannot_choose_two_heirs() {
         let seeds: Vec<PeerId> = (1..=6).map(p).collect();
         let dead = p(6);
-        let mut voters: BTreeMap<PeerId, AcceptorState> =
-            (1..=5).map(|i| (p(i), AcceptorState::default())).collect();
+        let mut voters: BTreeMap<u8, AcceptorState> =
+            (1..=5).map(|i| (i, AcceptorState::default())).collect();
         // Side A = {1,2}, side B = {3,4,5}: only B has a majority of the 5 voters.
-        let mut a = Proposal::new(p(1), dead, &seeds, 1);
-        let mut b = Proposal::new(p(3), dead, &seeds, 1);
-        assert_eq!(run(&mut a, &mut voters, &[p(1), p(2)]), None);
-        assert_eq!(run(&mut b, &mut voters, &[p(3), p(4), p(5)]), Some(p(3)));
+        let mut a = Proposal::new(p(1), RING, dead, &seeds, 1);
+        let mut b = Proposal::new(p(3), RING, dead, &seeds, 1);
+        assert_eq!(heir(run(&mut a, &mut voters, &[1, 2])), None);
+        assert_eq!(heir(run(&mut b, &mut voters, &[3, 4, 5])), Some(p(3)));
         // After healing, A retries and must choose B's heir.
-        let mut a2 = Proposal::new(p(1), dead, &seeds, 1);
-        let all: Vec<PeerId> = (1..=5).map(p).collect();
-        assert_eq!(run(&mut a2, &mut voters, &all), Some(p(3)));
+        let mut a2 = Proposal::new(p(1), RING, dead, &seeds, 1);
+        assert_eq!(
+            heir(run(&mut a2, &mut voters, &[1, 2, 3, 4, 5])),
+            Some(p(3))
+        );
+    }
+
+    /// The decision carries a quorum of votes, each good for exactly that decision and
+    /// no other (another heir, ballot, dead peer or ring).
+    #[test]
+    fn a_decision_carries_a_quorum_of_votes_for_itself_only() {
+        let seeds: Vec<PeerId> = (1..=5).map(p).collect();
+        let dead = p(5);
+        let mut voters: BTreeMap<u8, AcceptorState> =
+            (1..=4).map(|i| (i, AcceptorState::default())).collect();
+        let mut prop = Proposal::new(p(2), RING, dead, &seeds, 1);
+        let decision = run(&mut prop, &mut voters, &[1, 2, 3, 4]).expect("a decision");
+        let TakeoverMsg::Chosen {
+            heir,
+            ballot,
+            votes,
+        } = decision
+        else {
+            panic!("not a decision: {decision:?}");
+        };
+        assert_eq!(heir, p(2));
+        assert_eq!(votes.len(), 3, "a quorum of 4 voters");
+        for v in &votes {
+            assert_eq!(v.verify(RING, dead, ballot, heir), Ok(()));
+            assert!(v.verify(RING, dead, ballot, p(1)).is_err(), "another heir");
+            assert!(
+                v.verify(RING + 1, dead, ballot, heir).is_err(),
+                "another ring"
+            );
+            assert!(
+                v.verify(RING, p(4), ballot, heir).is_err(),
+                "another dead peer"
+            );
+            let later = Ballot {
+                round: ballot.round + 1,
+                ..ballot
+            };
+            assert!(v.verify(RING, dead, later, heir).is_err(), "another ballot");
+        }
+    }
+
+    /// A voter whose vote does not verify (another key, or a vote for another heir) is
+    /// not counted: the proposer never builds a decision it could not prove.
+    #[test]
+    fn the_proposer_counts_only_votes_that_prove_the_decision() {
+        let seeds: Vec<PeerId> = (1..=3).map(p).collect();
+        let dead = p(3);
+        let mut prop = Proposal::new(p(1), RING, dead, &seeds, 1);
+        let ballot = prop.ballot;
+        for v in [1, 2] {
+            let promise = TakeoverMsg::Promise {
+                ballot,
+                accepted: None,
+            };
+            let _ = prop.handle(p(v), &promise);
+        }
+        assert_eq!(prop.heir, Some(p(1)));
+        // Voter 2's acceptance signed by voter 1's key, then one for another heir.
+        let forged = Vote {
+            voter: p(2),
+            ..Vote::new(&node_identity(1), RING, dead, ballot, p(1))
+        };
+        let wrong_heir = Vote::new(&node_identity(2), RING, dead, ballot, p(2));
+        for vote in [forged, wrong_heir] {
+            let accepted = TakeoverMsg::Accepted { ballot, vote };
+            assert_eq!(prop.handle(p(2), &accepted), None);
+        }
+        let own = Vote::new(&node_identity(1), RING, dead, ballot, p(1));
+        assert_eq!(
+            prop.handle(p(1), &TakeoverMsg::Accepted { ballot, vote: own }),
+            None,
+            "one good vote of the two needed"
+        );
+        let good = Vote::new(&node_identity(2), RING, dead, ballot, p(1));
+        let action = prop.handle(p(2), &TakeoverMsg::Accepted { ballot, vote: good });
+        assert!(matches!(action, Some(ProposerAction::Chosen(h, _)) if h == p(1)));
     }
 }

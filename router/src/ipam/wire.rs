@@ -128,6 +128,10 @@ impl UnicastMsg {
             UnicastMsg::Takeover { msg, .. } if msg.round() > MAX_ROUND => {
                 Err(WireError::Invalid("takeover ballot round above the limit"))
             }
+            UnicastMsg::Takeover {
+                msg: TakeoverMsg::Chosen { votes, .. },
+                ..
+            } if votes.len() > MAX_SEEDS => Err(WireError::Invalid("more votes than voters")),
             _ => Ok(m),
         }
     }

@@ -10,7 +10,7 @@ use crate::ipam::{
 use gossip::channel::{Channels, GossipChannel};
 use gossip::mesh::{Mesh, MeshConfig};
 use gossip::peer::PeerId;
-use gossip::sim::{node_id, SimConfig, SimNode};
+use gossip::sim::{node_id, node_identity, SimConfig, SimNode};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -160,7 +160,8 @@ pub(super) fn network(
         let node = net.add_node(&targets);
         let cfg = ipam_config(range, init(node));
         net.with_node(node, |_, channels, now| {
-            let ipam = Ipam::new(node_id(node), cfg, now, seed ^ node as u64);
+            let ipam = Ipam::new(node_id(node), cfg, now, seed ^ node as u64)
+                .with_identity(node_identity(node));
             channels.ipam = Some(ipam);
         });
         install_pump(&mut net, node, &log);

@@ -26,12 +26,12 @@ use crate::ipam::allocator::{MAX_FOREIGN_RINGS, MAX_VOTES};
 use crate::ipam::consensus::{Ballot, Claims, ClaimsMap};
 use crate::ipam::persist::MAX_SNAPSHOT_BYTES;
 use crate::ipam::ring::{Entries, Entry, MAX_RING_ENTRIES, MAX_VERSION, MAX_VERSION_STEP};
-use crate::ipam::takeover::TakeoverMsg;
+use crate::ipam::takeover::{TakeoverMsg, Vote};
 use crate::ipam::wire::{GossipMsg, UnicastMsg};
 use crate::ipam::{AddrRange, ContainerId, InitMode, Snapshot, IPAM_CHANNEL};
 use gossip::mesh::Mesh;
 use gossip::peer::PeerId;
-use gossip::sim::node_id;
+use gossip::sim::{node_id, node_identity};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::cell::RefCell;
@@ -99,6 +99,35 @@ impl Forger {
         Ballot {
             round: self.round(),
             proposer: self.peer(),
+        }
+    }
+
+    /// A vote no honest voter made: the hostile router's own (for any decision), one
+    /// in an honest voter's name signed with the hostile key, or an honest voter's key
+    /// with a random signature.
+    fn vote(&mut self) -> Vote {
+        let ring = match &self.overheard.borrow().ring {
+            Some((id, ..)) if self.rng.gen_bool(0.8) => *id,
+            _ => self.rng.gen(),
+        };
+        let (dead, ballot, heir) = (self.peer(), self.ballot(), self.peer());
+        let own = Vote::new(&node_identity(HONEST), ring, dead, ballot, heir);
+        let victim = self.rng.gen_range(0..HONEST);
+        match self.rng.gen_range(0..3) {
+            0 => own,
+            1 => Vote {
+                voter: node_id(victim),
+                ..own
+            },
+            _ => {
+                let mut signature = own.signature;
+                self.rng.fill(&mut signature.0[..]);
+                Vote {
+                    voter: node_id(victim),
+                    key: *node_identity(victim).signing_key(),
+                    signature,
+                }
+            }
         }
     }
 
@@ -229,11 +258,16 @@ impl Forger {
             },
             3 => TakeoverMsg::Accepted {
                 ballot: self.ballot(),
+                vote: self.vote(),
             },
             4 => TakeoverMsg::Nack {
                 promised: self.ballot(),
             },
-            5 => TakeoverMsg::Chosen { heir: to },
+            5 => TakeoverMsg::Chosen {
+                heir: to,
+                ballot: self.ballot(),
+                votes: (0..self.rng.gen_range(0..6)).map(|_| self.vote()).collect(),
+            },
             _ => TakeoverMsg::Alive,
         }
     }
@@ -258,11 +292,16 @@ impl Forger {
             }
             2 => UnicastMsg::Denied { ring },
             3 => UnicastMsg::Gossip(self.gossip().encode()),
-            _ => UnicastMsg::Takeover {
-                ring,
-                dead: self.peer(),
-                msg: self.takeover(to),
-            },
+            _ => {
+                let msg = self.takeover(to);
+                // A decision is checked only about a peer the heir cannot reach: often
+                // one nobody knows.
+                let dead = match msg {
+                    TakeoverMsg::Chosen { .. } if self.rng.gen_bool(0.8) => PeerId(self.rng.gen()),
+                    _ => self.peer(),
+                };
+                UnicastMsg::Takeover { ring, dead, msg }
+            }
         };
         msg.encode()
     }
@@ -469,6 +508,7 @@ struct Totals {
     version_jumps: u64,
     foreign_ring: u64,
     takeover_refused: u64,
+    takeover_unproven: u64,
 }
 
 fn run(seed: u64, steps: usize) -> Totals {
@@ -493,6 +533,7 @@ fn run(seed: u64, steps: usize) -> Totals {
             t.version_jumps += s.version_jumps;
             t.foreign_ring += s.foreign_ring;
             t.takeover_refused += s.takeover_refused;
+            t.takeover_unproven += s.takeover_unproven;
         }
     }
     t
@@ -544,5 +585,9 @@ fn ipam_hostile_20_seeds_10000_steps() {
         assert!(t.malformed + t.out_of_range > 0, "{t:?}");
         assert!(t.inconsistent + t.version_jumps > 0, "{t:?}");
         assert!(t.foreign_ring > 0, "{t:?}");
+        assert!(
+            t.takeover_unproven > 0,
+            "forged decisions reached their heir: {t:?}"
+        );
     }
 }

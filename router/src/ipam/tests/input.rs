@@ -2,13 +2,14 @@
 
 use crate::ipam::allocator::{MAX_FOREIGN_RINGS, MAX_VOTES};
 use crate::ipam::ring::{Entry, MAX_RING_ENTRIES, MAX_VERSION, MAX_VERSION_STEP};
-use crate::ipam::takeover::{Ballot, TakeoverMsg};
+use crate::ipam::takeover::{Ballot, TakeoverMsg, Vote};
 use crate::ipam::wire::{GossipMsg, UnicastMsg};
 use crate::ipam::{
     fuzz_ipam_gossip, AddrRange, ContainerId, InitMode, Ipam, IpamConfig, IpamOutput,
 };
 use gossip::channel::GossipChannel;
 use gossip::peer::PeerId;
+use gossip::sim::{node_id, node_identity};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::time::Instant;
@@ -496,37 +497,142 @@ fn a_donation_of_space_the_sender_does_not_own_is_refused() {
     assert_ne!(x.own_ranges(), before, "the owner's donation is taken");
 }
 
-/// A forged takeover decision naming us heir of a peer we can reach is refused: a live
-/// peer's space is never taken.
+/// Peer 1 (us, with our key) settled on a ring seeded by peers 1, 2 and 3 of the
+/// simulation's keys.
+fn settled_with_keys() -> Ipam {
+    let seeds = (1..=3).map(node_id).collect();
+    let cfg = IpamConfig::new("10.32.0.0/24".parse().expect("cidr"), InitMode::Seed(seeds));
+    let now = Instant::now();
+    let mut x = Ipam::new(node_id(1), cfg, now, 0).with_identity(node_identity(1));
+    x.allocate(now, ContainerId("c".into()), None);
+    while let Some(o) = x.poll_output() {
+        if let IpamOutput::Persist { seq, .. } = o {
+            x.handle_persisted(seq);
+        }
+    }
+    x
+}
+
+/// A decision that `heir` inherits `dead`, signed by the keys of `voters`.
+fn decision(x: &Ipam, dead: PeerId, heir: PeerId, voters: &[usize]) -> Vec<u8> {
+    let ballot = Ballot {
+        round: 3,
+        proposer: node_id(3),
+    };
+    let ring = x.ring_id();
+    let votes = voters
+        .iter()
+        .map(|v| Vote::new(&node_identity(*v), ring, dead, ballot, heir))
+        .collect();
+    let msg = TakeoverMsg::Chosen {
+        heir,
+        ballot,
+        votes,
+    };
+    UnicastMsg::Takeover { ring, dead, msg }.encode()
+}
+
+/// A takeover decision naming us heir of a peer we can reach is refused, even with a
+/// quorum's votes: a live peer's space is never taken.
 #[test]
 fn a_takeover_decision_about_a_reachable_peer_is_refused() {
-    let me = PeerId([1; 16]);
-    let live = PeerId([2; 16]);
-    let mut x = settled(me);
+    let (me, live) = (node_id(1), node_id(2));
+    let mut x = settled_with_keys();
     let now = Instant::now();
     x.handle_reachable(now, [live]);
     let before = x.own_ranges();
-    let chosen = UnicastMsg::Takeover {
-        ring: x.ring_id(),
-        dead: live,
-        msg: TakeoverMsg::Chosen { heir: me },
-    }
-    .encode();
-    x.handle_unicast(now, PeerId([9; 16]), &chosen)
-        .expect("decodes");
+    let chosen = decision(&x, live, me, &[1, 3]);
+    x.handle_unicast(now, node_id(3), &chosen).expect("decodes");
     assert_eq!(
         x.own_ranges(),
         before,
         "the live peer's space stays its own"
     );
     assert_eq!(x.stats().takeover_refused, 1);
-    // Once it is unreachable, a decision is carried out.
+    // Once it is unreachable, the decision is carried out.
     x.handle_reachable(now, []);
-    x.handle_unicast(now, PeerId([9; 16]), &chosen)
-        .expect("decodes");
+    x.handle_unicast(now, node_id(3), &chosen).expect("decodes");
     assert_ne!(
         x.own_ranges(),
         before,
         "an unreachable peer's space is taken"
     );
+}
+
+/// A decision naming us heir is carried out only with a quorum of good votes from
+/// distinct voters of this ring: a peer that holds the secret cannot make us take a
+/// space no quorum gave us (catalogue: forged takeover decisions).
+#[test]
+fn a_takeover_decision_without_a_quorum_of_good_votes_is_refused() {
+    let (me, dead) = (node_id(1), node_id(2));
+    let mut x = settled_with_keys();
+    let now = Instant::now();
+    x.handle_reachable(now, []);
+    let before = x.own_ranges();
+    let ring = x.ring_id();
+    let ballot = Ballot {
+        round: 3,
+        proposer: node_id(3),
+    };
+    let good = |v: usize| Vote::new(&node_identity(v), ring, dead, ballot, me);
+    let forged: Vec<(&str, Vec<Vote>)> = vec![
+        ("no votes", vec![]),
+        ("one vote of the two needed", vec![good(1)]),
+        ("one voter twice", vec![good(1), good(1)]),
+        ("a peer that is not a seed", vec![good(1), good(4)]),
+        ("the dead peer itself", vec![good(1), good(2)]),
+        (
+            "a vote for another heir",
+            vec![
+                good(1),
+                Vote::new(&node_identity(3), ring, dead, ballot, node_id(3)),
+            ],
+        ),
+        (
+            "a vote at another ballot",
+            vec![
+                good(1),
+                Vote::new(
+                    &node_identity(3),
+                    ring,
+                    dead,
+                    Ballot { round: 4, ..ballot },
+                    me,
+                ),
+            ],
+        ),
+        (
+            "voter 3's vote made with voter 1's key",
+            vec![
+                good(1),
+                Vote {
+                    voter: node_id(3),
+                    ..good(1)
+                },
+            ],
+        ),
+        (
+            "voter 3's vote with a bad signature",
+            vec![good(1), {
+                let mut v = good(3);
+                v.signature.0[0] ^= 1;
+                v
+            }],
+        ),
+    ];
+    for (n, (why, votes)) in forged.into_iter().enumerate() {
+        let msg = TakeoverMsg::Chosen {
+            heir: me,
+            ballot,
+            votes,
+        };
+        let bytes = UnicastMsg::Takeover { ring, dead, msg }.encode();
+        x.handle_unicast(now, node_id(3), &bytes).expect("decodes");
+        assert_eq!(x.own_ranges(), before, "{why}: nothing taken");
+        assert_eq!(x.stats().takeover_unproven, n as u64 + 1, "{why}: counted");
+    }
+    // The true decision, with voters 1 and 3.
+    x.handle_unicast(now, node_id(3), &decision(&x, dead, me, &[3, 1]))
+        .expect("decodes");
+    assert_ne!(x.own_ranges(), before, "a proven decision is carried out");
 }

@@ -4,7 +4,7 @@
 use super::harness::*;
 use crate::ipam::allocator::RestoreError;
 use crate::ipam::{ContainerId, InitMode, Ipam, IpamError, IpamEvent, IpamOutput, Reply};
-use gossip::sim::node_id;
+use gossip::sim::{node_id, node_identity};
 use std::time::{Duration, Instant};
 
 fn consensus_time(n: usize) -> Duration {
@@ -127,7 +127,8 @@ fn two_rings_seeded_apart_detect_each_other_and_stay_apart() {
         let seeds = if i < 2 { a.clone() } else { b.clone() };
         let cfg = ipam_config("10.32.0.0/12", InitMode::Seed(seeds));
         net.with_node(i, |_, channels, now| {
-            channels.ipam = Some(Ipam::new(node_id(i), cfg, now, 1));
+            channels.ipam =
+                Some(Ipam::new(node_id(i), cfg, now, 1).with_identity(node_identity(i)));
         });
         install_pump(&mut net, i, &log);
     }

@@ -13,7 +13,7 @@
 
 use super::harness::*;
 use crate::ipam::{AddrRange, ContainerId, InitMode, Ipam, Snapshot};
-use gossip::sim::node_id;
+use gossip::sim::{node_id, node_identity};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::collections::{BTreeMap, BTreeSet};
@@ -115,6 +115,7 @@ impl World {
                 Some(s) => Ipam::restore(node_id(i), cfg, &s, now, seed).expect("restore"),
                 None => Ipam::new(node_id(i), cfg, now, seed),
             };
+            let ipam = ipam.with_identity(node_identity(i));
             channels.ipam = Some(ipam);
         });
     }
