@@ -169,6 +169,9 @@ pub struct Net<A = ()> {
     broadcast_trace: Option<BTreeMap<(PeerId, usize), usize>>,
     /// Bytes of every message put on a link.
     pub bytes_sent: u64,
+    /// Bytes put on links by message kind (and channel), when tallied
+    /// ([`Net::tally_kinds`]).
+    kinds: Option<BTreeMap<String, u64>>,
 }
 
 /// The id of simulated node `i`.
@@ -204,6 +207,7 @@ impl<A: Channels + Default> Net<A> {
             mute_gossip: false,
             broadcast_trace: None,
             bytes_sent: 0,
+            kinds: None,
         }
     }
 

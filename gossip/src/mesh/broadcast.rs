@@ -7,8 +7,12 @@
 //!   our own tree as if we were its source, so it still costs O(N), not a flood; a
 //!   router not yet in the graph hands its own deltas to one neighbour to re-root; and
 //!   new deltas also go to neighbours whose link to us is not in the graph yet, since no
-//!   tree includes them. Every peer relays a given `(source, id)` once, so differing
-//!   views cannot make a broadcast loop (a hop limit backs that up).
+//!   tree includes them. Every peer relays a given broadcast `id` once, whatever its
+//!   root: a re-rooted copy keeps the id, so when several relays that lack `S` re-root
+//!   one delta (all the peers a joining router links to at once), each peer still
+//!   relays it once, and differing views cannot make a broadcast loop (a hop limit
+//!   backs that up). An id is marked only once its delta merged without error, so a
+//!   garbage copy under a known id cannot suppress the real one.
 //! - **Batching.** Changes of our own links are collected for `topology_batch` and
 //!   announced in one delta (a joining router links to many peers at once).
 //! - **Unicast.** A payload for one peer follows the unicast next hops.
@@ -45,37 +49,37 @@ impl Mesh {
         update: Vec<u8>,
         channels: &mut dyn Channels,
     ) -> Result<(), ChannelError> {
-        if header.source == self.local.id || !self.seen.insert(now, (header.source, header.id)) {
+        if header.source == self.local.id || self.seen.contains(now, header.id) {
             return Ok(());
         }
         let new = self
             .merge(now, conn, name, &update, channels)?
             .unwrap_or(false);
+        self.seen.insert(now, header.id);
         let from = self.conns.get(&conn).map(|c| c.remote_id);
         let header = BroadcastHeader {
             hops: header.hops.saturating_add(1),
             ..header
         };
-        self.relay_broadcast(now, header, name, update, from, new);
+        self.relay_broadcast(header, name, update, from, new);
         Ok(())
     }
 
     /// Starts a broadcast of our own.
     pub(super) fn originate_broadcast(&mut self, now: Instant, name: &str, update: Vec<u8>) {
         let id = self.rng.gen();
-        self.seen.insert(now, (self.local.id, id));
+        self.seen.insert(now, id);
         let header = BroadcastHeader {
             source: self.local.id,
             id,
             hops: 0,
         };
-        self.relay_broadcast(now, header, name, update, None, true);
+        self.relay_broadcast(header, name, update, None, true);
     }
 
     /// Sends a broadcast on to our next hops (see the module doc).
     fn relay_broadcast(
         &mut self,
-        now: Instant,
         header: BroadcastHeader,
         name: &str,
         update: Vec<u8>,
@@ -86,6 +90,7 @@ impl Mesh {
             return;
         }
         let local = self.local.id;
+        let source = header.source;
         let in_graph = self.routes.neighbours().next().is_some();
         let mut header = header;
         let mut targets: Vec<PeerId> = if in_graph && self.routes.has_tree(&header.source) {
@@ -96,8 +101,17 @@ impl Mesh {
             // The source is not in our view of the graph: re-root the broadcast at us,
             // so that it still crosses the graph once instead of flooding it.
             header.source = local;
-            self.seen.insert(now, (local, header.id));
-            self.routes.broadcast_next_hops(&local).to_vec()
+            let mut targets = self.routes.broadcast_next_hops(&local).to_vec();
+            if from == Some(source) {
+                // Straight from its source, which sends to each of its neighbours
+                // itself: those are not ours to serve. (Without this, every peer a
+                // joining router links to at once re-rooted its first delta to the
+                // whole mesh.)
+                if let Some(record) = self.topology.peer(&source) {
+                    targets.retain(|p| record.links().all(|(l, _)| l != p));
+                }
+            }
+            targets
         } else if from.is_none() {
             // We are not in anybody's graph yet: one neighbour re-roots it for us.
             self.active.keys().next().copied().into_iter().collect()
@@ -191,16 +205,16 @@ pub(super) const SEEN_TTL: Duration = Duration::from_secs(120);
 /// Most ids remembered; the oldest go first.
 pub(super) const SEEN_CAP: usize = 1 << 16;
 
-/// Recently seen broadcasts.
+/// Recently seen broadcast ids.
 #[derive(Debug, Default)]
 pub(super) struct SeenBroadcasts {
-    ids: HashSet<(PeerId, u64)>,
-    order: VecDeque<(Instant, (PeerId, u64))>,
+    ids: HashSet<u64>,
+    order: VecDeque<(Instant, u64)>,
 }
 
 impl SeenBroadcasts {
-    /// Records `id`; `false` if it was already there.
-    pub(super) fn insert(&mut self, now: Instant, id: (PeerId, u64)) -> bool {
+    /// Forgets ids older than [`SEEN_TTL`], and the oldest past [`SEEN_CAP`].
+    fn expire(&mut self, now: Instant) {
         while let Some(&(at, old)) = self.order.front() {
             if now.saturating_duration_since(at) < SEEN_TTL && self.order.len() < SEEN_CAP {
                 break;
@@ -208,6 +222,17 @@ impl SeenBroadcasts {
             self.order.pop_front();
             self.ids.remove(&old);
         }
+    }
+
+    /// Whether `id` was seen (and not forgotten).
+    pub(super) fn contains(&mut self, now: Instant, id: u64) -> bool {
+        self.expire(now);
+        self.ids.contains(&id)
+    }
+
+    /// Records `id`; `false` if it was already there.
+    pub(super) fn insert(&mut self, now: Instant, id: u64) -> bool {
+        self.expire(now);
         if !self.ids.insert(id) {
             return false;
         }
@@ -223,15 +248,16 @@ mod tests {
     #[test]
     fn ids_are_seen_once_then_expire() {
         let now = Instant::now();
-        let (p, q) = (PeerId([1; 16]), PeerId([2; 16]));
         let mut seen = SeenBroadcasts::default();
-        assert!(seen.insert(now, (p, 1)));
-        assert!(!seen.insert(now, (p, 1)));
-        assert!(seen.insert(now, (q, 1)), "another source");
-        assert!(seen.insert(now + SEEN_TTL, (p, 2)));
-        assert!(seen.insert(now + SEEN_TTL, (p, 1)), "expired");
+        assert!(!seen.contains(now, 1));
+        assert!(seen.insert(now, 1));
+        assert!(seen.contains(now, 1));
+        assert!(!seen.insert(now, 1));
+        assert!(seen.insert(now + SEEN_TTL, 2));
+        assert!(!seen.contains(now + SEEN_TTL, 1), "expired");
+        assert!(seen.insert(now + SEEN_TTL, 1), "expired");
         for id in 10..10 + SEEN_CAP as u64 {
-            seen.insert(now + SEEN_TTL, (p, id));
+            seen.insert(now + SEEN_TTL, id);
         }
         assert!(seen.ids.len() <= SEEN_CAP);
     }

@@ -213,6 +213,9 @@ impl<A: Channels + Default> Net<A> {
             return;
         }
         self.bytes_sent += bytes.len() as u64;
+        if let Some(kinds) = self.kinds.as_mut() {
+            *kinds.entry(kind_of(&bytes)).or_default() += bytes.len() as u64;
+        }
         // By (node, conn), not node alone: a node may be linked to itself.
         let to = usize::from(l.ends[0] == (i, conn));
         let (latency, other) = (l.latency, l.ends[to].0);
@@ -238,6 +241,16 @@ impl<A: Channels + Default> Net<A> {
         if let Ok(Message::Broadcast { source, .. }) = Message::decode(bytes) {
             *trace.entry((source, node)).or_default() += 1;
         }
+    }
+
+    /// Starts tallying the bytes put on links by message kind, from zero.
+    pub fn tally_kinds(&mut self) {
+        self.kinds = Some(BTreeMap::new());
+    }
+
+    /// The bytes tallied by kind since [`Net::tally_kinds`].
+    pub fn bytes_by_kind(&self) -> BTreeMap<String, u64> {
+        self.kinds.clone().unwrap_or_default()
     }
 
     /// Starts counting broadcast deliveries by (source, receiving node), from zero.
@@ -400,5 +413,20 @@ impl<A> super::SimNode<A> {
     /// Number of established links.
     pub fn link_count(&self) -> usize {
         self.node.links().values().filter(|l| l.established).count()
+    }
+}
+
+/// A message's kind for [`Net::bytes_by_kind`]: its variant, and the channel for
+/// gossip (`summary/topology`).
+fn kind_of(bytes: &[u8]) -> String {
+    match Message::decode(bytes) {
+        Ok(Message::Hello(_)) => "hello".into(),
+        Ok(Message::Heartbeat) => "heartbeat".into(),
+        Ok(Message::Digest(_)) => "digest".into(),
+        Ok(Message::Summary { channel, .. }) => format!("summary/{channel}"),
+        Ok(Message::Update { channel, .. }) => format!("update/{channel}"),
+        Ok(Message::Broadcast { channel, .. }) => format!("broadcast/{channel}"),
+        Ok(Message::Unicast(_)) => "unicast".into(),
+        Err(_) => "undecodable".into(),
     }
 }

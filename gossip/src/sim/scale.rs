@@ -55,6 +55,9 @@ fn join_one_at_a_time(n: usize, seed: u64) -> Figures {
     let mut figures = Figures::default();
     net.add_node(&[]);
     for i in 1..n {
+        if i == n - 1 {
+            net.tally_kinds();
+        }
         let (start, bytes) = (net.elapsed(), net.bytes_sent);
         net.add_node(&[rng.gen_range(0..i)]);
         let converged = net.run_until(
@@ -80,6 +83,15 @@ fn join_one_at_a_time(n: usize, seed: u64) -> Figures {
     }
     // Let the last join's tail (batched link changes, debounced routes) settle.
     net.run_for(interval * 2);
+    let kinds: Vec<String> = net
+        .bytes_by_kind()
+        .iter()
+        .map(|(kind, bytes)| format!("{kind} {}", bytes / n as u64))
+        .collect();
+    println!(
+        "N={n:>4}: the last join, bytes per peer by kind: {}",
+        kinds.join(", ")
+    );
     let idle_from = net.bytes_sent;
     net.run_for(Duration::from_secs(60));
     figures.idle_bytes_per_peer_minute = (net.bytes_sent - idle_from) / n as u64;
@@ -103,9 +115,11 @@ fn peers_joining_one_at_a_time_converge_to_a_full_mesh_50_and_100() {
     }
     // A join in a full mesh adds a link at every peer, and each peer's record change
     // reaches every peer once: per peer it grows about linearly with N (allow for the
-    // log N of tree depth and a margin: 2x the peers, under 4x the bytes).
+    // log N of tree depth and a margin: 2x the peers, under 3x the bytes; 1.7x
+    // measured). When every peer a newcomer linked to re-rooted its first delta to the
+    // whole mesh, this was 3.3x.
     assert!(
-        f100.last_join_bytes_per_peer < f50.last_join_bytes_per_peer * 4,
+        f100.last_join_bytes_per_peer < f50.last_join_bytes_per_peer * 3,
         "{f50:?} vs {f100:?}"
     );
     // Idle: a heartbeat per link and digests to O(log N) neighbours: about linear in N
