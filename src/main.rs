@@ -1,6 +1,6 @@
 //! The `weft` command: one binary for the router daemon and its CLI.
 //!
-//! `main` acts as the CNI plugin when invoked as `weft-net` or `weft-ipam` (argv[0]);
+//! `main` acts as the CNI plugin when invoked as `weft-net` or `weft-ipam` (`argv[0]`);
 //! otherwise it parses the command line and dispatches; the daemon lives in the `router`
 //! crate, and every other subcommand talks to a running router through its local API.
 //! Exit codes: 0 ok, 1 error, 2 usage, 3 router not running.

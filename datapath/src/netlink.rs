@@ -1,5 +1,5 @@
-//! Kernel network configuration through rtnetlink, laid out as rtnetlink is: [`link`]
-//! (links, bridge ports, MTUs), [`addr`], [`route`], [`vxlan`]. Addresses with their
+//! Kernel network configuration through rtnetlink, laid out as rtnetlink is: `link`
+//! (links, bridge ports, MTUs), `addr`, `route`, `vxlan`. Addresses with their
 //! prefix are [`crate::cidr::LinkAddr`].
 //!
 //! Each method does one kernel operation and names its `ip` equivalent, so that what

@@ -2,7 +2,7 @@
 //!
 //! Everything here is sans-IO: state machines take input with the current time
 //! (`handle_*`), report what to do (`poll_*`), and never touch a socket, a clock or a
-//! global RNG. The `router` crate drives them with thin tokio tasks; [`sim`] drives the
+//! global RNG. The `router` crate drives them with thin tokio tasks; `sim` (a test feature) drives the
 //! very same machines deterministically, N peers in one process.
 //!
 //! # Layout
@@ -23,7 +23,7 @@
 //!   the router's owner task and the simulation both drive.
 //! - [`timer`]: the mesh's timers, kept as data.
 //! - [`connection_maker`] and [`backoff`]: whom to dial, and when.
-//! - [`sim`]: a deterministic, seeded network of N nodes in one process.
+//! - `sim` (feature `sim`): a deterministic, seeded network of N nodes in one process.
 #![warn(missing_docs, unreachable_pub)]
 #![forbid(unsafe_code)]
 

@@ -1,7 +1,7 @@
 //! One router's control plane as one sans-IO state machine: the [`Mesh`], the
 //! [`ConnectionMaker`] and the table of authenticated control links between them.
 //!
-//! The daemon's owner task and the simulation ([`crate::sim`]) both drive a [`Node`]:
+//! The daemon's owner task and the simulation (`crate::sim`) both drive a [`Node`]:
 //! they feed it what happened on the wire with [`Node::handle`] (links up and down,
 //! decrypted messages, failed dials, targets from the user) and the clock with
 //! [`Node::handle_timeout`], then drain [`Node::poll_output`] (send, close, dial, events)

@@ -410,7 +410,7 @@ impl Shared {
 }
 
 /// One data-plane thread: a queue of the TAP device with its socket, and for the first
-/// thread ([`Lead`]) also the commands, the timer tick and the datagrams from control
+/// thread (its `Lead`) also the commands, the timer tick and the datagrams from control
 /// links.
 pub struct DataplaneThread {
     shared: Arc<Mutex<Shared>>,

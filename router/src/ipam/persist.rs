@@ -3,7 +3,7 @@
 //!
 //! Every change of IPAM's durable state (ring, own allocations, bootstrap claims, rmpeer
 //! votes) bumps an epoch. Every output (completions, gossip, unicasts) is queued with the
-//! epoch current when it was produced. [`Outbox::poll`] releases an output only once a
+//! epoch current when it was produced. `Outbox::next` releases an output only once a
 //! snapshot at least that new has been confirmed written; before that it hands out the
 //! snapshot itself, as [`super::IpamOutput::Persist`], and waits for
 //! [`super::Ipam::handle_persisted`]. So a completion, a donation or a vote can never

@@ -66,7 +66,7 @@ pub struct Vote {
     pub voter: PeerId,
     /// The voter's Ed25519 key (it must bind to `voter`).
     pub key: [u8; KEY_LEN],
-    /// Over [`vote_statement`].
+    /// Over the decision (ring, dead peer, ballot, heir), under `DOMAIN_TAKEOVER_VOTE`.
     pub signature: Signature,
 }
 

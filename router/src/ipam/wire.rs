@@ -1,7 +1,7 @@
 //! IPAM's messages on the mesh: gossip (ring or bootstrap claims) and unicasts.
 //!
 //! Everything is encoded by `gossip::codec` (bounded, no trailing bytes) and then checked
-//! by [`GossipMsg::check`] / [`UnicastMsg::check`] against IPAM's own limits before any
+//! by [`GossipMsg::check`] / [`UnicastMsg::decode`] against IPAM's own limits before any
 //! of it touches state.
 
 use super::addr::AddrRange;
