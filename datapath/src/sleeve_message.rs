@@ -176,6 +176,7 @@ mod tests {
             epoch: 3,
             ephemeral_public: [9; 32],
             receiver_index: 77,
+            link: crate::sleeve::keys::LinkId([8; 8]),
         };
         for m in [
             SleeveMessage::Offer(offer),
@@ -261,6 +262,7 @@ mod tests {
                 epoch: 1,
                 ephemeral_public: [1; 32],
                 receiver_index: 2,
+                link: crate::sleeve::keys::LinkId([3; 8]),
             })
             .encode(),
         ];

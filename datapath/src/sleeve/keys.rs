@@ -2,9 +2,22 @@
 //!
 //! Every epoch, each side of a neighbour pair sends a [`RekeyOffer`] over the control
 //! link (already authenticated and encrypted by Noise): the epoch number, a fresh X25519
-//! ephemeral public key, and the receiver index under which it wants to find the new
-//! key in datagram headers. Once a side holds its own offer and the peer's for the same
-//! epoch it derives two 32-byte ChaCha20-Poly1305 keys, one per direction.
+//! ephemeral public key, the receiver index under which it wants to find the new
+//! key in datagram headers, and the [`LinkId`] of the control link its keys are bound
+//! to. Once a side holds its own offer and the peer's for the same epoch and link it
+//! derives two 32-byte ChaCha20-Poly1305 keys, one per direction.
+//!
+//! # Link id
+//!
+//! Offers travel over the mesh, not over one link, and two routers that dial each other
+//! at once hold two links for a moment (the mesh keeps one and closes the other): an
+//! offer made for the closed link's session can reach the session of the kept one.
+//! Its epoch number may even match the one that session waits for, and keys agreed
+//! from it would be salted with the other link's hash: both sides would install keys
+//! that open nothing, and stay so until the next rekey. So every offer names its link,
+//! `LinkId = MAC(key = handshake_hash, "weft/1 sleeve link")[..8]`, and an offer for
+//! another link is refused ([`RekeyError::OtherLink`]); the initiator's own offer then
+//! times out and it offers again.
 //!
 //! # Key derivation
 //!
@@ -37,6 +50,23 @@ use zeroize::Zeroizing;
 
 /// The label at the start of the KDF's info string.
 pub const KDF_LABEL: &[u8] = b"weft/1 sleeve";
+/// The message MACed under the handshake hash to name a control link.
+pub const LINK_LABEL: &[u8] = b"weft/1 sleeve link";
+
+/// Names the control link (its Noise handshake) an offer's keys are bound to; see the
+/// module doc.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LinkId(pub [u8; 8]);
+
+impl LinkId {
+    /// The id of the control link whose Noise handshake hash is `handshake_hash`.
+    pub fn of(handshake_hash: &[u8; 32]) -> LinkId {
+        let tag = mac(handshake_hash, &[LINK_LABEL]);
+        let mut id = [0u8; 8];
+        id.copy_from_slice(&tag[..8]);
+        LinkId(id)
+    }
+}
 /// Length of a ChaCha20-Poly1305 key.
 pub const KEY_LEN: usize = 32;
 
@@ -49,19 +79,22 @@ pub struct RekeyOffer {
     pub ephemeral_public: [u8; 32],
     /// The index the sender wants to see in the header of datagrams sent *to* it.
     pub receiver_index: u32,
+    /// The control link the keys are bound to.
+    pub link: LinkId,
 }
 
 impl RekeyOffer {
     /// Length of [`RekeyOffer::to_bytes`].
-    pub const WIRE_LEN: usize = 40;
+    pub const WIRE_LEN: usize = 48;
 
-    /// A fixed encoding, `epoch (u32 BE) ‖ ephemeral_public ‖ receiver_index (u32 BE)`,
-    /// for a control message that wants raw bytes.
+    /// A fixed encoding, `epoch (u32 BE) ‖ ephemeral_public ‖ receiver_index (u32 BE) ‖
+    /// link (8 bytes)`, for a control message that wants raw bytes.
     pub fn to_bytes(&self) -> [u8; Self::WIRE_LEN] {
         let mut out = [0u8; Self::WIRE_LEN];
         out[..4].copy_from_slice(&self.epoch.to_be_bytes());
         out[4..36].copy_from_slice(&self.ephemeral_public);
-        out[36..].copy_from_slice(&self.receiver_index.to_be_bytes());
+        out[36..40].copy_from_slice(&self.receiver_index.to_be_bytes());
+        out[40..].copy_from_slice(&self.link.0);
         out
     }
 
@@ -69,11 +102,13 @@ impl RekeyOffer {
     pub fn from_bytes(bytes: &[u8]) -> Option<RekeyOffer> {
         let bytes: &[u8; Self::WIRE_LEN] = bytes.try_into().ok()?;
         let (epoch, rest) = bytes.split_at(4);
-        let (public, index) = rest.split_at(32);
+        let (public, rest) = rest.split_at(32);
+        let (index, link) = rest.split_at(4);
         Some(RekeyOffer {
             epoch: u32::from_be_bytes(epoch.try_into().ok()?),
             ephemeral_public: public.try_into().ok()?,
             receiver_index: u32::from_be_bytes(index.try_into().ok()?),
+            link: LinkId(link.try_into().ok()?),
         })
     }
 }
@@ -116,6 +151,10 @@ pub enum RekeyError {
     /// responder was sent an answer-shaped offer it cannot use.
     #[error("rekey answer received with no offer of ours outstanding")]
     Unsolicited,
+    /// The offer was made for another control link to the same peer (one of two links
+    /// made at once, since closed); see the module doc.
+    #[error("rekey offer for another control link refused")]
+    OtherLink,
 }
 
 /// The two keys of one epoch. Zeroized on drop.
@@ -175,17 +214,19 @@ pub struct LocalOffer {
 }
 
 impl LocalOffer {
-    /// Generates a fresh ephemeral key pair for `epoch` and `receiver_index`.
+    /// Generates a fresh ephemeral key pair for `epoch` and `receiver_index`, on `link`.
     pub fn generate<R: RngCore + CryptoRng>(
         rng: &mut R,
         epoch: u32,
         receiver_index: u32,
+        link: LinkId,
     ) -> LocalOffer {
         let secret = EphemeralSecret::random_from_rng(rng);
         let offer = RekeyOffer {
             epoch,
             ephemeral_public: PublicKey::from(&secret).to_bytes(),
             receiver_index,
+            link,
         };
         LocalOffer { secret, offer }
     }
@@ -203,6 +244,9 @@ impl LocalOffer {
         role: Role,
         handshake_hash: &[u8; 32],
     ) -> Result<EpochKeys, RekeyError> {
+        if remote.link != self.offer.link {
+            return Err(RekeyError::OtherLink);
+        }
         if remote.epoch != self.offer.epoch {
             return Err(RekeyError::UnexpectedEpoch {
                 got: remote.epoch,
@@ -303,8 +347,8 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(1);
         let hash = [9u8; 32];
         let derive = |rng: &mut StdRng| {
-            let a = LocalOffer::generate(rng, 1, 11);
-            let b = LocalOffer::generate(rng, 1, 22);
+            let a = LocalOffer::generate(rng, 1, 11, LinkId::of(&hash));
+            let b = LocalOffer::generate(rng, 1, 22, LinkId::of(&hash));
             let (a_offer, b_offer) = (a.offer(), b.offer());
             let ka = a.agree(&b_offer, Role::Initiator, &hash).expect("ok");
             let kb = b.agree(&a_offer, Role::Responder, &hash).expect("ok");
@@ -329,17 +373,18 @@ mod tests {
             one[0] = 1;
             one
         }] {
-            let ours = LocalOffer::generate(&mut rng, 3, 1);
+            let ours = LocalOffer::generate(&mut rng, 3, 1, LinkId([0; 8]));
             let theirs = RekeyOffer {
                 epoch: 3,
                 ephemeral_public: low_order,
                 receiver_index: 2,
+                link: LinkId([0; 8]),
             };
             let result = ours.agree(&theirs, Role::Initiator, &[0; 32]);
             assert_eq!(result.err(), Some(RekeyError::NonContributory));
         }
-        let ours = LocalOffer::generate(&mut rng, 3, 1);
-        let mut theirs = LocalOffer::generate(&mut rng, 4, 2).offer();
+        let ours = LocalOffer::generate(&mut rng, 3, 1, LinkId([0; 8]));
+        let mut theirs = LocalOffer::generate(&mut rng, 4, 2, LinkId([0; 8])).offer();
         theirs.epoch = 4;
         let result = ours.agree(&theirs, Role::Initiator, &[0; 32]);
         assert!(matches!(
@@ -349,15 +394,26 @@ mod tests {
                 expected: 3
             })
         ));
+        let ours = LocalOffer::generate(&mut rng, 3, 1, LinkId::of(&[1; 32]));
+        let theirs = LocalOffer::generate(&mut rng, 3, 2, LinkId::of(&[2; 32])).offer();
+        let result = ours.agree(&theirs, Role::Initiator, &[1; 32]);
+        assert_eq!(result.err(), Some(RekeyError::OtherLink));
+        assert_ne!(LinkId::of(&[1; 32]), LinkId::of(&[2; 32]));
     }
 
     #[test]
     fn offer_bytes_round_trip() {
-        let offer =
-            LocalOffer::generate(&mut StdRng::seed_from_u64(3), 0x0102_0304, 0xdead_beef).offer();
+        let offer = LocalOffer::generate(
+            &mut StdRng::seed_from_u64(3),
+            0x0102_0304,
+            0xdead_beef,
+            LinkId(*b"link id!"),
+        )
+        .offer();
         let bytes = offer.to_bytes();
+        assert_eq!(&bytes[40..], b"link id!");
         assert_eq!(RekeyOffer::from_bytes(&bytes), Some(offer));
-        assert_eq!(RekeyOffer::from_bytes(&bytes[..39]), None);
+        assert_eq!(RekeyOffer::from_bytes(&bytes[..47]), None);
         assert!(Role::between(&PeerId([1; 16]), &PeerId([2; 16])) == Role::Initiator);
         assert!(Role::between(&PeerId([2; 16]), &PeerId([1; 16])) == Role::Responder);
     }

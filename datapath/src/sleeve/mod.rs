@@ -28,7 +28,7 @@ pub use codec::{
     SealJob, BROADCAST, DIRECT_HEADER_LEN, FULL_HEADER_LEN,
 };
 pub use header::{peek_receiver_index, HEADER_LEN, MIN_DATAGRAM_LEN, TAG_LEN};
-pub use keys::{RekeyError, RekeyOffer, Role};
+pub use keys::{LinkId, RekeyError, RekeyOffer, Role};
 pub use replay::{ReplayWindow, REJECT_AFTER_MESSAGES};
 pub use session::Session;
 

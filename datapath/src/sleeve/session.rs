@@ -26,7 +26,7 @@
 //! is never used even if [`Session::handle_timeout`] has not run yet.
 
 use super::aead::Cipher;
-use super::keys::{LocalOffer, RekeyError, RekeyOffer, Role};
+use super::keys::{LinkId, LocalOffer, RekeyError, RekeyOffer, Role};
 use super::replay::ReplayWindow;
 use super::SessionConfig;
 use gossip::peer::PeerId;
@@ -67,6 +67,8 @@ pub struct Session {
     remote: PeerId,
     role: Role,
     handshake_hash: Zeroizing<[u8; 32]>,
+    /// Names the control link in our offers; offers for another link are refused.
+    link: LinkId,
     created: Instant,
     /// The newest epoch whose keys are installed (0: none yet).
     epoch: u32,
@@ -98,6 +100,7 @@ impl Session {
             remote,
             role: Role::between(&local, &remote),
             handshake_hash: Zeroizing::new(handshake_hash),
+            link: LinkId::of(&handshake_hash),
             created: now,
             epoch: 0,
             offered_epoch: 0,
@@ -175,7 +178,7 @@ impl Session {
         }
         let epoch = self.epoch.max(self.offered_epoch).checked_add(1)?;
         let index = self.fresh_index(rng, &index_taken);
-        let local = LocalOffer::generate(rng, epoch, index);
+        let local = LocalOffer::generate(rng, epoch, index, self.link);
         let offer = local.offer();
         self.offered_epoch = epoch;
         self.pending = Some(Pending {
@@ -204,6 +207,10 @@ impl Session {
         rng: &mut R,
         index_taken: impl Fn(u32) -> bool,
     ) -> Result<Option<RekeyOffer>, RekeyError> {
+        // Before anything else: an offer for another link must not use up ours.
+        if offer.link != self.link {
+            return Err(RekeyError::OtherLink);
+        }
         match self.role {
             Role::Initiator => {
                 let Some(pending) = self.pending.take() else {
@@ -238,7 +245,7 @@ impl Session {
                     });
                 }
                 let index = self.fresh_index(rng, &index_taken);
-                let local = LocalOffer::generate(rng, offer.epoch, index);
+                let local = LocalOffer::generate(rng, offer.epoch, index, self.link);
                 let answer = local.offer();
                 let keys = local.agree(&offer, self.role, &self.handshake_hash)?;
                 self.install(now, offer.epoch, keys, index, offer.receiver_index);

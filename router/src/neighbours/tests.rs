@@ -170,6 +170,7 @@ fn arriving_messages_become_commands_for_their_task() {
         epoch: 1,
         ephemeral_public: [3; 32],
         receiver_index: 4,
+        link: datapath::sleeve::keys::LinkId([5; 8]),
     };
     n.handle_message(peer(1), SleeveMessage::Offer(offer));
     n.handle_message(peer(1), SleeveMessage::ProbeAck(1248));

@@ -169,6 +169,71 @@ fn rekey_roles_and_refusals() {
     assert_eq!(offer.receiver_index % 2, 1);
 }
 
+/// Two routers that dial each other at once hold two control links for a moment, and
+/// the mesh keeps one. Offers travel over the mesh, so the answer made by the closed
+/// link's responder session can reach the kept link's initiator session, for the very
+/// epoch (1) that session waits for. Keys agreed from it would be salted with the other
+/// link's hash and open nothing, until the next rekey minutes later (found by
+/// `tests/scale.rs`: a relaunched router's peers stayed on the TCP fallback). The
+/// answer is refused as for another link, the initiator offers again after
+/// `rekey_timeout`, and the kept link's sessions agree.
+#[test]
+fn an_offer_for_another_link_to_the_same_peer_is_refused() {
+    let now = Instant::now();
+    let config = short_config();
+    let mut rng = StdRng::seed_from_u64(12);
+    let (closed, kept) = ([1; 32], [2; 32]);
+    let mut a_closed = Session::new(now, config, A, B, closed);
+    let mut b_closed = Session::new(now, config, B, A, closed);
+    let mut a_kept = Session::new(now, config, A, B, kept);
+    let mut b_kept = Session::new(now, config, B, A, kept);
+
+    let offer_closed = a_closed
+        .poll_rekey_with(now, &mut rng, |_| false)
+        .expect("offer");
+    let offer_kept = a_kept
+        .poll_rekey_with(now, &mut rng, |_| false)
+        .expect("offer");
+    assert_eq!((offer_closed.epoch, offer_kept.epoch), (1, 1));
+    let answer_closed = b_closed
+        .handle_offer_with(now, offer_closed, &mut rng, |_| false)
+        .expect("same link")
+        .expect("an answer");
+    // The closed link's answer reaches the kept link's initiator: refused, and the
+    // offer it waits for is still outstanding.
+    assert_eq!(
+        a_kept.handle_offer_with(now, answer_closed, &mut rng, |_| false),
+        Err(RekeyError::OtherLink)
+    );
+    assert!(!a_kept.can_send(), "no keys from another link's answer");
+    // The kept link's offer reaching the closed link's responder is refused too.
+    assert_eq!(
+        b_closed.handle_offer_with(now, offer_kept, &mut rng, |_| false),
+        Err(RekeyError::OtherLink)
+    );
+    // The kept link's own exchange completes, late or re-offered, and its keys open.
+    let later = now + config.rekey_timeout;
+    let again = a_kept
+        .poll_rekey_with(later, &mut rng, |_| false)
+        .expect("re-offer");
+    let answer = b_kept
+        .handle_offer_with(later, again, &mut rng, |_| false)
+        .expect("same link")
+        .expect("an answer");
+    assert_eq!(
+        a_kept.handle_offer_with(later, answer, &mut rng, |_| false),
+        Ok(None)
+    );
+    let mut buf = [0u8; 128];
+    let len = a_kept
+        .seal(&[frame(B, A, b"kept")], &mut buf)
+        .expect("sealed");
+    assert!(
+        b_kept.open(later, &mut buf[..len]).is_ok(),
+        "the kept link's keys agree"
+    );
+}
+
 /// T20: the initiator rekeys early when its counter reaches `rekey_after_messages`.
 #[test]
 fn rekey_after_messages() {
