@@ -46,6 +46,9 @@ pub const MAX_CHUNK_LEN: usize = MAX_RECORD_LEN - TAG_LEN - 1;
 /// [`crate::message::MAX_MESSAGE_LEN`], 1 MiB). It was 4 MiB: a peer could make each
 /// link buffer 3 MiB that could only be refused once complete.
 pub const MAX_MESSAGE_LEN: usize = 1 + crate::message::MAX_MESSAGE_LEN;
+/// Scratch space a receiver keeps between calls (enough for the small records of
+/// heartbeats, offers and TCP-fallback datagrams); larger buffers are given back.
+const KEEP_SCRATCH: usize = 4096;
 /// Flag bit: more records of the same message follow.
 const FLAG_MORE: u8 = 0x01;
 
@@ -340,7 +343,26 @@ impl RecordReceiver {
             self.partial = Vec::new();
             self.assembling = Vec::new();
         }
+        self.release_scratch();
         result
+    }
+
+    /// Gives back scratch space grown past [`KEEP_SCRATCH`] by a large record, once it
+    /// is not in use: a router holds one receiver per control link, and an idle link
+    /// should not keep 64 KiB buffers because its peer once sent a large update.
+    fn release_scratch(&mut self) {
+        if self.plain.capacity() > KEEP_SCRATCH {
+            self.plain = Vec::new();
+        }
+        if self.partial.is_empty() && self.partial.capacity() > KEEP_SCRATCH {
+            self.partial = Vec::new();
+        }
+    }
+
+    /// Bytes of scratch space held between calls (for tests).
+    #[cfg(test)]
+    fn scratch_capacity(&self) -> usize {
+        self.plain.capacity() + self.partial.capacity() + self.assembling.capacity()
     }
 
     /// The next reassembled message, if any.
@@ -560,6 +582,29 @@ mod tests {
         }
         assert_eq!(b.poll_message().as_deref(), Some(&big[..]));
         roundtrip(&mut b, &mut a, &big);
+    }
+
+    #[test]
+    fn an_idle_receiver_gives_back_what_a_large_message_grew() {
+        let (mut a, mut b) = links();
+        let big = vec![7u8; 200_000];
+        let wire = a.seal(&big).expect("seal");
+        // Whole records, then odd pieces (partial records).
+        b.open(&wire).expect("open");
+        assert_eq!(b.poll_message().as_deref(), Some(&big[..]));
+        let wire = a.seal(&big).expect("seal");
+        for piece in wire.chunks(7919) {
+            b.open(piece).expect("open piece");
+        }
+        assert_eq!(b.poll_message().as_deref(), Some(&big[..]));
+        assert!(
+            b.receiver.scratch_capacity() <= KEEP_SCRATCH,
+            "{} bytes of scratch kept by an idle receiver",
+            b.receiver.scratch_capacity()
+        );
+        // Small messages keep their scratch space.
+        roundtrip(&mut a, &mut b, b"heartbeat");
+        assert!(b.receiver.scratch_capacity() > 0);
     }
 
     #[test]
