@@ -246,14 +246,23 @@ impl Mesh {
             return Vec::new();
         }
         let linked: BTreeSet<PeerId> = self.conns.values().map(|c| c.remote_id).collect();
+        // The peers we have no link to, with the port each listens on: usually few or
+        // none, so look each up in every record rather than walk every record's links
+        // (this runs at every topology change, and a full mesh has N² links).
+        let unlinked: Vec<(PeerId, u16)> = self
+            .topology
+            .peers()
+            .filter(|(id, _)| **id != self.local.id && !linked.contains(*id))
+            .map(|(id, record)| (*id, record.listen_port()))
+            .collect();
         let mut out: Vec<(PeerId, SocketAddr)> = Vec::new();
+        if unlinked.is_empty() {
+            return out;
+        }
         for (_, record) in self.topology.peers() {
-            for (remote, link) in record.links() {
-                if *remote == self.local.id || linked.contains(remote) {
-                    continue;
-                }
-                if let Some(port) = self.topology.peer(remote).map(|r| r.listen_port()) {
-                    out.push((*remote, SocketAddr::new(link.remote_addr.ip(), port)));
+            for (remote, port) in &unlinked {
+                if let Some(link) = record.link_to(remote) {
+                    out.push((*remote, SocketAddr::new(link.remote_addr.ip(), *port)));
                 }
             }
         }

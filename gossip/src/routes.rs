@@ -45,16 +45,20 @@ impl Routes {
             ids.insert(at, local);
         }
         let index = |id: &PeerId| ids.binary_search(id).ok().map(|i| i as u32);
-        let mut adjacency = vec![Vec::new(); ids.len()];
+        // Every live link each peer reports, as indices. A record lists its links in
+        // id order, so each list is sorted: the reverse link is a binary search away.
+        let mut reported = vec![Vec::new(); ids.len()];
         for (owner, record) in topology.peers() {
             let Some(u) = index(owner) else { continue };
-            for (remote, _) in record.links() {
-                // Add each symmetric edge once, from its lower end, to both lists.
-                if owner < remote && topology.is_symmetric(owner, remote) {
-                    if let Some(v) = index(remote) {
-                        adjacency[u as usize].push(v);
-                        adjacency[v as usize].push(u);
-                    }
+            reported[u as usize] = record.links().filter_map(|(r, _)| index(r)).collect();
+        }
+        let mut adjacency = vec![Vec::new(); ids.len()];
+        for (u, remotes) in reported.iter().enumerate() {
+            // Each symmetric edge once, from its lower end, to both lists.
+            for &v in remotes.iter().filter(|&&v| v as usize > u) {
+                if reported[v as usize].binary_search(&(u as u32)).is_ok() {
+                    adjacency[u].push(v);
+                    adjacency[v as usize].push(u as u32);
                 }
             }
         }

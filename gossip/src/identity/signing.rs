@@ -24,6 +24,11 @@
 //!
 //! Verification uses `verify_strict`: non-canonical and small-order keys and `R` values
 //! are refused (no malleability).
+//!
+//! Checking that a key binds to its peer id costs two point decompressions and a field
+//! inversion, more than the signature check itself, and every record, unicast and vote
+//! of a peer carries the same key. Keys that bind are remembered ([`BoundKeys`], a
+//! bounded memo of a pure function), so each later signature costs one verification.
 
 use super::{Identity, KEY_LEN};
 use crate::peer::PeerId;
@@ -31,7 +36,9 @@ use blake2::{Blake2s256, Digest};
 use ed25519_dalek::hazmat::{raw_sign, ExpandedSecretKey};
 use ed25519_dalek::{Signature as EdSignature, VerifyingKey};
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::fmt;
+use std::sync::{Mutex, OnceLock};
 use zeroize::Zeroizing;
 
 /// Length of an Ed25519 signature in bytes.
@@ -188,13 +195,50 @@ pub fn verify(
     message: &[u8],
     signature: &Signature,
 ) -> Result<(), ProofError> {
-    key_binds(peer, key)?;
-    let vk = VerifyingKey::from_bytes(key).map_err(|_| ProofError::BadKey)?;
+    let vk = BoundKeys::get(peer, key)?;
     let mut buf = Vec::with_capacity(domain.len() + message.len());
     buf.extend_from_slice(domain);
     buf.extend_from_slice(message);
     vk.verify_strict(&buf, &EdSignature::from_bytes(&signature.0))
         .map_err(|_| ProofError::BadSignature)
+}
+
+/// Keys already found to bind to their peer id, decompressed: a memo of [`key_binds`]
+/// and [`VerifyingKey::from_bytes`], shared by every verifier of the process. Only
+/// keys that bind are kept, at most [`BoundKeys::CAP`] (emptied when full: the peers of
+/// a real mesh fit many times over, and a flood of new keys only costs recomputation).
+struct BoundKeys;
+
+/// The memo's map: key → the peer it binds to, and the key decompressed.
+type KeyMemo = Mutex<HashMap<[u8; KEY_LEN], (PeerId, VerifyingKey)>>;
+
+impl BoundKeys {
+    const CAP: usize = 4096;
+
+    fn memo() -> &'static KeyMemo {
+        static MEMO: OnceLock<KeyMemo> = OnceLock::new();
+        MEMO.get_or_init(Default::default)
+    }
+
+    /// `key` decompressed, if it binds to `peer`.
+    fn get(peer: &PeerId, key: &[u8; KEY_LEN]) -> Result<VerifyingKey, ProofError> {
+        // A poisoned lock only means another thread panicked mid-insert; the map is
+        // still a valid memo.
+        let lock = || Self::memo().lock().unwrap_or_else(|e| e.into_inner());
+        match lock().get(key) {
+            Some((bound, vk)) if bound == peer => return Ok(*vk),
+            Some(_) => return Err(ProofError::KeyMismatch),
+            None => {}
+        }
+        key_binds(peer, key)?;
+        let vk = VerifyingKey::from_bytes(key).map_err(|_| ProofError::BadKey)?;
+        let mut memo = lock();
+        if memo.len() >= Self::CAP {
+            memo.clear();
+        }
+        memo.insert(*key, (*peer, vk));
+        Ok(vk)
+    }
 }
 
 #[cfg(test)]
@@ -237,6 +281,22 @@ mod tests {
             verify(&a.id(), &identity_point, DOMAIN_RECORD, b"x", &sig),
             Err(ProofError::BadKey)
         );
+    }
+
+    #[test]
+    fn a_remembered_key_still_binds_only_to_its_own_peer() {
+        let a = Identity::from_secret_bytes([5; 32]);
+        let b = Identity::from_secret_bytes([6; 32]);
+        let sig = a.sign(DOMAIN_RECORD, b"hello");
+        for _ in 0..2 {
+            // The second time from the memo: the same answers.
+            let ok = verify(&a.id(), a.signing_key(), DOMAIN_RECORD, b"hello", &sig);
+            assert_eq!(ok, Ok(()));
+            let stolen = verify(&b.id(), a.signing_key(), DOMAIN_RECORD, b"hello", &sig);
+            assert_eq!(stolen, Err(ProofError::KeyMismatch));
+            let forged = verify(&a.id(), a.signing_key(), DOMAIN_RECORD, b"hellp", &sig);
+            assert_eq!(forged, Err(ProofError::BadSignature));
+        }
     }
 
     #[test]
