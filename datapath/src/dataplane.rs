@@ -404,6 +404,14 @@ impl Dataplane {
         let Some(entry) = self.peers.get_mut(&peer) else {
             return;
         };
+        // Called for every peer at every tick; the indices change only at a rekey.
+        if entry
+            .session
+            .receiver_indices()
+            .eq(entry.indices.iter().copied())
+        {
+            return;
+        }
         for idx in entry.indices.drain(..) {
             self.index.remove(&idx);
         }

@@ -32,6 +32,7 @@ use datapath::fastdp::{Hello, Policy};
 use datapath::sleeve_message::{PunchRequest, SleeveMessage};
 use gossip::node::Node;
 use gossip::peer::PeerId;
+use gossip::topology::PeerRecord;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -132,19 +133,25 @@ pub fn candidates(node: &Node, n: &Neighbours) -> Vec<Candidate> {
         .filter_map(|p| Some((*p, n.endpoint(p)?.0)))
         .collect();
     direct.sort();
-    let linked = |x: &PeerId, y: &PeerId| {
-        let lists =
-            |a: &PeerId, b: &PeerId| topology.peer(a).is_some_and(|r| r.link_to(b).is_some());
-        lists(x, y) || lists(y, x)
-    };
+    // Runs every second over every pair of neighbours, and in a full mesh every pair is
+    // linked: walk each neighbour's record (its links are in id order, as `direct` is)
+    // beside the list rather than look every pair up.
+    let records: Vec<Option<&PeerRecord>> = direct.iter().map(|(p, _)| topology.peer(p)).collect();
     let mut out = Vec::new();
     for (i, a) in direct.iter().enumerate() {
-        for b in &direct[i + 1..] {
+        let mut listed = records[i]
+            .into_iter()
+            .flat_map(|r| r.links().map(|(id, _)| *id))
+            .peekable();
+        for (j, b) in direct.iter().enumerate().skip(i + 1) {
             if out.len() >= punch::MAX_PAIRS {
                 return out;
             }
+            while listed.next_if(|id| *id < b.0).is_some() {}
+            let linked = listed.peek() == Some(&b.0)
+                || records[j].is_some_and(|r| r.link_to(&a.0).is_some());
             // Linked already, or of two families: nothing to punch.
-            if linked(&a.0, &b.0) || a.1.is_ipv4() != b.1.is_ipv4() {
+            if linked || a.1.is_ipv4() != b.1.is_ipv4() {
                 continue;
             }
             let lower = topology.peers().map(|(p, _)| p).take_while(|p| **p < us);
