@@ -208,16 +208,19 @@ fn mesh_of(tag: &str, n: usize) {
             "release"
         }
     );
+    // Every figure is measured and printed before any limit is asserted.
+    let mut over = Vec::new();
     let (checked, what) = if cfg!(debug_assertions) {
         (&anon, "anonymous RSS (debug build)")
     } else {
         (&rss, "RSS")
     };
-    assert!(
-        max(checked) <= RSS_LIMIT_KIB,
-        "a router's {what} is {} KiB, over {RSS_LIMIT_KIB} KiB: {checked:?}",
-        max(checked)
-    );
+    if max(checked) > RSS_LIMIT_KIB {
+        over.push(format!(
+            "a router's {what} is {} KiB, over {RSS_LIMIT_KIB} KiB: {checked:?}",
+            max(checked)
+        ));
+    }
 
     // Converged: let the last gossip and key rotations settle, then measure with no
     // status queries running (they cost the routers CPU too).
@@ -230,12 +233,13 @@ fn mesh_of(tag: &str, n: usize) {
         idle * 100.0 / n as f64,
         window.as_secs()
     );
-    assert!(
-        idle <= IDLE_CPU_LIMIT,
-        "{n} idle routers use {:.1} % of a core together, over {:.0} %",
-        idle * 100.0,
-        IDLE_CPU_LIMIT * 100.0
-    );
+    if idle > IDLE_CPU_LIMIT {
+        over.push(format!(
+            "{n} idle routers use {:.1} % of a core together, over {:.0} %",
+            idle * 100.0,
+            IDLE_CPU_LIMIT * 100.0
+        ));
+    }
 
     // One router dies and comes back with its data dir: everyone heals.
     let victim = n / 2;
@@ -253,6 +257,7 @@ fn mesh_of(tag: &str, n: usize) {
          after the relaunch",
         healed.as_secs_f64()
     );
+    assert!(over.is_empty(), "{n} routers: {}", over.join("; "));
 }
 
 #[test]
