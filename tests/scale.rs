@@ -35,8 +35,17 @@ const IDLE_CPU_LIMIT: f64 = 0.10;
 
 /// The IPv4 neighbour table's garbage-collection thresholds, raised for the test and
 /// restored on drop (also when the test fails).
+///
+/// The setting is host-wide: a test that restored it while another still ran would
+/// shrink the table under the other's routers (their sends fail with ENOBUFS and the
+/// whole mesh stalls at once; seen when a 100-router run started while the previous
+/// one was still tearing down). So the guard holds an exclusive lock on a file in the
+/// temporary directory from before it reads the values until after it restores them:
+/// tests that raise the table run one at a time, in this process or any other.
 struct NeighbourTable {
     saved: Vec<(&'static str, String)>,
+    /// Held until the values are restored (fields drop after `Drop::drop`).
+    _lock: nix::fcntl::Flock<std::fs::File>,
 }
 
 impl NeighbourTable {
@@ -44,7 +53,19 @@ impl NeighbourTable {
 
     /// Raises `gc_thresh2` and `gc_thresh3` to at least `4 * need` and `8 * need`.
     fn raise_for(need: usize) -> NeighbourTable {
-        let mut table = NeighbourTable { saved: Vec::new() };
+        let path = std::env::temp_dir().join("weft-tests-neighbour-table.lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+        let lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
+            .unwrap_or_else(|(_, e)| panic!("lock {}: {e}", path.display()));
+        let mut table = NeighbourTable {
+            saved: Vec::new(),
+            _lock: lock,
+        };
         for (name, want) in [("gc_thresh2", 4 * need), ("gc_thresh3", 8 * need)] {
             let path = format!("{}/{name}", Self::DIR);
             let old = std::fs::read_to_string(&path)
