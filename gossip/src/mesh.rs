@@ -50,6 +50,9 @@ struct Conn {
     local_seq: u64,
     last_received: Instant,
     next_heartbeat: Instant,
+    /// Whether anything but a heartbeat was sent since the last heartbeat was due: then
+    /// the peer heard from us, and the heartbeat is skipped.
+    sent_since_beat: bool,
 }
 
 /// The mesh state machine of one router.
@@ -306,6 +309,13 @@ impl Mesh {
             return;
         };
         let bytes = message.encode();
+        if !matches!(message, Message::Heartbeat) {
+            for conn in conns {
+                if let Some(link) = self.conns.get_mut(conn) {
+                    link.sent_since_beat = true;
+                }
+            }
+        }
         let len = bytes.len() as u64 * conns.len() as u64;
         let count = conns.len() as u64;
         if message.is_gossip() {

@@ -20,6 +20,9 @@ use crate::topology::{LinkInfo, RecordDelta, Topology, TopologyUpdate, TOPOLOGY_
 use std::net::SocketAddr;
 use std::time::Instant;
 
+/// How late a heartbeat or a silence check may run, so that they run in batches.
+const LINK_SLACK: std::time::Duration = std::time::Duration::from_secs(1);
+
 impl Mesh {
     pub(super) fn link_up(
         &mut self,
@@ -42,6 +45,7 @@ impl Mesh {
             local_seq,
             last_received: now,
             next_heartbeat: now + self.config.heartbeat_interval,
+            sent_since_beat: false,
         };
         let deadline = link.next_heartbeat.min(now + self.config.heartbeat_timeout);
         self.timers.set_earliest(Timer::Links, deadline);
@@ -232,7 +236,10 @@ impl Mesh {
         self.originate_broadcast(now, TOPOLOGY_CHANNEL, update);
     }
 
-    /// Closes silent links and sends due heartbeats.
+    /// Closes silent links and sends due heartbeats. A link that carried anything else
+    /// since the last heartbeat was due skips one: the peer hears from us at least every
+    /// two intervals, well within its timeout, and an idle full mesh sends a fraction of
+    /// the heartbeats (each costs both ends a wakeup and a system call).
     pub(super) fn link_timeouts(&mut self, now: Instant) {
         let timeout = self.config.heartbeat_timeout;
         let mut dead = Vec::new();
@@ -250,13 +257,18 @@ impl Mesh {
             }
             if now >= link.next_heartbeat {
                 link.next_heartbeat = now + self.config.heartbeat_interval;
-                beats.push(*id);
+                if !std::mem::take(&mut link.sent_since_beat) {
+                    beats.push(*id);
+                }
             }
             let deadline = link.next_heartbeat.min(link.last_received + timeout);
             next = next.min(Some(deadline)).or(Some(deadline));
         }
+        // Each link's deadlines fall at their own phase: batched, the walk over every
+        // link runs at most once a second rather than once per link and interval.
         if let Some(at) = next {
-            self.timers.set_earliest(Timer::Links, at);
+            self.timers
+                .set_earliest(Timer::Links, at.max(now + LINK_SLACK));
         }
         for (id, reason) in dead {
             self.drop_conn(now, id, Some(reason));

@@ -226,6 +226,40 @@ fn wrong_protocol_version_is_refused() {
 }
 
 #[test]
+fn a_link_that_carries_other_messages_skips_its_heartbeats() {
+    let now = Instant::now();
+    let mut w = Wire::new(vec![mesh(0, 1, now), mesh(1, 2, now)], now);
+    w.dial(0, 1, 1);
+    w.pump();
+    w.advance(Duration::from_secs(1));
+    let control = |w: &Wire| w.meshes[0].stats().control_messages_sent;
+    let other = |w: &Wire| w.meshes[0].stats().gossip_messages_sent;
+    // Idle but for the anti-entropy digests (one each way every 30 s): heartbeats fill
+    // the intervals they leave silent.
+    let before = control(&w);
+    for _ in 0..6 {
+        w.advance(Duration::from_secs(10));
+    }
+    assert!(control(&w) - before >= 3, "an idle link beats");
+    // A unicast every 5 s: no heartbeat is needed, and none is sent.
+    let (before, sent) = (control(&w), other(&w));
+    for _ in 0..24 {
+        assert!(w.meshes[0].send_unicast(id(1), "x", vec![1]));
+        w.pump();
+        w.advance(Duration::from_secs(5));
+    }
+    assert!(other(&w) - sent >= 24, "the unicasts went out");
+    assert_eq!(
+        control(&w) - before,
+        0,
+        "no heartbeat while other messages flow"
+    );
+    // Two minutes later the peer still has the link: it heard from us all along.
+    assert_eq!(w.meshes[1].connections().len(), 1);
+    assert!(w.closed.is_empty());
+}
+
+#[test]
 fn heartbeats_flow_and_silence_kills_the_link() {
     let now = Instant::now();
     let mut w = Wire::new(vec![mesh(0, 1, now), mesh(1, 2, now)], now);
