@@ -24,6 +24,7 @@
 
 use super::{ConnId, Mesh};
 use crate::channel::{ChannelError, Channels};
+use crate::identity::ProofError;
 use crate::message::{Message, Unicast, MAX_HOPS};
 use crate::peer::PeerId;
 use crate::topology::TOPOLOGY_CHANNEL;
@@ -146,10 +147,14 @@ impl Mesh {
     pub(super) fn deliver_unicast(
         &mut self,
         now: Instant,
+        conn: ConnId,
         unicast: &Unicast,
         channels: &mut dyn Channels,
     ) {
-        if let Err(e) = unicast.verify() {
+        let Some(link_peer) = self.conns.get(&conn).map(|c| c.remote_id) else {
+            return;
+        };
+        if let Err(e) = unicast.verify(&link_peer) {
             self.stats.rejected_unicasts.count(e);
             return;
         }
@@ -167,6 +172,12 @@ impl Mesh {
     }
 
     pub(super) fn forward_unicast(&mut self, unicast: Unicast) -> bool {
+        // An unsigned unicast is for its first hop only: its destination would refuse it
+        // from us.
+        if unicast.proof.is_none() && unicast.source != self.local.id {
+            self.stats.rejected_unicasts.count(ProofError::Unsigned);
+            return false;
+        }
         let Some(&conn) = self
             .routes
             .unicast(&unicast.dest)
@@ -195,7 +206,11 @@ impl Mesh {
         if self.routes.unicast(&dest).is_none() {
             return false;
         }
-        let unicast = Unicast::new(&self.local.identity, dest, name, payload);
+        let unicast = if self.routes.unicast(&dest) == Some(dest) {
+            Unicast::direct(self.local.id, dest, name, payload)
+        } else {
+            Unicast::new(&self.local.identity, dest, name, payload)
+        };
         self.forward_unicast(unicast)
     }
 }

@@ -65,7 +65,7 @@ impl Mesh {
             }
             Message::Unicast(mut unicast) => {
                 if unicast.dest == self.local.id {
-                    self.deliver_unicast(now, &unicast, channels);
+                    self.deliver_unicast(now, conn, &unicast, channels);
                 } else {
                     unicast.hops = unicast.hops.saturating_add(1);
                     self.forward_unicast(unicast);

@@ -421,7 +421,8 @@ fn fuzz_handle_message(now: Instant, data: &[u8]) {
 
 #[test]
 fn a_unicast_forged_as_from_another_peer_is_dropped_and_counted() {
-    // 0 and 1 linked; 1 (the forger) sends unicasts to 0 claiming to come from 2.
+    // 0 and 1 linked; 1 (the forger) sends unicasts to 0 claiming to come from 2, and
+    // unsigned ones that only a link to their source could carry.
     let now = Instant::now();
     let mut m = mesh(0, 1, now);
     m.handle_link_up(now, ConnId(1), id(1), false, addr(1));
@@ -437,7 +438,8 @@ fn a_unicast_forged_as_from_another_peer_is_dropped_and_counted() {
     // Signed by the forger under its own key, with 2 as the source.
     let mut forged = crate::message::Unicast::new(&forger, id(0), "ipam", vec![1]);
     forged.source = id(2);
-    forged.signature = forger.sign(crate::identity::DOMAIN_UNICAST, &forged.signed_bytes());
+    forged.proof.as_mut().expect("signed").signature =
+        forger.sign(crate::identity::DOMAIN_UNICAST, &forged.signed_bytes());
     m.handle_message(now, ConnId(1), &Message::Unicast(forged).encode(), &mut ());
     // 2's genuine message, its payload rewritten on the way.
     let mut rewritten = crate::message::Unicast::new(&ident(2), id(0), "ipam", vec![1]);
@@ -451,8 +453,26 @@ fn a_unicast_forged_as_from_another_peer_is_dropped_and_counted() {
     // 2's genuine message.
     let genuine = crate::message::Unicast::new(&ident(2), id(0), "ipam", vec![1]);
     m.handle_message(now, ConnId(1), &Message::Unicast(genuine).encode(), &mut ());
+    // Unsigned, as a message straight from 2 would be, but on the link to 1.
+    let unsigned = crate::message::Unicast::direct(id(2), id(0), "ipam", vec![1]);
+    m.handle_message(
+        now,
+        ConnId(1),
+        &Message::Unicast(unsigned).encode(),
+        &mut (),
+    );
+    // Unsigned from 1 on its own link: its handshake proves it.
+    let direct = crate::message::Unicast::direct(id(1), id(0), "ipam", vec![1]);
+    m.handle_message(now, ConnId(1), &Message::Unicast(direct).encode(), &mut ());
+    // Unsigned from 1 for 3, to be relayed: no relay forwards it.
+    let onward = crate::message::Unicast::direct(id(1), id(3), "ipam", vec![1]);
+    m.handle_message(now, ConnId(1), &Message::Unicast(onward).encode(), &mut ());
     let rejected = m.stats().rejected_unicasts;
     assert_eq!((rejected.key_mismatch, rejected.bad_signature), (1, 1));
+    assert_eq!(
+        rejected.unsigned, 2,
+        "unsigned but not from the link's peer"
+    );
     assert_eq!(m.stats().malformed, 0, "the relaying link is not blamed");
     assert!(!std::iter::from_fn(|| m.poll_output()).any(|o| matches!(o, MeshOutput::Close { .. })));
 }

@@ -450,6 +450,7 @@ fn unicasts_follow_routes_over_several_hops() {
         hops
     };
     let far = (0..N).max_by_key(|&k| hops_from_0(k)).expect("nodes");
+    let near = (1..N).find(|&k| hops_from_0(k) == 1).expect("a neighbour");
     assert!(
         hops_from_0(far) >= 3,
         "the farthest peer is {} hops away",
@@ -471,6 +472,17 @@ fn unicasts_follow_routes_over_several_hops() {
         })
         .sum();
     assert_eq!(others, 0);
+    // To a neighbour the unicast goes unsigned (the link proves its source) and arrives.
+    assert!(net
+        .node_mut(0)
+        .mesh_mut()
+        .send_unicast(node_id(near), INBOX, b"next door".to_vec()));
+    net.drive(0);
+    assert!(net.run_until_quiet(Duration::from_secs(5)));
+    let inbox = net.node(near).channels.inbox.as_ref().expect("inbox");
+    assert_eq!(inbox.0, vec![(node_id(0), b"next door".to_vec())]);
+    let rejected = net.node(near).mesh().stats().rejected_unicasts;
+    assert_eq!(rejected.unsigned, 0);
 }
 
 /// Issue 14, point 2, in a running mesh: node 1 turns hostile. It broadcasts a forged
