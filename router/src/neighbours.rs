@@ -32,7 +32,7 @@ use datapath::fastdp::{Hello, Policy};
 use datapath::sleeve_message::{PunchRequest, SleeveMessage};
 use gossip::node::Node;
 use gossip::peer::PeerId;
-use gossip::topology::PeerRecord;
+use gossip::topology::{PeerRecord, Topology};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -124,18 +124,45 @@ pub fn endpoints(node: &Node) -> HashMap<PeerId, Endpoint> {
 /// The pairs this router coordinates now: neighbours with confirmed UDP paths of one
 /// address family that have no link to each other (in either's record), where no peer
 /// with a lower id than ours is linked to both. Pairs in id order, at most [`punch::MAX_PAIRS`].
-pub fn candidates(node: &Node, n: &Neighbours) -> Vec<Candidate> {
+///
+/// Asked every second; the search is quadratic in neighbours, so its answer is kept
+/// until the topology (its digest) or the confirmed paths change.
+pub fn candidates(node: &Node, n: &mut Neighbours) -> Vec<Candidate> {
     let topology = node.mesh().topology();
-    let us = topology.local();
     let mut direct: Vec<(PeerId, SocketAddr)> = n
         .paths
         .iter()
         .filter_map(|p| Some((*p, n.endpoint(p)?.0)))
         .collect();
     direct.sort();
-    // Runs every second over every pair of neighbours, and in a full mesh every pair is
-    // linked: walk each neighbour's record (its links are in id order, as `direct` is)
-    // beside the list rather than look every pair up.
+    let digest = topology.digest();
+    if let Some(cached) = &n.pairs {
+        if cached.digest == digest && cached.direct == direct {
+            return cached.pairs.clone();
+        }
+    }
+    let pairs = search_pairs(topology, &direct);
+    n.pairs = Some(PairSearch {
+        digest,
+        direct,
+        pairs: pairs.clone(),
+    });
+    pairs
+}
+
+/// The last answer of [`candidates`] and what it was computed from.
+#[derive(Debug)]
+struct PairSearch {
+    digest: u64,
+    direct: Vec<(PeerId, SocketAddr)>,
+    pairs: Vec<Candidate>,
+}
+
+/// [`candidates`] among `direct` (sorted by id), computed.
+fn search_pairs(topology: &Topology, direct: &[(PeerId, SocketAddr)]) -> Vec<Candidate> {
+    let us = topology.local();
+    // In a full mesh every pair is linked: walk each neighbour's record (its links are
+    // in id order, as `direct` is) beside the list rather than look every pair up.
     let records: Vec<Option<&PeerRecord>> = direct.iter().map(|(p, _)| topology.peer(p)).collect();
     let mut out = Vec::new();
     for (i, a) in direct.iter().enumerate() {
@@ -193,6 +220,8 @@ pub struct Neighbours {
     punches: Punches,
     /// When the coordinator looks for pairs next.
     punch_step: Option<Instant>,
+    /// The coordinator's last search for pairs.
+    pairs: Option<PairSearch>,
     outputs: VecDeque<Output>,
 }
 
@@ -212,6 +241,7 @@ impl Neighbours {
             unrouted: VecDeque::new(),
             punches: Punches::default(),
             punch_step: None,
+            pairs: None,
             outputs: VecDeque::new(),
         }
     }

@@ -35,7 +35,7 @@ impl Owner {
         if self.neighbours.poll_timeout().is_some_and(|t| t > now) {
             return;
         }
-        let pairs = neighbours::candidates(&self.node, &self.neighbours);
+        let pairs = neighbours::candidates(&self.node, &mut self.neighbours);
         let routes = self.node.mesh().routes();
         let reachable = |p: &gossip::peer::PeerId| routes.unicast(p).is_some();
         self.neighbours
