@@ -230,6 +230,8 @@ pub struct Dataplane {
     superframes: u64,
     /// Sealed datagrams for neighbours in TCP fallback.
     tcp_out: TcpQueue,
+    /// See [`Dataplane::is_quiet`].
+    quiet: bool,
 }
 
 impl Dataplane {
@@ -250,6 +252,7 @@ impl Dataplane {
             scratch: vec![0; crate::offload::coalesce::MAX_SUPERFRAME].into_boxed_slice(),
             superframes: 0,
             tcp_out: TcpQueue::new(fallback::TCP_QUEUE),
+            quiet: false,
         }
     }
 
@@ -338,6 +341,7 @@ impl Dataplane {
 
     /// A rekey offer from `peer`, received over the control link.
     pub fn handle_offer(&mut self, now: Instant, peer: PeerId, offer: RekeyOffer) {
+        self.quiet = false;
         let Some(entry) = self.peers.get_mut(&peer) else {
             return;
         };
@@ -401,44 +405,46 @@ impl Dataplane {
     }
 
     fn reindex(&mut self, peer: PeerId) {
-        let Some(entry) = self.peers.get_mut(&peer) else {
-            return;
-        };
-        // Called for every peer at every tick; the indices change only at a rekey.
-        if entry
-            .session
-            .receiver_indices()
-            .eq(entry.indices.iter().copied())
-        {
-            return;
-        }
-        for idx in entry.indices.drain(..) {
-            self.index.remove(&idx);
-        }
-        entry.indices.extend(entry.session.receiver_indices());
-        for idx in &entry.indices {
-            self.index.insert(*idx, peer);
+        if let Some(entry) = self.peers.get_mut(&peer) {
+            reindex(&mut self.index, peer, entry);
         }
     }
 
-    /// Timers: key expiry, rekeys, keepalives, path state. Call at least every second.
+    /// Whether, as of the last [`Dataplane::handle_timeout`], every peer is settled: its
+    /// path is up, no rekey is under way and no path-MTU search runs. The timers left
+    /// (keepalives, the next rekey, key expiry, silent paths) count in tens of seconds,
+    /// and calling [`Dataplane::handle_timeout`] once a second is as good as more often.
+    pub fn is_quiet(&self) -> bool {
+        self.quiet
+    }
+
+    /// Timers: key expiry, rekeys, keepalives, path state. Call at least every second,
+    /// and more often (four times a second) unless [`Dataplane::is_quiet`].
     pub fn handle_timeout(&mut self, now: Instant) {
-        let peers: Vec<PeerId> = self.peers.keys().copied().collect();
-        for peer in peers {
-            let Some(entry) = self.peers.get_mut(&peer) else {
-                continue;
-            };
+        // Every peer at every tick: one walk, no lookups.
+        let Self {
+            peers,
+            index,
+            events,
+            config,
+            ..
+        } = self;
+        let mut quiet = true;
+        for (&peer, entry) in peers.iter_mut() {
             entry.session.handle_timeout(now);
-            let taken = |idx: u32| self.index.contains_key(&idx);
+            let taken = |idx: u32| index.contains_key(&idx);
             let offer = entry
                 .session
                 .poll_rekey_with(now, &mut rand::rngs::OsRng, taken);
             if let Some(offer) = offer {
-                self.events.push_back(Event::SendOffer { peer, offer });
+                events.push_back(Event::SendOffer { peer, offer });
             }
-            self.reindex(peer);
-            self.update_path(now, peer);
+            reindex(index, peer, entry);
+            update_path(config, events, now, peer, entry);
+            quiet &=
+                entry.established && !entry.session.is_rekeying() && !entry.pmtu.is_searching();
         }
+        self.quiet = quiet;
         self.pmtu_timeout(now);
         self.switch.macs().expire(now);
     }
@@ -465,35 +471,8 @@ impl Dataplane {
     }
 
     fn update_path(&mut self, now: Instant, peer: PeerId) {
-        let timeout = self.config.path_timeout;
-        let Some(entry) = self.peers.get_mut(&peer) else {
-            return;
-        };
-        let fresh =
-            |t: Option<Instant>| t.is_some_and(|t| now.saturating_duration_since(t) < timeout);
-        let up = fresh(entry.last_rx) && fresh(entry.heard_by_peer);
-        if up != entry.established {
-            entry.established = up;
-            self.events.push_back(Event::PathChanged {
-                peer,
-                established: up,
-            });
-        }
-        let after = self.config.fallback_after.filter(|_| !entry.punched);
-        match entry.fallback.update(now, up, after) {
-            Some(Change::ToTcp(reason)) => {
-                entry.counters.fallbacks += 1;
-                self.events.push_back(Event::Fallback {
-                    peer,
-                    reason: Some(reason),
-                });
-            }
-            Some(Change::ToUdp) => {
-                // Frames staged for TCP are sealed there; later ones go by UDP.
-                self.events
-                    .push_back(Event::Fallback { peer, reason: None });
-            }
-            None => {}
+        if let Some(entry) = self.peers.get_mut(&peer) {
+            update_path(&self.config, &mut self.events, now, peer, entry);
         }
     }
 
@@ -1024,6 +1003,60 @@ fn seal_into(
 fn queue_tcp(peer: PeerId, entry: &mut PeerEntry, tcp: &mut TcpQueue, datagram: Vec<u8>) {
     if tcp.push(peer, datagram) {
         entry.counters.tcp_tx_datagrams += 1;
+    }
+}
+
+/// Re-indexes `peer`'s receiver indices in `index` if its session's changed (at a rekey).
+fn reindex(index: &mut HashMap<u32, PeerId>, peer: PeerId, entry: &mut PeerEntry) {
+    if entry
+        .session
+        .receiver_indices()
+        .eq(entry.indices.iter().copied())
+    {
+        return;
+    }
+    for idx in entry.indices.drain(..) {
+        index.remove(&idx);
+    }
+    entry.indices.extend(entry.session.receiver_indices());
+    for idx in &entry.indices {
+        index.insert(*idx, peer);
+    }
+}
+
+/// Whether `peer`'s UDP path is up (we hear it, it hears us) and whether its frames
+/// fall back to TCP; a change becomes an event.
+fn update_path(
+    config: &DataplaneConfig,
+    events: &mut VecDeque<Event>,
+    now: Instant,
+    peer: PeerId,
+    entry: &mut PeerEntry,
+) {
+    let timeout = config.path_timeout;
+    let fresh = |t: Option<Instant>| t.is_some_and(|t| now.saturating_duration_since(t) < timeout);
+    let up = fresh(entry.last_rx) && fresh(entry.heard_by_peer);
+    if up != entry.established {
+        entry.established = up;
+        events.push_back(Event::PathChanged {
+            peer,
+            established: up,
+        });
+    }
+    let after = config.fallback_after.filter(|_| !entry.punched);
+    match entry.fallback.update(now, up, after) {
+        Some(Change::ToTcp(reason)) => {
+            entry.counters.fallbacks += 1;
+            events.push_back(Event::Fallback {
+                peer,
+                reason: Some(reason),
+            });
+        }
+        Some(Change::ToUdp) => {
+            // Frames staged for TCP are sealed there; later ones go by UDP.
+            events.push_back(Event::Fallback { peer, reason: None });
+        }
+        None => {}
     }
 }
 

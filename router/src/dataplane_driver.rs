@@ -47,6 +47,7 @@ use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::ops::ControlFlow;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -60,6 +61,12 @@ const BATCH: usize = 64;
 const MAX_PACKET: usize = 65_535;
 /// Timer tick of the data plane (rekeys, keepalives, path state).
 const TICK: Duration = Duration::from_millis(250);
+/// The tick while every peer is settled ([`Dataplane::is_quiet`]): keepalives, rekeys and
+/// path timeouts do not need a finer one, and a router with a hundred neighbours walks
+/// them all at every tick.
+///
+/// [`Dataplane::is_quiet`]: datapath::dataplane::Dataplane::is_quiet
+const QUIET_TICK: Duration = Duration::from_secs(1);
 
 /// A command for the data-plane task.
 #[derive(Debug)]
@@ -524,8 +531,8 @@ impl DataplaneThread {
         let mut datagram = vec![0u8; MAX_PACKET];
         let mut routes = self.routes.borrow().clone();
         // Only ever polled on the first thread.
-        let mut tick = tokio::time::interval(TICK);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let tick = tokio::time::sleep(TICK);
+        tokio::pin!(tick);
         loop {
             let q = &mut self.queue;
             let blocked = !q.tx.is_empty();
@@ -546,9 +553,20 @@ impl DataplaneThread {
                         lock(&self.shared).dp.set_flood_relay(!full_mesh);
                     }
                 }
-                input = Lead::next(self.lead.as_mut(), &mut tick) => {
+                input = Lead::next(self.lead.as_mut(), tick.as_mut()) => {
+                    let ticked = matches!(input, LeadInput::Tick);
                     if self.lead_input(input, &routes).is_break() {
                         return;
+                    }
+                    // After a tick the next comes in TICK, or QUIET_TICK while every peer
+                    // is settled; a command (a new peer, an offer) may unsettle one, so
+                    // the next tick comes within TICK of it.
+                    let now = tokio::time::Instant::now();
+                    if ticked {
+                        let quiet = lock(&self.shared).dp.is_quiet();
+                        tick.as_mut().reset(now + if quiet { QUIET_TICK } else { TICK });
+                    } else if tick.deadline() > now + TICK {
+                        tick.as_mut().reset(now + TICK);
                     }
                 }
             }
@@ -582,14 +600,14 @@ impl DataplaneThread {
 
 impl Lead {
     /// The first thread's next input; never ready on the other threads.
-    async fn next(lead: Option<&mut Lead>, tick: &mut tokio::time::Interval) -> LeadInput {
+    async fn next(lead: Option<&mut Lead>, tick: Pin<&mut tokio::time::Sleep>) -> LeadInput {
         let Some(lead) = lead else {
             return std::future::pending().await;
         };
         tokio::select! {
             Some((peer, d)) = lead.tcp_in.recv() => LeadInput::Tcp(peer, d),
             command = lead.commands.recv() => LeadInput::Command(command),
-            _ = tick.tick() => LeadInput::Tick,
+            () = tick => LeadInput::Tick,
         }
     }
 

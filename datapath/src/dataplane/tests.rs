@@ -870,3 +870,42 @@ fn a_punched_peer_gets_frames_directly_once_its_path_confirms_and_never_falls_ba
     assert_eq!(to, vec![addr(2)], "confirmed: straight to B");
     assert_eq!(deliver_all(later, &mut tx, &mut b, &Pair(A)), vec![unicast]);
 }
+
+#[test]
+fn the_timers_are_quiet_only_while_every_path_is_up_and_nothing_is_under_way() {
+    let now = Instant::now();
+    let (mut a, _b) = connected(now);
+    a.handle_timeout(now);
+    assert!(
+        !a.is_quiet(),
+        "a path not yet confirmed needs the fine tick"
+    );
+    // Paths up, keys confirmed, the path MTU measured: settled.
+    let (mut a, mut b, t) = measured(now, 1472);
+    a.handle_timeout(t);
+    assert!(a.is_established(&B));
+    assert!(a.is_quiet());
+    // Keepalives keep the paths up until a rekey is due; while it is under way the
+    // initiator is not settled, and once it is over both are again.
+    let mut tx = TxBuffer::new(1 << 20, 64);
+    let mut at = t;
+    while at < now + crate::sleeve::REKEY_AFTER_TIME {
+        at += Duration::from_secs(20);
+        confirm_paths(at, &mut a, &mut b, &mut tx);
+    }
+    a.handle_timeout(at);
+    b.handle_timeout(at);
+    assert!(a.is_established(&B) && b.is_established(&A));
+    assert!(!(a.is_quiet() && b.is_quiet()), "an offer is out");
+    for _ in 0..3 {
+        at += Duration::from_secs(2);
+        confirm_paths(at, &mut a, &mut b, &mut tx);
+        a.handle_timeout(at);
+        b.handle_timeout(at);
+    }
+    assert!(a.is_quiet() && b.is_quiet(), "the rekey is over");
+    // A new neighbour, its path not yet up, unsettles them.
+    let (mut a, _b, t) = measured(now, 1472);
+    a.add_peer(t, PeerId([3; 16]), addr(3), [9; 32]);
+    assert!(!a.is_quiet());
+}

@@ -289,6 +289,12 @@ impl Session {
         }
     }
 
+    /// Whether a rekey is under way: our offer awaits its answer, or a new send key
+    /// awaits confirmation. Its timers then count in fractions of a second.
+    pub fn is_rekeying(&self) -> bool {
+        self.pending.is_some() || self.next_tx.is_some()
+    }
+
     /// The next instant at which [`Session::handle_timeout`] or [`Session::poll_rekey`]
     /// has work to do.
     pub fn poll_timeout(&self) -> Option<Instant> {
