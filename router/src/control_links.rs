@@ -22,6 +22,7 @@ use gossip::mesh::ConnId;
 use gossip::node::{Event, Input as NodeInput, LinkUp};
 use gossip::peer::PeerId;
 use gossip::psk::Psk;
+use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -301,8 +302,8 @@ async fn records(
     ctx: &LinkContext,
     (mut rx, mut data_rx): (mpsc::Receiver<LinkCmd>, mpsc::Receiver<Vec<u8>>),
 ) -> Option<String> {
-    let mut buf = vec![0u8; 64 * 1024];
     let mut pending = leftover;
+    let mut read_size = SMALL_READ;
     let mut framed = Vec::new();
     let mut budget = GossipBudget::default();
     loop {
@@ -319,6 +320,11 @@ async fn records(
                 return Some(e.to_string());
             }
             pending.clear();
+            // An idle link keeps a small buffer: a hundred links would otherwise hold
+            // megabytes that a state exchange once needed.
+            if pending.capacity() > read_size {
+                pending.shrink_to(read_size);
+            }
             // Waits while the owner's queue is full: no more is read meanwhile, so
             // TCP pushes back on the peer.
             while let Some(message) = link.poll_message() {
@@ -365,9 +371,9 @@ async fn records(
                 }
                 None => return None,
             },
-            read = stream.read(&mut buf) => match read {
+            read = read_some(stream, &mut pending, read_size) => match read {
                 Ok(0) => return Some("connection closed by remote".into()),
-                Ok(n) => pending.extend_from_slice(&buf[..n]),
+                Ok(n) => read_size = next_read_size(read_size, n),
                 Err(e) => return Some(format!("read: {e}")),
             },
             Some(datagram) = data_rx.recv() => {
@@ -376,6 +382,35 @@ async fn records(
                 }
             }
         }
+    }
+}
+
+/// Bytes a control link reads at once while it carries control messages only.
+const SMALL_READ: usize = 4096;
+/// Bytes a busy control link reads at once (a state exchange, sleeve datagrams in TCP
+/// fallback).
+const LARGE_READ: usize = 64 * 1024;
+
+/// Reads what has arrived, up to `size` bytes (or what `pending` has room for), onto
+/// the end of `pending`. Cancel-safe, as `select!` needs.
+async fn read_some(
+    stream: &mut TcpStream,
+    pending: &mut Vec<u8>,
+    size: usize,
+) -> io::Result<usize> {
+    pending.reserve(size);
+    stream.read_buf(pending).await
+}
+
+/// The read size after a read of `n` bytes with `size`: a full read doubles it (up to
+/// [`LARGE_READ`]), a short one brings it back to [`SMALL_READ`].
+fn next_read_size(size: usize, n: usize) -> usize {
+    if n >= size {
+        (size * 2).min(LARGE_READ)
+    } else if n < SMALL_READ {
+        SMALL_READ
+    } else {
+        size
     }
 }
 
@@ -394,4 +429,23 @@ async fn write_datagram(
         .write_all(&sealed)
         .await
         .map_err(|e| format!("write: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_link_reads_little_while_idle_and_more_while_busy() {
+        assert_eq!(next_read_size(SMALL_READ, 120), SMALL_READ);
+        // Full reads double the size, up to the large one.
+        let mut size = SMALL_READ;
+        for _ in 0..10 {
+            size = next_read_size(size, size);
+        }
+        assert_eq!(size, LARGE_READ);
+        // A read that is short but not small keeps it; a small one gives it back.
+        assert_eq!(next_read_size(LARGE_READ, 20_000), LARGE_READ);
+        assert_eq!(next_read_size(LARGE_READ, 100), SMALL_READ);
+    }
 }
