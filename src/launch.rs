@@ -373,7 +373,14 @@ const READY: &str = "READY ";
 const FAILED: &str = "ERROR ";
 
 fn run_foreground(config: Config, daemon: bool) -> Result<()> {
-    let runtime = tokio::runtime::Runtime::new().context("cannot start the tokio runtime")?;
+    // The control plane runs on this one thread: its work per message is small, and a
+    // pool of workers (one per core) would add a thread, a malloc arena and a cross-thread
+    // wakeup per message. The data plane has threads of its own, and blocking work
+    // (the store, Argon2, host networking) goes to the blocking pool.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?;
     if daemon {
         std::panic::set_hook(Box::new(|info| tracing::error!("panic: {info}")));
     }
