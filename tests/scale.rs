@@ -12,6 +12,9 @@
 //! Sixteen routers run in CI. A hundred take a few minutes and are `#[ignore]`d: run
 //! `cargo test --release --test scale -- --ignored --nocapture` (as root). The figures
 //! are printed on lines starting with `e2e:` and recorded in `docs/performance.md`.
+//! To profile the converged routers (`perf`, `gdb`, `/proc`), set
+//! `WEFT_SCALE_HOLD_SECS=N`: their PIDs are printed once the idle CPU is measured and
+//! they keep running N seconds more before the kill and relaunch.
 //!
 //! The kernel's neighbour table is shared by all namespaces: a flat underlay of N hosts
 //! needs about N² entries, past the default `gc_thresh3` of 1,024 at 33 hosts (sends
@@ -192,6 +195,23 @@ fn launch(net: &Net, auth: &Auth, host: usize) -> Router {
     Router::launch(net, host, auth, peers)
 }
 
+/// With `WEFT_SCALE_HOLD_SECS=N`, prints the converged routers' PIDs and keeps them
+/// running N seconds longer (see the module doc).
+fn hold_for_profiling(routers: &[Router]) {
+    let Ok(secs) = std::env::var("WEFT_SCALE_HOLD_SECS") else {
+        return;
+    };
+    let secs: u64 = secs
+        .parse()
+        .unwrap_or_else(|e| panic!("WEFT_SCALE_HOLD_SECS={secs:?}: not a number of seconds: {e}"));
+    let pids: Vec<String> = routers.iter().map(|r| r.pid().to_string()).collect();
+    println!(
+        "e2e: holding {secs} s; router PIDs, h1 first: {}",
+        pids.join(" ")
+    );
+    thread::sleep(Duration::from_secs(secs));
+}
+
 /// Launches `n` routers, measures and asserts as the module doc says.
 fn mesh_of(tag: &str, n: usize) {
     let _neighbours = NeighbourTable::raise_for(n * n);
@@ -262,6 +282,7 @@ fn mesh_of(tag: &str, n: usize) {
         ));
     }
 
+    hold_for_profiling(&routers);
     // One router dies and comes back with its data dir: everyone heals.
     let victim = n / 2;
     let status = routers.remove(victim - 1).kill9();
