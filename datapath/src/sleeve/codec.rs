@@ -11,6 +11,11 @@
 //! 0            end of the list; every byte from here on is zero padding
 //! ```
 //!
+//! A keepalive may instead hold one byte, `4` ("heard"), then zero padding: its sender
+//! says that it receives the receiver's datagrams. A path is up only when datagrams get
+//! through both ways, so this is all either end needs to learn that its own datagrams
+//! arrive: once a path is up, keepalives carry that news and the control link does not.
+//!
 //! "Sender" and "receiver" are the two ends of the session, so the common cases (a frame
 //! that entered the overlay at the sender and is for the receiver, or a broadcast from
 //! the sender) cost 3 bytes; only relayed frames name their peers (35 bytes). `dst_peer`
@@ -44,6 +49,8 @@ const KIND_DIRECT: u8 = 1;
 const KIND_BROADCAST: u8 = 2;
 /// Kind byte of an entry that names both of its peers (a relayed frame).
 const KIND_FULL: u8 = 3;
+/// The first and only byte of a keepalive that says "I receive your datagrams".
+const KIND_HEARD: u8 = 4;
 /// Bytes before a frame in a direct or broadcast entry: kind and length.
 pub const DIRECT_HEADER_LEN: usize = 1 + 2;
 /// Bytes before a frame in a full entry: kind, dst peer, src peer, length.
@@ -181,9 +188,14 @@ impl<'a> Opened<'a> {
     /// The frames, in order. The list was validated by [`Session::open`].
     pub fn frames(&self) -> Frames<'a> {
         Frames {
-            rest: self.plaintext,
+            rest: if self.is_heard() { &[] } else { self.plaintext },
             ends: self.ends,
         }
+    }
+
+    /// Whether this is a keepalive that says its sender receives our datagrams.
+    pub fn is_heard(&self) -> bool {
+        self.plaintext.first() == Some(&KIND_HEARD)
     }
 
     /// Whether this is a keepalive (no frame at all).
@@ -244,6 +256,13 @@ fn parse_entry<'a>(
 /// Checks a whole plaintext, sealed by `ends.sender` for `ends.receiver`, with the strict
 /// rules of the module doc.
 pub fn validate_inner(mut plaintext: &[u8], ends: &Ends) -> Result<(), OpenError> {
+    if let Some((&KIND_HEARD, padding)) = plaintext.split_first() {
+        return if padding.iter().all(|&b| b == 0) {
+            Ok(())
+        } else {
+            Err(OpenError::Malformed)
+        };
+    }
     while let Some((_, rest)) = parse_entry(plaintext, ends)? {
         plaintext = rest;
     }
@@ -392,6 +411,20 @@ impl Session {
                 .ok_or(SealError::BufferTooSmall { needed })?;
         }
         Ok(inner)
+    }
+
+    /// Writes the plaintext of a "heard" keepalive in `out` (see the module doc), which
+    /// must have room for the whole datagram; returns the plaintext length, to seal as
+    /// [`Session::write`]'s.
+    pub fn write_heard(&self, out: &mut [u8]) -> Result<usize, SealError> {
+        let needed = datagram_len(1);
+        match out.get_mut(..needed) {
+            Some(datagram) => {
+                datagram[HEADER_LEN] = KIND_HEARD;
+                Ok(1)
+            }
+            None => Err(SealError::BufferTooSmall { needed }),
+        }
     }
 
     /// Writes one frame of `len` bytes from `src` for `dst` into `out` as the only entry

@@ -34,7 +34,22 @@ fn round_trip_several_frames_and_keepalive() {
     assert_eq!(len, MIN_DATAGRAM_LEN);
     let opened = a.open(now, &mut out[..len]).expect("opens");
     assert!(opened.is_keepalive());
+    assert!(!opened.is_heard());
     assert_eq!(opened.counter, 0);
+
+    // A "heard" keepalive: one byte, padded; no frame.
+    let inner = b.write_heard(&mut out).expect("written");
+    let len = b.seal_in_place(&mut out, inner).expect("sealed");
+    assert_eq!(len, datagram_len(1));
+    let opened = a.open(now, &mut out[..len]).expect("opens");
+    assert!(opened.is_keepalive() && opened.is_heard());
+    assert_eq!(opened.frames().count(), 0);
+    assert_eq!(
+        b.write_heard(&mut out[..datagram_len(1) - 1]),
+        Err(SealError::BufferTooSmall {
+            needed: datagram_len(1)
+        })
+    );
 }
 
 /// Frames from the sender name no peer (3-byte entries); relayed ones name both.
@@ -188,11 +203,14 @@ fn reordering_inside_the_window_is_accepted_once() {
 fn malformed_inner_lists_are_dropped_whole() {
     let now = Instant::now();
     let (mut a, mut b) = pair(now);
-    let cases: [&[u8]; 7] = [
+    let cases: [&[u8]; 9] = [
         // A length running past the end.
         &[&[1u8, 0, 200], [9u8; 14].as_slice()].concat(),
         // An unknown kind.
+        &[5u8, 0, 1, 9],
+        // "Heard" followed by anything but padding, or after a frame.
         &[4u8, 0, 1, 9],
+        &[1u8, 0, 1, 9, 4],
         // A zero length.
         &[2u8, 0, 0, 0],
         // Non-zero bytes after the end marker.
