@@ -14,12 +14,16 @@
 //! [`TxBuffer`]. So a lone frame leaves at once, and a burst leaves in full datagrams.
 //!
 //! Path confirmation: each side sends sealed keepalives; whoever receives an
-//! authenticated datagram tells the sender over the control link ([`Event::SendHeard`]).
-//! A peer's path is `established` while we hear it and it hears us, both within
-//! [`DataplaneConfig::path_timeout`]; before that it is `pending`. While pending, a
-//! keepalive goes every [`DataplaneConfig::probe`]; once established, only when nothing
-//! else was sent to the peer for [`DataplaneConfig::keepalive`] (25 s: often enough to
-//! hold a UDP mapping in a NAT between us open, and no more).
+//! authenticated datagram tells the sender. A peer's path is `established` while we
+//! hear it and it hears us, both within [`DataplaneConfig::path_timeout`]; before that
+//! it is `pending`. While pending, a keepalive goes every [`DataplaneConfig::probe`],
+//! and "I hear you" goes over the control link at once ([`Event::SendHeard`]); once
+//! established, a keepalive goes when nothing else was sent to the peer for
+//! [`DataplaneConfig::keepalive`] (25 s: often enough to hold a UDP mapping in a NAT
+//! between us open, and no more), and "I hear you" rides in a keepalive (a "heard"
+//! keepalive, at most every keepalive interval, see [`crate::sleeve::codec`]). A path
+//! needs datagrams both ways to be up at all, so the keepalive reaches the peer
+//! whenever the news matters, and an idle path costs the control links nothing.
 //!
 //! Roaming: a neighbour's endpoint starts as the control link's address (with its
 //! announced port) and moves to the source address of a datagram that opened under one
@@ -192,7 +196,11 @@ struct PeerEntry {
     indices: Vec<u32>,
     last_rx: Option<Instant>,
     heard_by_peer: Option<Instant>,
+    /// When we last told the peer that we hear it (over the control link or in a
+    /// keepalive).
     heard_sent: Option<Instant>,
+    /// A datagram from the peer arrived since we last told it.
+    heard_owed: bool,
     last_tx: Option<Instant>,
     established: bool,
     counters: PeerCounters,
@@ -274,6 +282,7 @@ impl Dataplane {
                 last_rx: None,
                 heard_by_peer: None,
                 heard_sent: None,
+                heard_owed: false,
                 last_tx: None,
                 established: false,
                 counters: PeerCounters::default(),
@@ -449,23 +458,35 @@ impl Dataplane {
         self.switch.macs().expire(now);
     }
 
-    /// Keepalives that are due, sealed into `tx`.
+    /// Keepalives that are due, sealed into `tx`: a "heard" one if the peer's path is
+    /// up and it has not been told for a keepalive interval that we hear it.
     pub fn poll_keepalives(&mut self, now: Instant, tx: &mut TxBuffer) {
+        let keepalive = self.config.keepalive;
+        let stale = |t: Option<Instant>, after: Duration| {
+            t.is_none_or(|t| now.saturating_duration_since(t) >= after)
+        };
         for entry in self.peers.values_mut() {
             let interval = if entry.established {
-                self.config.keepalive
+                keepalive
             } else {
                 self.config.probe
             };
-            let due = entry.session.poll_keepalive()
-                || entry
-                    .last_tx
-                    .is_none_or(|t| now.saturating_duration_since(t) >= interval);
-            if due
-                && entry.session.can_send()
-                && seal_into(entry, &[], tx, None, &mut self.drops).is_ok()
-            {
+            let heard = entry.established && entry.heard_owed && stale(entry.heard_sent, keepalive);
+            let due = entry.session.poll_keepalive() || stale(entry.last_tx, interval) || heard;
+            if !due || !entry.session.can_send() {
+                continue;
+            }
+            let sealed = if heard {
+                seal_heard(entry, tx, &mut self.drops)
+            } else {
+                seal_into(entry, &[], tx, None, &mut self.drops)
+            };
+            if sealed.is_ok() {
                 entry.last_tx = Some(now);
+                if heard {
+                    entry.heard_sent = Some(now);
+                    entry.heard_owed = false;
+                }
             }
         }
     }
@@ -790,14 +811,22 @@ impl Dataplane {
             }
         }
         entry.last_rx = Some(now);
-        if entry
-            .heard_sent
-            .is_none_or(|t| now.saturating_duration_since(t) >= self.config.keepalive / 2)
+        entry.heard_owed = true;
+        if opened.is_heard() {
+            entry.heard_by_peer = Some(now);
+        }
+        // While the path is down the news goes at once, over the control link; once it
+        // is up, in a keepalive ([`Dataplane::poll_keepalives`]).
+        if !entry.established
+            && entry
+                .heard_sent
+                .is_none_or(|t| now.saturating_duration_since(t) >= self.config.keepalive / 2)
         {
             entry.heard_sent = Some(now);
+            entry.heard_owed = false;
             self.events.push_back(Event::SendHeard { peer });
         }
-        if opened.is_keepalive() {
+        if opened.is_keepalive() && !opened.is_heard() {
             self.ack_probe(peer, datagram_len);
         }
         self.deliver_frames(now, peer, &opened, routes, tx, deliver);
@@ -1003,6 +1032,33 @@ fn seal_into(
 fn queue_tcp(peer: PeerId, entry: &mut PeerEntry, tcp: &mut TcpQueue, datagram: Vec<u8>) {
     if tcp.push(peer, datagram) {
         entry.counters.tcp_tx_datagrams += 1;
+    }
+}
+
+/// Seals a "heard" keepalive for `entry` into `tx`.
+fn seal_heard(
+    entry: &mut PeerEntry,
+    tx: &mut TxBuffer,
+    drops: &mut DropCounts,
+) -> Result<(), SealError> {
+    let len = datagram_len(1);
+    let Some(slot) = tx.slot(len) else {
+        drops.tx_full += 1;
+        return Err(SealError::BufferTooSmall { needed: len });
+    };
+    let prepared = entry
+        .session
+        .write_heard(slot)
+        .and_then(|inner| entry.session.prepare_in_place(slot, inner));
+    match prepared {
+        Ok((n, job)) => {
+            tx.commit_prepared(entry.endpoint, n, job);
+            Ok(())
+        }
+        Err(e) => {
+            drops.count_seal_error(e);
+            Err(e)
+        }
     }
 }
 

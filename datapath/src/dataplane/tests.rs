@@ -909,3 +909,52 @@ fn the_timers_are_quiet_only_while_every_path_is_up_and_nothing_is_under_way() {
     a.add_peer(t, PeerId([3; 16]), addr(3), [9; 32]);
     assert!(!a.is_quiet());
 }
+
+/// Once a path is up, keepalives say "I hear you": an idle pair stays established for
+/// many path timeouts with nothing over the control link but rekeys, and with one
+/// keepalive each way per keepalive interval.
+#[test]
+fn an_idle_path_stays_up_on_heard_keepalives_alone() {
+    let now = Instant::now();
+    let (mut a, mut b, t) = measured(now, 1472);
+    assert!(a.is_established(&B) && b.is_established(&A));
+    let (ra, rb) = (Pair(B), Pair(A));
+    let mut tx = TxBuffer::new(1 << 20, 64);
+    let (mut from_a, mut from_b) = (0, 0);
+    let mut at = t;
+    let minutes = 5;
+    for _ in 0..minutes * 60 {
+        at += Duration::from_secs(1);
+        for dp in [&mut a, &mut b] {
+            dp.handle_timeout(at);
+        }
+        a.poll_keepalives(at, &mut tx);
+        from_a += tx.iter().count();
+        deliver_all(at, &mut tx, &mut b, &rb);
+        b.poll_keepalives(at, &mut tx);
+        from_b += tx.iter().count();
+        deliver_all(at, &mut tx, &mut a, &ra);
+        // Only rekeys go over the control link; a "heard" there would fail the test.
+        relay_offers(at, &mut a, A, &mut b);
+        relay_offers(at, &mut b, B, &mut a);
+        assert!(a.is_established(&B) && b.is_established(&A), "at {at:?}");
+    }
+    // 25 s keepalives, plus the ones that confirm each new key after a rekey.
+    let most = minutes * 60 / 25 + 2 * (minutes * 60 / 120 + 1);
+    assert!(
+        from_a <= most && from_b <= most,
+        "{from_a} and {from_b} datagrams, at most {most}"
+    );
+    assert!(from_a >= minutes * 60 / 25 - 1 && from_b >= minutes * 60 / 25 - 1);
+}
+
+/// Carries `from`'s rekey offers to `to`; panics on a "heard" over the control link.
+fn relay_offers(now: Instant, from: &mut Dataplane, from_id: PeerId, to: &mut Dataplane) {
+    while let Some(ev) = from.poll_event() {
+        match ev {
+            Event::SendOffer { offer, .. } => to.handle_offer(now, from_id, offer),
+            Event::SendHeard { .. } => panic!("a heard notice over the control link"),
+            _ => {}
+        }
+    }
+}
