@@ -15,9 +15,12 @@ use serde::{Deserialize, Serialize};
 
 /// First byte of every message; bumped on an incompatible change of the encoding.
 pub const WIRE_VERSION: u8 = 1;
-/// Control-protocol version announced in [`Hello`]. 2: signed topology records
-/// (`RecordDelta.base`, `.proof`) and signed unicasts ([`Unicast`]), issue 14.
-pub const PROTOCOL_VERSION: u16 = 2;
+/// Control-protocol version announced in [`Hello`]; routers of two versions refuse to
+/// link, with a message that says so. 2: signed topology records (`RecordDelta.base`,
+/// `.proof`) and signed unicasts ([`Unicast`]), issue 14. 3: unsigned unicasts to a
+/// neighbour ([`Unicast::proof`] optional), and the sleeve beside it: a rekey offer
+/// names its control link, a keepalive may say "I hear you".
+pub const PROTOCOL_VERSION: u16 = 3;
 /// Largest message accepted, in bytes.
 pub const MAX_MESSAGE_LEN: usize = codec::MAX_DECODE_LEN;
 /// Longest nickname accepted, in bytes.
