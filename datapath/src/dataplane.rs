@@ -1007,24 +1007,9 @@ fn seal_into(
             }
         };
     }
-    let Some(slot) = tx.slot(len) else {
-        drops.tx_full += 1;
-        return Err(SealError::BufferTooSmall { needed: len });
-    };
-    let prepared = entry
-        .session
-        .write(frames, slot)
-        .and_then(|inner| entry.session.prepare_in_place(slot, inner));
-    match prepared {
-        Ok((n, job)) => {
-            tx.commit_prepared(entry.endpoint, n, job);
-            Ok(())
-        }
-        Err(e) => {
-            drops.count_seal_error(e);
-            Err(e)
-        }
-    }
+    seal_slot(entry, len, tx, drops, |session, slot| {
+        session.write(frames, slot)
+    })
 }
 
 /// Queues a sealed datagram for `peer`'s control link; a full queue drops it (counted
@@ -1041,15 +1026,24 @@ fn seal_heard(
     tx: &mut TxBuffer,
     drops: &mut DropCounts,
 ) -> Result<(), SealError> {
-    let len = datagram_len(1);
+    seal_slot(entry, datagram_len(1), tx, drops, Session::write_heard)
+}
+
+/// Takes a `len`-byte slot of `tx`, has `write` put the plaintext in it, and commits the
+/// datagram to `entry`'s endpoint, its encryption prepared; failures are counted.
+fn seal_slot(
+    entry: &mut PeerEntry,
+    len: usize,
+    tx: &mut TxBuffer,
+    drops: &mut DropCounts,
+    write: impl FnOnce(&Session, &mut [u8]) -> Result<usize, SealError>,
+) -> Result<(), SealError> {
     let Some(slot) = tx.slot(len) else {
         drops.tx_full += 1;
         return Err(SealError::BufferTooSmall { needed: len });
     };
-    let prepared = entry
-        .session
-        .write_heard(slot)
-        .and_then(|inner| entry.session.prepare_in_place(slot, inner));
+    let prepared =
+        write(&entry.session, slot).and_then(|inner| entry.session.prepare_in_place(slot, inner));
     match prepared {
         Ok((n, job)) => {
             tx.commit_prepared(entry.endpoint, n, job);
