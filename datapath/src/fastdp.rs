@@ -260,6 +260,7 @@ impl FastPath {
                 peer: probe.src,
                 nonce: probe.nonce,
             });
+            self.update(now);
         }
     }
 
@@ -271,7 +272,12 @@ impl FastPath {
         self.update(now);
     }
 
-    /// Timers: probes due, modes to change. Call every few hundred milliseconds.
+    /// When [`Self::handle_timeout`] is due next (`None`: no candidate, nothing to time).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.peers.values().map(|c| c.link.poll_timeout()).min()
+    }
+
+    /// Timers: probes due, modes to change (see [`Self::poll_timeout`]).
     pub fn handle_timeout(&mut self, now: Instant) {
         for (peer, c) in &mut self.peers {
             if let Some(nonce) = c.link.poll_probe(now, rand::random()) {

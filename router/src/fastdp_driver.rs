@@ -29,8 +29,6 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
-/// Timer tick: probes, timeouts.
-const TICK: Duration = Duration::from_millis(250);
 /// The forwarding entries are re-read and re-converged at least this often.
 const RESYNC: Duration = Duration::from_secs(5);
 
@@ -266,10 +264,15 @@ impl FastdpTask {
     pub async fn run(mut self) {
         let mut frame = vec![0u8; 65_535];
         let mut out = Vec::with_capacity(self.mtu as usize + 14);
-        let mut tick = tokio::time::interval(TICK);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_sync = Instant::now();
         loop {
+            // Asleep until the state machine's next probe or deadline, or the resync:
+            // with no candidate (every link encrypted and untrusted), every 5 s.
+            let next = self
+                .fp
+                .poll_timeout()
+                .map_or(last_sync + RESYNC, |t| t.min(last_sync + RESYNC));
+            let timer = tokio::time::sleep_until(tokio::time::Instant::from_std(next));
             tokio::select! {
                 c = self.commands.recv() => match c {
                     Some(c) => self.command(Instant::now(), c).await,
@@ -279,7 +282,7 @@ impl FastdpTask {
                     Ok(n) => self.fp.handle_frame(Instant::now(), &frame[..n]),
                     Err(e) => warn!("reading the probe TAP device: {e}"),
                 },
-                _ = tick.tick() => self.fp.handle_timeout(Instant::now()),
+                () = timer => self.fp.handle_timeout(Instant::now()),
             }
             self.drain(&mut out);
             if self.dirty || last_sync.elapsed() >= RESYNC {

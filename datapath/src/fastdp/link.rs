@@ -148,6 +148,16 @@ impl ProbeLink {
         true
     }
 
+    /// When [`Self::poll_probe`] or [`Self::update`] has something to do next: the next
+    /// probe, or, on the fast path, the moment either direction turns stale.
+    pub fn poll_timeout(&self) -> Instant {
+        let stale = match (self.mode, self.last_ack, self.last_probe_rx) {
+            (Mode::Fastdp, Some(ack), Some(probe)) => Some(ack.min(probe) + self.config.timeout),
+            _ => None,
+        };
+        stale.map_or(self.next_probe, |t| t.min(self.next_probe))
+    }
+
     /// A probe from the peer arrived.
     pub fn handle_probe(&mut self, now: Instant) {
         self.last_probe_rx = Some(now);
