@@ -14,6 +14,7 @@ mod common;
 
 use common::weft::{bare_name, parse_connections, parse_peers, status_field, Auth, Router};
 use common::{run_with_timeout, tail, wait_until, Net};
+use gossip::mesh::{HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT};
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Output};
 use std::thread;
@@ -139,7 +140,7 @@ fn dead_link_is_detected_by_heartbeats() {
     assert!(cut.status.success(), "cut h3: {}", lossy(&cut.stderr));
     let start = Instant::now();
 
-    let limit = Duration::from_secs(60);
+    let limit = HEARTBEAT_TIMEOUT + Duration::from_secs(15);
     let (mut dropped, mut h3_alone) = ([None::<Duration>; 2], None::<Duration>);
     let mut polls = 0;
     while start.elapsed() < limit && (dropped.iter().any(Option::is_none) || h3_alone.is_none()) {
@@ -185,11 +186,14 @@ fn dead_link_is_detected_by_heartbeats() {
                 diagnostics(&net, &all)
             )
         });
-        // Heartbeats every 10 s, link closed after 45 s of silence: the last heartbeat
-        // came at most 10 s before the cut, so anything much under 35 s was not heartbeats.
+        // A link is closed after HEARTBEAT_TIMEOUT of silence, and an idle peer sends
+        // something at least every two heartbeat intervals (and a second): the last
+        // message from h3 came at most that long before the cut.
+        let earliest = HEARTBEAT_TIMEOUT - 2 * HEARTBEAT_INTERVAL - Duration::from_secs(2);
         assert!(
-            d >= Duration::from_secs(30),
-            "h{} dropped h3 after only {d:?}: earlier than a 45 s heartbeat timeout allows",
+            d >= earliest,
+            "h{} dropped h3 after only {d:?}: earlier than a {HEARTBEAT_TIMEOUT:?} heartbeat \
+             timeout allows",
             i + 1
         );
     }

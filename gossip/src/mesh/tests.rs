@@ -37,6 +37,8 @@ struct Wire {
     ends: BTreeMap<(usize, ConnId), (usize, ConnId)>,
     closed: Vec<(usize, ConnId, CloseReason)>,
     events: Vec<(usize, MeshEvent)>,
+    /// When each mesh received a message, in order.
+    heard: Vec<(usize, Instant)>,
 }
 
 impl Wire {
@@ -47,6 +49,7 @@ impl Wire {
             ends: BTreeMap::new(),
             closed: Vec::new(),
             events: Vec::new(),
+            heard: Vec::new(),
         }
     }
 
@@ -68,6 +71,7 @@ impl Wire {
                     match out {
                         MeshOutput::Send { conn, message } => {
                             if let Some(&(j, c)) = self.ends.get(&(i, conn)) {
+                                self.heard.push((j, self.now));
                                 self.meshes[j].handle_message(self.now, c, &message, &mut ());
                             }
                         }
@@ -235,12 +239,28 @@ fn a_link_that_carries_other_messages_skips_its_heartbeats() {
     let control = |w: &Wire| w.meshes[0].stats().control_messages_sent;
     let other = |w: &Wire| w.meshes[0].stats().gossip_messages_sent;
     // Idle but for the anti-entropy digests (one each way every 30 s): heartbeats fill
-    // the intervals they leave silent.
+    // the intervals they leave silent, and the peer never waits longer than two
+    // intervals (and the second of timer batching) for a message.
     let before = control(&w);
-    for _ in 0..6 {
-        w.advance(Duration::from_secs(10));
+    let start = w.now;
+    for _ in 0..300 {
+        w.advance(Duration::from_secs(1));
     }
-    assert!(control(&w) - before >= 3, "an idle link beats");
+    assert!(control(&w) - before >= 2, "an idle link beats");
+    let heard: Vec<Instant> = (w.heard.iter())
+        .filter(|(m, t)| *m == 1 && *t >= start)
+        .map(|(_, t)| *t)
+        .collect();
+    let longest = heard
+        .windows(2)
+        .map(|p| p[1] - p[0])
+        .max()
+        .expect("messages");
+    assert!(
+        longest <= 2 * HEARTBEAT_INTERVAL + Duration::from_secs(1),
+        "silent for {longest:?}"
+    );
+    assert!(longest < HEARTBEAT_TIMEOUT);
     // A unicast every 5 s: no heartbeat is needed, and none is sent.
     let (before, sent) = (control(&w), other(&w));
     for _ in 0..24 {
@@ -266,16 +286,19 @@ fn heartbeats_flow_and_silence_kills_the_link() {
     w.dial(0, 1, 1);
     w.pump();
     let deadline = w.meshes[0].poll_timeout().expect("timers armed");
-    assert!(deadline <= now + Duration::from_secs(10));
+    assert!(deadline <= now + HEARTBEAT_INTERVAL);
     // Heartbeats keep the link alive well past the timeout.
     for _ in 0..12 {
         w.advance(Duration::from_secs(10));
     }
     assert_eq!(w.meshes[0].connections().len(), 1);
-    // Cut the wire silently: both ends time out within 45 s plus one heartbeat period.
+    // Cut the wire silently: both ends time out within the timeout plus one heartbeat
+    // period (and the second of timer batching).
     w.ends.clear();
-    for _ in 0..6 {
-        w.advance(Duration::from_secs(10));
+    let mut waited = Duration::ZERO;
+    while waited < HEARTBEAT_TIMEOUT + HEARTBEAT_INTERVAL + Duration::from_secs(1) {
+        w.advance(Duration::from_secs(1));
+        waited += Duration::from_secs(1);
     }
     let timeouts = w
         .closed

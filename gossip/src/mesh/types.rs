@@ -26,6 +26,19 @@ pub struct LocalPeer {
     pub listen_port: u16,
 }
 
+/// A link that carried nothing else for this long carries a heartbeat. One that
+/// carried anything since the last one was due skips it, so a peer hears from us at
+/// least every two intervals (plus a second of timer batching): 41 s.
+///
+/// Weave sent one every 30 s and gave up after 60 s. Each costs both ends a wakeup and
+/// a system call: at 99 links every 10 s, they were most of an idle router's work.
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(20);
+/// Silence after which a link is dead: well past the longest gap between heartbeats
+/// ([`HEARTBEAT_INTERVAL`]), even if the peer's control plane lags by seconds (a join
+/// storm on a loaded host). A peer that closes its end, or dies, is seen at once: its
+/// kernel closes the connection; this catches the hosts that vanish.
+pub const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Mesh tuning.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MeshConfig {
@@ -50,8 +63,8 @@ impl Default for MeshConfig {
     fn default() -> Self {
         MeshConfig {
             gossip_interval: Duration::from_secs(30),
-            heartbeat_interval: Duration::from_secs(10),
-            heartbeat_timeout: Duration::from_secs(45),
+            heartbeat_interval: HEARTBEAT_INTERVAL,
+            heartbeat_timeout: HEARTBEAT_TIMEOUT,
             discovery: true,
             routes_debounce: ROUTES_DEBOUNCE,
             gc_grace: GC_GRACE,
