@@ -384,6 +384,7 @@ fn run_foreground(config: Config, daemon: bool) -> Result<()> {
     if daemon {
         std::panic::set_hook(Box::new(|info| tracing::error!("panic: {info}")));
     }
+    runtime.spawn(crate::heap::release_free_pages());
     let result = runtime.block_on(router::daemon::run(config, |name| {
         // The daemon's stdout is the pipe its launcher waits on; attached, it is the user's.
         if daemon {

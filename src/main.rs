@@ -6,6 +6,7 @@
 //! Exit codes: 0 ok, 1 error, 2 usage, 3 router not running.
 
 mod cli;
+mod heap;
 mod launch;
 mod progress;
 mod shared;
