@@ -7,39 +7,53 @@
 //! 8 MB in use, minutes later. `malloc_trim(0)` releases the free pages anywhere in
 //! every arena (it keeps the chunks, with their pages given back to the kernel).
 //!
-//! Every [`PERIOD`], [`Trim`] looks at how many bytes the arenas hold free
-//! (`mallinfo2`) and trims when that grew by [`GROWTH`] since the last trim: after a
-//! burst, not on every look (pages already given back still count as free). A no-op
-//! where the C library is not glibc.
+//! Every [`PERIOD`], [`Trim`] looks at the process's resident anonymous memory and at
+//! the bytes the arenas hold free (`mallinfo2`), and trims when the resident memory
+//! grew by [`GROWTH`] since the last trim while at least that much is free: after a
+//! burst, and again when reused free chunks were freed once more (their pages are
+//! resident again), but not on every look. A no-op where the C library is not glibc.
 
 use std::time::Duration;
 
-/// How often the free bytes are looked at.
-pub const PERIOD: Duration = Duration::from_secs(10);
-/// Growth of the free bytes, since the last trim, that is worth a trim.
-pub const GROWTH: usize = 1 << 20;
+/// How often the memory is looked at.
+pub const PERIOD: Duration = Duration::from_secs(5);
+/// Growth of the resident memory, since the last trim, that is worth a trim (when the
+/// arenas hold at least as much free).
+pub const GROWTH: u64 = 1 << 20;
 
-/// When to trim, from the free bytes the arenas hold (sans-IO: the caller measures).
+/// What one look measured, in bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct Sample {
+    /// Resident anonymous memory (`RssAnon`).
+    pub resident: u64,
+    /// Held free by the malloc arenas (some of it maybe given back already).
+    pub free: u64,
+}
+
+/// When to trim (sans-IO: the caller measures).
 #[derive(Debug, Default)]
 pub struct Trim {
-    /// Free bytes right after the last trim (0 before the first).
-    after_last: usize,
+    /// Resident memory right after the last trim, or the lowest seen since (0 before
+    /// the first look).
+    baseline: Option<u64>,
 }
 
 impl Trim {
-    /// Whether `free` bytes held free call for a trim now.
-    pub fn due(&self, free: usize) -> bool {
-        free >= self.after_last.saturating_add(GROWTH)
+    /// Whether a trim is worth it now.
+    pub fn due(&self, s: Sample) -> bool {
+        let grown = self
+            .baseline
+            .is_none_or(|b| s.resident >= b.saturating_add(GROWTH));
+        grown && s.free >= GROWTH
     }
 
-    /// A trim ran; `free` bytes are held free after it.
-    pub fn done(&mut self, free: usize) {
-        self.after_last = free;
-    }
-
-    /// Free bytes shrink as they are reused: a later burst is measured from there.
-    pub fn observe(&mut self, free: usize) {
-        self.after_last = self.after_last.min(free);
+    /// A trim ran (or was not due): `resident` bytes after it. Memory that shrinks
+    /// (freed and given back by malloc itself) lowers the baseline.
+    pub fn observe(&mut self, resident: u64, trimmed: bool) {
+        self.baseline = Some(match self.baseline {
+            Some(b) if !trimmed => b.min(resident),
+            _ => resident,
+        });
     }
 }
 
@@ -51,34 +65,44 @@ pub async fn release_free_pages() {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let Some(free) = free_bytes() else {
+        let (Some(free), Some(resident)) = (free_bytes(), resident_anon()) else {
             return;
         };
-        if trim.due(free) {
+        let sample = Sample { resident, free };
+        if trim.due(sample) {
             malloc_trim();
-            let after = free_bytes().unwrap_or(free);
-            tracing::debug!("heap: {free} bytes held free; trimmed ({after} after)");
-            trim.done(after);
+            let after = resident_anon().unwrap_or(resident);
+            tracing::debug!(
+                "heap: {resident} bytes resident, {free} held free; trimmed to {after}"
+            );
+            trim.observe(after, true);
         } else {
-            trim.observe(free);
+            trim.observe(resident, false);
         }
     }
 }
 
-/// Bytes the malloc arenas hold free, not counting the top chunk that malloc trims by
-/// itself (`None`: not glibc).
+/// The process's resident anonymous memory (`RssAnon` in `/proc/self/status`).
+fn resident_anon() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("RssAnon:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib.saturating_mul(1024))
+}
+
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn free_bytes() -> Option<usize> {
+fn free_bytes() -> Option<u64> {
     // SAFETY: mallinfo2 takes no arguments, only reads malloc's state under its arena
     // locks, and returns a plain struct by value; glibc has it since 2.33 (Debian 12
     // ships 2.36).
     #[allow(unsafe_code)]
     let info = unsafe { nix::libc::mallinfo2() };
-    Some(info.fordblks.saturating_sub(info.keepcost))
+    let free = info.fordblks.saturating_sub(info.keepcost);
+    Some(u64::try_from(free).unwrap_or(u64::MAX))
 }
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn free_bytes() -> Option<usize> {
+fn free_bytes() -> Option<u64> {
     None
 }
 
@@ -99,31 +123,39 @@ fn malloc_trim() {}
 mod tests {
     use super::*;
 
+    const MIB: u64 = 1 << 20;
+
+    fn sample(resident_mib: u64, free_mib: u64) -> Sample {
+        Sample {
+            resident: resident_mib * MIB,
+            free: free_mib * MIB,
+        }
+    }
+
     #[test]
-    fn a_burst_is_trimmed_once_and_the_next_burst_again() {
+    fn a_burst_is_trimmed_once_and_pages_dirtied_again_are_trimmed_again() {
         let mut t = Trim::default();
-        assert!(!t.due(GROWTH - 1), "a small heap is left alone");
-        assert!(t.due(3 * GROWTH), "a burst left 3 MiB free");
-        t.done(3 * GROWTH);
-        // The released pages still count as free: no trim on every look.
-        assert!(!t.due(3 * GROWTH));
-        assert!(!t.due(4 * GROWTH - 1));
-        // The free chunks are reused, then a new burst frees them again.
-        t.observe(GROWTH / 2);
-        assert!(!t.due(GROWTH));
-        assert!(t.due(GROWTH / 2 + GROWTH));
+        assert!(!t.due(sample(3, 0)), "nothing free: nothing to give back");
+        assert!(t.due(sample(12, 4)), "the first look after a burst");
+        t.observe(9 * MIB, true);
+        // The pages given back still count as free: no trim on every look.
+        assert!(!t.due(sample(9, 4)));
+        let almost = Sample {
+            resident: 10 * MIB - 1,
+            free: 4 * MIB,
+        };
+        assert!(!t.due(almost), "less than GROWTH since the trim");
+        // The free chunks were reused and freed again: resident once more.
+        assert!(t.due(sample(10, 4)));
+        // Memory that shrinks by itself lowers the baseline.
+        let mut t = Trim::default();
+        t.observe(9 * MIB, false);
+        t.observe(7 * MIB, false);
+        assert!(t.due(sample(8, 2)));
     }
 
     fn rss_anon_kib() -> u64 {
-        let status = std::fs::read_to_string("/proc/self/status").expect("procfs");
-        let line = status
-            .lines()
-            .find(|l| l.starts_with("RssAnon:"))
-            .expect("RssAnon");
-        line.split_whitespace()
-            .nth(1)
-            .and_then(|v| v.parse().ok())
-            .expect("a number")
+        resident_anon().expect("RssAnon in /proc/self/status") / 1024
     }
 
     #[test]
