@@ -507,3 +507,34 @@ fn no_fastpath_keeps_the_connection_on_sleeve() {
         "h2 has a VXLAN device: {links}"
     );
 }
+
+/// Someone deletes the router's nftables table behind its back: the router notices
+/// (it asks the kernel over netlink every 30 s) and installs it again.
+#[test]
+fn a_table_deleted_behind_the_routers_back_is_put_back() {
+    let net = Net::new("fdptable", 1);
+    let r1 = Router::launch(&net, 1, &Auth::NoEncryption, &[]);
+    let ns = net.host(1).ns.clone();
+    let listed = || {
+        net.exec(&ns, "nft", &["list", "table", "inet", "weft"])
+            .status
+            .success()
+    };
+    assert!(
+        wait_until(Duration::from_secs(15), Duration::from_millis(200), listed).is_some(),
+        "the router did not install table inet weft"
+    );
+    nft(&net, &ns, &["delete", "table", "inet", "weft"]);
+    assert!(!listed(), "the table is still there after delete");
+    let start = Instant::now();
+    let back = wait_until(Duration::from_secs(45), Duration::from_millis(500), listed);
+    println!(
+        "e2e: table inet weft deleted by hand; back after {:.1} s",
+        start.elapsed().as_secs_f64()
+    );
+    assert!(back.is_some(), "the table did not come back within 45 s");
+    assert!(
+        r1.log().contains("deleted by someone else"),
+        "the log does not say why the table was installed again"
+    );
+}

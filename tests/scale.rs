@@ -5,7 +5,8 @@
 //!   connection of every router) within 60 s of the last launch;
 //! - each router's RSS at most 20 MiB (in a debug build, its anonymous RSS: the debug
 //!   binary alone is ten times the release one);
-//! - once converged, all routers together use at most 10 % of a core;
+//! - once converged, all routers together use at most 10 % of a core (with the
+//!   processes they run, such as `nft`);
 //! - one router killed with `kill -9` and relaunched (same data dir): the full mesh is
 //!   back within 60 s.
 //!

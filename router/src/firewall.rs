@@ -9,6 +9,7 @@
 //! it deletes the table. Masquerading also turns on IPv4 forwarding in the router's
 //! namespace, without which nothing leaves for elsewhere.
 
+pub mod exists;
 pub mod nft;
 pub mod ruleset;
 
@@ -177,7 +178,7 @@ impl FirewallTask {
                     self.read_exposure().await;
                     if ticks >= EXISTS_EVERY {
                         ticks = 0;
-                        self.check_table().await;
+                        self.check_table();
                     }
                     let _ = self.converge().await;
                 }
@@ -207,12 +208,13 @@ impl FirewallTask {
         };
     }
 
-    /// Puts the table back if it was deleted behind our back.
-    async fn check_table(&mut self) {
+    /// Puts the table back if it was deleted behind our back (asked over netlink: a
+    /// request and its answer, no `nft` process).
+    fn check_table(&mut self) {
         if self.applied.as_ref().is_none_or(Desired::is_empty) {
             return;
         }
-        if let Ok(false) = nft::table_exists().await {
+        if let Ok(false) = exists::table_exists() {
             warn!(
                 "the nftables table {} was deleted by someone else; installing it again",
                 ruleset::TABLE

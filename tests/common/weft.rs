@@ -341,19 +341,21 @@ impl Router {
             .unwrap_or_else(|| panic!("{field} in /proc/PID/status"))
     }
 
-    /// CPU time used so far (utime + stime of /proc/PID/stat).
+    /// CPU time used so far by the router and the processes it ran and waited for
+    /// (`nft`): utime + stime + cutime + cstime of /proc/PID/stat.
     pub fn cpu_time(&self) -> Duration {
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()))
             .expect("read /proc/PID/stat");
-        // Fields after the `(comm)`: state is field 3, utime 14, stime 15.
+        // Fields after the `(comm)`: state is field 3, utime 14, stime 15, cutime 16,
+        // cstime 17.
         let rest = &stat[stat.rfind(')').expect("comm in stat") + 1..];
-        let f: Vec<u64> = rest
+        let ticks: u64 = rest
             .split_whitespace()
             .skip(11)
-            .take(2)
-            .map(|v| v.parse().expect("tick count"))
-            .collect();
-        Duration::from_secs_f64((f[0] + f[1]) as f64 / clock_ticks() as f64)
+            .take(4)
+            .map(|v| v.parse::<u64>().expect("tick count"))
+            .sum();
+        Duration::from_secs_f64(ticks as f64 / clock_ticks() as f64)
     }
 }
 

@@ -84,15 +84,6 @@ pub async fn remove() -> Result<(), NftError> {
         .map(drop)
 }
 
-/// Whether the table exists.
-pub async fn table_exists() -> Result<bool, NftError> {
-    match run(&format!("list table {TABLE}\n")).await {
-        Ok(_) => Ok(true),
-        Err(NftError::Failed(e)) if e.contains("No such file") => Ok(false),
-        Err(e) => Err(e),
-    }
-}
-
 /// Packets dropped so far by the fast path's guard (None: no table or unreadable).
 pub async fn dropped() -> Option<u64> {
     parse_packets(
