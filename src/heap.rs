@@ -7,53 +7,51 @@
 //! 8 MB in use, minutes later. `malloc_trim(0)` releases the free pages anywhere in
 //! every arena (it keeps the chunks, with their pages given back to the kernel).
 //!
-//! Every [`PERIOD`], [`Trim`] looks at the process's resident anonymous memory and at
-//! the bytes the arenas hold free (`mallinfo2`), and trims when the resident memory
-//! grew by [`GROWTH`] since the last trim while at least that much is free: after a
-//! burst, and again when reused free chunks were freed once more (their pages are
-//! resident again), but not on every look. A no-op where the C library is not glibc.
+//! Every [`PERIOD`], [`Trim`] looks at the process's resident anonymous memory (a
+//! read of `/proc/self/status`) and trims when it grew by [`GROWTH`] since the last
+//! trim, or [`SETTLE`] after the last trim: chunks that were in use at one trim and
+//! freed since are resident without any growth, and only a later trim gives their
+//! pages back. Asking malloc how much it holds free (`mallinfo2`) walks every free
+//! chunk of every arena, as a trim does: looking that way every 5 s cost 100 idle
+//! routers half a percent of a core (perf, `int_mallinfo`). A no-op where the C library is not
+//! glibc.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How often the memory is looked at.
 pub const PERIOD: Duration = Duration::from_secs(5);
-/// Growth of the resident memory, since the last trim, that is worth a trim (when the
-/// arenas hold at least as much free).
+/// Growth of the resident memory, since the last trim, that calls for a trim now.
 pub const GROWTH: u64 = 1 << 20;
+/// Time after a trim when the next one runs, grown or not.
+pub const SETTLE: Duration = Duration::from_secs(30);
 
-/// What one look measured, in bytes.
-#[derive(Debug, Clone, Copy)]
-pub struct Sample {
-    /// Resident anonymous memory (`RssAnon`).
-    pub resident: u64,
-    /// Held free by the malloc arenas (some of it maybe given back already).
-    pub free: u64,
-}
-
-/// When to trim (sans-IO: the caller measures).
+/// When to trim (sans-IO: the caller measures and passes the time).
 #[derive(Debug, Default)]
 pub struct Trim {
-    /// Resident memory right after the last trim, or the lowest seen since (0 before
-    /// the first look).
+    /// Resident memory right after the last trim, or the lowest seen since.
     baseline: Option<u64>,
+    last: Option<Instant>,
 }
 
 impl Trim {
-    /// Whether a trim is worth it now.
-    pub fn due(&self, s: Sample) -> bool {
+    /// Whether to trim at `now`, with `resident` bytes resident.
+    pub fn due(&self, now: Instant, resident: u64) -> bool {
         let grown = self
             .baseline
-            .is_none_or(|b| s.resident >= b.saturating_add(GROWTH));
-        grown && s.free >= GROWTH
+            .is_none_or(|b| resident >= b.saturating_add(GROWTH));
+        let settled = self.last.is_none_or(|t| now >= t + SETTLE);
+        grown || settled
     }
 
-    /// A trim ran (or was not due): `resident` bytes after it. Memory that shrinks
-    /// (freed and given back by malloc itself) lowers the baseline.
-    pub fn observe(&mut self, resident: u64, trimmed: bool) {
-        self.baseline = Some(match self.baseline {
-            Some(b) if !trimmed => b.min(resident),
-            _ => resident,
-        });
+    /// A trim ran at `now`; `resident` bytes are resident after it.
+    pub fn trimmed(&mut self, now: Instant, resident: u64) {
+        self.baseline = Some(resident);
+        self.last = Some(now);
+    }
+
+    /// A look without a trim: memory that shrank by itself lowers the baseline.
+    pub fn observe(&mut self, resident: u64) {
+        self.baseline = Some(self.baseline.map_or(resident, |b| b.min(resident)));
     }
 }
 
@@ -65,20 +63,20 @@ pub async fn release_free_pages() {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let (Some(free), Some(resident)) = (free_bytes(), resident_anon()) else {
+        let Some(resident) = resident_anon() else {
             return;
         };
-        let sample = Sample { resident, free };
-        if trim.due(sample) {
-            malloc_trim();
-            let after = resident_anon().unwrap_or(resident);
-            tracing::debug!(
-                "heap: {resident} bytes resident, {free} held free; trimmed to {after}"
-            );
-            trim.observe(after, true);
-        } else {
-            trim.observe(resident, false);
+        let now = Instant::now();
+        if !trim.due(now, resident) {
+            trim.observe(resident);
+            continue;
         }
+        if !malloc_trim() {
+            return;
+        }
+        let after = resident_anon().unwrap_or(resident);
+        tracing::debug!("heap: {resident} bytes resident, {after} after a trim");
+        trim.trimmed(now, after);
     }
 }
 
@@ -90,34 +88,23 @@ fn resident_anon() -> Option<u64> {
     Some(kib.saturating_mul(1024))
 }
 
+/// Gives the free pages of every arena back to the kernel; `false` where there is no
+/// such call (not glibc).
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn free_bytes() -> Option<u64> {
-    // SAFETY: mallinfo2 takes no arguments, only reads malloc's state under its arena
-    // locks, and returns a plain struct by value; glibc has it since 2.33 (Debian 12
-    // ships 2.36).
-    #[allow(unsafe_code)]
-    let info = unsafe { nix::libc::mallinfo2() };
-    let free = info.fordblks.saturating_sub(info.keepcost);
-    Some(u64::try_from(free).unwrap_or(u64::MAX))
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn free_bytes() -> Option<u64> {
-    None
-}
-
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn malloc_trim() {
+fn malloc_trim() -> bool {
     // SAFETY: malloc_trim(0) takes a size, locks each arena in turn and only advises
     // the kernel about pages inside free chunks; no pointer we hold is touched.
     #[allow(unsafe_code)]
     unsafe {
         nix::libc::malloc_trim(0);
     }
+    true
 }
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn malloc_trim() {}
+fn malloc_trim() -> bool {
+    false
+}
 
 #[cfg(test)]
 mod tests {
@@ -125,33 +112,27 @@ mod tests {
 
     const MIB: u64 = 1 << 20;
 
-    fn sample(resident_mib: u64, free_mib: u64) -> Sample {
-        Sample {
-            resident: resident_mib * MIB,
-            free: free_mib * MIB,
-        }
-    }
-
     #[test]
-    fn a_burst_is_trimmed_once_and_pages_dirtied_again_are_trimmed_again() {
+    fn trims_on_growth_and_once_settled_not_on_every_look() {
+        let t0 = Instant::now();
         let mut t = Trim::default();
-        assert!(!t.due(sample(3, 0)), "nothing free: nothing to give back");
-        assert!(t.due(sample(12, 4)), "the first look after a burst");
-        t.observe(9 * MIB, true);
-        // The pages given back still count as free: no trim on every look.
-        assert!(!t.due(sample(9, 4)));
-        let almost = Sample {
-            resident: 10 * MIB - 1,
-            free: 4 * MIB,
-        };
-        assert!(!t.due(almost), "less than GROWTH since the trim");
-        // The free chunks were reused and freed again: resident once more.
-        assert!(t.due(sample(10, 4)));
+        assert!(t.due(t0, 3 * MIB), "the first look trims");
+        t.trimmed(t0, 3 * MIB);
+        let at = |s: u64| t0 + PERIOD * s as u32;
+        assert!(!t.due(at(1), 3 * MIB + GROWTH - 1), "less than GROWTH");
+        assert!(t.due(at(1), 3 * MIB + GROWTH), "a burst grows the heap");
+        t.trimmed(at(1), 12 * MIB);
+        // The burst ends: its chunks are freed with no growth; the next trim, once
+        // settled, gives their pages back.
+        for s in 2..7 {
+            assert!(!t.due(at(s), 12 * MIB), "look {s}");
+            t.observe(12 * MIB);
+        }
+        assert!(t.due(at(1) + SETTLE, 12 * MIB));
         // Memory that shrinks by itself lowers the baseline.
-        let mut t = Trim::default();
-        t.observe(9 * MIB, false);
-        t.observe(7 * MIB, false);
-        assert!(t.due(sample(8, 2)));
+        t.trimmed(at(8), 9 * MIB);
+        t.observe(7 * MIB);
+        assert!(t.due(at(9), 8 * MIB));
     }
 
     fn rss_anon_kib() -> u64 {
@@ -159,21 +140,14 @@ mod tests {
     }
 
     #[test]
-    fn freed_memory_shows_and_a_trim_gives_its_pages_back() {
-        let Some(before) = free_bytes() else {
-            panic!("this test needs glibc (mallinfo2, malloc_trim)");
-        };
-        // Many small blocks, so that their chunks stay in the arena when freed.
+    fn a_trim_gives_the_pages_of_freed_chunks_back() {
+        // Many small blocks, so that their chunks stay in the arena when freed (the
+        // blocks kept above them stop the arena's top from shrinking by itself).
         let blocks: Vec<Vec<u8>> = (0..4096).map(|i| vec![i as u8; 1000]).collect();
         let keep: Vec<Vec<u8>> = (0..16).map(|i| vec![i as u8; 1000]).collect();
         drop(blocks);
-        let freed = free_bytes().expect("glibc");
-        assert!(
-            freed >= before + 2 * GROWTH,
-            "4 MB freed in small blocks shows as free: {before} -> {freed}"
-        );
         let resident = rss_anon_kib();
-        malloc_trim();
+        assert!(malloc_trim(), "this test needs glibc (malloc_trim)");
         let trimmed = rss_anon_kib();
         assert!(
             trimmed + 2048 <= resident,
