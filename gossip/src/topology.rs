@@ -45,7 +45,7 @@ use crate::peer::{PeerId, PeerUid};
 use record::EntryChange;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// The name of the topology's gossip channel.
 pub const TOPOLOGY_CHANNEL: &str = "topology";
@@ -123,6 +123,9 @@ pub struct Topology {
     rejected: Rejected,
     /// Peers whose delta did not complete our copy, to pull from `gap_from`.
     gaps: BTreeSet<PeerId>,
+    /// [`Topology::digest`], computed at most once per change of `peers` (every change
+    /// of `peers` clears it).
+    digest: OnceLock<u64>,
 }
 
 impl PartialEq for Topology {
@@ -146,6 +149,7 @@ impl Topology {
             total_entries: 0,
             rejected: Rejected::default(),
             gaps: BTreeSet::new(),
+            digest: OnceLock::new(),
         };
         topology.sign_local();
         topology
@@ -155,6 +159,7 @@ impl Topology {
     fn sign_local(&mut self) {
         let local = self.local;
         let signer = &self.signer;
+        self.digest.take();
         if let Some(arc) = self.peers.get_mut(&local) {
             let record = Arc::make_mut(arc);
             let signature = signer.sign(identity::DOMAIN_RECORD, &record.signed_bytes(&local));
@@ -218,8 +223,15 @@ impl Topology {
         reports(a, b) && reports(b, a)
     }
 
-    /// Fingerprint of the whole topology: equal topologies have equal digests.
+    /// Fingerprint of the whole topology: equal topologies have equal digests. Kept
+    /// until the records change (the punch coordinator asks every second).
     pub fn digest(&self) -> u64 {
+        let digest = *self.digest.get_or_init(|| self.compute_digest());
+        debug_assert_eq!(digest, self.compute_digest(), "a stale topology digest");
+        digest
+    }
+
+    fn compute_digest(&self) -> u64 {
         self.peers.iter().fold(0u64, |acc, (id, r)| {
             acc.wrapping_add(
                 Fingerprint::new()
@@ -240,6 +252,7 @@ impl Topology {
         if remote == self.local {
             return false;
         }
+        self.digest.take();
         let Some(arc) = self.peers.get_mut(&self.local) else {
             return false;
         };
@@ -281,6 +294,7 @@ impl Topology {
     /// broadcast. Every live link is re-stamped; tombstones are dropped.
     pub fn overtake(&mut self, rival: Incarnation) -> RecordDelta {
         let local_id = self.local;
+        self.digest.take();
         if let Some(arc) = self.peers.get_mut(&local_id) {
             let record = Arc::make_mut(arc);
             let mut inc = record.incarnation();
@@ -371,6 +385,7 @@ impl Topology {
         };
         let local = self.local;
         let before = self.peers.len();
+        self.digest.take();
         self.peers.retain(|id, _| *id == local || set.contains(id));
         self.total_entries = self.peers.values().map(|r| r.entries().len()).sum();
         if self.peers.len() != before {
@@ -445,6 +460,7 @@ impl Topology {
                 self.change.link_added |= added;
             }
         }
+        self.digest.take();
         self.peers.insert(delta.peer, Arc::new(candidate));
         Ok(Some(delta))
     }
@@ -512,6 +528,7 @@ impl Topology {
     /// Drops the records of `ids` (never our own).
     pub fn remove_peers(&mut self, ids: &[PeerId]) {
         for id in ids.iter().filter(|id| **id != self.local) {
+            self.digest.take();
             if let Some(r) = self.peers.remove(id) {
                 self.total_entries = self.total_entries.saturating_sub(r.entries().len());
                 self.change.link_removed |= r.has_live_links();
@@ -552,6 +569,7 @@ impl Topology {
             }
             match self.peers.get(id) {
                 None => {
+                    self.digest.take();
                     self.peers.insert(*id, Arc::clone(record));
                     self.total_entries += record.entries().len();
                     self.change.changed = true;
