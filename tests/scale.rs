@@ -214,20 +214,11 @@ fn hold_for_profiling(routers: &[Router]) {
     thread::sleep(Duration::from_secs(secs));
 }
 
-/// What the RSS limit applies to. VmRSS counts the pages of the binary a router has
-/// touched, and a debug binary is ten times the size of a release one: there the limit
-/// applies to the router's own memory (RssAnon); in a release build, to the whole VmRSS.
-fn rss_kind() -> &'static str {
-    if cfg!(debug_assertions) {
-        "anonymous RSS (debug build)"
-    } else {
-        "RSS"
-    }
-}
-
-/// Prints the routers' memory `when`; returns what the limit applies to ([`rss_kind`]),
-/// in KiB, per router.
-fn memory(routers: &[Router], when: &str) -> Vec<u64> {
+/// Prints the routers' memory `when`; returns what the limit applies to, in KiB per
+/// router, and its name. VmRSS counts the pages of the binary a router has touched, and
+/// a debug binary is ten times the size of a release one: there the limit applies to
+/// the router's own memory (RssAnon); in a release build, to the whole VmRSS.
+fn memory(routers: &[Router], when: &str) -> (Vec<u64>, &'static str) {
     let rss: Vec<u64> = routers.iter().map(Router::rss_kib).collect();
     let anon: Vec<u64> = routers.iter().map(Router::rss_anon_kib).collect();
     let mib = |kib: u64| kib as f64 / 1024.0;
@@ -246,9 +237,9 @@ fn memory(routers: &[Router], when: &str) -> Vec<u64> {
         }
     );
     if cfg!(debug_assertions) {
-        anon
+        (anon, "anonymous RSS (debug build)")
     } else {
-        rss
+        (rss, "RSS")
     }
 }
 
@@ -294,11 +285,10 @@ fn mesh_of(tag: &str, n: usize) {
         ));
     }
     // The limit applies to the converged, idle mesh.
-    let checked = memory(&routers, "once idle");
+    let (checked, what) = memory(&routers, "once idle");
     if max(&checked) > RSS_LIMIT_KIB {
         over.push(format!(
-            "a router's {} is {} KiB, over {RSS_LIMIT_KIB} KiB: {checked:?}",
-            rss_kind(),
+            "a router's {what} is {} KiB, over {RSS_LIMIT_KIB} KiB: {checked:?}",
             max(&checked)
         ));
     }

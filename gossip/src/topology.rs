@@ -123,8 +123,8 @@ pub struct Topology {
     rejected: Rejected,
     /// Peers whose delta did not complete our copy, to pull from `gap_from`.
     gaps: BTreeSet<PeerId>,
-    /// [`Topology::digest`], computed at most once per change of `peers` (every change
-    /// of `peers` clears it).
+    /// [`Topology::digest`], computed at most once per change of `peers`: cleared where
+    /// records are inserted or removed, and for our own record in `sign_local`.
     digest: OnceLock<u64>,
 }
 
@@ -155,7 +155,8 @@ impl Topology {
         topology
     }
 
-    /// Re-signs our record after a change.
+    /// Re-signs our record after a change. Every change of our record ends here, so
+    /// this is where the kept digest of such a change is cleared.
     fn sign_local(&mut self) {
         let local = self.local;
         let signer = &self.signer;
@@ -252,7 +253,6 @@ impl Topology {
         if remote == self.local {
             return false;
         }
-        self.digest.take();
         let Some(arc) = self.peers.get_mut(&self.local) else {
             return false;
         };
@@ -294,7 +294,6 @@ impl Topology {
     /// broadcast. Every live link is re-stamped; tombstones are dropped.
     pub fn overtake(&mut self, rival: Incarnation) -> RecordDelta {
         let local_id = self.local;
-        self.digest.take();
         if let Some(arc) = self.peers.get_mut(&local_id) {
             let record = Arc::make_mut(arc);
             let mut inc = record.incarnation();
@@ -528,8 +527,8 @@ impl Topology {
     /// Drops the records of `ids` (never our own).
     pub fn remove_peers(&mut self, ids: &[PeerId]) {
         for id in ids.iter().filter(|id| **id != self.local) {
-            self.digest.take();
             if let Some(r) = self.peers.remove(id) {
+                self.digest.take();
                 self.total_entries = self.total_entries.saturating_sub(r.entries().len());
                 self.change.link_removed |= r.has_live_links();
                 self.change.changed = true;

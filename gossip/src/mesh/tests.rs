@@ -53,6 +53,14 @@ impl Wire {
         }
     }
 
+    /// Two meshes, the first linked to the second (link 1), hellos exchanged.
+    fn linked_pair(now: Instant) -> Wire {
+        let mut w = Wire::new(vec![mesh(0, 1, now), mesh(1, 2, now)], now);
+        w.dial(0, 1, 1);
+        w.pump();
+        w
+    }
+
     /// `a` dials `b`; each end names the link `conn`.
     fn dial(&mut self, a: usize, b: usize, conn: u64) {
         let (ia, ib) = (self.meshes[a].local().id, self.meshes[b].local().id);
@@ -232,9 +240,7 @@ fn wrong_protocol_version_is_refused() {
 #[test]
 fn a_link_that_carries_other_messages_skips_its_heartbeats() {
     let now = Instant::now();
-    let mut w = Wire::new(vec![mesh(0, 1, now), mesh(1, 2, now)], now);
-    w.dial(0, 1, 1);
-    w.pump();
+    let mut w = Wire::linked_pair(now);
     w.advance(Duration::from_secs(1));
     let control = |w: &Wire| w.meshes[0].stats().control_messages_sent;
     let other = |w: &Wire| w.meshes[0].stats().gossip_messages_sent;
@@ -282,9 +288,7 @@ fn a_link_that_carries_other_messages_skips_its_heartbeats() {
 #[test]
 fn heartbeats_flow_and_silence_kills_the_link() {
     let now = Instant::now();
-    let mut w = Wire::new(vec![mesh(0, 1, now), mesh(1, 2, now)], now);
-    w.dial(0, 1, 1);
-    w.pump();
+    let mut w = Wire::linked_pair(now);
     let deadline = w.meshes[0].poll_timeout().expect("timers armed");
     assert!(deadline <= now + HEARTBEAT_INTERVAL);
     // Heartbeats keep the link alive well past the timeout.

@@ -428,6 +428,18 @@ impl GossipChannel for Inbox {
     }
 }
 
+/// Node 0 sends `payload` to node `to` over the INBOX channel; it arrives, alone.
+fn send_from_0(net: &mut Net, to: usize, payload: &[u8]) {
+    assert!(net
+        .node_mut(0)
+        .mesh_mut()
+        .send_unicast(node_id(to), INBOX, payload.to_vec()));
+    net.drive(0);
+    assert!(net.run_until_quiet(Duration::from_secs(5)));
+    let inbox = net.node(to).channels.inbox.as_ref().expect("inbox");
+    assert_eq!(inbox.0, vec![(node_id(0), payload.to_vec())]);
+}
+
 #[test]
 fn unicasts_follow_routes_over_several_hops() {
     let (mut net, neighbours) = sparse(11);
@@ -459,14 +471,7 @@ fn unicasts_follow_routes_over_several_hops() {
         "the farthest peer is {} hops away",
         hops_from_0(far)
     );
-    assert!(net
-        .node_mut(0)
-        .mesh_mut()
-        .send_unicast(node_id(far), INBOX, b"hello".to_vec()));
-    net.drive(0);
-    assert!(net.run_until_quiet(Duration::from_secs(5)));
-    let inbox = net.node(far).channels.inbox.as_ref().expect("inbox");
-    assert_eq!(inbox.0, vec![(node_id(0), b"hello".to_vec())]);
+    send_from_0(&mut net, far, b"hello");
     let others: usize = (0..N)
         .filter(|&k| k != far)
         .map(|k| {
@@ -476,14 +481,7 @@ fn unicasts_follow_routes_over_several_hops() {
         .sum();
     assert_eq!(others, 0);
     // To a neighbour the unicast goes unsigned (the link proves its source) and arrives.
-    assert!(net
-        .node_mut(0)
-        .mesh_mut()
-        .send_unicast(node_id(near), INBOX, b"next door".to_vec()));
-    net.drive(0);
-    assert!(net.run_until_quiet(Duration::from_secs(5)));
-    let inbox = net.node(near).channels.inbox.as_ref().expect("inbox");
-    assert_eq!(inbox.0, vec![(node_id(0), b"next door".to_vec())]);
+    send_from_0(&mut net, near, b"next door");
     let rejected = net.node(near).mesh().stats().rejected_unicasts;
     assert_eq!(rejected.unsigned, 0);
 }
