@@ -14,7 +14,7 @@ mod common;
 
 use common::weft::{bare_name, parse_connections, parse_peers, status_field, Auth, Router};
 use common::{run_with_timeout, tail, wait_until, Net};
-use gossip::mesh::{HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT};
+use gossip::mesh::{HEARTBEAT_ASK_AFTER, HEARTBEAT_TIMEOUT};
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Output};
 use std::thread;
@@ -186,10 +186,11 @@ fn dead_link_is_detected_by_heartbeats() {
                 diagnostics(&net, &all)
             )
         });
-        // A link is closed after HEARTBEAT_TIMEOUT of silence, and an idle peer sends
-        // something at least every two heartbeat intervals (and a second): the last
-        // message from h3 came at most that long before the cut.
-        let earliest = HEARTBEAT_TIMEOUT - 2 * HEARTBEAT_INTERVAL - Duration::from_secs(2);
+        // A link is closed after HEARTBEAT_TIMEOUT without a sign of life (a control
+        // message or a sleeve datagram), and a link that went HEARTBEAT_ASK_AFTER
+        // without one asks for a heartbeat (within a second of timer batching) and is
+        // answered: the last sign of life from h3 came at most that long before the cut.
+        let earliest = HEARTBEAT_TIMEOUT - HEARTBEAT_ASK_AFTER - Duration::from_secs(2);
         assert!(
             d >= earliest,
             "h{} dropped h3 after only {d:?}: earlier than a {HEARTBEAT_TIMEOUT:?} heartbeat \

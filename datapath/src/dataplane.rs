@@ -135,6 +135,11 @@ pub fn path_timeout_for(keepalive: Duration) -> Duration {
     (keepalive * 2 + Duration::from_secs(10)).max(Duration::from_secs(30))
 }
 
+/// How often the peers heard from are reported ([`Event::Alive`]): well under the
+/// silence after which a control link asks for a heartbeat (35 s), so that a confirmed
+/// path's keepalives (one each way every 25 s) spare the link its heartbeats.
+pub const ALIVE_REPORT: Duration = Duration::from_secs(2);
+
 /// Something the control link must carry, or the router must know.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
@@ -179,6 +184,10 @@ pub enum Event {
         /// Why it is on TCP, or `None` when back on UDP.
         reason: Option<FallbackReason>,
     },
+    /// Authentic datagrams arrived from these peers since the last report: they are
+    /// alive, and their control links need no heartbeat. At most every
+    /// [`ALIVE_REPORT`], and only when there is news.
+    Alive(Vec<PeerId>),
     /// `peer`'s datagrams now come from, and ours now go to, `endpoint` (roaming).
     EndpointChanged {
         /// The neighbour.
@@ -201,6 +210,8 @@ struct PeerEntry {
     heard_sent: Option<Instant>,
     /// A datagram from the peer arrived since we last told it.
     heard_owed: bool,
+    /// An authentic datagram arrived since the last [`Event::Alive`].
+    alive: bool,
     last_tx: Option<Instant>,
     established: bool,
     counters: PeerCounters,
@@ -240,6 +251,8 @@ pub struct Dataplane {
     tcp_out: TcpQueue,
     /// See [`Dataplane::is_quiet`].
     quiet: bool,
+    /// When the last [`Event::Alive`] was due.
+    alive_reported: Option<Instant>,
 }
 
 impl Dataplane {
@@ -261,6 +274,7 @@ impl Dataplane {
             superframes: 0,
             tcp_out: TcpQueue::new(fallback::TCP_QUEUE),
             quiet: false,
+            alive_reported: None,
         }
     }
 
@@ -283,6 +297,7 @@ impl Dataplane {
                 heard_by_peer: None,
                 heard_sent: None,
                 heard_owed: false,
+                alive: false,
                 last_tx: None,
                 established: false,
                 counters: PeerCounters::default(),
@@ -454,8 +469,26 @@ impl Dataplane {
                 entry.established && !entry.session.is_rekeying() && !entry.pmtu.is_searching();
         }
         self.quiet = quiet;
+        self.report_alive(now);
         self.pmtu_timeout(now);
         self.switch.macs().expire(now);
+    }
+
+    /// Every [`ALIVE_REPORT`], the peers heard from since the last report, if any.
+    fn report_alive(&mut self, now: Instant) {
+        if self
+            .alive_reported
+            .is_some_and(|t| now.saturating_duration_since(t) < ALIVE_REPORT)
+        {
+            return;
+        }
+        self.alive_reported = Some(now);
+        let alive: Vec<PeerId> = (self.peers.iter_mut())
+            .filter_map(|(peer, entry)| std::mem::take(&mut entry.alive).then_some(*peer))
+            .collect();
+        if !alive.is_empty() {
+            self.events.push_back(Event::Alive(alive));
+        }
     }
 
     /// Keepalives that are due, sealed into `tx`: a "heard" one if the peer's path is
@@ -811,6 +844,7 @@ impl Dataplane {
             }
         }
         entry.last_rx = Some(now);
+        entry.alive = true;
         entry.heard_owed = true;
         if opened.is_heard() {
             entry.heard_by_peer = Some(now);

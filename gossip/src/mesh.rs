@@ -48,11 +48,13 @@ struct Conn {
     hello: Option<Hello>,
     /// Our `link_seq` for this link, sent in our Hello.
     local_seq: u64,
+    /// When the peer's last control message arrived on this link.
     last_received: Instant,
-    next_heartbeat: Instant,
-    /// Whether anything but a heartbeat was sent since the last heartbeat was due: then
-    /// the peer heard from us, and the heartbeat is skipped.
-    sent_since_beat: bool,
+    /// When the peer last showed a sign of life: a control message, or an authentic
+    /// sleeve datagram ([`Mesh::handle_alive`]).
+    last_alive: Instant,
+    /// When we last asked the peer for a heartbeat.
+    asked: Option<Instant>,
 }
 
 /// The mesh state machine of one router.
@@ -146,6 +148,18 @@ impl Mesh {
         channels: &mut dyn Channels,
     ) {
         self.message(now, conn, message, channels);
+    }
+
+    /// An authentic sleeve datagram from `peer` arrived at about `now` (the data plane
+    /// reports them in batches): the peer is alive, and its link needs no heartbeat for
+    /// a while ([`HEARTBEAT_ASK_AFTER`]). Ignored without an established link to `peer`.
+    pub fn handle_alive(&mut self, now: Instant, peer: &PeerId) {
+        let Some(conn) = self.active.get(peer) else {
+            return;
+        };
+        if let Some(link) = self.conns.get_mut(conn) {
+            link.last_alive = link.last_alive.max(now);
+        }
     }
 
     /// Fires every expired deadline (the anti-entropy round reads the digests of
@@ -309,13 +323,6 @@ impl Mesh {
             return;
         };
         let bytes = message.encode();
-        if !matches!(message, Message::Heartbeat) {
-            for conn in conns {
-                if let Some(link) = self.conns.get_mut(conn) {
-                    link.sent_since_beat = true;
-                }
-            }
-        }
         let len = bytes.len() as u64 * conns.len() as u64;
         let count = conns.len() as u64;
         if message.is_gossip() {

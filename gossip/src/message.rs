@@ -19,8 +19,10 @@ pub const WIRE_VERSION: u8 = 1;
 /// link, with a message that says so. 2: signed topology records (`RecordDelta.base`,
 /// `.proof`) and signed unicasts ([`Unicast`]), issue 14. 3: unsigned unicasts to a
 /// neighbour ([`Unicast::proof`] optional), and the sleeve beside it: a rekey offer
-/// names its control link, a keepalive may say "I hear you".
-pub const PROTOCOL_VERSION: u16 = 3;
+/// names its control link, a keepalive may say "I hear you". 4: heartbeats are asked
+/// for and answered ([`Message::Heartbeat`], [`Message::HeartbeatAnswer`]), and a link
+/// whose sleeve datagrams arrive needs none.
+pub const PROTOCOL_VERSION: u16 = 4;
 /// Largest message accepted, in bytes.
 pub const MAX_MESSAGE_LEN: usize = codec::MAX_DECODE_LEN;
 /// Longest nickname accepted, in bytes.
@@ -62,7 +64,9 @@ pub struct ChannelDigest {
 pub enum Message {
     /// Sent once, first, by both ends of a new link.
     Hello(Hello),
-    /// Keeps an idle link alive.
+    /// "Are you there?": sent by a link that heard nothing from the peer for a while
+    /// (see [`crate::mesh::HEARTBEAT_ASK_AFTER`]); the peer answers at once with
+    /// [`Message::HeartbeatAnswer`].
     Heartbeat,
     /// "My state on these channels has this fingerprint."
     Digest(Vec<ChannelDigest>),
@@ -101,6 +105,8 @@ pub enum Message {
     },
     /// A payload for one peer, relayed along unicast routes.
     Unicast(Unicast),
+    /// The answer to a [`Message::Heartbeat`]; never answered itself.
+    HeartbeatAnswer,
 }
 
 /// A payload for one peer, relayed along unicast routes, signed by its source.
@@ -242,7 +248,7 @@ impl Message {
             Message::Hello(hello) if hello.nickname.len() > MAX_NICKNAME_LEN => {
                 Err(MessageError::Invalid("nickname longer than 64 bytes"))
             }
-            Message::Hello(_) | Message::Heartbeat => Ok(()),
+            Message::Hello(_) | Message::Heartbeat | Message::HeartbeatAnswer => Ok(()),
             Message::Digest(digests) => {
                 if digests.len() > MAX_DIGESTS {
                     return Err(MessageError::Invalid("too many channel digests"));
@@ -264,7 +270,10 @@ impl Message {
 
     /// Whether this is gossip (counted in the gossip statistics) rather than link control.
     pub fn is_gossip(&self) -> bool {
-        !matches!(self, Message::Hello(_) | Message::Heartbeat)
+        !matches!(
+            self,
+            Message::Hello(_) | Message::Heartbeat | Message::HeartbeatAnswer
+        )
     }
 }
 
@@ -302,6 +311,7 @@ mod tests {
                 link_seq: 3,
             }),
             Message::Heartbeat,
+            Message::HeartbeatAnswer,
             Message::Digest(vec![ChannelDigest {
                 channel: "topology".into(),
                 digest: 0xdead_beef,

@@ -65,6 +65,13 @@ pub enum Input {
         /// Drop the explicit targets not in `targets` first.
         replace: bool,
     },
+    /// Authentic sleeve datagrams arrived from these peers lately (the data plane's
+    /// batched report): each is alive, and its link needs no heartbeat for a while
+    /// ([`crate::mesh::Mesh::handle_alive`]).
+    Alive {
+        /// The peers heard from.
+        peers: Vec<PeerId>,
+    },
     /// The whole current answer of the name lookups (`--peers-from-dns`): replaces the
     /// named targets.
     Named {
@@ -235,6 +242,11 @@ impl Node {
                 self.maker.add_targets(now, &targets, replace);
             }
             Input::Named { targets } => self.maker.set_named(now, &targets),
+            Input::Alive { peers } => {
+                for peer in &peers {
+                    self.mesh.handle_alive(now, peer);
+                }
+            }
         }
         self.drain();
     }

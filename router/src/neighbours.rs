@@ -384,9 +384,11 @@ impl Neighbours {
         self.punches.stats()
     }
 
-    /// An event of the sleeve task: a message to carry, or a path change.
+    /// An event of the sleeve task: a message to carry, or a path change. (Its reports
+    /// of the peers heard from go to the node, not here.)
     pub fn handle_dataplane(&mut self, now: Instant, event: DpEvent) {
         let (peer, message) = match event {
+            DpEvent::Alive(_) => return,
             DpEvent::SendOffer { peer, offer } => (peer, SleeveMessage::Offer(offer)),
             DpEvent::SendHeard { peer } => (peer, SleeveMessage::Heard),
             DpEvent::SendProbeAck { peer, size } => (peer, SleeveMessage::ProbeAck(size)),

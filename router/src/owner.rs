@@ -138,9 +138,10 @@ impl Owner {
                     Some(input) => self.handle(Instant::now(), input),
                     None => return,
                 },
-                Some(event) = self.tasks.sleeve_events.recv() => {
-                    self.neighbours.handle_dataplane(Instant::now(), event);
-                }
+                Some(event) = self.tasks.sleeve_events.recv() => match event {
+                    DpEvent::Alive(peers) => self.handle(Instant::now(), Input::Node(NodeInput::Alive { peers })),
+                    event => self.neighbours.handle_dataplane(Instant::now(), event),
+                },
                 Some(event) = self.tasks.fastdp_events.recv() => {
                     self.neighbours.handle_fastdp(event);
                 }

@@ -55,6 +55,10 @@ fn relay_seen(
 ) -> usize {
     let mut n = 0;
     while let Some(ev) = from.poll_event() {
+        // Reports for the router, not messages for the peer.
+        if matches!(ev, Event::Alive(_)) {
+            continue;
+        }
         n += 1;
         if let Event::MtuChanged { peer, mtu } = ev {
             mtus.push((peer, mtu));
@@ -64,6 +68,7 @@ fn relay_seen(
             Event::SendHeard { .. } => to.handle_heard(now, from_id),
             Event::SendProbeAck { size, .. } => to.handle_probe_ack(now, from_id, size),
             Event::PathChanged { .. }
+            | Event::Alive(_)
             | Event::MtuChanged { .. }
             | Event::EndpointChanged { .. }
             | Event::Fallback { .. } => {}
@@ -159,6 +164,61 @@ fn deferred_encryption_leaves_nothing_in_clear() {
         got.push(f.to_vec())
     });
     assert_eq!(got, vec![bcast]);
+}
+
+/// The `Alive` reports `a` gives at `now`.
+fn alive_reports(now: Instant, a: &mut Dataplane) -> Vec<Vec<PeerId>> {
+    a.handle_timeout(now);
+    std::iter::from_fn(|| a.poll_event())
+        .filter_map(|e| match e {
+            Event::Alive(peers) => Some(peers),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The peers heard from are reported at most every `ALIVE_REPORT`, once per datagram
+/// run, and not at all while nothing arrives; a datagram that fails authentication
+/// counts for nothing.
+#[test]
+fn peers_heard_from_are_reported_in_batches() {
+    let start = Instant::now();
+    let (mut a, mut b) = connected(start);
+    let mut tx = TxBuffer::new(1 << 20, 64);
+    confirm_paths(start, &mut a, &mut b, &mut tx);
+    assert_eq!(alive_reports(start + ALIVE_REPORT, &mut a), vec![vec![B]]);
+    let mut now = start + 2 * ALIVE_REPORT;
+    assert!(
+        alive_reports(now, &mut a).is_empty(),
+        "nothing arrived since"
+    );
+
+    // A keepalive from b: reported at the next report, not before, and once.
+    b.poll_keepalives(now + Duration::from_secs(30), &mut tx);
+    deliver_all(now, &mut tx, &mut a, &Pair(B));
+    now += ALIVE_REPORT / 2;
+    assert!(alive_reports(now, &mut a).is_empty(), "not due yet");
+    now += ALIVE_REPORT / 2;
+    assert_eq!(alive_reports(now, &mut a), vec![vec![B]]);
+    now += ALIVE_REPORT;
+    assert!(alive_reports(now, &mut a).is_empty(), "reported once");
+
+    // Garbage with b's address is not a sign of life.
+    let mut scratch = TxBuffer::new(1 << 16, 8);
+    let mut forged = vec![0x5a; 80];
+    a.handle_datagram(
+        now,
+        addr(2),
+        &mut forged,
+        &Pair(B),
+        &mut scratch,
+        &mut |_| {},
+    );
+    now += ALIVE_REPORT;
+    assert!(
+        alive_reports(now, &mut a).is_empty(),
+        "forged datagram reported"
+    );
 }
 
 #[test]

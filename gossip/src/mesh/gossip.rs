@@ -22,6 +22,8 @@ use std::time::Instant;
 
 /// How soon the anti-entropy round runs after a state exchange brought news.
 pub(super) const EARLY_ROUND: std::time::Duration = std::time::Duration::from_millis(500);
+/// The least time between two moves of our incarnation past a rival's.
+const OVERTAKE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(20);
 
 impl Mesh {
     pub(super) fn gossip_message(
@@ -72,7 +74,7 @@ impl Mesh {
                 }
                 Ok(())
             }
-            Message::Hello(_) | Message::Heartbeat => Ok(()),
+            Message::Hello(_) | Message::Heartbeat | Message::HeartbeatAnswer => Ok(()),
         };
         if let Err(e) = result {
             self.malformed(now, conn, e.to_string());
@@ -293,15 +295,15 @@ impl Mesh {
     }
 
     /// Another incarnation of our id orders above ours: move past it, at most once per
-    /// heartbeat interval (two live routers sharing an identity would otherwise outbid
-    /// each other as fast as the network allows).
+    /// [`OVERTAKE_INTERVAL`] (two live routers sharing an identity would otherwise
+    /// outbid each other as fast as the network allows).
     fn schedule_overtake(&mut self, now: Instant, rival: Incarnation) {
         let rival = self.pending_rival.take().map_or(rival, |p| p.max(rival));
         match self.last_overtake {
-            Some(last) if now < last + self.config.heartbeat_interval => {
+            Some(last) if now < last + OVERTAKE_INTERVAL => {
                 self.pending_rival = Some(rival);
                 self.timers
-                    .set_earliest(Timer::Incarnation, last + self.config.heartbeat_interval);
+                    .set_earliest(Timer::Incarnation, last + OVERTAKE_INTERVAL);
             }
             _ => self.overtake(now, rival),
         }

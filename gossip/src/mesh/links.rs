@@ -1,5 +1,20 @@
 //! Link lifecycle: Hello, duplicate links, restarts, heartbeats and dead links.
 //!
+//! Heartbeats are asked for, not sent on a timer: a link that brought no sign of life
+//! for [`HEARTBEAT_ASK_AFTER`] (no control message and no sleeve datagram), or no control
+//! message for [`CONTROL_ASK_AFTER`], sends [`Message::Heartbeat`] every
+//! [`HEARTBEAT_INTERVAL`] until one comes; the peer answers each at once with
+//! [`Message::HeartbeatAnswer`]. A link silent for [`HEARTBEAT_TIMEOUT`] after its
+//! last sign of life (or its control stream for both spans) is dead. So the end that
+//! needs proof asks for it, and the other never has to guess: an idle link whose sleeve
+//! path works carries no heartbeat, and two ends that see the path fail a minute
+//! apart still hear from each other in time.
+//!
+//! [`HEARTBEAT_ASK_AFTER`]: super::HEARTBEAT_ASK_AFTER
+//! [`CONTROL_ASK_AFTER`]: super::CONTROL_ASK_AFTER
+//! [`HEARTBEAT_INTERVAL`]: super::HEARTBEAT_INTERVAL
+//! [`HEARTBEAT_TIMEOUT`]: super::HEARTBEAT_TIMEOUT
+//!
 //! Both ends send [`Hello`] first. On the peer's Hello the link is established, unless:
 //! - the peer has our id: the same uid means we dialled ourselves
 //!   ([`CloseReason::ConnectedToSelf`]), another uid means a second router runs with our
@@ -21,7 +36,7 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 /// How late a heartbeat or a silence check may run, so that they run in batches.
-const LINK_SLACK: std::time::Duration = std::time::Duration::from_secs(1);
+pub(super) const LINK_SLACK: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Mesh {
     pub(super) fn link_up(
@@ -44,11 +59,11 @@ impl Mesh {
             hello: None,
             local_seq,
             last_received: now,
-            next_heartbeat: now + self.config.heartbeat_interval,
-            sent_since_beat: false,
+            last_alive: now,
+            asked: None,
         };
-        let deadline = link.next_heartbeat.min(now + self.config.heartbeat_timeout);
-        self.timers.set_earliest(Timer::Links, deadline);
+        let first = (self.config.heartbeat_ask_after).min(self.config.heartbeat_timeout);
+        self.timers.set_earliest(Timer::Links, now + first);
         self.conns.insert(conn, link);
         let hello = Hello {
             protocol_version: PROTOCOL_VERSION,
@@ -71,6 +86,7 @@ impl Mesh {
             return;
         };
         link.last_received = now;
+        link.last_alive = now;
         let established = link.hello.is_some();
         let message = match Message::decode(bytes) {
             Ok(m) => m,
@@ -84,7 +100,8 @@ impl Mesh {
             (Message::Hello(hello), false) => self.hello(now, conn, hello, channels),
             (Message::Hello(_), true) => self.malformed(now, conn, "a second Hello".into()),
             (_, false) => self.malformed(now, conn, "a message before Hello".into()),
-            (Message::Heartbeat, true) => {}
+            (Message::Heartbeat, true) => self.send(conn, &Message::HeartbeatAnswer),
+            (Message::HeartbeatAnswer, true) => {}
             (gossip, true) => self.gossip_message(now, conn, gossip, channels),
         }
     }
@@ -236,32 +253,46 @@ impl Mesh {
         self.originate_broadcast(now, TOPOLOGY_CHANNEL, update);
     }
 
-    /// Closes silent links and sends due heartbeats. A link that carried anything else
-    /// since the last heartbeat was due skips one: the peer hears from us at least every
-    /// two intervals, well within its timeout, and an idle full mesh sends a fraction of
-    /// the heartbeats (each costs both ends a wakeup and a system call).
+    /// Closes dead links and asks silent ones for a heartbeat (see the module doc).
     pub(super) fn link_timeouts(&mut self, now: Instant) {
-        let timeout = self.config.heartbeat_timeout;
+        let c = &self.config;
+        let (timeout, ask_after, interval) = (
+            c.heartbeat_timeout,
+            c.heartbeat_ask_after,
+            c.heartbeat_interval,
+        );
+        let control_timeout = c.control_ask_after + timeout;
         let mut dead = Vec::new();
-        let mut beats = Vec::new();
+        let mut asks = Vec::new();
         let mut next: Option<Instant> = None;
         for (id, link) in &mut self.conns {
-            if now >= link.last_received + timeout {
-                let reason = if link.hello.is_some() {
-                    CloseReason::HeartbeatTimeout
+            if link.hello.is_none() {
+                if now >= link.last_received + timeout {
+                    dead.push((*id, CloseReason::HelloTimeout));
                 } else {
-                    CloseReason::HelloTimeout
-                };
-                dead.push((*id, reason));
+                    let at = link.last_received + timeout;
+                    next = next.min(Some(at)).or(Some(at));
+                }
                 continue;
             }
-            if now >= link.next_heartbeat {
-                link.next_heartbeat = now + self.config.heartbeat_interval;
-                if !std::mem::take(&mut link.sent_since_beat) {
-                    beats.push(*id);
-                }
+            if now >= link.last_alive + timeout || now >= link.last_received + control_timeout {
+                dead.push((*id, CloseReason::HeartbeatTimeout));
+                continue;
             }
-            let deadline = link.next_heartbeat.min(link.last_received + timeout);
+            let ask_at =
+                (link.last_alive + ask_after).min(link.last_received + c.control_ask_after);
+            let mut deadline = ask_at;
+            if now >= ask_at {
+                let again = link.asked.map(|t| t + interval);
+                if again.is_none_or(|t| now >= t) {
+                    link.asked = Some(now);
+                    asks.push(*id);
+                }
+                deadline = link.asked.map_or(now, |t| t + interval);
+            }
+            let deadline = deadline
+                .min(link.last_alive + timeout)
+                .min(link.last_received + control_timeout);
             next = next.min(Some(deadline)).or(Some(deadline));
         }
         // Each link's deadlines fall at their own phase: batched, the walk over every
@@ -273,7 +304,7 @@ impl Mesh {
         for (id, reason) in dead {
             self.drop_conn(now, id, Some(reason));
         }
-        for id in beats {
+        for id in asks {
             self.send(id, &Message::Heartbeat);
         }
     }

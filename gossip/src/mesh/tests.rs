@@ -1,6 +1,7 @@
 //! Unit tests of link handling, driven by a tiny in-memory wire.
 //! Multi-peer scenarios live in [`crate::sim`].
 
+use super::links::LINK_SLACK;
 use super::*;
 use crate::message::{Hello, Message, PROTOCOL_VERSION};
 use crate::peer::PeerUid;
@@ -20,6 +21,10 @@ fn addr(n: usize) -> SocketAddr {
 }
 
 fn mesh(n: usize, uid: u64, now: Instant) -> Mesh {
+    mesh_with(n, uid, now, MeshConfig::default())
+}
+
+fn mesh_with(n: usize, uid: u64, now: Instant, config: MeshConfig) -> Mesh {
     let local = LocalPeer {
         id: id(n),
         identity: ident(n),
@@ -27,7 +32,7 @@ fn mesh(n: usize, uid: u64, now: Instant) -> Mesh {
         nickname: format!("p{n}"),
         listen_port: 6783,
     };
-    Mesh::new(local, MeshConfig::default(), n as u64, now)
+    Mesh::new(local, config, n as u64, now)
 }
 
 /// Meshes joined by instant, ordered links.
@@ -55,10 +60,65 @@ impl Wire {
 
     /// Two meshes, the first linked to the second (link 1), hellos exchanged.
     fn linked_pair(now: Instant) -> Wire {
-        let mut w = Wire::new(vec![mesh(0, 1, now), mesh(1, 2, now)], now);
+        Wire::linked_pair_with(now, MeshConfig::default())
+    }
+
+    /// [`Wire::linked_pair`] with `config` at both ends.
+    fn linked_pair_with(now: Instant, config: MeshConfig) -> Wire {
+        let meshes = vec![
+            mesh_with(0, 1, now, config.clone()),
+            mesh_with(1, 2, now, config),
+        ];
+        let mut w = Wire::new(meshes, now);
         w.dial(0, 1, 1);
         w.pump();
         w
+    }
+
+    /// A pair with no anti-entropy rounds: nothing but heartbeats crosses the link
+    /// unless the test sends it.
+    fn quiet_pair(now: Instant) -> Wire {
+        Wire::linked_pair_with(
+            now,
+            MeshConfig {
+                gossip_interval: Duration::from_secs(24 * 3600),
+                ..MeshConfig::default()
+            },
+        )
+    }
+
+    /// Control messages (heartbeats and their answers) mesh `i` sent so far.
+    fn control_sent(&self, i: usize) -> u64 {
+        self.meshes[i].stats().control_messages_sent
+    }
+
+    /// The longest time mesh `i` went without a control message since `since`.
+    fn longest_silence(&self, i: usize, since: Instant) -> Duration {
+        let mut times: Vec<Instant> = (self.heard.iter())
+            .filter(|(m, t)| *m == i && *t >= since)
+            .map(|(_, t)| *t)
+            .collect();
+        times.insert(0, since);
+        times.push(self.now);
+        times
+            .windows(2)
+            .map(|p| p[1] - p[0])
+            .max()
+            .unwrap_or_default()
+    }
+
+    /// Runs `secs` seconds one at a time; every `every` seconds the meshes in `alive`
+    /// get a sleeve datagram report about their peer.
+    fn run(&mut self, secs: u64, every: u64, alive: &[usize]) {
+        for s in 1..=secs {
+            self.advance(Duration::from_secs(1));
+            if s % every == 0 {
+                for &i in alive {
+                    let peer = self.meshes[1 - i].local().id;
+                    self.meshes[i].handle_alive(self.now, &peer);
+                }
+            }
+        }
     }
 
     /// `a` dials `b`; each end names the link `conn`.
@@ -237,52 +297,97 @@ fn wrong_protocol_version_is_refused() {
     assert!(matches!(reason, Some(CloseReason::ProtocolVersion { .. })));
 }
 
+/// With nothing else on the link and no sleeve datagrams, each end asks after
+/// `HEARTBEAT_ASK_AFTER` of silence and the other answers at once: the link lives, at
+/// about one exchange per ask period.
 #[test]
-fn a_link_that_carries_other_messages_skips_its_heartbeats() {
-    let now = Instant::now();
-    let mut w = Wire::linked_pair(now);
-    w.advance(Duration::from_secs(1));
-    let control = |w: &Wire| w.meshes[0].stats().control_messages_sent;
-    let other = |w: &Wire| w.meshes[0].stats().gossip_messages_sent;
-    // Idle but for the anti-entropy digests (one each way every 30 s): heartbeats fill
-    // the intervals they leave silent, and the peer never waits longer than two
-    // intervals (and the second of timer batching) for a message.
-    let before = control(&w);
+fn an_idle_link_asks_for_heartbeats_and_is_answered() {
+    let mut w = Wire::quiet_pair(Instant::now());
     let start = w.now;
-    for _ in 0..300 {
-        w.advance(Duration::from_secs(1));
-    }
-    assert!(control(&w) - before >= 2, "an idle link beats");
-    let heard: Vec<Instant> = (w.heard.iter())
-        .filter(|(m, t)| *m == 1 && *t >= start)
-        .map(|(_, t)| *t)
-        .collect();
-    let longest = heard
-        .windows(2)
-        .map(|p| p[1] - p[0])
-        .max()
-        .expect("messages");
+    w.run(600, 1, &[]);
+    let sent = w.control_sent(0) + w.control_sent(1);
+    let periods = 600 / HEARTBEAT_ASK_AFTER.as_secs() + 1;
     assert!(
-        longest <= 2 * HEARTBEAT_INTERVAL + Duration::from_secs(1),
-        "silent for {longest:?}"
+        sent >= 2 * (periods - 2),
+        "only {sent} heartbeats in 10 min"
     );
-    assert!(longest < HEARTBEAT_TIMEOUT);
-    // A unicast every 5 s: no heartbeat is needed, and none is sent.
-    let (before, sent) = (control(&w), other(&w));
-    for _ in 0..24 {
-        assert!(w.meshes[0].send_unicast(id(1), "x", vec![1]));
-        w.pump();
-        w.advance(Duration::from_secs(5));
+    // At worst both ends ask at once, and both answer.
+    assert!(sent <= 4 * periods, "{sent} heartbeats in 10 min");
+    for i in 0..2 {
+        let silent = w.longest_silence(i, start);
+        assert!(
+            silent <= HEARTBEAT_ASK_AFTER + LINK_SLACK,
+            "mesh {i} silent for {silent:?}"
+        );
     }
-    assert!(other(&w) - sent >= 24, "the unicasts went out");
+    assert!(w.closed.is_empty(), "closed: {:?}", w.closed);
+}
+
+/// Sleeve datagrams from the peer (a keepalive each way every 25 s) spare the link its
+/// heartbeats; only the control stream's own check (`CONTROL_ASK_AFTER`) asks, rarely.
+#[test]
+fn sleeve_datagrams_spare_a_link_its_heartbeats() {
+    let mut w = Wire::quiet_pair(Instant::now());
+    let before = w.control_sent(0) + w.control_sent(1);
+    w.run(CONTROL_ASK_AFTER.as_secs() - 5, 25, &[0, 1]);
     assert_eq!(
-        control(&w) - before,
+        w.control_sent(0) + w.control_sent(1) - before,
         0,
-        "no heartbeat while other messages flow"
+        "no heartbeat while datagrams arrive"
     );
-    // Two minutes later the peer still has the link: it heard from us all along.
-    assert_eq!(w.meshes[1].connections().len(), 1);
-    assert!(w.closed.is_empty());
+    w.run(600, 25, &[0, 1]);
+    let sent = w.control_sent(0) + w.control_sent(1) - before;
+    let periods = (600 + CONTROL_ASK_AFTER.as_secs()) / CONTROL_ASK_AFTER.as_secs() + 1;
+    assert!(sent >= 2, "the control stream was never checked");
+    assert!(sent <= 4 * periods, "{sent} heartbeats");
+    assert!(w.closed.is_empty(), "closed: {:?}", w.closed);
+}
+
+/// The path works one way only: mesh 0 hears the peer's datagrams, mesh 1 hears none.
+/// Mesh 1 asks, mesh 0 answers although it needs nothing itself, and neither end
+/// drops the link.
+#[test]
+fn the_end_that_hears_no_datagrams_asks_and_is_answered() {
+    let mut w = Wire::quiet_pair(Instant::now());
+    let start = w.now;
+    let before = (w.control_sent(0), w.control_sent(1));
+    w.run(600, 25, &[0]);
+    let asks = w.control_sent(1) - before.1;
+    let answers = w.control_sent(0) - before.0;
+    assert!(
+        asks >= 600 / (HEARTBEAT_ASK_AFTER.as_secs() + 1) - 1,
+        "{asks} asks"
+    );
+    assert!(answers >= asks, "{answers} answers to {asks} asks");
+    let silent = w.longest_silence(1, start);
+    assert!(
+        silent <= HEARTBEAT_ASK_AFTER + LINK_SLACK,
+        "silent for {silent:?}"
+    );
+    assert!(w.closed.is_empty(), "closed: {:?}", w.closed);
+}
+
+/// The control stream breaks silently while the peer's datagrams still arrive (a
+/// middlebox dropped the TCP connection, or the peer's control plane hangs): the asks
+/// go unanswered and both ends drop the link, `CONTROL_ASK_AFTER` and
+/// `HEARTBEAT_TIMEOUT` after the last control message.
+#[test]
+fn a_dead_control_stream_is_found_behind_live_datagrams() {
+    let mut w = Wire::quiet_pair(Instant::now());
+    let cut = w.now;
+    w.ends.clear();
+    let dead = CONTROL_ASK_AFTER + HEARTBEAT_TIMEOUT;
+    w.run(dead.as_secs() - 1, 25, &[0, 1]);
+    assert!(
+        w.closed.is_empty(),
+        "closed before {dead:?}: {:?}",
+        w.closed
+    );
+    w.run(LINK_SLACK.as_secs() + 1, 25, &[0, 1]);
+    let timeouts = (w.closed.iter())
+        .filter(|(_, _, r)| *r == CloseReason::HeartbeatTimeout)
+        .count();
+    assert_eq!(timeouts, 2, "{:?} after {:?}", w.closed, w.now - cut);
 }
 
 #[test]

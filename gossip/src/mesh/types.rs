@@ -26,17 +26,30 @@ pub struct LocalPeer {
     pub listen_port: u16,
 }
 
-/// A link that carried nothing else for this long carries a heartbeat. One that
-/// carried anything since the last one was due skips it, so a peer hears from us at
-/// least every two intervals (plus a second of timer batching): 41 s.
+/// A link that brought no sign of life from the peer for this long asks it for a
+/// heartbeat ([`Message::Heartbeat`](crate::message::Message::Heartbeat)), which the
+/// peer answers at once. A sign of life is any control message, or any authentic sleeve
+/// datagram ([`Mesh::handle_alive`](crate::mesh::Mesh::handle_alive)): a confirmed
+/// sleeve path carries a keepalive each way at least every 25 s (reported here within
+/// a few seconds), so an idle link whose path works sends no heartbeats at all, and one
+/// without (UDP blocked, a fast-path-only link) carries an ask and an answer about twice
+/// a minute.
 ///
-/// Weave sent one every 30 s and gave up after 60 s. Each costs both ends a wakeup and
-/// a system call: at 99 links every 10 s, they were most of an idle router's work.
-pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(20);
-/// Silence after which a link is dead: well past the longest gap between heartbeats
-/// ([`HEARTBEAT_INTERVAL`]), even if the peer's control plane lags by seconds (a join
-/// storm on a loaded host). A peer that closes its end, or dies, is seen at once: its
-/// kernel closes the connection; this catches the hosts that vanish.
+/// The side that needs proof asks, so the two ends never disagree about who must speak:
+/// Weave sent a heartbeat every 30 s on every link, and at 99 links they were most of an
+/// idle router's work.
+pub const HEARTBEAT_ASK_AFTER: Duration = Duration::from_secs(35);
+/// A link whose control stream carried nothing for this long asks too, even while the
+/// peer's datagrams arrive: they prove its data plane, not its control plane (a hung
+/// control plane, or a TCP connection a middlebox dropped, is found this way).
+pub const CONTROL_ASK_AFTER: Duration = Duration::from_secs(150);
+/// While a link waits for an answer it asks again every interval.
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(10);
+/// A link is dead when it brought no sign of life for this long, or no control message
+/// for [`CONTROL_ASK_AFTER`] and this long: an ask has had 25 s (or a minute) to be
+/// answered, even if the peer's control plane lags by seconds (a join storm on a loaded
+/// host). A peer that closes its end, or dies, is seen at once: its kernel closes the
+/// connection; this catches the hosts that vanish.
 pub const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Mesh tuning.
@@ -44,9 +57,13 @@ pub const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct MeshConfig {
     /// Period of anti-entropy rounds.
     pub gossip_interval: Duration,
-    /// Period of heartbeats on every link.
+    /// Silence after which a link asks for a heartbeat ([`HEARTBEAT_ASK_AFTER`]).
+    pub heartbeat_ask_after: Duration,
+    /// Control-stream silence after which a link asks ([`CONTROL_ASK_AFTER`]).
+    pub control_ask_after: Duration,
+    /// How often a link that waits for an answer asks again ([`HEARTBEAT_INTERVAL`]).
     pub heartbeat_interval: Duration,
-    /// Silence after which a link is declared dead.
+    /// Silence after which a link is declared dead ([`HEARTBEAT_TIMEOUT`]).
     pub heartbeat_timeout: Duration,
     /// Whether to offer addresses of peers we know but are not linked to
     /// ([`crate::mesh::Mesh::discovery_candidates`]).
@@ -63,6 +80,8 @@ impl Default for MeshConfig {
     fn default() -> Self {
         MeshConfig {
             gossip_interval: Duration::from_secs(30),
+            heartbeat_ask_after: HEARTBEAT_ASK_AFTER,
+            control_ask_after: CONTROL_ASK_AFTER,
             heartbeat_interval: HEARTBEAT_INTERVAL,
             heartbeat_timeout: HEARTBEAT_TIMEOUT,
             discovery: true,

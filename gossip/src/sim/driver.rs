@@ -422,6 +422,7 @@ fn kind_of(bytes: &[u8]) -> String {
     match Message::decode(bytes) {
         Ok(Message::Hello(_)) => "hello".into(),
         Ok(Message::Heartbeat) => "heartbeat".into(),
+        Ok(Message::HeartbeatAnswer) => "heartbeat answer".into(),
         Ok(Message::Digest(_)) => "digest".into(),
         Ok(Message::Summary { channel, .. }) => format!("summary/{channel}"),
         Ok(Message::Update { channel, .. }) => format!("update/{channel}"),

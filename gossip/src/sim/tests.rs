@@ -291,8 +291,8 @@ fn departed_peers_are_garbage_collected() {
         linked_as(n, &neighbours) && agree(n)
     });
     net.crash(7);
-    // Heartbeats notice within their timeout (+ one heartbeat period), GC follows
-    // after 1 s.
+    // The crashed peer's links die within the heartbeat timeout of its last message
+    // (+ a heartbeat period of margin); GC follows after 1 s.
     net.run_for(
         crate::mesh::HEARTBEAT_TIMEOUT + crate::mesh::HEARTBEAT_INTERVAL + Duration::from_secs(5),
     );

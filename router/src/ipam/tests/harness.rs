@@ -61,6 +61,8 @@ pub(super) fn sim_config() -> SimConfig {
     SimConfig {
         mesh: MeshConfig {
             gossip_interval: Duration::from_secs(6),
+            heartbeat_ask_after: Duration::from_secs(2),
+            control_ask_after: Duration::from_secs(2),
             heartbeat_interval: Duration::from_secs(1),
             heartbeat_timeout: Duration::from_secs(4),
             ..MeshConfig::default()
