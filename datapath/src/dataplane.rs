@@ -135,9 +135,10 @@ pub fn path_timeout_for(keepalive: Duration) -> Duration {
     (keepalive * 2 + Duration::from_secs(10)).max(Duration::from_secs(30))
 }
 
-/// How often the peers heard from are reported ([`Event::Alive`]): well under the
-/// silence after which a control link asks for a heartbeat (35 s), so that a confirmed
-/// path's keepalives (one each way every 25 s) spare the link its heartbeats.
+/// How often the peers heard from are reported ([`Event::Alive`]): with the data
+/// plane's tick (at most 2 s late) well under the silence after which a control link
+/// asks for a heartbeat (35 s), so that a confirmed path's keepalives (one each way
+/// every 25 s and a tick) spare the link its heartbeats.
 pub const ALIVE_REPORT: Duration = Duration::from_secs(2);
 
 /// Something the control link must carry, or the router must know.
@@ -437,13 +438,14 @@ impl Dataplane {
     /// Whether, as of the last [`Dataplane::handle_timeout`], every peer is settled: its
     /// path is up, no rekey is under way and no path-MTU search runs. The timers left
     /// (keepalives, the next rekey, key expiry, silent paths) count in tens of seconds,
-    /// and calling [`Dataplane::handle_timeout`] once a second is as good as more often.
+    /// and calling [`Dataplane::handle_timeout`] every two seconds is as good as more
+    /// often.
     pub fn is_quiet(&self) -> bool {
         self.quiet
     }
 
-    /// Timers: key expiry, rekeys, keepalives, path state. Call at least every second,
-    /// and more often (four times a second) unless [`Dataplane::is_quiet`].
+    /// Timers: key expiry, rekeys, keepalives, path state. Call at least every two
+    /// seconds, and more often (four times a second) unless [`Dataplane::is_quiet`].
     pub fn handle_timeout(&mut self, now: Instant) {
         // Every peer at every tick: one walk, no lookups.
         let Self {
@@ -653,6 +655,7 @@ impl Dataplane {
             }
             entry.counters.tx_frames += 1;
             entry.counters.tx_bytes += frame.len() as u64;
+            entry.session.note_frames();
         }
     }
 
@@ -885,6 +888,7 @@ impl Dataplane {
             if let Some(e) = self.peers.get_mut(&peer) {
                 e.counters.rx_frames += 1;
                 e.counters.rx_bytes += f.frame.len() as u64;
+                e.session.note_frames();
             }
             if is_probe(f.frame) {
                 continue;

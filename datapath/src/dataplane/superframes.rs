@@ -146,6 +146,7 @@ impl Dataplane {
                     entry.last_tx = Some(now);
                     entry.counters.tx_frames += 1;
                     entry.counters.tx_bytes += len as u64;
+                    entry.session.note_frames();
                 }
                 Err(e) => {
                     self.drops.count_seal_error(e);

@@ -466,7 +466,9 @@ fn rekeys_are_counted_per_peer() {
     let (mut a, mut b) = connected(now);
     let rekeys = |dp: &Dataplane| dp.counters().peers[0].1.rekeys;
     assert_eq!((rekeys(&a), rekeys(&b)), (0, 0), "the first exchange");
-    let later = now + DataplaneConfig::default().session.rekey_after_time + Duration::from_secs(1);
+    // No frame moved: the pair rotates at the idle epoch's end.
+    let idle = DataplaneConfig::default().session.idle_rekey_after_time;
+    let later = now + idle + Duration::from_secs(1);
     a.handle_timeout(later);
     b.handle_timeout(later);
     for _ in 0..4 {
@@ -474,6 +476,48 @@ fn rekeys_are_counted_per_peer() {
         relay(later, &mut b, B, &mut a);
     }
     assert_eq!((rekeys(&a), rekeys(&b)), (1, 1));
+}
+
+/// Whether `dp` has a rekey offer to send at `at`.
+fn offers_at(at: Instant, dp: &mut Dataplane) -> bool {
+    dp.handle_timeout(at);
+    std::iter::from_fn(|| dp.poll_event()).any(|e| matches!(e, Event::SendOffer { .. }))
+}
+
+/// A pair that moved a frame rotates its keys `rekey_after_time` into the epoch; an
+/// idle one waits until `idle_rekey_after_time`. Frames received count as much as
+/// frames sent.
+#[test]
+fn a_pair_that_moved_frames_rotates_sooner_than_an_idle_one() {
+    let now = Instant::now();
+    let session = DataplaneConfig::default().session;
+    let busy = now + session.rekey_after_time + Duration::from_secs(1);
+    let mut tx = TxBuffer::new(1 << 20, 64);
+    // The initiator (a) sends, or receives, one broadcast; or nothing moves.
+    for case in ["sent", "received", "idle"] {
+        let (mut a, mut b) = connected(now);
+        confirm_paths(now, &mut a, &mut b, &mut tx);
+        let _ = offers_at(now, &mut a);
+        let (from, to, routes, id) = match case {
+            "sent" => (&mut a, &mut b, Pair(A), 1),
+            _ => (&mut b, &mut a, Pair(B), 2),
+        };
+        if case != "idle" {
+            from.handle_local_frame(
+                now,
+                &frame(id, [0xff; 6], b"x"),
+                &Pair(if id == 1 { B } else { A }),
+                &mut tx,
+            );
+            from.flush(&mut tx);
+            assert_eq!(deliver_all(now, &mut tx, to, &routes).len(), 1, "{case}");
+        }
+        assert_eq!(offers_at(busy, &mut a), case != "idle", "{case} at 121 s");
+    }
+    let (mut a, mut b) = connected(now);
+    confirm_paths(now, &mut a, &mut b, &mut tx);
+    let idle = now + session.idle_rekey_after_time + Duration::from_secs(1);
+    assert!(offers_at(idle, &mut a), "an idle pair rotates in the end");
 }
 
 #[test]
@@ -945,12 +989,13 @@ fn the_timers_are_quiet_only_while_every_path_is_up_and_nothing_is_under_way() {
     a.handle_timeout(t);
     assert!(a.is_established(&B));
     assert!(a.is_quiet());
-    // Keepalives keep the paths up until a rekey is due; while it is under way the
-    // initiator is not settled, and once it is over both are again.
+    // Keepalives keep the paths up until a rekey is due (an idle pair's, no frame
+    // moved); while it is under way the initiator is not settled, and once it is over
+    // both are again.
     let mut tx = TxBuffer::new(1 << 20, 64);
     let mut at = t;
-    while at < now + crate::sleeve::REKEY_AFTER_TIME {
-        at += Duration::from_secs(20);
+    while at < now + crate::sleeve::IDLE_REKEY_AFTER_TIME {
+        at += Duration::from_secs(15);
         confirm_paths(at, &mut a, &mut b, &mut tx);
     }
     a.handle_timeout(at);

@@ -97,6 +97,12 @@ pub const fn overlay_mtu(underlay_mtu: u16, ip: IpVersion) -> u16 {
 
 /// Default time between rekeys (WireGuard's REKEY_AFTER_TIME).
 pub const REKEY_AFTER_TIME: Duration = Duration::from_secs(120);
+/// Default time between rekeys of an epoch that carried no frame, only keepalives and
+/// probes: the keys die at [`REJECT_AFTER_TIME`] all the same, and until then they
+/// protect nothing a peer would need kept secret. Frames that start to move under an
+/// older epoch bring the rekey forward to at once. 15 s before the keys die: room for
+/// two offers ([`REKEY_TIMEOUT`]) over a slow control link, and the responder's switch.
+pub const IDLE_REKEY_AFTER_TIME: Duration = Duration::from_secs(165);
 /// Default lifetime of a key (WireGuard's REJECT_AFTER_TIME).
 pub const REJECT_AFTER_TIME: Duration = Duration::from_secs(180);
 /// Default wait for an answer or a confirmation (WireGuard's REKEY_TIMEOUT).
@@ -109,6 +115,9 @@ pub const REKEY_AFTER_MESSAGES: u64 = 1 << 60;
 pub struct SessionConfig {
     /// Time from the start of an epoch until the initiator offers the next one.
     pub rekey_after_time: Duration,
+    /// The same for an epoch that carried no frame ([`IDLE_REKEY_AFTER_TIME`]); never
+    /// sooner than `rekey_after_time`.
+    pub idle_rekey_after_time: Duration,
     /// Lifetime of each key from its creation; older keys are dropped and zeroized.
     pub reject_after_time: Duration,
     /// How long an offer waits for its answer before a new one is made, and how long the
@@ -122,6 +131,7 @@ impl Default for SessionConfig {
     fn default() -> Self {
         SessionConfig {
             rekey_after_time: REKEY_AFTER_TIME,
+            idle_rekey_after_time: IDLE_REKEY_AFTER_TIME,
             reject_after_time: REJECT_AFTER_TIME,
             rekey_timeout: REKEY_TIMEOUT,
             rekey_after_messages: REKEY_AFTER_MESSAGES,

@@ -9,7 +9,9 @@
 //!
 //! The side with the lower [`PeerId`] (the initiator) starts an exchange when
 //! [`SessionConfig::rekey_after_time`] has passed since the current epoch began (and at
-//! once on a new session): [`Session::poll_rekey`] returns an offer for the router to send
+//! once on a new session), or [`SessionConfig::idle_rekey_after_time`] if no frame moved
+//! under the epoch's keys yet ([`Session::note_frames`]: an idle pair's keepalives need
+//! no fresh keys, and rotating them for nothing costs both routers): [`Session::poll_rekey`] returns an offer for the router to send
 //! over the control link. The responder answers it from [`Session::handle_offer`], and
 //! installs the new keys at once: it accepts the new receive key straight away, but keeps
 //! *sending* with the old key (on the first epoch: not at all) until the new one is
@@ -82,6 +84,8 @@ pub struct Session {
     /// `[current, previous]` receive keys.
     pub(super) rx: [Option<RxKey>; 2],
     keepalive_due: bool,
+    /// Frames moved under the current epoch's keys ([`Session::note_frames`]).
+    carried: bool,
 }
 
 impl Session {
@@ -110,7 +114,16 @@ impl Session {
             next_tx: None,
             rx: [None, None],
             keepalive_due: false,
+            carried: false,
         }
+    }
+
+    /// Frames (not only keepalives or probes) were sealed or opened under the current
+    /// keys, as the data plane saw: the epoch carries data, and the next rekey is due
+    /// [`SessionConfig::rekey_after_time`] after it began, not
+    /// [`SessionConfig::idle_rekey_after_time`].
+    pub fn note_frames(&mut self) {
+        self.carried = true;
     }
 
     /// Our peer.
@@ -296,7 +309,7 @@ impl Session {
     }
 
     /// The next instant at which [`Session::handle_timeout`] or [`Session::poll_rekey`]
-    /// has work to do.
+    /// has work to do ([`Session::note_frames`] may bring it forward).
     pub fn poll_timeout(&self) -> Option<Instant> {
         let lifetime = self.config.reject_after_time;
         let rekey = match (self.role, &self.pending) {
@@ -304,7 +317,7 @@ impl Session {
             (Role::Initiator, Some(p)) => Some(p.sent_at + self.config.rekey_timeout),
             (Role::Initiator, None) => Some(
                 self.epoch_started
-                    .map_or(self.created, |t| t + self.config.rekey_after_time),
+                    .map_or(self.created, |t| t + self.rekey_after()),
             ),
         };
         let keys = self.rx.iter().flatten().map(|rx| rx.created + lifetime);
@@ -321,11 +334,23 @@ impl Session {
         let Some(started) = self.epoch_started else {
             return true;
         };
-        now.saturating_duration_since(started) >= self.config.rekey_after_time
+        now.saturating_duration_since(started) >= self.rekey_after()
             || self
                 .tx
                 .as_ref()
                 .is_some_and(|tx| tx.counter >= self.config.rekey_after_messages)
+    }
+
+    /// How long the current epoch lasts: shorter once it carried frames. An idle epoch
+    /// still ends three offer timeouts before its keys die (a configuration with short
+    /// lifetimes, such as `--rekey-interval`, rotates idle epochs as often as others).
+    fn rekey_after(&self) -> Duration {
+        let c = &self.config;
+        if self.carried {
+            return c.rekey_after_time;
+        }
+        let latest = c.reject_after_time.saturating_sub(3 * c.rekey_timeout);
+        c.idle_rekey_after_time.min(latest).max(c.rekey_after_time)
     }
 
     /// A random non-zero receiver index that neither we nor (per `taken`) anyone else uses.
@@ -382,6 +407,7 @@ impl Session {
         }
         self.epoch = epoch;
         self.epoch_started = Some(now);
+        self.carried = false;
     }
 
     /// Whether a receive key made at `created` is still usable at `now`.

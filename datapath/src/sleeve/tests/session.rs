@@ -13,6 +13,7 @@ const B: PeerId = PeerId([2; 16]);
 fn short_config() -> SessionConfig {
     SessionConfig {
         rekey_after_time: Duration::from_secs(2),
+        idle_rekey_after_time: Duration::from_secs(2),
         reject_after_time: Duration::from_secs(3),
         rekey_timeout: Duration::from_millis(500),
         rekey_after_messages: 1 << 60,
@@ -232,6 +233,66 @@ fn an_offer_for_another_link_to_the_same_peer_is_refused() {
         b_kept.open(later, &mut buf[..len]).is_ok(),
         "the kept link's keys agree"
     );
+}
+
+/// An epoch that carried no frame is rotated at `idle_rekey_after_time`, not at
+/// `rekey_after_time`; a frame under an older epoch makes the rekey due at once, and a
+/// new epoch starts idle again.
+#[test]
+fn an_idle_epoch_rotates_later_and_frames_bring_it_forward() {
+    let now = Instant::now();
+    let config = SessionConfig::default();
+    let mut rng = StdRng::seed_from_u64(11);
+    let (mut a, mut b) = Session::pair_for_testing(now, config, 5);
+    assert_eq!(a.role(), Role::Initiator);
+    let busy = now + REKEY_AFTER_TIME;
+    assert_eq!(
+        a.poll_rekey(busy),
+        None,
+        "an idle epoch is not due at 120 s"
+    );
+    assert_eq!(a.poll_timeout(), Some(now + IDLE_REKEY_AFTER_TIME));
+    assert!(IDLE_REKEY_AFTER_TIME + 2 * REKEY_TIMEOUT < REJECT_AFTER_TIME);
+    let offer = a.poll_rekey(now + IDLE_REKEY_AFTER_TIME);
+    let offer = offer.expect("an idle epoch is due at its own time");
+
+    // The exchange completes; the new epoch starts idle.
+    let t = now + IDLE_REKEY_AFTER_TIME;
+    let answer = b.handle_offer_with(t, offer, &mut rng, |_| false);
+    let answer = answer.ok().flatten().expect("answered");
+    assert_eq!(
+        a.handle_offer_with(t, answer, &mut rng, |_| false),
+        Ok(None)
+    );
+    assert_eq!(a.epoch(), 2);
+    assert_eq!(a.poll_rekey(t + REKEY_AFTER_TIME), None, "idle again");
+
+    // A frame moves: the rekey is due at once, 120 s into the epoch.
+    a.note_frames();
+    let early = t + REKEY_AFTER_TIME - Duration::from_secs(1);
+    assert_eq!(a.poll_rekey(early), None, "not before 120 s");
+    assert!(
+        a.poll_rekey(t + REKEY_AFTER_TIME).is_some(),
+        "frames bring it forward"
+    );
+}
+
+/// With short key lifetimes (`--rekey-interval`) an idle epoch rotates as often as a
+/// busy one, never after its keys died.
+#[test]
+fn short_lifetimes_rotate_idle_epochs_at_the_interval() {
+    let now = Instant::now();
+    let (mut a, _) = Session::pair_for_testing(now, short_config(), 6);
+    let config = SessionConfig {
+        rekey_after_time: Duration::from_secs(2),
+        reject_after_time: Duration::from_secs(3),
+        rekey_timeout: Duration::from_secs(1),
+        ..SessionConfig::default()
+    };
+    let (mut c, _) = Session::pair_for_testing(now, config, 7);
+    for s in [&mut a, &mut c] {
+        assert!(s.poll_rekey(now + Duration::from_secs(2)).is_some());
+    }
 }
 
 /// T20: the initiator rekeys early when its counter reaches `rekey_after_messages`.
