@@ -61,12 +61,12 @@ const BATCH: usize = 64;
 const MAX_PACKET: usize = 65_535;
 /// Timer tick of the data plane (rekeys, keepalives, path state).
 const TICK: Duration = Duration::from_millis(250);
-/// The tick while every peer is settled ([`Dataplane::is_quiet`]): keepalives, rekeys and
-/// path timeouts do not need a finer one, and a router with a hundred neighbours walks
-/// them all at every tick.
+/// The tick while every peer is settled ([`Dataplane::is_quiet`]): keepalives (25 s),
+/// rekeys (120 s or more) and path timeouts (60 s) do not need a finer one, and a
+/// router with a hundred neighbours walks them all at every tick.
 ///
 /// [`Dataplane::is_quiet`]: datapath::dataplane::Dataplane::is_quiet
-const QUIET_TICK: Duration = Duration::from_secs(1);
+const QUIET_TICK: Duration = Duration::from_secs(2);
 
 /// A command for the data-plane task.
 #[derive(Debug)]

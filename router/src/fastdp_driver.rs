@@ -29,8 +29,12 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
-/// The forwarding entries are re-read and re-converged at least this often.
-const RESYNC: Duration = Duration::from_secs(5);
+/// The forwarding entries are re-read and re-converged at least this often: a change
+/// of ours is applied at once (`dirty`), so this only repairs what was changed behind
+/// the router's back, as often as the firewall's table is checked. Each round dumps
+/// the VXLAN device's forwarding table; at 100 routers every 5 s that was 0.3 % of a
+/// core.
+const RESYNC: Duration = Duration::from_secs(30);
 
 /// A command for the task.
 #[derive(Debug)]

@@ -11,10 +11,18 @@
 //! Then the mesh idles for a minute: **idle bytes per peer per minute** (heartbeats and
 //! anti-entropy digests). Figures are printed, and recorded in `docs/performance.md`.
 //!
-//! 50 and 100 peers run in CI. 200 peers (~20,000 links) take minutes in a debug build,
-//! and 1,000 peers make a full mesh of ~500,000 links in one process: both are
+//! 50 and 100 peers run in CI. 200 peers (~20,000 links) take minutes in a debug build:
 //! `#[ignore]`d; run them with
 //! `cargo test -p gossip --release --lib sim::scale -- --ignored --nocapture`.
+//!
+//! A full mesh of 1,000 peers does not fit one process on this machine: every peer
+//! holds the whole topology, 999,000 link entries (about 80 bytes each in its maps), so
+//! the 1,000 copies need some 80 GB, and the joins deliver about N³/3 = 3·10⁸ signed
+//! records (each an Ed25519 check): at the 200-peer run's rate (913 s), about 30 hours.
+//! Its test is kept, `#[ignore]`d, for a larger machine. What runs instead at 1,000 is
+//! the same join with at most [`SPARSE_LIMIT`] discovered links per peer (the product's
+//! default limit is 200), next to 50 and 200 peers with the same limit: the gossip each
+//! join costs, and the rounds it takes, as N grows.
 
 use super::*;
 use rand::rngs::StdRng;
@@ -33,22 +41,35 @@ struct Figures {
     idle_bytes_per_peer_minute: u64,
 }
 
-fn full_and_agreed(net: &Net) -> bool {
+/// Whether every peer has its links (all others with no limit, else at least
+/// `conn_limit`) and all agree on the topology.
+fn converged(net: &Net, conn_limit: usize) -> bool {
     let n = net.len();
+    let want = if conn_limit == 0 {
+        n - 1
+    } else {
+        conn_limit.min(n - 1)
+    };
     let digest = net.node(0).mesh().topology().digest();
     (0..n).all(|i| {
         let node = net.node(i);
-        node.link_count() == n - 1
+        let links = node.link_count();
+        (links == want || (conn_limit != 0 && links >= want))
             && node.mesh().topology().len() == n
             && node.mesh().topology().digest() == digest
     })
 }
 
-/// `n` peers join one at a time, each knowing one random earlier peer.
+/// `n` peers join one at a time, each knowing one random earlier peer, and each dials
+/// the peers it discovers up to `conn_limit` links (0: all of them, a full mesh).
 fn join_one_at_a_time(n: usize, seed: u64) -> Figures {
+    join_with_limit(n, seed, 0)
+}
+
+/// [`join_one_at_a_time`] with a connection limit.
+fn join_with_limit(n: usize, seed: u64, conn_limit: usize) -> Figures {
     let mut config = SimConfig::default();
-    // A full mesh of `n`: no limit on discovered links.
-    config.maker.conn_limit = 0;
+    config.maker.conn_limit = conn_limit;
     let interval = config.mesh.gossip_interval;
     let mut net = Net::new(seed, config);
     let mut rng = StdRng::seed_from_u64(seed);
@@ -60,12 +81,12 @@ fn join_one_at_a_time(n: usize, seed: u64) -> Figures {
         }
         let (start, bytes) = (net.elapsed(), net.bytes_sent);
         net.add_node(&[rng.gen_range(0..i)]);
-        let converged = net.run_until(
+        let done = net.run_until(
             Duration::from_secs(300),
             Duration::from_millis(50),
-            full_and_agreed,
+            |net| converged(net, conn_limit),
         );
-        if !converged {
+        if !done {
             let links: Vec<usize> = (0..=i).map(|j| net.node(j).link_count()).collect();
             let known: Vec<usize> = (0..=i)
                 .map(|j| net.node(j).mesh().topology().len())
@@ -88,15 +109,19 @@ fn join_one_at_a_time(n: usize, seed: u64) -> Figures {
         .iter()
         .map(|(kind, bytes)| format!("{kind} {}", bytes / n as u64))
         .collect();
+    let mesh = match conn_limit {
+        0 => "full mesh".to_string(),
+        l => format!("links up to {l} per peer"),
+    };
     println!(
-        "N={n:>4}: the last join, bytes per peer by kind: {}",
+        "N={n:>4} ({mesh}): the last join, bytes per peer by kind: {}",
         kinds.join(", ")
     );
     let idle_from = net.bytes_sent;
     net.run_for(Duration::from_secs(60));
     figures.idle_bytes_per_peer_minute = (net.bytes_sent - idle_from) / n as u64;
     println!(
-        "N={n:>4}: join one at a time -> full mesh; worst convergence after a join {:.2} s \
+        "N={n:>4}: join one at a time -> {mesh}; worst convergence after a join {:.2} s \
          ({} gossip round(s)); last join {} B per peer; idle {} B per peer per minute",
         figures.max_converge.as_secs_f64(),
         figures.max_rounds,
@@ -138,8 +163,30 @@ fn peers_joining_one_at_a_time_converge_to_a_full_mesh_200() {
 }
 
 #[test]
-#[ignore = "a full mesh of 1,000 peers is slow; run with --release (see the module doc)"]
+#[ignore = "a full mesh of 1,000 peers does not fit this machine (see the module doc)"]
 fn peers_joining_one_at_a_time_converge_to_a_full_mesh_1000() {
     let f = join_one_at_a_time(1000, 1000);
     assert!(f.max_rounds <= 10, "{f:?}");
 }
+
+/// 50, 200 and 1,000 peers with at most 8 discovered links each: every join converges
+/// within 10 gossip rounds, and what a join costs each peer grows no faster than
+/// log N (under 2x from 200 to 1,000 peers).
+#[test]
+#[ignore = "1,000 peers take minutes; run with --release (see the module doc)"]
+fn peers_joining_a_sparse_mesh_of_up_to_1000_converge() {
+    let f: Vec<Figures> = [50, 200, 1000]
+        .into_iter()
+        .map(|n| join_with_limit(n, n as u64, SPARSE_LIMIT))
+        .collect();
+    for f in &f {
+        assert!(f.max_rounds <= 10, "{f:?}");
+    }
+    assert!(
+        f[2].last_join_bytes_per_peer < 2 * f[1].last_join_bytes_per_peer,
+        "{f:?}"
+    );
+}
+
+/// The connection limit of the sparse runs.
+const SPARSE_LIMIT: usize = 8;
