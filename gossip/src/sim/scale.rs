@@ -81,11 +81,9 @@ fn join_with_limit(n: usize, seed: u64, conn_limit: usize) -> Figures {
         }
         let (start, bytes) = (net.elapsed(), net.bytes_sent);
         net.add_node(&[rng.gen_range(0..i)]);
-        let done = net.run_until(
-            Duration::from_secs(300),
-            Duration::from_millis(50),
-            |net| converged(net, conn_limit),
-        );
+        let done = net.run_until(Duration::from_secs(300), Duration::from_millis(50), |net| {
+            converged(net, conn_limit)
+        });
         if !done {
             let links: Vec<usize> = (0..=i).map(|j| net.node(j).link_count()).collect();
             let known: Vec<usize> = (0..=i)
