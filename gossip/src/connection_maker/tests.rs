@@ -121,6 +121,37 @@ fn discovered_targets_respect_the_limit_and_the_switch() {
     assert_eq!(std::iter::from_fn(|| unlimited.poll_dial(now)).count(), 2);
 }
 
+/// The next due time follows every change that holds a target back or lets it go (it
+/// is kept, not recomputed per call; debug builds also check it against a walk).
+#[test]
+fn the_next_due_time_follows_the_limit_and_the_links() {
+    let now = Instant::now();
+    let mut m = maker(MakerConfig {
+        conn_limit: 1,
+        ..MakerConfig::default()
+    });
+    m.set_discovered(now, &[(peer(2), addr(2)), (peer(3), addr(3))]);
+    assert_eq!(m.poll_timeout(), Some(now));
+    m.set_connected_peers(&[peer(9)]);
+    assert_eq!(m.poll_timeout(), None, "the limit holds both back");
+    assert_eq!(m.poll_dial(now), None);
+    m.set_connected_peers(&[]);
+    assert_eq!(m.poll_dial(now), Some(addr(2)));
+    assert_eq!(m.poll_timeout(), None, "one dial fills the limit");
+    let later = now + Duration::from_secs(1);
+    m.handle_failed(now, addr(2), "refused".into(), Retry::Later);
+    // addr(3) is due at once; addr(2) after its backoff.
+    assert_eq!(m.poll_timeout(), Some(now));
+    assert_eq!(m.poll_dial(later), Some(addr(3)));
+    m.handle_connected(later, addr(3), peer(3));
+    m.set_connected_peers(&[peer(3)]);
+    assert_eq!(m.poll_timeout(), None, "linked: the limit is reached");
+    assert_eq!(m.forget(&[addr(3)]), 1);
+    m.set_connected_peers(&[]);
+    let retry = m.poll_timeout().expect("addr(2) waits for its backoff");
+    assert!(retry > now, "{retry:?}");
+}
+
 #[test]
 fn one_dial_per_peer_and_stale_discoveries_go() {
     let now = Instant::now();
