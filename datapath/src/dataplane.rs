@@ -141,6 +141,12 @@ pub fn path_timeout_for(keepalive: Duration) -> Duration {
 /// every 25 s and a tick) spare the link its heartbeats.
 pub const ALIVE_REPORT: Duration = Duration::from_secs(2);
 
+/// The longest tick while every peer is settled ([`Dataplane::quiet_tick`]): with the
+/// default timers (keepalives every 25 s, keys rotated 120 s in and dead at 180 s) a
+/// timer served up to 2 s late changes nothing, and a router with a hundred neighbours
+/// walks them all at every tick.
+pub const QUIET_TICK: Duration = Duration::from_secs(2);
+
 /// Something the control link must carry, or the router must know.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
@@ -437,15 +443,29 @@ impl Dataplane {
 
     /// Whether, as of the last [`Dataplane::handle_timeout`], every peer is settled: its
     /// path is up, no rekey is under way and no path-MTU search runs. The timers left
-    /// (keepalives, the next rekey, key expiry, silent paths) count in tens of seconds,
-    /// and calling [`Dataplane::handle_timeout`] every two seconds is as good as more
+    /// are keepalives, the next rekey, key expiry and silent paths, and calling
+    /// [`Dataplane::handle_timeout`] every [`Dataplane::quiet_tick`] is as good as more
     /// often.
     pub fn is_quiet(&self) -> bool {
         self.quiet
     }
 
-    /// Timers: key expiry, rekeys, keepalives, path state. Call at least every two
-    /// seconds, and more often (four times a second) unless [`Dataplane::is_quiet`].
+    /// How often [`Dataplane::handle_timeout`] must run while [`Dataplane::is_quiet`]:
+    /// [`QUIET_TICK`], or less where the timers are shorter, so that a timer served a
+    /// tick late still holds. A rotation that starts a tick late must finish before
+    /// the keys it replaces die (`reject_after_time`, which `--rekey-interval 2` puts
+    /// 1 s after the rotation), and a keepalive a tick late must still beat the NAT's
+    /// mapping (`--nat-keepalive`): the tick is at most a quarter of either span.
+    pub fn quiet_tick(&self) -> Duration {
+        let c = &self.config;
+        let rotation_slack =
+            (c.session.reject_after_time).saturating_sub(c.session.rekey_after_time);
+        QUIET_TICK.min(rotation_slack / 4).min(c.keepalive / 4)
+    }
+
+    /// Timers: key expiry, rekeys, keepalives, path state. Call at least every
+    /// [`Dataplane::quiet_tick`], and more often (four times a second) unless
+    /// [`Dataplane::is_quiet`].
     pub fn handle_timeout(&mut self, now: Instant) {
         // Every peer at every tick: one walk, no lookups.
         let Self {

@@ -61,12 +61,6 @@ const BATCH: usize = 64;
 const MAX_PACKET: usize = 65_535;
 /// Timer tick of the data plane (rekeys, keepalives, path state).
 const TICK: Duration = Duration::from_millis(250);
-/// The tick while every peer is settled ([`Dataplane::is_quiet`]): keepalives (25 s),
-/// rekeys (120 s or more) and path timeouts (60 s) do not need a finer one, and a
-/// router with a hundred neighbours walks them all at every tick.
-///
-/// [`Dataplane::is_quiet`]: datapath::dataplane::Dataplane::is_quiet
-const QUIET_TICK: Duration = Duration::from_secs(2);
 
 /// A command for the data-plane task.
 #[derive(Debug)]
@@ -558,13 +552,16 @@ impl DataplaneThread {
                     if self.lead_input(input, &routes).is_break() {
                         return;
                     }
-                    // After a tick the next comes in TICK, or QUIET_TICK while every peer
+                    // After a tick the next comes in TICK, or the quiet tick while every peer
                     // is settled; a command (a new peer, an offer) may unsettle one, so
                     // the next tick comes within TICK of it.
                     let now = tokio::time::Instant::now();
                     if ticked {
-                        let quiet = lock(&self.shared).dp.is_quiet();
-                        tick.as_mut().reset(now + if quiet { QUIET_TICK } else { TICK });
+                        let quiet_tick = {
+                            let s = lock(&self.shared);
+                            s.dp.is_quiet().then(|| s.dp.quiet_tick())
+                        };
+                        tick.as_mut().reset(now + quiet_tick.map_or(TICK, |q| q.max(TICK)));
                     } else if tick.deadline() > now + TICK {
                         tick.as_mut().reset(now + TICK);
                     }

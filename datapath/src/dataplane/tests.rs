@@ -1063,3 +1063,30 @@ fn relay_offers(now: Instant, from: &mut Dataplane, from_id: PeerId, to: &mut Da
         }
     }
 }
+
+/// The quiet tick is 2 s with the default timers, and shrinks with short ones: with
+/// `--rekey-interval 2` (keys rotated 2 s in, dead at 3 s) a 2 s tick started some
+/// rotations after the old keys had died, and frames were dropped (`unknown_index`) in
+/// `tests/operator.rs`.
+#[test]
+fn the_quiet_tick_shrinks_with_short_key_lifetimes_and_keepalives() {
+    assert_eq!(
+        Dataplane::new(A, DataplaneConfig::default()).quiet_tick(),
+        QUIET_TICK
+    );
+    let mut config = DataplaneConfig::default();
+    config.session.rekey_after_time = Duration::from_secs(2);
+    config.session.reject_after_time = Duration::from_secs(3);
+    assert_eq!(
+        Dataplane::new(A, config).quiet_tick(),
+        Duration::from_millis(250)
+    );
+    let config = DataplaneConfig {
+        keepalive: Duration::from_secs(4),
+        ..DataplaneConfig::default()
+    };
+    assert_eq!(
+        Dataplane::new(A, config).quiet_tick(),
+        Duration::from_secs(1)
+    );
+}
