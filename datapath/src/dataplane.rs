@@ -141,6 +141,10 @@ pub fn path_timeout_for(keepalive: Duration) -> Duration {
 /// every 25 s and a tick) spare the link its heartbeats.
 pub const ALIVE_REPORT: Duration = Duration::from_secs(2);
 
+/// How often [`Dataplane::handle_timeout`] runs while some peer is not settled (a path
+/// coming up, a rotation under way, a path-MTU search).
+pub const TICK: Duration = Duration::from_millis(250);
+
 /// The longest tick while every peer is settled ([`Dataplane::quiet_tick`]): with the
 /// default timers (keepalives every 25 s, keys rotated 120 s in and dead at 180 s) a
 /// timer served up to 2 s late changes nothing, and a router with a hundred neighbours
@@ -463,9 +467,18 @@ impl Dataplane {
         QUIET_TICK.min(rotation_slack / 4).min(c.keepalive / 4)
     }
 
-    /// Timers: key expiry, rekeys, keepalives, path state. Call at least every
-    /// [`Dataplane::quiet_tick`], and more often (four times a second) unless
-    /// [`Dataplane::is_quiet`].
+    /// When the next [`Dataplane::handle_timeout`] is due after one: [`TICK`], or the
+    /// quiet tick (never shorter than [`TICK`]) while [`Dataplane::is_quiet`].
+    pub fn tick_interval(&self) -> Duration {
+        if self.quiet {
+            self.quiet_tick().max(TICK)
+        } else {
+            TICK
+        }
+    }
+
+    /// Timers: key expiry, rekeys, keepalives, path state. Call again within
+    /// [`Dataplane::tick_interval`].
     pub fn handle_timeout(&mut self, now: Instant) {
         // Every peer at every tick: one walk, no lookups.
         let Self {

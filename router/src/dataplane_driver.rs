@@ -34,7 +34,7 @@
 //! thought; ICMP "too big" replies the data plane builds go back out of the TAP device.
 
 use datapath::dataplane::fallback::FallbackReason;
-use datapath::dataplane::{Counters, Dataplane, Decryption, Event, TxBuffer};
+use datapath::dataplane::{Counters, Dataplane, Decryption, Event, TxBuffer, TICK};
 use datapath::flow::queue_for;
 use datapath::offload::coalesce::{Coalescer, MAX_SUPERFRAME};
 use datapath::offload::vnet::VNET_HDR_LEN;
@@ -50,7 +50,7 @@ use std::ops::ControlFlow;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::warn;
@@ -59,8 +59,6 @@ use tracing::warn;
 const BATCH: usize = 64;
 /// Largest datagram read.
 const MAX_PACKET: usize = 65_535;
-/// Timer tick of the data plane (rekeys, keepalives, path state).
-const TICK: Duration = Duration::from_millis(250);
 
 /// A command for the data-plane task.
 #[derive(Debug)]
@@ -552,16 +550,13 @@ impl DataplaneThread {
                     if self.lead_input(input, &routes).is_break() {
                         return;
                     }
-                    // After a tick the next comes in TICK, or the quiet tick while every peer
-                    // is settled; a command (a new peer, an offer) may unsettle one, so
-                    // the next tick comes within TICK of it.
+                    // After a tick the data plane says when the next is due; a command (a
+                    // new peer, an offer) may unsettle a peer, so the next tick comes
+                    // within TICK of it.
                     let now = tokio::time::Instant::now();
                     if ticked {
-                        let quiet_tick = {
-                            let s = lock(&self.shared);
-                            s.dp.is_quiet().then(|| s.dp.quiet_tick())
-                        };
-                        tick.as_mut().reset(now + quiet_tick.map_or(TICK, |q| q.max(TICK)));
+                        let next = lock(&self.shared).dp.tick_interval();
+                        tick.as_mut().reset(now + next);
                     } else if tick.deadline() > now + TICK {
                         tick.as_mut().reset(now + TICK);
                     }
