@@ -363,6 +363,11 @@ impl ConnectionMaker {
             .min()
     }
 
+    /// Whether `addr` is a target (of any kind).
+    pub fn has_target(&self, addr: &SocketAddr) -> bool {
+        self.targets.contains_key(addr)
+    }
+
     /// Every target.
     pub fn targets(&self) -> Vec<TargetStatus> {
         self.targets

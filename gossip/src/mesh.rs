@@ -263,10 +263,8 @@ impl Mesh {
             return Vec::new();
         }
         let linked: BTreeSet<PeerId> = self.conns.values().map(|c| c.remote_id).collect();
-        // The peers we have no link to, with the port each listens on: usually few or
-        // none, so look each up in every record rather than walk every record's links
-        // (this runs at every topology change, and a full mesh has N² links).
-        let unlinked: Vec<(PeerId, u16)> = self
+        // The peers we have no link to, with the port each listens on.
+        let unlinked: BTreeMap<PeerId, u16> = self
             .topology
             .peers()
             .filter(|(id, _)| **id != self.local.id && !linked.contains(*id))
@@ -276,10 +274,24 @@ impl Mesh {
         if unlinked.is_empty() {
             return out;
         }
+        // This runs at every topology change. In a full mesh few peers are unlinked and
+        // every record has N links: look each unlinked peer up in every record. In a
+        // sparse mesh most peers are unlinked and records are short: walk the links.
+        // Either way the cost is the smaller of the two products, not N².
+        let entries: usize = self.topology.peers().map(|(_, r)| r.entries().len()).sum();
+        let lookups = unlinked.len().saturating_mul(self.topology.len());
         for (_, record) in self.topology.peers() {
-            for (remote, port) in &unlinked {
-                if let Some(link) = record.link_to(remote) {
-                    out.push((*remote, SocketAddr::new(link.remote_addr.ip(), *port)));
+            if lookups <= entries {
+                for (remote, port) in &unlinked {
+                    if let Some(link) = record.link_to(remote) {
+                        out.push((*remote, SocketAddr::new(link.remote_addr.ip(), *port)));
+                    }
+                }
+            } else {
+                for (remote, link) in record.links() {
+                    if let Some(port) = unlinked.get(remote) {
+                        out.push((*remote, SocketAddr::new(link.remote_addr.ip(), *port)));
+                    }
                 }
             }
         }

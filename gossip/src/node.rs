@@ -397,7 +397,6 @@ impl Node {
     /// The peer's listen port comes with its topology record, which may arrive after the
     /// link is established: so this runs whenever links or the topology change.
     fn claim_targets(&mut self, now: Instant) {
-        let targets: Vec<SocketAddr> = self.maker.targets().iter().map(|t| t.addr).collect();
         for link in self.links.values_mut() {
             if link.target.is_some() || !link.established {
                 continue;
@@ -411,7 +410,7 @@ impl Node {
                 continue;
             };
             let addr = SocketAddr::new(link.addr.ip(), port);
-            if targets.contains(&addr) {
+            if self.maker.has_target(&addr) {
                 self.maker.handle_connected(now, addr, link.peer);
                 link.target = Some(addr);
             }

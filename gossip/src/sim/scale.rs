@@ -8,7 +8,8 @@
 //!   interval counts as one round);
 //! - the **bytes** every link carried meanwhile (Hellos, heartbeats, gossip), per peer.
 //!
-//! Then the mesh idles for a minute: **idle bytes per peer per minute** (heartbeats and
+//! Every 100 joins it prints the wall time so far (long runs show their progress). Then
+//! the mesh idles for a minute: **idle bytes per peer per minute** (heartbeats and
 //! anti-entropy digests). Figures are printed, and recorded in `docs/performance.md`.
 //!
 //! 50 and 100 peers run in CI. 200 peers (~20,000 links) take minutes in a debug build:
@@ -76,6 +77,7 @@ fn join_with_limit(n: usize, seed: u64, conn_limit: usize) -> Figures {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut figures = Figures::default();
     net.add_node(&[]);
+    let wall = std::time::Instant::now();
     for i in 1..n {
         if i == n - 1 {
             net.tally_kinds();
@@ -96,6 +98,13 @@ fn join_with_limit(n: usize, seed: u64, conn_limit: usize) -> Figures {
             );
         }
         let took = net.elapsed() - start;
+        if (i + 1) % 100 == 0 {
+            let wall = wall.elapsed().as_secs_f64();
+            eprintln!(
+                "N={n:>4}: {:>4} joined after {wall:.1} s of wall time",
+                i + 1
+            );
+        }
         let rounds = (took.as_millis() / interval.as_millis()) as u32 + 1;
         figures.max_rounds = figures.max_rounds.max(rounds);
         figures.max_converge = figures.max_converge.max(took);

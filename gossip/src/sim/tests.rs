@@ -582,3 +582,70 @@ fn forged_records_and_unicasts_from_a_hostile_peer_change_nothing() {
     );
     assert!(full_mesh(&net), "no link was closed over the forgeries");
 }
+
+/// Discovery candidates by brute force: every peer without a link to `i`, at each
+/// address some record links to it from, with the port it listens on.
+fn candidates_by_brute_force(net: &Net, i: usize) -> Vec<(PeerId, SocketAddr)> {
+    let node = net.node(i);
+    let topology = node.mesh().topology();
+    let local = node.mesh().local().id;
+    let linked: BTreeSet<PeerId> = node.node.links().values().map(|l| l.peer).collect();
+    let mut out = Vec::new();
+    for (peer, record) in topology.peers() {
+        if *peer == local || linked.contains(peer) {
+            continue;
+        }
+        for (_, other) in topology.peers() {
+            if let Some(link) = other.link_to(peer) {
+                let addr = SocketAddr::new(link.remote_addr.ip(), record.listen_port());
+                out.push((*peer, addr));
+            }
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// Discovery looks unlinked peers up in every record when they are few (a nearly full
+/// mesh) and walks every record's links when they are many (a ring): both give what
+/// the definition gives.
+#[test]
+fn discovery_candidates_are_the_same_in_sparse_and_dense_meshes() {
+    for dense in [false, true] {
+        let mut config = SimConfig::default();
+        config.maker.discovery = false;
+        let mut net = Net::new(7, config);
+        let n = 30;
+        let mut edges = Vec::new();
+        for i in 0..n {
+            net.add_node(&[]);
+            if dense {
+                // Everything but the links of node 0 to nodes 2..5.
+                let skip = |i: usize, j: usize| i == 0 && (2..5).contains(&j);
+                edges.extend((i + 1..n).filter(|&j| !skip(i, j)).map(|j| (i, j)));
+            } else {
+                edges.push((i, (i + 1) % n));
+            }
+        }
+        net.build_converged(&edges);
+        net.run_for(Duration::from_secs(2));
+        for i in 0..n {
+            let want = candidates_by_brute_force(&net, i);
+            let unlinked = if dense {
+                [0, 2, 3, 4]
+                    .contains(&i)
+                    .then_some(if i == 0 { 3 } else { 1 })
+            } else {
+                Some(n - 3)
+            };
+            let peers: BTreeSet<PeerId> = want.iter().map(|(p, _)| *p).collect();
+            assert_eq!(peers.len(), unlinked.unwrap_or(0), "node {i} dense {dense}");
+            assert_eq!(
+                net.node(i).mesh().discovery_candidates(),
+                want,
+                "node {i} dense {dense}"
+            );
+        }
+    }
+}
