@@ -12,8 +12,8 @@
 
 mod signing;
 pub use signing::{
-    key_binds, verify, x25519_of, ProofError, Signature, DOMAIN_RECORD, DOMAIN_TAKEOVER_VOTE,
-    DOMAIN_UNICAST, SIGNATURE_LEN,
+    key_binds, verify, x25519_of, ProofError, Signature, DOMAIN_BOOTSTRAP_CLAIMS, DOMAIN_RECORD,
+    DOMAIN_TAKEOVER_VOTE, DOMAIN_UNICAST, SIGNATURE_LEN,
 };
 
 use crate::peer::PeerId;

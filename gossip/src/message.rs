@@ -21,8 +21,9 @@ pub const WIRE_VERSION: u8 = 1;
 /// neighbour ([`Unicast::proof`] optional), and the sleeve beside it: a rekey offer
 /// names its control link, a keepalive may say "I hear you". 4: heartbeats are asked
 /// for and answered ([`Message::Heartbeat`], [`Message::HeartbeatAnswer`]), and a link
-/// whose sleeve datagrams arrive needs none.
-pub const PROTOCOL_VERSION: u16 = 4;
+/// whose sleeve datagrams arrive needs none. 5: IPAM bootstrap claims are signed by
+/// their participant (the `ipam` channel's `Bootstrap` gossip).
+pub const PROTOCOL_VERSION: u16 = 5;
 /// Largest message accepted, in bytes.
 pub const MAX_MESSAGE_LEN: usize = codec::MAX_DECODE_LEN;
 /// Longest nickname accepted, in bytes.

@@ -49,6 +49,8 @@ pub const DOMAIN_RECORD: &[u8] = b"weft/topology-record/v1\0";
 pub const DOMAIN_UNICAST: &[u8] = b"weft/unicast/v1\0";
 /// Domain tag of an IPAM takeover vote (a voter's acceptance of an heir).
 pub const DOMAIN_TAKEOVER_VOTE: &[u8] = b"weft/takeover-vote/v1\0";
+/// Domain tag of a participant's IPAM bootstrap claims.
+pub const DOMAIN_BOOTSTRAP_CLAIMS: &[u8] = b"weft/bootstrap-claims/v1\0";
 /// Domain tag of the nonce prefix derivation (never a signed message).
 const DOMAIN_PREFIX: &[u8] = b"weft/ed25519-nonce-prefix/v1\0";
 

@@ -133,8 +133,15 @@ pub struct Ipam {
 }
 
 impl Ipam {
-    /// This IPAM with the key it signs its takeover votes with; `identity` must be
-    /// `me`'s (another key's votes would not verify, so it would vote for nothing).
+    /// `--peer-keys`: only these peers take part in the bootstrap from now on (`None`:
+    /// any peer). See [`super::consensus`].
+    pub fn set_admitted(&mut self, admitted: Option<std::collections::BTreeSet<PeerId>>) {
+        self.consensus.set_admitted(admitted);
+    }
+
+    /// This IPAM with the key it signs its takeover votes and bootstrap claims with;
+    /// `identity` must be `me`'s (another key's signatures would not verify, so it
+    /// would vote for nothing and take no part in the bootstrap).
     pub fn with_identity(mut self, identity: Identity) -> Ipam {
         debug_assert_eq!(
             identity.id(),
@@ -154,7 +161,7 @@ impl Ipam {
             InitMode::SeedNames(names) => (names.len(), false),
             InitMode::Observer => (1, false),
         };
-        let consensus = Consensus::new(me, n, participant, config.consensus_retry);
+        let consensus = Consensus::new(me, universe, n, participant, config.consensus_retry);
         let mut ipam = Ipam {
             me,
             universe,
@@ -319,7 +326,8 @@ impl Ipam {
         }
         if self.consensus.step(self.now, &mut self.rng) {
             self.outbox.dirty();
-            if let Some(own) = self.consensus.own().cloned() {
+            let own = (self.identity.as_ref()).and_then(|id| self.consensus.signed_own(id));
+            if let Some(own) = own {
                 let msg = GossipMsg::Bootstrap {
                     sender: self.me,
                     universe: self.universe,
@@ -538,7 +546,7 @@ impl Ipam {
             None => GossipMsg::Bootstrap {
                 sender: self.me,
                 universe: self.universe,
-                claims: self.consensus.claims().clone(),
+                claims: self.consensus.signed_claims(self.identity.as_ref()),
             },
         }
         .encode()

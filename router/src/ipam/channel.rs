@@ -102,13 +102,17 @@ impl Ipam {
                     }
                     return Ok(None);
                 }
-                let news = self.consensus.merge(&claims);
+                let merged = self.consensus.merge(&claims);
+                self.stats.claims_unproven =
+                    (self.stats.claims_unproven).saturating_add(merged.unproven);
+                self.stats.claims_unlisted =
+                    (self.stats.claims_unlisted).saturating_add(merged.unlisted);
                 self.step_consensus();
-                Ok((!news.is_empty()).then(|| {
+                Ok((!merged.news.is_empty()).then(|| {
                     GossipMsg::Bootstrap {
                         sender,
                         universe,
-                        claims: news,
+                        claims: merged.news,
                     }
                     .encode()
                 }))

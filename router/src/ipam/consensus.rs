@@ -18,11 +18,23 @@
 //! This is eager: it starts as soon as a quorum is known, not at the first allocation.
 //! Like weave it is safe only if no more than `N` peers take part; if more do, two rings
 //! may be seeded, and the ring identity check reports it when they meet.
+//!
+//! Each participant's claims travel signed by that participant ([`SignedClaims`]: its
+//! Ed25519 identity key, which its peer id binds, over the universe, its id and the
+//! claims). Relays pass the signature on unchanged, and every peer checks it before it
+//! takes a claims version, so no peer can promise or accept in another participant's
+//! name: two forged acceptances can no longer make a value look decided. Claims without
+//! a good signature are dropped and counted ([`Merged::unproven`]). A signature does not
+//! stop a peer from inventing participants (a fresh key each); with `--peer-keys`
+//! ([`Consensus::set_admitted`]) only listed peers take part, and the claims of any
+//! other are dropped and counted ([`Merged::unlisted`]).
 
+use super::addr::AddrRange;
+use gossip::identity::{self, Identity, ProofError, Signature, DOMAIN_BOOTSTRAP_CLAIMS, KEY_LEN};
 use gossip::peer::PeerId;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 /// Most participants a bootstrap may involve (bounds decoded claims).
@@ -68,24 +80,90 @@ pub struct Claims {
     pub accepted: Option<(Ballot, Vec<PeerId>)>,
 }
 
-/// Every participant's claims, as gossiped.
+/// Every participant's claims, as held.
 pub type ClaimsMap = BTreeMap<PeerId, Claims>;
+
+/// One participant's claims as gossiped, with the participant's signature.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct SignedClaims {
+    /// The claims.
+    pub claims: Claims,
+    /// The participant's Ed25519 key (it must bind to the participant's id).
+    pub key: [u8; KEY_LEN],
+    /// Over the universe, the participant's id and the claims, under
+    /// `DOMAIN_BOOTSTRAP_CLAIMS`.
+    pub signature: Signature,
+}
+
+/// Every participant's signed claims, as gossiped.
+pub type SignedClaimsMap = BTreeMap<PeerId, SignedClaims>;
+
+/// What a participant signs: its claims in a bootstrap over `universe`.
+fn claims_statement(universe: AddrRange, participant: PeerId, claims: &Claims) -> Vec<u8> {
+    gossip::codec::encode(&(universe, participant, claims))
+}
+
+impl SignedClaims {
+    /// `identity`'s own `claims` in a bootstrap over `universe`.
+    pub fn new(identity: &Identity, universe: AddrRange, claims: Claims) -> SignedClaims {
+        let statement = claims_statement(universe, identity.id(), &claims);
+        SignedClaims {
+            key: *identity.signing_key(),
+            signature: identity.sign(DOMAIN_BOOTSTRAP_CLAIMS, &statement),
+            claims,
+        }
+    }
+
+    /// Whether `participant` signed these claims for a bootstrap over `universe`.
+    pub fn verify(&self, universe: AddrRange, participant: &PeerId) -> Result<(), ProofError> {
+        let statement = claims_statement(universe, *participant, &self.claims);
+        identity::verify(
+            participant,
+            &self.key,
+            DOMAIN_BOOTSTRAP_CLAIMS,
+            &statement,
+            &self.signature,
+        )
+    }
+}
+
+/// What [`Consensus::merge`] took and refused.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Merged {
+    /// The claims that were new to us (to relay, signatures as they came).
+    pub news: SignedClaimsMap,
+    /// Newer claims refused because their signature did not prove them.
+    pub unproven: u64,
+    /// Claims refused because their participant is not on the `--peer-keys` list.
+    pub unlisted: u64,
+}
 
 /// The bootstrap state of one peer.
 #[derive(Clone, Debug)]
 pub struct Consensus {
     me: PeerId,
+    universe: AddrRange,
     quorum: usize,
     participant: bool,
     claims: ClaimsMap,
+    /// The signature of every other participant's claims we hold, to relay them.
+    proofs: BTreeMap<PeerId, ([u8; KEY_LEN], Signature)>,
+    /// `--peer-keys`: the only peers that may take part (`None`: any).
+    admitted: Option<BTreeSet<PeerId>>,
     propose_at: Option<Instant>,
     retry: Duration,
 }
 
 impl Consensus {
-    /// The state of `me` expecting `n` peers; observers (`participant == false`) only
-    /// watch for the decision.
-    pub fn new(me: PeerId, n: usize, participant: bool, retry: Duration) -> Consensus {
+    /// The state of `me` in a bootstrap over `universe`, expecting `n` peers; observers
+    /// (`participant == false`) only watch for the decision.
+    pub fn new(
+        me: PeerId,
+        universe: AddrRange,
+        n: usize,
+        participant: bool,
+        retry: Duration,
+    ) -> Consensus {
         let mut claims = ClaimsMap::new();
         if participant {
             let own = Claims {
@@ -96,12 +174,26 @@ impl Consensus {
         }
         Consensus {
             me,
+            universe,
             quorum: n / 2 + 1,
             participant,
             claims,
+            proofs: BTreeMap::new(),
+            admitted: None,
             propose_at: None,
             retry,
         }
+    }
+
+    /// `--peer-keys`: only these peers take part from now on (`None`: any peer); the
+    /// claims held of others are dropped.
+    pub fn set_admitted(&mut self, admitted: Option<BTreeSet<PeerId>>) {
+        if let Some(ids) = &admitted {
+            let me = self.me;
+            self.claims.retain(|p, _| *p == me || ids.contains(p));
+            self.proofs.retain(|p, _| ids.contains(p));
+        }
+        self.admitted = admitted;
     }
 
     /// Restores our own persisted claims (an acceptor must never forget a promise).
@@ -116,9 +208,36 @@ impl Consensus {
         self.claims.get(&self.me)
     }
 
-    /// All claims known, to gossip.
+    /// All claims known.
     pub fn claims(&self) -> &ClaimsMap {
         &self.claims
+    }
+
+    /// All claims known, signed, to gossip: ours signed by `identity` (left out without
+    /// one: nobody would take them), the others' with the signatures they came with.
+    pub fn signed_claims(&self, identity: Option<&Identity>) -> SignedClaimsMap {
+        let mut out = SignedClaimsMap::new();
+        for (peer, claims) in &self.claims {
+            let signed = if *peer == self.me {
+                identity.map(|id| SignedClaims::new(id, self.universe, claims.clone()))
+            } else {
+                self.proofs.get(peer).map(|(key, signature)| SignedClaims {
+                    claims: claims.clone(),
+                    key: *key,
+                    signature: *signature,
+                })
+            };
+            if let Some(signed) = signed {
+                out.insert(*peer, signed);
+            }
+        }
+        out
+    }
+
+    /// Our own claims, signed by `identity`, to broadcast after a change.
+    pub fn signed_own(&self, identity: &Identity) -> Option<SignedClaims> {
+        let own = self.claims.get(&self.me)?;
+        Some(SignedClaims::new(identity, self.universe, own.clone()))
     }
 
     /// Participants needed.
@@ -131,24 +250,39 @@ impl Consensus {
         self.claims.len()
     }
 
-    /// Merges gossiped claims (higher version per participant wins; our own entry is
-    /// ours alone). Returns what was new.
-    pub fn merge(&mut self, delta: &ClaimsMap) -> ClaimsMap {
-        let mut news = ClaimsMap::new();
-        for (peer, c) in delta {
+    /// Merges gossiped claims: a participant's claims are taken if their version is
+    /// higher than what we hold and the participant's signature proves them (our own
+    /// entry is ours alone). Returns what was new, and how many newer claims were refused.
+    pub fn merge(&mut self, delta: &SignedClaimsMap) -> Merged {
+        let mut merged = Merged::default();
+        for (peer, signed) in delta {
             if *peer == self.me {
                 continue;
             }
             let newer = self
                 .claims
                 .get(peer)
-                .is_none_or(|cur| c.version > cur.version);
-            if newer {
-                self.claims.insert(*peer, c.clone());
-                news.insert(*peer, c.clone());
+                .is_none_or(|cur| signed.claims.version > cur.version);
+            if !newer {
+                continue;
             }
+            if self
+                .admitted
+                .as_ref()
+                .is_some_and(|ids| !ids.contains(peer))
+            {
+                merged.unlisted = merged.unlisted.saturating_add(1);
+                continue;
+            }
+            if signed.verify(self.universe, peer).is_err() {
+                merged.unproven = merged.unproven.saturating_add(1);
+                continue;
+            }
+            self.claims.insert(*peer, signed.claims.clone());
+            self.proofs.insert(*peer, (signed.key, signed.signature));
+            merged.news.insert(*peer, signed.clone());
         }
-        news
+        merged
     }
 
     /// The decided seed set, if a quorum accepted one value under one ballot.
@@ -281,11 +415,12 @@ impl Consensus {
     }
 
     /// Checks decoded claims against the size limits.
-    pub fn check(claims: &ClaimsMap) -> Result<(), &'static str> {
+    pub fn check(claims: &SignedClaimsMap) -> Result<(), &'static str> {
         if claims.len() > MAX_PARTICIPANTS {
             return Err("too many bootstrap participants");
         }
-        let too_long = claims.values().any(|c| {
+        let mut claims = claims.values().map(|s| &s.claims);
+        let too_long = claims.clone().any(|c| {
             c.accepted
                 .as_ref()
                 .is_some_and(|a| a.1.len() > MAX_PARTICIPANTS)
@@ -293,7 +428,7 @@ impl Consensus {
         if too_long {
             return Err("bootstrap value too long");
         }
-        let too_high = claims.values().any(|c| {
+        let too_high = claims.any(|c| {
             c.version > MAX_CLAIMS_VERSION
                 || c.promised.round > MAX_ROUND
                 || c.accepted.as_ref().is_some_and(|a| a.0.round > MAX_ROUND)
@@ -308,30 +443,44 @@ impl Consensus {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use gossip::sim::node_identity;
     use rand::rngs::StdRng;
     use rand::SeedableRng;
+
+    const U: AddrRange = AddrRange {
+        start: 0x0a20_0000,
+        end: 0x0a30_0000,
+    };
+
+    fn id(i: usize) -> PeerId {
+        node_identity(i).id()
+    }
+
+    /// Participant `i`'s claims, signed by it.
+    fn signed(i: usize, claims: Claims) -> (PeerId, SignedClaims) {
+        (id(i), SignedClaims::new(&node_identity(i), U, claims))
+    }
+
+    fn top_round(version: u64, round: u64, proposer: PeerId) -> Claims {
+        Claims {
+            version,
+            promised: Ballot { round, proposer },
+            accepted: None,
+        }
+    }
 
     /// A forged participant promising round `u64::MAX` used to make our next proposal's
     /// `round + 1` overflow (a panic): now its claims are refused at decode, and the
     /// arithmetic saturates anyway.
     #[test]
     fn bootstrap_claims_with_max_round_do_not_panic() {
-        let me = PeerId([7; 16]);
-        let evil = PeerId([9; 16]);
-        let forged = Claims {
-            version: u64::MAX,
-            promised: Ballot {
-                round: u64::MAX,
-                proposer: evil,
-            },
-            accepted: None,
-        };
-        let claims = ClaimsMap::from([(evil, forged)]);
+        let evil = id(9);
+        let claims = SignedClaimsMap::from([signed(9, top_round(u64::MAX, u64::MAX, evil))]);
         assert!(Consensus::check(&claims).is_err());
         // Even if such claims got in (an old snapshot), stepping must not panic.
-        let mut c = Consensus::new(me, 3, true, Duration::from_secs(2));
-        c.merge(&claims);
-        c.merge(&ClaimsMap::from([(PeerId([8; 16]), Claims::default())]));
+        let mut c = Consensus::new(id(7), U, 3, true, Duration::from_secs(2));
+        assert_eq!(c.merge(&claims).unproven, 0);
+        c.merge(&SignedClaimsMap::from([signed(8, Claims::default())]));
         let mut rng = StdRng::seed_from_u64(1);
         let t0 = Instant::now();
         c.step(t0, &mut rng);
@@ -346,25 +495,19 @@ mod tests {
     /// now always pass the check the receivers apply.
     #[test]
     fn a_forged_top_round_never_makes_our_claims_invalid() {
-        let me = PeerId([7; 16]);
-        let evil = PeerId([9; 16]);
-        let forged = Claims {
-            version: MAX_CLAIMS_VERSION,
-            promised: Ballot {
-                round: MAX_ROUND,
-                proposer: evil,
-            },
-            accepted: None,
-        };
-        let claims = ClaimsMap::from([(evil, forged)]);
+        let evil = id(9);
+        let forged = top_round(MAX_CLAIMS_VERSION, MAX_ROUND, evil);
+        let claims = SignedClaimsMap::from([signed(9, forged)]);
         assert!(Consensus::check(&claims).is_ok(), "valid on the wire");
-        let mut c = Consensus::new(me, 2, true, Duration::from_secs(2));
+        let mut c = Consensus::new(id(7), U, 2, true, Duration::from_secs(2));
         c.merge(&claims);
         let mut rng = StdRng::seed_from_u64(1);
         let mut t = Instant::now();
+        let me = node_identity(7);
         for _ in 0..10 {
             c.step(t, &mut rng);
-            assert_eq!(Consensus::check(c.claims()), Ok(()), "{:?}", c.own());
+            let gossiped = c.signed_claims(Some(&me));
+            assert_eq!(Consensus::check(&gossiped), Ok(()), "{:?}", c.own());
             t = c.deadline().unwrap_or(t) + Duration::from_secs(1);
         }
     }
@@ -373,8 +516,8 @@ mod tests {
     /// deadline, without any gossip coming back.
     #[test]
     fn a_quorum_of_one_decides_alone() {
-        let me = PeerId([7; 16]);
-        let mut c = Consensus::new(me, 1, true, Duration::from_secs(2));
+        let me = id(7);
+        let mut c = Consensus::new(me, U, 1, true, Duration::from_secs(2));
         let mut rng = StdRng::seed_from_u64(1);
         let t0 = Instant::now();
         c.step(t0, &mut rng);
@@ -382,5 +525,125 @@ mod tests {
         assert!(c.decision().is_none());
         assert!(c.step(at, &mut rng), "the proposal changes our claims");
         assert_eq!(c.decision(), Some(vec![me]));
+    }
+
+    /// Claims in a participant's name are taken only with that participant's signature
+    /// over exactly these claims in this universe; everything else is counted and
+    /// changes nothing. Before the claims were signed, one peer could promise and accept
+    /// in the names of others, and so make a value look decided.
+    #[test]
+    fn claims_not_signed_by_their_participant_are_refused_and_counted() {
+        let mut c = Consensus::new(id(7), U, 3, true, Duration::from_secs(2));
+        let victim = id(2);
+        let claims = |v| Claims {
+            version: v,
+            promised: Ballot {
+                round: 5,
+                proposer: id(9),
+            },
+            accepted: Some((
+                Ballot {
+                    round: 5,
+                    proposer: id(9),
+                },
+                vec![id(9)],
+            )),
+        };
+        let honest = SignedClaims::new(&node_identity(2), U, claims(3));
+        let forgeries = [
+            // Signed by the forger's own key, in the victim's name.
+            SignedClaims::new(&node_identity(9), U, claims(3)),
+            // The victim's signature over other claims.
+            SignedClaims {
+                claims: claims(4),
+                ..honest.clone()
+            },
+            // The victim's signature, made for a bootstrap over another universe.
+            SignedClaims::new(
+                &node_identity(2),
+                AddrRange {
+                    start: U.start,
+                    end: U.end - 1,
+                },
+                claims(3),
+            ),
+            // A random signature with the victim's key.
+            SignedClaims {
+                signature: Signature([7; gossip::identity::SIGNATURE_LEN]),
+                ..honest.clone()
+            },
+        ];
+        for (k, forged) in forgeries.into_iter().enumerate() {
+            let merged = c.merge(&SignedClaimsMap::from([(victim, forged)]));
+            assert_eq!(merged.unproven, 1, "forgery {k}");
+            assert!(merged.news.is_empty(), "forgery {k}");
+            assert!(!c.claims().contains_key(&victim), "forgery {k}");
+        }
+        let merged = c.merge(&SignedClaimsMap::from([(victim, honest.clone())]));
+        assert_eq!((merged.unproven, merged.news.len()), (0, 1));
+        assert_eq!(c.claims().get(&victim), Some(&honest.claims));
+        // Relayed as it came, and checked by the next peer in turn.
+        let relayed = c.signed_claims(None);
+        assert_eq!(relayed.get(&victim), Some(&honest));
+        assert!(!relayed.contains_key(&id(7)), "ours goes only signed");
+        let mut next = Consensus::new(id(8), U, 3, true, Duration::from_secs(2));
+        assert_eq!(next.merge(&relayed).news.len(), 1);
+        let ours = c.signed_claims(Some(&node_identity(7)));
+        assert_eq!(next.merge(&ours).news.len(), 1, "our own, signed");
+    }
+
+    /// With `--peer-keys`, claims of unlisted participants are refused even when well
+    /// signed (a peer cannot invent participants), and those held are dropped.
+    #[test]
+    fn with_a_key_list_only_listed_participants_take_part() {
+        let at = |v| Claims {
+            version: v,
+            ..Claims::default()
+        };
+        let mut c = Consensus::new(id(7), U, 3, true, Duration::from_secs(2));
+        let gossip = SignedClaimsMap::from([signed(1, at(1)), signed(2, at(1))]);
+        assert_eq!(c.merge(&gossip).news.len(), 2);
+        c.set_admitted(Some(BTreeSet::from([id(7), id(1)])));
+        assert_eq!(
+            c.known(),
+            2,
+            "the unlisted participant's claims are dropped"
+        );
+        let newer = SignedClaimsMap::from([signed(1, at(2)), signed(2, at(2))]);
+        let merged = c.merge(&newer);
+        assert_eq!((merged.news.len(), merged.unlisted), (1, 1));
+        assert!(merged.news.contains_key(&id(1)));
+        c.set_admitted(None);
+        assert_eq!(c.merge(&newer).news.len(), 1, "any peer again");
+        assert_eq!(c.known(), 3);
+    }
+
+    /// Three participants exchanging only signed gossip decide one seed set.
+    #[test]
+    fn three_participants_decide_over_signed_claims() {
+        let ids = [1, 2, 3];
+        let mut nodes: Vec<Consensus> = ids
+            .iter()
+            .map(|&i| Consensus::new(id(i), U, 3, true, Duration::from_secs(2)))
+            .collect();
+        let mut rng = StdRng::seed_from_u64(3);
+        let mut t = Instant::now();
+        for _ in 0..50 {
+            for n in &mut nodes {
+                n.step(t, &mut rng);
+            }
+            let gossip: Vec<SignedClaimsMap> = (nodes.iter().zip(ids))
+                .map(|(n, i)| n.signed_claims(Some(&node_identity(i))))
+                .collect();
+            for n in &mut nodes {
+                for g in &gossip {
+                    assert_eq!(n.merge(g).unproven, 0);
+                }
+            }
+            t += Duration::from_millis(500);
+        }
+        let decided: Vec<Option<Vec<PeerId>>> = nodes.iter().map(|n| n.decision()).collect();
+        assert!(decided[0].is_some(), "{decided:?}");
+        assert!(decided.iter().all(|d| *d == decided[0]), "{decided:?}");
     }
 }

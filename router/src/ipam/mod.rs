@@ -324,6 +324,14 @@ pub struct IpamStats {
     /// distinct voters of this ring, each with a good signature on this decision.
     #[serde(default)]
     pub takeover_unproven: u64,
+    /// Bootstrap claims refused because their participant's signature did not prove
+    /// them (a peer speaking in another's name, or tampered claims).
+    #[serde(default)]
+    pub claims_unproven: u64,
+    /// Bootstrap claims refused because their participant is not on the `--peer-keys`
+    /// list.
+    #[serde(default)]
+    pub claims_unlisted: u64,
     /// Snapshots not written because they were over [`persist::MAX_SNAPSHOT_BYTES`].
     #[serde(default)]
     pub snapshot_too_big: u64,

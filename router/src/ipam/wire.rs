@@ -5,7 +5,7 @@
 //! of it touches state.
 
 use super::addr::AddrRange;
-use super::consensus::{ClaimsMap, Consensus, MAX_ROUND};
+use super::consensus::{Consensus, SignedClaimsMap, MAX_ROUND};
 use super::ring::{Entries, Ring, MAX_SEEDS};
 use super::takeover::TakeoverMsg;
 use gossip::codec::{self, DecodeError};
@@ -35,8 +35,8 @@ pub enum GossipMsg {
         sender: PeerId,
         /// The universe the sender wants.
         universe: AddrRange,
-        /// Claims.
-        claims: ClaimsMap,
+        /// Claims, each signed by its participant.
+        claims: SignedClaimsMap,
     },
 }
 

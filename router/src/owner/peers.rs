@@ -65,6 +65,7 @@ impl Owner {
             .filter(|(_, l)| !ids.contains(&l.peer))
             .map(|(conn, l)| (*conn, l.peer))
             .collect();
+        self.channels.ipam.set_admitted(Some(ids.clone()));
         self.node.mesh_mut().set_admitted(now, Some(ids));
         for (conn, peer) in unlisted {
             warn!(%peer, "closing the link to {peer}: its key is no longer on the --peer-keys list");

@@ -12,9 +12,11 @@
 //! honest router's token to another owner. Ring entries do not yet carry their
 //! writer's signature, so every replica but the victim's own would take such an entry;
 //! that attack waits for signed ring entries (docs/security.md, "Open"). Nor does it
-//! start before the ring exists: bootstrap claims are relayed unsigned too, so forged
-//! claims of invented participants can stall the first consensus (same remedy). Its
-//! bootstrap claims after that are still sent and refused. Everything a
+//! start before the ring exists: bootstrap claims are signed by their participant, but
+//! a peer can invent participants (a fresh key each), and consensus counts whoever
+//! takes part, so it could stall the first consensus (docs/security.md, "Open"). Its
+//! bootstrap claims after that (in honest peers' names, signed with its own key) are
+//! still sent and refused. Everything a
 //! router can check from what it already knows is tried: donations of space the
 //! sender does not own, takeover decisions about live peers, version jumps, foreign
 //! rings, bootstrap claims, oversized and undecodable payloads.
@@ -23,7 +25,7 @@
 
 use super::harness::*;
 use crate::ipam::allocator::{MAX_FOREIGN_RINGS, MAX_VOTES};
-use crate::ipam::consensus::{Ballot, Claims, ClaimsMap};
+use crate::ipam::consensus::{Ballot, Claims, SignedClaims, SignedClaimsMap};
 use crate::ipam::persist::MAX_SNAPSHOT_BYTES;
 use crate::ipam::ring::{Entries, Entry, MAX_RING_ENTRIES, MAX_VERSION, MAX_VERSION_STEP};
 use crate::ipam::takeover::{TakeoverMsg, Vote};
@@ -219,7 +221,7 @@ impl Forger {
                 }
             }
             _ => {
-                let mut claims = ClaimsMap::new();
+                let mut claims = SignedClaimsMap::new();
                 for _ in 0..self.rng.gen_range(0..20) {
                     let accepted = if self.rng.gen_bool(0.5) {
                         let seeds = (0..self.rng.gen_range(0..6)).map(|_| self.peer()).collect();
@@ -232,7 +234,12 @@ impl Forger {
                         promised: self.ballot(),
                         accepted,
                     };
-                    claims.insert(self.peer(), c);
+                    // Signed with the forger's own key: good only for its own id.
+                    let mut signed = SignedClaims::new(&node_identity(HONEST), self.universe, c);
+                    if self.rng.gen_bool(0.2) {
+                        self.rng.fill(&mut signed.signature.0[..]);
+                    }
+                    claims.insert(self.peer(), signed);
                 }
                 GossipMsg::Bootstrap {
                     sender: self.peer(),
