@@ -17,14 +17,16 @@
 //! `cargo test -p gossip --release --lib sim::scale -- --ignored --nocapture`.
 //!
 //! A full mesh of 1,000 peers does not fit one process on this machine: every peer
-//! holds the whole topology, 999,000 link entries (about 80 bytes each in its maps), so
-//! the 1,000 copies need some 80 GB, and the joins deliver about N³/3 = 3·10⁸ signed
-//! records (each an Ed25519 check): at the 200-peer run's rate (913 s), about 30 hours.
-//! Its test is kept, `#[ignore]`d, for a larger machine. What runs instead at 1,000 is
-//! the same join with at most [`SPARSE_LIMIT`] discovered links per peer (the product's
-//! default limit is 200), next to 50 and 200 peers with the same limit: the gossip each
-//! join costs, and the rounds it takes, as N grows. 200 sparse peers take 46 s in a
-//! release build; 1,000 did not finish in 2 h of CPU time (docs/performance.md).
+//! holds the whole topology, 999,000 link entries, so the 1,000 copies hold 10⁹. The
+//! 100-peer full mesh peaks at 141 MiB for its 990,000 (about 150 bytes each, all of a
+//! peer's state included), so 1,000 peers would need some 150 GB; and the joins deliver
+//! about N³/3 = 3·10⁸ signed records (each an Ed25519 check): at the 200-peer run's rate
+//! (913 s), about 30 hours. Its test is kept, `#[ignore]`d, for a larger machine. What
+//! runs instead at 1,000 is the same join with at most [`SPARSE_LIMIT`] discovered links
+//! per peer (the product's default limit is 200), next to 50 and 200 peers with the
+//! same limit: the gossip each join costs, and the rounds it takes, as N grows. 200
+//! sparse peers take 35 s in a release build, 1,000 about 83 minutes
+//! (docs/performance.md).
 
 use super::*;
 use rand::rngs::StdRng;
@@ -181,7 +183,7 @@ fn peers_joining_one_at_a_time_converge_to_a_full_mesh_1000() {
 /// within 10 gossip rounds, and what a join costs each peer grows no faster than
 /// log N (under 2x from 200 to 1,000 peers).
 #[test]
-#[ignore = "1,000 peers take hours (more than 2 h on 2 cores); run with --release (see the module doc)"]
+#[ignore = "1,000 peers take over an hour; run with --release (see the module doc)"]
 fn peers_joining_a_sparse_mesh_of_up_to_1000_converge() {
     let f: Vec<Figures> = [50, 200, 1000]
         .into_iter()
