@@ -280,14 +280,17 @@ impl Mesh {
         // Either way the cost is the smaller of the two products, not N².
         let entries: usize = self.topology.peers().map(|(_, r)| r.entries().len()).sum();
         let lookups = unlinked.len().saturating_mul(self.topology.len());
-        for (_, record) in self.topology.peers() {
-            if lookups <= entries {
+        let records = self.topology.peers().map(|(_, r)| r);
+        if lookups <= entries {
+            for record in records {
                 for (remote, port) in &unlinked {
                     if let Some(link) = record.link_to(remote) {
                         out.push((*remote, SocketAddr::new(link.remote_addr.ip(), *port)));
                     }
                 }
-            } else {
+            }
+        } else {
+            for record in records {
                 for (remote, link) in record.links() {
                     if let Some(port) = unlinked.get(remote) {
                         out.push((*remote, SocketAddr::new(link.remote_addr.ip(), *port)));
