@@ -7,7 +7,8 @@
 # namespace, the kernel's UDP counters: what the sending pod sent, what reached the
 # receiving pod's UDP layer (InDatagrams + RcvbufErrors) and what its socket had to drop
 # because iperf3 did not read fast enough (RcvbufErrors). The namespaces are new, so the
-# counters (`nstat -a`, absolute) count this test and a few pings only.
+# counters (`nstat -a -s`: absolute values, nstat's history file left alone) count this
+# test and a few pings only.
 #
 #   BENCH=path/to/shared/bench   the testbed (default: ../shared/bench from the repo root)
 #   WEFT=path/to/weft            as for run.sh's weft backend
@@ -35,7 +36,7 @@ tb_spawn _iperf3 p2 iperf3 -s
 sleep 0.5
 tb_x p1 iperf3 -c 10.40.2.2 -u -l 64 -b 0 -t "$t" -J |
   jq -r --argjson t "$t" '.end | "iperf3: sent \(.sum_sent.packets), read by the server \(.sum_received.packets - .sum_received.lost_packets) (\((.sum_received.packets - .sum_received.lost_packets) / $t / 1000 | floor) kpps)"'
-count() { tb_x "$1" nstat -a 2>/dev/null | awk -v k="$2" '$1 == k {print $2}' | grep . || echo 0; }
+count() { tb_x "$1" nstat -a -s 2>/dev/null | awk -v k="$2" '$1 == k {print $2}' | grep . || echo 0; }
 sent=$(count p1 UdpOutDatagrams)
 read_=$(count p2 UdpInDatagrams)
 full=$(count p2 UdpRcvbufErrors)
