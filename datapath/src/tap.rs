@@ -2,8 +2,9 @@
 //!
 //! Frames the bridge sends towards the TAP are read here, and frames from other hosts
 //! are written here. The device is opened on `/dev/net/tun` directly (`IFF_TAP |
-//! IFF_NO_PI`), non-blocking, and driven by tokio through [`AsyncFd`], so no worker
-//! thread ever blocks on it.
+//! IFF_NO_PI`), non-blocking. A [`Tap`] is driven by tokio through [`AsyncFd`], so no
+//! worker thread ever blocks on it; the data plane takes each queue out of tokio
+//! ([`Tap::into_queue`]) and its thread waits on the [`TapQueue`] itself.
 //!
 //! With offloads ([`Tap::open_with_offloads`]) it is opened with `IFF_VNET_HDR`: every
 //! frame read or written starts with a [`virtio_net_hdr`](crate::offload::vnet), and
@@ -28,7 +29,7 @@ use crate::offload::vnet::{Repr, VNET_HDR_LEN};
 use nix::libc;
 use std::fs::{File, OpenOptions};
 use std::io::{self, IoSlice, Read, Write};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
@@ -79,10 +80,16 @@ struct IfReq {
     _union_rest: [u8; 22],
 }
 
-/// A non-blocking TAP device.
+/// A non-blocking TAP device (one queue of it), driven by tokio.
 pub struct Tap {
-    fd: AsyncFd<File>,
+    fd: AsyncFd<TapQueue>,
     name: String,
+}
+
+/// One queue of a TAP device without a reactor: non-blocking reads and writes, for a
+/// thread that waits on the descriptor itself ([`AsFd`]).
+pub struct TapQueue {
+    file: File,
     mode: OffloadMode,
 }
 
@@ -198,22 +205,15 @@ impl Tap {
             set_offload(fd, offloads).map_err(context)?;
         }
         Ok(Tap {
-            fd: register(file)?,
+            fd: register(TapQueue { file, mode })?,
             name: name.to_owned(),
-            mode,
         })
     }
 
-    /// The same device, registered with the reactor of the runtime this is called in
-    /// (the data plane moves to a thread of its own after the device is opened): the
-    /// frames are then waited for on the thread that handles them.
-    pub fn reregister(self) -> io::Result<Tap> {
-        let Tap { fd, name, mode } = self;
-        Ok(Tap {
-            fd: register(fd.into_inner())?,
-            name,
-            mode,
-        })
+    /// The queue, out of tokio's reactor, for a thread that waits on it itself (the
+    /// data plane's).
+    pub fn into_queue(self) -> TapQueue {
+        self.fd.into_inner()
     }
 
     /// The device's name.
@@ -223,13 +223,7 @@ impl Tap {
 
     /// What the device hands over and takes.
     pub fn mode(&self) -> OffloadMode {
-        self.mode
-    }
-
-    /// Whether UDP superframes (`GSO_UDP_L4`) pass through the device both ways: the
-    /// kernel took `TUN_F_USO4 | TUN_F_USO6`.
-    pub fn takes_udp_superframes(&self) -> bool {
-        self.mode == OffloadMode::TsoUso
+        self.fd.get_ref().mode
     }
 
     /// Waits for a frame and reads it into `buf`: in a `virtio_net_hdr` mode, the header
@@ -237,39 +231,16 @@ impl Tap {
     pub async fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
             let mut guard = self.fd.readable().await?;
-            match guard.try_io(|fd| fd.get_ref().read(buf)) {
+            match guard.try_io(|fd| fd.get_ref().try_recv(buf)) {
                 Ok(result) => return result,
                 Err(_would_block) => continue,
             }
         }
     }
 
-    /// Reads a frame (as [`Tap::recv`]) if one is queued; `WouldBlock` otherwise.
-    pub fn try_recv(&self, buf: &mut [u8]) -> io::Result<usize> {
-        self.fd.get_ref().read(buf)
-    }
-
-    /// Writes one ordinary frame if the device can take it now; `WouldBlock` otherwise
-    /// (the caller drops and counts, as a switch does when a port's queue is full).
+    /// As [`TapQueue::try_send`].
     pub fn try_send(&self, frame: &[u8]) -> io::Result<usize> {
-        write_frame(self.fd.get_ref(), self.mode, frame)
-    }
-
-    /// Writes a frame with its `virtio_net_hdr` (a superframe from the coalescer) in one
-    /// call. Only in a `virtio_net_hdr` mode.
-    pub fn try_send_vnet(&self, vnet: &[u8; VNET_HDR_LEN], frame: &[u8]) -> io::Result<usize> {
-        debug_assert!(self.mode.vnet_hdr());
-        write_vnet(self.fd.get_ref(), vnet, frame)
-    }
-
-    /// A second descriptor for this queue, for writing only, that any thread may use:
-    /// the data plane writes each received frame on its flow's queue
-    /// ([`crate::flow`]), whichever thread received it.
-    pub fn writer(&self) -> io::Result<TapWriter> {
-        Ok(TapWriter {
-            file: self.fd.get_ref().try_clone()?,
-            mode: self.mode,
-        })
+        self.fd.get_ref().try_send(frame)
     }
 
     /// Writes one ordinary frame, waiting while the device queue is full.
@@ -281,6 +252,53 @@ impl Tap {
                 Err(_would_block) => continue,
             }
         }
+    }
+}
+
+impl TapQueue {
+    /// What the device hands over and takes.
+    pub fn mode(&self) -> OffloadMode {
+        self.mode
+    }
+
+    /// Whether UDP superframes (`GSO_UDP_L4`) pass through the device both ways: the
+    /// kernel took `TUN_F_USO4 | TUN_F_USO6`.
+    pub fn takes_udp_superframes(&self) -> bool {
+        self.mode == OffloadMode::TsoUso
+    }
+
+    /// Reads a frame if one is queued (in a `virtio_net_hdr` mode, the header and then
+    /// the frame); `WouldBlock` otherwise.
+    pub fn try_recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        (&self.file).read(buf)
+    }
+
+    /// Writes one ordinary frame if the device can take it now; `WouldBlock` otherwise
+    /// (the caller drops and counts, as a switch does when a port's queue is full).
+    pub fn try_send(&self, frame: &[u8]) -> io::Result<usize> {
+        write_frame(&self.file, self.mode, frame)
+    }
+
+    /// A second descriptor for this queue, for writing only, that any thread may use:
+    /// the data plane writes each received frame on its flow's queue
+    /// ([`crate::flow`]), whichever thread received it.
+    pub fn writer(&self) -> io::Result<TapWriter> {
+        Ok(TapWriter {
+            file: self.file.try_clone()?,
+            mode: self.mode,
+        })
+    }
+}
+
+impl AsFd for TapQueue {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.file.as_fd()
+    }
+}
+
+impl AsRawFd for TapQueue {
+    fn as_raw_fd(&self) -> RawFd {
+        self.file.as_raw_fd()
     }
 }
 
@@ -332,15 +350,16 @@ fn set_offload(fd: libc::c_int, offloads: libc::c_uint) -> io::Result<()> {
     }
 }
 
-/// Registers the device's descriptor with the current runtime's reactor.
-fn register(file: File) -> io::Result<AsyncFd<File>> {
+/// Registers the queue's descriptor with the current runtime's reactor.
+fn register(queue: TapQueue) -> io::Result<AsyncFd<TapQueue>> {
     let interest = Interest::READABLE | Interest::WRITABLE;
-    // SAFETY: `File` owns its descriptor and closes it only when dropped; the
-    // `AsyncFd` owns the `File`, never replaces or closes the descriptor, and
-    // deregisters it before dropping the `File`. So the registered descriptor stays
-    // valid and unique for as long as tokio watches it (tokio#8587).
+    // SAFETY: the queue's `File` owns its descriptor and closes it only when dropped;
+    // the `AsyncFd` owns the queue, never replaces or closes the descriptor, and
+    // deregisters it before dropping the queue (also in `into_inner`). So the
+    // registered descriptor stays valid and unique for as long as tokio watches it
+    // (tokio#8587).
     #[allow(unsafe_code)]
-    let fd =
-        unsafe { AsyncFd::register_with_interest(file, interest) }.map_err(|e| e.into_parts().1)?;
+    let fd = unsafe { AsyncFd::register_with_interest(queue, interest) }
+        .map_err(|e| e.into_parts().1)?;
     Ok(fd)
 }

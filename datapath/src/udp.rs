@@ -8,7 +8,8 @@
 //! message. A kernel or device without them makes the first such call fail; the socket
 //! then falls back to one datagram per call, logs it once, and keeps working.
 //!
-//! All calls are non-blocking (`try_*`); the driver waits on readiness through tokio.
+//! All calls are non-blocking (`try_*`); the data-plane thread that owns the socket
+//! waits on it itself (`poll(2)` on [`SleeveSocket::as_fd`]), with no reactor between.
 //!
 //! The socket may be dual-stack (IPv6 with `IPV6_V6ONLY` off): IPv4 peers then appear
 //! to the kernel as IPv4-mapped IPv6 addresses (`::ffff:a.b.c.d`). This module keeps
@@ -20,10 +21,8 @@ use nix::sys::socket::{
     SockaddrStorage,
 };
 use std::io::{self, IoSlice, IoSliceMut};
-use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
-use std::os::fd::AsRawFd;
-use tokio::io::Interest;
-use tokio::net::UdpSocket;
+use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use tracing::{info, warn};
 
 /// The most datagrams handed to the kernel in one GSO call.
@@ -59,33 +58,23 @@ pub struct SleeveSocket {
 const GSO_FAILURES_TO_GIVE_UP: u32 = 8;
 
 impl SleeveSocket {
-    /// Wraps a bound socket and turns GRO on where the kernel has it.
-    pub fn new(udp: UdpSocket) -> SleeveSocket {
+    /// Wraps a bound socket, makes it non-blocking, and turns GRO on where the kernel
+    /// has it.
+    pub fn new(udp: UdpSocket) -> io::Result<SleeveSocket> {
+        udp.set_nonblocking(true)?;
         let gro = setsockopt(&udp, sockopt::UdpGroSegment, &true).is_ok();
         if !gro {
             info!("UDP GRO is not available; receiving one datagram per call");
         }
         let v6 = udp.local_addr().is_ok_and(|a| a.is_ipv6());
-        SleeveSocket {
+        Ok(SleeveSocket {
             udp,
             v6,
             gso: true,
             gso_failures: 0,
             gro,
             cmsg: nix::cmsg_space!(i32),
-        }
-    }
-
-    /// The same socket, registered with the reactor of the runtime this is called in
-    /// (the data plane moves to a thread of its own after the socket is made).
-    pub fn reregister(self) -> io::Result<SleeveSocket> {
-        let udp = UdpSocket::from_std(self.udp.into_std()?)?;
-        Ok(SleeveSocket { udp, ..self })
-    }
-
-    /// The tokio socket, to wait for readiness.
-    pub fn socket(&self) -> &UdpSocket {
-        &self.udp
+        })
     }
 
     /// Whether runs are sent with GSO.
@@ -96,7 +85,7 @@ impl SleeveSocket {
     /// Receives the next datagram or run of datagrams into `buf` without waiting.
     pub fn try_recv(&mut self, buf: &mut [u8]) -> io::Result<Received> {
         if !self.gro {
-            let (len, from) = self.udp.try_recv_from(buf)?;
+            let (len, from) = self.udp.recv_from(buf)?;
             return Ok(Received {
                 len,
                 from: canonical(from),
@@ -104,27 +93,24 @@ impl SleeveSocket {
             });
         }
         let fd = self.udp.as_raw_fd();
-        let cmsg = &mut self.cmsg;
-        self.udp.try_io(Interest::READABLE, || {
-            let mut iov = [IoSliceMut::new(buf)];
-            let msg = recvmsg::<SockaddrStorage>(fd, &mut iov, Some(&mut *cmsg), MsgFlags::empty())
-                .map_err(io::Error::from)?;
-            let len = msg.bytes;
-            let mut segment = len.max(1);
-            if let Ok(cmsgs) = msg.cmsgs() {
-                for c in cmsgs {
-                    if let ControlMessageOwned::UdpGroSegments(size) = c {
-                        segment = usize::try_from(size).unwrap_or(len).clamp(1, len.max(1));
-                    }
+        let mut iov = [IoSliceMut::new(buf)];
+        let msg = recvmsg::<SockaddrStorage>(fd, &mut iov, Some(&mut self.cmsg), MsgFlags::empty())
+            .map_err(io::Error::from)?;
+        let len = msg.bytes;
+        let mut segment = len.max(1);
+        if let Ok(cmsgs) = msg.cmsgs() {
+            for c in cmsgs {
+                if let ControlMessageOwned::UdpGroSegments(size) = c {
+                    segment = usize::try_from(size).unwrap_or(len).clamp(1, len.max(1));
                 }
             }
-            let from = msg
-                .address
-                .as_ref()
-                .and_then(to_socket_addr)
-                .ok_or_else(|| io::Error::other("datagram without a source address"))?;
-            Ok(Received { len, from, segment })
-        })
+        }
+        let from = msg
+            .address
+            .as_ref()
+            .and_then(to_socket_addr)
+            .ok_or_else(|| io::Error::other("datagram without a source address"))?;
+        Ok(Received { len, from, segment })
     }
 
     /// Sends `count` datagrams of `segment` bytes each (the last may be shorter), back to
@@ -152,7 +138,7 @@ impl SleeveSocket {
         let mut sent = 0;
         let mut result = Ok(());
         for chunk in bytes.chunks(segment.max(1)) {
-            match self.udp.try_send_to(chunk, to) {
+            match self.udp.send_to(chunk, to) {
                 Ok(_) => sent += 1,
                 Err(e) if sent == 0 => {
                     result = Err(e);
@@ -178,13 +164,17 @@ impl SleeveSocket {
         let fd = self.udp.as_raw_fd();
         let size = u16::try_from(segment).map_err(|_| io::Error::other("segment too large"))?;
         let addr = SockaddrStorage::from(to);
-        self.udp.try_io(Interest::WRITABLE, || {
-            let iov = [IoSlice::new(bytes)];
-            let cmsgs = [ControlMessage::UdpGsoSegments(&size)];
-            sendmsg(fd, &iov, &cmsgs, MsgFlags::empty(), Some(&addr))
-                .map(drop)
-                .map_err(io::Error::from)
-        })
+        let iov = [IoSlice::new(bytes)];
+        let cmsgs = [ControlMessage::UdpGsoSegments(&size)];
+        sendmsg(fd, &iov, &cmsgs, MsgFlags::empty(), Some(&addr))
+            .map(drop)
+            .map_err(io::Error::from)
+    }
+}
+
+impl AsFd for SleeveSocket {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.udp.as_fd()
     }
 }
 
@@ -296,57 +286,56 @@ mod tests {
         assert_eq!(canonical(wire_addr(v4, true)), v4);
     }
 
+    /// Waits (at most 5 s) until `s` is readable, as the data-plane thread does.
+    fn wait_readable(s: &impl AsFd) {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        let mut fds = [PollFd::new(s.as_fd(), PollFlags::POLLIN)];
+        let n = poll(&mut fds, PollTimeout::from(5_000u16)).expect("poll");
+        assert_eq!(n, 1, "nothing arrived within 5 s");
+    }
+
+    fn loopback() -> UdpSocket {
+        UdpSocket::bind("127.0.0.1:0").expect("bind on loopback")
+    }
+
     /// A dual-stack socket talks to an IPv4 socket and an IPv6 one; the addresses it
     /// reports and takes are canonical (the IPv4 peer is `V4`, not `::ffff:…`).
-    #[tokio::test]
-    async fn a_dual_stack_socket_reports_ipv4_peers_as_ipv4() {
-        let Ok(dual) = bind_dual_stack_for_test() else {
+    #[test]
+    fn a_dual_stack_socket_reports_ipv4_peers_as_ipv4() {
+        let Ok(dual) = bind_dual_stack(0, false) else {
             eprintln!("no IPv6 loopback here; skipping the dual-stack half");
             return;
         };
         let port = dual.local_addr().unwrap().port();
-        let mut dual = SleeveSocket::new(dual);
-        let v4 = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        v4.send_to(b"four", ("127.0.0.1", port)).await.unwrap();
+        let mut dual = SleeveSocket::new(dual).unwrap();
+        let v4 = loopback();
+        v4.send_to(b"four", ("127.0.0.1", port)).unwrap();
         let mut buf = [0u8; 64];
-        let r = loop {
-            dual.socket().readable().await.unwrap();
-            if let Ok(r) = dual.try_recv(&mut buf) {
-                break r;
-            }
-        };
+        wait_readable(&dual);
+        let r = dual.try_recv(&mut buf).unwrap();
         assert_eq!(r.from, v4.local_addr().unwrap());
-        dual.socket().writable().await.unwrap();
         assert_eq!(dual.try_send_run(r.from, b"back", 4, 1).unwrap(), 1);
-        let (n, from) = v4.recv_from(&mut buf).await.unwrap();
+        let (n, from) = v4.recv_from(&mut buf).unwrap();
         assert_eq!((&buf[..n], from.port()), (&b"back"[..], port));
-    }
-
-    fn bind_dual_stack_for_test() -> io::Result<UdpSocket> {
-        let s = bind_dual_stack(0, false)?;
-        s.set_nonblocking(true)?;
-        UdpSocket::from_std(s)
     }
 
     /// Loopback, inside whatever namespace the test runs in: a run sent with GSO comes
     /// back as the same datagrams, however the receiver gets them.
-    #[tokio::test]
-    async fn a_run_arrives_as_its_datagrams() {
-        let a = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let b = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    #[test]
+    fn a_run_arrives_as_its_datagrams() {
+        let (a, b) = (loopback(), loopback());
         let to = b.local_addr().unwrap();
-        let mut a = SleeveSocket::new(a);
-        let mut b = SleeveSocket::new(b);
+        let mut a = SleeveSocket::new(a).unwrap();
+        let mut b = SleeveSocket::new(b).unwrap();
         let mut bytes = Vec::new();
         for i in 0..5u8 {
             bytes.extend(std::iter::repeat_n(i, if i == 4 { 300 } else { 1000 }));
         }
-        a.socket().writable().await.unwrap();
         assert_eq!(a.try_send_run(to, &bytes, 1000, 5).unwrap(), 5);
         let mut got = Vec::new();
         let mut buf = vec![0u8; 65_535];
         while got.len() < 5 {
-            b.socket().readable().await.unwrap();
+            wait_readable(&b);
             let Ok(r) = b.try_recv(&mut buf) else {
                 continue;
             };
@@ -363,19 +352,23 @@ mod tests {
     }
 
     /// An empty datagram is received as length 0 with a usable (non-zero) segment size.
-    #[tokio::test]
-    async fn an_empty_datagram_has_a_nonzero_segment() {
-        let a = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let b = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        a.send_to(&[], b.local_addr().unwrap()).await.unwrap();
-        let mut b = SleeveSocket::new(b);
+    #[test]
+    fn an_empty_datagram_has_a_nonzero_segment() {
+        let (a, b) = (loopback(), loopback());
+        a.send_to(&[], b.local_addr().unwrap()).unwrap();
+        let mut b = SleeveSocket::new(b).unwrap();
         let mut buf = vec![0u8; 2048];
-        loop {
-            b.socket().readable().await.unwrap();
-            if let Ok(r) = b.try_recv(&mut buf) {
-                assert_eq!((r.len, r.segment), (0, 1));
-                break;
-            }
-        }
+        wait_readable(&b);
+        let r = b.try_recv(&mut buf).unwrap();
+        assert_eq!((r.len, r.segment), (0, 1));
+    }
+
+    /// Nothing queued: `WouldBlock`, not a wait (the socket is non-blocking).
+    #[test]
+    fn an_empty_socket_says_would_block() {
+        let mut b = SleeveSocket::new(loopback()).unwrap();
+        let mut buf = vec![0u8; 2048];
+        let e = b.try_recv(&mut buf).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
     }
 }

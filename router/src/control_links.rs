@@ -43,8 +43,8 @@ pub const DATA_TAG: u8 = 0xd7;
 const _: () = assert!(DATA_TAG != gossip::message::WIRE_VERSION);
 
 /// Sealed sleeve datagrams that arrived inside a control link, with the link's
-/// authenticated peer, for the data plane task.
-pub type TcpDatagrams = mpsc::Sender<(PeerId, Vec<u8>)>;
+/// authenticated peer, for the data plane.
+pub use crate::dataplane_driver::TcpDatagrams;
 
 /// What every link task needs to run a handshake.
 pub struct LinkContext {

@@ -35,7 +35,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
 /// Why the router could not start.
@@ -329,7 +329,6 @@ pub async fn run(config: Config, on_ready: impl FnOnce(&str)) -> Result<(), Rout
     let dns = crate::dns_peers::DnsTargets::new(config.peers_from_dns.clone());
     maker.set_named(now, &dns.targets());
 
-    let (routes_tx, routes_rx) = watch::channel(Arc::new(gossip::routes::Routes::empty(id)));
     let (dp_events_tx, dp_events_rx) = mpsc::unbounded_channel();
     let mut dp_config = DataplaneConfig::default();
     // While a new mesh settles, the link that survives a duplicate race (and so the
@@ -352,20 +351,22 @@ pub async fn run(config: Config, on_ready: impl FnOnce(&str)) -> Result<(), Rout
     dp_config.max_datagram = max_datagram;
     dp_config.mtu = u16::try_from(mtu).unwrap_or(u16::MAX);
     let dp = Dataplane::new(id, dp_config);
-    // Sleeve datagrams from inside control links (TCP fallback): bounded like a socket.
-    let (tcp_in_tx, tcp_in_rx) = mpsc::channel(4096);
-    let (mut dp_task, dp_handle) = dataplane::new(
+    let dataplane::Built {
+        first: mut dp_task,
+        handle: dp_handle,
+        routes: routes_tx,
+        tcp_datagrams: tcp_in_tx,
+    } = dataplane::new(
         dp,
         taps.into_iter().zip(udp).collect(),
-        routes_rx,
+        Arc::new(gossip::routes::Routes::empty(id)),
         dp_events_tx,
-        tcp_in_rx,
         max_datagram,
     )
     .map_err(|e| RouterError::Dataplane(e.to_string()))?;
     let mut essential = Essential::new();
     // Each data-plane thread runs on a thread of its own: each packet is waited for and
-    // handled there, with no hand-over between the runtime's workers.
+    // handled there, with no hand-over between threads and no runtime in between.
     let not_started =
         |e: io::Error| RouterError::Dataplane(format!("cannot start its thread: {e}"));
     for (task, name) in dp_task
@@ -374,23 +375,11 @@ pub async fn run(config: Config, on_ready: impl FnOnce(&str)) -> Result<(), Rout
         .zip(&DATAPLANE_THREADS[1..])
     {
         essential
-            .spawn_thread(name, move || async move {
-                match task.reregister() {
-                    Ok(task) => task.run().await,
-                    Err(e) => panic!("cannot move a TAP queue and socket to its thread: {e}"),
-                }
-            })
+            .spawn_thread(name, move || async move { task.run() })
             .map_err(not_started)?;
     }
     essential
-        .spawn_thread(DATAPLANE_THREADS[0], move || async move {
-            match dp_task.reregister() {
-                Ok(task) => task.run().await,
-                Err(e) => {
-                    panic!("cannot move the TAP device and socket to the data-plane thread: {e}")
-                }
-            }
-        })
+        .spawn_thread(DATAPLANE_THREADS[0], move || async move { dp_task.run() })
         .map_err(not_started)?;
     let (fp_events_tx, fp_events_rx) = mpsc::unbounded_channel();
     let mut policy = datapath::fastdp::Policy {

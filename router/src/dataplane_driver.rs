@@ -3,7 +3,14 @@
 //!
 //! Each thread ([`DataplaneThread`]; the first also takes the commands, the timer tick
 //! and the datagrams that arrive inside control links) owns one queue of
-//! the TAP device and one UDP socket on the sleeve port (`SO_REUSEPORT`). The kernel
+//! the TAP device and one UDP socket on the sleeve port (`SO_REUSEPORT`), and waits on
+//! them itself, in `poll(2)`, with its [`Woken`] end: what the rest of the router sends
+//! it (commands, routes, control-link datagrams) goes through channels, and a [`Wake`]
+//! makes it look (see [`crate::wake`]). Not through tokio: on pings, the runtime's
+//! machinery (the reactor's turn and park, waking the task, a `select!` that polls every
+//! input's future on each turn) was some 9 % of the routers' CPU; without it the two
+//! routers spend about 35 µs less per ping and the median round trip is about a tenth
+//! shorter (docs/performance.md). The kernel
 //! hands each flow's frames to one TAP queue, and each sender's datagrams to one
 //! socket, so a flow is handled on one thread, in order. The [`Dataplane`] (sessions,
 //! counters, replay windows, the switch) is shared behind one lock, held for the
@@ -33,25 +40,29 @@
 //! A send refused with `EMSGSIZE` tells the data plane that path is narrower than it
 //! thought; ICMP "too big" replies the data plane builds go back out of the TAP device.
 
+use crate::wake::{self, Wake, Woken};
 use datapath::dataplane::fallback::FallbackReason;
 use datapath::dataplane::{Counters, Dataplane, Decryption, Event, TxBuffer, TICK};
 use datapath::flow::queue_for;
 use datapath::offload::coalesce::{Coalescer, MAX_SUPERFRAME};
 use datapath::offload::vnet::VNET_HDR_LEN;
 use datapath::sleeve::keys::RekeyOffer;
-use datapath::tap::{OffloadMode, Tap, TapWriter};
+use datapath::tap::{OffloadMode, Tap, TapQueue, TapWriter};
 use datapath::udp::{SleeveSocket, GSO_MAX_BYTES, GSO_MAX_SEGMENTS};
 use gossip::peer::PeerId;
 use gossip::routes::Routes;
+use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::ops::ControlFlow;
-use std::pin::Pin;
+use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 use tokio::net::UdpSocket;
+use tokio::sync::mpsc::error::{TryRecvError, TrySendError};
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::warn;
 
@@ -119,16 +130,19 @@ pub struct Stats {
     pub queues: usize,
 }
 
-/// A cheap handle to the task.
+/// A cheap handle to the data plane, for commands.
 #[derive(Clone, Debug)]
 pub struct DataplaneHandle {
     tx: mpsc::UnboundedSender<Command>,
+    wake: Wake,
 }
 
 impl DataplaneHandle {
-    /// Sends a command; dropped if the task is gone (the router is stopping).
+    /// Sends a command; dropped if the data plane is gone (the router is stopping).
     pub fn send(&self, command: Command) {
-        let _ = self.tx.send(command);
+        if self.tx.send(command).is_ok() {
+            self.wake.wake();
+        }
     }
 
     /// Asks for the counters.
@@ -136,6 +150,49 @@ impl DataplaneHandle {
         let (tx, rx) = oneshot::channel();
         self.send(Command::Stats(tx));
         rx.await.ok()
+    }
+}
+
+/// Where the routes go: every data-plane thread, each woken to take them. Dropping it
+/// stops the threads (the router is stopping).
+#[derive(Debug)]
+pub struct RoutesSender {
+    tx: Option<watch::Sender<Arc<Routes>>>,
+    wakes: Vec<Wake>,
+}
+
+impl RoutesSender {
+    /// Hands every thread `routes`.
+    pub fn send(&self, routes: Arc<Routes>) {
+        if let Some(tx) = &self.tx {
+            tx.send_replace(routes);
+        }
+        self.wakes.iter().for_each(Wake::wake);
+    }
+}
+
+impl Drop for RoutesSender {
+    fn drop(&mut self) {
+        // Closed first, so that the threads woken see it closed.
+        drop(self.tx.take());
+        self.wakes.iter().for_each(Wake::wake);
+    }
+}
+
+/// Where control links hand the sleeve datagrams they carry (TCP fallback): a bounded
+/// queue to the first data-plane thread, which each datagram wakes.
+#[derive(Clone, Debug)]
+pub struct TcpDatagrams {
+    tx: mpsc::Sender<(PeerId, Vec<u8>)>,
+    wake: Wake,
+}
+
+impl TcpDatagrams {
+    /// Queues `peer`'s datagram; refused when the queue is full (or gone).
+    pub fn try_send(&self, item: (PeerId, Vec<u8>)) -> Result<(), TrySendError<(PeerId, Vec<u8>)>> {
+        self.tx.try_send(item)?;
+        self.wake.wake();
+        Ok(())
     }
 }
 
@@ -180,7 +237,7 @@ impl Writers {
 
 /// One queue of the TAP device, its sleeve socket, and its batch.
 struct Queue {
-    tap: Tap,
+    tap: TapQueue,
     /// This queue's number, among `writers`.
     index: usize,
     writers: Arc<Writers>,
@@ -196,8 +253,8 @@ struct Queue {
 
 impl Queue {
     fn new(
-        (index, tap): (usize, Tap),
-        udp: UdpSocket,
+        (index, tap): (usize, TapQueue),
+        udp: SleeveSocket,
         writers: Arc<Writers>,
         max_segment: usize,
     ) -> Queue {
@@ -210,21 +267,13 @@ impl Queue {
             tap,
             index,
             writers,
-            udp: SleeveSocket::new(udp),
+            udp,
             coalescer,
             max_segment,
             counts: Arc::default(),
             tx: TxBuffer::new(8 * 1024 * 1024, 16 * BATCH).deferring_encryption(),
             decryptions: Vec::with_capacity(GSO_MAX_SEGMENTS),
         }
-    }
-
-    /// The queue with its TAP descriptor and socket registered with the reactor of the
-    /// runtime this is called in.
-    fn reregister(mut self) -> io::Result<Queue> {
-        self.tap = self.tap.reregister()?;
-        self.udp = self.udp.reregister()?;
-        Ok(self)
     }
 
     /// Handles `first` (the result of a TAP read into `frame`) and up to a batch more.
@@ -416,6 +465,10 @@ pub struct DataplaneThread {
     queue: Queue,
     routes: watch::Receiver<Arc<Routes>>,
     events: mpsc::UnboundedSender<Event>,
+    /// Readable while news waits in the channels (or the routes).
+    woken: Woken,
+    /// Its other end, for news left after a batch.
+    wake: Wake,
     lead: Option<Lead>,
 }
 
@@ -428,56 +481,69 @@ struct Lead {
     counts: Vec<Arc<QueueCounts>>,
     /// The other threads, until the daemon starts them.
     others: Vec<DataplaneThread>,
+    /// When the timers are due next.
+    tick_at: Instant,
 }
 
-/// What woke the first thread, besides its queue and the routes.
-enum LeadInput {
-    /// A command (`None`: the handle is gone, the router stops).
-    Command(Option<Command>),
-    /// A sleeve datagram from inside a control link.
-    Tcp(PeerId, Vec<u8>),
-    Tick,
+/// The data plane, built: its first thread (holding the others until
+/// [`DataplaneThread::take_others`]), and the ways in for the rest of the router.
+pub struct Built {
+    /// The first thread.
+    pub first: DataplaneThread,
+    /// Commands.
+    pub handle: DataplaneHandle,
+    /// The routes, to every thread.
+    pub routes: RoutesSender,
+    /// Sleeve datagrams that control links carry (TCP fallback).
+    pub tcp_datagrams: TcpDatagrams,
 }
 
-/// Builds the data-plane threads and the handle: one thread per TAP queue, each with
-/// its socket (`queues` pairs them up; there must be at least one). The first thread is
-/// returned, holding the others until [`DataplaneThread::take_others`]. `events`
-/// carries what the control link must send; `tcp_in` the sleeve datagrams that arrive
-/// inside control links (TCP fallback).
+/// Builds the data-plane threads: one per TAP queue, each with its socket (`queues`
+/// pairs them up; there must be at least one). Each queue and socket leaves tokio's
+/// reactor here, for the thread that will wait on it. `events` carries what the
+/// control link must send; `routes` starts as `initial`.
 pub fn new(
     dp: Dataplane,
     queues: Vec<(Tap, UdpSocket)>,
-    routes: watch::Receiver<Arc<Routes>>,
+    initial: Arc<Routes>,
     events: mpsc::UnboundedSender<Event>,
-    tcp_in: mpsc::Receiver<(PeerId, Vec<u8>)>,
     max_segment: usize,
-) -> io::Result<(DataplaneThread, DataplaneHandle)> {
+) -> io::Result<Built> {
+    if queues.is_empty() {
+        return Err(io::Error::other(
+            "the data plane needs at least one TAP queue",
+        ));
+    }
     let shared = Arc::new(Mutex::new(Shared {
         dp,
         tcp_links: HashMap::new(),
         tcp_link_drops: 0,
     }));
+    let queues = queues
+        .into_iter()
+        .map(|(tap, udp)| Ok((tap.into_queue(), SleeveSocket::new(udp.into_std()?)?)))
+        .collect::<io::Result<Vec<_>>>()?;
     let writers = Arc::new(Writers {
         all: queues
             .iter()
             .map(|(tap, _)| tap.writer())
             .collect::<io::Result<_>>()?,
     });
-    let mut threads: Vec<DataplaneThread> = queues
-        .into_iter()
-        .enumerate()
-        .map(|(i, (tap, udp))| DataplaneThread {
+    let (routes_tx, routes_rx) = watch::channel(initial);
+    let mut wakes = Vec::new();
+    let mut threads = Vec::new();
+    for (i, (tap, udp)) in queues.into_iter().enumerate() {
+        let (wake, woken) = wake::pair()?;
+        wakes.push(wake.clone());
+        threads.push(DataplaneThread {
             shared: Arc::clone(&shared),
             queue: Queue::new((i, tap), udp, Arc::clone(&writers), max_segment),
-            routes: routes.clone(),
+            routes: routes_rx.clone(),
             events: events.clone(),
+            woken,
+            wake,
             lead: None,
-        })
-        .collect();
-    if threads.is_empty() {
-        return Err(io::Error::other(
-            "the data plane needs at least one TAP queue",
-        ));
+        });
     }
     let counts = threads
         .iter()
@@ -485,13 +551,38 @@ pub fn new(
         .collect();
     let mut first = threads.remove(0);
     let (tx, commands) = mpsc::unbounded_channel();
+    // Bounded like a socket.
+    let (tcp_tx, tcp_in) = mpsc::channel(4096);
     first.lead = Some(Lead {
         commands,
         tcp_in,
         counts,
         others: threads,
+        tick_at: Instant::now() + TICK,
     });
-    Ok((first, DataplaneHandle { tx }))
+    let lead_wake = wakes[0].clone();
+    Ok(Built {
+        first,
+        handle: DataplaneHandle {
+            tx,
+            wake: lead_wake.clone(),
+        },
+        routes: RoutesSender {
+            tx: Some(routes_tx),
+            wakes,
+        },
+        tcp_datagrams: TcpDatagrams {
+            tx: tcp_tx,
+            wake: lead_wake,
+        },
+    })
+}
+
+/// Whether a `poll` result says the descriptor has something to read (an error or a
+/// hang-up too: the read then says what).
+fn readable(fd: &PollFd<'_>) -> bool {
+    fd.revents()
+        .is_some_and(|r| r.intersects(PollFlags::POLLIN | PollFlags::POLLERR | PollFlags::POLLHUP))
 }
 
 impl DataplaneThread {
@@ -504,105 +595,120 @@ impl DataplaneThread {
             .unwrap_or_default()
     }
 
-    /// The thread with its TAP queue and socket registered with the reactor of the
-    /// runtime this is called in: the daemon builds the threads, then moves each to a
-    /// thread of its own ([`Essential::spawn_thread`]) and calls this there.
-    ///
-    /// [`Essential::spawn_thread`]: crate::supervise::Essential::spawn_thread
-    pub fn reregister(mut self) -> io::Result<DataplaneThread> {
-        self.queue = self.queue.reregister()?;
-        Ok(self)
-    }
-
-    /// Runs until the routes channel closes (the router is stopping) or, on the first
-    /// thread, the command channel.
-    pub async fn run(mut self) {
+    /// Runs, on the calling thread, until the routes' sender is dropped (the router is
+    /// stopping) or, on the first thread, the command channel closes. Blocks: call it
+    /// on a thread of its own.
+    pub fn run(mut self) {
         // A superframe is at most an IP packet's 64 KiB plus Ethernet; a read that does
         // not fit would fail, not shorten.
         let mut frame = vec![0u8; VNET_HDR_LEN + MAX_SUPERFRAME];
         let mut datagram = vec![0u8; MAX_PACKET];
-        let mut routes = self.routes.borrow().clone();
-        // Only ever polled on the first thread.
-        let tick = tokio::time::sleep(TICK);
-        tokio::pin!(tick);
+        let mut routes = self.routes.borrow_and_update().clone();
         loop {
-            let q = &mut self.queue;
-            let blocked = !q.tx.is_empty();
-            tokio::select! {
-                read = q.tap.recv(&mut frame), if !blocked => {
-                    q.read_tap(&self.shared, &routes, &mut frame, read);
-                }
-                ready = q.udp.socket().readable() => {
-                    if let Err(e) = ready { warn!("waiting on the UDP socket: {e}"); }
-                    q.receive(&self.shared, &routes, &mut datagram);
-                }
-                _ = q.udp.socket().writable(), if blocked => {}
-                changed = self.routes.changed() => {
-                    if changed.is_err() { return; }
-                    routes = self.routes.borrow_and_update().clone();
-                    if self.lead.is_some() {
-                        let full_mesh = routes.reachable().all(|p| routes.is_neighbour(&p));
-                        lock(&self.shared).dp.set_flood_relay(!full_mesh);
-                    }
-                }
-                input = Lead::next(self.lead.as_mut(), tick.as_mut()) => {
-                    let ticked = matches!(input, LeadInput::Tick);
-                    if self.lead_input(input, &routes).is_break() {
-                        return;
-                    }
-                    // After a tick the data plane says when the next is due; a command (a
-                    // new peer, an offer) may unsettle a peer, so the next tick comes
-                    // within TICK of it.
-                    let now = tokio::time::Instant::now();
-                    if ticked {
-                        let next = lock(&self.shared).dp.tick_interval();
-                        tick.as_mut().reset(now + next);
-                    } else if tick.deadline() > now + TICK {
-                        tick.as_mut().reset(now + TICK);
-                    }
-                }
+            // News first, then what it (and the last wait) staged goes out.
+            if self.news(&mut routes).is_break() {
+                return;
             }
             self.queue.finish(&self.shared, &self.events);
+            // With datagrams still queued (a full socket buffer), wait for room and read
+            // no more frames meanwhile: back-pressure onto the senders.
+            let blocked = !self.queue.tx.is_empty();
+            let (tap_wants, udp_wants) = if blocked {
+                (PollFlags::empty(), PollFlags::POLLIN | PollFlags::POLLOUT)
+            } else {
+                (PollFlags::POLLIN, PollFlags::POLLIN)
+            };
+            let timeout = match &self.lead {
+                Some(lead) => {
+                    let wait = lead.tick_at.saturating_duration_since(Instant::now());
+                    // Rounded up, so that the tick is never early.
+                    let ms = wait.as_micros().div_ceil(1000);
+                    PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)
+                }
+                None => PollTimeout::NONE,
+            };
+            let q = &mut self.queue;
+            let mut fds = [
+                PollFd::new(q.tap.as_fd(), tap_wants),
+                PollFd::new(q.udp.as_fd(), udp_wants),
+                PollFd::new(self.woken.as_fd(), PollFlags::POLLIN),
+            ];
+            match poll(&mut fds, timeout) {
+                Ok(_) => {}
+                Err(Errno::EINTR) => continue,
+                Err(e) => {
+                    // Only EINVAL or ENOMEM: nothing to retry differently.
+                    warn!("waiting on the TAP device and the socket: {e}");
+                    continue;
+                }
+            }
+            let (tap_ready, udp_ready) = (readable(&fds[0]), readable(&fds[1]));
+            if tap_ready {
+                let first = q.tap.try_recv(&mut frame);
+                if !matches!(&first, Err(e) if e.kind() == io::ErrorKind::WouldBlock) {
+                    q.read_tap(&self.shared, &routes, &mut frame, first);
+                }
+            }
+            if udp_ready {
+                q.receive(&self.shared, &routes, &mut datagram);
+            }
         }
     }
 
-    /// Handles what woke the first thread; `Break` when the router stops.
-    fn lead_input(&mut self, input: LeadInput, routes: &Routes) -> ControlFlow<()> {
+    /// Takes what waits: new routes (`Break` when the router stops), and on the first
+    /// thread the commands, the control links' datagrams and the timers when due.
+    fn news(&mut self, routes: &mut Arc<Routes>) -> ControlFlow<()> {
+        self.woken.drain();
+        match self.routes.has_changed() {
+            Err(_) => return ControlFlow::Break(()),
+            Ok(false) => {}
+            Ok(true) => {
+                *routes = self.routes.borrow_and_update().clone();
+                if self.lead.is_some() {
+                    let full_mesh = routes.reachable().all(|p| routes.is_neighbour(&p));
+                    lock(&self.shared).dp.set_flood_relay(!full_mesh);
+                }
+            }
+        }
         let Some(lead) = self.lead.as_mut() else {
             return ControlFlow::Continue(());
         };
         let queue = &mut self.queue;
-        match input {
-            LeadInput::Command(Some(c)) => lead.command(&self.shared, queue, Instant::now(), c),
-            LeadInput::Command(None) => return ControlFlow::Break(()),
-            LeadInput::Tcp(peer, mut d) => {
-                lead.receive_tcp(&self.shared, queue, peer, &mut d, routes)
+        for _ in 0..BATCH {
+            match lead.commands.try_recv() {
+                Ok(c) => {
+                    let now = Instant::now();
+                    lead.command(&self.shared, queue, now, c);
+                    // A command (a new peer, an offer) may unsettle a peer, so the next
+                    // tick comes within TICK of it.
+                    lead.tick_at = lead.tick_at.min(now + TICK);
+                }
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => return ControlFlow::Break(()),
             }
-            LeadInput::Tick => {
-                let now = Instant::now();
-                let mut s = lock(&self.shared);
-                s.dp.handle_timeout(now);
-                s.dp.poll_keepalives(now, &mut queue.tx);
-                s.dp.poll_probes(now, &mut queue.tx);
-            }
+        }
+        if let Ok((peer, mut d)) = lead.tcp_in.try_recv() {
+            lead.receive_tcp(&self.shared, queue, peer, &mut d, routes);
+        }
+        let now = Instant::now();
+        if now >= lead.tick_at {
+            let mut s = lock(&self.shared);
+            s.dp.handle_timeout(now);
+            s.dp.poll_keepalives(now, &mut queue.tx);
+            s.dp.poll_probes(now, &mut queue.tx);
+            // The data plane says when the next is due.
+            lead.tick_at = now + s.dp.tick_interval();
+        }
+        // More news than a batch: the next wait returns at once, after this turn's
+        // sends and a look at the TAP queue and the socket.
+        if !lead.commands.is_empty() || !lead.tcp_in.is_empty() {
+            self.wake.wake();
         }
         ControlFlow::Continue(())
     }
 }
 
 impl Lead {
-    /// The first thread's next input; never ready on the other threads.
-    async fn next(lead: Option<&mut Lead>, tick: Pin<&mut tokio::time::Sleep>) -> LeadInput {
-        let Some(lead) = lead else {
-            return std::future::pending().await;
-        };
-        tokio::select! {
-            Some((peer, d)) = lead.tcp_in.recv() => LeadInput::Tcp(peer, d),
-            command = lead.commands.recv() => LeadInput::Command(command),
-            () = tick => LeadInput::Tick,
-        }
-    }
-
     /// A sleeve datagram from inside `peer`'s control link, and up to a batch more.
     fn receive_tcp(
         &mut self,

@@ -74,6 +74,7 @@ pub mod status;
 pub mod store;
 pub mod supervise;
 pub mod underlay;
+pub mod wake;
 pub mod web;
 
 /// The weft version, as `weft version` prints it.

@@ -28,11 +28,10 @@ use datapath::dataplane::Event as DpEvent;
 use gossip::mesh::{ConnId, MeshEvent};
 use gossip::node::{Event, Input as NodeInput, Node, Output};
 use gossip::peer::PeerId;
-use gossip::routes::Routes;
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 pub use crate::handle::{channel, Input, LinkCmd, OwnerHandle, OwnerQueues};
@@ -44,7 +43,7 @@ pub struct DataplaneTasks {
     /// Its events (messages for neighbours, path changes).
     pub sleeve_events: mpsc::UnboundedReceiver<DpEvent>,
     /// Route snapshots for it.
-    pub routes: watch::Sender<Arc<Routes>>,
+    pub routes: crate::dataplane_driver::RoutesSender,
     /// The fast-path task (a disabled handle when the fast path is off).
     pub fastdp: FastdpHandle,
     /// Its events.
@@ -86,7 +85,7 @@ impl Owner {
     ) -> Owner {
         let channels = RouterChannels::new(ipam);
         let ipam = IpamDriver::new(store.clone());
-        let _ = tasks.routes.send(Arc::new(node.mesh().routes().clone()));
+        tasks.routes.send(Arc::new(node.mesh().routes().clone()));
         Owner {
             info,
             node,
@@ -250,7 +249,7 @@ impl Owner {
         match event {
             MeshEvent::RoutesChanged => {
                 let routes = Arc::new(self.node.mesh().routes().clone());
-                let _ = self.tasks.routes.send(routes);
+                self.tasks.routes.send(routes);
                 self.neighbours.handle_routes_changed();
             }
             MeshEvent::ConnectionEstablished { conn, peer } => {
