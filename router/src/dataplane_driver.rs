@@ -287,23 +287,20 @@ impl Queue {
         let now = Instant::now();
         let vnet_hdr = self.tap.mode().vnet_hdr();
         let mut s = lock(shared);
-        let mut n = first;
-        for _ in 0..BATCH {
-            match n {
-                Ok(len) => {
-                    s.dp.handle_tap_read(now, &mut frame[..len], vnet_hdr, routes, &mut self.tx)
+        let (tap, tx) = (&self.tap, &mut self.tx);
+        read_batch(
+            frame,
+            first,
+            |b| tap.try_recv(b),
+            |f| {
+                s.dp.handle_tap_read(now, f, vnet_hdr, routes, tx);
+                if tx.is_nearly_full() {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) => {
-                    warn!("reading the TAP device: {e}");
-                    break;
-                }
-            }
-            if self.tx.is_nearly_full() {
-                break;
-            }
-            n = self.tap.try_recv(frame);
-        }
+            },
+        );
         // ICMP "too big" replies, back to the containers.
         let tap = &self.tap;
         let drops = &self.counts.tap_drops;
@@ -578,6 +575,35 @@ pub fn new(
     })
 }
 
+/// Hands `handle` the frame `first` read into `frame`, then each frame `recv` reads,
+/// until the queue is empty (`WouldBlock`), a batch is done or `handle` says stop. Every
+/// frame read is handled: the next is read only when it will be. Returns how many.
+fn read_batch(
+    frame: &mut [u8],
+    first: io::Result<usize>,
+    mut recv: impl FnMut(&mut [u8]) -> io::Result<usize>,
+    mut handle: impl FnMut(&mut [u8]) -> ControlFlow<()>,
+) -> usize {
+    let mut n = first;
+    let mut handled = 0;
+    loop {
+        match n {
+            Ok(len) => {
+                handled += 1;
+                if handle(&mut frame[..len]).is_break() || handled == BATCH {
+                    return handled;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return handled,
+            Err(e) => {
+                warn!("reading the TAP device: {e}");
+                return handled;
+            }
+        }
+        n = recv(frame);
+    }
+}
+
 /// Whether a `poll` result says the descriptor has something to read (an error or a
 /// hang-up too: the read then says what).
 fn readable(fd: &PollFd<'_>) -> bool {
@@ -799,4 +825,63 @@ fn fallbacks(dp: &Dataplane) -> Vec<(PeerId, FallbackReason)> {
         .iter()
         .filter_map(|(p, _)| dp.fallback(p).map(|r| (*p, r)))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A queue of `n` frames, each one byte: its number.
+    fn queue(n: u8) -> impl FnMut(&mut [u8]) -> io::Result<usize> {
+        let mut next = 0u8;
+        move |buf: &mut [u8]| {
+            if next == n {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            buf[0] = next;
+            next += 1;
+            Ok(1)
+        }
+    }
+
+    /// Drains `n` frames in batches, `stop_after` frames at most per batch by `handle`'s
+    /// say; returns the frames in the order handled and the batch sizes.
+    fn drain(n: u8, stop_after: usize) -> (Vec<u8>, Vec<usize>) {
+        let mut recv = queue(n);
+        let mut frame = [0u8; 4];
+        let (mut seen, mut batches) = (Vec::new(), Vec::new());
+        loop {
+            let first = recv(&mut frame);
+            if first.is_err() {
+                return (seen, batches);
+            }
+            let mut in_batch = 0;
+            let got = read_batch(&mut frame, first, &mut recv, |f| {
+                seen.push(f[0]);
+                in_batch += 1;
+                if in_batch == stop_after {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            });
+            batches.push(got);
+        }
+    }
+
+    #[test]
+    fn every_frame_read_is_handled_across_full_batches() {
+        // 200 frames: three full batches and a short one, none lost at a batch's end.
+        let (seen, batches) = drain(200, usize::MAX);
+        assert_eq!(seen, (0..200).collect::<Vec<_>>());
+        assert_eq!(batches, vec![BATCH, BATCH, BATCH, 200 - 3 * BATCH]);
+    }
+
+    #[test]
+    fn a_batch_stopped_by_its_handler_loses_nothing() {
+        // The handler stops each batch after 5 (a nearly full send buffer).
+        let (seen, batches) = drain(23, 5);
+        assert_eq!(seen, (0..23).collect::<Vec<_>>());
+        assert_eq!(batches, vec![5, 5, 5, 5, 3]);
+    }
 }
