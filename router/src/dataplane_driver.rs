@@ -630,11 +630,15 @@ impl DataplaneThread {
         let mut frame = vec![0u8; VNET_HDR_LEN + MAX_SUPERFRAME];
         let mut datagram = vec![0u8; MAX_PACKET];
         let mut routes = self.routes.borrow_and_update().clone();
+        // Whether the last wait saw a wake (at the start, look anyway).
+        let mut woken = true;
         loop {
             // News first, then what it (and the last wait) staged goes out.
-            if self.news(&mut routes).is_break() {
+            if self.news(&mut routes, woken).is_break() {
                 return;
             }
+            // Until a wait says otherwise (one that was interrupted: look anyway).
+            woken = true;
             self.queue.finish(&self.shared, &self.events);
             // With datagrams still queued (a full socket buffer), wait for room and read
             // no more frames meanwhile: back-pressure onto the senders.
@@ -669,6 +673,7 @@ impl DataplaneThread {
                 }
             }
             let (tap_ready, udp_ready) = (readable(&fds[0]), readable(&fds[1]));
+            woken = readable(&fds[2]);
             if tap_ready {
                 let first = q.tap.try_recv(&mut frame);
                 if !matches!(&first, Err(e) if e.kind() == io::ErrorKind::WouldBlock) {
@@ -683,16 +688,21 @@ impl DataplaneThread {
 
     /// Takes what waits: new routes (`Break` when the router stops), and on the first
     /// thread the commands, the control links' datagrams and the timers when due.
-    fn news(&mut self, routes: &mut Arc<Routes>) -> ControlFlow<()> {
-        self.woken.drain();
-        match self.routes.has_changed() {
-            Err(_) => return ControlFlow::Break(()),
-            Ok(false) => {}
-            Ok(true) => {
-                *routes = self.routes.borrow_and_update().clone();
-                if self.lead.is_some() {
-                    let full_mesh = routes.reachable().all(|p| routes.is_neighbour(&p));
-                    lock(&self.shared).dp.set_flood_relay(!full_mesh);
+    /// Without a wake (`woken` false: the last wait did not see one) the channels hold
+    /// nothing, since whoever sends wakes, and only the timers are looked at: the
+    /// channels and the wake's read are skipped on the busy path.
+    fn news(&mut self, routes: &mut Arc<Routes>, woken: bool) -> ControlFlow<()> {
+        if woken {
+            self.woken.drain();
+            match self.routes.has_changed() {
+                Err(_) => return ControlFlow::Break(()),
+                Ok(false) => {}
+                Ok(true) => {
+                    *routes = self.routes.borrow_and_update().clone();
+                    if self.lead.is_some() {
+                        let full_mesh = routes.reachable().all(|p| routes.is_neighbour(&p));
+                        lock(&self.shared).dp.set_flood_relay(!full_mesh);
+                    }
                 }
             }
         }
@@ -700,21 +710,23 @@ impl DataplaneThread {
             return ControlFlow::Continue(());
         };
         let queue = &mut self.queue;
-        for _ in 0..BATCH {
-            match lead.commands.try_recv() {
-                Ok(c) => {
-                    let now = Instant::now();
-                    lead.command(&self.shared, queue, now, c);
-                    // A command (a new peer, an offer) may unsettle a peer, so the next
-                    // tick comes within TICK of it.
-                    lead.tick_at = lead.tick_at.min(now + TICK);
+        if woken {
+            for _ in 0..BATCH {
+                match lead.commands.try_recv() {
+                    Ok(c) => {
+                        let now = Instant::now();
+                        lead.command(&self.shared, queue, now, c);
+                        // A command (a new peer, an offer) may unsettle a peer, so the next
+                        // tick comes within TICK of it.
+                        lead.tick_at = lead.tick_at.min(now + TICK);
+                    }
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => return ControlFlow::Break(()),
                 }
-                Err(TryRecvError::Empty) => break,
-                Err(TryRecvError::Disconnected) => return ControlFlow::Break(()),
             }
-        }
-        if let Ok((peer, mut d)) = lead.tcp_in.try_recv() {
-            lead.receive_tcp(&self.shared, queue, peer, &mut d, routes);
+            if let Ok((peer, mut d)) = lead.tcp_in.try_recv() {
+                lead.receive_tcp(&self.shared, queue, peer, &mut d, routes);
+            }
         }
         let now = Instant::now();
         if now >= lead.tick_at {
@@ -727,7 +739,7 @@ impl DataplaneThread {
         }
         // More news than a batch: the next wait returns at once, after this turn's
         // sends and a look at the TAP queue and the socket.
-        if !lead.commands.is_empty() || !lead.tcp_in.is_empty() {
+        if woken && (!lead.commands.is_empty() || !lead.tcp_in.is_empty()) {
             self.wake.wake();
         }
         ControlFlow::Continue(())
