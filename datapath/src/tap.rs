@@ -279,11 +279,11 @@ impl TapQueue {
         write_frame(&self.file, self.mode, frame)
     }
 
-    /// A second descriptor for this queue that any thread may use: the data plane
-    /// writes each received frame on its flow's queue ([`crate::flow`]), whichever
-    /// thread received it, and a thread may read a queue another thread lent it.
-    pub fn handle(&self) -> io::Result<TapHandle> {
-        Ok(TapHandle {
+    /// A second descriptor for this queue, for writing only, that any thread may use:
+    /// the data plane writes each received frame on its flow's queue
+    /// ([`crate::flow`]), whichever thread received it.
+    pub fn writer(&self) -> io::Result<TapWriter> {
+        Ok(TapWriter {
             file: self.file.try_clone()?,
             mode: self.mode,
         })
@@ -302,20 +302,14 @@ impl AsRawFd for TapQueue {
     }
 }
 
-/// A second handle on one queue of the TAP device ([`TapQueue::handle`]): a duplicate of
-/// its descriptor (non-blocking, like the queue's own). Reads through it and through the
-/// queue take frames from the same queue: whoever reads must keep the frames in order.
-pub struct TapHandle {
+/// A write-only handle on one queue of the TAP device ([`Tap::writer`]): a duplicate of
+/// its descriptor (non-blocking, like the queue's own).
+pub struct TapWriter {
     file: File,
     mode: OffloadMode,
 }
 
-impl TapHandle {
-    /// As [`TapQueue::try_recv`].
-    pub fn try_recv(&self, buf: &mut [u8]) -> io::Result<usize> {
-        (&self.file).read(buf)
-    }
-
+impl TapWriter {
     /// As [`Tap::try_send`].
     pub fn try_send(&self, frame: &[u8]) -> io::Result<usize> {
         write_frame(&self.file, self.mode, frame)
@@ -325,12 +319,6 @@ impl TapHandle {
     pub fn try_send_vnet(&self, vnet: &[u8; VNET_HDR_LEN], frame: &[u8]) -> io::Result<usize> {
         debug_assert!(self.mode.vnet_hdr());
         write_vnet(&self.file, vnet, frame)
-    }
-}
-
-impl AsFd for TapHandle {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.file.as_fd()
     }
 }
 

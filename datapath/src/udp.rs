@@ -77,19 +77,6 @@ impl SleeveSocket {
         })
     }
 
-    /// A second handle on the same socket (a duplicate of its descriptor, with its own
-    /// receive state): for a thread that reads it while its owner lends it.
-    pub fn try_clone(&self) -> io::Result<SleeveSocket> {
-        Ok(SleeveSocket {
-            udp: self.udp.try_clone()?,
-            v6: self.v6,
-            gso: self.gso,
-            gso_failures: 0,
-            gro: self.gro,
-            cmsg: nix::cmsg_space!(i32),
-        })
-    }
-
     /// Whether runs are sent with GSO.
     pub fn gso(&self) -> bool {
         self.gso

@@ -22,18 +22,6 @@
 //! receiver's replay window tolerates the reordering between threads, and a counter
 //! marked by another thread while a datagram was decrypted is refused as a replay.
 //!
-//! Lending: a thread other than the first that was busy less than a tenth of a window
-//! (100 ms) lends its queue and socket to the first thread (`Turn`, `Loan`) and
-//! sleeps; the first waits on them beside its own, and gives them back when they keep it
-//! busy more than a fifth of a window. A received frame is written on its flow's queue,
-//! and the pod's kernel queues its answer there (an echo reply, an ACK) before the write
-//! returns: on a lent queue nobody sleeps, so the answer is read by the thread that is
-//! already running instead of waking a second one on another CPU, which cost some 0.04
-//! ms of round trip (docs/performance.md, 2026-12-08). Under load each thread has its
-//! own again. Whoever reads a queue and its socket holds their turn until what it read
-//! has been handed on (and the first thread, until it has left), so their order holds
-//! when the reader changes.
-//!
 //! Each wake-up drains what is queued (up to a batch) before sending: frames that
 //! queued up share datagrams, and the datagrams for one peer leave in one GSO call
 //! ([`SleeveSocket`]); received runs arrive in one GRO call. When the socket's buffer is
@@ -59,7 +47,7 @@ use datapath::flow::queue_for;
 use datapath::offload::coalesce::{Coalescer, MAX_SUPERFRAME};
 use datapath::offload::vnet::VNET_HDR_LEN;
 use datapath::sleeve::keys::RekeyOffer;
-use datapath::tap::{OffloadMode, Tap, TapHandle, TapQueue};
+use datapath::tap::{OffloadMode, Tap, TapQueue, TapWriter};
 use datapath::udp::{SleeveSocket, GSO_MAX_BYTES, GSO_MAX_SEGMENTS};
 use gossip::peer::PeerId;
 use gossip::routes::Routes;
@@ -70,9 +58,9 @@ use std::io;
 use std::net::SocketAddr;
 use std::ops::ControlFlow;
 use std::os::fd::AsFd;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc::error::{TryRecvError, TrySendError};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -80,14 +68,6 @@ use tracing::warn;
 
 /// Frames or datagrams handled per wake-up before the batch is sent.
 const BATCH: usize = 64;
-/// How long a thread's work is timed before it decides whether to lend its queue.
-const LOAD_WINDOW: Duration = Duration::from_millis(100);
-/// A thread (not the first) busy less than this in a window with its queue and socket
-/// (a tenth of it) lends them to the first thread.
-const LEND_BELOW: Duration = Duration::from_millis(10);
-/// The first thread gives a lent queue back when it is busy more than this in a window
-/// with it (a fifth of it): work enough for a thread of its own.
-const RETURN_ABOVE: Duration = Duration::from_millis(20);
 /// Largest datagram read.
 const MAX_PACKET: usize = 65_535;
 
@@ -148,8 +128,6 @@ pub struct Stats {
     pub tcp_link_drops: u64,
     /// Data-plane threads, each with its queue of the TAP device and its socket.
     pub queues: usize,
-    /// Threads that have lent their queue and socket to the first (little to do).
-    pub lent: usize,
 }
 
 /// A cheap handle to the data plane, for commands.
@@ -246,63 +224,12 @@ struct QueueCounts {
 /// queue ([`datapath::flow`]), so that the frames the pod sends back in that flow are
 /// read by the same thread.
 struct Writers {
-    all: Vec<TapHandle>,
-}
-
-/// The turn to read one queue of the TAP device and its socket, and whether its thread
-/// has lent them to the first thread.
-#[derive(Default)]
-struct Turn {
-    /// Held from reading until what was read has been handed on (and, for the first
-    /// thread reading a lent queue, has left): so the frames of a queue and the
-    /// datagrams of a socket stay in order when the reader changes.
-    lock: Mutex<()>,
-    /// Lent: its thread sleeps until the first thread gives them back.
-    lent: AtomicBool,
-}
-
-impl Turn {
-    /// Takes the turn; the lock guards nothing else, so a poisoned one is as good.
-    fn take(&self) -> MutexGuard<'_, ()> {
-        self.lock.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-/// A queue and socket lent to the first thread: its own handles on them.
-struct Loan {
-    index: usize,
-    tap: TapHandle,
-    udp: SleeveSocket,
-    /// Wakes the lender (to take them back).
-    wake: Wake,
-    /// Time spent on it in this window.
-    busy: Duration,
-}
-
-/// A thread's work in the current window: the time from each wait's end to the next
-/// wait.
-struct Load {
-    since: Instant,
-    busy: Duration,
-}
-
-impl Load {
-    fn new(now: Instant) -> Load {
-        Load {
-            since: now,
-            busy: Duration::ZERO,
-        }
-    }
-
-    /// When the window ends.
-    fn ends(&self) -> Instant {
-        self.since + LOAD_WINDOW
-    }
+    all: Vec<TapWriter>,
 }
 
 impl Writers {
     /// The writer for `frame`'s flow; a frame with no flow goes on queue `own`.
-    fn for_frame(&self, frame: &[u8], own: usize) -> &TapHandle {
+    fn for_frame(&self, frame: &[u8], own: usize) -> &TapWriter {
         let q = queue_for(frame, self.all.len()).unwrap_or(own);
         &self.all[q.min(self.all.len() - 1)]
     }
@@ -349,28 +276,31 @@ impl Queue {
         }
     }
 
-    /// Handles `first` (the result of a TAP read into `frame`) and up to a batch more,
-    /// read with `recv` (from this thread's queue, or a lent one). Returns how many.
+    /// Handles `first` (the result of a TAP read into `frame`) and up to a batch more.
     fn read_tap(
         &mut self,
         shared: &Mutex<Shared>,
         routes: &Routes,
         frame: &mut [u8],
         first: io::Result<usize>,
-        recv: impl FnMut(&mut [u8]) -> io::Result<usize>,
-    ) -> usize {
+    ) {
         let now = Instant::now();
         let vnet_hdr = self.tap.mode().vnet_hdr();
         let mut s = lock(shared);
-        let tx = &mut self.tx;
-        let handled = read_batch(frame, first, recv, |f| {
-            s.dp.handle_tap_read(now, f, vnet_hdr, routes, tx);
-            if tx.is_nearly_full() {
-                ControlFlow::Break(())
-            } else {
-                ControlFlow::Continue(())
-            }
-        });
+        let (tap, tx) = (&self.tap, &mut self.tx);
+        read_batch(
+            frame,
+            first,
+            |b| tap.try_recv(b),
+            |f| {
+                s.dp.handle_tap_read(now, f, vnet_hdr, routes, tx);
+                if tx.is_nearly_full() {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            },
+        );
         // ICMP "too big" replies, back to the containers.
         let tap = &self.tap;
         let drops = &self.counts.tap_drops;
@@ -379,15 +309,12 @@ impl Queue {
                 drops.fetch_add(1, Relaxed);
             }
         });
-        handled
     }
 
     /// Receives up to a batch of datagrams (each GRO run counts once) and handles them.
-    /// Returns how many runs.
-    fn receive(&mut self, shared: &Mutex<Shared>, routes: &Routes, buf: &mut [u8]) -> usize {
+    fn receive(&mut self, shared: &Mutex<Shared>, routes: &Routes, buf: &mut [u8]) {
         let now = Instant::now();
         let vnet_hdr = self.tap.mode().vnet_hdr();
-        let mut runs = 0;
         for _ in 0..BATCH {
             let r = match self.udp.try_recv(buf) {
                 Ok(r) => r,
@@ -397,7 +324,6 @@ impl Queue {
                     break;
                 }
             };
-            runs += 1;
             {
                 let (writers, own) = (&*self.writers, self.index);
                 let drops = &self.counts.tap_drops;
@@ -463,39 +389,6 @@ impl Queue {
         c.coalesced.store(self.coalescer.merged, Relaxed);
         c.coalesced_segments
             .store(self.coalescer.merged_segments, Relaxed);
-        runs
-    }
-
-    /// Seals what is staged and sends what the socket takes now.
-    fn flush_and_send(&mut self, shared: &Mutex<Shared>) {
-        lock(shared).dp.flush(&mut self.tx);
-        self.send(shared);
-    }
-
-    /// Seals what is staged and sends it all, waiting for room in the socket's buffer if
-    /// need be: for what was read from a lent queue, which must leave before its turn
-    /// is given back. A buffer that does not drain for a second loses what waits
-    /// (dropped and counted), not the thread.
-    fn send_all(&mut self, shared: &Mutex<Shared>) {
-        self.flush_and_send(shared);
-        for _ in 0..10 {
-            if self.tx.is_empty() {
-                return;
-            }
-            let mut fds = [PollFd::new(self.udp.as_fd(), PollFlags::POLLOUT)];
-            if let Err(e) = poll(&mut fds, PollTimeout::from(100u8)) {
-                if e != Errno::EINTR {
-                    warn!("waiting for room in the sleeve socket: {e}");
-                    break;
-                }
-            }
-            self.send(shared);
-        }
-        let left = self.tx.len() as u64;
-        if left > 0 {
-            self.counts.udp_drops.fetch_add(left, Relaxed);
-            self.tx.clear();
-        }
     }
 
     /// The end of a wake-up: seals what is staged, hands events and TCP-fallback
@@ -573,14 +466,6 @@ pub struct DataplaneThread {
     woken: Woken,
     /// Its other end, for news left after a batch.
     wake: Wake,
-    /// Every queue's turn, by index.
-    turns: Arc<[Turn]>,
-    /// The first thread's wake (a queue lent to it).
-    lead_wake: Wake,
-    /// This thread's work in the current window.
-    load: Load,
-    /// Whether it has lent its queue (it learns from its turn when it is given back).
-    lent: bool,
     lead: Option<Lead>,
 }
 
@@ -595,10 +480,6 @@ struct Lead {
     others: Vec<DataplaneThread>,
     /// When the timers are due next.
     tick_at: Instant,
-    /// The other threads' queues and sockets, for when they are lent.
-    loans: Vec<Loan>,
-    /// When the loans' load counts start over.
-    loans_since: Instant,
 }
 
 /// The data plane, built: its first thread (holding the others until
@@ -642,30 +523,15 @@ pub fn new(
     let writers = Arc::new(Writers {
         all: queues
             .iter()
-            .map(|(tap, _)| tap.handle())
+            .map(|(tap, _)| tap.writer())
             .collect::<io::Result<_>>()?,
     });
-    let turns: Arc<[Turn]> = queues.iter().map(|_| Turn::default()).collect();
-    let pairs = queues
-        .iter()
-        .map(|_| wake::pair())
-        .collect::<io::Result<Vec<_>>>()?;
-    let wakes: Vec<Wake> = pairs.iter().map(|(wake, _)| wake.clone()).collect();
-    let lead_wake = wakes[0].clone();
-    let mut loans = Vec::new();
-    for (index, (tap, udp)) in queues.iter().enumerate().skip(1) {
-        loans.push(Loan {
-            index,
-            tap: tap.handle()?,
-            udp: udp.try_clone()?,
-            wake: wakes[index].clone(),
-            busy: Duration::ZERO,
-        });
-    }
     let (routes_tx, routes_rx) = watch::channel(initial);
-    let now = Instant::now();
+    let mut wakes = Vec::new();
     let mut threads = Vec::new();
-    for (i, ((tap, udp), (wake, woken))) in queues.into_iter().zip(pairs).enumerate() {
+    for (i, (tap, udp)) in queues.into_iter().enumerate() {
+        let (wake, woken) = wake::pair()?;
+        wakes.push(wake.clone());
         threads.push(DataplaneThread {
             shared: Arc::clone(&shared),
             queue: Queue::new((i, tap), udp, Arc::clone(&writers), max_segment),
@@ -673,10 +539,6 @@ pub fn new(
             events: events.clone(),
             woken,
             wake,
-            turns: Arc::clone(&turns),
-            lead_wake: lead_wake.clone(),
-            load: Load::new(now),
-            lent: false,
             lead: None,
         });
     }
@@ -693,10 +555,9 @@ pub fn new(
         tcp_in,
         counts,
         others: threads,
-        tick_at: now + TICK,
-        loans,
-        loans_since: now,
+        tick_at: Instant::now() + TICK,
     });
+    let lead_wake = wakes[0].clone();
     Ok(Built {
         first,
         handle: DataplaneHandle {
@@ -769,11 +630,6 @@ impl DataplaneThread {
         let mut frame = vec![0u8; VNET_HDR_LEN + MAX_SUPERFRAME];
         let mut datagram = vec![0u8; MAX_PACKET];
         let mut routes = self.routes.borrow_and_update().clone();
-        let turns = Arc::clone(&self.turns);
-        let turn = &turns[self.queue.index];
-        // This thread's queue, read through a handle of its own while `queue` is borrowed.
-        let writers = Arc::clone(&self.queue.writers);
-        let own_tap = &writers.all[self.queue.index];
         // Whether the last wait saw a wake (at the start, look anyway).
         let mut woken = true;
         loop {
@@ -787,49 +643,26 @@ impl DataplaneThread {
             // With datagrams still queued (a full socket buffer), wait for room and read
             // no more frames meanwhile: back-pressure onto the senders.
             let blocked = !self.queue.tx.is_empty();
-            if self.lead.is_none() && !blocked && self.lends(turn) {
-                // Lent: sleep until given back (or news).
-                let mut fds = [PollFd::new(self.woken.as_fd(), PollFlags::POLLIN)];
-                let _ = poll(&mut fds, PollTimeout::NONE);
-                continue;
-            }
             let (tap_wants, udp_wants) = if blocked {
                 (PollFlags::empty(), PollFlags::POLLIN | PollFlags::POLLOUT)
             } else {
                 (PollFlags::POLLIN, PollFlags::POLLIN)
             };
-            let until = match &self.lead {
-                Some(lead) => lead.tick_at,
-                None => self.load.ends(),
+            let timeout = match &self.lead {
+                Some(lead) => {
+                    let wait = lead.tick_at.saturating_duration_since(Instant::now());
+                    // Rounded up, so that the tick is never early.
+                    let ms = wait.as_micros().div_ceil(1000);
+                    PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)
+                }
+                None => PollTimeout::NONE,
             };
-            let wait = until.saturating_duration_since(Instant::now());
-            // Rounded up, so that the tick is never early.
-            let ms = wait.as_micros().div_ceil(1000);
-            let timeout = PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX);
             let q = &mut self.queue;
-            let mut fds = vec![
+            let mut fds = [
                 PollFd::new(q.tap.as_fd(), tap_wants),
                 PollFd::new(q.udp.as_fd(), udp_wants),
                 PollFd::new(self.woken.as_fd(), PollFlags::POLLIN),
             ];
-            // The first thread also waits on what is lent to it.
-            let lent: Vec<usize> = match &self.lead {
-                Some(lead) => lead
-                    .loans
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, l)| turns[l.index].lent.load(Relaxed))
-                    .map(|(i, _)| i)
-                    .collect(),
-                None => Vec::new(),
-            };
-            if let Some(lead) = &self.lead {
-                for &i in &lent {
-                    let loan = &lead.loans[i];
-                    fds.push(PollFd::new(loan.tap.as_fd(), tap_wants));
-                    fds.push(PollFd::new(loan.udp.as_fd(), PollFlags::POLLIN));
-                }
-            }
             match poll(&mut fds, timeout) {
                 Ok(_) => {}
                 Err(Errno::EINTR) => continue,
@@ -841,76 +674,16 @@ impl DataplaneThread {
             }
             let (tap_ready, udp_ready) = (readable(&fds[0]), readable(&fds[1]));
             woken = readable(&fds[2]);
-            let ready: Vec<(usize, bool, bool)> = lent
-                .iter()
-                .enumerate()
-                .map(|(k, &i)| (i, readable(&fds[3 + 2 * k]), readable(&fds[4 + 2 * k])))
-                .filter(|(_, t, u)| *t || *u)
-                .collect();
-            drop(fds);
-            let started = Instant::now();
             if tap_ready {
-                // What is read leaves before the turn is given back.
-                let _turn = turn.take();
-                let first = own_tap.try_recv(&mut frame);
+                let first = q.tap.try_recv(&mut frame);
                 if !matches!(&first, Err(e) if e.kind() == io::ErrorKind::WouldBlock) {
-                    q.read_tap(&self.shared, &routes, &mut frame, first, |b| {
-                        own_tap.try_recv(b)
-                    });
-                    q.flush_and_send(&self.shared);
+                    q.read_tap(&self.shared, &routes, &mut frame, first);
                 }
             }
             if udp_ready {
-                let _turn = turn.take();
                 q.receive(&self.shared, &routes, &mut datagram);
-                q.flush_and_send(&self.shared);
-            }
-            self.load.busy += started.elapsed();
-            if let Some(lead) = self.lead.as_mut() {
-                for (i, tap_ready, udp_ready) in ready {
-                    let loan = &mut lead.loans[i];
-                    lead_read(
-                        &self.shared,
-                        q,
-                        loan,
-                        &turns[loan.index],
-                        (tap_ready, udp_ready),
-                        &routes,
-                        (&mut frame, &mut datagram),
-                    );
-                }
-                lead.settle_loans();
             }
         }
-    }
-
-    /// For a thread other than the first, at the end of a window: whether it lends its
-    /// queue and socket to the first thread now (it had little to do), or has lent them
-    /// already. A lent queue is read by the first thread, which has others' work at hand
-    /// anyway: a pod's answer to a frame it wrote then waits for no second thread to
-    /// wake on another CPU (docs/performance.md, 2026-12-08).
-    fn lends(&mut self, turn: &Turn) -> bool {
-        if turn.lent.load(Relaxed) {
-            return true;
-        }
-        let now = Instant::now();
-        if self.lent {
-            // Given back: a full window of its own work before it may lend again.
-            self.lent = false;
-            self.load = Load::new(now);
-            return false;
-        }
-        if now < self.load.ends() {
-            return false;
-        }
-        let idle = self.load.busy < LEND_BELOW;
-        self.load = Load::new(now);
-        if idle {
-            self.lent = true;
-            turn.lent.store(true, Relaxed);
-            self.lead_wake.wake();
-        }
-        idle
     }
 
     /// Takes what waits: new routes (`Break` when the router stops), and on the first
@@ -942,7 +715,7 @@ impl DataplaneThread {
                 match lead.commands.try_recv() {
                     Ok(c) => {
                         let now = Instant::now();
-                        lead.command(&self.shared, queue, &self.turns, now, c);
+                        lead.command(&self.shared, queue, now, c);
                         // A command (a new peer, an offer) may unsettle a peer, so the next
                         // tick comes within TICK of it.
                         lead.tick_at = lead.tick_at.min(now + TICK);
@@ -973,58 +746,7 @@ impl DataplaneThread {
     }
 }
 
-/// The first thread reads a lent queue and socket (what the last wait found ready), in
-/// their turn, and sends what came of it before giving the turn back. A loan with
-/// work for a thread of its own (more than [`RETURN_ABOVE`] of it in a window) is given
-/// back.
-fn lead_read(
-    shared: &Mutex<Shared>,
-    q: &mut Queue,
-    loan: &mut Loan,
-    turn: &Turn,
-    (tap_ready, udp_ready): (bool, bool),
-    routes: &Routes,
-    (frame, datagram): (&mut [u8], &mut [u8]),
-) {
-    // Taken back meanwhile: its thread reads it.
-    let Ok(_turn) = turn.lock.try_lock() else {
-        return;
-    };
-    if !turn.lent.load(Relaxed) {
-        return;
-    }
-    let started = Instant::now();
-    if tap_ready {
-        let first = loan.tap.try_recv(frame);
-        if !matches!(&first, Err(e) if e.kind() == io::ErrorKind::WouldBlock) {
-            let tap = &loan.tap;
-            q.read_tap(shared, routes, frame, first, |b| tap.try_recv(b));
-        }
-    }
-    if udp_ready {
-        // Read through the loan's socket, sent through this thread's (the same port).
-        std::mem::swap(&mut q.udp, &mut loan.udp);
-        q.receive(shared, routes, datagram);
-        std::mem::swap(&mut q.udp, &mut loan.udp);
-    }
-    q.send_all(shared);
-    loan.busy += started.elapsed();
-    if loan.busy > RETURN_ABOVE {
-        turn.lent.store(false, Relaxed);
-        loan.wake.wake();
-    }
-}
-
 impl Lead {
-    /// Starts the loans' load counts over once a window.
-    fn settle_loans(&mut self) {
-        let now = Instant::now();
-        if now >= self.loans_since + LOAD_WINDOW {
-            self.loans_since = now;
-            self.loans.iter_mut().for_each(|l| l.busy = Duration::ZERO);
-        }
-    }
-
     /// A sleeve datagram from inside `peer`'s control link, and up to a batch more.
     fn receive_tcp(
         &mut self,
@@ -1053,14 +775,7 @@ impl Lead {
         }
     }
 
-    fn command(
-        &self,
-        shared: &Mutex<Shared>,
-        queue: &Queue,
-        turns: &[Turn],
-        now: Instant,
-        command: Command,
-    ) {
+    fn command(&self, shared: &Mutex<Shared>, queue: &Queue, now: Instant, command: Command) {
         let mut s = lock(shared);
         match command {
             Command::AddPeer {
@@ -1109,7 +824,6 @@ impl Lead {
                     fallback: fallbacks(&s.dp),
                     tcp_link_drops: s.tcp_link_drops,
                     queues: self.counts.len(),
-                    lent: turns.iter().filter(|t| t.lent.load(Relaxed)).count(),
                 });
             }
         }

@@ -523,12 +523,6 @@ fn dataplane_families(e: &mut Exposition, report: &Report) {
         "Data-plane threads, each with a queue of the TAP device and a sleeve socket.",
         dp.dataplane_threads,
     );
-    e.single(
-        "weft_dataplane_threads_lent",
-        "gauge",
-        "Data-plane threads that lent their queue and socket to the first (little to do).",
-        dp.dataplane_threads_lent,
-    );
     e.family(
         "weft_superframes_total",
         "counter",

@@ -330,7 +330,6 @@ pub fn dataplane(stats: &crate::dataplane_driver::Stats) -> crate::status::Datap
         superframes_tx: c.superframes,
         superframes_rx: stats.coalesced,
         superframes_rx_segments: stats.coalesced_segments,
-        dataplane_threads_lent: stats.lent as u64,
     }
 }
 

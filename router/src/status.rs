@@ -219,10 +219,6 @@ pub struct DataplaneReport {
     /// Segments merged into those superframes.
     #[serde(default)]
     pub superframes_rx_segments: u64,
-    /// Data-plane threads that have lent their queue and socket to the first thread,
-    /// having had little to do.
-    #[serde(default)]
-    pub dataplane_threads_lent: u64,
 }
 
 /// Traffic with one neighbour.

@@ -38,8 +38,7 @@ fn report() -> Report {
             "drops_spoofed_source": 0, "drops_loop": 0, "drops_wrong_relay": 0, "drops_unsendable": 0,
             "drops_queue_full": 0, "drops_mtu": 9, "rekeys_refused": 0, "mac_entries": 4,
             "offload_mode": "tso", "dataplane_threads": 2, "drops_offload_malformed": 11, "superframes_tx": 12,
-            "superframes_rx": 13, "superframes_rx_segments": 14,
-            "dataplane_threads_lent": 1
+            "superframes_rx": 13, "superframes_rx_segments": 14
         },
         "ipam": {
             "status": "ready", "range": "10.32.0.0/12", "default_subnet": "10.32.0.0/12",
@@ -184,7 +183,6 @@ fn figures_come_from_the_report() {
     assert_eq!(v("weft_tap_offload_mode", r#"mode="tso""#), 1.0);
     assert_eq!(v("weft_tap_offload_mode", r#"mode="plain""#), 0.0);
     assert_eq!(v("weft_dataplane_threads", ""), 2.0);
-    assert_eq!(v("weft_dataplane_threads_lent", ""), 1.0);
     assert_eq!(v("weft_superframes_total", r#"direction="tx""#), 12.0);
     assert_eq!(v("weft_superframes_total", r#"direction="rx""#), 13.0);
     assert_eq!(v("weft_coalesced_segments_total", ""), 14.0);
