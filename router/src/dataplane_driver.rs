@@ -633,10 +633,12 @@ impl DataplaneThread {
         // Whether the last wait saw a wake (at the start, look anyway).
         let mut woken = true;
         loop {
-            // News first, then what it (and the last wait) staged goes out.
-            if self.news(&mut routes, woken).is_break() {
+            // News first (only a wake brings any: whoever sends one wakes), then the
+            // timers, then what they (and the last wait) staged goes out.
+            if woken && self.news(&mut routes).is_break() {
                 return;
             }
+            self.tick();
             // Until a wait says otherwise (one that was interrupted: look anyway).
             woken = true;
             self.queue.finish(&self.shared, &self.events);
@@ -686,23 +688,18 @@ impl DataplaneThread {
         }
     }
 
-    /// Takes what waits: new routes (`Break` when the router stops), and on the first
-    /// thread the commands, the control links' datagrams and the timers when due.
-    /// Without a wake (`woken` false: the last wait did not see one) the channels hold
-    /// nothing, since whoever sends wakes, and only the timers are looked at: the
-    /// channels and the wake's read are skipped on the busy path.
-    fn news(&mut self, routes: &mut Arc<Routes>, woken: bool) -> ControlFlow<()> {
-        if woken {
-            self.woken.drain();
-            match self.routes.has_changed() {
-                Err(_) => return ControlFlow::Break(()),
-                Ok(false) => {}
-                Ok(true) => {
-                    *routes = self.routes.borrow_and_update().clone();
-                    if self.lead.is_some() {
-                        let full_mesh = routes.reachable().all(|p| routes.is_neighbour(&p));
-                        lock(&self.shared).dp.set_flood_relay(!full_mesh);
-                    }
+    /// Takes what a wake announced: new routes (`Break` when the router stops), and on
+    /// the first thread the commands and the control links' datagrams.
+    fn news(&mut self, routes: &mut Arc<Routes>) -> ControlFlow<()> {
+        self.woken.drain();
+        match self.routes.has_changed() {
+            Err(_) => return ControlFlow::Break(()),
+            Ok(false) => {}
+            Ok(true) => {
+                *routes = self.routes.borrow_and_update().clone();
+                if self.lead.is_some() {
+                    let full_mesh = routes.reachable().all(|p| routes.is_neighbour(&p));
+                    lock(&self.shared).dp.set_flood_relay(!full_mesh);
                 }
             }
         }
@@ -710,39 +707,44 @@ impl DataplaneThread {
             return ControlFlow::Continue(());
         };
         let queue = &mut self.queue;
-        if woken {
-            for _ in 0..BATCH {
-                match lead.commands.try_recv() {
-                    Ok(c) => {
-                        let now = Instant::now();
-                        lead.command(&self.shared, queue, now, c);
-                        // A command (a new peer, an offer) may unsettle a peer, so the next
-                        // tick comes within TICK of it.
-                        lead.tick_at = lead.tick_at.min(now + TICK);
-                    }
-                    Err(TryRecvError::Empty) => break,
-                    Err(TryRecvError::Disconnected) => return ControlFlow::Break(()),
+        for _ in 0..BATCH {
+            match lead.commands.try_recv() {
+                Ok(c) => {
+                    let now = Instant::now();
+                    lead.command(&self.shared, queue, now, c);
+                    // A command (a new peer, an offer) may unsettle a peer, so the next
+                    // tick comes within TICK of it.
+                    lead.tick_at = lead.tick_at.min(now + TICK);
                 }
-            }
-            if let Ok((peer, mut d)) = lead.tcp_in.try_recv() {
-                lead.receive_tcp(&self.shared, queue, peer, &mut d, routes);
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => return ControlFlow::Break(()),
             }
         }
+        if let Ok((peer, mut d)) = lead.tcp_in.try_recv() {
+            lead.receive_tcp(&self.shared, queue, peer, &mut d, routes);
+        }
+        // More news than a batch: the next wait returns at once, after this turn's
+        // sends and a look at the TAP queue and the socket.
+        if !lead.commands.is_empty() || !lead.tcp_in.is_empty() {
+            self.wake.wake();
+        }
+        ControlFlow::Continue(())
+    }
+
+    /// On the first thread, the timers when due.
+    fn tick(&mut self) {
+        let Some(lead) = self.lead.as_mut() else {
+            return;
+        };
         let now = Instant::now();
         if now >= lead.tick_at {
             let mut s = lock(&self.shared);
             s.dp.handle_timeout(now);
-            s.dp.poll_keepalives(now, &mut queue.tx);
-            s.dp.poll_probes(now, &mut queue.tx);
+            s.dp.poll_keepalives(now, &mut self.queue.tx);
+            s.dp.poll_probes(now, &mut self.queue.tx);
             // The data plane says when the next is due.
             lead.tick_at = now + s.dp.tick_interval();
         }
-        // More news than a batch: the next wait returns at once, after this turn's
-        // sends and a look at the TAP queue and the socket.
-        if woken && (!lead.commands.is_empty() || !lead.tcp_in.is_empty()) {
-            self.wake.wake();
-        }
-        ControlFlow::Continue(())
     }
 }
 
